@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// The one executable: every role of the system is a subcommand, so an image or a script needs one binary.
+@main
+struct ActivitySync: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "activity-sync",
+        abstract: "Keeps a knowledge graph fed with what happens in people's GitHub accounts.",
+        subcommands: []
+    )
+}

@@ -1,0 +1,1 @@
+// Placeholder until the ActivitySyncTesting module lands.

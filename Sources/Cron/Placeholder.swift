@@ -1,0 +1,1 @@
+// Placeholder until the Cron module lands.

@@ -1,0 +1,1 @@
+// Placeholder until the Scheduler module lands.

@@ -1,0 +1,104 @@
+public import Foundation
+
+/// A source of activity, in the shape of the sync-integration SDK: `spec`, `setup`, `sync`.
+///
+/// The worker knows integrations only through this protocol and picks one by `key`, so adding a source means
+/// adding a conformance, not touching the worker.
+public protocol Integration: Sendable {
+    /// The key jobs and accounts name, e.g. `github`.
+    var key: String { get }
+
+    /// The integration's spec document (name, key, schedule, auth, mcp), as the SDK's `spec` event returns it.
+    func spec() -> JSONValue
+
+    /// Turns an OAuth response into the account message the SDK's `setup` event returns.
+    func setup(oauthResponse: JSONValue) async throws -> AccountSetup
+
+    /// Runs one sync of one account.
+    ///
+    /// - Important: Must not throw for conditions the outcome can express (rejected token, rate limit, deadline):
+    ///   those come back as `SyncOutcome.status` with the progress made so far in `state`, so nothing is lost.
+    ///   Throw ``IntegrationError`` only when the job itself cannot be processed.
+    func sync(_ request: SyncRequest) async throws -> SyncOutcome
+}
+
+public struct SyncRequest: Sendable {
+    public var accountId: String
+    public var config: JSONValue
+    /// The integration state from the previous sync; nil on the first sync.
+    public var state: JSONValue?
+    /// A one-off re-read from this time (`accounts resync`).
+    public var since: Date?
+    /// Wall-clock time by which the sync must return, with whatever progress it has.
+    public var deadline: Date
+
+    public init(accountId: String, config: JSONValue, state: JSONValue?, since: Date? = nil, deadline: Date) {
+        self.accountId = accountId
+        self.config = config
+        self.state = state
+        self.since = since
+        self.deadline = deadline
+    }
+}
+
+public struct SyncOutcome: Sendable {
+    public enum Status: Sendable, Hashable {
+        /// Everything due was read.
+        case complete
+        /// Stopped early (deadline, rate limit, a failing page); `state` holds the progress, and the rest is read
+        /// by a later sync, not before `retryAfter`.
+        case partial(reason: String, retryAfter: Date?)
+        /// The token was rejected and could not be refreshed.
+        case needsReauth(reason: String)
+    }
+
+    public var activities: [Activity]
+    /// The new integration state; the SDK's one `state` message.
+    public var state: JSONValue
+    /// A refreshed config (new token pair). Refreshing invalidates the old pair, so this must be saved in the
+    /// same transaction as the sync's other output.
+    public var updatedConfig: JSONValue?
+    public var status: Status
+
+    public init(activities: [Activity], state: JSONValue, updatedConfig: JSONValue? = nil, status: Status = .complete) {
+        self.activities = activities
+        self.state = state
+        self.updatedConfig = updatedConfig
+        self.status = status
+    }
+}
+
+/// Why a job could not be processed at all. Retrying the same job will not help when `isPermanent`.
+public struct IntegrationError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: String, Sendable {
+        /// The config is missing a field or has the wrong type: fix the account record.
+        case invalidConfig = "invalid_config"
+        /// GitHub (or the network) failed in a way a later attempt may not see.
+        case transient
+        /// The input can never be processed.
+        case permanent
+    }
+
+    public let kind: Kind
+    public let message: String
+
+    public var isPermanent: Bool { kind != .transient }
+    public var description: String { "\(kind.rawValue): \(message)" }
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+}
+
+/// The integrations a process knows, by key.
+public struct IntegrationRegistry: Sendable {
+    private var byKey: [String: any Integration]
+
+    public init(_ integrations: [any Integration]) {
+        byKey = Dictionary(integrations.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
+    }
+
+    public subscript(key: String) -> (any Integration)? { byKey[key] }
+    public var keys: [String] { byKey.keys.sorted() }
+}

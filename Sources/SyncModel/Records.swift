@@ -1,0 +1,315 @@
+public import Foundation
+
+/// An account's integration config after sealing with AES-256-GCM.
+///
+/// `keyId` names the sealing key so keys can rotate: a reader picks the key by id, and a record sealed under a
+/// retired key fails with a clear error instead of garbage. `ciphertext` is base64 of nonce ‖ ciphertext ‖ tag.
+public struct SealedConfig: Codable, Sendable, Hashable {
+    public var keyId: String
+    public var algorithm: String
+    public var ciphertext: String
+
+    public init(keyId: String, algorithm: String = "AES-256-GCM", ciphertext: String) {
+        self.keyId = keyId
+        self.algorithm = algorithm
+        self.ciphertext = ciphertext
+    }
+}
+
+/// A request to sync one account, as the scheduler publishes it to the jobs topic (key = accountId).
+///
+/// `jobId` is `"{accountId}@{scheduledAt}"`: deterministic, so two schedulers firing the same tick produce the
+/// same id and a worker recognises the repeat.
+public struct SyncJob: Codable, Sendable, Hashable {
+    public var type: String
+    public var jobId: String
+    public var accountId: String
+    public var integration: String
+    public var scheduledAt: Date
+    public var attempt: Int
+    /// A one-off re-read from this time (`accounts resync`); nil for a regular tick.
+    public var since: Date?
+    public var sealedConfig: SealedConfig
+
+    public init(
+        accountId: String, integration: String, scheduledAt: Date, attempt: Int = 1, since: Date? = nil,
+        sealedConfig: SealedConfig, jobId: String? = nil
+    ) {
+        self.type = "sync"
+        self.accountId = accountId
+        self.integration = integration
+        self.scheduledAt = scheduledAt
+        self.attempt = attempt
+        self.since = since
+        self.sealedConfig = sealedConfig
+        self.jobId = jobId ?? SyncJob.makeId(accountId: accountId, scheduledAt: scheduledAt)
+    }
+
+    public static func makeId(accountId: String, scheduledAt: Date) -> String {
+        "\(accountId)@\(WireFormat.formatDate(scheduledAt))"
+    }
+}
+
+/// One thing that happened, for the knowledge graph. `text` and `sourceURL` are the reference SDK's fields;
+/// the rest are additions that let an ingestor dedupe (`id`) and structure without parsing text.
+public struct Activity: Codable, Sendable, Hashable {
+    public var text: String
+    public var sourceURL: String
+    /// Stable: the same GitHub input always yields the same id (`github:notification:{thread}:{updated_at}`,
+    /// `github:event:{event id}`).
+    public var id: String
+    public var occurredAt: Date
+    public var kind: String
+    public var repo: String?
+    public var number: Int?
+    public var actor: String?
+    public var accountId: String
+
+    public init(
+        text: String, sourceURL: String, id: String, occurredAt: Date, kind: String, repo: String? = nil,
+        number: Int? = nil, actor: String? = nil, accountId: String
+    ) {
+        self.text = text
+        self.sourceURL = sourceURL
+        self.id = id
+        self.occurredAt = occurredAt
+        self.kind = kind
+        self.repo = repo
+        self.number = number
+        self.actor = actor
+        self.accountId = accountId
+    }
+}
+
+/// The reference SDK's envelope: `{"type": …, "data": …}`.
+public struct Envelope<Payload: Codable & Sendable>: Codable, Sendable {
+    public var type: String
+    public var data: Payload
+
+    public init(type: String, data: Payload) {
+        self.type = type
+        self.data = data
+    }
+}
+
+extension Activity {
+    /// `{"type":"activity","data":{…}}`, the value written to the activities topic.
+    public func messageBytes() throws -> [UInt8] { try WireFormat.encode(Envelope(type: "activity", data: self)) }
+}
+
+/// The last processed job of an account, kept beside its state to recognise duplicate fires.
+public struct JobMarker: Codable, Sendable, Hashable {
+    public var jobId: String
+    public var scheduledAt: Date
+
+    public init(jobId: String, scheduledAt: Date) {
+        self.jobId = jobId
+        self.scheduledAt = scheduledAt
+    }
+}
+
+/// The value on the state topic (compacted, key = accountId).
+///
+/// `type` and `data` keep the reference shape (`data` is the integration's own state, e.g. `lastSyncTime`,
+/// `lastUserEventTime`, `username`); the other fields are the worker's bookkeeping.
+public struct StateRecord: Codable, Sendable, Hashable {
+    public var type: String
+    public var accountId: String
+    public var integration: String
+    public var lastJob: JobMarker?
+    public var updatedAt: Date
+    public var data: JSONValue
+
+    public init(accountId: String, integration: String, lastJob: JobMarker?, updatedAt: Date, data: JSONValue) {
+        self.type = "state"
+        self.accountId = accountId
+        self.integration = integration
+        self.lastJob = lastJob
+        self.updatedAt = updatedAt
+        self.data = data
+    }
+}
+
+/// What `integration … setup` prints: the reference SDK's account message, with the config in plaintext.
+/// It never goes to Kafka as is; `accounts import` seals the config first.
+public struct AccountSetup: Codable, Sendable, Hashable {
+    public var accountId: String
+    public var config: JSONValue
+    public var settings: JSONValue
+
+    public init(accountId: String, config: JSONValue, settings: JSONValue) {
+        self.accountId = accountId
+        self.config = config
+        self.settings = settings
+    }
+}
+
+/// Per-account settings the scheduler acts on.
+public struct AccountSettings: Codable, Sendable, Hashable {
+    public var username: String?
+    public var schedule: Schedule
+    public var enabled: Bool
+
+    public struct Schedule: Codable, Sendable, Hashable {
+        public var frequency: String
+        public init(frequency: String) { self.frequency = frequency }
+    }
+
+    public init(username: String? = nil, frequency: String = "*/5 * * * *", enabled: Bool = true) {
+        self.username = username
+        self.schedule = Schedule(frequency: frequency)
+        self.enabled = enabled
+    }
+}
+
+/// The value on the accounts topic (compacted, key = accountId; a tombstone removes the account).
+/// Written as `{"type":"account","data":{…}}`; the config is only ever present sealed.
+public struct AccountRecord: Codable, Sendable, Hashable {
+    public var accountId: String
+    public var integration: String
+    public var settings: AccountSettings
+    public var sealedConfig: SealedConfig
+    public var updatedAt: Date
+
+    public init(
+        accountId: String, integration: String, settings: AccountSettings, sealedConfig: SealedConfig,
+        updatedAt: Date
+    ) {
+        self.accountId = accountId
+        self.integration = integration
+        self.settings = settings
+        self.sealedConfig = sealedConfig
+        self.updatedAt = updatedAt
+    }
+
+    public func messageBytes() throws -> [UInt8] { try WireFormat.encode(Envelope(type: "account", data: self)) }
+
+    public static func decodeMessage(_ bytes: some Collection<UInt8>) throws -> AccountRecord {
+        let envelope = try WireFormat.decode(Envelope<AccountRecord>.self, from: bytes)
+        guard envelope.type == "account" else {
+            throw RecordError.wrongType(expected: "account", found: envelope.type)
+        }
+        return envelope.data
+    }
+}
+
+/// An account's health as the worker last saw it, on the status topic (compacted, key = accountId).
+public struct AccountStatus: Codable, Sendable, Hashable {
+    public enum Status: String, Codable, Sendable {
+        case ok
+        /// The token was rejected (401) and could not be refreshed: a person must reconnect the account.
+        case needsReauth = "needs_reauth"
+        case failing
+    }
+
+    public var accountId: String
+    public var integration: String
+    public var status: Status
+    public var reason: String?
+    public var at: Date
+
+    public init(accountId: String, integration: String, status: Status, reason: String?, at: Date) {
+        self.accountId = accountId
+        self.integration = integration
+        self.status = status
+        self.reason = reason
+        self.at = at
+    }
+
+    public func messageBytes() throws -> [UInt8] { try WireFormat.encode(Envelope(type: "status", data: self)) }
+}
+
+/// A job the worker could not process, on `activity-sync.jobs.dlq`.
+///
+/// The original bytes are kept (base64) so nothing is lost and the job can be replayed once fixed; they contain
+/// at most a sealed config, never a plaintext token.
+public struct DeadLetter: Codable, Sendable, Hashable {
+    public var reason: String
+    public var code: String
+    public var originalTopic: String
+    public var originalPartition: Int
+    public var originalOffset: Int64
+    public var originalKey: String?
+    public var originalValueBase64: String
+    public var failedAt: Date
+    public var workerId: String
+
+    public init(
+        reason: String, code: String, originalTopic: String, originalPartition: Int, originalOffset: Int64,
+        originalKey: String?, originalValue: [UInt8], failedAt: Date, workerId: String
+    ) {
+        self.reason = reason
+        self.code = code
+        self.originalTopic = originalTopic
+        self.originalPartition = originalPartition
+        self.originalOffset = originalOffset
+        self.originalKey = originalKey
+        self.originalValueBase64 = Data(originalValue).base64EncodedString()
+        self.failedAt = failedAt
+        self.workerId = workerId
+    }
+
+    public func messageBytes() throws -> [UInt8] { try WireFormat.encode(Envelope(type: "dead_letter", data: self)) }
+
+    /// Headers an operator can filter on without decoding the value.
+    public var headers: [(String, String)] {
+        [
+            (DeadLetterHeader.reason, reason),
+            (DeadLetterHeader.code, code),
+            (DeadLetterHeader.originalTopic, originalTopic),
+            (DeadLetterHeader.originalPartition, String(originalPartition)),
+            (DeadLetterHeader.originalOffset, String(originalOffset)),
+            (DeadLetterHeader.workerId, workerId),
+        ]
+    }
+}
+
+public enum DeadLetterHeader {
+    public static let reason = "dlq_reason"
+    public static let code = "dlq_code"
+    public static let originalTopic = "dlq_original_topic"
+    public static let originalPartition = "dlq_original_partition"
+    public static let originalOffset = "dlq_original_offset"
+    public static let workerId = "dlq_worker_id"
+}
+
+/// CloudEvents Kafka protocol binding, binary mode: `ce_`-prefixed headers so an ingestor can dedupe on
+/// `ce_id` and route on `ce_type` without parsing the value.
+public enum CloudEvents {
+    public static let activityType = "dev.activity-sync.activity"
+    public static let stateType = "dev.activity-sync.state"
+
+    public static func headers(id: String, source: String, type: String, time: Date) -> [(String, String)] {
+        [
+            ("ce_specversion", "1.0"),
+            ("ce_id", id),
+            ("ce_source", source),
+            ("ce_type", type),
+            ("ce_time", WireFormat.formatDate(time)),
+            ("content-type", "application/json"),
+        ]
+    }
+
+    public static func headers(for activity: Activity, integration: String) -> [(String, String)] {
+        headers(
+            id: activity.id, source: "/activity-sync/\(integration)/\(activity.accountId)", type: activityType,
+            time: activity.occurredAt)
+    }
+
+    public static func headers(for state: StateRecord) -> [(String, String)] {
+        let id = "state:\(state.accountId):\(state.lastJob?.jobId ?? WireFormat.formatDate(state.updatedAt))"
+        return headers(
+            id: id, source: "/activity-sync/\(state.integration)/\(state.accountId)", type: stateType,
+            time: state.updatedAt)
+    }
+}
+
+public struct RecordError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+
+    public static func wrongType(expected: String, found: String) -> RecordError {
+        RecordError(description: "expected a record of type \"\(expected)\", found \"\(found)\"")
+    }
+
+    public init(description: String) { self.description = description }
+}

@@ -1,0 +1,51 @@
+/// The topics activity-sync reads and writes, and how each must be created.
+///
+/// Partition alignment matters: jobs and state are keyed by account id with the same partitioner and the same
+/// partition count, so partition p of the jobs topic and partition p of the state topic hold the same accounts.
+/// That is what lets a worker restore exactly the states of the partitions it was assigned.
+public struct TopicSpec: Sendable, Hashable {
+    public var name: String
+    /// `cleanup.policy=compact`: only the last record per key matters (accounts, state).
+    public var compacted: Bool
+    /// Whether this topic must have the jobs topic's partition count.
+    public var alignedWithJobs: Bool
+
+    public init(name: String, compacted: Bool, alignedWithJobs: Bool) {
+        self.name = name
+        self.compacted = compacted
+        self.alignedWithJobs = alignedWithJobs
+    }
+}
+
+public struct TopicNames: Sendable, Hashable {
+    public var accounts: String
+    public var jobs: String
+    public var activities: String
+    public var state: String
+    public var deadLetters: String
+    public var status: String
+
+    /// The default names; a prefix lets several deployments (or tests) share one cluster.
+    public init(prefix: String = "activity-sync") {
+        accounts = "\(prefix).accounts"
+        jobs = "\(prefix).jobs"
+        activities = "\(prefix).activities"
+        state = "\(prefix).state"
+        deadLetters = "\(prefix).jobs.dlq"
+        status = "\(prefix).status"
+    }
+
+    public static let `default` = TopicNames()
+
+    /// Every topic with its creation rules, in a stable order.
+    public var all: [TopicSpec] {
+        [
+            TopicSpec(name: accounts, compacted: true, alignedWithJobs: false),
+            TopicSpec(name: jobs, compacted: false, alignedWithJobs: true),
+            TopicSpec(name: activities, compacted: false, alignedWithJobs: false),
+            TopicSpec(name: state, compacted: true, alignedWithJobs: true),
+            TopicSpec(name: deadLetters, compacted: false, alignedWithJobs: false),
+            TopicSpec(name: status, compacted: true, alignedWithJobs: false),
+        ]
+    }
+}

@@ -1,0 +1,1 @@
+// Placeholder until the Worker module lands.
