@@ -409,7 +409,10 @@ public struct SchedulingCore: Sendable {
 
     private mutating func compactIfMostlyStale() {
         guard heap.count > 1024, heap.count > 2 * index.count + 1024 else { return }
-        heap.removeAll { !isLive($0) }
+        var entries = heap
+        heap = []
+        entries.removeAll { !isLive($0) }
+        heap = entries
         // Floyd's heapify.
         for position in stride(from: heap.count / 2 - 1, through: 0, by: -1) { siftDown(position) }
     }

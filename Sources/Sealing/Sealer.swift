@@ -9,7 +9,10 @@ public import SyncModel
 public struct SealingKey: Sendable {
     /// Short, stable name of the key (given, or the first 8 hex digits of SHA-256 of the key bytes).
     public let id: String
-    let key: SymmetricKey
+    /// The raw bytes; `SymmetricKey` is not `Sendable` here, so one is made per use (it is a cheap wrapper).
+    private let bytes: Data
+
+    var key: SymmetricKey { SymmetricKey(data: bytes) }
 
     /// Reads a key from its base64 text.
     /// - Parameters:
@@ -39,7 +42,7 @@ public struct SealingKey: Sendable {
                 throw .badKey(source: source, problem: "has id '\(id)', which must be non-empty without ':' or spaces")
             }
         }
-        key = SymmetricKey(data: bytes)
+        self.bytes = bytes
         self.id = id ?? SHA256.hash(data: bytes).prefix(4).map { String(format: "%02x", $0) }.joined()
     }
 
@@ -51,7 +54,7 @@ public struct SealingKey: Sendable {
     }
 
     /// The key as base64, to write a key file in tests.
-    public var base64: String { key.withUnsafeBytes { Data($0).base64EncodedString() } }
+    public var base64: String { bytes.base64EncodedString() }
 }
 
 /// Seals account configs (which hold access and refresh tokens) so that Kafka only ever stores ciphertext.
