@@ -101,7 +101,7 @@ struct SchedulerBench: AsyncParsableCommand {
         await producer.close(timeout: .seconds(30))
         print("produced \(accounts) accounts in \(ContinuousClock.now - started)")
         print("bootstrap.servers=\(cluster.bootstrapServers)")
-        fflush(stdout)
+        fflush(nil)
         // Serve until the parent closes our stdin.
         let stdin = FileHandle.standardInput
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

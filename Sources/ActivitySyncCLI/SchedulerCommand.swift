@@ -59,7 +59,7 @@ struct SchedulerCommand: AsyncParsableCommand {
             Task {
                 let port = await telemetry.boundPort()
                 print("metrics=http://127.0.0.1:\(port)/metrics")
-                fflush(stdout)
+                fflush(nil)
             }
         }
         let group = ServiceGroup(

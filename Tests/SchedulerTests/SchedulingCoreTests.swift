@@ -77,9 +77,11 @@ struct SchedulingCoreTests {
         var simulation = Simulation(core: core, now: now.addingTimeInterval(1))
         simulation.run(until: now.addingTimeInterval(300), step: 1)
         for (at, job) in simulation.fired where job.scheduledAt == now {
-            let minute = Int(at.timeIntervalSince(now) / 60)
-            perMinute[min(minute, 4)] += 1
-            #expect(at.timeIntervalSince(job.scheduledAt) < 300)
+            let offset = job.dueAt.timeIntervalSince(job.scheduledAt)
+            #expect(offset >= 0 && offset < 300)
+            // Fired at the first simulation step at or after its due time.
+            #expect(at >= job.dueAt && at.timeIntervalSince(job.dueAt) < 1)
+            perMinute[Int(offset / 60)] += 1
         }
         #expect(perMinute.reduce(0, +) == count)
         for bucket in perMinute { #expect(abs(bucket - count / 5) < count / 50, "\(perMinute)") }
