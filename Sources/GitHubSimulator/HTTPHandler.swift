@@ -112,10 +112,9 @@ extension GitHubSimulator {
             tokenHash: token.map(Self.hashToken), login: nil, date: Date(), fault: nil, countedAgainstQuota: false)
 
         if configuration.latency > .zero { try await Task.sleep(for: configuration.latency) }
-        var fault = faults.withLock { queue -> Fault? in
-            let ordinal = queue.nextOrdinal()
-            return queue.take(path: path) ?? randomFault(ordinal: ordinal)
-        }
+        let (injected, ordinal) = faults.withLock { queue in (queue.take(path: path), queue.nextOrdinal()) }
+        var fault = injected ?? randomFault(ordinal: ordinal)
+        let requestId = "SIM:\(String(ordinal, radix: 16, uppercase: true))"
         if case .delay(let duration) = fault {
             try await Task.sleep(for: duration)
             fault = nil
@@ -207,6 +206,7 @@ extension GitHubSimulator {
             headers[.contentType] = "application/json; charset=utf-8"
         }
         headers[HTTPField.Name("X-GitHub-Media-Type")!] = "github.v3; format=json"
+        headers[HTTPField.Name("X-GitHub-Request-Id")!] = requestId
         for (name, value) in response.headers {
             if let field = HTTPField.Name(name) { headers[field] = value }
         }

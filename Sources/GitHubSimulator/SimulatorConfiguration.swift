@@ -42,7 +42,7 @@ public struct SimulatorConfiguration: Sendable {
     /// Where `html_url`s point; never requested by a client, only shown to people.
     public var htmlBaseURL = "https://github.com"
     /// Oldest requests are forgotten past this many (distinct Host headers are remembered forever).
-    public var requestLogLimit = 500_000
+    public var requestLogLimit = 200_000
 
     public init() {}
 }
