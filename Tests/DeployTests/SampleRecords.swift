@@ -11,8 +11,8 @@ struct SampleRecord {
 }
 
 enum SampleRecords {
-    static let scheduledAt = Date(timeIntervalSince1970: 1_796_011_500)  // 2026-12-01T04:05:00Z
-    static let withMillis = Date(timeIntervalSince1970: 1_796_011_523.25)
+    static let scheduledAt = Date(timeIntervalSince1970: 1_796_097_900)  // 2026-12-01T04:05:00Z
+    static let withMillis = Date(timeIntervalSince1970: 1_796_097_923.25)
     static let sealed = SealedConfig(
         keyId: "k-2026-12", ciphertext: Data((0..<60).map { UInt8($0) }).base64EncodedString())
 
