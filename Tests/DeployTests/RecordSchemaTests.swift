@@ -133,6 +133,31 @@ struct RecordSchemaTests {
         }
     }
 
+    @Test("every example record in docs/topics.md validates against the schema it is tagged with")
+    func topicExamplesValidate() async throws {
+        let topics = try String(
+            contentsOf: RepositoryPaths.root.appendingPathComponent("docs/topics.md"), encoding: .utf8)
+        var lines: [[String: Any]] = []
+        var schema: String?
+        var block: [Substring]?
+        for text in topics.split(separator: "\n", omittingEmptySubsequences: false) {
+            if let match = text.wholeMatch(of: /<!-- schema: ([a-z-]+) -->/) {
+                schema = String(match.output.1)
+            } else if text == "```json", schema != nil {
+                block = []
+            } else if text == "```", let body = block, let name = schema {
+                lines.append(["schema": name, "valueText": body.joined(separator: "\n"), "where": "topics.md \(name)"])
+                block = nil
+                schema = nil
+            } else if block != nil {
+                block?.append(text)
+            }
+        }
+        #expect(Set(lines.compactMap { $0["schema"] as? String }) == Set(Self.schemaNames))
+        let result = try await validate(lines)
+        #expect(result.status == 0, "\(result.output)")
+    }
+
     @Test("input the validator cannot read exits 2, not 0 or 1")
     func unreadableInputExitsTwo() async throws {
         let result = try await validate([["schema": "no-such-schema", "value": [:] as [String: Any]]])
