@@ -21,7 +21,11 @@ Each input line is one JSON object describing one record:
   headers   optional, as {"name": "value"} or [["name", "value"]] or [{"key": "name", "value": "value"}].
             activity and state records must then carry the CloudEvents headers (ce_specversion 1.0, ce_id, ce_source,
             ce_type, ce_time), an activity's ce_id must equal its id; dead letters must carry the dlq_* headers.
-  where     optional label echoed in error messages (e.g. "activities/3@17").
+  where     optional label echoed in error messages (e.g. "activities/3@17"); without it, a line with
+            topic, partition and offset is named "topic/partition@offset".
+
+The lines `activity-sync tail TOPIC` prints ({topic, partition, offset, key, headers, value}) are valid input
+as they are:  activity-sync tail activities --from-beginning --idle-timeout 5 | scripts/validate-records.py docs/schemas
 
 Output: one line per problem, "line N [where] schema: path - message", then a summary line
 "validated N records, M invalid". Exit status: 0 all valid, 1 some record invalid, 2 bad input or usage
@@ -188,6 +192,9 @@ def main(argv):
                 entry = json.loads(line)
                 if isinstance(entry, dict) and entry.get("where") is not None:
                     where = f" [{entry['where']}]"
+                elif isinstance(entry, dict) and "topic" in entry and "offset" in entry:
+                    # `activity-sync tail` lines carry their position: name the record by it.
+                    where = f" [{entry['topic']}/{entry.get('partition')}@{entry['offset']}]"
                 schema, problems = check_line(entry, validators)
             except (InputError, ValueError) as error:
                 print(f"line {number}{where}: bad input: {error}")
