@@ -6,7 +6,7 @@ import Testing
 /// commands by hand sees what this test sees.
 @Suite(.enabled(if: pythonChecksEnabled, "ACTIVITY_SYNC_SKIP_PYTHON=1"), .timeLimit(.minutes(2)))
 struct DeploymentFilesTests {
-    /// `../shared/schemas/README.md`, "docker-compose.yml".
+    /// `../shared/schemas/README.md`, "docker-compose.yml" — verbatim, hence the long line.
     static let composeValidator = """
         import sys,json,yaml,jsonschema; s=json.load(open(sys.argv[1])); d=yaml.safe_load(open(sys.argv[2])); errs=list(jsonschema.Draft7Validator(s).iter_errors(d)); [print(sys.argv[2]+":", "/".join(map(str,e.absolute_path)) or "<root>", "-", e.message) for e in errs]; print(sys.argv[2], "OK" if not errs else "INVALID"); sys.exit(1 if errs else 0)
         """
@@ -42,8 +42,10 @@ struct DeploymentFilesTests {
         let shared = try RepositoryPaths.sharedOrFail()
         let result = try await runProcess(
             "python3",
-            ["-c", Self.composeValidator, shared.appendingPathComponent("schemas/compose-spec.json").path,
-             "docker-compose.yml"])
+            [
+                "-c", Self.composeValidator, shared.appendingPathComponent("schemas/compose-spec.json").path,
+                "docker-compose.yml",
+            ])
         #expect(result.status == 0, "\(result.output)")
         #expect(result.output.contains("docker-compose.yml OK"), "\(result.output)")
     }
@@ -71,8 +73,9 @@ struct DeploymentFilesTests {
             .appendingPathComponent("deploytests-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
-        let worker = try String(contentsOf: RepositoryPaths.root.appendingPathComponent("deploy/k8s/worker.yaml"),
-                                encoding: .utf8)
+        let worker = try String(
+            contentsOf: RepositoryPaths.root.appendingPathComponent("deploy/k8s/worker.yaml"),
+            encoding: .utf8)
         let broken = worker.replacingOccurrences(of: "terminationGracePeriodSeconds:", with: "terminationGraceSeconds:")
         #expect(broken != worker)
         try broken.write(to: folder.appendingPathComponent("worker.yaml"), atomically: true, encoding: .utf8)

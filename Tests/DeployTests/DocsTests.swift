@@ -15,10 +15,11 @@ import Testing
         for spec in TopicNames.default.all {
             #expect(topics.contains("`\(spec.name)`"), "topics.md does not name \(spec.name)")
         }
-        let headers = DeadLetter(
-            reason: "r", code: "c", originalTopic: "t", originalPartition: 0, originalOffset: 0, originalKey: nil,
-            originalValue: [], failedAt: Date(), workerId: "w"
-        ).headers.map(\.0)
+        let headers =
+            DeadLetter(
+                reason: "r", code: "c", originalTopic: "t", originalPartition: 0, originalOffset: 0, originalKey: nil,
+                originalValue: [], failedAt: Date(), workerId: "w"
+            ).headers.map(\.0)
             + CloudEvents.headers(id: "i", source: "s", type: "t", time: Date()).map(\.0)
         for header in headers {
             #expect(topics.contains("`\(header)`"), "topics.md does not name header \(header)")
@@ -36,7 +37,8 @@ import Testing
     @Test("configuration.md documents the environment variables the deployment files use")
     func configurationDocumentsEnvironment() throws {
         let configuration = try read("docs/configuration.md")
-        let deployment = try read("docker-compose.yml") + read("deploy/k8s/configmap.yaml")
+        let deployment =
+            try read("docker-compose.yml") + read("deploy/k8s/configmap.yaml")
             + read("deploy/k8s/worker.yaml") + read("deploy/k8s/scheduler.yaml") + read("Dockerfile")
         let variables = Set(
             deployment.matches(of: /ACTIVITY_SYNC_[A-Z_]+/).map { String($0.output) })

@@ -20,8 +20,10 @@ struct RecordSchemaTests {
     }
 
     func line(_ record: SampleRecord, where label: String? = nil) -> [String: Any] {
-        ["schema": record.schema, "valueText": String(decoding: record.bytes, as: UTF8.self),
-         "where": label ?? "\(record.schema): \(record.label)"]
+        [
+            "schema": record.schema, "valueText": String(decoding: record.bytes, as: UTF8.self),
+            "where": label ?? "\(record.schema): \(record.label)",
+        ]
     }
 
     @Test("docs/schemas has one schema per record type")
@@ -57,13 +59,21 @@ struct RecordSchemaTests {
         func headers(_ pairs: [(String, String)]) -> [[String]] { pairs.map { [$0.0, $0.1] } }
 
         let lines: [[String: Any]] = [
-            ["topic": topics.activities, "key": "583231", "valueText": String(decoding: try activity.messageBytes(), as: UTF8.self),
-             "headers": headers(CloudEvents.headers(for: activity, integration: "github"))],
-            ["topic": topics.state, "key": "583231", "valueText": String(decoding: try WireFormat.encode(state), as: UTF8.self),
-             "headers": Dictionary(uniqueKeysWithValues: CloudEvents.headers(for: state))],
-            ["topic": topics.deadLetters, "key": "583231",
-             "valueText": String(decoding: try deadLetter.messageBytes(), as: UTF8.self),
-             "headers": headers(deadLetter.headers)],
+            [
+                "topic": topics.activities, "key": "583231",
+                "valueText": String(decoding: try activity.messageBytes(), as: UTF8.self),
+                "headers": headers(CloudEvents.headers(for: activity, integration: "github")),
+            ],
+            [
+                "topic": topics.state, "key": "583231",
+                "valueText": String(decoding: try WireFormat.encode(state), as: UTF8.self),
+                "headers": Dictionary(uniqueKeysWithValues: CloudEvents.headers(for: state)),
+            ],
+            [
+                "topic": topics.deadLetters, "key": "583231",
+                "valueText": String(decoding: try deadLetter.messageBytes(), as: UTF8.self),
+                "headers": headers(deadLetter.headers),
+            ],
             // Tombstones remove an account or a state; they are valid on compacted topics.
             ["topic": topics.accounts, "key": "583231", "value": NSNull()],
             ["topic": topics.state, "key": "583231", "value": NSNull()],
@@ -111,8 +121,10 @@ struct RecordSchemaTests {
             ["schema": "job", "valueText": "{not json", "where": "not JSON"],
             ["topic": "activity-sync.activities", "value": NSNull(), "where": "tombstone on activities"],
             ["topic": "activity-sync.activities", "key": "someone-else", "value": validActivity, "where": "key"],
-            ["topic": "activity-sync.activities", "value": validActivity, "headers": ["ce_id": "x"],
-             "where": "headers"],
+            [
+                "topic": "activity-sync.activities", "value": validActivity, "headers": ["ce_id": "x"],
+                "where": "headers",
+            ],
         ]
         let result = try await validate(lines)
         #expect(result.status == 1, "\(result.output)")

@@ -81,7 +81,8 @@ func runProcess(
             let data = output.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
             continuation.resume(
-                returning: ProcessResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self)))
+                returning: ProcessResult(
+                    status: process.terminationStatus, output: String(decoding: data, as: UTF8.self)))
         }
     }
 }
