@@ -104,14 +104,14 @@ enum SampleRecords {
         add(
             "dead-letter", "not JSON",
             try DeadLetter(
-                reason: "the job is not valid JSON: unexpected character at offset 0", code: "invalid_json",
+                reason: "the job is not valid JSON: unexpected character at offset 0", code: "not_json",
                 originalTopic: "activity-sync.jobs", originalPartition: 7, originalOffset: 1234,
                 originalKey: "583231", originalValue: Array("{oops".utf8), failedAt: withMillis, workerId: "worker-0"
             ).messageBytes())
         add(
             "dead-letter", "no key, empty value",
             try DeadLetter(
-                reason: "empty job", code: "empty", originalTopic: "activity-sync.jobs", originalPartition: 0,
+                reason: "empty job", code: "empty_value", originalTopic: "activity-sync.jobs", originalPartition: 0,
                 originalOffset: 0, originalKey: nil, originalValue: [], failedAt: scheduledAt, workerId: "w1"
             ).messageBytes())
 
