@@ -88,6 +88,11 @@ public final class SchedulerService: Service, Sendable {
             configuration: ProducerConfiguration(kafka: producerKafka, idempotent: true), logger: logger)
         var consumerKafka = configuration.kafka
         consumerKafka.clientId += "-scheduler"
+        // The group consumer re-reads each partition from the beginning (everything below the loaded offset is
+        // skipped); a small prefetch queue keeps that from costing memory.
+        if consumerKafka.properties["queued.max.messages.kbytes"] == nil {
+            consumerKafka.properties["queued.max.messages.kbytes"] = "8192"
+        }
         let sessionMillis = configuration.sessionTimeout.components.seconds * 1000
             + configuration.sessionTimeout.components.attoseconds / 1_000_000_000_000_000
         let consumer: KafkaConsumer
@@ -222,8 +227,16 @@ public final class SchedulerService: Service, Sendable {
 
     /// Validates outside the lock (parsing is the expensive part), then applies in chunks so the timer is never
     /// held up for long.
-    private func apply(_ messages: [ConsumerMessage], skippingLoaded: Bool) {
+    private func apply(_ incoming: [ConsumerMessage], skippingLoaded: Bool) {
         let validator = configuration.validator
+        var messages = incoming
+        if skippingLoaded {
+            // The group consumer starts each partition at the beginning and so re-delivers what the load already
+            // applied; drop those before paying for parsing them again.
+            let applied = state.withLock { $0.applied }
+            messages.removeAll { message in applied[message.partition].map { message.offset < $0 } ?? true }
+            if messages.isEmpty { return }
+        }
         var start = messages.startIndex
         while start < messages.endIndex {
             let end = min(start + 2000, messages.endIndex)
@@ -350,6 +363,9 @@ extension KafkaConfiguration {
     var forPartitionReads: KafkaConfiguration {
         var copy = self
         if copy.properties["group.id"] == nil { copy.properties["group.id"] = "activity-sync-partition-reader" }
+        // Bound the prefetch queue (librdkafka's default is 64 MB per client) so loading a million accounts
+        // does not hold a partition's worth of bytes twice.
+        if copy.properties["queued.max.messages.kbytes"] == nil { copy.properties["queued.max.messages.kbytes"] = "16384" }
         return copy
     }
 }

@@ -90,8 +90,9 @@ public struct SchedulingPolicy: Sendable {
 /// account's next tick.
 ///
 /// ## Memory
-/// One slot per account in a contiguous array, a `[String: Int32]` index and a binary min-heap of 16-byte
-/// entries (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped (their
+/// One slot per account in a contiguous array (about 80 bytes, plus the ciphertext kept base64-decoded; the
+/// integration, key id and algorithm are interned), a `[String: Int32]` index and a binary min-heap of 16-byte
+/// entries (due time, slot, generation) — about 350 bytes per account with a GitHub-sized sealed config. Removed or rescheduled entries stay in the heap until popped (their
 /// generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
 public struct SchedulingCore: Sendable {
     public let policy: SchedulingPolicy
@@ -99,9 +100,13 @@ public struct SchedulingCore: Sendable {
     private struct Slot: Sendable {
         var accountId: String
         var partition: Int32
-        var integration: String
+        /// Index into `kinds`: integration, key id and algorithm are shared by many accounts.
+        var kind: Int32
         var expression: Int32
-        var sealedConfig: SealedConfig
+        /// The sealed config's ciphertext, base64-decoded (a quarter smaller than the text), or its UTF-8 bytes
+        /// when it was not base64.
+        var ciphertext: [UInt8]
+        var ciphertextIsBase64: Bool
         var spreadHash: UInt64
         var enabled: Bool
         var generation: UInt32
@@ -124,6 +129,13 @@ public struct SchedulingCore: Sendable {
     private var index: [String: Int32] = [:]
     private var heap: [HeapEntry] = []
     private var expressions: [CronExpression] = []
+    private struct Kind: Hashable, Sendable {
+        var integration: String
+        var keyId: String
+        var algorithm: String
+    }
+    private var kinds: [Kind] = []
+    private var kindIndex: [Kind: Int32] = [:]
     private var expressionIndex: [String: Int32] = [:]
     /// Last fired tick of accounts whose partition was revoked, consulted when they come back.
     private var parked: [String: Int64] = [:]
@@ -179,8 +191,8 @@ public struct SchedulingCore: Sendable {
             let scheduleChanged = slot.expression != expression || slot.enabled != account.enabled
             let wasEnabled = slot.enabled
             slot.partition = account.partition
-            slot.integration = account.integration
-            slot.sealedConfig = account.sealedConfig
+            slot.kind = intern(account)
+            (slot.ciphertext, slot.ciphertextIsBase64) = Self.compact(account.sealedConfig.ciphertext)
             slot.expression = expression
             slot.enabled = account.enabled
             slots[Int(slotIndex)] = slot
@@ -192,9 +204,10 @@ public struct SchedulingCore: Sendable {
             }
             return
         }
+        let compacted = Self.compact(account.sealedConfig.ciphertext)
         let slot = Slot(
-            accountId: account.accountId, partition: account.partition, integration: account.integration,
-            expression: expression, sealedConfig: account.sealedConfig,
+            accountId: account.accountId, partition: account.partition, kind: intern(account),
+            expression: expression, ciphertext: compacted.bytes, ciphertextIsBase64: compacted.isBase64,
             spreadHash: Self.spreadHash(account.accountId), enabled: account.enabled, generation: 0,
             pendingTick: nil, pendingIsCatchUp: false, lastFiredTick: parked.removeValue(forKey: account.accountId),
             live: true)
@@ -249,11 +262,16 @@ public struct SchedulingCore: Sendable {
             guard slot.live, slot.generation == top.generation, slot.enabled, let tick = slot.pendingTick else {
                 continue
             }
+            let kind = kinds[Int(slot.kind)]
+            let ciphertext =
+                slot.ciphertextIsBase64
+                ? Data(slot.ciphertext).base64EncodedString() : String(decoding: slot.ciphertext, as: UTF8.self)
             jobs.append(
                 DueJob(
-                    accountId: slot.accountId, partition: slot.partition, integration: slot.integration,
+                    accountId: slot.accountId, partition: slot.partition, integration: kind.integration,
                     scheduledAt: Date(timeIntervalSince1970: TimeInterval(tick)), dueAt: Date(millis: top.dueMillis),
-                    isCatchUp: slot.pendingIsCatchUp, sealedConfig: slot.sealedConfig))
+                    isCatchUp: slot.pendingIsCatchUp,
+                    sealedConfig: SealedConfig(keyId: kind.keyId, algorithm: kind.algorithm, ciphertext: ciphertext)))
             slot.lastFiredTick = tick
             slot.pendingTick = nil
             slots[Int(slotIndex)] = slot
@@ -368,6 +386,24 @@ public struct SchedulingCore: Sendable {
         return hash ^ (hash >> 31)
     }
 
+    private mutating func intern(_ account: ScheduledAccount) -> Int32 {
+        let kind = Kind(
+            integration: account.integration, keyId: account.sealedConfig.keyId,
+            algorithm: account.sealedConfig.algorithm)
+        if let existing = kindIndex[kind] { return existing }
+        let id = Int32(kinds.count)
+        kinds.append(kind)
+        kindIndex[kind] = id
+        return id
+    }
+
+    private static func compact(_ ciphertext: String) -> (bytes: [UInt8], isBase64: Bool) {
+        if let data = Data(base64Encoded: ciphertext), data.base64EncodedString() == ciphertext {
+            return (Array(data), true)
+        }
+        return (Array(ciphertext.utf8), false)
+    }
+
     private mutating func intern(_ expression: CronExpression) -> Int32 {
         if let existing = expressionIndex[expression.source] { return existing }
         let id = Int32(expressions.count)
@@ -382,7 +418,7 @@ public struct SchedulingCore: Sendable {
         slots[Int(slotIndex)].generation &+= 1
         // Drop the heavy fields now rather than when the slot is reused.
         slots[Int(slotIndex)].accountId = ""
-        slots[Int(slotIndex)].sealedConfig = SealedConfig(keyId: "", ciphertext: "")
+        slots[Int(slotIndex)].ciphertext = []
         freeSlots.append(slotIndex)
         compactIfMostlyStale()
     }
