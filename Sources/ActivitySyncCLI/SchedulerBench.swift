@@ -118,10 +118,12 @@ struct SchedulerBench: AsyncParsableCommand {
         var logger = Logger(label: "bench.scheduler")
         logger.logLevel = .warning
         let stats = BenchStats(expectedCatchUps: accounts)
+        let clock = BenchClock()
         var configuration = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: bootstrap))
         configuration.topics = TopicNames(prefix: topicPrefix)
         configuration.groupId = "bench-scheduler"
         configuration.sessionTimeout = .seconds(6)
+        configuration.clock = { clock.now() }
         configuration.onPublished = { jobs, firedAt, acknowledgedAt in stats.record(jobs, firedAt, acknowledgedAt) }
         let service = SchedulerService(configuration: configuration, logger: logger)
         let rssBefore = Self.memory("VmRSS")
@@ -137,10 +139,21 @@ struct SchedulerBench: AsyncParsableCommand {
             print("loaded \(accounts) accounts in \(loaded) (includes the ~3 s first group join)")
             // Burst: one catch-up per account.
             while stats.catchUpsAcknowledged < accounts { try await Task.sleep(for: .milliseconds(50)) }
+            let catchUp = stats.catchUp()
+            print(
+                "catch-up while loading: \(accounts) jobs published in \(String(format: "%.2f", catchUp.seconds)) s "
+                    + "(first fire to last acknowledgement, paced by the load)")
+            // Burst: jump the clock 5 minutes, so every account is due at once (as after a pause), and time the
+            // publishing of one job per account.
+            stats.startBurst()
+            clock.jump(by: 300)
+            while stats.burstAcknowledged < accounts { try await Task.sleep(for: .milliseconds(20)) }
             let burst = stats.burst()
             print(
-                "catch-up burst: \(accounts) jobs published in \(String(format: "%.2f", burst.seconds)) s = "
-                    + "\(Int(Double(accounts) / burst.seconds)) jobs/s (first fire to last acknowledgement)")
+                "burst: \(accounts) jobs published in \(String(format: "%.2f", burst.seconds)) s = "
+                    + "\(Int(Double(accounts) / burst.seconds)) jobs/s (all due at once; clock jump to last acknowledgement)")
+            // Let the clock-jumped schedule settle onto its next ticks before measuring the steady phase.
+            try await Task.sleep(for: .seconds(2))
             // Steady phase.
             stats.startSteady()
             try await Task.sleep(for: .seconds(steadySeconds))
@@ -170,13 +183,24 @@ struct SchedulerBench: AsyncParsableCommand {
     }
 }
 
+/// Wall clock plus an offset the benchmark can jump.
+private final class BenchClock: Sendable {
+    private let offset = Mutex<TimeInterval>(0)
+    func now() -> Date { Date().addingTimeInterval(offset.withLock { $0 }) }
+    func jump(by seconds: TimeInterval) { offset.withLock { $0 += seconds } }
+}
+
 /// Collects what the scheduler published, from its publishing tasks.
 private final class BenchStats: Sendable {
     private struct State {
         var catchUps = 0
         var firstFire: Date?
         var lastCatchUpAck: Date?
+        var lastBurstAck: Date?
         var steadyStarted = false
+        var burstStarted = false
+        var burstCount = 0
+        var burstStart: Date?
         var lags: [Double] = []
         var acks: [Double] = []
     }
@@ -189,6 +213,11 @@ private final class BenchStats: Sendable {
     func record(_ jobs: [DueJob], _ firedAt: Date, _ acknowledgedAt: Date) {
         state.withLock { state in
             if state.firstFire == nil { state.firstFire = firedAt }
+            if state.burstStarted && !state.steadyStarted {
+                state.burstCount += jobs.count
+                state.lastBurstAck = Date()
+                return
+            }
             let catchUps = jobs.count(where: \.isCatchUp)
             state.catchUps += catchUps
             if catchUps > 0 { state.lastCatchUpAck = acknowledgedAt }
@@ -202,10 +231,24 @@ private final class BenchStats: Sendable {
     }
 
     var catchUpsAcknowledged: Int { state.withLock { $0.catchUps } }
+    var burstAcknowledged: Int { state.withLock { $0.burstCount } }
+
+    func startBurst() {
+        state.withLock {
+            $0.burstStarted = true
+            $0.burstStart = Date()
+        }
+    }
+
+    func catchUp() -> (seconds: Double, Void) {
+        state.withLock { state in
+            ((state.lastCatchUpAck ?? Date()).timeIntervalSince(state.firstFire ?? Date()), ())
+        }
+    }
 
     func burst() -> (seconds: Double, Void) {
         state.withLock { state in
-            ((state.lastCatchUpAck ?? Date()).timeIntervalSince(state.firstFire ?? Date()), ())
+            ((state.lastBurstAck ?? Date()).timeIntervalSince(state.burstStart ?? Date()), ())
         }
     }
 

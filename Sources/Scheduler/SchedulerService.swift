@@ -19,15 +19,20 @@ public struct SchedulerConfiguration: Sendable {
     public var validator = AccountValidator()
     /// Added to the wall clock; a test hook to fire "tomorrow's" ticks now.
     public var clockOffset: Duration = .zero
+    /// Replaces the wall clock entirely (benchmarks jump it to make every account due at once).
+    public var clock: (@Sendable () -> Date)?
     /// Most jobs handed to the producer in one batch.
     public var maxJobsPerBatch = 10_000
+    /// Accounts partitions read at once on assignment (each read is its own client, mostly waiting on I/O).
+    public var loadConcurrency = 8
     /// Batches awaiting delivery reports at once; firing is not held up by a slow acknowledgement.
     public var maxInFlightBatches = 8
     /// Longest the timer sleeps, so accounts added meanwhile are picked up promptly.
     public var maxTimerSleep: Duration = .milliseconds(20)
     /// Limit for reading one accounts partition on assignment.
     public var loadTimeout: Duration = .seconds(120)
-    /// Called after each batch of jobs is acknowledged (benchmarks, tests); runs on the publishing task.
+    /// Called after each batch of jobs is acknowledged (benchmarks, tests), with the fire and acknowledgement
+    /// times on the scheduler's clock; runs on the publishing task.
     public var onPublished: (@Sendable (_ jobs: [DueJob], _ firedAt: Date, _ acknowledgedAt: Date) -> Void)?
 
     public init(kafka: KafkaConfiguration) { self.kafka = kafka }
@@ -77,6 +82,7 @@ public final class SchedulerService: Service, Sendable {
     public var accountsOwned: Int { state.withLock { $0.core.count } }
 
     private func now() -> Date {
+        if let clock = configuration.clock { return clock() }
         let offset = configuration.clockOffset.components
         return Date().addingTimeInterval(TimeInterval(offset.seconds) + TimeInterval(offset.attoseconds) * 1e-18)
     }
@@ -169,15 +175,14 @@ public final class SchedulerService: Service, Sendable {
     private func load(_ partitions: [Int32]) async throws {
         let started = ContinuousClock.now
         var loaded = 0
-        // Two partitions at a time: parsing is the cost, and there are two cores.
+        // A few partitions at a time: each read is its own client and mostly waits on the network.
         try await withThrowingTaskGroup(of: Int.self) { group in
             var pending = partitions.sorted()[...]
             func startNext(_ group: inout ThrowingTaskGroup<Int, any Error>) {
                 guard let partition = pending.popFirst() else { return }
                 group.addTask { try await self.loadPartition(partition) }
             }
-            startNext(&group)
-            startNext(&group)
+            for _ in 0..<max(1, configuration.loadConcurrency) { startNext(&group) }
             while let count = try await group.next() {
                 loaded += count
                 startNext(&group)
@@ -329,7 +334,7 @@ public final class SchedulerService: Service, Sendable {
                     do {
                         _ = try await producer.send(records)
                         metrics.jobsPublished.increment(by: records.count)
-                        onPublished?(due, now, Date())
+                        onPublished?(due, now, self.now())
                     } catch {
                         // librdkafka already retried (idempotently) until message.timeout.ms; the account's next
                         // tick (or a catch-up after a restart) covers the interval, since workers read everything
