@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cron
 import Foundation
 import Kafka
 import Logging
@@ -23,11 +24,16 @@ struct SchedulerBench: AsyncParsableCommand {
     /// The mock keeps at most ~5 MB and 100k records per partition, so a million ~450-byte accounts need ~100.
     @Option(help: "Partitions of the accounts and jobs topics.") var partitions: Int32 = 128
     @Flag(help: .hidden) var serveCluster = false
+    @Flag(help: .hidden) var coreOnly = false
     @Option(help: .hidden) var topicPrefix = "bench"
 
     func run() async throws {
         if serveCluster {
             try await serve()
+            return
+        }
+        if coreOnly {
+            try coreFootprint()
             return
         }
         let command = "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
@@ -171,6 +177,32 @@ struct SchedulerBench: AsyncParsableCommand {
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
+    }
+
+    /// The scheduling core alone, no Kafka: how much memory the accounts themselves take.
+    private func coreFootprint() throws {
+        let before = Self.memory("VmRSS")
+        let sealed = try Sealer(current: .random(id: "bench")).seal([
+            "access_token": .string("gho_" + String(repeating: "a", count: 36)),
+            "refresh_token": .string("ghr_" + String(repeating: "b", count: 76)),
+        ])
+        let expression = try CronExpression("*/5 * * * *")
+        var core = SchedulingCore()
+        core.reserveCapacity(accounts)
+        let started = ContinuousClock.now
+        let now = Date()
+        for number in 0..<accounts {
+            // A fresh String per account, as decoding each record produces.
+            let ciphertext = String(decoding: Array(sealed.ciphertext.utf8), as: UTF8.self)
+            core.upsert(
+                ScheduledAccount(
+                    accountId: "acct-\(number)", partition: Int32(number % 128), integration: "github",
+                    schedule: expression, sealedConfig: SealedConfig(keyId: "bench", ciphertext: ciphertext)),
+                now: now)
+        }
+        print(
+            "core only: \(accounts) accounts scheduled in \(ContinuousClock.now - started); RSS \(before / 1024) MB -> "
+                + "\(Self.memory("VmRSS") / 1024) MB")
     }
 
     /// A `/proc/self/status` field in kB.

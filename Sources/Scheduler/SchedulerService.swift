@@ -1,4 +1,7 @@
 public import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 public import Kafka
 public import Logging
 import Metrics
@@ -190,6 +193,11 @@ public final class SchedulerService: Service, Sendable {
         }
         state.withLock { $0.core.forgetParked() }
         updateOwnedGauge()
+        #if canImport(Glibc)
+        // Loading parsed every record of the partitions and freed the buffers again; glibc keeps such freed memory
+        // in its per-thread arenas, so hand it back to the system or RSS stays at the loading peak.
+        Self.releaseFreedMemory()
+        #endif
         logger.info(
             "partitions assigned and loaded",
             metadata: [
@@ -288,6 +296,15 @@ public final class SchedulerService: Service, Sendable {
         metrics.accountsOwned.record(accountsOwned)
     }
 
+    #if canImport(Glibc)
+    /// glibc's `malloc_trim(0)`, looked up at run time because the Glibc module does not export `malloc.h`.
+    private static func releaseFreedMemory() {
+        guard let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "malloc_trim") else { return }
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+    }
+    #endif
+
     // MARK: - Firing
 
     private func fire(_ producer: KafkaProducer) async throws {
@@ -370,7 +387,7 @@ extension KafkaConfiguration {
         if copy.properties["group.id"] == nil { copy.properties["group.id"] = "activity-sync-partition-reader" }
         // Bound the prefetch queue (librdkafka's default is 64 MB per client) so loading a million accounts
         // does not hold a partition's worth of bytes twice.
-        if copy.properties["queued.max.messages.kbytes"] == nil { copy.properties["queued.max.messages.kbytes"] = "16384" }
+        if copy.properties["queued.max.messages.kbytes"] == nil { copy.properties["queued.max.messages.kbytes"] = "4096" }
         return copy
     }
 }

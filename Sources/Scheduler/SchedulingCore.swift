@@ -90,32 +90,81 @@ public struct SchedulingPolicy: Sendable {
 /// account's next tick.
 ///
 /// ## Memory
-/// One slot per account in a contiguous array (about 80 bytes, plus the ciphertext kept base64-decoded; the
+/// One 72-byte slot per account in a contiguous array, plus the ciphertext kept base64-decoded (the
 /// integration, key id and algorithm are interned), a `[String: Int32]` index and a binary min-heap of 16-byte
-/// entries (due time, slot, generation) — about 350 bytes per account with a GitHub-sized sealed config. Removed or rescheduled entries stay in the heap until popped (their
+/// entries (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped (their
 /// generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
 public struct SchedulingCore: Sendable {
     public let policy: SchedulingPolicy
 
+    /// Laid out by hand (72 bytes): optionals and booleans would pad it to ~120, which is 50 MB at 1M accounts.
     private struct Slot: Sendable {
         var accountId: String
+        /// The sealed config's ciphertext, base64-decoded (a quarter smaller than the text), or its UTF-8 bytes
+        /// when it was not base64.
+        var ciphertext: [UInt8]
+        var spreadHash: UInt64
+        private var pendingTickRaw: Int64
+        private var lastFiredTickRaw: Int64
         var partition: Int32
         /// Index into `kinds`: integration, key id and algorithm are shared by many accounts.
         var kind: Int32
         var expression: Int32
-        /// The sealed config's ciphertext, base64-decoded (a quarter smaller than the text), or its UTF-8 bytes
-        /// when it was not base64.
-        var ciphertext: [UInt8]
-        var ciphertextIsBase64: Bool
-        var spreadHash: UInt64
-        var enabled: Bool
         var generation: UInt32
+        private var flags: UInt8
+
+        init(
+            accountId: String, partition: Int32, kind: Int32, expression: Int32, ciphertext: [UInt8],
+            ciphertextIsBase64: Bool, spreadHash: UInt64, enabled: Bool, generation: UInt32, pendingTick: Int64?,
+            pendingIsCatchUp: Bool, lastFiredTick: Int64?, live: Bool
+        ) {
+            self.accountId = accountId
+            self.ciphertext = ciphertext
+            self.spreadHash = spreadHash
+            self.pendingTickRaw = pendingTick ?? .min
+            self.lastFiredTickRaw = lastFiredTick ?? .min
+            self.partition = partition
+            self.kind = kind
+            self.expression = expression
+            self.generation = generation
+            self.flags = 0
+            self.ciphertextIsBase64 = ciphertextIsBase64
+            self.enabled = enabled
+            self.pendingIsCatchUp = pendingIsCatchUp
+            self.live = live
+        }
+
         /// The tick the pending heap entry stands for (seconds since the epoch), or nil when nothing is pending.
-        var pendingTick: Int64?
-        var pendingIsCatchUp: Bool
+        var pendingTick: Int64? {
+            get { pendingTickRaw == .min ? nil : pendingTickRaw }
+            set { pendingTickRaw = newValue ?? .min }
+        }
         /// The last tick fired (seconds), to skip a repeated catch-up.
-        var lastFiredTick: Int64?
-        var live: Bool
+        var lastFiredTick: Int64? {
+            get { lastFiredTickRaw == .min ? nil : lastFiredTickRaw }
+            set { lastFiredTickRaw = newValue ?? .min }
+        }
+        var enabled: Bool {
+            get { flag(0) }
+            set { setFlag(0, newValue) }
+        }
+        var pendingIsCatchUp: Bool {
+            get { flag(1) }
+            set { setFlag(1, newValue) }
+        }
+        var live: Bool {
+            get { flag(2) }
+            set { setFlag(2, newValue) }
+        }
+        var ciphertextIsBase64: Bool {
+            get { flag(3) }
+            set { setFlag(3, newValue) }
+        }
+
+        private func flag(_ bit: UInt8) -> Bool { flags & (1 << bit) != 0 }
+        private mutating func setFlag(_ bit: UInt8, _ value: Bool) {
+            if value { flags |= 1 << bit } else { flags &= ~(1 << bit) }
+        }
     }
 
     private struct HeapEntry: Sendable {
