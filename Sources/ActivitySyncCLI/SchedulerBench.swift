@@ -36,6 +36,7 @@ struct SchedulerBench: AsyncParsableCommand {
             try coreFootprint()
             return
         }
+        ProcessMemory.limitMallocArenas()
         let command = "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
             + "--partitions \(partitions)"
         print("command: \(command)")

@@ -90,19 +90,19 @@ public struct SchedulingPolicy: Sendable {
 /// account's next tick.
 ///
 /// ## Memory
-/// One 72-byte slot per account in a contiguous array, plus the ciphertext kept base64-decoded (the
-/// integration, key id and algorithm are interned), a `[String: Int32]` index and a binary min-heap of 16-byte
+/// One 64-byte slot per account in a contiguous array, every ciphertext base64-decoded back to back in one
+/// buffer (the integration, key id and algorithm are interned), a `[String: Int32]` index and a binary min-heap of 16-byte
 /// entries (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped (their
 /// generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
 public struct SchedulingCore: Sendable {
     public let policy: SchedulingPolicy
 
-    /// Laid out by hand (72 bytes): optionals and booleans would pad it to ~120, which is 50 MB at 1M accounts.
+    /// The largest sealed config (base64 text) an account may have; a GitHub token pair seals to ~230 bytes.
+    public static let maxCiphertextBytes = 65_535
+
+    /// Laid out by hand (64 bytes): optionals and booleans would pad it to ~120, which is 56 MB at 1M accounts.
     private struct Slot: Sendable {
         var accountId: String
-        /// The sealed config's ciphertext, base64-decoded (a quarter smaller than the text), or its UTF-8 bytes
-        /// when it was not base64.
-        var ciphertext: [UInt8]
         var spreadHash: UInt64
         private var pendingTickRaw: Int64
         private var lastFiredTickRaw: Int64
@@ -111,15 +111,20 @@ public struct SchedulingCore: Sendable {
         var kind: Int32
         var expression: Int32
         var generation: UInt32
+        /// Where the sealed config's ciphertext is in `ciphertexts`: base64-decoded (a quarter smaller than the
+        /// text), or its UTF-8 bytes when it was not base64.
+        var ciphertextOffset: UInt32
+        var ciphertextLength: UInt16
         private var flags: UInt8
 
         init(
-            accountId: String, partition: Int32, kind: Int32, expression: Int32, ciphertext: [UInt8],
+            accountId: String, partition: Int32, kind: Int32, expression: Int32, ciphertext: (offset: UInt32, length: UInt16),
             ciphertextIsBase64: Bool, spreadHash: UInt64, enabled: Bool, generation: UInt32, pendingTick: Int64?,
             pendingIsCatchUp: Bool, lastFiredTick: Int64?, live: Bool
         ) {
             self.accountId = accountId
-            self.ciphertext = ciphertext
+            self.ciphertextOffset = ciphertext.offset
+            self.ciphertextLength = ciphertext.length
             self.spreadHash = spreadHash
             self.pendingTickRaw = pendingTick ?? .min
             self.lastFiredTickRaw = lastFiredTick ?? .min
@@ -177,6 +182,9 @@ public struct SchedulingCore: Sendable {
     private var freeSlots: [Int32] = []
     private var index: [String: Int32] = [:]
     private var heap: [HeapEntry] = []
+    /// Every account's ciphertext back to back in one buffer: a million small arrays would cost a malloc chunk
+    /// and header each, and interleave with parsing garbage so freed memory could not go back to the system.
+    private var ciphertexts = CiphertextStore()
     private var expressions: [CronExpression] = []
     private struct Kind: Hashable, Sendable {
         var integration: String
@@ -241,10 +249,15 @@ public struct SchedulingCore: Sendable {
             let wasEnabled = slot.enabled
             slot.partition = account.partition
             slot.kind = intern(account)
-            (slot.ciphertext, slot.ciphertextIsBase64) = Self.compact(account.sealedConfig.ciphertext)
+            let compacted = Self.compact(account.sealedConfig.ciphertext)
+            ciphertexts.release(length: slot.ciphertextLength)
+            let stored = ciphertexts.append(compacted.bytes)
+            (slot.ciphertextOffset, slot.ciphertextLength) = (stored.offset, stored.length)
+            slot.ciphertextIsBase64 = compacted.isBase64
             slot.expression = expression
             slot.enabled = account.enabled
             slots[Int(slotIndex)] = slot
+            compactCiphertextsIfMostlyGarbage()
             guard scheduleChanged else { return }
             if account.enabled && !wasEnabled {
                 scheduleLoaded(slotIndex, nowMillis: nowMillis)
@@ -256,7 +269,8 @@ public struct SchedulingCore: Sendable {
         let compacted = Self.compact(account.sealedConfig.ciphertext)
         let slot = Slot(
             accountId: account.accountId, partition: account.partition, kind: intern(account),
-            expression: expression, ciphertext: compacted.bytes, ciphertextIsBase64: compacted.isBase64,
+            expression: expression, ciphertext: ciphertexts.append(compacted.bytes),
+            ciphertextIsBase64: compacted.isBase64,
             spreadHash: Self.spreadHash(account.accountId), enabled: account.enabled, generation: 0,
             pendingTick: nil, pendingIsCatchUp: false, lastFiredTick: parked.removeValue(forKey: account.accountId),
             live: true)
@@ -312,9 +326,10 @@ public struct SchedulingCore: Sendable {
                 continue
             }
             let kind = kinds[Int(slot.kind)]
+            let bytes = ciphertexts.bytes(offset: slot.ciphertextOffset, length: slot.ciphertextLength)
             let ciphertext =
                 slot.ciphertextIsBase64
-                ? Data(slot.ciphertext).base64EncodedString() : String(decoding: slot.ciphertext, as: UTF8.self)
+                ? Data(bytes).base64EncodedString() : String(decoding: bytes, as: UTF8.self)
             jobs.append(
                 DueJob(
                     accountId: slot.accountId, partition: slot.partition, integration: kind.integration,
@@ -446,6 +461,20 @@ public struct SchedulingCore: Sendable {
         return id
     }
 
+    /// Rewrites the ciphertext store without the bytes of removed or replaced configs once those outweigh the live
+    /// ones (token refreshes replace every account's config a few times a day).
+    private mutating func compactCiphertextsIfMostlyGarbage() {
+        guard ciphertexts.garbage > 16 << 20, ciphertexts.garbage > ciphertexts.live else { return }
+        var fresh = CiphertextStore()
+        fresh.reserve(ciphertexts.live)
+        for index in slots.indices where slots[index].live {
+            let slot = slots[index]
+            let stored = fresh.append(ciphertexts.bytes(offset: slot.ciphertextOffset, length: slot.ciphertextLength))
+            slots[index].ciphertextOffset = stored.offset
+        }
+        ciphertexts = fresh
+    }
+
     private static func compact(_ ciphertext: String) -> (bytes: [UInt8], isBase64: Bool) {
         if let data = Data(base64Encoded: ciphertext), data.base64EncodedString() == ciphertext {
             return (Array(data), true)
@@ -467,7 +496,9 @@ public struct SchedulingCore: Sendable {
         slots[Int(slotIndex)].generation &+= 1
         // Drop the heavy fields now rather than when the slot is reused.
         slots[Int(slotIndex)].accountId = ""
-        slots[Int(slotIndex)].ciphertext = []
+        ciphertexts.release(length: slots[Int(slotIndex)].ciphertextLength)
+        slots[Int(slotIndex)].ciphertextLength = 0
+        compactCiphertextsIfMostlyGarbage()
         freeSlots.append(slotIndex)
         compactIfMostlyStale()
     }
@@ -541,6 +572,32 @@ public struct SchedulingCore: Sendable {
             parent = child
         }
         heap[parent] = entry
+    }
+}
+
+/// Append-only byte store with garbage accounting; compacted by the core.
+struct CiphertextStore: Sendable {
+    private var buffer: [UInt8] = []
+    private(set) var garbage = 0
+
+    var live: Int { buffer.count - garbage }
+
+    mutating func reserve(_ count: Int) { buffer.reserveCapacity(count) }
+
+    /// - Important: Configs are at most ``SchedulingCore/maxCiphertextBytes``; the validator rejects larger ones.
+    mutating func append(_ bytes: some Collection<UInt8>) -> (offset: UInt32, length: UInt16) {
+        precondition(bytes.count <= Int(UInt16.max), "sealed config larger than SchedulingCore.maxCiphertextBytes")
+        precondition(buffer.count + bytes.count <= Int(UInt32.max), "ciphertext store beyond 4 GB")
+        let length = UInt16(bytes.count)
+        let offset = UInt32(clamping: buffer.count)
+        buffer.append(contentsOf: bytes)
+        return (offset, length)
+    }
+
+    mutating func release(length: UInt16) { garbage += Int(length) }
+
+    func bytes(offset: UInt32, length: UInt16) -> ArraySlice<UInt8> {
+        buffer[Int(offset)..<Int(offset) + Int(length)]
     }
 }
 
