@@ -22,6 +22,7 @@ public final class GitHubSimulator: Sendable {
     let log: Mutex<RequestLog>
     let faults: Mutex<FaultQueue>
     private let server = Mutex<ServerHandle?>(nil)
+    let linkBase = Mutex<String?>(nil)
 
     /// Creates the world (lazily: nothing per user is generated until it is first asked for).
     public init(configuration: SimulatorConfiguration = .init(), logger: Logger = Logger(label: "github-simulator")) {
@@ -39,6 +40,7 @@ public final class GitHubSimulator: Sendable {
     /// Binds the HTTP server and returns once it accepts connections.
     /// - Throws: `SimulatorError` when the address cannot be bound.
     public func start() async throws {
+        if port != 0 { return }
         let (stream, continuation) = AsyncStream<Result<Int, any Error>>.makeStream()
         let responder = CallbackResponder<SimulatorRequestContext> { [self] request, context in
             try await self.respond(to: request, context: context)
@@ -71,7 +73,12 @@ public final class GitHubSimulator: Sendable {
         }
         guard let port else { throw SimulatorError.bindFailed("no port reported") }
         let base = "http://\(configuration.host):\(port)"
-        world.withLock { $0.baseURL = base }
+        world.withLock { world in
+            if world.baseURL != base {
+                world.baseURL = base
+                world.dropEncodedBodies()
+            }
+        }
         server.withLock { $0 = ServerHandle(group: group, task: task, port: port) }
         logger.info("GitHub simulator listening", metadata: ["url": "\(base)", "users": "\(configuration.users)"])
     }
@@ -132,6 +139,12 @@ public final class GitHubSimulator: Sendable {
     /// Injected faults are used before any random fault.
     public func injectFault(_ fault: Fault, count: Int = 1, pathPrefix: String? = nil) {
         faults.withLock { $0.pending.append(.init(fault: fault, remaining: max(0, count), pathPrefix: pathPrefix)) }
+    }
+
+    /// Makes `Link` pagination URLs name another origin (`localhost:PORT`, or a full `https://host:port`), to prove
+    /// a client never follows a next link off its configured API host. nil restores the simulator's own base URL.
+    public func setPaginationLinkHost(_ host: String?) {
+        linkBase.withLock { $0 = host.map { $0.contains("://") ? $0 : "http://\($0)" } }
     }
 
     /// Drops every injected fault that has not fired yet.

@@ -361,7 +361,7 @@ extension WorldState {
 
     /// The API base for a path, honouring a test's hostile host.
     private func apiBase(foreignHost: String?) -> String {
-        foreignHost.map { "http://\($0)" } ?? baseURL
+        foreignHost.map { $0.contains("://") ? $0 : "http://\($0)" } ?? baseURL
     }
 
     func subjectAPIPath(_ key: SubjectKey, isPullRequest: Bool) -> String {

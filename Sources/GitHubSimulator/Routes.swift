@@ -68,7 +68,8 @@ extension GitHubSimulator {
     private func pageURL(path: String, rawQuery: String?, page: Int) -> String {
         var pairs = (rawQuery ?? "").split(separator: "&").map(String.init).filter { !$0.hasPrefix("page=") }
         pairs.append("page=\(page)")
-        return "\(baseURL)\(path)?\(pairs.joined(separator: "&"))"
+        let base = linkBase.withLock { $0 } ?? baseURL
+        return "\(base)\(path)?\(pairs.joined(separator: "&"))"
     }
 
     private func linkHeader(path: String, rawQuery: String?, page: Int, lastPage: Int) -> (String, String)? {

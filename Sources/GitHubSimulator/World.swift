@@ -518,6 +518,19 @@ struct WorldState {
         insertEvent(event)
     }
 
+    /// Encoded bodies embed the base URL; after a restart on another port they must be encoded again.
+    mutating func dropEncodedBodies() {
+        for account in accounts {
+            for id in account.threads.keys { account.threads[id]?.cache = nil }
+            for id in account.events.keys { account.events[id]?.cache = nil }
+        }
+        for key in subjects.keys {
+            subjects[key]?.issueCache = nil
+            subjects[key]?.pullCache = nil
+        }
+        for id in comments.keys { comments[id]?.cache = nil }
+    }
+
     mutating func nextSeq() -> Int64 {
         nextTestSeq += 1
         return nextTestSeq

@@ -85,8 +85,9 @@ extension GitHubSimulator {
         }
     }
 
-    /// Makes a thread's `subject.url` and `latest_comment_url` name `host` (e.g. `localhost:PORT`) instead of the
-    /// simulator, to prove a client never sends its token to a host it was not configured with.
+    /// Makes a thread's `subject.url` and `latest_comment_url` name `host` (e.g. `localhost:PORT`, or a full origin
+    /// such as `https://127.0.0.1:PORT` for another scheme) instead of the simulator, to prove a client never sends
+    /// its token to a host it was not configured with. Such threads are left out of the ground truth.
     public func setSubjectURLHost(threadId: String, host: String) throws {
         try withThread(threadId) { _, thread in thread.foreignHost = host }
     }

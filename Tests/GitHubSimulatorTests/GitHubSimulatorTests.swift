@@ -496,3 +496,48 @@ struct TruthTests {
         }
     }
 }
+
+@Suite("Hostile and admin controls", .timeLimit(.minutes(1)))
+struct ControlTests {
+    @Test("Link and subject URLs can be moved to another origin for hostile-response tests")
+    func hostileOrigins() async throws {
+        try await withSimulator({ $0.historyItems = 40 }) { simulator in
+            let user = simulator.users[0]
+            simulator.setPaginationLinkHost("localhost:\(simulator.port)")
+            let page = try await send("\(simulator.baseURL)/notifications?all=true&per_page=2", token: user.token)
+            #expect(page.links["next"]?.hasPrefix("http://localhost:\(simulator.port)/notifications?") == true)
+            simulator.setPaginationLinkHost(nil)
+            let again = try await send("\(simulator.baseURL)/notifications?all=true&per_page=2", token: user.token)
+            #expect(again.links["next"]?.hasPrefix(simulator.baseURL) == true)
+
+            let thread = try simulator.addNotification(for: user.login, reason: "mention", commentBody: "hi @user1")
+            try simulator.setSubjectURLHost(threadId: thread, host: "https://127.0.0.1:\(simulator.port)")
+            let json = try await send("\(simulator.baseURL)/notifications/threads/\(thread)", token: user.token)
+            let subject = json.jsonObject?["subject"] as? [String: Any]
+            #expect((subject?["url"] as? String)?.hasPrefix("https://127.0.0.1:\(simulator.port)/repos/") == true)
+            #expect((subject?["latest_comment_url"] as? String)?.hasPrefix("https://127.0.0.1:") == true)
+            #expect(throws: SimulatorError.self) { try simulator.setSubjectURLHost(threadId: "12", host: "x") }
+        }
+    }
+
+    @Test("other processes steer faults and token expiry through /_sim")
+    func adminControls() async throws {
+        try await withSimulator { simulator in
+            let user = simulator.users[0]
+            let injected = try await send(
+                "\(simulator.baseURL)/_sim/faults?fault=secondaryLimit&count=1&retry_after=3", method: .POST)
+            #expect(injected.status == 204)
+            let limited = try await send("\(simulator.baseURL)/user", token: user.token)
+            #expect(limited.status == 403)
+            #expect(limited.header("retry-after") == "3")
+            #expect(try await send("\(simulator.baseURL)/user", token: user.token).status == 200)
+            let bad = try await send("\(simulator.baseURL)/_sim/faults?fault=nonsense", method: .POST)
+            #expect(bad.status == 400)
+            #expect(try await send("\(simulator.baseURL)/_sim/expire?login=user1", method: .POST).status == 204)
+            #expect(try await send("\(simulator.baseURL)/user", token: user.token).status == 401)
+            #expect(try await send("\(simulator.baseURL)/_sim/truth?login=nobody").status == 404)
+            // Admin requests are neither recorded nor faulted.
+            #expect(simulator.requests().allSatisfy { !$0.path.hasPrefix("/_sim") })
+        }
+    }
+}
