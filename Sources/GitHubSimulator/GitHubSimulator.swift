@@ -13,6 +13,23 @@ import Synchronization
 /// deterministic world (same seed, same history, same ground truth), injects the faults real GitHub shows, and
 /// records every request so tests can assert on what a client actually did.
 ///
+/// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):
+/// - `GET /user`, `GET /users/{login}`, `GET /rate_limit` (free)
+/// - `GET /notifications?all&participating&since&before&per_page&page` — newest first, `per_page` ≤ 50,
+///   `Link` (absolute, on `baseURL`), `Last-Modified` (newest visible `updated_at`), `If-Modified-Since` → 304,
+///   `X-Poll-Interval`. `since` is inclusive, `before` exclusive.
+/// - `GET /notifications/threads/{id}` (only the token owner's threads)
+/// - `GET /repos/{owner}/{repo}/issues/{n}`, `/pulls/{n}`, `/issues/comments/{id}`, `/pulls/comments/{id}` —
+///   strong `ETag`, `If-None-Match` → 304
+/// - `GET /users/{login}/events?per_page&page` — newest first, `per_page` ≤ 100, only the newest `eventCap`
+///   reachable, `ETag`/`If-None-Match`, `Link`
+/// - `POST /login/oauth/access_token` — `grant_type=refresh_token&refresh_token=…` (form or JSON); JSON answer
+///   unless `Accept` asks for a form; a bad token gives GitHub's 200 `{"error":"bad_refresh_token",…}`
+/// - `/_sim/…` admin endpoints: see `Admin.swift`.
+///
+/// Every API answer carries `x-ratelimit-limit/remaining/reset/used/resource`. Quota is kept per account (as on
+/// GitHub, all tokens of one user share it); 304s, 401s, limit answers and injected 5xx are free.
+///
 /// - Important: It binds to loopback only and is not hardened; never expose it.
 public final class GitHubSimulator: Sendable {
     public let configuration: SimulatorConfiguration

@@ -209,6 +209,8 @@ struct WorldState {
     let params: WorldParameters
     var baseURL = "http://127.0.0.1"
     var repos: [Repo] = []
+    /// Repositories made from the seed; tests may add more, which must not change what the seed generates.
+    var generatedRepoCount = 0
     var repoByName: [String: Int] = [:]
     var accounts: [Account] = []
     var accountByLogin: [String: Int] = [:]
@@ -220,6 +222,7 @@ struct WorldState {
     init(params: WorldParameters) {
         self.params = params
         let repoCount = max(6, min(200, params.users))
+        generatedRepoCount = repoCount
         for index in 0..<repoCount {
             var rng = SeededGenerator(params.seed, UInt64(index), 0x5EB0)
             let orgIndex = Int(rng.next() % UInt64(Vocabulary.organizations.count))
@@ -511,7 +514,7 @@ struct WorldState {
         case "watch":
             event.type = "WatchEvent"
             event.action = "started"
-            event.repo = Int(rng.next() % UInt64(repos.count))
+            event.repo = Int(rng.next() % UInt64(generatedRepoCount))
         default:
             event.type = "PushEvent"
         }
