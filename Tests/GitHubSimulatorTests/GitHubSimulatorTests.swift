@@ -541,3 +541,53 @@ struct ControlTests {
         }
     }
 }
+
+@Suite("Payload shapes", .timeLimit(.minutes(1)))
+struct ShapeTests {
+    @Test("threads, issues, pull requests, comments, events and users carry the fields clients decode")
+    func shapes() async throws {
+        try await withSimulator({ $0.historyItems = 80 }) { simulator in
+            let user = simulator.users[0]
+            let threads = try await walkPages("\(simulator.baseURL)/notifications?all=true", token: user.token)
+                .flatMap { $0.jsonArray ?? [] }
+            let kept = try #require(threads.first {
+                ($0["subject"] as? [String: Any])?["type"] as? String == "Issue"
+            })
+            #expect(kept["id"] is String)
+            #expect(kept["unread"] is Bool)
+            #expect(kept["url"] is String)
+            #expect(kept.keys.contains("last_read_at"))
+            let repository = try #require(kept["repository"] as? [String: Any])
+            for key in ["id", "full_name", "html_url", "name", "owner", "url"] { #expect(repository[key] != nil) }
+            let subject = try #require(kept["subject"] as? [String: Any])
+            let issue = try await send(try #require(subject["url"] as? String), token: user.token)
+            let issueJSON = try #require(issue.jsonObject)
+            for key in ["id", "number", "title", "state", "html_url", "body", "user", "created_at", "updated_at"] {
+                #expect(issueJSON[key] != nil, "issue.\(key)")
+            }
+            #expect(issueJSON["id"] is Int && issueJSON["number"] is Int)
+            #expect((issueJSON["user"] as? [String: Any])?["id"] is Int)
+
+            let events = try await walkPages("\(simulator.baseURL)/users/\(user.login)/events?per_page=100", token: user.token)
+                .flatMap { $0.jsonArray ?? [] }
+            #expect(!events.isEmpty)
+            for event in events {
+                #expect(event["id"] is String)
+                #expect(event["public"] is Bool)
+                #expect((event["actor"] as? [String: Any])?["login"] as? String == user.login)
+                #expect((event["repo"] as? [String: Any])?["name"] is String)
+                #expect(event["payload"] is [String: Any])
+            }
+            let types = Set(events.compactMap { $0["type"] as? String })
+            #expect(types.contains("PushEvent") || types.contains("WatchEvent"))
+            if let comment = events.first(where: { $0["type"] as? String == "IssueCommentEvent" }) {
+                let payload = try #require(comment["payload"] as? [String: Any])
+                #expect(payload["action"] as? String == "created")
+                #expect((payload["issue"] as? [String: Any])?["number"] is Int)
+                #expect((payload["comment"] as? [String: Any])?["body"] is String)
+            }
+            let times = events.compactMap { $0["created_at"] as? String }
+            #expect(times == times.sorted(by: >))
+        }
+    }
+}
