@@ -6,6 +6,8 @@ struct ActivitySync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "activity-sync",
         abstract: "Keeps a knowledge graph fed with what happens in people's GitHub accounts.",
-        subcommands: [GitHubSimulatorCommand.self]
+        subcommands: [
+            KafkaCommand.self, TopicsCommand.self, GitHubSimulatorCommand.self, BenchCommand.self,
+        ]
     )
 }
