@@ -89,22 +89,31 @@ public final class GitHubSimulator: Sendable {
             break
         }
         guard let port else { throw SimulatorError.bindFailed("no port reported") }
-        let base = "http://\(configuration.host):\(port)"
+        server.withLock { $0 = ServerHandle(group: group, task: task, port: port) }
+        let base = baseURL
         world.withLock { world in
             if world.baseURL != base {
                 world.baseURL = base
                 world.dropEncodedBodies()
             }
         }
-        server.withLock { $0 = ServerHandle(group: group, task: task, port: port) }
-        logger.info("GitHub simulator listening", metadata: ["url": "\(base)", "users": "\(configuration.users)"])
+        logger.info(
+            "GitHub simulator listening",
+            metadata: ["bound": "\(boundURL)", "url": "\(base)", "users": "\(configuration.users)"])
     }
 
     /// The port the server is bound to; 0 before `start()`.
     public var port: Int { server.withLock { $0?.port ?? 0 } }
 
-    /// `http://127.0.0.1:PORT`, without a trailing slash. Give this to a client as its API base URL.
-    public var baseURL: String { "http://\(configuration.host):\(port)" }
+    /// `http://127.0.0.1:PORT` (or `publicBaseURL`), without a trailing slash. Give this to a client as its API
+    /// base URL.
+    public var baseURL: String {
+        if let base = configuration.publicBaseURL { return base.hasSuffix("/") ? String(base.dropLast()) : base }
+        return boundURL
+    }
+
+    /// `http://{host}:{port}` as bound, whatever `publicBaseURL` says.
+    public var boundURL: String { "http://\(configuration.host):\(port)" }
 
     /// Stops serving; in-flight requests are given a few seconds to finish.
     public func stop() async {

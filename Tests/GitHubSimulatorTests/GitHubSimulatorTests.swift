@@ -520,6 +520,22 @@ struct ControlTests {
         }
     }
 
+    @Test("a public base URL names the origin other containers use in every returned URL")
+    func publicBaseURL() async throws {
+        try await withSimulator({
+            $0.publicBaseURL = "http://github-sim:8080/"
+            $0.historyItems = 40
+        }) { simulator in
+            #expect(simulator.baseURL == "http://github-sim:8080")
+            #expect(simulator.boundURL.hasPrefix("http://127.0.0.1:"))
+            let user = simulator.users[0]
+            let page = try await send("\(simulator.boundURL)/notifications?all=true&per_page=2", token: user.token)
+            #expect(page.links["next"]?.hasPrefix("http://github-sim:8080/notifications?") == true)
+            let urls = (page.jsonArray ?? []).compactMap { ($0["subject"] as? [String: Any])?["url"] as? String }
+            #expect(urls.allSatisfy { $0.hasPrefix("http://github-sim:8080/") })
+        }
+    }
+
     @Test("other processes steer faults and token expiry through /_sim")
     func adminControls() async throws {
         try await withSimulator { simulator in
