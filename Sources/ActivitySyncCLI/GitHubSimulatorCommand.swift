@@ -53,6 +53,12 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
     @Option(help: "Hours of history before start.")
     var historyHours = 12
 
+    @Option(help: "Mean number of history items per user.")
+    var historyItems = 30
+
+    @Option(help: "Start of live activity (RFC 3339); two simulators with the same seed and start serve the same world.")
+    var start: String?
+
     @Option(help: "Requests per hour per account.")
     var quotaPerHour = 5000
 
@@ -68,6 +74,9 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
         }
         guard users >= 1 else { throw ValidationError("--users must be at least 1") }
         guard activityIntervalSeconds > 0 else { throw ValidationError("--activity-interval-s must be positive") }
+        if let start, (try? Date(start, strategy: .iso8601)) == nil {
+            throw ValidationError("--start must be an RFC 3339 time such as 2026-12-01T04:00:00Z")
+        }
         if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
             throw ValidationError("--public-url must be an http(s) origin such as http://github-sim:8080")
         }
@@ -90,6 +99,8 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
         configuration.pollInterval = pollInterval
         configuration.activityInterval = .milliseconds(Int64(activityIntervalSeconds * 1000))
         configuration.historyHours = historyHours
+        configuration.historyItems = historyItems
+        if let start, let date = try? Date(start, strategy: .iso8601) { configuration.start = date }
         configuration.quotaPerHour = quotaPerHour
         let simulator = GitHubSimulator(configuration: configuration, logger: logger)
         try await simulator.start()

@@ -101,6 +101,7 @@ extension GitHubSimulator {
             case "serviceUnavailable": fault = .serviceUnavailable
             case "secondaryLimit": fault = .secondaryLimit(retryAfter: retryAfter)
             case "secondaryLimitWithoutRetryAfter": fault = .secondaryLimitWithoutRetryAfter
+            case "tooManyRequests": fault = .tooManyRequests(retryAfter: retryAfter)
             case "malformedJSON": fault = .malformedJSON
             case "drop": fault = .drop
             case "rateLimited": fault = .rateLimited
@@ -109,7 +110,7 @@ extension GitHubSimulator {
                 return Self.adminError(
                     .badRequest,
                     "fault must be one of serverError, serviceUnavailable, secondaryLimit, "
-                        + "secondaryLimitWithoutRetryAfter, malformedJSON, drop, rateLimited, unauthorized")
+                        + "secondaryLimitWithoutRetryAfter, tooManyRequests, malformedJSON, drop, rateLimited, unauthorized")
             }
             injectFault(fault, count: count, pathPrefix: query["path_prefix"])
             return Response(status: .noContent)

@@ -154,6 +154,12 @@ extension GitHubSimulator {
                 403, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
                 docs: "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits")
             response.countsAgainstQuota = false
+        case .tooManyRequests(let retryAfter):
+            response = .error(
+                429, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                docs: "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits")
+            response.headers.append(("retry-after", "\(retryAfter)"))
+            response.countsAgainstQuota = false
         case .rateLimited:
             response = rateLimitExceeded(user: user)
         case .unauthorized:

@@ -106,6 +106,8 @@ public enum Fault: Sendable, Hashable {
     case secondaryLimit(retryAfter: Int)
     /// 403 "You have exceeded a secondary rate limit" without `retry-after`.
     case secondaryLimitWithoutRetryAfter
+    /// 429 Too Many Requests with `retry-after: N` seconds.
+    case tooManyRequests(retryAfter: Int)
     /// 200 with the body cut in half.
     case malformedJSON
     /// The connection is closed without a response.
@@ -123,6 +125,7 @@ public enum Fault: Sendable, Hashable {
         case .serviceUnavailable: "serviceUnavailable"
         case .secondaryLimit: "secondaryLimit"
         case .secondaryLimitWithoutRetryAfter: "secondaryLimitWithoutRetryAfter"
+        case .tooManyRequests: "tooManyRequests"
         case .malformedJSON: "malformedJSON"
         case .drop: "drop"
         case .rateLimited: "rateLimited"

@@ -355,6 +355,11 @@ struct FaultTests {
             #expect(secondary.header("retry-after") == "7")
             #expect((secondary.jsonObject?["message"] as? String)?.contains("secondary rate limit") == true)
 
+            simulator.injectFault(.tooManyRequests(retryAfter: 2), count: 1)
+            let tooMany = try await send("\(simulator.baseURL)/user", token: token)
+            #expect(tooMany.status == 429)
+            #expect(tooMany.header("retry-after") == "2")
+
             simulator.injectFault(.rateLimited, count: 1)
             let limited = try await send("\(simulator.baseURL)/user", token: token)
             #expect(limited.status == 403)
@@ -371,7 +376,9 @@ struct FaultTests {
             }
             #expect(try await send("\(simulator.baseURL)/user", token: token).status == 200)
             let faults = simulator.requests().compactMap(\.fault)
-            #expect(faults == ["serverError", "serverError", "secondaryLimit", "rateLimited", "malformedJSON", "drop"])
+            #expect(faults == [
+                "serverError", "serverError", "secondaryLimit", "tooManyRequests", "rateLimited", "malformedJSON", "drop",
+            ])
         }
     }
 
