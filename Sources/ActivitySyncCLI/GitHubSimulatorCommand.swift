@@ -20,7 +20,8 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
     @Option(help: "Address to bind (0.0.0.0 in a container).")
     var host = "127.0.0.1"
 
-    @Option(help: "Origin put into the URLs the simulator returns, e.g. http://github-sim:8080 (default: the bound one).")
+    @Option(
+        help: "Origin put into the URLs the simulator returns, e.g. http://github-sim:8080 (default: the bound one).")
     var publicURL: String?
 
     @Option(help: "Number of simulated accounts (user1 … userN).")
@@ -56,7 +57,8 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
     @Option(help: "Mean number of history items per user.")
     var historyItems = 30
 
-    @Option(help: "Start of live activity (RFC 3339); two simulators with the same seed and start serve the same world.")
+    @Option(
+        help: "Start of live activity (RFC 3339); two simulators with the same seed and start serve the same world.")
     var start: String?
 
     @Option(help: "Requests per hour per account.")

@@ -117,10 +117,12 @@ public final class GitHubSimulator: Sendable {
 
     /// Stops serving; in-flight requests are given a few seconds to finish.
     public func stop() async {
-        guard let handle = server.withLock({ value -> ServerHandle? in
-            defer { value = nil }
-            return value
-        }) else { return }
+        guard
+            let handle = server.withLock({ value -> ServerHandle? in
+                defer { value = nil }
+                return value
+            })
+        else { return }
         await handle.group.triggerGracefulShutdown()
         let task = handle.task
         let watchdog = Task {
@@ -190,7 +192,9 @@ public final class GitHubSimulator: Sendable {
     public func quotaUsed(token: String) -> Int {
         let now = Timestamp.now()
         return credentials.withLock { creds in
-            creds.owner(ofAnyToken: token).map { creds.quota(for: $0, limit: configuration.quotaPerHour, now: now).used } ?? 0
+            creds.owner(ofAnyToken: token).map {
+                creds.quota(for: $0, limit: configuration.quotaPerHour, now: now).used
+            } ?? 0
         }
     }
 
@@ -271,7 +275,8 @@ struct Credentials {
 
     func user(_ index: Int) -> SimulatedUser {
         let pair = current[index] ?? ("", "", 0)
-        return SimulatedUser(login: "user\(index)", id: WorldState.userId(index), token: pair.access, refreshToken: pair.refresh)
+        return SimulatedUser(
+            login: "user\(index)", id: WorldState.userId(index), token: pair.access, refreshToken: pair.refresh)
     }
 
     func owner(ofValidToken token: String) -> Int? { access[token] }

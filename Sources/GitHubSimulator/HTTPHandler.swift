@@ -37,7 +37,8 @@ struct APIResponse {
     }
 
     static func error(_ status: Int, _ message: String, docs: String = "https://docs.github.com/rest") -> APIResponse {
-        var response = json(status, JSON.encode(ErrorJSON(message: message, documentation_url: docs, status: "\(status)")))
+        var response = json(
+            status, JSON.encode(ErrorJSON(message: message, documentation_url: docs, status: "\(status)")))
         response.countsAgainstQuota = status == 404 || status == 422
         return response
     }
@@ -252,9 +253,11 @@ extension GitHubSimulator {
         func answer(_ pairs: [(String, String)], numbers: Set<String> = []) -> APIResponse {
             if wantsForm {
                 let body = pairs.map { "\($0.0)=\(encodeComponent($0.1))" }.joined(separator: "&")
-                var response = APIResponse.json(200, Array(body.utf8), headers: [
-                    ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-                ])
+                var response = APIResponse.json(
+                    200, Array(body.utf8),
+                    headers: [
+                        ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+                    ])
                 response.countsAgainstQuota = false
                 return response
             }
@@ -269,7 +272,11 @@ extension GitHubSimulator {
             return answer([
                 ("error", "unsupported_grant_type"),
                 ("error_description", "Only grant_type=refresh_token with a refresh_token is simulated."),
-                ("error_uri", "https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/refreshing-user-access-tokens"),
+                (
+                    "error_uri",
+                    "https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/"
+                        + "refreshing-user-access-tokens"
+                ),
             ])
         }
         record.tokenHash = Self.hashToken(refreshToken)
@@ -282,7 +289,11 @@ extension GitHubSimulator {
             return answer([
                 ("error", "bad_refresh_token"),
                 ("error_description", "The refresh token passed is incorrect or expired."),
-                ("error_uri", "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors#bad-verification-code"),
+                (
+                    "error_uri",
+                    "https://docs.github.com/apps/managing-oauth-apps/"
+                        + "troubleshooting-oauth-app-access-token-request-errors#bad-verification-code"
+                ),
             ])
         }
         return answer(

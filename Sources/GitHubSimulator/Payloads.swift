@@ -111,8 +111,10 @@ struct RepositoryJSON: Encodable, Sendable {
         ("contents_url", "/contents/{+path}"), ("contributors_url", "/contributors"),
         ("deployments_url", "/deployments"), ("downloads_url", "/downloads"), ("events_url", "/events"),
         ("forks_url", "/forks"), ("git_commits_url", "/git/commits{/sha}"), ("git_refs_url", "/git/refs{/sha}"),
-        ("git_tags_url", "/git/tags{/sha}"), ("hooks_url", "/hooks"), ("issue_comment_url", "/issues/comments{/number}"),
-        ("issue_events_url", "/issues/events{/number}"), ("issues_url", "/issues{/number}"), ("keys_url", "/keys{/key_id}"),
+        ("git_tags_url", "/git/tags{/sha}"), ("hooks_url", "/hooks"),
+        ("issue_comment_url", "/issues/comments{/number}"),
+        ("issue_events_url", "/issues/events{/number}"), ("issues_url", "/issues{/number}"),
+        ("keys_url", "/keys{/key_id}"),
         ("labels_url", "/labels{/name}"), ("languages_url", "/languages"), ("merges_url", "/merges"),
         ("milestones_url", "/milestones{/number}"), ("notifications_url", "/notifications{?since,all,participating}"),
         ("pulls_url", "/pulls{/number}"), ("releases_url", "/releases{/id}"), ("stargazers_url", "/stargazers"),
@@ -386,7 +388,8 @@ extension WorldState {
 
     func userJSON(_ person: Person) -> SimpleUserJSON {
         SimpleUserJSON(
-            login: person.login, id: person.id, node_id: nodeId(person.isOrganization ? "04:Organization" : "04:User", Int64(person.id)),
+            login: person.login, id: person.id,
+            node_id: nodeId(person.isOrganization ? "04:Organization" : "04:User", Int64(person.id)),
             avatar_url: "https://avatars.githubusercontent.com/u/\(person.id)?v=4",
             url: "\(baseURL)/users/\(person.login)", html_url: "\(params.htmlBase)/\(person.login)",
             followers_url: "\(baseURL)/users/\(person.login)/followers",
@@ -466,7 +469,8 @@ extension WorldState {
         let repo = repos[subject.key.repo]
         let api = "\(baseURL)/repos/\(repo.fullName)/issues/\(subject.key.number)"
         let html = "\(params.htmlBase)/\(repo.fullName)"
-        let pull = subject.isPullRequest
+        let pull =
+            subject.isPullRequest
             ? LinkJSON(
                 url: "\(baseURL)/repos/\(repo.fullName)/pulls/\(subject.key.number)",
                 html_url: "\(html)/pull/\(subject.key.number)", diff_url: "\(html)/pull/\(subject.key.number).diff",
@@ -479,7 +483,8 @@ extension WorldState {
             number: subject.key.number, state: subject.state, state_reason: .init(stateReason), title: subject.title,
             body: subject.body, user: userJSON(subject.author), comments: subject.comments, pull_request: pull,
             closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)), created_at: Timestamp.rfc3339(subject.createdAt),
-            updated_at: Timestamp.rfc3339(subject.updatedAt), author_association: association(subject.author, repo: repo.index))
+            updated_at: Timestamp.rfc3339(subject.updatedAt),
+            author_association: association(subject.author, repo: repo.index))
     }
 
     private func sha(_ seed: Int64, _ salt: UInt64) -> String {
@@ -514,7 +519,8 @@ extension WorldState {
             comments_url: "\(issueURL)/comments", statuses_url: statusesURL, number: subject.key.number,
             state: subject.state, title: subject.title, user: userJSON(subject.author), body: subject.body,
             created_at: Timestamp.rfc3339(subject.createdAt), updated_at: Timestamp.rfc3339(subject.updatedAt),
-            closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)), merged_at: .init(mergedAt.map(Timestamp.rfc3339)),
+            closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)),
+            merged_at: .init(mergedAt.map(Timestamp.rfc3339)),
             merge_commit_sha: .init(subject.merged ? sha(subject.seq, 0x3E6E) : nil), head: head, base: base,
             _links: links, author_association: association(subject.author, repo: repo.index), merged: subject.merged,
             merged_by: .init(subject.merged ? userJSON(repo.owner) : nil),
@@ -567,7 +573,8 @@ extension WorldState {
         }
         return ThreadJSON(
             id: String(thread.id), repository: repositoryJSON(thread.repo),
-            subject: .init(title: thread.title, url: .init(url), latest_comment_url: .init(latest), type: thread.subjectType),
+            subject: .init(
+                title: thread.title, url: .init(url), latest_comment_url: .init(latest), type: thread.subjectType),
             reason: thread.reason, updated_at: Timestamp.rfc3339(thread.updatedAt),
             url: "\(baseURL)/notifications/threads/\(thread.id)",
             subscription_url: "\(baseURL)/notifications/threads/\(thread.id)/subscription")

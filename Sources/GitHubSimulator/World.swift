@@ -196,7 +196,8 @@ struct WorldParameters: Sendable {
         // A zero interval would mean infinitely many items; 50 ms is already far more than any test wants.
         intervalSeconds = max(0.05, seconds)
         eventCap = max(1, configuration.eventCap)
-        htmlBase = configuration.htmlBaseURL.hasSuffix("/")
+        htmlBase =
+            configuration.htmlBaseURL.hasSuffix("/")
             ? String(configuration.htmlBaseURL.dropLast()) : configuration.htmlBaseURL
     }
 }
@@ -353,7 +354,9 @@ struct WorldState {
         return key
     }
 
-    mutating func addComment(id: Int64, to key: SubjectKey, isReview: Bool, author: Person, body: String, at time: Int64) {
+    mutating func addComment(
+        id: Int64, to key: SubjectKey, isReview: Bool, author: Person, body: String, at time: Int64
+    ) {
         comments[id] = Comment(id: id, isReview: isReview, subject: key, author: author, body: body, createdAt: time)
         guard var subject = subjects[key] else { return }
         if isReview { subject.reviewComments += 1 } else { subject.comments += 1 }
@@ -409,7 +412,8 @@ struct WorldState {
         default:
             let isPullRequest = kind == "review_requested" || rng.unit() < 0.5
             let mentionInBody = kind == "mention" && rng.unit() < 0.3
-            let wantsComment = kind == "comment" || (kind == "mention" && !mentionInBody)
+            let wantsComment =
+                kind == "comment" || (kind == "mention" && !mentionInBody)
                 || (kind == "subscribed" && rng.unit() < 0.5)
             let candidates = account.watched.filter { subjects[$0]?.isPullRequest == isPullRequest }
             let key: SubjectKey
@@ -419,7 +423,9 @@ struct WorldState {
                 let author = kind == "author" ? account.person : otherPerson(&rng, not: user)
                 var body = rng.pick(Vocabulary.bodies)
                 if mentionInBody {
-                    body += " " + rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
+                    body +=
+                        " "
+                        + rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
                 }
                 let closed = kind == "state_change"
                 key = makeSubject(
@@ -434,7 +440,8 @@ struct WorldState {
             thread.title = subjects[key]?.title ?? ""
             if wantsComment {
                 let author = otherPerson(&rng, not: user)
-                let body = kind == "mention"
+                let body =
+                    kind == "mention"
                     ? rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
                     : rng.pick(Vocabulary.comments)
                 let isReview = isPullRequest && rng.unit() < 0.4

@@ -138,7 +138,8 @@ extension GitHubSimulator {
             let isComment = type == "IssueCommentEvent" || type == "PullRequestReviewCommentEvent"
             let hasSubject = isComment || type == "PullRequestEvent" || type == "IssuesEvent"
             if hasSubject {
-                let isPullRequest = type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || onPullRequest
+                let isPullRequest =
+                    type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || onPullRequest
                 let number = number ?? world.allocateNumber(repo: repoIndex)
                 let key = SubjectKey(repo: repoIndex, number: number)
                 if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repoIndex, now: now) }
