@@ -16,8 +16,10 @@ import Synchronization
 /// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):
 /// - `GET /user`, `GET /users/{login}`, `GET /rate_limit` (free)
 /// - `GET /notifications?all&participating&since&before&per_page&page` — newest first, `per_page` ≤ 50,
-///   `Link` (absolute, on `baseURL`), `Last-Modified` (newest visible `updated_at`), `If-Modified-Since` → 304,
-///   `X-Poll-Interval`. `since` is inclusive, `before` exclusive.
+///   `Link` (absolute, on `baseURL`), `Last-Modified` (newest visible `updated_at`, or when a test last changed
+///   the visible list if later), `If-Modified-Since` → 304 when nothing changed after it (for the whole list, so
+///   send it on the first page only), `X-Poll-Interval`. `since` is inclusive, `before` exclusive. Like GitHub's,
+///   these dates have one-second resolution.
 /// - `GET /notifications/threads/{id}` (only the token owner's threads)
 /// - `GET /repos/{owner}/{repo}/issues/{n}`, `/pulls/{n}`, `/issues/comments/{id}`, `/pulls/comments/{id}` —
 ///   strong `ETag`, `If-None-Match` → 304

@@ -151,6 +151,10 @@ final class Account {
     /// Issues and pull requests this account is involved in, for follow-up notifications and comments.
     var watched: [SubjectKey] = []
     var own: [SubjectKey] = []
+    /// When a test last changed an already visible thread (added one with a past `updated_at`, touched or
+    /// re-hosted one): the notifications list changed then even if no `updated_at` is newer, so
+    /// `If-Modified-Since` must not answer 304 for it.
+    var listChangedAt: Int64 = .min
 
     init(index: Int, person: Person, repos: [Int], start: Int64) {
         self.index = index

@@ -56,6 +56,7 @@ extension GitHubSimulator {
                 thread.latest = .subject
             }
             world.insertThread(thread)
+            if time <= now { world.account(user).listChangedAt = max(world.account(user).listChangedAt, now) }
             return String(thread.id)
         }
     }
@@ -105,9 +106,13 @@ extension GitHubSimulator {
         let found = world.withLock { world -> Bool in
             if world.threadOwner[id] == nil { world.materializeOwner(seq: id - IdSpace.thread, now: now) }
             guard let user = world.threadOwner[id], var thread = world.account(user).threads[id] else { return false }
+            let wasVisible = thread.updatedAt <= now
             change(&world, &thread)
             thread.cache = nil
             world.account(user).threads[id] = thread
+            if wasVisible || thread.updatedAt <= now {
+                world.account(user).listChangedAt = max(world.account(user).listChangedAt, now)
+            }
             return true
         }
         if !found { throw SimulatorError.unknownThread(threadId) }

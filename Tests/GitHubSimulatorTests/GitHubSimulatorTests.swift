@@ -637,3 +637,24 @@ struct ShapeTests {
         }
     }
 }
+
+@Suite("Conditional requests after test changes", .timeLimit(.minutes(1)))
+struct ListChangeTests {
+    @Test("a thread added with an older updated_at still ends a 304 streak")
+    func backdatedThread() async throws {
+        try await withSimulator({ $0.activityInterval = .seconds(3_600) }) { simulator in
+            let user = simulator.users[0]
+            let first = try await send("\(simulator.baseURL)/notifications?all=true", token: user.token)
+            let lastModified = try #require(first.header("Last-Modified"))
+            try await Task.sleep(for: .milliseconds(1_100))
+            try simulator.addNotification(
+                for: user.login, reason: "mention", title: "Late arrival", commentBody: "@user1 look",
+                at: Date().addingTimeInterval(-13 * 3_600))
+            let after = try await send(
+                "\(simulator.baseURL)/notifications?all=true", token: user.token,
+                headers: [("If-Modified-Since", lastModified)])
+            #expect(after.status == 200)
+            #expect(after.header("Last-Modified") != lastModified)
+        }
+    }
+}
