@@ -290,6 +290,51 @@ struct SyncBehaviourTests {
         }
     }
 
+    @Test func itemUpdatedWhileASyncRunsIsEmittedByTheNextOne() async throws {
+        try await SimulatedGitHub.with({ $0.latency = .milliseconds(150) }) { github in
+            let user = github.user
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "comment", commentBody: "first", at: Date().addingTimeInterval(-120))
+            let mark = github.simulator.requests().count
+            async let running = github.sync(user, state: nil)
+            let listed = Date().addingTimeInterval(10)
+            while !github.requests(of: user.login, since: mark).contains(where: { $0.path == "/notifications" }) {
+                guard Date() < listed else { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            try github.simulator.touchThread(thread, at: Date(), commentBody: "second", actor: "grace-sim")
+            let first = try await running
+            let second = try await github.sync(user, state: first.state)
+            let prefix = "github:notification:\(thread):"
+            let firstVersion = first.activities.filter { $0.id.hasPrefix(prefix) }
+            let secondVersion = second.activities.filter { $0.id.hasPrefix(prefix) }
+            #expect(firstVersion.count == 1)
+            #expect(secondVersion.count == 1)
+            #expect(firstVersion.first?.id != secondVersion.first?.id)
+            #expect(secondVersion.first?.text.hasPrefix("grace-sim commented on issue #") == true)
+            #expect(secondVersion.first?.text.hasSuffix(": second") == true)
+        }
+    }
+
+    @Test func paginationLinkToAnotherHostIsRefused() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 40 }, integration: { $0.notificationsPerPage = 3 }) {
+            github in
+            let user = github.user
+            github.simulator.setPaginationLinkHost("localhost:\(github.simulator.port)")
+            let started = Date()
+            let outcome = try await github.sync(user, state: nil)
+            guard case .partial = outcome.status else {
+                Issue.record("expected partial, got \(outcome.status)")
+                return
+            }
+            #expect(!github.simulator.hostsSeen().contains { $0.lowercased().hasPrefix("localhost") })
+            // The unread pages are not skipped: the watermark stays at the window start for the next sync.
+            let watermark = try #require(outcome.githubState.lastSyncTime)
+            #expect(watermark <= started.addingTimeInterval(-86_000))
+            #expect(outcome.githubState.notificationsLastModified == nil)
+        }
+    }
+
     @Test func setupReadsTheUser() async throws {
         try await SimulatedGitHub.with { github in
             let user = github.user
