@@ -115,7 +115,7 @@ struct GitHubBench: AsyncParsableCommand {
         print(String(format: "syncs/s (time spent syncing, pauses excluded): %.1f", Double(samples.count) / busySeconds))
         let groups: [(String, [Sample])] = [
             ("first sync (24 h window)", samples.filter { $0.round == 1 }),
-            ("later, unchanged", samples.filter { $0.round > 1 && $0.activities == 0 }),
+            ("later, no new activity", samples.filter { $0.round > 1 && $0.activities == 0 }),
             ("later, with new items", samples.filter { $0.round > 1 && $0.activities > 0 }),
             ("all later syncs", samples.filter { $0.round > 1 }),
         ]
