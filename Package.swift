@@ -120,7 +120,7 @@ let package = Package(
         // Helpers for our own tests: deadlines, child processes of the built binary.
         .target(
             name: "ActivitySyncTesting",
-            dependencies: ["Kafka", "SyncModel"],
+            dependencies: ["Kafka", "SyncModel", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "ActivitySyncTesting"], swiftSettings: swiftSettings),
@@ -157,6 +157,6 @@ let package = Package(
             dependencies: ["Kafka", "SyncModel", "Sealing", "GitHubSimulator", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting", "SyncModel"], swiftSettings: swiftSettings),
     ]
 )

@@ -6,6 +6,9 @@ struct ActivitySync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "activity-sync",
         abstract: "Keeps a knowledge graph fed with what happens in people's GitHub accounts.",
-        subcommands: [GitHubSimulatorCommand.self, IntegrationCommand.self, BenchCommand.self]
+        subcommands: [
+            KafkaCommand.self, TopicsCommand.self, GitHubSimulatorCommand.self, IntegrationCommand.self,
+            BenchCommand.self,
+        ]
     )
 }
