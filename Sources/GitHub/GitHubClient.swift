@@ -81,6 +81,7 @@ public final class GitHubClient: Sendable {
         var refreshedAfter401 = false
         var attempt = 0
         var secondaryWaits = 0
+        var rateLimitWaits = 0
         while true {
             try checkOrigin(url, purpose: "request")
             attempt += 1
@@ -106,7 +107,13 @@ public final class GitHubClient: Sendable {
             case 403, 429:
                 guard let wait = rateLimitWait(response, secondaryWaits: secondaryWaits) else { return response }
                 if case .secondary = wait.kind { secondaryWaits += 1 }
+                rateLimitWaits += 1
                 let until = Date().addingTimeInterval(wait.seconds)
+                // A server that keeps limiting (e.g. `retry-after: 0` forever) must not be hammered: after a few
+                // waits, stop and come back a minute later.
+                guard rateLimitWaits <= Self.maxRateLimitWaits else {
+                    throw GitHubError(.rateLimited(until: max(until, Date().addingTimeInterval(60))))
+                }
                 guard until < deadline else {
                     logger.info(
                         "GitHub rate limit outlasts the sync deadline; stopping early",
@@ -251,6 +258,9 @@ public final class GitHubClient: Sendable {
     }
 
     private enum WaitKind { case retryAfter, exhausted, secondary }
+
+    /// Rate-limit waits one request may take before the sync gives up on it.
+    static let maxRateLimitWaits = 5
 
     /// How long GitHub asks us to wait after a 403/429, or nil when it is a plain "forbidden".
     private func rateLimitWait(_ response: GitHubResponse, secondaryWaits: Int) -> (kind: WaitKind, seconds: Double)? {

@@ -73,18 +73,15 @@ struct SyncRun {
     }
 
     private mutating func learnUsername() async throws(Stop) {
+        let user: GitHubAccount?
         do {
-            let (user, _) = try await client.getJSON(
+            (user, _) = try await client.getJSON(
                 GitHubAccount.self, client.apiURL("/user"), credentials: credentials, deadline: deadline)
-            guard let user else { throw Stop.halted(reason: "GET /user answered 304 with nothing cached", retryAfter: nil) }
-            state.username = user.login
-        } catch let error as GitHubError {
-            throw Stop(error)
-        } catch let stop as Stop {
-            throw stop
         } catch {
-            throw Stop.halted(reason: "\(error)", retryAfter: nil)
+            throw Stop(error)
         }
+        guard let user else { throw Stop.halted(reason: "GET /user answered 304 without a request for it", retryAfter: nil) }
+        state.username = user.login
     }
 
     // MARK: - Notifications
@@ -210,8 +207,11 @@ struct SyncRun {
 
         // The validator is kept only when everything up to `started` was read: otherwise a 304 next time would
         // hide what is still missing (a failed subject, or a thread touched during this sync).
+        // HTTP dates have whole seconds and `before` excludes its own second, so a Last-Modified in that second
+        // may stand for a thread this sync did not list: only an earlier one is safe to send back.
+        let beforeSecond = Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down))
         if listingComplete, failures == 0, halt == nil, let lastModified,
-            let modified = HTTPDate.parse(lastModified), modified <= started
+            let modified = HTTPDate.parse(lastModified), modified < beforeSecond
         {
             state.notificationsLastModified = lastModified
         } else {

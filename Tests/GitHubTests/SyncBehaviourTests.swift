@@ -302,13 +302,17 @@ struct SyncBehaviourTests {
                 guard Date() < listed else { break }
                 try await Task.sleep(for: .milliseconds(10))
             }
-            try github.simulator.touchThread(thread, at: Date(), commentBody: "second", actor: "grace-sim")
+            let touchedAt = Date()
+            try github.simulator.touchThread(thread, at: touchedAt, commentBody: "second", actor: "grace-sim")
             let first = try await running
+            // The next sync lists up to its own start, whole seconds excluded: start it after the touch's second.
+            let touchedSecond = Date(timeIntervalSince1970: touchedAt.timeIntervalSince1970.rounded(.down))
+            while Date() < touchedSecond.addingTimeInterval(1.05) { try await Task.sleep(for: .milliseconds(20)) }
             let second = try await github.sync(user, state: first.state)
             let prefix = "github:notification:\(thread):"
             let firstVersion = first.activities.filter { $0.id.hasPrefix(prefix) }
             let secondVersion = second.activities.filter { $0.id.hasPrefix(prefix) }
-            #expect(firstVersion.count == 1)
+            #expect(firstVersion.count <= 1)  // the old version, unless the touch beat the listing
             #expect(secondVersion.count == 1)
             #expect(firstVersion.first?.id != secondVersion.first?.id)
             #expect(secondVersion.first?.text.hasPrefix("grace-sim commented on issue #") == true)
@@ -332,6 +336,37 @@ struct SyncBehaviourTests {
             let watermark = try #require(outcome.githubState.lastSyncTime)
             #expect(watermark <= started.addingTimeInterval(-86_000))
             #expect(outcome.githubState.notificationsLastModified == nil)
+        }
+    }
+
+    @Test func pollIntervalIsHonoured() async throws {
+        try await SimulatedGitHub.with({ $0.pollInterval = 60 }) { github in
+            let user = github.user
+            let first = try await github.sync(user, state: nil)
+            let state = first.githubState
+            #expect((state.nextNotificationsPoll ?? .distantPast) > Date().addingTimeInterval(50))
+            #expect((state.nextEventsPoll ?? .distantPast) > Date().addingTimeInterval(50))
+            let mark = github.simulator.requests().count
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.isComplete)
+            #expect(github.requests(of: user.login, since: mark).isEmpty, "nothing polled before GitHub allows")
+        }
+    }
+
+    @Test func exhaustedQuotaWaitsForTheResetOrStopsWithItsTime() async throws {
+        try await SimulatedGitHub.with { github in
+            let user = github.user
+            github.simulator.injectFault(.rateLimited, count: 1, pathPrefix: "/notifications")
+            let started = Date()
+            let outcome = try await github.sync(user, state: nil, timeout: 3)
+            #expect(Date().timeIntervalSince(started) < 3.5)
+            guard case .partial(_, let retryAfter) = outcome.status else {
+                Issue.record("expected partial, got \(outcome.status)")
+                return
+            }
+            #expect((retryAfter ?? .distantPast) > started.addingTimeInterval(3))
+            let limited = github.requests(of: user.login).filter { $0.status == 403 }
+            #expect(limited.count == 1, "no second request into an exhausted quota")
         }
     }
 
