@@ -7,7 +7,8 @@ struct ActivitySync: AsyncParsableCommand {
         commandName: "activity-sync",
         abstract: "Keeps a knowledge graph fed with what happens in people's GitHub accounts.",
         subcommands: [
-            KafkaCommand.self, TopicsCommand.self, GitHubSimulatorCommand.self, BenchCommand.self,
+            KafkaCommand.self, TopicsCommand.self, GitHubSimulatorCommand.self, IntegrationCommand.self,
+            BenchCommand.self,
         ]
     )
 }
