@@ -8,7 +8,7 @@ struct ActivitySync: AsyncParsableCommand {
         abstract: "Keeps a knowledge graph fed with what happens in people's GitHub accounts.",
         subcommands: [
             KafkaCommand.self, TopicsCommand.self, GitHubSimulatorCommand.self, IntegrationCommand.self,
-            SchedulerCommand.self, AccountsCommand.self, EnqueueCommand.self, BenchCommand.self,
+            SchedulerCommand.self, AccountsCommand.self, EnqueueCommand.self, DevCommand.self, BenchCommand.self,
         ]
     )
 }
