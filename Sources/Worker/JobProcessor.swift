@@ -70,6 +70,8 @@ public struct JobResult: Sendable {
     public var status: AccountStatus?
     public var activityCount = 0
     public var poison: Poison?
+    /// The job's `scheduledAt`, for scheduled→committed latency; nil for poison.
+    public var scheduledAt: Date?
 
     public init(outcome: Outcome) { self.outcome = outcome }
 }
@@ -114,6 +116,12 @@ public struct JobProcessor: Sendable {
 
     /// Runs `job` given the account's current state.
     public func process(_ job: SyncJob, origin: JobOrigin, state: StateRecord?, now: Date = Date()) async -> JobResult {
+        var result = await run(job, origin: origin, state: state, now: now)
+        if result.outcome != .deadLettered { result.scheduledAt = job.scheduledAt }
+        return result
+    }
+
+    private func run(_ job: SyncJob, origin: JobOrigin, state: StateRecord?, now: Date) async -> JobResult {
         if DuplicateFire.isDuplicate(job, lastJob: state?.lastJob) {
             return JobResult(outcome: .duplicate)
         }

@@ -32,8 +32,10 @@ public final class TransactionBatcher: Sendable {
         public var jobCount: Int
         /// 1 for the first try; a retry after an abort re-sends the same output.
         public var attempt: Int
-        /// When the jobs in this batch finished, for scheduled→committed latency.
+        /// When the jobs in this batch finished.
         public var finishedAt: [Date]
+        /// When the jobs that ran were scheduled, for scheduled→committed latency.
+        public var scheduledAt: [Date]
     }
 
     public enum Action: Sendable {
@@ -167,6 +169,30 @@ public final class TransactionBatcher: Sendable {
         }
     }
 
+    /// Whether a commit is pending or possible for these partitions (used to drain them before a handover).
+    public func hasCommittable(partitions: [Int32]) -> Bool {
+        state.withLock { state in
+            if let batch = state.inFlight, partitions.contains(where: { batch.offsets[$0] != nil }) { return true }
+            return partitions.contains { state.tracker.committable(partition: $0) != nil }
+        }
+    }
+
+    public var assignedPartitions: [Int32] { state.withLock { $0.tracker.assignedPartitions } }
+
+    public func committedPosition(partition: Int32) -> Int64? {
+        state.withLock { $0.tracker.committedPosition(partition: partition) }
+    }
+
+    public func isAssigned(_ partition: Int32) -> Bool { state.withLock { $0.tracker.isAssigned(partition) } }
+
+    /// Forgets consumed-but-uncommitted work of a partition and returns where to seek the consumer.
+    public func rewind(partition: Int32) -> Int64? {
+        state.withLock { state in
+            state.waiting[partition] = []
+            return state.tracker.rewind(partition: partition)
+        }
+    }
+
     public func allFinished(partitions: [Int32]) -> Bool {
         state.withLock { state in partitions.allSatisfy { state.tracker.allFinished(partition: $0) } }
     }
@@ -178,6 +204,7 @@ public final class TransactionBatcher: Sendable {
         var stateRecords: [OutgoingRecord] = []
         var offsets: [Int32: Int64] = [:]
         var finishedAt: [Date] = []
+        var scheduledAt: [Date] = []
         var jobs = 0
         var oldestLeft: Date?
         for (partition, position) in state.tracker.committable() {
@@ -187,6 +214,7 @@ public final class TransactionBatcher: Sendable {
                 records += entry.result.records
                 stateRecords += entry.result.stateRecords
                 finishedAt.append(entry.at)
+                if let scheduled = entry.result.scheduledAt { scheduledAt.append(scheduled) }
                 taken += 1
             }
             waiting.removeAll { $0.offset < position }
@@ -202,7 +230,8 @@ public final class TransactionBatcher: Sendable {
         guard !offsets.isEmpty else { return .none }
         let batch = Batch(
             id: state.nextBatchId, records: records, stateRecords: stateRecords, offsets: offsets, jobCount: jobs,
-            attempt: 1, finishedAt: finishedAt)
+            attempt: 1, finishedAt: finishedAt,
+            scheduledAt: scheduledAt)
         state.nextBatchId += 1
         state.inFlight = batch
         return .commit(batch)
