@@ -1,0 +1,151 @@
+import Foundation
+
+/// What a consumer hands to its application, in order.
+public enum KafkaConsumerEvent: Sendable {
+    /// Partitions now owned; comes before any message from them, so per-partition state can be restored first.
+    case assigned([TopicPartition])
+    /// Partitions about to be taken away. The rebalance waits (up to `revocationTimeout`) until the application
+    /// asks for the next event, so it can finish and commit the work of these partitions first.
+    case revoked([TopicPartition])
+    /// Partitions already taken away (session lost): committing their offsets will fail; drop their state.
+    case lost([TopicPartition])
+    /// A batch of messages, in partition order.
+    case messages([ConsumerMessage])
+}
+
+/// The consumer's events as an `AsyncSequence`. Iterate it from one task; it ends when the consumer is closed
+/// or the iterating task is cancelled.
+public struct KafkaConsumerEvents: AsyncSequence, Sendable {
+    public typealias Element = KafkaConsumerEvent
+    public typealias Failure = Never
+
+    let channel: ConsumerEventChannel
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let channel: ConsumerEventChannel
+
+        public mutating func next() async -> KafkaConsumerEvent? {
+            await channel.next()
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(channel: channel)
+    }
+}
+
+/// Hands events from the poll thread to the application's task, with backpressure and the revocation handshake.
+// @unchecked Sendable: all mutable state is guarded by `condition`; the poll thread blocks on it (its own thread,
+// never the cooperative pool) while async callers only take the lock briefly.
+final class ConsumerEventChannel: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var buffer: [KafkaConsumerEvent] = []
+    private var waiter: CheckedContinuation<KafkaConsumerEvent?, Never>?
+    private var finished = false
+    private var revocationHandedOut = false
+    private var revocationAcknowledged = false
+    /// Events buffered ahead of the application before the poll thread waits.
+    private let capacity: Int
+
+    init(capacity: Int = 4) {
+        self.capacity = capacity
+    }
+
+    // MARK: Poll thread side
+
+    /// Adds an event, waiting (on the poll thread) while the application is `capacity` events behind.
+    func push(_ event: KafkaConsumerEvent) {
+        condition.lock()
+        defer { condition.unlock() }
+        waitForSpace()
+        if finished { return }
+        deliver(event)
+    }
+
+    /// Adds a `.revoked`/`.lost` event and waits until the application has taken it and asked for the next
+    /// event, at most `timeout`. Returns false if the wait timed out.
+    @discardableResult
+    func pushAndAwaitAcknowledgement(_ event: KafkaConsumerEvent, timeout: Duration) -> Bool {
+        let deadline = Date().addingTimeInterval(Double(timeout.wholeMilliseconds) / 1000)
+        condition.lock()
+        defer { condition.unlock() }
+        waitForSpace()
+        if finished { return true }
+        revocationAcknowledged = false
+        deliver(event)
+        while !revocationAcknowledged && !finished {
+            if !condition.wait(until: deadline) { return false }
+        }
+        return true
+    }
+
+    private func waitForSpace() {
+        while buffer.count >= capacity && !finished {
+            condition.wait()
+        }
+    }
+
+    private func deliver(_ event: KafkaConsumerEvent) {
+        if let waiter {
+            self.waiter = nil
+            handedOut(event)
+            waiter.resume(returning: event)
+        } else {
+            buffer.append(event)
+        }
+    }
+
+    private func handedOut(_ event: KafkaConsumerEvent) {
+        switch event {
+        case .revoked, .lost: revocationHandedOut = true
+        case .assigned, .messages: break
+        }
+    }
+
+    /// No more events: waiting iterators get `nil`, a waiting poll thread is released.
+    func finish() {
+        condition.lock()
+        defer { condition.unlock() }
+        finished = true
+        buffer.removeAll()
+        condition.broadcast()
+        if let waiter {
+            self.waiter = nil
+            waiter.resume(returning: nil)
+        }
+    }
+
+    // MARK: Application side
+
+    func next() async -> KafkaConsumerEvent? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<KafkaConsumerEvent?, Never>) in
+                condition.lock()
+                defer { condition.unlock() }
+                if revocationHandedOut {
+                    // Asking for the next event means the application is done with the revoked partitions.
+                    revocationHandedOut = false
+                    revocationAcknowledged = true
+                    condition.broadcast()
+                }
+                if finished || Task.isCancelled {
+                    continuation.resume(returning: nil)
+                } else if !buffer.isEmpty {
+                    let event = buffer.removeFirst()
+                    handedOut(event)
+                    condition.broadcast()
+                    continuation.resume(returning: event)
+                } else {
+                    waiter = continuation
+                }
+            }
+        } onCancel: {
+            condition.lock()
+            defer { condition.unlock() }
+            if let waiter {
+                self.waiter = nil
+                waiter.resume(returning: nil)
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import CRdKafka
+public import Logging
+
+/// librdkafka's in-process mock cluster: N brokers on loopback TCP ports, for tests, dev mode and benchmarks.
+///
+/// Other processes can connect to `bootstrapServers` like to a real cluster. The mock has no CreateTopics API
+/// (use `createTopic`), no compaction, and `read_committed` does not hide aborted records.
+public final class EmbeddedKafkaCluster: Sendable {
+    private let client: RDKafkaClient
+    private let cluster: UnsafeHandle
+    /// `host:port,…` of the mock brokers.
+    public let bootstrapServers: String
+    /// Broker ids are 1…brokers.
+    public let brokers: Int
+
+    public init(brokers: Int = 1, logger: Logger) throws(KafkaError) {
+        // A handle with test.mock.num.brokers owns a mock cluster; we never produce with it.
+        let client = try RDKafkaClient(
+            type: RD_KAFKA_PRODUCER, properties: [("test.mock.num.brokers", String(brokers))],
+            context: ClientContext(logger: logger, statisticsHandler: nil), callbacks: [])
+        guard let cluster = rd_kafka_handle_mock_cluster(client.pointer) else {
+            throw KafkaError(code: .embeddedCluster, message: "librdkafka did not create a mock cluster")
+        }
+        self.client = client
+        self.cluster = UnsafeHandle(pointer: cluster)
+        self.bootstrapServers = String(cString: rd_kafka_mock_cluster_bootstraps(cluster))
+        self.brokers = brokers
+    }
+
+    deinit {
+        if !client.isDestroyed { client.destroyDetached(pollThread: nil) }
+    }
+
+    /// Creates a topic (replication factor at most `brokers`).
+    public func createTopic(_ name: String, partitions: Int32, replicationFactor: Int32 = 1) throws(KafkaError) {
+        try client.withHandle("createTopic") { [cluster] (_) throws(KafkaError) in
+            let err = rd_kafka_mock_topic_create(cluster.pointer, name, partitions, replicationFactor)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                throw KafkaError.from(err, code: .embeddedCluster, context: "creating topic \(name)")
+            }
+        }
+    }
+
+    /// Creates several topics with the same partition count (callers pass e.g. `TopicNames.all.map(\.name)`).
+    public func createTopics(_ names: [String], partitions: Int32, replicationFactor: Int32 = 1) throws(KafkaError) {
+        for name in names {
+            try createTopic(name, partitions: partitions, replicationFactor: replicationFactor)
+        }
+    }
+
+    /// Makes a broker unreachable (connections closed, new ones refused) until `setBrokerUp`.
+    public func setBrokerDown(_ id: Int32) throws(KafkaError) {
+        try mockCall("setting broker \(id) down") { rd_kafka_mock_broker_set_down($0, id) }
+    }
+
+    public func setBrokerUp(_ id: Int32) throws(KafkaError) {
+        try mockCall("setting broker \(id) up") { rd_kafka_mock_broker_set_up($0, id) }
+    }
+
+    /// Adds latency to every response of a broker.
+    public func setRoundTripTime(broker: Int32, _ rtt: Duration) throws(KafkaError) {
+        try mockCall("setting the RTT of broker \(broker)") {
+            rd_kafka_mock_broker_set_rtt($0, broker, Int32(rtt.timeoutMilliseconds))
+        }
+    }
+
+    /// Makes the next `errors.count` requests with this API key fail with these error codes, in order
+    /// (e.g. apiKey 26 EndTxn with 90 PRODUCER_FENCED; 0 Produce, 22 InitProducerId, 25 AddOffsetsToTxn,
+    /// 28 TxnOffsetCommit).
+    public func pushRequestErrors(apiKey: Int16, errors: [Int32]) throws(KafkaError) {
+        try client.withHandle("pushRequestErrors") { [cluster] (_) throws(KafkaError) in
+            let codes = errors.map { rd_kafka_resp_err_t($0) }
+            codes.withUnsafeBufferPointer { buffer in
+                rd_kafka_mock_push_request_errors_array(cluster.pointer, apiKey, buffer.count, buffer.baseAddress)
+            }
+        }
+    }
+
+    /// Forgets errors pushed for this API key that were not consumed yet.
+    public func clearRequestErrors(apiKey: Int16) throws(KafkaError) {
+        try client.withHandle("clearRequestErrors") { [cluster] (_) throws(KafkaError) in
+            rd_kafka_mock_clear_request_errors(cluster.pointer, apiKey)
+        }
+    }
+
+    private func mockCall(_ what: String, _ body: (OpaquePointer) -> rd_kafka_resp_err_t) throws(KafkaError) {
+        try client.withHandle(what) { [cluster] (_) throws(KafkaError) in
+            let err = body(cluster.pointer)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                throw KafkaError.from(err, code: .embeddedCluster, context: what)
+            }
+        }
+    }
+
+    /// Stops the brokers. Clients still connected see the cluster disappear.
+    public func close() async {
+        await client.destroy(timeout: .seconds(10), pollThread: nil)
+    }
+}

@@ -1,0 +1,238 @@
+import CRdKafka
+import Logging
+import Synchronization
+
+/// Collects the delivery reports of one `send` call and resumes its caller once all of them arrived.
+final class DeliveryBatch: Sendable {
+    private struct State {
+        var results: [RecordMetadata]
+        var firstError: KafkaError?
+        var remaining: Int
+        var continuation: CheckedContinuation<[RecordMetadata], any Error>?
+    }
+    private let state: Mutex<State>
+
+    init(records: [ProducerRecord]) {
+        state = Mutex(
+            State(
+                results: records.map { RecordMetadata(topic: $0.topic, partition: -1, offset: -1) },
+                firstError: nil, remaining: records.count, continuation: nil))
+    }
+
+    /// Called on the poll thread for each delivery report, or by the sender for a record it could not enqueue.
+    func complete(index: Int, partition: Int32, offset: Int64, error: KafkaError?) {
+        let finished = state.withLock { state -> (CheckedContinuation<[RecordMetadata], any Error>, State)? in
+            state.results[index].partition = partition
+            state.results[index].offset = offset
+            if let error, state.firstError == nil { state.firstError = error }
+            state.remaining -= 1
+            guard state.remaining == 0, let continuation = state.continuation else { return nil }
+            state.continuation = nil
+            return (continuation, state)
+        }
+        if let (continuation, final) = finished {
+            Self.resume(continuation, with: final)
+        }
+    }
+
+    /// Waits for every record's delivery report.
+    func wait() async throws -> [RecordMetadata] {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { state -> State? in
+                if state.remaining == 0 { return state }
+                state.continuation = continuation
+                return nil
+            }
+            if let ready { Self.resume(continuation, with: ready) }
+        }
+    }
+
+    private static func resume(_ continuation: CheckedContinuation<[RecordMetadata], any Error>, with state: State) {
+        if let error = state.firstError {
+            continuation.resume(throwing: error)
+        } else {
+            continuation.resume(returning: state.results)
+        }
+    }
+}
+
+/// The per-message opaque handed to librdkafka: which batch and which record a delivery report belongs to.
+final class DeliveryTicket {
+    let batch: DeliveryBatch
+    let index: Int
+
+    init(batch: DeliveryBatch, index: Int) {
+        self.batch = batch
+        self.index = index
+    }
+
+    /// The delivery-report callback's work (poll thread).
+    static func complete(_ message: UnsafePointer<rd_kafka_message_t>) {
+        guard let opaque = message.pointee._private else { return }
+        let ticket = Unmanaged<DeliveryTicket>.fromOpaque(opaque).takeRetainedValue()
+        let err = message.pointee.err
+        let error: KafkaError? =
+            err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError.from(err, code: .delivery, context: "delivery failed")
+        ticket.batch.complete(
+            index: ticket.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)
+    }
+}
+
+/// What both producers share: the handle, its poll thread, enqueueing and delivery tracking, flush and close.
+final class ProducerCore: Sendable {
+    let client: RDKafkaClient
+    let pollThread: PollThread
+
+    init(properties: [(String, String)], logger: Logger, statisticsHandler: (@Sendable (String) -> Void)?)
+        throws(KafkaError)
+    {
+        let context = ClientContext(logger: logger, statisticsHandler: statisticsHandler)
+        let client = try RDKafkaClient(
+            type: RD_KAFKA_PRODUCER, properties: properties, context: context, callbacks: [.deliveryReports])
+        self.client = client
+        let handle = client.handle
+        // The only place this producer's events (delivery reports, errors, statistics) are served.
+        self.pollThread = PollThread(name: "kafka-producer-poll") {
+            rd_kafka_poll(handle.pointer, 100)
+        }
+    }
+
+    /// Enqueues every record, then awaits all delivery reports.
+    func send(_ records: [ProducerRecord]) async throws -> [RecordMetadata] {
+        if records.isEmpty { return [] }
+        let batch = DeliveryBatch(records: records)
+        var next = 0
+        while next < records.count {
+            let outcome: EnqueueOutcome
+            do {
+                outcome = try client.withHandle("send") { (rk) throws(KafkaError) -> EnqueueOutcome in
+                    while next < records.count {
+                        let ticket = Unmanaged.passRetained(DeliveryTicket(batch: batch, index: next))
+                        if let error = Self.enqueue(records[next], rk: rk, opaque: ticket.toOpaque()) {
+                            ticket.release()
+                            if error.librdkafkaCode == RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue {
+                                return .queueFull
+                            }
+                            return .failed(error)
+                        }
+                        next += 1
+                    }
+                    return .done
+                }
+            } catch {
+                outcome = .failed(error)
+            }
+            switch outcome {
+            case .done:
+                break
+            case .queueFull:
+                // librdkafka's local queue is full: give the poll thread time to drain delivery reports.
+                try? await Task.sleep(for: .milliseconds(1))
+            case .failed(let error):
+                for index in next..<records.count {
+                    batch.complete(index: index, partition: -1, offset: -1, error: error)
+                }
+                next = records.count
+            }
+        }
+        return try await batch.wait()
+    }
+
+    private enum EnqueueOutcome {
+        case done
+        case queueFull
+        case failed(KafkaError)
+    }
+
+    /// An empty, non-nil payload: librdkafka treats a NULL pointer as "no value" (a tombstone).
+    // nonisolated(unsafe): allocated once, never written through or freed; librdkafka only reads 0 bytes of it.
+    nonisolated(unsafe) private static let emptyPayload: UnsafeMutableRawPointer = .allocate(byteCount: 1, alignment: 1)
+
+    /// `rd_kafka_produceva` (the variadic `producev` is not callable from Swift); copies key, value and headers.
+    static func enqueue(_ record: ProducerRecord, rk: OpaquePointer, opaque: UnsafeMutableRawPointer) -> KafkaError? {
+        var headers: OpaquePointer?
+        if !record.headers.isEmpty {
+            let list = rd_kafka_headers_new(record.headers.count)!
+            for header in record.headers {
+                if let value = header.value {
+                    value.withUnsafeBytes { bytes in
+                        _ = rd_kafka_header_add(list, header.key, -1, bytes.baseAddress ?? UnsafeRawPointer(emptyPayload), bytes.count)
+                    }
+                } else {
+                    _ = rd_kafka_header_add(list, header.key, -1, nil, 0)
+                }
+            }
+            headers = list
+        }
+        let error: OpaquePointer? = record.topic.withCString { topic in
+            withBytes(record.key) { key, keyLength in
+                withBytes(record.value) { value, valueLength in
+                    withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 7) { buffer in
+                        var count = 0
+                        func add(_ configure: (inout rd_kafka_vu_t) -> Void) {
+                            var vu = rd_kafka_vu_t()
+                            configure(&vu)
+                            buffer.initializeElement(at: count, to: vu)
+                            count += 1
+                        }
+                        add { $0.vtype = RD_KAFKA_VTYPE_TOPIC; $0.u.cstr = topic }
+                        add {
+                            $0.vtype = RD_KAFKA_VTYPE_PARTITION
+                            $0.u.i32 = record.partition ?? RD_KAFKA_PARTITION_UA
+                        }
+                        add { $0.vtype = RD_KAFKA_VTYPE_MSGFLAGS; $0.u.i = RD_KAFKA_MSG_F_COPY }
+                        add { $0.vtype = RD_KAFKA_VTYPE_OPAQUE; $0.u.ptr = opaque }
+                        if let value {
+                            add { $0.vtype = RD_KAFKA_VTYPE_VALUE; $0.u.mem.ptr = value; $0.u.mem.size = valueLength }
+                        }
+                        if let key {
+                            add { $0.vtype = RD_KAFKA_VTYPE_KEY; $0.u.mem.ptr = key; $0.u.mem.size = keyLength }
+                        }
+                        if let headers {
+                            add { $0.vtype = RD_KAFKA_VTYPE_HEADERS; $0.u.headers = headers }
+                        }
+                        defer { buffer.baseAddress!.deinitialize(count: count) }
+                        return rd_kafka_produceva(rk, buffer.baseAddress, count)
+                    }
+                }
+            }
+        }
+        guard let error else { return nil }  // librdkafka owns the headers now
+        if let headers { rd_kafka_headers_destroy(headers) }
+        return KafkaError.consuming(error, code: .delivery, context: "could not enqueue a record for \(record.topic)")
+    }
+
+    private static func withBytes<R>(
+        _ bytes: [UInt8]?, _ body: (UnsafeMutableRawPointer?, Int) -> R
+    ) -> R {
+        guard let bytes else { return body(nil, 0) }
+        if bytes.isEmpty { return body(emptyPayload, 0) }
+        return bytes.withUnsafeBytes { body(UnsafeMutableRawPointer(mutating: $0.baseAddress!), $0.count) }
+    }
+
+    func flush(timeout: Duration) async throws(KafkaError) {
+        try await client.blocking("flush") { rk -> Result<Void, KafkaError> in
+            let err = rd_kafka_flush(rk, timeout.timeoutMilliseconds)
+            if err == RD_KAFKA_RESP_ERR__TIMED_OUT {
+                return .failure(.timedOut("flushing \(rd_kafka_outq_len(rk)) queued records", after: timeout))
+            }
+            return err == RD_KAFKA_RESP_ERR_NO_ERROR ? .success(()) : .failure(.from(err, context: "flush"))
+        }
+    }
+
+    /// Flushes (most of `timeout`), fails whatever is left, destroys the handle; returns within about `timeout`.
+    func close(timeout: Duration) async {
+        let flushTimeout = timeout * 0.7
+        let logger = client.logger
+        await client.destroy(timeout: timeout, pollThread: pollThread) { rk in
+            if rd_kafka_flush(rk, flushTimeout.timeoutMilliseconds) != RD_KAFKA_RESP_ERR_NO_ERROR {
+                logger.warning(
+                    "closing the producer with \(rd_kafka_outq_len(rk)) records undelivered; they fail with a purge error")
+                rd_kafka_purge(rk, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
+                // Serve the purge delivery reports so every waiting `send` gets its error.
+                _ = rd_kafka_flush(rk, 100)
+                rd_kafka_poll(rk, 0)
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import CRdKafka
+public import Logging
+
+/// Reads one partition from its beginning up to its high watermark at the time of the call, without joining a
+/// group (nothing is committed).
+///
+/// Used to restore state (accounts, per-partition sync state) from compacted topics before processing.
+/// - Parameters:
+///   - isolationLevel: with `.readCommitted` the read stops at the last stable offset if a transaction is open.
+///   - timeout: for the whole read.
+/// - Returns: the messages in offset order.
+/// - Throws: `KafkaError` (`.timedOut` if the end was not reached in time).
+public func readPartitionToEnd(
+    configuration: KafkaConfiguration, topic: String, partition: Int32, isolationLevel: IsolationLevel,
+    timeout: Duration, logger: Logger
+) async throws(KafkaError) -> [ConsumerMessage] {
+    var properties = configuration.librdkafkaProperties()
+    properties.append(contentsOf: [
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "true"),
+        ("auto.offset.reset", "earliest"),
+        ("isolation.level", isolationLevel.rawValue),
+    ])
+    properties.append(contentsOf: configuration.properties.sorted { $0.key < $1.key })
+    let client = try RDKafkaClient(
+        type: RD_KAFKA_CONSUMER, properties: properties,
+        context: ClientContext(logger: logger, statisticsHandler: configuration.statisticsHandler), callbacks: [])
+    rd_kafka_poll_set_consumer(client.pointer)
+    let result: Result<[ConsumerMessage], KafkaError>
+    do {
+        result = .success(
+            try await client.blocking("readPartitionToEnd") { rk in
+                readToEnd(rk, topic: topic, partition: partition, timeout: timeout)
+            })
+    } catch {
+        result = .failure(error)
+    }
+    await client.destroy(timeout: .seconds(10), pollThread: nil)
+    return try result.get()
+}
+
+/// The blocking part of `readPartitionToEnd`; this thread is the handle's only poller.
+private func readToEnd(_ rk: OpaquePointer, topic: String, partition: Int32, timeout: Duration) -> Result<
+    [ConsumerMessage], KafkaError
+> {
+    let deadline = ContinuousClock.now + timeout
+    let watermarks: Watermarks
+    switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
+    case .success(let value): watermarks = value
+    case .failure(let error): return .failure(error)
+    }
+    if watermarks.high <= watermarks.low { return .success([]) }
+    let list = makePartitionList([(topic, partition, TopicPartitionOffset.beginning)])
+    defer { rd_kafka_topic_partition_list_destroy(list) }
+    let err = rd_kafka_assign(rk, list)
+    if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+        return .failure(.from(err, context: "assigning \(topic)[\(partition)]"))
+    }
+    var messages: [ConsumerMessage] = []
+    while ContinuousClock.now < deadline {
+        guard let message = rd_kafka_consumer_poll(rk, 100) else { continue }
+        defer { rd_kafka_message_destroy(message) }
+        switch message.pointee.err {
+        case RD_KAFKA_RESP_ERR_NO_ERROR:
+            if message.pointee.offset < watermarks.high {
+                messages.append(ConsumerMessage(message))
+            }
+            if message.pointee.offset >= watermarks.high - 1 { return .success(messages) }
+        case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+            // The end (or, with read_committed, the last stable offset) was reached.
+            return .success(messages)
+        case let err:
+            if err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+                || err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+            {
+                return .failure(.from(err, context: "reading \(topic)[\(partition)]"))
+            }
+        }
+    }
+    return .failure(.timedOut("reading \(topic)[\(partition)] to offset \(watermarks.high)", after: timeout))
+}
