@@ -30,11 +30,20 @@ struct TransactionalWriter: OutputWriter {
         producer = try KafkaTransactionalProducer(configuration: producerConfiguration, logger: logger)
         timeout = configuration.transactionTimeout
         self.logger = logger
+        let initError: KafkaError? = await Self.initTransactions(producer, timeout: timeout)
+        if let initError {
+            await producer.close(timeout: .seconds(5))
+            if initError.isFatal { throw WorkerError.fenced("initialising transactions failed: \(initError)") }
+            throw initError
+        }
+    }
+
+    private static func initTransactions(_ producer: KafkaTransactionalProducer, timeout: Duration) async -> KafkaError? {
         do {
             try await producer.initTransactions(timeout: timeout)
-        } catch let error as KafkaError where error.isFatal {
-            await producer.close(timeout: .seconds(5))
-            throw WorkerError.fenced("initialising transactions failed: \(error)")
+            return nil
+        } catch {
+            return error
         }
     }
 
@@ -42,22 +51,31 @@ struct TransactionalWriter: OutputWriter {
         async throws
     {
         try producer.beginTransaction()
+        guard let failure = await sendAndCommit(batch, offsets: offsets, consumer: consumer) else { return }
+        if (failure as? KafkaError)?.isFatal == true { throw failure }
+        // Abortable (or retriable): roll back so the retry starts a clean transaction.
+        do {
+            try await producer.abortTransaction(timeout: timeout)
+        } catch {
+            logger.warning("abort failed", metadata: ["error": "\(error)"])
+            if error.isFatal { throw error }
+        }
+        throw failure
+    }
+
+    private func sendAndCommit(
+        _ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], consumer: KafkaConsumer
+    ) async -> (any Error)? {
         do {
             _ = try await producer.send((batch.records + batch.stateRecords).map(\.producerRecord))
             if !offsets.isEmpty {
-                try await producer.sendOffsetsToTransaction(
-                    offsets, groupMetadata: try consumer.groupMetadata(), timeout: timeout)
+                let metadata = try consumer.groupMetadata()
+                try await producer.sendOffsetsToTransaction(offsets, groupMetadata: metadata, timeout: timeout)
             }
             try await producer.commitTransaction(timeout: timeout)
-        } catch let error as KafkaError where !error.isFatal {
-            // Abortable (or retriable): roll back so the retry starts a clean transaction.
-            do {
-                try await producer.abortTransaction(timeout: timeout)
-            } catch let abortError as KafkaError {
-                logger.warning("abort failed", metadata: ["error": "\(abortError)"])
-                if abortError.isFatal { throw abortError }
-            }
-            throw error
+            return nil
+        } catch {
+            return error
         }
     }
 

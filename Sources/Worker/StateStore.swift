@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import SyncModel
 
 /// The states of the accounts in the partitions this worker owns, restored from the state topic.

@@ -1,5 +1,5 @@
-public import Foundation
-public import Kafka
+import Foundation
+import Kafka
 public import Logging
 import Metrics
 public import ServiceLifecycle
@@ -185,7 +185,7 @@ public final class WorkerService: Service, Sendable {
     // MARK: - Consuming
 
     private func consume(_ consumer: KafkaConsumer) async throws {
-        for try await event in consumer.events {
+        for await event in consumer.events {
             if Task.isCancelled || shared.withLock({ $0.stopping }) { break }
             switch event {
             case .assigned(let partitions):
@@ -226,9 +226,9 @@ public final class WorkerService: Service, Sendable {
             for try await entry in group { result.append(entry) }
             return result
         }
-        var undecodable = 0
-        var records = 0
-        shared.withLock { shared in
+        let (records, undecodable) = shared.withLock { shared -> (Int, Int) in
+            var records = 0
+            var undecodable = 0
             for (partition, messages) in restored {
                 records += messages.count
                 undecodable += shared.store.restore(
@@ -236,6 +236,7 @@ public final class WorkerService: Service, Sendable {
                 shared.generations[partition] = shared.nextGeneration
                 shared.nextGeneration += 1
             }
+            return (records, undecodable)
         }
         batcher.assign(partitions)
         metrics.assignedPartitions.record(shared.withLock { $0.generations.count })
@@ -260,7 +261,7 @@ public final class WorkerService: Service, Sendable {
         let deadline = ContinuousClock.now + configuration.revocationDeadline
         if !lost {
             // Finish what runs, then commit it, so the next owner does not repeat it.
-            while shared.withLock({ shared in partitions.contains { shared.running[$0, default: 0] > 0 } }),
+            while partitions.contains(where: { partition in shared.withLock { $0.running[partition, default: 0] > 0 } }),
                 ContinuousClock.now < deadline
             {
                 try? await Task.sleep(for: .milliseconds(5))
@@ -317,27 +318,31 @@ public final class WorkerService: Service, Sendable {
         let partition = queued.origin.partition
         let state = shared.withLock { $0.store.state(partition: partition, accountId: queued.job.accountId) }
         let started = ContinuousClock.now
-        var result = await processor.process(queued.job, origin: queued.origin, state: state)
+        let processed = await processor.process(queued.job, origin: queued.origin, state: state)
         metrics.jobDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
-        metrics.job(outcome: result.outcome)
-        if result.outcome == .needsReauth {
+        metrics.job(outcome: processed.outcome)
+        if processed.outcome == .needsReauth {
             logger.warning("account needs re-authentication", metadata: ["account": "\(queued.job.accountId)"])
         }
-        let (next, current) = shared.withLock { shared -> ([QueuedJob], Bool) in
+        let processor = self.processor
+        let (next, current, statusChanged) = shared.withLock { shared -> ([QueuedJob], Bool, Bool) in
             let current = shared.generations[partition] == queued.generation
+            var statusChanged = false
             if current {
-                if let newState = result.newState { shared.store.update(partition: partition, newState) }
-                if let status = result.status, shared.store.statusChanged(accountId: status.accountId, to: status.status),
-                    let record = processor.statusRecord(status)
-                {
-                    result.records.append(record)
+                if let newState = processed.newState { shared.store.update(partition: partition, newState) }
+                if let status = processed.status {
+                    statusChanged = shared.store.statusChanged(accountId: status.accountId, to: status.status)
                 }
                 shared.running[partition, default: 1] -= 1
             }
             shared.buffered -= 1
             let started = shared.queues.finished(account: queued.job.accountId).map(\.item)
             for job in started { shared.running[job.origin.partition, default: 0] += 1 }
-            return (started, current)
+            return (started, current, statusChanged)
+        }
+        var result = processed
+        if statusChanged, let status = result.status, let record = processor.statusRecord(status) {
+            result.records.append(record)
         }
         if current {
             handle(batcher.finished(partition: partition, offset: queued.origin.offset, result: result))
