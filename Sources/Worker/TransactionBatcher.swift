@@ -210,7 +210,8 @@ public final class TransactionBatcher: Sendable {
         for (partition, position) in state.tracker.committable() {
             guard var waiting = state.waiting[partition] else { continue }
             var taken = 0
-            for entry in waiting where entry.offset < position {
+            // Output in offset order, so a partition's records keep the jobs' order.
+            for entry in waiting.sorted(by: { $0.offset < $1.offset }) where entry.offset < position {
                 records += entry.result.records
                 stateRecords += entry.result.stateRecords
                 finishedAt.append(entry.at)

@@ -31,9 +31,12 @@ import Worker
 
     @Test func statusIsReportedOnlyWhenItChanges() {
         var store = StateStore()
-        #expect(store.statusChanged(accountId: "a", to: .ok))
-        #expect(!store.statusChanged(accountId: "a", to: .ok))
-        #expect(store.statusChanged(accountId: "a", to: .needsReauth))
+        let v1 = store.statusChanged(accountId: "a", to: .ok)
+        #expect(v1)
+        let v2 = store.statusChanged(accountId: "a", to: .ok)
+        #expect(!v2)
+        let v3 = store.statusChanged(accountId: "a", to: .needsReauth)
+        #expect(v3)
     }
 }
 
