@@ -118,7 +118,7 @@ let package = Package(
         // Helpers for our own tests: deadlines, child processes of the built binary.
         .target(
             name: "ActivitySyncTesting",
-            dependencies: ["Kafka", "SyncModel"],
+            dependencies: ["Kafka", "SyncModel", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "ActivitySyncTesting"], swiftSettings: swiftSettings),
