@@ -373,6 +373,8 @@ struct SyncRun {
             seenCount >= configuration.eventHistoryLimit || pages >= configuration.maxPages
         {
             state.gaps.append(.init(from: base, to: oldestSeen, source: "events"))
+        } else if listingComplete, !reachedWatermark, base < started.addingTimeInterval(-90 * 86_400) {
+            state.gaps.append(.init(from: base, to: started.addingTimeInterval(-90 * 86_400), source: "events"))
         }
         var watermark = base
         if listingComplete { watermark = max(base, processedMax ?? base) }
@@ -393,10 +395,8 @@ struct SyncRun {
         }
         guard let target else { return nil }
         let number = kind == "pr_opened" ? (payload.number ?? target.number) : target.number
-        let sourceURL =
-            kind.hasSuffix("_comment")
-            ? (payload.comment?.html_url ?? target.html_url ?? target.pull_request?.html_url ?? "")
-            : (target.html_url ?? target.pull_request?.html_url ?? "")
+        // The or pull request's page, also for comments: the activity is about that conversation.
+        let sourceURL = target.html_url ?? target.pull_request?.html_url ?? payload.comment?.html_url ?? ""
         return Activity(
             text: ActivityText.event(kind: kind, username: username, number: number, title: target.title),
             sourceURL: sourceURL, id: "github:event:\(event.id)", occurredAt: created, kind: kind,

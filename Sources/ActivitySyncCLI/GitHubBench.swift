@@ -1,0 +1,5 @@
+import ArgumentParser
+
+struct GitHubBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "github")
+}
