@@ -6,6 +6,6 @@ struct ActivitySync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "activity-sync",
         abstract: "Keeps a knowledge graph fed with what happens in people's GitHub accounts.",
-        subcommands: [IntegrationCommand.self, BenchCommand.self]
+        subcommands: [IntegrationCommand.self, BenchCommand.self, GitHubSimulatorCommand.self]
     )
 }
