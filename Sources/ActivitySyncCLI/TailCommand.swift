@@ -66,7 +66,7 @@ struct TailCommand: AsyncParsableCommand {
         let idle = idleTimeout
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for try await event in consumer.events {
+                for await event in consumer.events {
                     guard case .messages(let messages) = event else { continue }
                     var out = ""
                     for message in messages {
