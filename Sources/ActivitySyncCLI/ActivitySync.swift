@@ -6,6 +6,9 @@ struct ActivitySync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "activity-sync",
         abstract: "Keeps a knowledge graph fed with what happens in people's GitHub accounts.",
-        subcommands: [IntegrationCommand.self, BenchCommand.self, GitHubSimulatorCommand.self]
+        subcommands: [
+            IntegrationCommand.self, GitHubSimulatorCommand.self, SchedulerCommand.self, AccountsCommand.self,
+            EnqueueCommand.self, WorkerCommand.self, TailCommand.self, BenchCommand.self,
+        ]
     )
 }

@@ -1,10 +1,10 @@
 import ArgumentParser
 
-/// `activity-sync bench …`: benchmarks that print the command and the numbers they produced.
+/// `activity-sync bench …`: benchmarks apart from the tests, each printing its command and numbers.
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmarks against in-process test doubles (GitHub simulator, embedded Kafka).",
-        subcommands: [GitHubBench.self]
+        abstract: "Run a benchmark and print its numbers.",
+        subcommands: [GitHubBench.self, SchedulerBench.self, WorkerBench.self]
     )
 }

@@ -6,6 +6,7 @@ import Logging
 import Sealing
 import ServiceLifecycle
 import SyncModel
+import Telemetry
 import Worker
 
 /// `activity-sync worker`: one member of the worker group.
@@ -81,6 +82,8 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         let workerId = id ?? Self.defaultId()
+        let registry = MetricsBootstrap.prometheus()
+        let readiness = Readiness(components: ["worker"])
         var configuration = WorkerConfiguration(
             kafka: KafkaConfiguration(bootstrapServers: bootstrap, clientId: "activity-sync-worker-\(workerId)"),
             workerId: workerId)
@@ -90,6 +93,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.commitInterval = .milliseconds(commitIntervalMs)
         configuration.sessionTimeout = .milliseconds(sessionTimeoutMs)
         configuration.shutdownDeadline = .seconds(shutdownTimeoutS)
+        configuration.onReadinessChange = { ready in readiness.set("worker", ready: ready) }
 
         var github = GitHubConfiguration()
         github.baseURL = githubURL
@@ -97,7 +101,17 @@ struct WorkerCommand: AsyncParsableCommand {
         let worker = WorkerService(
             configuration: configuration, integrations: integrations, sealer: sealer, logger: logger)
         var services: [any Service] = [worker]
-        if let metricsPort { services.append(contentsOf: try WorkerTelemetry.services(port: metricsPort, logger: logger)) }
+        if let metricsPort {
+            let telemetry = TelemetryServer(
+                configuration: TelemetryConfiguration(port: metricsPort), readiness: readiness, registry: registry,
+                logger: logger)
+            services.append(telemetry)
+            Task {
+                let port = await telemetry.boundPort()
+                print("metrics=http://127.0.0.1:\(port)/metrics")
+                fflush(nil)
+            }
+        }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },

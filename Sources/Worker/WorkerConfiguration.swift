@@ -38,6 +38,8 @@ public struct WorkerConfiguration: Sendable {
     public var transactionTimeout: Duration = .seconds(30)
     /// Called after every successful commit (for benchmarks and tests): the jobs and when they finished.
     public var onCommit: (@Sendable (CommitReport) -> Void)?
+    /// Told when the worker becomes ready (producer initialised, subscribed) and when it stops being ready.
+    public var onReadinessChange: (@Sendable (Bool) -> Void)?
 
     public var transactionalId: String { "activity-sync-worker-\(workerId)" }
 

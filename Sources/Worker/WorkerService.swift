@@ -88,6 +88,7 @@ public final class WorkerService: Service, Sendable {
         consumerConfiguration.revocationTimeout = configuration.revocationDeadline + .seconds(10)
         let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
         try consumer.subscribe(topics: [configuration.topics.jobs])
+        configuration.onReadinessChange?(true)
         logger.info(
             "worker started",
             metadata: [
@@ -169,6 +170,7 @@ public final class WorkerService: Service, Sendable {
 
     /// Stops taking jobs; the run loop then drains and commits.
     public func beginShutdown() {
+        configuration.onReadinessChange?(false)
         let task = shared.withLock { shared -> Task<Void, any Error>? in
             shared.stopping = true
             return shared.consumeTask
