@@ -140,7 +140,7 @@ struct WorkerBench: AsyncParsableCommand {
                 percentile(0.5), percentile(0.99), cpu * 1000 / Double(max(1, seen.count)), requestsPerJob,
                 Double(quota) / Double(max(1, seen.count)), bound, bound / max(jobsPerSecond, 0.001))
             print(line)
-            fflush(stdout)
+            fflush(nil)
             results.append(line)
         }
         await reader.close(timeout: .seconds(5))

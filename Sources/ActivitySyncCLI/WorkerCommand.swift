@@ -117,7 +117,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         print("worker \(workerId) starting: delivery=\(configuration.delivery.rawValue) bootstrap=\(bootstrap)")
-        fflush(stdout)
+        fflush(nil)
         do {
             try await group.run()
         } catch let error as WorkerError {
@@ -128,7 +128,7 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         print("worker \(workerId) stopped")
-        fflush(stdout)
+        fflush(nil)
     }
 
     static func defaultId() -> String {
