@@ -158,26 +158,28 @@ struct DevCommand: AsyncParsableCommand {
             return simulator.users.reduce(0) { $0 + simulator.quotaUsed(token: $1.token) }
         }
         let accountCount = demoAccounts.count
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await console.run(accounts: accountCount, quotaUsed: quota, children: children) }
-            group.addTask {
-                if duration > 0 {
-                    try? await Task.sleep(for: .seconds(duration))
-                } else {
-                    _ = await TerminationSignal.wait()
-                }
-            }
-            group.addTask {
-                // Ctrl-C also ends a timed run early.
-                if duration > 0 { _ = await TerminationSignal.wait() } else { try? await Task.sleep(for: .seconds(365 * 86_400)) }
-            }
-            await group.next()
-            group.cancelAll()
+        let consoleTask = Task { await console.run(accounts: accountCount, quotaUsed: quota, children: children) }
+        // Whichever comes first stops the run: Ctrl-C/SIGTERM, or --duration. The signal wait cannot be
+        // cancelled, so it runs unstructured and only reports into the stream.
+        let (stop, stopRequested) = AsyncStream<Void>.makeStream()
+        Task.detached {
+            _ = await TerminationSignal.wait()
+            stopRequested.yield()
         }
+        let timer = Task {
+            guard duration > 0 else { return }
+            try await Task.sleep(for: .seconds(duration))
+            stopRequested.yield()
+        }
+        for await _ in stop { break }
+        timer.cancel()
 
         print("\nstopping: scheduler and workers get SIGTERM and drain")
         await children.stopAll(grace: .seconds(25))
+        // Activities the workers committed while draining are still shown before the consumer closes.
+        consoleTask.cancel()
         await console.close()
+        await consoleTask.value
         await simulator?.stop()
         await cluster.close()
         let summary = console.summary

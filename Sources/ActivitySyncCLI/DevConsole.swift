@@ -58,7 +58,7 @@ final class DevConsole: Sendable {
                         print(
                             "· accounts \(accounts) · jobs done \(now.jobs) · activities \(now.activities) · "
                                 + "jobs lag \(lag.map(String.init) ?? "?") · GitHub quota used \(quotaUsed())")
-                        for child in children.exited() where !reported.contains(child.name) {
+                        for child in children.exited() where child.status != 0 && !reported.contains(child.name) {
                             reported.insert(child.name)
                             print("! \(child.name) exited with status \(child.status); its log is in \(children.logDirectory.path)")
                         }
