@@ -387,6 +387,18 @@ struct SyncBehaviourTests {
         }
     }
 
+    @Test func resyncReemitsTheSameIds() async throws {
+        try await SimulatedGitHub.with { github in
+            let user = github.user
+            let first = try await github.sync(user, state: nil)
+            let resync = try await github.sync(user, state: first.state, since: Date().addingTimeInterval(-86_400))
+            #expect(resync.isComplete)
+            #expect(Set(resync.activities.map(\.id)) == Set(first.activities.map(\.id)))
+            #expect(Set(resync.activities.map(\.text)) == Set(first.activities.map(\.text)))
+            #expect(resync.githubState.lastSyncTime == first.githubState.lastSyncTime, "a resync never moves back")
+        }
+    }
+
     @Test func setupReadsTheUser() async throws {
         try await SimulatedGitHub.with { github in
             let user = github.user
