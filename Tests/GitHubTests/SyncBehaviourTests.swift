@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import GitHubSimulator
 import SyncModel
@@ -314,10 +315,10 @@ struct SyncBehaviourTests {
                 for: user.login, reason: "comment", commentBody: "first", at: Date().addingTimeInterval(-120))
             let mark = github.simulator.requests().count
             async let running = github.sync(user, state: nil)
-            let listed = Date().addingTimeInterval(10)
-            while !github.requests(of: user.login, since: mark).contains(where: { $0.path == "/notifications" }) {
-                guard Date() < listed else { break }
-                try await Task.sleep(for: .milliseconds(10))
+            try await eventually(
+                "the first sync listed notifications", timeout: .seconds(10), interval: .milliseconds(10)
+            ) {
+                github.requests(of: user.login, since: mark).contains { $0.path == "/notifications" }
             }
             let touchedAt = Date()
             try github.simulator.touchThread(thread, at: touchedAt, commentBody: "second", actor: "grace-sim")
