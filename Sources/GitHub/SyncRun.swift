@@ -159,6 +159,7 @@ struct SyncRun {
         var processedMax: Date?
         var failedMin: Date?
         var pending: [(thread: NotificationThread, id: String, updatedAt: Date)] = []
+        var listedIds = Set<String>()  // a thread listed twice (pages shifting) is one activity
         for thread in threads {
             guard let updatedAt = WireFormat.parseDate(thread.updated_at) else {
                 logger.warning(
@@ -168,7 +169,7 @@ struct SyncRun {
             let id = "github:notification:\(thread.id):\(thread.updated_at)"
             guard ActivityText.keptReasons.contains(thread.reason),
                 ActivityText.isPullRequest(subjectType: thread.subject.type) != nil,
-                isResync || !recent.contains(id)
+                isResync || !recent.contains(id), listedIds.insert(id).inserted
             else {
                 processedMax = later(processedMax, updatedAt)
                 continue
