@@ -37,7 +37,8 @@ struct APIResponse {
     }
 
     static func error(_ status: Int, _ message: String, docs: String = "https://docs.github.com/rest") -> APIResponse {
-        var response = json(status, JSON.encode(ErrorJSON(message: message, documentation_url: docs, status: "\(status)")))
+        var response = json(
+            status, JSON.encode(ErrorJSON(message: message, documentation_url: docs, status: "\(status)")))
         response.countsAgainstQuota = status == 404 || status == 422
         return response
     }
@@ -154,6 +155,12 @@ extension GitHubSimulator {
                 403, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
                 docs: "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits")
             response.countsAgainstQuota = false
+        case .tooManyRequests(let retryAfter):
+            response = .error(
+                429, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                docs: "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits")
+            response.headers.append(("retry-after", "\(retryAfter)"))
+            response.countsAgainstQuota = false
         case .rateLimited:
             response = rateLimitExceeded(user: user)
         case .unauthorized:
@@ -246,9 +253,11 @@ extension GitHubSimulator {
         func answer(_ pairs: [(String, String)], numbers: Set<String> = []) -> APIResponse {
             if wantsForm {
                 let body = pairs.map { "\($0.0)=\(encodeComponent($0.1))" }.joined(separator: "&")
-                var response = APIResponse.json(200, Array(body.utf8), headers: [
-                    ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-                ])
+                var response = APIResponse.json(
+                    200, Array(body.utf8),
+                    headers: [
+                        ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+                    ])
                 response.countsAgainstQuota = false
                 return response
             }
@@ -263,7 +272,11 @@ extension GitHubSimulator {
             return answer([
                 ("error", "unsupported_grant_type"),
                 ("error_description", "Only grant_type=refresh_token with a refresh_token is simulated."),
-                ("error_uri", "https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/refreshing-user-access-tokens"),
+                (
+                    "error_uri",
+                    "https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/"
+                        + "refreshing-user-access-tokens"
+                ),
             ])
         }
         record.tokenHash = Self.hashToken(refreshToken)
@@ -276,7 +289,11 @@ extension GitHubSimulator {
             return answer([
                 ("error", "bad_refresh_token"),
                 ("error_description", "The refresh token passed is incorrect or expired."),
-                ("error_uri", "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors#bad-verification-code"),
+                (
+                    "error_uri",
+                    "https://docs.github.com/apps/managing-oauth-apps/"
+                        + "troubleshooting-oauth-app-access-token-request-errors#bad-verification-code"
+                ),
             ])
         }
         return answer(

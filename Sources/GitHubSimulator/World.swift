@@ -151,6 +151,10 @@ final class Account {
     /// Issues and pull requests this account is involved in, for follow-up notifications and comments.
     var watched: [SubjectKey] = []
     var own: [SubjectKey] = []
+    /// When a test last changed an already visible thread (added one with a past `updated_at`, touched or
+    /// re-hosted one): the notifications list changed then even if no `updated_at` is newer, so
+    /// `If-Modified-Since` must not answer 304 for it.
+    var listChangedAt: Int64 = .min
 
     init(index: Int, person: Person, repos: [Int], start: Int64) {
         self.index = index
@@ -196,7 +200,8 @@ struct WorldParameters: Sendable {
         // A zero interval would mean infinitely many items; 50 ms is already far more than any test wants.
         intervalSeconds = max(0.05, seconds)
         eventCap = max(1, configuration.eventCap)
-        htmlBase = configuration.htmlBaseURL.hasSuffix("/")
+        htmlBase =
+            configuration.htmlBaseURL.hasSuffix("/")
             ? String(configuration.htmlBaseURL.dropLast()) : configuration.htmlBaseURL
     }
 }
@@ -209,6 +214,8 @@ struct WorldState {
     let params: WorldParameters
     var baseURL = "http://127.0.0.1"
     var repos: [Repo] = []
+    /// Repositories made from the seed; tests may add more, which must not change what the seed generates.
+    var generatedRepoCount = 0
     var repoByName: [String: Int] = [:]
     var accounts: [Account] = []
     var accountByLogin: [String: Int] = [:]
@@ -220,6 +227,7 @@ struct WorldState {
     init(params: WorldParameters) {
         self.params = params
         let repoCount = max(6, min(200, params.users))
+        generatedRepoCount = repoCount
         for index in 0..<repoCount {
             var rng = SeededGenerator(params.seed, UInt64(index), 0x5EB0)
             let orgIndex = Int(rng.next() % UInt64(Vocabulary.organizations.count))
@@ -350,7 +358,9 @@ struct WorldState {
         return key
     }
 
-    mutating func addComment(id: Int64, to key: SubjectKey, isReview: Bool, author: Person, body: String, at time: Int64) {
+    mutating func addComment(
+        id: Int64, to key: SubjectKey, isReview: Bool, author: Person, body: String, at time: Int64
+    ) {
         comments[id] = Comment(id: id, isReview: isReview, subject: key, author: author, body: body, createdAt: time)
         guard var subject = subjects[key] else { return }
         if isReview { subject.reviewComments += 1 } else { subject.comments += 1 }
@@ -406,7 +416,8 @@ struct WorldState {
         default:
             let isPullRequest = kind == "review_requested" || rng.unit() < 0.5
             let mentionInBody = kind == "mention" && rng.unit() < 0.3
-            let wantsComment = kind == "comment" || (kind == "mention" && !mentionInBody)
+            let wantsComment =
+                kind == "comment" || (kind == "mention" && !mentionInBody)
                 || (kind == "subscribed" && rng.unit() < 0.5)
             let candidates = account.watched.filter { subjects[$0]?.isPullRequest == isPullRequest }
             let key: SubjectKey
@@ -416,7 +427,9 @@ struct WorldState {
                 let author = kind == "author" ? account.person : otherPerson(&rng, not: user)
                 var body = rng.pick(Vocabulary.bodies)
                 if mentionInBody {
-                    body += " " + rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
+                    body +=
+                        " "
+                        + rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
                 }
                 let closed = kind == "state_change"
                 key = makeSubject(
@@ -431,7 +444,8 @@ struct WorldState {
             thread.title = subjects[key]?.title ?? ""
             if wantsComment {
                 let author = otherPerson(&rng, not: user)
-                let body = kind == "mention"
+                let body =
+                    kind == "mention"
                     ? rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
                     : rng.pick(Vocabulary.comments)
                 let isReview = isPullRequest && rng.unit() < 0.4
@@ -511,7 +525,7 @@ struct WorldState {
         case "watch":
             event.type = "WatchEvent"
             event.action = "started"
-            event.repo = Int(rng.next() % UInt64(repos.count))
+            event.repo = Int(rng.next() % UInt64(generatedRepoCount))
         default:
             event.type = "PushEvent"
         }

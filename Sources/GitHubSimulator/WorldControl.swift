@@ -56,6 +56,7 @@ extension GitHubSimulator {
                 thread.latest = .subject
             }
             world.insertThread(thread)
+            if time <= now { world.account(user).listChangedAt = max(world.account(user).listChangedAt, now) }
             return String(thread.id)
         }
     }
@@ -105,9 +106,13 @@ extension GitHubSimulator {
         let found = world.withLock { world -> Bool in
             if world.threadOwner[id] == nil { world.materializeOwner(seq: id - IdSpace.thread, now: now) }
             guard let user = world.threadOwner[id], var thread = world.account(user).threads[id] else { return false }
+            let wasVisible = thread.updatedAt <= now
             change(&world, &thread)
             thread.cache = nil
             world.account(user).threads[id] = thread
+            if wasVisible || thread.updatedAt <= now {
+                world.account(user).listChangedAt = max(world.account(user).listChangedAt, now)
+            }
             return true
         }
         if !found { throw SimulatorError.unknownThread(threadId) }
@@ -138,7 +143,8 @@ extension GitHubSimulator {
             let isComment = type == "IssueCommentEvent" || type == "PullRequestReviewCommentEvent"
             let hasSubject = isComment || type == "PullRequestEvent" || type == "IssuesEvent"
             if hasSubject {
-                let isPullRequest = type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || onPullRequest
+                let isPullRequest =
+                    type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || onPullRequest
                 let number = number ?? world.allocateNumber(repo: repoIndex)
                 let key = SubjectKey(repo: repoIndex, number: number)
                 if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repoIndex, now: now) }
