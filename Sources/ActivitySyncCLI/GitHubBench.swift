@@ -60,7 +60,8 @@ struct GitHubBench: AsyncParsableCommand {
         simConfig.quotaPerHour = 1_000_000
         let simulator = GitHubSimulator(configuration: simConfig, logger: quiet)
         try await simulator.start()
-        let integration = GitHubIntegration(configuration: GitHubConfiguration(baseURL: simulator.baseURL), logger: quiet)
+        let integration = GitHubIntegration(
+            configuration: GitHubConfiguration(baseURL: simulator.baseURL), logger: quiet)
         let users = simulator.users
         var states: [String: JSONValue] = [:]
         var samples: [Sample] = []
@@ -68,7 +69,8 @@ struct GitHubBench: AsyncParsableCommand {
 
         for round in 1...rounds {
             let logMark = simulator.requests().count
-            let quotaBefore = Dictionary(uniqueKeysWithValues: users.map { ($0.login, simulator.quotaUsed(token: $0.token)) })
+            let quotaBefore = Dictionary(
+                uniqueKeysWithValues: users.map { ($0.login, simulator.quotaUsed(token: $0.token)) })
             let roundStart = ContinuousClock.now
             let results = try await withThrowingTaskGroup(of: (String, Double, SyncOutcome).self) { group in
                 for user in users {
@@ -112,7 +114,8 @@ struct GitHubBench: AsyncParsableCommand {
             + "--pause-ms \(pauseMs) --activity-seconds \(activitySeconds) --seed \(seed)"
         print("command: \(command)")
         print("syncs: \(samples.count), incomplete: \(samples.filter { !$0.complete }.count)")
-        print(String(format: "syncs/s (time spent syncing, pauses excluded): %.1f", Double(samples.count) / busySeconds))
+        print(
+            String(format: "syncs/s (time spent syncing, pauses excluded): %.1f", Double(samples.count) / busySeconds))
         let groups: [(String, [Sample])] = [
             ("first sync (24 h window)", samples.filter { $0.round == 1 }),
             ("later, no new activity", samples.filter { $0.round > 1 && $0.activities == 0 }),

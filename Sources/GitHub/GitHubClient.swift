@@ -43,7 +43,8 @@ public final class GitHubClient: Sendable {
 
     /// `baseURL` + `path` (path starts with `/`).
     func apiURL(_ pathAndQuery: String) -> String {
-        let base = configuration.baseURL.hasSuffix("/") ? String(configuration.baseURL.dropLast()) : configuration.baseURL
+        let base =
+            configuration.baseURL.hasSuffix("/") ? String(configuration.baseURL.dropLast()) : configuration.baseURL
         return base + pathAndQuery
     }
 
@@ -99,7 +100,9 @@ public final class GitHubClient: Sendable {
             switch response.status {
             case 401:
                 // Zero retries with the same token; one refresh when the account can.
-                guard !refreshedAfter401, let fresh = await credentials.tokenAfterUnauthorized(failed: token, client: self, deadline: deadline)
+                guard !refreshedAfter401,
+                    let fresh = await credentials.tokenAfterUnauthorized(
+                        failed: token, client: self, deadline: deadline)
                 else { throw GitHubError(.unauthorized) }
                 refreshedAfter401 = true
                 token = fresh
@@ -160,7 +163,9 @@ public final class GitHubClient: Sendable {
 
     /// POSTs a form to GitHub's token endpoint and returns the new pair. The refresh token goes only to
     /// ``GitHubConfiguration/effectiveTokenURL``.
-    func refreshTokens(refreshToken: String, deadline: Date) async throws(GitHubError) -> (access: String, refresh: String?) {
+    func refreshTokens(refreshToken: String, deadline: Date) async throws(GitHubError) -> (
+        access: String, refresh: String?
+    ) {
         var form: [(String, String)] = [("grant_type", "refresh_token"), ("refresh_token", refreshToken)]
         if let id = configuration.clientId { form.append(("client_id", id)) }
         if let secret = configuration.clientSecret { form.append(("client_secret", secret)) }

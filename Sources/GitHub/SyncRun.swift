@@ -68,7 +68,9 @@ struct SyncRun {
             }
         }
         state.recentIds = recent.ids
-        if state.gaps.count > configuration.gapLimit { state.gaps.removeFirst(state.gaps.count - configuration.gapLimit) }
+        if state.gaps.count > configuration.gapLimit {
+            state.gaps.removeFirst(state.gaps.count - configuration.gapLimit)
+        }
         return status
     }
 
@@ -80,7 +82,9 @@ struct SyncRun {
         } catch {
             throw Stop(error)
         }
-        guard let user else { throw Stop.halted(reason: "GET /user answered 304 without a request for it", retryAfter: nil) }
+        guard let user else {
+            throw Stop.halted(reason: "GET /user answered 304 without a request for it", retryAfter: nil)
+        }
         state.username = user.login
     }
 
@@ -99,7 +103,9 @@ struct SyncRun {
             "/notifications?all=true&since=\(QueryDate.format(since))&before=\(QueryDate.format(started))"
                 + "&per_page=\(configuration.notificationsPerPage)")
         var conditional: [(String, String)] = []
-        if !isResync, let validator = state.notificationsLastModified { conditional = [("If-Modified-Since", validator)] }
+        if !isResync, let validator = state.notificationsLastModified {
+            conditional = [("If-Modified-Since", validator)]
+        }
 
         var threads: [NotificationThread] = []
         var listingComplete = false
@@ -111,10 +117,15 @@ struct SyncRun {
             let page: [NotificationThread]?
             do {
                 (page, response) = try await client.getJSON(
-                    [NotificationThread].self, url, credentials: credentials, conditional: pages == 0 ? conditional : [],
+                    [NotificationThread].self, url, credentials: credentials,
+                    conditional: pages == 0 ? conditional : [],
                     deadline: deadline)
             } catch {
-                if error.stopsSync { halt = Stop(error) } else { problems.append("notifications: \(error.description)") }
+                if error.stopsSync {
+                    halt = Stop(error)
+                } else {
+                    problems.append("notifications: \(error.description)")
+                }
                 break listing
             }
             if pages == 0 {
@@ -148,15 +159,17 @@ struct SyncRun {
         var processedMax: Date?
         var failedMin: Date?
         var pending: [(thread: NotificationThread, id: String, updatedAt: Date)] = []
+        var listedIds = Set<String>()  // a thread listed twice (pages shifting) is one activity
         for thread in threads {
             guard let updatedAt = WireFormat.parseDate(thread.updated_at) else {
-                logger.warning("notification with an unreadable updated_at skipped", metadata: ["thread": "\(thread.id)"])
+                logger.warning(
+                    "notification with an unreadable updated_at skipped", metadata: ["thread": "\(thread.id)"])
                 continue
             }
             let id = "github:notification:\(thread.id):\(thread.updated_at)"
             guard ActivityText.keptReasons.contains(thread.reason),
                 ActivityText.isPullRequest(subjectType: thread.subject.type) != nil,
-                isResync || !recent.contains(id)
+                isResync || !recent.contains(id), listedIds.insert(id).inserted
             else {
                 processedMax = later(processedMax, updatedAt)
                 continue
@@ -193,7 +206,9 @@ struct SyncRun {
                 failedMin = earlier(failedMin, item.updatedAt)
             }
         }
-        if failures > 0, halt == nil { problems.append("\(failures) notification subject(s) failed; retried next sync") }
+        if failures > 0, halt == nil {
+            problems.append("\(failures) notification subject(s) failed; retried next sync")
+        }
 
         // The watermark: the newest item processed, but never past one that failed, nor past unread pages.
         var watermark = base
@@ -327,7 +342,9 @@ struct SyncRun {
                 break listing
             }
             if pages == 0 {
-                if let interval = response.pollInterval { state.nextEventsPoll = Date().addingTimeInterval(Double(interval)) }
+                if let interval = response.pollInterval {
+                    state.nextEventsPoll = Date().addingTimeInterval(Double(interval))
+                }
                 etag = response.etag
             }
             pages += 1

@@ -20,7 +20,9 @@ struct ActivityTextTests {
         #expect(text("review_requested", pr: false) == "mona requested to review PR #7 in octo/app: Fix it")
         #expect(text("mention", pr: false) == "hubot mentioned mona in octo/app issue #7: Looks good")
         #expect(text("comment", pr: false) == "hubot commented on issue #7 in octo/app: Looks good")
-        #expect(text("state_change", pr: false, state: "closed") == "hubot changed issue #7 state to closed in octo/app: Fix it")
+        #expect(
+            text("state_change", pr: false, state: "closed")
+                == "hubot changed issue #7 state to closed in octo/app: Fix it")
         #expect(text("author", pr: false) == "GitHub notification for mona in octo/app")
         #expect(text("team_mention", pr: false) == "GitHub notification for mona in octo/app")
     }
@@ -30,7 +32,9 @@ struct ActivityTextTests {
         #expect(text("review_requested", pr: true) == "mona requested to review PR #7 in octo/app: Fix it")
         #expect(text("mention", pr: true) == "hubot mentioned mona in octo/app PR #7: Looks good")
         #expect(text("comment", pr: true) == "hubot commented on PR #7 in octo/app: Looks good")
-        #expect(text("state_change", pr: true, state: "closed") == "hubot changed PR #7 state to closed in octo/app: Fix it")
+        #expect(
+            text("state_change", pr: true, state: "closed") == "hubot changed PR #7 state to closed in octo/app: Fix it"
+        )
         #expect(text("author", pr: true) == "GitHub notification for mona in octo/app")
     }
 
@@ -47,14 +51,23 @@ struct ActivityTextTests {
     }
 
     @Test func eventTexts() {
-        #expect(ActivityText.event(kind: "pr_opened", username: "mona", number: 3, title: "T") == "mona created PR #3: T")
-        #expect(ActivityText.event(kind: "issue_opened", username: "mona", number: 3, title: "T") == "mona created issue #3: T")
-        #expect(ActivityText.event(kind: "pr_comment", username: "mona", number: 3, title: "T") == "mona commented on PR #3: T")
-        #expect(ActivityText.event(kind: "issue_comment", username: "mona", number: 3, title: "T") == "mona commented on issue #3: T")
+        #expect(
+            ActivityText.event(kind: "pr_opened", username: "mona", number: 3, title: "T") == "mona created PR #3: T")
+        #expect(
+            ActivityText.event(kind: "issue_opened", username: "mona", number: 3, title: "T")
+                == "mona created issue #3: T")
+        #expect(
+            ActivityText.event(kind: "pr_comment", username: "mona", number: 3, title: "T")
+                == "mona commented on PR #3: T")
+        #expect(
+            ActivityText.event(kind: "issue_comment", username: "mona", number: 3, title: "T")
+                == "mona commented on issue #3: T")
     }
 
     @Test func stateRoundTripsAndReadsReferenceStates() throws {
-        let reference: JSONValue = ["lastSyncTime": "2026-11-30T10:00:00Z", "lastUserEventTime": "2026-11-30T09:00:00Z", "username": "mona"]
+        let reference: JSONValue = [
+            "lastSyncTime": "2026-11-30T10:00:00Z", "lastUserEventTime": "2026-11-30T09:00:00Z", "username": "mona",
+        ]
         let state = try GitHubState(json: reference)
         #expect(state.username == "mona")
         #expect(state.lastSyncTime == WireFormat.parseDate("2026-11-30T10:00:00Z"))

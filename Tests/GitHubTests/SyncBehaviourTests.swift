@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import GitHubSimulator
 import SyncModel
@@ -9,16 +10,22 @@ import Testing
 @Suite("GitHub sync against the simulator", .timeLimit(.minutes(2)))
 struct SyncBehaviourTests {
     @Test func firstSyncProducesExactlyTheTruthAcrossSeveralPages() async throws {
-        try await SimulatedGitHub.with({ $0.users = 2; $0.historyItems = 40 }, integration: {
-            $0.notificationsPerPage = 5
-            $0.eventsPerPage = 7
-        }) { github in
+        try await SimulatedGitHub.with(
+            {
+                $0.users = 2; $0.historyItems = 40
+            },
+            integration: {
+                $0.notificationsPerPage = 5
+                $0.eventsPerPage = 7
+            }
+        ) { github in
             let user = github.user
             let before = Date()
             let outcome = try await github.sync(user, state: nil)
             let after = Date()
             #expect(outcome.isComplete)
-            let truth = try github.simulator.truth(login: user.login, from: before.addingTimeInterval(-86_400), to: after)
+            let truth = try github.simulator.truth(
+                login: user.login, from: before.addingTimeInterval(-86_400), to: after)
             #expect(!truth.isEmpty)
             let ids = outcome.activities.map(\.id)
             #expect(Set(ids).count == ids.count, "no id twice")
@@ -128,7 +135,8 @@ struct SyncBehaviourTests {
                 Issue.record("expected a partial sync, got \(first.status)")
                 return
             }
-            let truth = try github.simulator.truth(login: user.login, from: before.addingTimeInterval(-86_400), to: before)
+            let truth = try github.simulator.truth(
+                login: user.login, from: before.addingTimeInterval(-86_400), to: before)
             let firstIds = Set(first.activities.map(\.id))
             #expect(firstIds.count < truth.count, "some notification waited for its subject")
             let second = try await github.sync(user, state: first.state)
@@ -170,7 +178,9 @@ struct SyncBehaviourTests {
     }
 
     @Test func quotaIsNeverExceeded() async throws {
-        try await SimulatedGitHub.with({ $0.quotaPerHour = 6; $0.historyItems = 40 }) { github in
+        try await SimulatedGitHub.with({
+            $0.quotaPerHour = 6; $0.historyItems = 40
+        }) { github in
             let user = github.user
             let outcome = try await github.sync(user, state: nil, timeout: 5)
             guard case .partial(_, let retryAfter) = outcome.status else {
@@ -185,7 +195,9 @@ struct SyncBehaviourTests {
     }
 
     @Test func deadlineIsKeptUnderLatency() async throws {
-        try await SimulatedGitHub.with({ $0.latency = .milliseconds(400); $0.historyItems = 40 }) { github in
+        try await SimulatedGitHub.with({
+            $0.latency = .milliseconds(400); $0.historyItems = 40
+        }) { github in
             let started = Date()
             let outcome = try await github.sync(github.user, state: nil, timeout: 1.5)
             #expect(Date().timeIntervalSince(started) < 2.2)
@@ -234,13 +246,18 @@ struct SyncBehaviourTests {
             let before = Date()
             let outcome = try await github.sync(user, state: nil)
             #expect(outcome.isComplete)
-            let truth = try github.simulator.truth(login: user.login, from: before.addingTimeInterval(-86_400), to: before)
+            let truth = try github.simulator.truth(
+                login: user.login, from: before.addingTimeInterval(-86_400), to: before)
             #expect(Set(outcome.activities.map(\.id)) == Set(truth.map(\.id)))
         }
     }
 
     @Test func eventsBeyondGitHubsCapAreRecordedAsAGap() async throws {
-        try await SimulatedGitHub.with({ $0.eventCap = 5; $0.historyItems = 60 }, integration: { $0.eventHistoryLimit = 5 }) {
+        try await SimulatedGitHub.with(
+            {
+                $0.eventCap = 5; $0.historyItems = 60
+            }, integration: { $0.eventHistoryLimit = 5 }
+        ) {
             github in
             let outcome = try await github.sync(github.user, state: nil)
             let gaps = outcome.githubState.gaps.filter { $0.source == "events" }
@@ -283,7 +300,8 @@ struct SyncBehaviourTests {
             let first = try await github.sync(user, state: nil)
             #expect(first.isComplete, "the refused item is skipped, not retried forever")
             #expect(!first.activities.contains { $0.id.hasPrefix("github:notification:\(thread):") })
-            let truth = try github.simulator.truth(login: user.login, from: before.addingTimeInterval(-86_400), to: before)
+            let truth = try github.simulator.truth(
+                login: user.login, from: before.addingTimeInterval(-86_400), to: before)
             #expect(Set(first.activities.map(\.id)) == Set(truth.map(\.id)))
             _ = try await github.sync(user, state: first.state)
             #expect(!github.simulator.hostsSeen().contains { $0.lowercased().hasPrefix("localhost") })
@@ -297,10 +315,10 @@ struct SyncBehaviourTests {
                 for: user.login, reason: "comment", commentBody: "first", at: Date().addingTimeInterval(-120))
             let mark = github.simulator.requests().count
             async let running = github.sync(user, state: nil)
-            let listed = Date().addingTimeInterval(10)
-            while !github.requests(of: user.login, since: mark).contains(where: { $0.path == "/notifications" }) {
-                guard Date() < listed else { break }
-                try await Task.sleep(for: .milliseconds(10))
+            try await eventually(
+                "the first sync listed notifications", timeout: .seconds(10), interval: .milliseconds(10)
+            ) {
+                github.requests(of: user.login, since: mark).contains { $0.path == "/notifications" }
             }
             let touchedAt = Date()
             try github.simulator.touchThread(thread, at: touchedAt, commentBody: "second", actor: "grace-sim")
@@ -367,6 +385,18 @@ struct SyncBehaviourTests {
             #expect((retryAfter ?? .distantPast) > started.addingTimeInterval(3))
             let limited = github.requests(of: user.login).filter { $0.status == 403 }
             #expect(limited.count == 1, "no second request into an exhausted quota")
+        }
+    }
+
+    @Test func resyncReemitsTheSameIds() async throws {
+        try await SimulatedGitHub.with { github in
+            let user = github.user
+            let first = try await github.sync(user, state: nil)
+            let resync = try await github.sync(user, state: first.state, since: Date().addingTimeInterval(-86_400))
+            #expect(resync.isComplete)
+            #expect(Set(resync.activities.map(\.id)) == Set(first.activities.map(\.id)))
+            #expect(Set(resync.activities.map(\.text)) == Set(first.activities.map(\.text)))
+            #expect(resync.githubState.lastSyncTime == first.githubState.lastSyncTime, "a resync never moves back")
         }
     }
 
