@@ -370,8 +370,26 @@ struct WorldState {
         subjects[key] = subject
     }
 
+    /// The notifications list's `Last-Modified` for `user` as of `now`.
+    func listLastModified(_ user: Int, now: Int64) -> Int64? {
+        let account = account(user)
+        let visibleEnd = account.threadOrder.lowerBound(OrderKey(time: now + 1, id: Int64.min))
+        let newestUpdate = visibleEnd > 0 ? account.threadOrder[visibleEnd - 1].time : nil
+        guard account.listChangedAt > .min else { return newestUpdate }
+        return max(newestUpdate ?? .min, account.listChangedAt)
+    }
+
+    /// Records that a test changed the visible list. `Last-Modified` then moves past every value a client may
+    /// already hold (one second ahead of the clock at most), so its `If-Modified-Since` cannot hide the change.
+    /// - Parameter previous: `listLastModified` from just before the change.
+    mutating func noteListChange(_ user: Int, now: Int64, previous: Int64?) {
+        account(user).listChangedAt = max(now, previous.map { $0 + 1 } ?? now)
+    }
+
     mutating func insertThread(_ thread: NotificationThread) {
         let account = account(thread.user)
+        // A generated thread that lands at or before a test's stamp must still move Last-Modified.
+        if account.listChangedAt > .min, thread.updatedAt <= account.listChangedAt { account.listChangedAt += 1 }
         account.threads[thread.id] = thread
         account.threadOrder.insertSorted(OrderKey(time: thread.updatedAt, id: thread.id))
         threadOwner[thread.id] = thread.user

@@ -657,4 +657,27 @@ struct ListChangeTests {
             #expect(after.header("Last-Modified") != lastModified)
         }
     }
+
+    @Test("changes within one second each move Last-Modified")
+    func sameSecondChanges() async throws {
+        try await withSimulator({ $0.activityInterval = .seconds(3_600) }) { simulator in
+            let user = simulator.users[0]
+            let url = "\(simulator.baseURL)/notifications?all=true"
+            var lastModified = try #require(try await send(url, token: user.token).header("Last-Modified"))
+            let thread = try simulator.addNotification(for: user.login, reason: "assign", at: Date())
+            for step in 0..<3 {
+                switch step {
+                case 0: try simulator.touchThread(thread, at: Date(), commentBody: "again")
+                case 1:
+                    try simulator.addNotification(for: user.login, reason: "author", at: Date().addingTimeInterval(-60))
+                default: try simulator.setSubjectHost(threadId: thread, host: "localhost:1")
+                }
+                let page = try await send(url, token: user.token, headers: [("If-Modified-Since", lastModified)])
+                #expect(page.status == 200, "step \(step)")
+                lastModified = try #require(page.header("Last-Modified"))
+                let unchanged = try await send(url, token: user.token, headers: [("If-Modified-Since", lastModified)])
+                #expect(unchanged.status == 304, "step \(step)")
+            }
+        }
+    }
 }
