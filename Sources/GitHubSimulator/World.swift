@@ -245,13 +245,17 @@ struct WorldState {
                 let candidate = Int(rng.next() % UInt64(repoCount))
                 if !mine.contains(candidate) { mine.append(candidate) }
             }
-            let person = Person(login: "user\(user)", id: Self.userId(user))
+            let person = Person(login: "user\(user)", id: Self.userId(user, seed: params.seed))
             accounts.append(Account(index: user, person: person, repos: mine, start: params.start))
             accountByLogin[person.login] = user
         }
     }
 
-    static func userId(_ user: Int) -> Int { 5_000_000 + user }
+    /// Account ids depend on the seed, so runs with different seeds never share accounts (and their state) in a
+    /// long-lived Kafka cluster. Room for 100,000 users per seed.
+    static func userId(_ user: Int, seed: UInt64) -> Int {
+        100_000_000 + Int(SeededGenerator.mix(seed) % 9_000) * 100_000 + user
+    }
 
     func account(_ user: Int) -> Account { accounts[user - 1] }
 

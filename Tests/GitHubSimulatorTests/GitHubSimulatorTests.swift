@@ -32,6 +32,8 @@ struct WorldTests {
         #expect(a == b)
         #expect(try other.truth(login: "user3", from: from, to: start) != a)
         #expect(first.users == second.users)
+        #expect(Set(first.users.map(\.id)).isDisjoint(with: other.users.map(\.id)))
+        #expect(Set(first.users.map(\.token)).isDisjoint(with: other.users.map(\.token)))
         #expect(first.users.map(\.login) == ["user1", "user2", "user3", "user4", "user5"])
         #expect(first.users.allSatisfy { $0.token.hasPrefix("ghu_sim_") && $0.refreshToken.hasPrefix("ghr_sim_") })
     }
