@@ -403,6 +403,9 @@ struct WorldState {
         let account = account(event.user)
         account.events[event.id] = event
         account.eventOrder.insertSorted(OrderKey(time: event.createdAt, id: event.id))
+        // Events that fell behind the cap are never served again: keep them for the truth, not their JSON.
+        let behind = account.eventOrder.count - params.eventCap - 1
+        if behind >= 0 { account.events[account.eventOrder[behind].id]?.cache = nil }
     }
 
     private func remember(_ key: SubjectKey, in list: inout [SubjectKey]) {
