@@ -228,7 +228,7 @@ extension GitHubSimulator {
     private func rateLimitExceeded(user: Int?) -> APIResponse {
         var response = APIResponse.error(
             403,
-            "API rate limit exceeded for user ID \(user.map { WorldState.userId($0) } ?? 0). If you reach out to "
+            "API rate limit exceeded for user ID \(user.map { WorldState.userId($0, seed: configuration.seed) } ?? 0). If you reach out to "
                 + "GitHub Support for help, please include the request ID.",
             docs: "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-the-primary-rate-limit")
         response.countsAgainstQuota = false

@@ -148,8 +148,7 @@ extension GitHubSimulator {
             let account = world.account(user)
             let order = account.threadOrder
             let visibleEnd = order.lowerBound(OrderKey(time: now + 1, id: Int64.min))
-            let newestUpdate = visibleEnd > 0 ? order[visibleEnd - 1].time : nil
-            let newest = account.listChangedAt > .min ? max(newestUpdate ?? .min, account.listChangedAt) : newestUpdate
+            let newest = world.listLastModified(user, now: now)
             if let ifModifiedSince, (newest ?? Int64.min) <= ifModifiedSince {
                 return .notModified(newest)
             }

@@ -245,13 +245,17 @@ struct WorldState {
                 let candidate = Int(rng.next() % UInt64(repoCount))
                 if !mine.contains(candidate) { mine.append(candidate) }
             }
-            let person = Person(login: "user\(user)", id: Self.userId(user))
+            let person = Person(login: "user\(user)", id: Self.userId(user, seed: params.seed))
             accounts.append(Account(index: user, person: person, repos: mine, start: params.start))
             accountByLogin[person.login] = user
         }
     }
 
-    static func userId(_ user: Int) -> Int { 5_000_000 + user }
+    /// Account ids depend on the seed, so runs with different seeds never share accounts (and their state) in a
+    /// long-lived Kafka cluster. Room for 100,000 users per seed.
+    static func userId(_ user: Int, seed: UInt64) -> Int {
+        100_000_000 + Int(SeededGenerator.mix(seed) % 9_000) * 100_000 + user
+    }
 
     func account(_ user: Int) -> Account { accounts[user - 1] }
 
@@ -370,8 +374,26 @@ struct WorldState {
         subjects[key] = subject
     }
 
+    /// The notifications list's `Last-Modified` for `user` as of `now`.
+    func listLastModified(_ user: Int, now: Int64) -> Int64? {
+        let account = account(user)
+        let visibleEnd = account.threadOrder.lowerBound(OrderKey(time: now + 1, id: Int64.min))
+        let newestUpdate = visibleEnd > 0 ? account.threadOrder[visibleEnd - 1].time : nil
+        guard account.listChangedAt > .min else { return newestUpdate }
+        return max(newestUpdate ?? .min, account.listChangedAt)
+    }
+
+    /// Records that a test changed the visible list. `Last-Modified` then moves past every value a client may
+    /// already hold (one second ahead of the clock at most), so its `If-Modified-Since` cannot hide the change.
+    /// - Parameter previous: `listLastModified` from just before the change.
+    mutating func noteListChange(_ user: Int, now: Int64, previous: Int64?) {
+        account(user).listChangedAt = max(now, previous.map { $0 + 1 } ?? now)
+    }
+
     mutating func insertThread(_ thread: NotificationThread) {
         let account = account(thread.user)
+        // A generated thread that lands at or before a test's stamp must still move Last-Modified.
+        if account.listChangedAt > .min, thread.updatedAt <= account.listChangedAt { account.listChangedAt += 1 }
         account.threads[thread.id] = thread
         account.threadOrder.insertSorted(OrderKey(time: thread.updatedAt, id: thread.id))
         threadOwner[thread.id] = thread.user
@@ -381,6 +403,9 @@ struct WorldState {
         let account = account(event.user)
         account.events[event.id] = event
         account.eventOrder.insertSorted(OrderKey(time: event.createdAt, id: event.id))
+        // Events that fell behind the cap are never served again: keep them for the truth, not their JSON.
+        let behind = account.eventOrder.count - params.eventCap - 1
+        if behind >= 0 { account.events[account.eventOrder[behind].id]?.cache = nil }
     }
 
     private func remember(_ key: SubjectKey, in list: inout [SubjectKey]) {

@@ -55,8 +55,8 @@ extension GitHubSimulator {
                 thread.releaseId = IdSpace.release + seq
                 thread.latest = .subject
             }
+            if time <= now { world.noteListChange(user, now: now, previous: world.listLastModified(user, now: now)) }
             world.insertThread(thread)
-            if time <= now { world.account(user).listChangedAt = max(world.account(user).listChangedAt, now) }
             return String(thread.id)
         }
     }
@@ -106,13 +106,12 @@ extension GitHubSimulator {
         let found = world.withLock { world -> Bool in
             if world.threadOwner[id] == nil { world.materializeOwner(seq: id - IdSpace.thread, now: now) }
             guard let user = world.threadOwner[id], var thread = world.account(user).threads[id] else { return false }
+            let previous = world.listLastModified(user, now: now)
             let wasVisible = thread.updatedAt <= now
             change(&world, &thread)
             thread.cache = nil
             world.account(user).threads[id] = thread
-            if wasVisible || thread.updatedAt <= now {
-                world.account(user).listChangedAt = max(world.account(user).listChangedAt, now)
-            }
+            if wasVisible || thread.updatedAt <= now { world.noteListChange(user, now: now, previous: previous) }
             return true
         }
         if !found { throw SimulatorError.unknownThread(threadId) }

@@ -32,6 +32,8 @@ struct WorldTests {
         #expect(a == b)
         #expect(try other.truth(login: "user3", from: from, to: start) != a)
         #expect(first.users == second.users)
+        #expect(Set(first.users.map(\.id)).isDisjoint(with: other.users.map(\.id)))
+        #expect(Set(first.users.map(\.token)).isDisjoint(with: other.users.map(\.token)))
         #expect(first.users.map(\.login) == ["user1", "user2", "user3", "user4", "user5"])
         #expect(first.users.allSatisfy { $0.token.hasPrefix("ghu_sim_") && $0.refreshToken.hasPrefix("ghr_sim_") })
     }
@@ -655,6 +657,29 @@ struct ListChangeTests {
                 headers: [("If-Modified-Since", lastModified)])
             #expect(after.status == 200)
             #expect(after.header("Last-Modified") != lastModified)
+        }
+    }
+
+    @Test("changes within one second each move Last-Modified")
+    func sameSecondChanges() async throws {
+        try await withSimulator({ $0.activityInterval = .seconds(3_600) }) { simulator in
+            let user = simulator.users[0]
+            let url = "\(simulator.baseURL)/notifications?all=true"
+            var lastModified = try #require(try await send(url, token: user.token).header("Last-Modified"))
+            let thread = try simulator.addNotification(for: user.login, reason: "assign", at: Date())
+            for step in 0..<3 {
+                switch step {
+                case 0: try simulator.touchThread(thread, at: Date(), commentBody: "again")
+                case 1:
+                    try simulator.addNotification(for: user.login, reason: "author", at: Date().addingTimeInterval(-60))
+                default: try simulator.setSubjectHost(threadId: thread, host: "localhost:1")
+                }
+                let page = try await send(url, token: user.token, headers: [("If-Modified-Since", lastModified)])
+                #expect(page.status == 200, "step \(step)")
+                lastModified = try #require(page.header("Last-Modified"))
+                let unchanged = try await send(url, token: user.token, headers: [("If-Modified-Since", lastModified)])
+                #expect(unchanged.status == 304, "step \(step)")
+            }
         }
     }
 }
