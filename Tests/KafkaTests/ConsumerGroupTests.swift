@@ -22,15 +22,18 @@ struct ConsumerGroupTests {
                             TopicPartitionOffset(topic: partition.topic, partition: partition.partition, offset: $0)
                         }
                     }
+                    // The mock refuses commits once a rebalance started (REBALANCE_IN_PROGRESS); real Kafka
+                    // accepts them here. Work is committed per batch below, so this is belt and braces.
                     try? await consumer.commit(offsets)
                     if holdOnRevoke > .zero { try? await Task.sleep(for: holdOnRevoke) }
                 case .lost(let partitions):
                     recorder.record(.lost, partitions)
                 case .messages(let messages):
-                    recorder.record(messages)
                     for message in messages {
                         processed[TopicPartition(topic: message.topic, partition: message.partition)] = message.offset + 1
                     }
+                    try? await consumer.commit(messages.map(\.nextOffset))
+                    recorder.record(messages)
                 }
             }
         }
@@ -47,7 +50,9 @@ struct ConsumerGroupTests {
         let firstEvents = EventRecorder()
         try first.subscribe(topics: ["jobs"])
         let firstLoop = runMember(first, firstEvents, holdOnRevoke: .seconds(2))
-        try await eventually(timeout: .seconds(20), "first member owns all partitions") { firstEvents.owned == all }
+        try await eventually(timeout: .seconds(20), "first member owns all partitions and read everything") {
+            firstEvents.owned == all && firstEvents.messages.count == 120
+        }
 
         let second = try groupConsumer(cluster, group: "workers")
         let secondEvents = EventRecorder()
@@ -63,12 +68,15 @@ struct ConsumerGroupTests {
         let secondAssigned = try #require(secondEvents.entries.first { $0.kind == .assigned })
         #expect(secondAssigned.at > revoked.at + .seconds(2), "partitions moved only after the revoke was handled")
         #expect(Set(revoked.partitions) == all)
-        // Every message arrived once across the two members (offsets committed on revoke).
-        try await eventually(timeout: .seconds(20), "all 120 messages consumed") {
-            firstEvents.messages.count + secondEvents.messages.count >= 120
+        // The second member starts where the first committed: every message is read exactly once overall.
+        _ = try await produceKeyed(producer, topic: "jobs", keys: 24, perKey: 5, prefix: "second")
+        try await eventually(timeout: .seconds(20), "all 240 messages consumed") {
+            firstEvents.messages.count + secondEvents.messages.count >= 240
         }
-        let keys = (firstEvents.messages + secondEvents.messages).map { "\($0.partition)@\($0.offset)" }
-        #expect(keys.count == 120 && Set(keys).count == 120)
+        let positions = (firstEvents.messages + secondEvents.messages).map { "\($0.partition)@\($0.offset)" }
+        #expect(positions.count == 240 && Set(positions).count == 240)
+        #expect(secondEvents.messages.allSatisfy { text($0.value).hasPrefix("second") })
+        #expect(!secondEvents.messages.isEmpty && firstEvents.messages.count > 120, "both members did work")
 
         // The second member leaves: the first gets every partition back.
         await second.close(timeout: .seconds(10))

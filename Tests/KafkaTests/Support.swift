@@ -6,8 +6,10 @@ import Testing
 
 /// Quiet by default; `KAFKA_TEST_LOG=debug swift test …` to see librdkafka.
 let testLogger: Logger = {
+    guard let level = ProcessInfo.processInfo.environment["KAFKA_TEST_LOG"].flatMap({ Logger.Level(rawValue: $0) })
+    else { return Logger(label: "KafkaTests", factory: { _ in SwiftLogNoOpLogHandler() }) }
     var logger = Logger(label: "KafkaTests")
-    logger.logLevel = ProcessInfo.processInfo.environment["KAFKA_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+    logger.logLevel = level
     return logger
 }()
 
