@@ -37,7 +37,8 @@ struct SchedulerBench: AsyncParsableCommand {
             return
         }
         ProcessMemory.limitMallocArenas()
-        let command = "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
+        let command =
+            "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
             + "--partitions \(partitions)"
         print("command: \(command)")
         let child = Process()
@@ -158,7 +159,9 @@ struct SchedulerBench: AsyncParsableCommand {
             let burst = stats.burst()
             print(
                 "burst: \(accounts) jobs published in \(String(format: "%.2f", burst.seconds)) s = "
-                    + "\(Int(Double(accounts) / burst.seconds)) jobs/s (all due at once; clock jump to last acknowledgement)")
+                    + "\(Int(Double(accounts) / burst.seconds)) jobs/s "
+                    + "(all due at once; clock jump to last acknowledgement)"
+            )
             // Let the clock-jumped schedule settle onto its next ticks before measuring the steady phase.
             try await Task.sleep(for: .seconds(2))
             // Steady phase.
@@ -295,7 +298,9 @@ private final class BenchStats: Sendable {
                 guard !values.isEmpty else { return "n/a" }
                 return String(format: "%.1f", values[min(values.count - 1, Int(Double(values.count) * p))])
             }
-            return (lags.count, percentile(lags, 0.5), percentile(lags, 0.99), percentile(lags, 1.0), percentile(acks, 0.99))
+            return (
+                lags.count, percentile(lags, 0.5), percentile(lags, 0.99), percentile(lags, 1.0), percentile(acks, 0.99)
+            )
         }
     }
 }

@@ -76,12 +76,12 @@ enum ProcessMemory {
     /// another: with a million accounts that kept RSS ~130 MB higher. Call before starting threads.
     static func limitMallocArenas() {
         #if os(Linux)
-        guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil,
-            let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "mallopt")
-        else { return }
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        let mArenaMax: Int32 = -8
-        _ = unsafeBitCast(symbol, to: Mallopt.self)(mArenaMax, 2)
+            guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil,
+                let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "mallopt")
+            else { return }
+            typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+            let mArenaMax: Int32 = -8
+            _ = unsafeBitCast(symbol, to: Mallopt.self)(mArenaMax, 2)
         #endif
     }
 }

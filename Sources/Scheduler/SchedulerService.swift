@@ -1,6 +1,6 @@
 public import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 public import Kafka
 public import Logging
@@ -69,7 +69,8 @@ public final class SchedulerService: Service, Sendable {
     /// Components this service reports to readiness: its producer and its first loaded assignment.
     public static let readinessComponents = ["scheduler-producer", "scheduler-assignment"]
 
-    /// - Parameter readiness: Told when the producer is up and the first assignment is loaded (``readinessComponents``).
+    /// - Parameter readiness: Told when the producer is up and the first assignment is loaded
+    ///   (``readinessComponents``).
     public init(
         configuration: SchedulerConfiguration, logger: Logger,
         readiness: (@Sendable (_ component: String, _ ready: Bool) -> Void)? = nil
@@ -102,7 +103,8 @@ public final class SchedulerService: Service, Sendable {
         if consumerKafka.properties["queued.max.messages.kbytes"] == nil {
             consumerKafka.properties["queued.max.messages.kbytes"] = "8192"
         }
-        let sessionMillis = configuration.sessionTimeout.components.seconds * 1000
+        let sessionMillis =
+            configuration.sessionTimeout.components.seconds * 1000
             + configuration.sessionTimeout.components.attoseconds / 1_000_000_000_000_000
         let consumer: KafkaConsumer
         do {
@@ -167,7 +169,9 @@ public final class SchedulerService: Service, Sendable {
                 updateOwnedGauge()
                 logger.info(
                     "partitions revoked",
-                    metadata: ["partitions": "\(partitions.map(\.partition).sorted())", "accountsDropped": "\(dropped)"])
+                    metadata: [
+                        "partitions": "\(partitions.map(\.partition).sorted())", "accountsDropped": "\(dropped)",
+                    ])
             case .messages(let messages):
                 apply(messages, skippingLoaded: true)
             }
@@ -194,9 +198,9 @@ public final class SchedulerService: Service, Sendable {
         state.withLock { $0.core.forgetParked() }
         updateOwnedGauge()
         #if canImport(Glibc)
-        // Loading parsed every record of the partitions and freed the buffers again; glibc keeps such freed memory
-        // in its per-thread arenas, so hand it back to the system or RSS stays at the loading peak.
-        Self.releaseFreedMemory()
+            // Loading parsed every record of the partitions and freed the buffers again; glibc keeps such freed memory
+            // in its per-thread arenas, so hand it back to the system or RSS stays at the loading peak.
+            Self.releaseFreedMemory()
         #endif
         logger.info(
             "partitions assigned and loaded",
@@ -231,7 +235,8 @@ public final class SchedulerService: Service, Sendable {
         do {
             return .success(
                 try await readPartitionToEnd(
-                    configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts, partition: partition,
+                    configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts,
+                    partition: partition,
                     isolationLevel: .readCommitted, timeout: configuration.loadTimeout, logger: logger))
         } catch {
             return .failure(error)
@@ -297,12 +302,12 @@ public final class SchedulerService: Service, Sendable {
     }
 
     #if canImport(Glibc)
-    /// glibc's `malloc_trim(0)`, looked up at run time because the Glibc module does not export `malloc.h`.
-    private static func releaseFreedMemory() {
-        guard let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "malloc_trim") else { return }
-        typealias MallocTrim = @convention(c) (Int) -> Int32
-        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
-    }
+        /// glibc's `malloc_trim(0)`, looked up at run time because the Glibc module does not export `malloc.h`.
+        private static func releaseFreedMemory() {
+            guard let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "malloc_trim") else { return }
+            typealias MallocTrim = @convention(c) (Int) -> Int32
+            _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        }
     #endif
 
     // MARK: - Firing
@@ -387,7 +392,9 @@ extension KafkaConfiguration {
         if copy.properties["group.id"] == nil { copy.properties["group.id"] = "activity-sync-partition-reader" }
         // Bound the prefetch queue (librdkafka's default is 64 MB per client) so loading a million accounts
         // does not hold a partition's worth of bytes twice.
-        if copy.properties["queued.max.messages.kbytes"] == nil { copy.properties["queued.max.messages.kbytes"] = "4096" }
+        if copy.properties["queued.max.messages.kbytes"] == nil {
+            copy.properties["queued.max.messages.kbytes"] = "4096"
+        }
         return copy
     }
 }

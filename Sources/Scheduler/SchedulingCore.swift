@@ -91,9 +91,9 @@ public struct SchedulingPolicy: Sendable {
 ///
 /// ## Memory
 /// One 64-byte slot per account in a contiguous array, every ciphertext base64-decoded back to back in one
-/// buffer (the integration, key id and algorithm are interned), a `[String: Int32]` index and a binary min-heap of 16-byte
-/// entries (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped (their
-/// generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
+/// buffer (the integration, key id and algorithm are interned), a `[String: Int32]` index and a binary min-heap of
+/// 16-byte entries (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped
+/// (their generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
 public struct SchedulingCore: Sendable {
     public let policy: SchedulingPolicy
 
@@ -118,7 +118,8 @@ public struct SchedulingCore: Sendable {
         private var flags: UInt8
 
         init(
-            accountId: String, partition: Int32, kind: Int32, expression: Int32, ciphertext: (offset: UInt32, length: UInt16),
+            accountId: String, partition: Int32, kind: Int32, expression: Int32,
+            ciphertext: (offset: UInt32, length: UInt16),
             ciphertextIsBase64: Bool, spreadHash: UInt64, enabled: Bool, generation: UInt32, pendingTick: Int64?,
             pendingIsCatchUp: Bool, lastFiredTick: Int64?, live: Bool
         ) {
@@ -417,7 +418,8 @@ public struct SchedulingCore: Sendable {
 
     private func due(tick: Int64, slot: Slot, expression: CronExpression? = nil) -> Int64 {
         let expression = expression ?? expressions[Int(slot.expression)]
-        let maxSpreadMillis = Int64(policy.maxSpread.components.seconds) * 1000
+        let maxSpreadMillis =
+            Int64(policy.maxSpread.components.seconds) * 1000
             + policy.maxSpread.components.attoseconds / 1_000_000_000_000_000
         let gapMillis: Int64
         if let next = expression.nextSecond(after: tick) {

@@ -8,7 +8,7 @@ import SyncModel
 import Testing
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// Two `activity-sync scheduler` processes on one embedded cluster; one is killed with SIGKILL.
@@ -40,7 +40,8 @@ struct SchedulerTakeoverTests {
         var logger = Logger(label: "test")
         logger.logLevel = .error
         let sealer = Sealer(current: .random(id: "k1"))
-        let client = AccountsTopicClient(kafka: KafkaConfiguration(bootstrapServers: bootstrap), topics: topics, logger: logger)
+        let client = AccountsTopicClient(
+            kafka: KafkaConfiguration(bootstrapServers: bootstrap), topics: topics, logger: logger)
         let ids = (1...8).map { "acct-\($0)" }
         for id in ids { try await client.put(try account(id, sealer: sealer, token: token)) }
 
