@@ -246,7 +246,8 @@ struct ResyncAccount: AsyncParsableCommand {
     }
 }
 
-/// Looks the account up on the accounts topic and publishes a job for it with scheduledAt = now.
+/// Looks the account up on the accounts topic and publishes a job for it: for `enqueue` the job of its latest
+/// tick, for `resync` a one-off job scheduled now.
 func enqueueJob(kafka options: SchedulerKafkaOptions, accountId: String, since: Date?) async throws -> SyncJob {
     let client = AccountsTopicClient(
         kafka: try options.kafka(), topics: options.topics, logger: commandLogger("accounts"))
@@ -254,8 +255,20 @@ func enqueueJob(kafka options: SchedulerKafkaOptions, accountId: String, since: 
     guard let account = snapshot.accounts[accountId] else {
         throw SchedulerError.unknownAccount(accountId, topic: options.topics.accounts)
     }
-    // Whole seconds, like the scheduler's ticks, so the job id reads the same way.
-    let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+    let now: Date
+    if since == nil, let expression = try? CronExpression(account.settings.schedule.frequency),
+        let tick = SchedulingCore.latestTick(expression, atOrBefore: Int64(Date().timeIntervalSince1970))
+    {
+        // `enqueue` stands in for the scheduler: the job of the account's latest tick, with the scheduler's id,
+        // so a repeat (or a scheduler that also fired it) is recognised as the same job.
+        now = Date(timeIntervalSince1970: TimeInterval(tick))
+    } else {
+        // A resync is its own job: milliseconds, never a whole second, so its id can never equal a tick's id
+        // (which a worker would take for a duplicate fire and skip).
+        var millis = (Date().timeIntervalSince1970 * 1000).rounded(.down)
+        if millis.truncatingRemainder(dividingBy: 1000) == 0 { millis += 1 }
+        now = Date(timeIntervalSince1970: millis / 1000)
+    }
     let job = SyncJob(
         accountId: account.accountId, integration: account.integration, scheduledAt: now, since: since,
         sealedConfig: account.sealedConfig)

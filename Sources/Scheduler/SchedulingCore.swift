@@ -402,8 +402,11 @@ public struct SchedulingCore: Sendable {
         return ticks.previous
     }
 
+    /// The latest tick of `expression` at or before `time` (seconds since the epoch), e.g. for `enqueue` to publish
+    /// the very job (same id) a scheduler fires for that tick.
+    ///
     /// Searches backwards with a doubling window; cron expressions only know how to go forwards.
-    static func latestTick(_ expression: CronExpression, atOrBefore time: Int64) -> Int64? {
+    public static func latestTick(_ expression: CronExpression, atOrBefore time: Int64) -> Int64? {
         var window: Int64 = 1
         let horizon = Int64(CronExpression.searchHorizonYears) * 366 * 86_400
         while window <= horizon {
