@@ -385,11 +385,9 @@ struct SchedulerMetrics: Sendable {
 }
 
 extension KafkaConfiguration {
-    /// librdkafka 2.0.2 refuses `rd_kafka_assign` on a consumer without `group.id` (`_UNKNOWN_GROUP`), even though
-    /// a partition read joins no group and commits nothing; give it one unless the caller did.
+    /// The configuration for reading whole account partitions at load time.
     var forPartitionReads: KafkaConfiguration {
         var copy = self
-        if copy.properties["group.id"] == nil { copy.properties["group.id"] = "activity-sync-partition-reader" }
         // Bound the prefetch queue (librdkafka's default is 64 MB per client) so loading a million accounts
         // does not hold a partition's worth of bytes twice.
         if copy.properties["queued.max.messages.kbytes"] == nil {

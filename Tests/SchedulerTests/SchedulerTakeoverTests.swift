@@ -85,8 +85,7 @@ struct SchedulerTakeoverTests {
         let stoppedAt = Date()
         #expect(await second.stop() == 0, "graceful shutdown exits 0")
 
-        // (librdkafka 2.0.2 wants a group.id even for a plain partition read.)
-        let readConfiguration = KafkaConfiguration(bootstrapServers: bootstrap, properties: ["group.id": "test-reader"])
+        let readConfiguration = KafkaConfiguration(bootstrapServers: bootstrap)
         func readAll(_ topic: String) async throws -> [ConsumerMessage] {
             var all: [ConsumerMessage] = []
             for partition in Int32(0)..<4 {

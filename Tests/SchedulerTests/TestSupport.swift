@@ -89,7 +89,7 @@ struct TestCluster {
         for partition in 0..<partitions {
             all += try await readPartitionToEnd(
                 configuration: KafkaConfiguration(
-                    bootstrapServers: cluster.bootstrapServers, properties: ["group.id": "test-reader"]),
+                    bootstrapServers: cluster.bootstrapServers),
                 topic: topic, partition: partition, isolationLevel: .readUncommitted,
                 timeout: .seconds(20), logger: logger)
         }
