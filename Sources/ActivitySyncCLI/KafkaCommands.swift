@@ -80,7 +80,7 @@ struct TopicsCreateCommand: AsyncParsableCommand {
     var topicPrefix: String = "activity-sync"
 
     func run() async throws {
-        guard let servers = bootstrap ?? ProcessInfo.processInfo.environment["ACTIVITY_SYNC_BOOTSTRAP"] else {
+        guard let servers = bootstrap ?? ProcessInfo.processInfo.environment["ACTIVITY_SYNC_BOOTSTRAP"], !servers.isEmpty else {
             throw ValidationError("give --bootstrap HOST:PORT or set ACTIVITY_SYNC_BOOTSTRAP")
         }
         let logger = Logger(label: "activity-sync.topics")
