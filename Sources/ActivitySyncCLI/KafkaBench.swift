@@ -34,6 +34,12 @@ struct KafkaBenchCommand: AsyncParsableCommand {
     @Option(help: "Records per send() call of the binding.")
     var batch: Int = 10_000
 
+    @Option(help: "send() calls of the binding in flight at once.")
+    var inFlight: Int = 8
+
+    @Option(help: "Idempotent producer (activity-sync's default; kcat's default is not idempotent).")
+    var idempotent: Bool = true
+
     @Option(help: "The kcat executable.")
     var kcat: String = "kcat"
 
@@ -50,22 +56,23 @@ struct KafkaBenchCommand: AsyncParsableCommand {
             try cluster.createTopic(topic, partitions: partitions)
         }
         let command =
-            "activity-sync bench kafka --messages \(messages) --size \(size) --partitions \(partitions) --brokers \(brokers) --batch \(batch)"
+            "activity-sync bench kafka --messages \(messages) --size \(size) --partitions \(partitions) --brokers \(brokers) --batch \(batch) --in-flight \(inFlight) --idempotent \(idempotent)"
         print("command: \(command)")
         print("bootstrap.servers=\(cluster.bootstrapServers)")
 
         let bindingProduce = try await produceWithBinding(cluster, logger: logger)
         let bindingConsume = try await consumeWithBinding(cluster, logger: logger)
         let kcatProduce = try produceWithKcat(cluster)
-        let kcatConsume = try consumeWithKcat(cluster)
+        let kcatRetained = try await retainedRecords(cluster, topic: "bench-kcat", logger: logger)
+        var kcatConsume = try consumeWithKcat(cluster)
+        kcatConsume.count = kcatRetained
         await cluster.close()
 
-        let megabytes = Double(messages * size) / 1_000_000
         func row(_ name: String, _ produce: Measurement, _ consume: Measurement) -> String {
             String(
                 format: "| %@ | %.0f | %.1f | %.0f | %.1f |", name,
-                Double(produce.count) / produce.seconds, megabytes / produce.seconds,
-                Double(consume.count) / consume.seconds, megabytes / consume.seconds)
+                Double(produce.count) / produce.seconds, Double(produce.count * size) / 1e6 / produce.seconds,
+                Double(consume.count) / consume.seconds, Double(consume.count * size) / 1e6 / consume.seconds)
         }
         print("")
         print("| Tool | Produce msgs/s | Produce MB/s | Consume msgs/s | Consume MB/s |")
@@ -78,6 +85,9 @@ struct KafkaBenchCommand: AsyncParsableCommand {
                 kcatConsume.seconds / bindingConsume.seconds))
         print("")
         print("\(messages) records × \(size) bytes, \(partitions) partitions, \(brokers) mock broker(s).")
+        print(
+            "Consumed: \(bindingConsume.count) (binding) and \(kcatConsume.count) (kcat) records, all the mock retained "
+                + "(it keeps at most ~5 MB / 100k records per partition).")
         print("kcat produce: kcat -P -b <bootstrap> -t bench-kcat < file-with-\(messages)-lines")
         print("kcat consume: kcat -C -b <bootstrap> -t bench-kcat -e -o beginning -q > /dev/null")
     }
@@ -85,7 +95,8 @@ struct KafkaBenchCommand: AsyncParsableCommand {
     /// Idempotent producer with our defaults; a few `send` batches in flight so the queue never runs dry.
     func produceWithBinding(_ cluster: EmbeddedKafkaCluster, logger: Logger) async throws -> Measurement {
         var configuration = ProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers))
-        configuration.maxQueuedMessages = max(100_000, batch * 8)
+        configuration.maxQueuedMessages = max(100_000, batch * inFlight)
+        configuration.idempotent = idempotent
         let producer = try KafkaProducer(configuration: configuration, logger: logger)
         let value = [UInt8](repeating: UInt8(ascii: "x"), count: size)
         let batchSize = batch
@@ -101,7 +112,7 @@ struct KafkaBenchCommand: AsyncParsableCommand {
                 group.addTask { try await producer.send(records).count }
                 sent += count
                 inFlight += 1
-                if inFlight >= 4 {
+                if inFlight >= self.inFlight {
                     _ = try await group.next()
                     inFlight -= 1
                 }
@@ -121,6 +132,7 @@ struct KafkaBenchCommand: AsyncParsableCommand {
         configuration.maxBatchSize = 10_000
         configuration.isolationLevel = .readUncommitted
         let consumer = try KafkaConsumer(configuration: configuration, logger: logger)
+        let target = try await retainedRecords(cluster, topic: "bench-binding", logger: logger)
         try consumer.subscribe(topics: ["bench-binding"])
         var start = ContinuousClock.now
         var count = 0
@@ -135,14 +147,29 @@ struct KafkaBenchCommand: AsyncParsableCommand {
             case .revoked, .lost:
                 break
             }
-            if count >= messages { break }
+            if count >= target { break }
         }
         let seconds = (ContinuousClock.now - start).seconds
         await consumer.close()
-        guard bytes == messages * size else {
-            throw ValidationError("binding consumed \(count) records / \(bytes) bytes, expected \(messages * size)")
+        guard bytes == target * size else {
+            throw ValidationError("binding consumed \(count) records / \(bytes) bytes, expected \(target * size)")
         }
         return Measurement(seconds: seconds, count: count)
+    }
+
+    /// Records the mock still holds (it trims each partition to ~5 MB / 100k records).
+    func retainedRecords(_ cluster: EmbeddedKafkaCluster, topic: String, logger: Logger) async throws -> Int {
+        let probe = try KafkaConsumer(
+            configuration: ConsumerConfiguration(
+                kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), groupId: "bench-probe"),
+            logger: logger)
+        var total = 0
+        for partition in 0..<partitions {
+            let marks = try await probe.watermarks(topic: topic, partition: partition, timeout: .seconds(10))
+            total += Int(marks.high - marks.low)
+        }
+        await probe.close()
+        return total
     }
 
     func produceWithKcat(_ cluster: EmbeddedKafkaCluster) throws -> Measurement {

@@ -67,12 +67,19 @@ final class DeliveryTicket {
     }
 
     /// The delivery-report callback's work (poll thread).
-    static func complete(_ message: UnsafePointer<rd_kafka_message_t>) {
+    static func complete(_ message: UnsafePointer<rd_kafka_message_t>, rk: OpaquePointer?) {
         guard let opaque = message.pointee._private else { return }
         let ticket = Unmanaged<DeliveryTicket>.fromOpaque(opaque).takeRetainedValue()
         let err = message.pointee.err
-        let error: KafkaError? =
-            err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError.from(err, code: .delivery, context: "delivery failed")
+        var error: KafkaError?
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            error = KafkaError.from(err, code: .delivery, context: "delivery failed")
+            // After a fatal error (e.g. fenced) every delivery fails; say so, so callers recreate the producer.
+            if let rk, rd_kafka_fatal_error(rk, nil, 0) != RD_KAFKA_RESP_ERR_NO_ERROR {
+                error?.isFatal = true
+                error?.isRetriable = false
+            }
+        }
         ticket.batch.complete(
             index: ticket.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)
     }
@@ -82,6 +89,9 @@ final class DeliveryTicket {
 final class ProducerCore: Sendable {
     let client: RDKafkaClient
     let pollThread: PollThread
+    /// Topic handles by name: producing through a handle skips librdkafka's per-record topic lookup (a write
+    /// lock and a list scan), which costs a lot at high rates. Destroyed before the client.
+    private let topics = Mutex<[String: UnsafeHandle]>([:])
 
     init(properties: [(String, String)], logger: Logger, statisticsHandler: (@Sendable (String) -> Void)?)
         throws(KafkaError)
@@ -106,9 +116,16 @@ final class ProducerCore: Sendable {
             let outcome: EnqueueOutcome
             do {
                 outcome = try client.withHandle("send") { (rk) throws(KafkaError) -> EnqueueOutcome in
+                    var cachedName = ""
+                    var cachedTopic: OpaquePointer?
                     while next < records.count {
+                        let record = records[next]
+                        if cachedTopic == nil || record.topic != cachedName {
+                            cachedName = record.topic
+                            cachedTopic = topicHandle(rk, record.topic)
+                        }
                         let ticket = Unmanaged.passRetained(DeliveryTicket(batch: batch, index: next))
-                        if let error = Self.enqueue(records[next], rk: rk, opaque: ticket.toOpaque()) {
+                        if let error = Self.enqueue(record, rk: rk, topic: cachedTopic!, opaque: ticket.toOpaque()) {
                             ticket.release()
                             if error.librdkafkaCode == RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue {
                                 return .queueFull
@@ -138,6 +155,25 @@ final class ProducerCore: Sendable {
         return try await batch.wait()
     }
 
+    private func topicHandle(_ rk: OpaquePointer, _ name: String) -> OpaquePointer {
+        let rk = UnsafeHandle(pointer: rk)
+        return topics.withLock { topics -> UnsafeHandle in
+            if let handle = topics[name] { return handle }
+            let handle = UnsafeHandle(pointer: rd_kafka_topic_new(rk.pointer, name, nil)!)
+            topics[name] = handle
+            return handle
+        }.pointer
+    }
+
+    /// Releases the topic handles; only while closing, after the last `send` left the handle.
+    private func destroyTopicHandles() {
+        let handles = topics.withLock { topics in
+            defer { topics = [:] }
+            return Array(topics.values)
+        }
+        for handle in handles { rd_kafka_topic_destroy(handle.pointer) }
+    }
+
     private enum EnqueueOutcome {
         case done
         case queueFull
@@ -149,7 +185,9 @@ final class ProducerCore: Sendable {
     nonisolated(unsafe) private static let emptyPayload: UnsafeMutableRawPointer = .allocate(byteCount: 1, alignment: 1)
 
     /// `rd_kafka_produceva` (the variadic `producev` is not callable from Swift); copies key, value and headers.
-    static func enqueue(_ record: ProducerRecord, rk: OpaquePointer, opaque: UnsafeMutableRawPointer) -> KafkaError? {
+    static func enqueue(
+        _ record: ProducerRecord, rk: OpaquePointer, topic: OpaquePointer, opaque: UnsafeMutableRawPointer
+    ) -> KafkaError? {
         var headers: OpaquePointer?
         if !record.headers.isEmpty {
             let list = rd_kafka_headers_new(record.headers.count)!
@@ -164,8 +202,7 @@ final class ProducerCore: Sendable {
             }
             headers = list
         }
-        let error: OpaquePointer? = record.topic.withCString { topic in
-            withBytes(record.key) { key, keyLength in
+        let error: OpaquePointer? = withBytes(record.key) { key, keyLength in
                 withBytes(record.value) { value, valueLength in
                     withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 7) { buffer in
                         var count = 0
@@ -175,7 +212,7 @@ final class ProducerCore: Sendable {
                             buffer.initializeElement(at: count, to: vu)
                             count += 1
                         }
-                        add { $0.vtype = RD_KAFKA_VTYPE_TOPIC; $0.u.cstr = topic }
+                        add { $0.vtype = RD_KAFKA_VTYPE_RKT; $0.u.rkt = topic }
                         add {
                             $0.vtype = RD_KAFKA_VTYPE_PARTITION
                             $0.u.i32 = record.partition ?? RD_KAFKA_PARTITION_UA
@@ -195,7 +232,6 @@ final class ProducerCore: Sendable {
                         return rd_kafka_produceva(rk, buffer.baseAddress, count)
                     }
                 }
-            }
         }
         guard let error else { return nil }  // librdkafka owns the headers now
         if let headers { rd_kafka_headers_destroy(headers) }
@@ -224,7 +260,8 @@ final class ProducerCore: Sendable {
     func close(timeout: Duration) async {
         let flushTimeout = timeout * 0.7
         let logger = client.logger
-        await client.destroy(timeout: timeout, pollThread: pollThread) { rk in
+        await client.destroy(timeout: timeout, pollThread: pollThread) { [self] rk in
+            defer { destroyTopicHandles() }
             if rd_kafka_flush(rk, flushTimeout.timeoutMilliseconds) != RD_KAFKA_RESP_ERR_NO_ERROR {
                 logger.warning(
                     "closing the producer with \(rd_kafka_outq_len(rk)) records undelivered; they fail with a purge error")
