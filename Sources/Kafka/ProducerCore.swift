@@ -3,73 +3,104 @@ import Logging
 import Synchronization
 
 /// Collects the delivery reports of one `send` call and resumes its caller once all of them arrived.
-final class DeliveryBatch: Sendable {
+///
+/// Built for high rates: one allocation per batch (not per record), per-record results written to disjoint
+/// slots, and one atomic decrement per delivery report; the lock is taken only for errors and the final hand-off.
+// @unchecked Sendable: `partitions`/`offsets` slot i is written only by the delivery report of record i (exactly
+// once), and read by the waiter only after `remaining` reached 0 (acquire/release ordering); the rest is behind
+// `state`.
+final class DeliveryBatch: @unchecked Sendable {
+    /// What librdkafka carries as each record's opaque: the (unretained) batch and the record's index.
+    struct Slot {
+        var batch: UnsafeMutableRawPointer
+        var index: Int
+    }
+
     private struct State {
-        var results: [RecordMetadata]
         var firstError: KafkaError?
-        var remaining: Int
+        var finished = false
         var continuation: CheckedContinuation<[RecordMetadata], any Error>?
     }
-    private let state: Mutex<State>
+
+    private let topics: [String]
+    private let partitions: UnsafeMutableBufferPointer<Int32>
+    private let offsets: UnsafeMutableBufferPointer<Int64>
+    private let slots: UnsafeMutableBufferPointer<Slot>
+    private let remaining: Atomic<Int>
+    private let state = Mutex(State())
 
     init(records: [ProducerRecord]) {
-        state = Mutex(
-            State(
-                results: records.map { RecordMetadata(topic: $0.topic, partition: -1, offset: -1) },
-                firstError: nil, remaining: records.count, continuation: nil))
+        topics = records.map(\.topic)
+        partitions = .allocate(capacity: records.count)
+        partitions.initialize(repeating: -1)
+        offsets = .allocate(capacity: records.count)
+        offsets.initialize(repeating: -1)
+        slots = .allocate(capacity: records.count)
+        remaining = Atomic(records.count)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        for index in 0..<records.count {
+            slots.initializeElement(at: index, to: Slot(batch: me, index: index))
+        }
+    }
+
+    deinit {
+        partitions.deallocate()
+        offsets.deallocate()
+        slots.deallocate()
+    }
+
+    /// The opaque for record `index`. Valid while the batch lives: the sender holds it until every report came.
+    func opaque(for index: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(slots.baseAddress! + index)
     }
 
     /// Called on the poll thread for each delivery report, or by the sender for a record it could not enqueue.
     func complete(index: Int, partition: Int32, offset: Int64, error: KafkaError?) {
-        let finished = state.withLock { state -> (CheckedContinuation<[RecordMetadata], any Error>, State)? in
-            state.results[index].partition = partition
-            state.results[index].offset = offset
-            if let error, state.firstError == nil { state.firstError = error }
-            state.remaining -= 1
-            guard state.remaining == 0, let continuation = state.continuation else { return nil }
-            state.continuation = nil
-            return (continuation, state)
+        partitions[index] = partition
+        offsets[index] = offset
+        if let error {
+            state.withLock { if $0.firstError == nil { $0.firstError = error } }
         }
-        if let (continuation, final) = finished {
-            Self.resume(continuation, with: final)
+        guard remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        let (continuation, error) = state.withLock { state in
+            state.finished = true
+            defer { state.continuation = nil }
+            return (state.continuation, state.firstError)
         }
+        if let continuation { resume(continuation, error: error) }
     }
 
     /// Waits for every record's delivery report.
     func wait() async throws -> [RecordMetadata] {
         try await withCheckedThrowingContinuation { continuation in
-            let ready = state.withLock { state -> State? in
-                if state.remaining == 0 { return state }
+            let ready: (Bool, KafkaError?) = state.withLock { state in
+                if state.finished { return (true, state.firstError) }
                 state.continuation = continuation
-                return nil
+                return (false, nil)
             }
-            if let ready { Self.resume(continuation, with: ready) }
+            if ready.0 { resume(continuation, error: ready.1) }
         }
     }
 
-    private static func resume(_ continuation: CheckedContinuation<[RecordMetadata], any Error>, with state: State) {
-        if let error = state.firstError {
+    private func resume(_ continuation: CheckedContinuation<[RecordMetadata], any Error>, error: KafkaError?) {
+        if let error {
             continuation.resume(throwing: error)
-        } else {
-            continuation.resume(returning: state.results)
+            return
         }
-    }
-}
-
-/// The per-message opaque handed to librdkafka: which batch and which record a delivery report belongs to.
-final class DeliveryTicket {
-    let batch: DeliveryBatch
-    let index: Int
-
-    init(batch: DeliveryBatch, index: Int) {
-        self.batch = batch
-        self.index = index
+        _ = remaining.load(ordering: .acquiring)
+        var results: [RecordMetadata] = []
+        results.reserveCapacity(topics.count)
+        for index in 0..<topics.count {
+            results.append(RecordMetadata(topic: topics[index], partition: partitions[index], offset: offsets[index]))
+        }
+        continuation.resume(returning: results)
     }
 
     /// The delivery-report callback's work (poll thread).
     static func complete(_ message: UnsafePointer<rd_kafka_message_t>, rk: OpaquePointer?) {
         guard let opaque = message.pointee._private else { return }
-        let ticket = Unmanaged<DeliveryTicket>.fromOpaque(opaque).takeRetainedValue()
+        let slot = opaque.assumingMemoryBound(to: Slot.self).pointee
+        let batch = Unmanaged<DeliveryBatch>.fromOpaque(slot.batch).takeUnretainedValue()
         let err = message.pointee.err
         var error: KafkaError?
         if err != RD_KAFKA_RESP_ERR_NO_ERROR {
@@ -80,8 +111,7 @@ final class DeliveryTicket {
                 error?.isRetriable = false
             }
         }
-        ticket.batch.complete(
-            index: ticket.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)
+        batch.complete(index: slot.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)
     }
 }
 
@@ -124,9 +154,7 @@ final class ProducerCore: Sendable {
                             cachedName = record.topic
                             cachedTopic = topicHandle(rk, record.topic)
                         }
-                        let ticket = Unmanaged.passRetained(DeliveryTicket(batch: batch, index: next))
-                        if let error = Self.enqueue(record, rk: rk, topic: cachedTopic!, opaque: ticket.toOpaque()) {
-                            ticket.release()
+                        if let error = Self.enqueue(record, rk: rk, topic: cachedTopic!, opaque: batch.opaque(for: next)) {
                             if error.librdkafkaCode == RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue {
                                 return .queueFull
                             }

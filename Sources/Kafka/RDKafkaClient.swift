@@ -83,7 +83,7 @@ final class RDKafkaClient: Sendable {
         if callbacks.contains(.deliveryReports) {
             rd_kafka_conf_set_dr_msg_cb(conf) { rk, message, _ in
                 guard let message else { return }
-                DeliveryTicket.complete(message, rk: rk)
+                DeliveryBatch.complete(message, rk: rk)
             }
         }
         if callbacks.contains(.rebalance) {
