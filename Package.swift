@@ -68,6 +68,8 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -118,7 +120,7 @@ let package = Package(
         // Helpers for our own tests: deadlines, child processes of the built binary.
         .target(
             name: "ActivitySyncTesting",
-            dependencies: ["Kafka", "SyncModel"],
+            dependencies: ["Kafka", "SyncModel", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "ActivitySyncTesting"], swiftSettings: swiftSettings),
@@ -132,7 +134,12 @@ let package = Package(
         ),
         .testTarget(
             name: "GitHubSimulatorTests",
-            dependencies: ["GitHubSimulator", "ActivitySyncTesting"],
+            dependencies: [
+                "GitHubSimulator", "ActivitySyncTesting",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -150,6 +157,6 @@ let package = Package(
             dependencies: ["Kafka", "SyncModel", "Sealing", "GitHubSimulator", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting", "SyncModel"], swiftSettings: swiftSettings),
     ]
 )

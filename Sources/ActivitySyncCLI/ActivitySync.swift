@@ -6,6 +6,10 @@ struct ActivitySync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "activity-sync",
         abstract: "Keeps a knowledge graph fed with what happens in people's GitHub accounts.",
-        subcommands: [KafkaCommand.self, TopicsCommand.self, BenchCommand.self]
+        subcommands: [
+            DevCommand.self, SchedulerCommand.self, WorkerCommand.self, AccountsCommand.self, EnqueueCommand.self,
+            TailCommand.self, TopicsCommand.self, KafkaCommand.self, IntegrationCommand.self,
+            GitHubSimulatorCommand.self, BenchCommand.self,
+        ]
     )
 }

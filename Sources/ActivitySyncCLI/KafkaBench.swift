@@ -8,7 +8,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks; each prints the command and a markdown table of what it measured.",
-        subcommands: [KafkaBenchCommand.self]
+        subcommands: [KafkaBenchCommand.self, GitHubBench.self, SchedulerBench.self, WorkerBench.self]
     )
 }
 

@@ -119,14 +119,39 @@ public struct StateRecord: Codable, Sendable, Hashable {
     public var lastJob: JobMarker?
     public var updatedAt: Date
     public var data: JSONValue
+    /// What the worker learned about the account's credentials (a refreshed token pair, a rejected token).
+    public var credentials: CredentialState?
 
-    public init(accountId: String, integration: String, lastJob: JobMarker?, updatedAt: Date, data: JSONValue) {
+    public init(
+        accountId: String, integration: String, lastJob: JobMarker?, updatedAt: Date, data: JSONValue,
+        credentials: CredentialState? = nil
+    ) {
         self.type = "state"
         self.accountId = accountId
         self.integration = integration
         self.lastJob = lastJob
         self.updatedAt = updatedAt
         self.data = data
+        self.credentials = credentials
+    }
+}
+
+/// The worker's memory of an account's credentials, kept in the state record because the jobs keep carrying
+/// the config from the accounts topic.
+///
+/// A refreshed token pair invalidates the old one, so until the accounts topic has the new pair the worker must
+/// use the one it saved here; a rejected token must not be retried every tick. Both apply only while the job
+/// still carries the same sealed config (`accountConfigTag`, the GCM tag at the end of its ciphertext, which is
+/// unique per sealing): re-importing the account replaces them.
+public struct CredentialState: Codable, Sendable, Hashable {
+    public var accountConfigTag: String
+    public var refreshed: SealedConfig?
+    public var rejected: Bool
+
+    public init(accountConfigTag: String, refreshed: SealedConfig? = nil, rejected: Bool = false) {
+        self.accountConfigTag = accountConfigTag
+        self.refreshed = refreshed
+        self.rejected = rejected
     }
 }
 

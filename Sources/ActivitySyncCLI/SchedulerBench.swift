@@ -1,0 +1,225 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import Logging
+import Scheduler
+import Sealing
+import ServiceLifecycle
+import Synchronization
+import SyncModel
+
+/// `activity-sync bench scheduler`: a million `*/5` accounts through a real scheduler on the embedded cluster.
+///
+/// The cluster (and the producer that fills the accounts topic) runs in a child process, so this process's
+/// RSS is the scheduler's alone. Loading fires one catch-up job per account at once — the publish-throughput
+/// phase — after which the accounts settle into the steady rate of N / 300 jobs per second, where the schedule
+/// lag (fire time − due time) is measured.
+struct SchedulerBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scheduler", abstract: "Benchmark the scheduler: load time, RSS, publish rate, schedule lag.")
+
+    @Option(help: "Number of accounts, all on `*/5 * * * *`.") var accounts = 1_000_000
+    @Option(help: "Seconds of the steady phase.") var steadySeconds = 60
+    /// The mock keeps at most ~5 MB and 100k records per partition, so a million ~450-byte accounts need ~100.
+    @Option(help: "Partitions of the accounts and jobs topics.") var partitions: Int32 = 128
+    @Flag(help: .hidden) var serveCluster = false
+    @Option(help: .hidden) var topicPrefix = "bench"
+
+    func run() async throws {
+        if serveCluster {
+            try await serve()
+            return
+        }
+        let command = "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
+            + "--partitions \(partitions)"
+        print("command: \(command)")
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+        child.arguments = [
+            "bench", "scheduler", "--serve-cluster", "--accounts", "\(accounts)", "--partitions", "\(partitions)",
+            "--topic-prefix", topicPrefix,
+        ]
+        let output = Pipe()
+        let input = Pipe()
+        child.standardOutput = output
+        child.standardInput = input
+        try child.run()
+        defer {
+            try? input.fileHandleForWriting.close()
+            child.terminate()
+            child.waitUntilExit()
+        }
+        var bootstrap: String?
+        var buffer = Data()
+        while bootstrap == nil {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { throw ValidationError("the cluster process exited before printing its address") }
+            buffer.append(chunk)
+            for line in String(decoding: buffer, as: UTF8.self).split(separator: "\n") {
+                if line.hasPrefix("bootstrap.servers=") { bootstrap = String(line.dropFirst(18)) }
+                if line.hasPrefix("produced ") { print("cluster: \(line)") }
+            }
+        }
+        try await measure(bootstrap: bootstrap!)
+    }
+
+    /// Child mode: the embedded cluster with the accounts topic filled, until stdin closes.
+    private func serve() async throws {
+        var logger = Logger(label: "bench.cluster")
+        logger.logLevel = .error
+        let cluster = try EmbeddedKafkaCluster(brokers: 1, logger: logger)
+        let topics = TopicNames(prefix: topicPrefix)
+        try cluster.createTopic(topics.accounts, partitions: partitions)
+        try cluster.createTopic(topics.jobs, partitions: partitions)
+        let started = ContinuousClock.now
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(
+                kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), linger: .milliseconds(20),
+                maxQueuedMessages: 1_000_000),
+            logger: logger)
+        let sealer = Sealer(current: .random(id: "bench"))
+        // A realistic sealed config: GitHub-sized access and refresh tokens.
+        let sealed = try sealer.seal([
+            "access_token": .string("gho_" + String(repeating: "a", count: 36)),
+            "refresh_token": .string("ghr_" + String(repeating: "b", count: 76)),
+        ])
+        let updatedAt = WireFormat.formatDate(Date())
+        var batch: [ProducerRecord] = []
+        for number in 0..<accounts {
+            let id = "acct-\(number)"
+            let value =
+                "{\"data\":{\"accountId\":\"\(id)\",\"integration\":\"github\",\"sealedConfig\":{\"algorithm\":"
+                + "\"AES-256-GCM\",\"ciphertext\":\"\(sealed.ciphertext)\",\"keyId\":\"bench\"},\"settings\":"
+                + "{\"enabled\":true,\"schedule\":{\"frequency\":\"*/5 * * * *\"},\"username\":\"user\(number)\"},"
+                + "\"updatedAt\":\"\(updatedAt)\"},\"type\":\"account\"}"
+            batch.append(ProducerRecord(topic: topics.accounts, key: Array(id.utf8), value: Array(value.utf8)))
+            if batch.count == 50_000 {
+                _ = try await producer.send(batch)
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        if !batch.isEmpty { _ = try await producer.send(batch) }
+        await producer.close(timeout: .seconds(30))
+        print("produced \(accounts) accounts in \(ContinuousClock.now - started)")
+        print("bootstrap.servers=\(cluster.bootstrapServers)")
+        fflush(nil)
+        // Serve until the parent closes our stdin.
+        let stdin = FileHandle.standardInput
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                _ = stdin.readDataToEndOfFile()
+                continuation.resume()
+            }
+        }
+        await cluster.close()
+    }
+
+    private func measure(bootstrap: String) async throws {
+        var logger = Logger(label: "bench.scheduler")
+        logger.logLevel = .warning
+        let stats = BenchStats(expectedCatchUps: accounts)
+        var configuration = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: bootstrap))
+        configuration.topics = TopicNames(prefix: topicPrefix)
+        configuration.groupId = "bench-scheduler"
+        configuration.sessionTimeout = .seconds(6)
+        configuration.onPublished = { jobs, firedAt, acknowledgedAt in stats.record(jobs, firedAt, acknowledgedAt) }
+        let service = SchedulerService(configuration: configuration, logger: logger)
+        let rssBefore = Self.memory("VmRSS")
+        let started = ContinuousClock.now
+        let startedDate = Date()
+        let group = ServiceGroup(configuration: .init(services: [service], logger: logger))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            // Load: until every account is owned.
+            while service.accountsOwned < accounts { try await Task.sleep(for: .milliseconds(50)) }
+            let loaded = ContinuousClock.now - started
+            let rssLoaded = Self.memory("VmRSS")
+            print("loaded \(accounts) accounts in \(loaded) (includes the ~3 s first group join)")
+            // Burst: one catch-up per account.
+            while stats.catchUpsAcknowledged < accounts { try await Task.sleep(for: .milliseconds(50)) }
+            let burst = stats.burst()
+            print(
+                "catch-up burst: \(accounts) jobs published in \(String(format: "%.2f", burst.seconds)) s = "
+                    + "\(Int(Double(accounts) / burst.seconds)) jobs/s (first fire to last acknowledgement)")
+            // Steady phase.
+            stats.startSteady()
+            try await Task.sleep(for: .seconds(steadySeconds))
+            let steady = stats.steady()
+            let rssEnd = Self.memory("VmRSS")
+            let peak = Self.memory("VmHWM")
+            print(
+                "steady: \(steady.count) jobs in \(steadySeconds) s = \(steady.count / max(1, steadySeconds)) jobs/s; "
+                    + "schedule lag p50 \(steady.lagP50) ms, p99 \(steady.lagP99) ms, max \(steady.lagMax) ms; "
+                    + "publish ack p99 \(steady.ackP99) ms")
+            print(
+                "RSS: before \(rssBefore / 1024) MB, loaded \(rssLoaded / 1024) MB, end \(rssEnd / 1024) MB, "
+                    + "peak \(peak / 1024) MB")
+            _ = startedDate
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+
+    /// A `/proc/self/status` field in kB.
+    static func memory(_ field: String) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix(field + ":") {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
+        }
+        return 0
+    }
+}
+
+/// Collects what the scheduler published, from its publishing tasks.
+private final class BenchStats: Sendable {
+    private struct State {
+        var catchUps = 0
+        var firstFire: Date?
+        var lastCatchUpAck: Date?
+        var steadyStarted = false
+        var lags: [Double] = []
+        var acks: [Double] = []
+    }
+
+    private let state = Mutex(State())
+    let expectedCatchUps: Int
+
+    init(expectedCatchUps: Int) { self.expectedCatchUps = expectedCatchUps }
+
+    func record(_ jobs: [DueJob], _ firedAt: Date, _ acknowledgedAt: Date) {
+        state.withLock { state in
+            if state.firstFire == nil { state.firstFire = firedAt }
+            let catchUps = jobs.count(where: \.isCatchUp)
+            state.catchUps += catchUps
+            if catchUps > 0 { state.lastCatchUpAck = acknowledgedAt }
+            guard state.steadyStarted else { return }
+            let ack = acknowledgedAt.timeIntervalSince(firedAt) * 1000
+            for job in jobs where !job.isCatchUp {
+                state.lags.append(firedAt.timeIntervalSince(job.dueAt) * 1000)
+                state.acks.append(ack)
+            }
+        }
+    }
+
+    var catchUpsAcknowledged: Int { state.withLock { $0.catchUps } }
+
+    func burst() -> (seconds: Double, Void) {
+        state.withLock { state in
+            ((state.lastCatchUpAck ?? Date()).timeIntervalSince(state.firstFire ?? Date()), ())
+        }
+    }
+
+    func startSteady() { state.withLock { $0.steadyStarted = true } }
+
+    func steady() -> (count: Int, lagP50: String, lagP99: String, lagMax: String, ackP99: String) {
+        state.withLock { state in
+            let lags = state.lags.sorted()
+            let acks = state.acks.sorted()
+            func percentile(_ values: [Double], _ p: Double) -> String {
+                guard !values.isEmpty else { return "n/a" }
+                return String(format: "%.1f", values[min(values.count - 1, Int(Double(values.count) * p))])
+            }
+            return (lags.count, percentile(lags, 0.5), percentile(lags, 0.99), percentile(lags, 1.0), percentile(acks, 0.99))
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Scheduler
+import ServiceLifecycle
+import Telemetry
+
+/// `activity-sync scheduler`: one member of the scheduler group; run several for availability.
+struct SchedulerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scheduler",
+        abstract: "Fire every account's sync jobs on its cron schedule, sharing the accounts with other schedulers.")
+
+    @OptionGroup var kafka: SchedulerKafkaOptions
+    @OptionGroup var sealing: SealingKeyOptions
+
+    @Option(help: "Name of this scheduler in logs and Kafka client ids (default: the host name).")
+    var id: String?
+
+    @Option(help: "Serve /healthz, /readyz and /metrics on this port (0 picks one).")
+    var metricsPort: Int?
+
+    @Option(help: "Milliseconds without heartbeat after which a scheduler's accounts move to the others.")
+    var sessionTimeoutMs = 10_000
+
+    @Option(help: "Consumer group shared by the schedulers of one deployment.")
+    var group = "activity-sync-scheduler"
+
+    @Option(help: "Integrations accounts may use (comma-separated).")
+    var integrations = "github"
+
+    @Option(help: .hidden) var clockOffsetMs = 0
+
+    func run() async throws {
+        let name = id ?? ProcessInfo.processInfo.hostName
+        var logger = Logger(label: "activity-sync.scheduler")
+        logger[metadataKey: "scheduler"] = "\(name)"
+        let registry = MetricsBootstrap.prometheus()
+        let readiness = Readiness(components: SchedulerService.readinessComponents)
+
+        var configuration = SchedulerConfiguration(kafka: try kafka.kafka(clientId: "activity-sync-\(name)"))
+        configuration.topics = kafka.topics
+        configuration.groupId = group
+        configuration.sessionTimeout = .milliseconds(sessionTimeoutMs)
+        configuration.clockOffset = .milliseconds(clockOffsetMs)
+        configuration.validator = AccountValidator(
+            knownIntegrations: Set(integrations.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }),
+            sealer: try sealing.sealer(required: false))
+
+        let scheduler = SchedulerService(configuration: configuration, logger: logger) { component, ready in
+            readiness.set(component, ready: ready)
+        }
+        var services: [any Service] = [scheduler]
+        if let metricsPort {
+            let telemetry = TelemetryServer(
+                configuration: TelemetryConfiguration(port: metricsPort), readiness: readiness, registry: registry,
+                logger: logger)
+            services.append(telemetry)
+            Task {
+                let port = await telemetry.boundPort()
+                print("metrics=http://127.0.0.1:\(port)/metrics")
+                fflush(nil)
+            }
+        }
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

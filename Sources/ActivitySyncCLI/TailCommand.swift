@@ -1,0 +1,124 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import Logging
+import SyncModel
+
+/// `activity-sync tail TOPIC`: a read_committed console consumer printing one JSON object per record.
+struct TailCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tail",
+        abstract: "Print committed records of one of activity-sync's topics, one JSON object per line.")
+
+    enum Topic: String, ExpressibleByArgument, CaseIterable {
+        case activities, state, jobs, dlq, accounts, status
+    }
+
+    @Argument(help: "activities, state, jobs, dlq, accounts or status.")
+    var topic: Topic
+
+    @Option(help: "Kafka bootstrap servers (or env ACTIVITY_SYNC_BOOTSTRAP).")
+    var bootstrap: String?
+
+    @Flag(name: .customLong("from-beginning"), help: "Start at the oldest record instead of the newest.")
+    var fromBeginning = false
+
+    @Option(help: "Exit after this many records.")
+    var max: Int?
+
+    @Option(name: .customLong("idle-timeout"), help: "Exit after this many seconds without a new record.")
+    var idleTimeout: Double?
+
+    @Option(name: .customLong("topic-prefix"), help: "Topic name prefix.")
+    var topicPrefix = "activity-sync"
+
+    func run() async throws {
+        guard let bootstrap = bootstrap ?? ProcessInfo.processInfo.environment["ACTIVITY_SYNC_BOOTSTRAP"] else {
+            throw ValidationError("--bootstrap (or ACTIVITY_SYNC_BOOTSTRAP) is required")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        let logger = Logger(label: "activity-sync.tail")
+        let names = TopicNames(prefix: topicPrefix)
+        let topicName: String =
+            switch topic {
+            case .activities: names.activities
+            case .state: names.state
+            case .jobs: names.jobs
+            case .dlq: names.deadLetters
+            case .accounts: names.accounts
+            case .status: names.status
+            }
+        // A throwaway group: nothing is committed, so tailing never moves anyone's position.
+        let consumer = try KafkaConsumer(
+            configuration: ConsumerConfiguration(
+                kafka: KafkaConfiguration(bootstrapServers: bootstrap, clientId: "activity-sync-tail"),
+                groupId: "activity-sync-tail-\(UUID().uuidString)", isolationLevel: .readCommitted,
+                autoOffsetReset: fromBeginning ? .earliest : .latest, sessionTimeout: .seconds(6)),
+            logger: logger)
+        try consumer.subscribe(topics: [topicName])
+        let printed = LockedValue(0)
+        let lastActivity = LockedValue(ContinuousClock.now)
+        let limit = max
+        let idle = idleTimeout
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await event in consumer.events {
+                    guard case .messages(let messages) = event else { continue }
+                    var out = ""
+                    for message in messages {
+                        out += TailCommand.line(for: message) + "\n"
+                        if let limit, printed.withLock({ $0 += 1; return $0 }) >= limit { break }
+                    }
+                    FileHandle.standardOutput.write(Data(out.utf8))
+                    lastActivity.withLock { $0 = ContinuousClock.now }
+                    if let limit, printed.withLock({ $0 }) >= limit { return }
+                }
+            }
+            if let idle {
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: .milliseconds(100))
+                        if ContinuousClock.now - lastActivity.withLock({ $0 }) >= .milliseconds(Int64(idle * 1000)) { return }
+                    }
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+        await consumer.close(timeout: .seconds(5))
+    }
+
+    static func line(for message: ConsumerMessage) -> String {
+        var headers: [String: JSONValue] = [:]
+        for header in message.headers {
+            headers[header.key] = header.value.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null
+        }
+        let value: JSONValue
+        if let bytes = message.value {
+            value = (try? WireFormat.decode(JSONValue.self, from: bytes)) ?? .string(String(decoding: bytes, as: UTF8.self))
+        } else {
+            value = .null
+        }
+        let object: JSONValue = [
+            "topic": .string(message.topic), "partition": .number(Double(message.partition)),
+            "offset": .number(Double(message.offset)),
+            "key": message.key.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null,
+            "headers": .object(headers), "value": value,
+        ]
+        return (try? WireFormat.encode(object)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}
+
+/// A value shared between the printing and idle-watching tasks.
+final class LockedValue<Value: Sendable>: @unchecked Sendable {
+    // @unchecked: every access goes through `lock`.
+    private let lock = NSLock()
+    private var stored: Value
+
+    init(_ value: Value) { stored = value }
+    func withLock<Result>(_ body: (inout Value) -> Result) -> Result { lock.withLock { body(&stored) } }
+}

@@ -1,0 +1,140 @@
+import ArgumentParser
+import Foundation
+import GitHub
+import Kafka
+import Logging
+import Sealing
+import ServiceLifecycle
+import SyncModel
+import Telemetry
+import Worker
+
+/// `activity-sync worker`: one member of the worker group.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Consume sync jobs, run them against GitHub, and write activities and state to Kafka.")
+
+    @Option(help: "Kafka bootstrap servers (or env ACTIVITY_SYNC_BOOTSTRAP).")
+    var bootstrap: String?
+
+    @Option(help: "Worker id; its transactional.id is activity-sync-worker-ID. Keep it stable across restarts.")
+    var id: String?
+
+    @Option(help: "Accounts synced at the same time.")
+    var concurrency = 64
+
+    @Option(name: .customLong("github-url"), help: "GitHub API base URL.")
+    var githubURL = "https://api.github.com"
+
+    @Option(help: "exactly-once (transactions) or at-least-once.")
+    var delivery = DeliveryMode.exactlyOnce.rawValue
+
+    @Option(name: .customLong("metrics-port"), help: "Serve /healthz, /readyz and /metrics on this port.")
+    var metricsPort: Int?
+
+    @Option(
+        name: .customLong("sealing-key-file"),
+        help: "File with the base64 sealing key(s) (or env ACTIVITY_SYNC_SEALING_KEY_FILE).")
+    var sealingKeyFile: String?
+
+    @Option(name: .customLong("commit-interval-ms"), help: "Longest wait before output is committed.")
+    var commitIntervalMs = 100
+
+    @Option(name: .customLong("session-timeout-ms"), help: "Consumer group session timeout.")
+    var sessionTimeoutMs = 10_000
+
+    @Option(name: .customLong("shutdown-timeout-s"), help: "On SIGTERM/SIGINT, how long in-flight jobs may finish.")
+    var shutdownTimeoutS = 20
+
+    @Option(name: .customLong("topic-prefix"), help: "Topic name prefix.")
+    var topicPrefix = "activity-sync"
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard DeliveryMode(rawValue: delivery) != nil else {
+            throw ValidationError("--delivery must be exactly-once or at-least-once")
+        }
+        guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
+        guard commitIntervalMs > 0 else { throw ValidationError("--commit-interval-ms must be positive") }
+    }
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let bootstrap = bootstrap ?? environment["ACTIVITY_SYNC_BOOTSTRAP"], !bootstrap.isEmpty else {
+            throw ValidationError("--bootstrap (or ACTIVITY_SYNC_BOOTSTRAP) is required")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "activity-sync.worker")
+        let sealer: Sealer
+        do {
+            guard let loaded = try Sealer.load(keyFile: sealingKeyFile, environment: environment) else {
+                throw ValidationError("--sealing-key-file (or ACTIVITY_SYNC_SEALING_KEY_FILE) is required")
+            }
+            sealer = loaded
+        } catch let error as SealingError {
+            throw ValidationError("\(error)")
+        }
+        let workerId = id ?? Self.defaultId()
+        let registry = MetricsBootstrap.prometheus()
+        let readiness = Readiness(components: ["worker"])
+        var configuration = WorkerConfiguration(
+            kafka: KafkaConfiguration(bootstrapServers: bootstrap, clientId: "activity-sync-worker-\(workerId)"),
+            workerId: workerId)
+        configuration.topics = TopicNames(prefix: topicPrefix)
+        configuration.concurrency = concurrency
+        configuration.delivery = DeliveryMode(rawValue: delivery) ?? .exactlyOnce
+        configuration.commitInterval = .milliseconds(commitIntervalMs)
+        configuration.sessionTimeout = .milliseconds(sessionTimeoutMs)
+        configuration.shutdownDeadline = .seconds(shutdownTimeoutS)
+        configuration.onReadinessChange = { ready in readiness.set("worker", ready: ready) }
+
+        var github = GitHubConfiguration()
+        github.baseURL = githubURL
+        let integrations = IntegrationRegistry([GitHubIntegration(configuration: github, logger: logger)])
+        let worker = WorkerService(
+            configuration: configuration, integrations: integrations, sealer: sealer, logger: logger)
+        var services: [any Service] = [worker]
+        if let metricsPort {
+            let telemetry = TelemetryServer(
+                configuration: TelemetryConfiguration(port: metricsPort), readiness: readiness, registry: registry,
+                logger: logger)
+            services.append(telemetry)
+            Task {
+                let port = await telemetry.boundPort()
+                print("metrics=http://127.0.0.1:\(port)/metrics")
+                fflush(nil)
+            }
+        }
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        print("worker \(workerId) starting: delivery=\(configuration.delivery.rawValue) bootstrap=\(bootstrap)")
+        fflush(nil)
+        do {
+            try await group.run()
+        } catch let error as WorkerError {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(error.isFenced ? 3 : 1)
+        } catch let error as ServiceGroupError {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        print("worker \(workerId) stopped")
+        fflush(nil)
+    }
+
+    static func defaultId() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
+        return host.isEmpty ? "worker" : host
+    }
+}
+
+

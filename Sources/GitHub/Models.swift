@@ -1,0 +1,158 @@
+import Foundation
+
+// The slices of GitHub's REST payloads the sync reads. Everything GitHub may omit or null is optional, and
+// unknown fields are ignored, so new fields (or removed ones such as `assignee` under newer API versions) don't
+// break decoding. Timestamps stay strings: notification ids embed `updated_at` exactly as GitHub sent it.
+
+struct GitHubAccount: Decodable, Sendable, Hashable {
+    var login: String
+    var id: Int
+    var name: String?
+    var email: String?
+    var type: String?
+    var html_url: String?
+}
+
+struct GitHubRepositoryRef: Decodable, Sendable, Hashable {
+    var id: Int?
+    var name: String?
+    var full_name: String
+    var html_url: String?
+    var `private`: Bool?
+    var owner: GitHubAccountRef?
+}
+
+struct GitHubAccountRef: Decodable, Sendable, Hashable {
+    var login: String
+    var id: Int?
+}
+
+/// A notification thread (`GET /notifications`, `GET /notifications/threads/{id}`).
+struct NotificationThread: Decodable, Sendable, Hashable {
+    struct Subject: Decodable, Sendable, Hashable {
+        var title: String?
+        var url: String?
+        var latest_comment_url: String?
+        var type: String
+    }
+
+    var id: String
+    var repository: GitHubRepositoryRef
+    var subject: Subject
+    var reason: String
+    var unread: Bool?
+    var updated_at: String
+    var last_read_at: String?
+    var url: String?
+}
+
+/// The parts of an issue or pull request (`/issues/{n}`, `/pulls/{n}`) that the texts use.
+struct IssueOrPull: Decodable, Sendable, Hashable {
+    struct PullRequestLink: Decodable, Sendable, Hashable {
+        var url: String?
+        var html_url: String?
+    }
+
+    var id: Int?
+    var number: Int
+    var title: String
+    var state: String?
+    var html_url: String?
+    var url: String?
+    var body: String?
+    var user: GitHubAccountRef?
+    var assignee: GitHubAccountRef?
+    var assignees: [GitHubAccountRef]?
+    var pull_request: PullRequestLink?
+    var merged: Bool?
+    var draft: Bool?
+    var state_reason: String?
+    var closed_at: String?
+    var created_at: String?
+    var updated_at: String?
+}
+
+/// An issue comment or a pull-request review comment (`/issues/comments/{id}`, `/pulls/comments/{id}`).
+struct GitHubComment: Decodable, Sendable, Hashable {
+    var id: Int
+    var body: String?
+    var user: GitHubAccountRef?
+    var html_url: String?
+    var url: String?
+    var created_at: String?
+    var updated_at: String?
+    var author_association: String?
+    var path: String?
+    var in_reply_to_id: Int?
+}
+
+/// One entry of `GET /users/{username}/events`. `payload` differs per `type`; only the kept types are read.
+struct GitHubEvent: Decodable, Sendable, Hashable {
+    struct RepoRef: Decodable, Sendable, Hashable {
+        var id: Int?
+        var name: String
+        var url: String?
+    }
+
+    struct Payload: Decodable, Sendable, Hashable {
+        var action: String?
+        var number: Int?
+        var pull_request: IssueOrPull?
+        var issue: IssueOrPull?
+        var comment: GitHubComment?
+    }
+
+    var id: String
+    var type: String?
+    var actor: GitHubAccountRef?
+    var repo: RepoRef
+    var payload: Payload?
+    var `public`: Bool?
+    var created_at: String?
+    var org: GitHubAccountRef?
+}
+
+/// The `{message, errors?, documentation_url?}` body of GitHub's error responses.
+struct GitHubErrorBody: Decodable, Sendable, Hashable {
+    struct FieldError: Decodable, Sendable, Hashable {
+        var resource: String?
+        var code: String?
+        var field: String?
+        var message: String?
+    }
+
+    var message: String
+    var errors: [FieldError]?
+    var documentation_url: String?
+}
+
+/// `GET /rate_limit`.
+struct RateLimitOverview: Decodable, Sendable, Hashable {
+    struct Resource: Decodable, Sendable, Hashable {
+        var limit: Int
+        var used: Int
+        var remaining: Int
+        var reset: Int
+    }
+
+    var resources: [String: Resource]
+    var rate: Resource?
+}
+
+/// `GET /search/issues`.
+struct IssueSearchResult: Decodable, Sendable, Hashable {
+    var total_count: Int
+    var incomplete_results: Bool
+    var items: [IssueOrPull]
+}
+
+/// What GitHub's OAuth token endpoint answers. Errors come back as HTTP 200 with `error` set.
+struct OAuthTokenResponse: Decodable, Sendable {
+    var access_token: String?
+    var refresh_token: String?
+    var token_type: String?
+    var scope: String?
+    var expires_in: Int?
+    var error: String?
+    var error_description: String?
+}

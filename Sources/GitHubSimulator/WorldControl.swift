@@ -1,0 +1,170 @@
+public import Foundation
+
+/// Test control: put specific things into the world at specific times. All of it is thread-safe.
+extension GitHubSimulator {
+    /// Adds a notification thread for `login` and returns its id.
+    ///
+    /// For `Issue`/`PullRequest` subjects the issue `repo#number` is reused when it exists (its title then stays),
+    /// otherwise created with `title`, authored by `actor`. With `commentBody`, `actor` also comments and the
+    /// thread's `latest_comment_url` names that comment (`reviewComment` makes it a pull request review comment).
+    /// Other subject types (`Release`, `Discussion`, `CheckSuite`, …) get no fetchable subject.
+    /// - Parameters:
+    ///   - number: nil allocates a new number in `repo`.
+    ///   - state: the subject's state when it is created (`open` or `closed`).
+    ///   - at: the thread's `updated_at` (whole seconds); a future time hides the thread until then.
+    /// - Returns: the thread id, as the API sends it.
+    /// - Throws: `SimulatorError` for an unknown login.
+    @discardableResult
+    public func addNotification(
+        for login: String, reason: String, subjectType: String = "Issue", repo: String = "acme-labs/sim-tests",
+        number: Int? = nil, title: String = "Simulated issue", actor: String = "ada-sim", commentBody: String? = nil,
+        reviewComment: Bool = false, state: String = "open", at: Date = Date()
+    ) throws -> String {
+        let user = try accountIndex(login)
+        let time = Timestamp.seconds(at)
+        let now = Timestamp.now()
+        return world.withLock { world in
+            world.materialize(user, now: now)
+            let seq = world.nextSeq()
+            let repoIndex = world.repoIndex(named: repo)
+            var thread = NotificationThread(
+                id: IdSpace.thread + seq, user: user, reason: reason, subjectType: subjectType, subject: nil,
+                repo: repoIndex, title: title, latest: .none, updatedAt: time)
+            if subjectType == "Issue" || subjectType == "PullRequest" {
+                let number = number ?? world.allocateNumber(repo: repoIndex)
+                let key = SubjectKey(repo: repoIndex, number: number)
+                if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repoIndex, now: now) }
+                let author = world.person(login: actor)
+                world.makeSubject(
+                    key: key, seq: seq, isPullRequest: subjectType == "PullRequest", title: title,
+                    body: "\(title) — reported by \(actor).", author: author, state: state,
+                    merged: state == "closed" && subjectType == "PullRequest", createdAt: min(time, now) - 60,
+                    updatedAt: time)
+                thread.subject = key
+                thread.title = world.subjects[key]?.title ?? title
+                if let commentBody {
+                    let commentId = IdSpace.comment + seq
+                    world.addComment(
+                        id: commentId, to: key, isReview: reviewComment && subjectType == "PullRequest", author: author,
+                        body: commentBody, at: time)
+                    thread.latest = .comment(commentId)
+                } else {
+                    thread.latest = .subject
+                }
+            } else if subjectType == "Release" {
+                thread.releaseId = IdSpace.release + seq
+                thread.latest = .subject
+            }
+            if time <= now { world.noteListChange(user, now: now, previous: world.listLastModified(user, now: now)) }
+            world.insertThread(thread)
+            return String(thread.id)
+        }
+    }
+
+    /// Updates a thread's `updated_at` (so its activity id changes, as when GitHub bumps a thread), optionally
+    /// with a new comment by `actor` that `latest_comment_url` then names.
+    /// - Throws: `SimulatorError` for an unknown thread.
+    public func touchThread(
+        _ threadId: String, at: Date = Date(), commentBody: String? = nil, actor: String = "grace-sim"
+    ) throws {
+        let time = Timestamp.seconds(at)
+        try withThread(threadId) { world, thread in
+            let account = world.account(thread.user)
+            if let index = account.threadOrder.firstIndex(of: OrderKey(time: thread.updatedAt, id: thread.id)) {
+                account.threadOrder.remove(at: index)
+            }
+            thread.updatedAt = time
+            if let commentBody, let key = thread.subject {
+                let commentId = IdSpace.comment + world.nextSeq()
+                let isReview = false
+                world.addComment(
+                    id: commentId, to: key, isReview: isReview, author: world.person(login: actor), body: commentBody,
+                    at: time)
+                thread.latest = .comment(commentId)
+            }
+            account.threadOrder.insertSorted(OrderKey(time: thread.updatedAt, id: thread.id))
+        }
+    }
+
+    /// Makes a thread's `subject.url` and `latest_comment_url` name `host` (e.g. `localhost:PORT`, or a full origin
+    /// such as `https://127.0.0.1:PORT` for another scheme) instead of the simulator, to prove a client never sends
+    /// its token to a host it was not configured with. Such threads are left out of the ground truth.
+    public func setSubjectURLHost(threadId: String, host: String) throws {
+        try withThread(threadId) { _, thread in thread.foreignHost = host }
+    }
+
+    /// Same as `setSubjectURLHost(threadId:host:)`.
+    public func setSubjectHost(threadId: String, host: String) throws {
+        try setSubjectURLHost(threadId: threadId, host: host)
+    }
+
+    private func withThread(
+        _ threadId: String, _ change: (inout WorldState, inout NotificationThread) -> Void
+    ) throws {
+        guard let id = Int64(threadId) else { throw SimulatorError.unknownThread(threadId) }
+        let now = Timestamp.now()
+        let found = world.withLock { world -> Bool in
+            if world.threadOwner[id] == nil { world.materializeOwner(seq: id - IdSpace.thread, now: now) }
+            guard let user = world.threadOwner[id], var thread = world.account(user).threads[id] else { return false }
+            let previous = world.listLastModified(user, now: now)
+            let wasVisible = thread.updatedAt <= now
+            change(&world, &thread)
+            thread.cache = nil
+            world.account(user).threads[id] = thread
+            if wasVisible || thread.updatedAt <= now { world.noteListChange(user, now: now, previous: previous) }
+            return true
+        }
+        if !found { throw SimulatorError.unknownThread(threadId) }
+    }
+
+    /// Adds an event to `login`'s public timeline and returns its id.
+    ///
+    /// `PullRequestEvent`/`IssuesEvent` (default action `opened`) create the pull request / issue (authored by
+    /// `login`) unless `repo#number` exists; `IssueCommentEvent`/`PullRequestReviewCommentEvent` (default action
+    /// `created`) add a comment by `login` to it (created as an issue, or a pull request when `onPullRequest` or
+    /// for review comments). Any other type (`WatchEvent`, `PushEvent`, …) is noise with no subject.
+    /// - Throws: `SimulatorError` for an unknown login.
+    @discardableResult
+    public func addEvent(
+        for login: String, type: String, action: String? = nil, repo: String = "acme-labs/sim-tests",
+        number: Int? = nil, title: String = "Simulated change", commentBody: String = "Simulated comment",
+        onPullRequest: Bool = false, at: Date = Date()
+    ) throws -> String {
+        let user = try accountIndex(login)
+        let time = Timestamp.seconds(at)
+        let now = Timestamp.now()
+        return world.withLock { world in
+            world.materialize(user, now: now)
+            let seq = world.nextSeq()
+            let repoIndex = world.repoIndex(named: repo)
+            let person = world.account(user).person
+            var event = UserEvent(id: IdSpace.event + seq, user: user, type: type, repo: repoIndex, createdAt: time)
+            let isComment = type == "IssueCommentEvent" || type == "PullRequestReviewCommentEvent"
+            let hasSubject = isComment || type == "PullRequestEvent" || type == "IssuesEvent"
+            if hasSubject {
+                let isPullRequest =
+                    type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || onPullRequest
+                let number = number ?? world.allocateNumber(repo: repoIndex)
+                let key = SubjectKey(repo: repoIndex, number: number)
+                if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repoIndex, now: now) }
+                world.makeSubject(
+                    key: key, seq: seq, isPullRequest: isPullRequest, title: title, body: "\(title).",
+                    author: isComment ? world.person(login: "ada-sim") : person, createdAt: min(time, now) - 60,
+                    updatedAt: time)
+                event.action = action ?? (isComment ? "created" : "opened")
+                if isComment {
+                    let commentId = IdSpace.comment + seq
+                    world.addComment(
+                        id: commentId, to: key, isReview: type == "PullRequestReviewCommentEvent", author: person,
+                        body: commentBody, at: time)
+                    event.comment = world.comments[commentId]
+                }
+                event.subject = world.subjects[key]?.snapshot
+            } else {
+                event.action = action ?? (type == "WatchEvent" ? "started" : nil)
+            }
+            world.insertEvent(event)
+            return String(event.id)
+        }
+    }
+}

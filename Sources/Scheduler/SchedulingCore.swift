@@ -1,0 +1,465 @@
+public import Cron
+public import Foundation
+public import SyncModel
+
+/// What the scheduling core needs to know about one account.
+public struct ScheduledAccount: Sendable, Hashable {
+    public var accountId: String
+    /// The accounts-topic partition the account came from, so a revocation can drop exactly those accounts.
+    public var partition: Int32
+    public var integration: String
+    public var schedule: CronExpression
+    public var sealedConfig: SealedConfig
+    public var enabled: Bool
+
+    public init(
+        accountId: String, partition: Int32, integration: String, schedule: CronExpression,
+        sealedConfig: SealedConfig, enabled: Bool = true
+    ) {
+        self.accountId = accountId
+        self.partition = partition
+        self.integration = integration
+        self.schedule = schedule
+        self.sealedConfig = sealedConfig
+        self.enabled = enabled
+    }
+}
+
+/// A job the core decided to fire now.
+public struct DueJob: Sendable, Hashable {
+    public var accountId: String
+    public var partition: Int32
+    public var integration: String
+    /// The cron tick this job stands for; part of the job id, so every scheduler firing this tick agrees on it.
+    public var scheduledAt: Date
+    /// When the job was meant to go out: the tick plus the account's spread offset.
+    public var dueAt: Date
+    /// True for the one job fired after an account is (re)loaded to cover ticks nobody may have fired.
+    public var isCatchUp: Bool
+    public var sealedConfig: SealedConfig
+
+    public init(
+        accountId: String, partition: Int32, integration: String, scheduledAt: Date, dueAt: Date, isCatchUp: Bool,
+        sealedConfig: SealedConfig
+    ) {
+        self.accountId = accountId
+        self.partition = partition
+        self.integration = integration
+        self.scheduledAt = scheduledAt
+        self.dueAt = dueAt
+        self.isCatchUp = isCatchUp
+        self.sealedConfig = sealedConfig
+    }
+
+    /// The job as it goes on the jobs topic.
+    public var job: SyncJob {
+        SyncJob(accountId: accountId, integration: integration, scheduledAt: scheduledAt, sealedConfig: sealedConfig)
+    }
+}
+
+/// Tuning of the scheduling core.
+public struct SchedulingPolicy: Sendable {
+    /// The widest spread offset. An account fires at its tick plus a deterministic offset below
+    /// `min(gap to the next tick, maxSpread)`, so 100k `*/5` accounts spread over the five minutes instead of all
+    /// firing at :00, while an `@daily` account still syncs within the hour after midnight.
+    public var maxSpread: Duration = .seconds(3600)
+
+    public init(maxSpread: Duration = .seconds(3600)) { self.maxSpread = maxSpread }
+}
+
+/// The pure scheduling state of one scheduler: which accounts it owns and when each fires next.
+///
+/// No clock and no I/O — callers pass `now` — so tests drive it through days of ticks in milliseconds.
+///
+/// ## Catch-up after downtime
+/// The scheduler persists nothing. When an account is loaded (its partition was just assigned, after a start, a
+/// crash of another scheduler or a rebalance), the core cannot know whether its most recent due tick was fired.
+/// So it fires that one tick — the latest tick whose due time is not after `now` — immediately, as the catch-up,
+/// and then continues with the following ticks. Ticks before it are *not* fired: the worker reads everything
+/// since the account's state watermark, so one job covers any length of downtime. If the tick was in fact fired
+/// already (the previous owner fired it before dying), the catch-up is a duplicate with the same job id
+/// `{accountId}@{tick}`, which the worker recognises. Accounts that leave and come back to the same scheduler
+/// (an eager rebalance) remember what they fired and skip the catch-up when it would repeat it.
+///
+/// A job that becomes due while the scheduler is behind (a paused process) likewise fires once, for the latest
+/// due tick, not once per tick it slept through.
+///
+/// ## Changes
+/// An upserted account keeps its slot: a new sealed config is used by the next fire, a new schedule or a flip of
+/// `enabled` recomputes the next fire from `now`, and a removal discards the pending fire — all effective by the
+/// account's next tick.
+///
+/// ## Memory
+/// One slot per account in a contiguous array, a `[String: Int32]` index and a binary min-heap of 16-byte
+/// entries (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped (their
+/// generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
+public struct SchedulingCore: Sendable {
+    public let policy: SchedulingPolicy
+
+    private struct Slot: Sendable {
+        var accountId: String
+        var partition: Int32
+        var integration: String
+        var expression: Int32
+        var sealedConfig: SealedConfig
+        var spreadHash: UInt64
+        var enabled: Bool
+        var generation: UInt32
+        /// The tick the pending heap entry stands for (seconds since the epoch), or nil when nothing is pending.
+        var pendingTick: Int64?
+        var pendingIsCatchUp: Bool
+        /// The last tick fired (seconds), to skip a repeated catch-up.
+        var lastFiredTick: Int64?
+        var live: Bool
+    }
+
+    private struct HeapEntry: Sendable {
+        var dueMillis: Int64
+        var slot: Int32
+        var generation: UInt32
+    }
+
+    private var slots: [Slot] = []
+    private var freeSlots: [Int32] = []
+    private var index: [String: Int32] = [:]
+    private var heap: [HeapEntry] = []
+    private var expressions: [CronExpression] = []
+    private var expressionIndex: [String: Int32] = [:]
+    /// Last fired tick of accounts whose partition was revoked, consulted when they come back.
+    private var parked: [String: Int64] = [:]
+    /// Per expression: the latest tick at or before `now` and the one before it, computed once per `now`.
+    private var recentTicks: [Int32: (now: Int64, latest: Int64?, previous: Int64?)] = [:]
+
+    public init(policy: SchedulingPolicy = SchedulingPolicy()) {
+        self.policy = policy
+    }
+
+    /// Number of accounts owned (enabled or not).
+    public var count: Int { index.count }
+
+    /// Number of pending fires in the timer heap, including stale entries not yet discarded.
+    public var heapCount: Int { heap.count }
+
+    /// Reserves room for `capacity` accounts, to load a large partition without repeated reallocation.
+    public mutating func reserveCapacity(_ capacity: Int) {
+        slots.reserveCapacity(capacity)
+        index.reserveCapacity(capacity)
+        heap.reserveCapacity(capacity)
+    }
+
+    /// Whether the account is owned here.
+    public func contains(_ accountId: String) -> Bool { index[accountId] != nil }
+
+    /// The owned account ids, for tests and listings.
+    public var accountIds: [String] { Array(index.keys) }
+
+    /// When the account's next fire is due, or nil if it is not owned, disabled or never fires again.
+    public func nextDue(of accountId: String) -> Date? {
+        guard let slotIndex = index[accountId] else { return nil }
+        let slot = slots[Int(slotIndex)]
+        guard slot.enabled, let tick = slot.pendingTick else { return nil }
+        if slot.pendingIsCatchUp { return nil }
+        return Date(millis: due(tick: tick, slot: slot))
+    }
+
+    /// The earliest pending due time, so the caller knows how long it may sleep.
+    public mutating func earliestDue() -> Date? {
+        discardStaleTop()
+        return heap.first.map { Date(millis: $0.dueMillis) }
+    }
+
+    /// Adds or changes an account.
+    ///
+    /// A newly owned account gets the catch-up described on the type; a changed one keeps its progress.
+    public mutating func upsert(_ account: ScheduledAccount, now: Date) {
+        let nowMillis = now.millis
+        let expression = intern(account.schedule)
+        if let slotIndex = index[account.accountId] {
+            var slot = slots[Int(slotIndex)]
+            let scheduleChanged = slot.expression != expression || slot.enabled != account.enabled
+            let wasEnabled = slot.enabled
+            slot.partition = account.partition
+            slot.integration = account.integration
+            slot.sealedConfig = account.sealedConfig
+            slot.expression = expression
+            slot.enabled = account.enabled
+            slots[Int(slotIndex)] = slot
+            guard scheduleChanged else { return }
+            if account.enabled && !wasEnabled {
+                scheduleLoaded(slotIndex, nowMillis: nowMillis)
+            } else {
+                scheduleNext(slotIndex, after: nil, nowMillis: nowMillis)
+            }
+            return
+        }
+        let slot = Slot(
+            accountId: account.accountId, partition: account.partition, integration: account.integration,
+            expression: expression, sealedConfig: account.sealedConfig,
+            spreadHash: Self.spreadHash(account.accountId), enabled: account.enabled, generation: 0,
+            pendingTick: nil, pendingIsCatchUp: false, lastFiredTick: parked.removeValue(forKey: account.accountId),
+            live: true)
+        let slotIndex: Int32
+        if let free = freeSlots.popLast() {
+            slotIndex = free
+            let generation = slots[Int(free)].generation &+ 1
+            slots[Int(free)] = slot
+            slots[Int(free)].generation = generation
+        } else {
+            slotIndex = Int32(slots.count)
+            slots.append(slot)
+        }
+        index[account.accountId] = slotIndex
+        if account.enabled { scheduleLoaded(slotIndex, nowMillis: nowMillis) }
+    }
+
+    /// Stops scheduling an account (tombstone). Its pending fire is discarded.
+    @discardableResult
+    public mutating func remove(_ accountId: String) -> Bool {
+        guard let slotIndex = index.removeValue(forKey: accountId) else { return false }
+        release(slotIndex)
+        return true
+    }
+
+    /// Drops every account of these partitions (revocation), remembering what each fired last in case the
+    /// partition comes back. Returns how many accounts were dropped.
+    @discardableResult
+    public mutating func removePartitions(_ partitions: Set<Int32>) -> Int {
+        var dropped = 0
+        for slotIndex in slots.indices where slots[slotIndex].live && partitions.contains(slots[slotIndex].partition) {
+            let slot = slots[slotIndex]
+            if let fired = slot.lastFiredTick { parked[slot.accountId] = fired }
+            index.removeValue(forKey: slot.accountId)
+            release(Int32(slotIndex))
+            dropped += 1
+        }
+        return dropped
+    }
+
+    /// Forgets what revoked accounts fired; call once an assignment is fully loaded.
+    public mutating func forgetParked() { parked = [:] }
+
+    /// Removes and returns the jobs due at or before `now` (at most `limit`), scheduling each account's next tick.
+    public mutating func popDue(now: Date, limit: Int = .max) -> [DueJob] {
+        let nowMillis = now.millis
+        var jobs: [DueJob] = []
+        while jobs.count < limit, let top = heap.first, top.dueMillis <= nowMillis {
+            popHeap()
+            let slotIndex = top.slot
+            var slot = slots[Int(slotIndex)]
+            guard slot.live, slot.generation == top.generation, slot.enabled, let tick = slot.pendingTick else {
+                continue
+            }
+            jobs.append(
+                DueJob(
+                    accountId: slot.accountId, partition: slot.partition, integration: slot.integration,
+                    scheduledAt: Date(timeIntervalSince1970: TimeInterval(tick)), dueAt: Date(millis: top.dueMillis),
+                    isCatchUp: slot.pendingIsCatchUp, sealedConfig: slot.sealedConfig))
+            slot.lastFiredTick = tick
+            slot.pendingTick = nil
+            slots[Int(slotIndex)] = slot
+            scheduleNext(slotIndex, after: tick, nowMillis: nowMillis)
+        }
+        return jobs
+    }
+
+    // MARK: - Scheduling
+
+    /// Fires the latest due tick at once (unless this scheduler already fired it), then continues normally.
+    private mutating func scheduleLoaded(_ slotIndex: Int32, nowMillis: Int64) {
+        let slot = slots[Int(slotIndex)]
+        if let tick = latestDueTick(slot: slot, nowMillis: nowMillis), tick > (slot.lastFiredTick ?? .min) {
+            push(slotIndex, tick: tick, dueMillis: nowMillis, catchUp: true)
+        } else {
+            scheduleNext(slotIndex, after: slot.lastFiredTick, nowMillis: nowMillis)
+        }
+    }
+
+    /// Schedules the first tick after `after` whose due time is later than `now` (skipping ticks slept through).
+    private mutating func scheduleNext(_ slotIndex: Int32, after firedTick: Int64?, nowMillis: Int64) {
+        let slot = slots[Int(slotIndex)]
+        guard slot.enabled else {
+            invalidate(slotIndex)
+            return
+        }
+        let expression = expressions[Int(slot.expression)]
+        // Ticks are at least one second apart and the offset is below the gap, so every tick whose second is
+        // after now - maxSpread - 1 s could still be due in the future; start there to keep the loop short.
+        let floor = nowMillis / 1000 - Int64(policy.maxSpread.components.seconds) - 1
+        var from = max(firedTick ?? .min, floor)
+        var guardCount = 0
+        while let tick = expression.nextSecond(after: from) {
+            let due = due(tick: tick, slot: slot, expression: expression)
+            if due > nowMillis {
+                push(slotIndex, tick: tick, dueMillis: due, catchUp: false)
+                return
+            }
+            from = tick
+            guardCount += 1
+            if guardCount > 100_000 { break }
+        }
+        invalidate(slotIndex)
+    }
+
+    /// The latest tick whose due time is at or before now: the newest tick at or before now if its offset has
+    /// passed, else the one before it (whose due time is before the newest tick, hence before now).
+    private mutating func latestDueTick(slot: Slot, nowMillis: Int64) -> Int64? {
+        let nowSeconds = nowMillis / 1000
+        let ticks: (now: Int64, latest: Int64?, previous: Int64?)
+        if let cached = recentTicks[slot.expression], cached.now == nowSeconds {
+            ticks = cached
+        } else {
+            let expression = expressions[Int(slot.expression)]
+            let latest = Self.latestTick(expression, atOrBefore: nowSeconds)
+            let previous = latest.flatMap { Self.latestTick(expression, atOrBefore: $0 - 1) }
+            ticks = (nowSeconds, latest, previous)
+            recentTicks[slot.expression] = ticks
+        }
+        guard let latest = ticks.latest else { return nil }
+        if due(tick: latest, slot: slot) <= nowMillis { return latest }
+        return ticks.previous
+    }
+
+    /// Searches backwards with a doubling window; cron expressions only know how to go forwards.
+    static func latestTick(_ expression: CronExpression, atOrBefore time: Int64) -> Int64? {
+        var window: Int64 = 1
+        let horizon = Int64(CronExpression.searchHorizonYears) * 366 * 86_400
+        while window <= horizon {
+            if var tick = expression.nextSecond(after: time - window), tick <= time {
+                while let next = expression.nextSecond(after: tick), next <= time { tick = next }
+                return tick
+            }
+            window *= 2
+        }
+        return nil
+    }
+
+    private func due(tick: Int64, slot: Slot, expression: CronExpression? = nil) -> Int64 {
+        let expression = expression ?? expressions[Int(slot.expression)]
+        let maxSpreadMillis = Int64(policy.maxSpread.components.seconds) * 1000
+            + policy.maxSpread.components.attoseconds / 1_000_000_000_000_000
+        let gapMillis: Int64
+        if let next = expression.nextSecond(after: tick) {
+            gapMillis = min((next - tick) * 1000, maxSpreadMillis)
+        } else {
+            gapMillis = maxSpreadMillis
+        }
+        guard gapMillis > 0 else { return tick * 1000 }
+        return tick * 1000 + Int64(slot.spreadHash % UInt64(gapMillis))
+    }
+
+    /// The account's spread offset for a tick, exposed so tests and docs can show the spread.
+    public func spreadOffset(of accountId: String, tick: Date) -> Duration? {
+        guard let slotIndex = index[accountId] else { return nil }
+        let slot = slots[Int(slotIndex)]
+        let seconds = Int64(tick.timeIntervalSince1970.rounded(.down))
+        return .milliseconds(due(tick: seconds, slot: slot) - seconds * 1000)
+    }
+
+    /// FNV-1a over the id, finished with a splitmix64 round so `mod gap` is uniform. Stable across processes and
+    /// versions (unlike `Hasher`), which keeps every scheduler's offsets — and so its fire times — identical.
+    public static func spreadHash(_ accountId: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in accountId.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        hash = (hash ^ (hash >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        hash = (hash ^ (hash >> 27)) &* 0x94d0_49bb_1331_11eb
+        return hash ^ (hash >> 31)
+    }
+
+    private mutating func intern(_ expression: CronExpression) -> Int32 {
+        if let existing = expressionIndex[expression.source] { return existing }
+        let id = Int32(expressions.count)
+        expressions.append(expression)
+        expressionIndex[expression.source] = id
+        return id
+    }
+
+    private mutating func release(_ slotIndex: Int32) {
+        slots[Int(slotIndex)].live = false
+        slots[Int(slotIndex)].pendingTick = nil
+        slots[Int(slotIndex)].generation &+= 1
+        // Drop the heavy fields now rather than when the slot is reused.
+        slots[Int(slotIndex)].accountId = ""
+        slots[Int(slotIndex)].sealedConfig = SealedConfig(keyId: "", ciphertext: "")
+        freeSlots.append(slotIndex)
+        compactIfMostlyStale()
+    }
+
+    private mutating func invalidate(_ slotIndex: Int32) {
+        slots[Int(slotIndex)].pendingTick = nil
+        slots[Int(slotIndex)].generation &+= 1
+    }
+
+    // MARK: - Heap
+
+    private mutating func push(_ slotIndex: Int32, tick: Int64, dueMillis: Int64, catchUp: Bool) {
+        slots[Int(slotIndex)].generation &+= 1
+        slots[Int(slotIndex)].pendingTick = tick
+        slots[Int(slotIndex)].pendingIsCatchUp = catchUp
+        heap.append(HeapEntry(dueMillis: dueMillis, slot: slotIndex, generation: slots[Int(slotIndex)].generation))
+        siftUp(heap.count - 1)
+        compactIfMostlyStale()
+    }
+
+    private mutating func popHeap() {
+        let last = heap.removeLast()
+        if !heap.isEmpty {
+            heap[0] = last
+            siftDown(0)
+        }
+    }
+
+    private func isLive(_ entry: HeapEntry) -> Bool {
+        let slot = slots[Int(entry.slot)]
+        return slot.live && slot.generation == entry.generation && slot.pendingTick != nil
+    }
+
+    private mutating func discardStaleTop() {
+        while let top = heap.first, !isLive(top) { popHeap() }
+    }
+
+    private mutating func compactIfMostlyStale() {
+        guard heap.count > 1024, heap.count > 2 * index.count + 1024 else { return }
+        var entries = heap
+        heap = []
+        entries.removeAll { !isLive($0) }
+        heap = entries
+        // Floyd's heapify.
+        for position in stride(from: heap.count / 2 - 1, through: 0, by: -1) { siftDown(position) }
+    }
+
+    private mutating func siftUp(_ start: Int) {
+        var child = start
+        let entry = heap[child]
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard entry.dueMillis < heap[parent].dueMillis else { break }
+            heap[child] = heap[parent]
+            child = parent
+        }
+        heap[child] = entry
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var parent = start
+        let entry = heap[parent]
+        let count = heap.count
+        while true {
+            let left = 2 * parent + 1
+            guard left < count else { break }
+            let right = left + 1
+            let child = right < count && heap[right].dueMillis < heap[left].dueMillis ? right : left
+            guard heap[child].dueMillis < entry.dueMillis else { break }
+            heap[parent] = heap[child]
+            parent = child
+        }
+        heap[parent] = entry
+    }
+}
+
+extension Date {
+    var millis: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+    init(millis: Int64) { self.init(timeIntervalSince1970: TimeInterval(millis) / 1000) }
+}

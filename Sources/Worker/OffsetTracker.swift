@@ -1,0 +1,143 @@
+/// Which consumed offsets of the jobs topic may be committed.
+///
+/// Jobs of different accounts finish in any order, but a Kafka offset commit says "everything before this
+/// offset is done". Committing a later job's offset while an earlier one still runs would lose the earlier job
+/// on a crash, so only each partition's contiguous prefix of finished jobs is committable; jobs finished after
+/// a gap wait here until the gap closes.
+///
+/// Offsets are tracked in consumption order rather than by arithmetic, because a transactional topic has gaps
+/// (commit markers) that no job ever fills.
+public struct OffsetTracker: Sendable {
+    struct Partition: Sendable {
+        /// The position a crash would resume from: the last committed offset, or the first offset consumed
+        /// since assignment when nothing was committed yet.
+        var committed: Int64?
+        /// Consumed offsets not yet committed, oldest first, with whether the job finished.
+        var pending: [(offset: Int64, finished: Bool)] = []
+        var pendingStart = 0
+        /// Highest offset consumed, to ignore redelivery of offsets we already hold.
+        var lastConsumed: Int64?
+
+        var inFlight: Int { pending.count - pendingStart }
+    }
+
+    private var partitions: [Int32: Partition] = [:]
+
+    public init() {}
+
+    /// Starts tracking a newly assigned partition.
+    public mutating func assign(_ partition: Int32) {
+        partitions[partition] = Partition()
+    }
+
+    /// Stops tracking partitions that moved to another worker; their unfinished jobs are no longer ours.
+    public mutating func revoke(_ revoked: some Sequence<Int32>) {
+        for partition in revoked { partitions[partition] = nil }
+    }
+
+    public var assignedPartitions: [Int32] { partitions.keys.sorted() }
+
+    public func isAssigned(_ partition: Int32) -> Bool { partitions[partition] != nil }
+
+    /// Records that the job at `offset` was taken from the topic.
+    ///
+    /// - Returns: false when the offset is not new (redelivered before a seek took effect, or the partition is
+    ///   not assigned); the caller must then drop the message.
+    @discardableResult
+    public mutating func consumed(partition: Int32, offset: Int64) -> Bool {
+        guard var state = partitions[partition] else { return false }
+        if let last = state.lastConsumed, offset <= last { return false }
+        if state.committed == nil { state.committed = offset }
+        state.lastConsumed = offset
+        state.pending.append((offset, false))
+        partitions[partition] = state
+        return true
+    }
+
+    /// Records that the job at `offset` is done (its output is ready to be written).
+    public mutating func finished(partition: Int32, offset: Int64) {
+        guard var state = partitions[partition] else { return }
+        // Jobs finish roughly in order, so search from the oldest pending entry.
+        var index = state.pendingStart
+        while index < state.pending.count {
+            if state.pending[index].offset == offset {
+                state.pending[index].finished = true
+                break
+            }
+            index += 1
+        }
+        partitions[partition] = state
+    }
+
+    /// The offset to commit for each partition whose committable prefix moved past the committed position:
+    /// the last contiguous finished offset + 1.
+    public func committable() -> [Int32: Int64] {
+        var result: [Int32: Int64] = [:]
+        for (partition, state) in partitions {
+            if let next = Self.nextCommit(state), next != state.committed { result[partition] = next }
+        }
+        return result
+    }
+
+    /// The committable position of one partition, or nil when nothing new finished in order.
+    public func committable(partition: Int32) -> Int64? {
+        guard let state = partitions[partition], let next = Self.nextCommit(state), next != state.committed else {
+            return nil
+        }
+        return next
+    }
+
+    private static func nextCommit(_ state: Partition) -> Int64? {
+        var index = state.pendingStart
+        var last: Int64?
+        while index < state.pending.count, state.pending[index].finished {
+            last = state.pending[index].offset
+            index += 1
+        }
+        return last.map { $0 + 1 }
+    }
+
+    /// Records a successful commit: the offsets before each position are done for good.
+    public mutating func committed(_ offsets: [Int32: Int64]) {
+        for (partition, position) in offsets {
+            guard var state = partitions[partition] else { continue }
+            while state.pendingStart < state.pending.count, state.pending[state.pendingStart].offset < position {
+                state.pendingStart += 1
+            }
+            // Compact now and then so the array does not grow with the partition's history.
+            if state.pendingStart > 1024, state.pendingStart * 2 > state.pending.count {
+                state.pending.removeFirst(state.pendingStart)
+                state.pendingStart = 0
+            }
+            if state.committed.map({ position > $0 }) ?? true { state.committed = position }
+            partitions[partition] = state
+        }
+    }
+
+    /// Forgets everything consumed after the committed position, as after an aborted transaction.
+    ///
+    /// - Returns: the offset to seek the consumer to, or nil when nothing was consumed since assignment (the
+    ///   consumer's own position is then still right).
+    public mutating func rewind(partition: Int32) -> Int64? {
+        guard var state = partitions[partition], let committed = state.committed else { return nil }
+        state.pending = []
+        state.pendingStart = 0
+        state.lastConsumed = committed - 1
+        partitions[partition] = state
+        return committed
+    }
+
+    /// Jobs consumed but not yet committed, per partition (in flight or waiting behind a gap).
+    public func uncommittedCount(partition: Int32) -> Int {
+        partitions[partition]?.inFlight ?? 0
+    }
+
+    /// Whether every consumed job of the partition has finished (so its work can be committed and handed over).
+    public func allFinished(partition: Int32) -> Bool {
+        guard let state = partitions[partition] else { return true }
+        return state.pending[state.pendingStart...].allSatisfy(\.finished)
+    }
+
+    /// The committed (or first consumed) position of a partition.
+    public func committedPosition(partition: Int32) -> Int64? { partitions[partition]?.committed }
+}

@@ -1,0 +1,93 @@
+public import Foundation
+public import Kafka
+public import SyncModel
+
+/// How a worker writes its output.
+public enum DeliveryMode: String, Sendable, CaseIterable {
+    /// Activities, state and consumed offsets in one Kafka transaction: each activity is visible once.
+    case exactlyOnce = "exactly-once"
+    /// Activities, then state, then the offset commit: a crash can repeat activities (same ids), never lose
+    /// them. For brokers without transactions, and the embedded cluster, whose transactions are not real.
+    case atLeastOnce = "at-least-once"
+}
+
+/// Everything a worker process needs to know. Defaults suit production; tests shorten the timeouts.
+public struct WorkerConfiguration: Sendable {
+    public var kafka: KafkaConfiguration
+    /// Names the worker: its transactional.id is `activity-sync-worker-{id}`, so a restarted worker with the
+    /// same id fences its zombie predecessor.
+    public var workerId: String
+    public var topics = TopicNames()
+    public var groupId = "activity-sync-workers"
+    /// Accounts synced at the same time.
+    public var concurrency = 64
+    public var delivery: DeliveryMode = .exactlyOnce
+    /// Kafka Streams-style commit interval: output waits at most this long before it is committed.
+    public var commitInterval: Duration = .milliseconds(100)
+    /// A transaction is committed early once this many jobs finished.
+    public var maxJobsPerTransaction = 500
+    public var sessionTimeout: Duration = .seconds(10)
+    /// On SIGTERM: how long in-flight jobs may run before they are cancelled.
+    public var shutdownDeadline: Duration = .seconds(20)
+    /// On revocation: how long jobs of revoked partitions may run before they are abandoned to the next owner.
+    public var revocationDeadline: Duration = .seconds(15)
+    public var syncTimeout: Duration = .seconds(60)
+    /// Consumed jobs held in memory (running, queued or waiting to commit) before consumption pauses.
+    public var maxBufferedJobs = 20_000
+    public var restoreTimeout: Duration = .seconds(120)
+    public var transactionTimeout: Duration = .seconds(30)
+    /// Called after every successful commit (for benchmarks and tests): the jobs and when they finished.
+    public var onCommit: (@Sendable (CommitReport) -> Void)?
+    /// Told when the worker becomes ready (producer initialised, subscribed) and when it stops being ready.
+    public var onReadinessChange: (@Sendable (Bool) -> Void)?
+
+    public var transactionalId: String { "activity-sync-worker-\(workerId)" }
+
+    public init(kafka: KafkaConfiguration, workerId: String) {
+        self.kafka = kafka
+        self.workerId = workerId
+    }
+}
+
+/// What one commit made durable.
+public struct CommitReport: Sendable {
+    public var jobCount: Int
+    public var recordCount: Int
+    public var committedAt: Date
+    /// `scheduledAt` of each committed job that ran (not poison), for scheduled→committed latency.
+    public var scheduledAt: [Date]
+}
+
+/// The Worker module's one error type.
+public struct WorkerError: Error, CustomStringConvertible, Sendable {
+    private enum Code: Sendable {
+        case fenced
+        case transactionFailed
+        case restoreFailed
+        case kafka
+    }
+
+    private let code: Code
+    public let message: String
+
+    public var description: String {
+        switch code {
+        case .fenced:
+            "worker stopped: \(message). Another worker with the same --id took over; do not run two workers with "
+                + "one id."
+        case .transactionFailed: "worker stopped: \(message). Check the brokers; restarting resumes from the last commit."
+        case .restoreFailed: "could not restore state: \(message). Check that the state topic exists and is readable."
+        case .kafka: "Kafka failed: \(message)"
+        }
+    }
+
+    /// True when another process took over this worker's transactional id: exit, never retry.
+    public var isFenced: Bool { code == .fenced }
+
+    static func fenced(_ message: String) -> WorkerError { WorkerError(code: .fenced, message: message) }
+    static func transactionFailed(_ message: String) -> WorkerError {
+        WorkerError(code: .transactionFailed, message: message)
+    }
+    static func restoreFailed(_ message: String) -> WorkerError { WorkerError(code: .restoreFailed, message: message) }
+    static func kafka(_ message: String) -> WorkerError { WorkerError(code: .kafka, message: message) }
+}

@@ -1,0 +1,27 @@
+import Metrics
+
+/// The worker's metrics, through swift-metrics so whatever backend the process bootstraps (Prometheus via the
+/// Telemetry module) exposes them. GitHub request and rate-limit metrics come from the GitHub module.
+struct WorkerMetrics: Sendable {
+    let jobs: [JobResult.Outcome: Counter]
+    let jobDuration = Metrics.Timer(label: "activity_sync_worker_job_duration_seconds", preferredDisplayUnit: .seconds)
+    let scheduledToCommitted = Metrics.Timer(
+        label: "activity_sync_worker_scheduled_to_committed_seconds", preferredDisplayUnit: .seconds)
+    let commits = Counter(label: "activity_sync_worker_commits_total")
+    let aborts = Counter(label: "activity_sync_worker_aborts_total")
+    let assignedPartitions = Gauge(label: "activity_sync_worker_assigned_partitions")
+
+    init() {
+        var jobs: [JobResult.Outcome: Counter] = [:]
+        for outcome in JobResult.Outcome.allCases {
+            jobs[outcome] = Counter(label: "activity_sync_worker_jobs_total", dimensions: [("outcome", outcome.rawValue)])
+        }
+        self.jobs = jobs
+    }
+
+    func job(outcome: JobResult.Outcome) { jobs[outcome]?.increment() }
+
+    func lag(partition: Int32, _ value: Int) {
+        Gauge(label: "activity_sync_worker_consumer_lag", dimensions: [("partition", String(partition))]).record(value)
+    }
+}

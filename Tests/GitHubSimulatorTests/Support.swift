@@ -1,0 +1,93 @@
+import AsyncHTTPClient
+import Foundation
+import GitHubSimulator
+import NIOCore
+import NIOHTTP1
+
+/// One HTTP exchange with the simulator, decoded enough for assertions.
+struct HTTPResult {
+    var status: Int
+    var headers: HTTPHeaders
+    var body: [UInt8]
+
+    func header(_ name: String) -> String? { headers.first(name: name) }
+
+    var text: String { String(decoding: body, as: UTF8.self) }
+
+    var jsonArray: [[String: Any]]? { (try? JSONSerialization.jsonObject(with: Data(body))) as? [[String: Any]] }
+
+    var jsonObject: [String: Any]? { (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] }
+
+    /// `rel` → absolute URL, from the `Link` header.
+    var links: [String: String] {
+        guard let link = header("Link") else { return [:] }
+        var result: [String: String] = [:]
+        for part in link.split(separator: ",") {
+            let pieces = part.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard pieces.count == 2, pieces[0].hasPrefix("<"), pieces[0].hasSuffix(">") else { continue }
+            let url = String(pieces[0].dropFirst().dropLast())
+            let rel = pieces[1].replacingOccurrences(of: "rel=", with: "").replacingOccurrences(of: "\"", with: "")
+            result[rel] = url
+        }
+        return result
+    }
+}
+
+func send(
+    _ url: String, method: HTTPMethod = .GET, token: String? = nil, headers: [(String, String)] = [],
+    body: String? = nil
+) async throws -> HTTPResult {
+    var request = HTTPClientRequest(url: url)
+    request.method = method
+    if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+    request.headers.add(name: "Accept", value: "application/vnd.github+json")
+    for (name, value) in headers { request.headers.replaceOrAdd(name: name, value: value) }
+    if let body { request.body = .bytes(ByteBuffer(string: body)) }
+    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(20))
+    let buffer = try await response.body.collect(upTo: 32 << 20)
+    return HTTPResult(status: Int(response.status.code), headers: response.headers, body: Array(buffer: buffer))
+}
+
+/// A simulator on port 0, stopped when `body` returns or throws.
+func withSimulator<T>(
+    _ configure: (inout SimulatorConfiguration) -> Void = { _ in },
+    _ body: (GitHubSimulator) async throws -> T
+) async throws -> T {
+    var configuration = SimulatorConfiguration()
+    configuration.port = 0
+    configure(&configuration)
+    let simulator = GitHubSimulator(configuration: configuration)
+    try await simulator.start()
+    do {
+        let result = try await body(simulator)
+        await simulator.stop()
+        return result
+    } catch {
+        await simulator.stop()
+        throw error
+    }
+}
+
+/// Polls `condition` until it holds or the deadline passes.
+func eventually(
+    timeout: Duration = .seconds(10), _ condition: () async throws -> Bool
+) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return try await condition()
+}
+
+/// Follows `rel="next"` from `url` and returns every page.
+func walkPages(_ url: String, token: String, maxPages: Int = 100) async throws -> [HTTPResult] {
+    var pages: [HTTPResult] = []
+    var next: String? = url
+    while let current = next, pages.count < maxPages {
+        let page = try await send(current, token: token)
+        pages.append(page)
+        next = page.links["next"]
+    }
+    return pages
+}

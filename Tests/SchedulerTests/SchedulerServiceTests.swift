@@ -1,0 +1,173 @@
+import Foundation
+import Kafka
+import Logging
+import Scheduler
+import Sealing
+import ServiceLifecycle
+import SyncModel
+import Testing
+
+/// Runs a scheduler service for the duration of `body`, then shuts it down gracefully.
+func withScheduler<T: Sendable>(
+    _ cluster: TestCluster, sealer: Sealer?, logs: CapturedLogs, name: String = "s1",
+    _ body: @Sendable (SchedulerService) async throws -> T
+) async throws -> T {
+    var configuration = SchedulerConfiguration(kafka: cluster.kafka)
+    configuration.topics = cluster.topics
+    configuration.groupId = "scheduler-test"
+    configuration.sessionTimeout = .seconds(6)
+    configuration.validator = AccountValidator(knownIntegrations: ["github"], sealer: sealer)
+    let service = SchedulerService(configuration: configuration, logger: logs.logger("scheduler.\(name)"))
+    let group = ServiceGroup(
+        configuration: .init(services: [service], logger: logs.logger("group")))
+    return try await withThrowingTaskGroup(of: T?.self) { tasks in
+        tasks.addTask {
+            try await group.run()
+            return nil
+        }
+        let result: T
+        do {
+            result = try await body(service)
+        } catch {
+            print("scheduler logs:\n" + logs.all.suffix(80).joined(separator: "\n"))
+            await group.triggerGracefulShutdown()
+            try? await tasks.waitForAll()
+            throw error
+        }
+        await group.triggerGracefulShutdown()
+        try await tasks.waitForAll()
+        return result
+    }
+}
+
+@Suite("Scheduler service on the embedded cluster", .serialized)
+struct SchedulerServiceTests {
+    let token = "gho_TOKEN_that_must_never_reach_kafka_0123"
+
+    @Test(.timeLimit(.minutes(2)))
+    func firesSixFieldCronJobsWithSealedConfigsOnly() async throws {
+        let cluster = try TestCluster()
+        let sealer = Sealer(current: .random(id: "k1"))
+        for id in ["alice", "bob", "carol"] {
+            try await cluster.putAccount(try account(id, sealer: sealer, token: token))
+        }
+        let logs = CapturedLogs()
+        try await withScheduler(cluster, sealer: sealer, logs: logs) { service in
+            try await waitUntil(timeout: .seconds(60), "three ticks per account") {
+                let jobs = try await cluster.jobs().filter { !$0.jobId.isEmpty }
+                return ["alice", "bob", "carol"].allSatisfy { id in jobs.filter { $0.accountId == id }.count >= 3 }
+            }
+            #expect(service.accountsOwned == 3)
+        }
+        let jobs = try await cluster.jobs()
+        for job in jobs {
+            #expect(job.type == "sync")
+            #expect(job.jobId == "\(job.accountId)@\(WireFormat.formatDate(job.scheduledAt))")
+            #expect(Int(job.scheduledAt.timeIntervalSince1970) % 2 == 0)
+            #expect(job.scheduledAt.timeIntervalSince1970.rounded() == job.scheduledAt.timeIntervalSince1970)
+            #expect(job.integration == "github")
+            #expect(job.sealedConfig.keyId == "k1")
+            // The worker, which has the key, gets the token back.
+            #expect(try sealer.unseal(job.sealedConfig)["access_token"]?.stringValue == token)
+        }
+        // Regular ticks of one account are two seconds apart (the first may be the catch-up).
+        let alice = jobs.filter { $0.accountId == "alice" }.map(\.scheduledAt).sorted()
+        for (earlier, later) in zip(alice.dropFirst(), alice.dropFirst(2)) {
+            #expect(later.timeIntervalSince(earlier) == 2)
+        }
+        // Keyed by account id, so one account's jobs stay in order on one partition.
+        let raw = try await cluster.rawRecords(cluster.topics.jobs)
+        #expect(raw.allSatisfy { $0.key.map { String(decoding: $0, as: UTF8.self) } != nil })
+        #expect(Set(raw.filter { $0.key == Array("alice".utf8) }.map(\.partition)).count == 1)
+
+        // Nothing on either topic carries the token, in any record part.
+        for topic in [cluster.topics.accounts, cluster.topics.jobs] {
+            for message in try await cluster.rawRecords(topic) {
+                let bytes = (message.key ?? []) + (message.value ?? []) + message.headers.flatMap { Array($0.key.utf8) + ($0.value ?? []) }
+                #expect(!String(decoding: bytes, as: UTF8.self).contains(token))
+                #expect(!String(decoding: bytes, as: UTF8.self).contains("gho_"))
+            }
+        }
+        #expect(!logs.all.contains { $0.contains(token) })
+        await cluster.close()
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func badAccountRecordsAreLoggedAndSkipped() async throws {
+        let cluster = try TestCluster()
+        let sealer = Sealer(current: .random(id: "k1"))
+        let stranger = Sealer(current: .random(id: "other"))
+        var missingConfig = try account("no-token", sealer: sealer, token: token)
+        missingConfig.sealedConfig.ciphertext = ""
+        let noConfigJSON = #"{"type":"account","data":{"accountId":"no-config","integration":"github","#
+            + #""settings":{"enabled":true,"schedule":{"frequency":"*/2 * * * * *"}},"updatedAt":"2026-12-01T00:00:00Z"}}"#
+        func raw(_ key: String, _ value: String) -> ProducerRecord {
+            ProducerRecord(topic: cluster.topics.accounts, key: Array(key.utf8), value: Array(value.utf8))
+        }
+        try await cluster.putAccount(try account("good-before", sealer: sealer, token: token))
+        try await cluster.produce([
+            raw("garbage", "this is not json"),
+            raw("bad-cron", String(decoding: try account("bad-cron", schedule: "0 0 32 * *", sealer: sealer, token: token).messageBytes(), as: UTF8.self)),
+            raw("unknown", String(decoding: try account("unknown", integration: "gitlab", sealer: sealer, token: token).messageBytes(), as: UTF8.self)),
+            raw("no-token", String(decoding: try missingConfig.messageBytes(), as: UTF8.self)),
+            raw("no-config", noConfigJSON),
+            raw("wrong-key", String(decoding: try account("wrong-key", sealer: stranger, token: token).messageBytes(), as: UTF8.self)),
+        ])
+        let logs = CapturedLogs()
+        try await withScheduler(cluster, sealer: sealer, logs: logs) { service in
+            try await waitUntil(timeout: .seconds(60), "the good account firing") {
+                try await cluster.jobs().contains { $0.accountId == "good-before" }
+            }
+            // An account added after the bad records still gets scheduled: the scheduler kept running.
+            try await cluster.putAccount(try account("good-after", sealer: sealer, token: token))
+            try await waitUntil(timeout: .seconds(30), "the account added later firing twice") {
+                try await cluster.jobs().filter { $0.accountId == "good-after" }.count >= 2
+            }
+            #expect(service.accountsOwned == 2)
+        }
+        let fired = Set(try await cluster.jobs().map(\.accountId))
+        #expect(fired == ["good-before", "good-after"])
+        let warnings = logs.all.filter { $0.contains("skipping account record") }
+        let expectations: [(String, String)] = [
+            ("account=garbage", "not an account record: invalid JSON"),
+            ("account=bad-cron", "bad schedule: day-of-month field '32': value 32 out of range 1-31"),
+            ("account=unknown", "unknown integration 'gitlab'"),
+            ("account=no-token", "sealed config (the tokens) is missing"),
+            ("account=no-config", "missing field 'data.sealedConfig'"),
+            ("account=wrong-key", "account sealed with key id other which this process does not have; add it to the key file"),
+        ]
+        for (account, reason) in expectations {
+            #expect(warnings.contains { $0.contains(account) && $0.contains(reason) }, "no warning \(reason) in \(warnings)")
+        }
+        await cluster.close()
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func removedAndChangedAccountsTakeEffectByTheNextTick() async throws {
+        let cluster = try TestCluster()
+        let sealer = Sealer(current: .random(id: "k1"))
+        try await cluster.putAccount(try account("stays", sealer: sealer, token: token))
+        try await cluster.putAccount(try account("leaves", sealer: sealer, token: token))
+        try await cluster.putAccount(try account("slows", sealer: sealer, token: token))
+        let logs = CapturedLogs()
+        try await withScheduler(cluster, sealer: sealer, logs: logs) { service in
+            try await waitUntil(timeout: .seconds(60), "all three firing") {
+                Set(try await cluster.jobs().map(\.accountId)) == ["stays", "leaves", "slows"]
+            }
+            try await cluster.produce([
+                ProducerRecord(topic: cluster.topics.accounts, key: Array("leaves".utf8), value: nil)
+            ])
+            try await cluster.putAccount(try account("slows", schedule: "*/10 * * * * *", sealer: sealer, token: token))
+            try await waitUntil(timeout: .seconds(10), "the removal applied") { service.accountsOwned == 2 }
+            let changedAt = Date()
+            try await Task.sleep(for: .seconds(12))
+            let after = try await cluster.jobs().filter { $0.scheduledAt > changedAt.addingTimeInterval(2) }
+            #expect(!after.contains { $0.accountId == "leaves" })
+            #expect(after.filter { $0.accountId == "stays" }.count >= 4)
+            let slow = after.filter { $0.accountId == "slows" }
+            #expect(!slow.isEmpty)
+            #expect(slow.allSatisfy { Int($0.scheduledAt.timeIntervalSince1970) % 10 == 0 })
+        }
+        await cluster.close()
+    }
+}

@@ -1,0 +1,180 @@
+import Cron
+import Foundation
+import Scheduler
+import SyncModel
+import Testing
+
+private func utc(_ text: String) -> Date { try! Date(text, strategy: .iso8601) }
+
+private func account(
+    _ id: String, _ cron: String = "*/5 * * * *", partition: Int32 = 0, keyId: String = "k1", enabled: Bool = true
+) -> ScheduledAccount {
+    ScheduledAccount(
+        accountId: id, partition: partition, integration: "github", schedule: try! CronExpression(cron),
+        sealedConfig: SealedConfig(keyId: keyId, ciphertext: "c2VhbGVk"), enabled: enabled)
+}
+
+/// Steps a core through time like the service's timer loop does, collecting every fire.
+private struct Simulation {
+    var core: SchedulingCore
+    var now: Date
+    var fired: [(at: Date, job: DueJob)] = []
+
+    mutating func run(until end: Date, step: TimeInterval = 1) {
+        while now <= end {
+            for job in core.popDue(now: now) { fired.append((now, job)) }
+            now = now.addingTimeInterval(step)
+        }
+    }
+}
+
+@Suite("Scheduling core (controllable clock)")
+struct SchedulingCoreTests {
+    let noSpread = SchedulingPolicy(maxSpread: .zero)
+
+    @Test func firesOnTicksAfterOneCatchUp() {
+        var core = SchedulingCore(policy: noSpread)
+        core.upsert(account("a"), now: utc("2026-12-01T04:03:10Z"))
+        // Loading fires the latest tick once, straight away, then the schedule.
+        let first = core.popDue(now: utc("2026-12-01T04:03:10Z"))
+        #expect(first.map(\.job.jobId) == ["a@2026-12-01T04:00:00Z"])
+        #expect(first.first?.isCatchUp == true)
+        #expect(core.popDue(now: utc("2026-12-01T04:04:59.999Z")).isEmpty)
+        let second = core.popDue(now: utc("2026-12-01T04:05:00Z"))
+        #expect(second.map(\.job.jobId) == ["a@2026-12-01T04:05:00Z"])
+        #expect(second.first?.isCatchUp == false)
+        #expect(core.nextDue(of: "a") == utc("2026-12-01T04:10:00Z"))
+
+        var simulation = Simulation(core: core, now: utc("2026-12-01T04:05:01Z"))
+        simulation.run(until: utc("2026-12-01T05:00:00Z"))
+        #expect(simulation.fired.count == 11)
+        #expect(simulation.fired.allSatisfy { $0.at == $0.job.scheduledAt })
+    }
+
+    @Test func secondsCronFiresEveryTwoSeconds() {
+        var core = SchedulingCore(policy: noSpread)
+        core.upsert(account("fast", "*/2 * * * * *"), now: utc("2026-12-01T04:00:00.500Z"))
+        var simulation = Simulation(core: core, now: utc("2026-12-01T04:00:00.500Z"))
+        simulation.run(until: utc("2026-12-01T04:00:10Z"), step: 0.25)
+        #expect(simulation.fired.map(\.job.scheduledAt) == [0, 2, 4, 6, 8, 10].map {
+            utc("2026-12-01T04:00:00Z").addingTimeInterval(TimeInterval($0))
+        })
+    }
+
+    @Test func spreadDistributesAccountsOverThePeriod() {
+        let now = utc("2026-12-01T04:00:00Z")
+        var core = SchedulingCore()
+        var again = SchedulingCore()
+        let count = 100_000
+        core.reserveCapacity(count)
+        for number in 0..<count { core.upsert(account("acct-\(number)"), now: now) }
+        again.upsert(account("acct-42"), now: now)
+        // Deterministic: any scheduler computes the same offset for the same account.
+        #expect(core.spreadOffset(of: "acct-42", tick: now) == again.spreadOffset(of: "acct-42", tick: now))
+
+        _ = core.popDue(now: now)  // catch-ups of the 03:55 tick
+        var perMinute = [Int](repeating: 0, count: 5)
+        var simulation = Simulation(core: core, now: now.addingTimeInterval(1))
+        simulation.run(until: now.addingTimeInterval(300), step: 1)
+        for (at, job) in simulation.fired where job.scheduledAt == now {
+            let offset = job.dueAt.timeIntervalSince(job.scheduledAt)
+            #expect(offset >= 0 && offset < 300)
+            // Fired at the first simulation step at or after its due time.
+            #expect(at >= job.dueAt && at.timeIntervalSince(job.dueAt) < 1)
+            perMinute[Int(offset / 60)] += 1
+        }
+        #expect(perMinute.reduce(0, +) == count)
+        for bucket in perMinute { #expect(abs(bucket - count / 5) < count / 50, "\(perMinute)") }
+        // Each account's fires stay one period apart.
+        let dueTimes = simulation.fired.filter { $0.job.accountId == "acct-7" }.map(\.job.dueAt)
+        #expect(dueTimes.count == 1)
+    }
+
+    @Test func oneCatchUpPerAccountAfterDowntime() {
+        // A scheduler that owned the accounts fires normally…
+        var before = SchedulingCore(policy: noSpread)
+        for name in ["a", "b", "c"] { before.upsert(account(name), now: utc("2026-12-01T04:00:30Z")) }
+        _ = before.popDue(now: utc("2026-12-01T04:00:30Z"))
+        #expect(before.popDue(now: utc("2026-12-01T04:05:00Z")).count == 3)
+
+        // …then nothing runs for an hour. The restarted scheduler fires one job per account, for the latest tick.
+        var after = SchedulingCore(policy: noSpread)
+        let restart = utc("2026-12-01T05:07:12Z")
+        for name in ["a", "b", "c"] { after.upsert(account(name), now: restart) }
+        let catchUp = after.popDue(now: restart)
+        #expect(catchUp.count == 3)
+        #expect(Set(catchUp.map(\.job.jobId)) == ["a@2026-12-01T05:05:00Z", "b@2026-12-01T05:05:00Z", "c@2026-12-01T05:05:00Z"])
+        #expect(after.popDue(now: restart.addingTimeInterval(60)).isEmpty)
+        #expect(after.popDue(now: utc("2026-12-01T05:10:00Z")).count == 3)
+
+        // A process that was paused (not restarted) for an hour also fires once, not once per missed tick.
+        let paused = before.popDue(now: utc("2026-12-01T06:02:00Z"))
+        #expect(paused.count == 3)
+        #expect(before.popDue(now: utc("2026-12-01T06:04:59Z")).isEmpty)
+    }
+
+    @Test func catchUpRespectsTheSpreadOffset() {
+        var core = SchedulingCore()
+        let tick = utc("2026-12-01T04:00:00Z")
+        core.upsert(account("x"), now: tick)
+        let offset = core.spreadOffset(of: "x", tick: tick)!
+        // Before its offset has passed, the 04:00 tick is not yet due: the catch-up is the 03:55 tick.
+        var fresh = SchedulingCore()
+        fresh.upsert(account("x"), now: tick.addingTimeInterval(0.0005))
+        let jobs = fresh.popDue(now: tick.addingTimeInterval(0.0005))
+        if offset > .milliseconds(1) {
+            #expect(jobs.map(\.scheduledAt) == [utc("2026-12-01T03:55:00Z")])
+        }
+    }
+
+    @Test func removalAndChangesTakeEffectByTheNextTick() {
+        var core = SchedulingCore(policy: noSpread)
+        let start = utc("2026-12-01T04:01:00Z")
+        for name in ["keep", "gone", "slower", "rotated", "paused"] { core.upsert(account(name), now: start) }
+        _ = core.popDue(now: start)
+        core.remove("gone")
+        core.upsert(account("slower", "*/10 * * * *"), now: start.addingTimeInterval(1))
+        core.upsert(account("rotated", keyId: "k2"), now: start.addingTimeInterval(1))
+        core.upsert(account("paused", enabled: false), now: start.addingTimeInterval(1))
+
+        let at0405 = core.popDue(now: utc("2026-12-01T04:05:00Z"))
+        #expect(Set(at0405.map(\.accountId)) == ["keep", "rotated"])
+        #expect(at0405.first { $0.accountId == "rotated" }?.sealedConfig.keyId == "k2")
+        let at0410 = core.popDue(now: utc("2026-12-01T04:10:00Z"))
+        #expect(Set(at0410.map(\.accountId)) == ["keep", "rotated", "slower"])
+        #expect(!core.contains("gone"))
+        #expect(core.count == 4)
+
+        // Re-enabling behaves like a load: one catch-up now.
+        core.upsert(account("paused"), now: utc("2026-12-01T04:12:00Z"))
+        #expect(core.popDue(now: utc("2026-12-01T04:12:00Z")).map(\.job.jobId) == ["paused@2026-12-01T04:10:00Z"])
+    }
+
+    @Test func revokedPartitionsStopFiringAndReturningOnesDoNotRepeatTheCatchUp() {
+        var core = SchedulingCore(policy: noSpread)
+        let start = utc("2026-12-01T04:01:00Z")
+        core.upsert(account("p0", partition: 0), now: start)
+        core.upsert(account("p1", partition: 1), now: start)
+        #expect(core.popDue(now: start).count == 2)
+        #expect(core.removePartitions([1]) == 1)
+        #expect(core.popDue(now: utc("2026-12-01T04:05:00Z")).map(\.accountId) == ["p0"])
+        // The partition comes back (eager rebalance): p1's 04:05 tick was missed, so it is caught up once…
+        core.upsert(account("p1", partition: 1), now: utc("2026-12-01T04:06:00Z"))
+        #expect(core.popDue(now: utc("2026-12-01T04:06:00Z")).map(\.job.jobId) == ["p1@2026-12-01T04:05:00Z"])
+        // …but a quick revoke/assign round trip with nothing missed fires nothing extra.
+        core.removePartitions([0, 1])
+        core.upsert(account("p0", partition: 0), now: utc("2026-12-01T04:07:00Z"))
+        core.upsert(account("p1", partition: 1), now: utc("2026-12-01T04:07:00Z"))
+        core.forgetParked()
+        #expect(core.popDue(now: utc("2026-12-01T04:07:00Z")).isEmpty)
+        #expect(core.popDue(now: utc("2026-12-01T04:10:00Z")).count == 2)
+    }
+
+    @Test func impossibleScheduleNeverFiresAndDoesNotStall() {
+        var core = SchedulingCore(policy: noSpread)
+        core.upsert(account("never", "0 0 30 2 *"), now: utc("2026-12-01T04:00:00Z"))
+        core.upsert(account("ok"), now: utc("2026-12-01T04:00:00Z"))
+        #expect(core.popDue(now: utc("2026-12-01T04:00:00Z")).map(\.accountId) == ["ok"])
+        #expect(core.nextDue(of: "never") == nil)
+    }
+}

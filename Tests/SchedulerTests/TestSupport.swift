@@ -1,0 +1,115 @@
+import Foundation
+import Kafka
+import Logging
+import Sealing
+import Synchronization
+import SyncModel
+import Testing
+
+/// Polls `condition` until it holds or `timeout` passes.
+func waitUntil(
+    timeout: Duration, _ what: String, sourceLocation: SourceLocation = #_sourceLocation,
+    _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(200))
+    }
+    Issue.record("timed out after \(timeout) waiting for \(what)", sourceLocation: sourceLocation)
+    throw CancellationError()
+}
+
+/// Keeps every log message, so tests can assert what an operator would read.
+final class CapturedLogs: Sendable {
+    private let entries = Mutex<[String]>([])
+
+    var all: [String] { entries.withLock { $0 } }
+
+    func append(_ line: String) { entries.withLock { $0.append(line) } }
+
+    func logger(_ label: String) -> Logger {
+        Logger(label: label) { _ in CapturingHandler(logs: self) }
+    }
+}
+
+struct CapturingHandler: LogHandler {
+    let logs: CapturedLogs
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = self.metadata.merging(event.metadata ?? [:]) { _, new in new }
+        let rendered = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        logs.append("\(event.level) \(event.message) \(rendered)")
+    }
+}
+
+/// An embedded cluster with the accounts and jobs topics.
+struct TestCluster {
+    let cluster: EmbeddedKafkaCluster
+    let topics: TopicNames
+    let logger: Logger
+
+    init(partitions: Int32 = 3) throws {
+        var logger = Logger(label: "test.cluster")
+        logger.logLevel = .error
+        self.logger = logger
+        cluster = try EmbeddedKafkaCluster(brokers: 1, logger: logger)
+        topics = TopicNames(prefix: "t")
+        try cluster.createTopic(topics.accounts, partitions: partitions)
+        try cluster.createTopic(topics.jobs, partitions: partitions)
+        self.partitions = partitions
+    }
+
+    let partitions: Int32
+
+    var kafka: KafkaConfiguration { KafkaConfiguration(bootstrapServers: cluster.bootstrapServers) }
+
+    func produce(_ records: [ProducerRecord]) async throws {
+        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka), logger: logger)
+        _ = try await producer.send(records)
+        await producer.close(timeout: .seconds(5))
+    }
+
+    func putAccount(_ record: AccountRecord) async throws {
+        try await produce([
+            ProducerRecord(topic: topics.accounts, key: Array(record.accountId.utf8), value: try record.messageBytes())
+        ])
+    }
+
+    /// Every record of a topic, all partitions, raw.
+    func rawRecords(_ topic: String) async throws -> [ConsumerMessage] {
+        var all: [ConsumerMessage] = []
+        for partition in 0..<partitions {
+            all += try await readPartitionToEnd(
+                configuration: KafkaConfiguration(
+                    bootstrapServers: cluster.bootstrapServers, properties: ["group.id": "test-reader"]),
+                topic: topic, partition: partition, isolationLevel: .readUncommitted,
+                timeout: .seconds(20), logger: logger)
+        }
+        return all
+    }
+
+    func jobs() async throws -> [SyncJob] {
+        try await rawRecords(topics.jobs).compactMap { message in
+            try message.value.map { try WireFormat.decode(SyncJob.self, from: $0) }
+        }
+    }
+
+    func close() async { await cluster.close() }
+}
+
+func account(
+    _ id: String, schedule: String = "*/2 * * * * *", integration: String = "github", sealer: Sealer,
+    token: String
+) throws -> AccountRecord {
+    AccountRecord(
+        accountId: id, integration: integration, settings: AccountSettings(username: id, frequency: schedule),
+        sealedConfig: try sealer.seal(["access_token": .string(token)]), updatedAt: Date())
+}

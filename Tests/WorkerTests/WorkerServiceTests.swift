@@ -1,0 +1,259 @@
+import Foundation
+import Kafka
+import Logging
+import SyncModel
+import Testing
+import Worker
+
+/// An integration whose output depends only on the state it is given: the k-th sync of an account emits
+/// `fake:{account}:{k}`. So the set of ids on the activities topic tells whether state was threaded correctly
+/// and nothing was lost or invented.
+struct CountingIntegration: Integration {
+    let key = "github"
+    func spec() -> JSONValue { [:] }
+    func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
+        AccountSetup(accountId: "", config: [:], settings: [:])
+    }
+    func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        let k = (request.state?["calls"]?.intValue ?? 0) + 1
+        let activity = Activity(
+            text: "activity \(k)", sourceURL: "https://github.com/o/r/issues/\(k)", id: "fake:\(request.accountId):\(k)",
+            occurredAt: Date(timeIntervalSince1970: 1_800_000_000 + Double(k)), kind: "assign",
+            accountId: request.accountId)
+        return SyncOutcome(activities: [activity], state: ["calls": .number(Double(k))])
+    }
+}
+
+/// Collects every log line so tests can assert what never appears in logs.
+final class CapturedLogs: @unchecked Sendable {
+    // @unchecked: `lines` is only touched under `lock`.
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func append(_ line: String) { lock.withLock { lines.append(line) } }
+    var all: [String] { lock.withLock { lines } }
+
+    struct Handler: LogHandler {
+        let sink: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .debug
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            var merged = metadata
+            for (key, value) in event.metadata ?? [:] { merged[key] = value }
+            sink.append("\(event.level) \(event.message) \(merged)")
+        }
+    }
+
+    var logger: Logger { Logger(label: "test") { _ in Handler(sink: self) } }
+}
+
+/// One embedded cluster with activity-sync's topics under a unique prefix.
+struct WorkerHarness {
+    let cluster: EmbeddedKafkaCluster
+    let topics: TopicNames
+    let partitions: Int32 = 4
+    let logs = CapturedLogs()
+    let sealer = FakeSealer()
+
+    init() throws {
+        cluster = try EmbeddedKafkaCluster(brokers: 1, logger: Logger(label: "cluster") { _ in SwiftLogNoOpLogHandler() })
+        topics = TopicNames(prefix: "t\(UInt32.random(in: 0...UInt32.max))")
+        try cluster.createTopics(topics.all.map(\.name), partitions: partitions)
+    }
+
+    func token(_ account: String) -> String { "tok-secret-\(account)" }
+
+    func job(_ account: String, tick: Int) throws -> SyncJob {
+        SyncJob(
+            accountId: account, integration: "github",
+            scheduledAt: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.down) * 60 - 3600
+                + Double(tick) * 60),
+            sealedConfig: try sealer.seal(["access_token": .string(token(account))]))
+    }
+
+    func publish(_ records: [(key: String?, value: [UInt8]?)]) async throws {
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers)),
+            logger: Logger(label: "p") { _ in SwiftLogNoOpLogHandler() })
+        _ = try await producer.send(
+            records.map { ProducerRecord(topic: topics.jobs, key: $0.key.map { Array($0.utf8) }, value: $0.value) })
+        await producer.close(timeout: .seconds(5))
+    }
+
+    func configuration(delivery: DeliveryMode, id: String = "w1") -> WorkerConfiguration {
+        var configuration = WorkerConfiguration(
+            kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), workerId: id)
+        configuration.topics = topics
+        configuration.groupId = "\(topics.jobs)-workers"
+        configuration.delivery = delivery
+        configuration.commitInterval = .milliseconds(50)
+        configuration.sessionTimeout = .seconds(6)
+        configuration.concurrency = 8
+        return configuration
+    }
+
+    func worker(_ configuration: WorkerConfiguration) -> WorkerService {
+        WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([CountingIntegration()]), sealer: sealer,
+            logger: logs.logger)
+    }
+
+    func read(_ topic: String) async throws -> [ConsumerMessage] {
+        var all: [ConsumerMessage] = []
+        for partition in 0..<partitions {
+            all += try await readPartitionToEnd(
+                configuration: KafkaConfiguration(
+                    bootstrapServers: cluster.bootstrapServers, properties: ["group.id": "test-reader"]), topic: topic,
+                partition: partition, isolationLevel: .readCommitted, timeout: .seconds(20),
+                logger: Logger(label: "r") { _ in SwiftLogNoOpLogHandler() })
+        }
+        return all
+    }
+
+    func activityIds() async throws -> [String] {
+        try await read(topics.activities).compactMap { message in
+            message.header("ce_id").map { String(decoding: $0, as: UTF8.self) }
+        }
+    }
+
+    /// Polls until `condition` holds or the deadline passes.
+    func eventually(
+        timeout: Duration = .seconds(60), _ condition: () async throws -> Bool
+    ) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return try await condition()
+    }
+
+    func expectedIds(accounts: [String], ticks: Int) -> Set<String> {
+        Set(accounts.flatMap { account in (1...ticks).map { "fake:\(account):\($0)" } })
+    }
+}
+
+@Suite(.serialized) struct WorkerServiceTests {
+    /// Jobs for `accounts`, `ticks` each, each tick published twice (a duplicate fire).
+    func jobRecords(_ harness: WorkerHarness, accounts: [String], ticks: Int) throws -> [(key: String?, value: [UInt8]?)] {
+        var records: [(key: String?, value: [UInt8]?)] = []
+        for tick in 1...ticks {
+            for account in accounts {
+                let bytes = try WireFormat.encode(try harness.job(account, tick: tick))
+                records.append((account, bytes))
+                records.append((account, bytes))
+            }
+        }
+        return records
+    }
+
+    func runWorker(
+        _ harness: WorkerHarness, delivery: DeliveryMode, accounts: [String], ticks: Int,
+        extra: [(key: String?, value: [UInt8]?)] = [], before: (() throws -> Void)? = nil
+    ) async throws -> (ids: [String], worker: WorkerService) {
+        try await harness.publish(try jobRecords(harness, accounts: accounts, ticks: ticks) + extra)
+        try before?()
+        let worker = harness.worker(harness.configuration(delivery: delivery))
+        let run = Task { try await worker.run() }
+        let expected = harness.expectedIds(accounts: accounts, ticks: ticks)
+        let done = try await harness.eventually { Set(try await harness.activityIds()).isSuperset(of: expected) }
+        worker.beginShutdown()
+        try await run.value
+        #expect(done, "all expected activities appeared")
+        return (try await harness.activityIds(), worker)
+    }
+
+    @Test(.timeLimit(.minutes(2)), arguments: [DeliveryMode.atLeastOnce, .exactlyOnce])
+    func theActivitiesTopicHoldsExactlyTheExpectedIds(delivery: DeliveryMode) async throws {
+        let harness = try WorkerHarness()
+        let accounts = (1...12).map { "acct-\($0)" }
+        let (ids, worker) = try await runWorker(harness, delivery: delivery, accounts: accounts, ticks: 3)
+        #expect(Set(ids) == harness.expectedIds(accounts: accounts, ticks: 3), "none missing, none invented")
+        #expect(ids.count == Set(ids).count, "no repeats without failures (duplicate fires skipped)")
+        #expect(worker.transactionCounts.commits > 0)
+        // Per account, activities appear in order: the jobs of one account ran one after another.
+        let activities = try await harness.read(harness.topics.activities)
+        var lastK: [String: Int] = [:]
+        for message in activities {
+            let id = String(decoding: message.header("ce_id") ?? [], as: UTF8.self)
+            let parts = id.split(separator: ":")
+            let account = String(parts[1])
+            let k = Int(parts[2])!
+            #expect(k == (lastK[account] ?? 0) + 1, "account \(account) out of order")
+            lastK[account] = k
+        }
+        let states = try await harness.read(harness.topics.state)
+        #expect(Set(states.compactMap { $0.key.map { String(decoding: $0, as: UTF8.self) } }) == Set(accounts))
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func poisonJobsGoToTheDeadLetterTopicWithTheirReasonAndTheWorkerKeepsGoing() async throws {
+        let harness = try WorkerHarness()
+        let accounts = ["acct-1", "acct-2"]
+        let poison = try PoisonJobs.all().filter { $0.0 != .tooLarge }.map { (key: $0.1, value: $0.2) }
+        let expectedKinds = Set(try PoisonJobs.all().filter { $0.0 != .tooLarge }.map(\.0.rawValue))
+        // Poison first, so every good job sits behind poison in its partition.
+        try await harness.publish(poison)
+        let (ids, _) = try await runWorker(harness, delivery: .atLeastOnce, accounts: accounts, ticks: 2)
+        #expect(Set(ids) == harness.expectedIds(accounts: accounts, ticks: 2))
+        let letters = try await harness.read(harness.topics.deadLetters)
+        let codes = Set(letters.compactMap { $0.header(DeadLetterHeader.code).map { String(decoding: $0, as: UTF8.self) } })
+        #expect(codes == expectedKinds)
+        #expect(codes.count >= 10)
+        for letter in letters {
+            #expect(letter.header(DeadLetterHeader.reason).map { !$0.isEmpty } == true)
+            #expect(letter.header(DeadLetterHeader.originalOffset) != nil)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func abortedTransactionsAreRetriedAndTheSetOfIdsStaysExact() async throws {
+        let harness = try WorkerHarness()
+        let accounts = (1...6).map { "acct-\($0)" }
+        // TxnOffsetCommit (28) fails with UNKNOWN_MEMBER_ID, EndTxn (26) with NOT_COORDINATOR: abort and retry.
+        let (ids, worker) = try await runWorker(harness, delivery: .exactlyOnce, accounts: accounts, ticks: 2) {
+            try harness.cluster.pushRequestErrors(apiKey: 28, errors: [25, 25])
+            try harness.cluster.pushRequestErrors(apiKey: 26, errors: [16])
+        }
+        #expect(Set(ids) == harness.expectedIds(accounts: accounts, ticks: 2))
+        // The mock shows aborted records too; any repeat must carry an already-seen id.
+        #expect(worker.transactionCounts.aborts >= 1, "the injected errors caused aborts")
+        print("aborts=\(worker.transactionCounts.aborts) records=\(ids.count) distinct=\(Set(ids).count)")
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func aFencedProducerStopsTheWorkerWithAClearError() async throws {
+        let harness = try WorkerHarness()
+        try await harness.publish(try jobRecords(harness, accounts: ["acct-1"], ticks: 1))
+        try harness.cluster.pushRequestErrors(apiKey: 26, errors: [90, 90, 90])  // EndTxn: PRODUCER_FENCED
+        let worker = harness.worker(harness.configuration(delivery: .exactlyOnce))
+        await #expect {
+            try await worker.run()
+        } throws: { error in
+            (error as? WorkerError)?.isFenced == true
+        }
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func tokensNeverAppearInAnyTopicOrLogLine() async throws {
+        let harness = try WorkerHarness()
+        let accounts = (1...4).map { "acct-\($0)" }
+        var tampered = try harness.job("acct-1", tick: 9)
+        tampered.sealedConfig.ciphertext = "A" + tampered.sealedConfig.ciphertext.dropFirst()
+        _ = try await runWorker(
+            harness, delivery: .atLeastOnce, accounts: accounts, ticks: 2,
+            extra: [("acct-1", try WireFormat.encode(tampered))])
+        for topic in harness.topics.all.map(\.name) {
+            for message in try await harness.read(topic) {
+                let raw = (message.key ?? []) + (message.value ?? []) + message.headers.flatMap { Array($0.key.utf8) + ($0.value ?? []) }
+                #expect(!String(decoding: raw, as: UTF8.self).contains("tok-secret"), "token in \(topic)")
+            }
+        }
+        let logs = harness.logs.all
+        #expect(!logs.isEmpty)
+        #expect(!logs.contains { $0.contains("tok-secret") })
+    }
+}
