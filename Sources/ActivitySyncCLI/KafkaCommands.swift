@@ -134,6 +134,11 @@ final class TerminationSignal: @unchecked Sendable {
         return watcher
     }
 
+    /// Starts watching and waits for the first signal (for callers with nothing to do in between).
+    static func wait() async -> Int32 {
+        await start().wait()
+    }
+
     /// Returns the first signal received.
     func wait() async -> Int32 {
         await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
