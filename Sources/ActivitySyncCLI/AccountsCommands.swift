@@ -19,7 +19,8 @@ struct SchedulerKafkaOptions: ParsableArguments {
         guard let servers = bootstrap ?? ProcessInfo.processInfo.environment["ACTIVITY_SYNC_BOOTSTRAP"],
             !servers.isEmpty
         else {
-            throw ValidationError("no Kafka bootstrap servers: pass --bootstrap host:port or set ACTIVITY_SYNC_BOOTSTRAP")
+            throw ValidationError(
+                "no Kafka bootstrap servers: pass --bootstrap host:port or set ACTIVITY_SYNC_BOOTSTRAP")
         }
         return KafkaConfiguration(bootstrapServers: servers, clientId: clientId)
     }
@@ -27,9 +28,13 @@ struct SchedulerKafkaOptions: ParsableArguments {
     var topics: TopicNames { TopicNames(prefix: topicPrefix) }
 }
 
+private let sealingKeyFileHelp =
+    "File with the sealing key(s): base64 of 32 bytes, or `id:base64` lines (first = current); "
+    + "default: $ACTIVITY_SYNC_SEALING_KEY_FILE."
+
 /// `--sealing-key-file` (or `ACTIVITY_SYNC_SEALING_KEY_FILE`).
 struct SealingKeyOptions: ParsableArguments {
-    @Option(help: "File with the sealing key(s): base64 of 32 bytes, or `id:base64` lines (first = current); default: $ACTIVITY_SYNC_SEALING_KEY_FILE.")
+    @Option(help: ArgumentHelp(sealingKeyFileHelp))
     var sealingKeyFile: String?
 
     func sealer(required: Bool) throws -> Sealer? {
@@ -91,7 +96,8 @@ struct AddAccount: AsyncParsableCommand {
             accountId: id, integration: integration,
             settings: AccountSettings(username: username, frequency: schedule, enabled: !disabled),
             sealedConfig: try sealer.seal(.object(config)), updatedAt: Date())
-        let client = AccountsTopicClient(kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
+        let client = AccountsTopicClient(
+            kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
         try await client.put(record)
         print("added account \(id) (\(integration), schedule '\(schedule)', sealed with key \(sealer.current.id))")
     }
@@ -156,9 +162,11 @@ struct ImportAccounts: AsyncParsableCommand {
                     sealedConfig: try sealer.seal(setup.config), updatedAt: Date()))
         }
         guard !records.isEmpty else { throw ValidationError("no `account` messages found in \(file)") }
-        let client = AccountsTopicClient(kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
+        let client = AccountsTopicClient(
+            kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
         for record in records { try await client.put(record) }
-        print("imported \(records.count) account\(records.count == 1 ? "" : "s") (sealed with key \(sealer.current.id))")
+        print(
+            "imported \(records.count) account\(records.count == 1 ? "" : "s") (sealed with key \(sealer.current.id))")
     }
 }
 
@@ -170,7 +178,8 @@ struct ListAccounts: AsyncParsableCommand {
     @Flag(help: "One JSON object per line instead of a table.") var json = false
 
     func run() async throws {
-        let client = AccountsTopicClient(kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
+        let client = AccountsTopicClient(
+            kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
         let snapshot = try await client.readAll()
         let accounts = snapshot.accounts.values.sorted { $0.accountId < $1.accountId }
         if json {
@@ -186,13 +195,16 @@ struct ListAccounts: AsyncParsableCommand {
         } else {
             let header = ["ID", "INTEGRATION", "USERNAME", "SCHEDULE", "ENABLED", "KEY ID"]
             let rows = accounts.map {
-                [$0.accountId, $0.integration, $0.settings.username ?? "-", $0.settings.schedule.frequency,
-                 $0.settings.enabled ? "yes" : "no", $0.sealedConfig.keyId]
+                [
+                    $0.accountId, $0.integration, $0.settings.username ?? "-", $0.settings.schedule.frequency,
+                    $0.settings.enabled ? "yes" : "no", $0.sealedConfig.keyId,
+                ]
             }
             let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
             for row in [header] + rows {
-                print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
-                    .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+                print(
+                    row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+                        .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
             }
         }
         for (id, reason) in snapshot.invalid {
@@ -209,7 +221,8 @@ struct RemoveAccount: AsyncParsableCommand {
     @Argument(help: "Account id.") var id: String
 
     func run() async throws {
-        let client = AccountsTopicClient(kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
+        let client = AccountsTopicClient(
+            kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
         try await client.remove(accountId: id)
         print("removed account \(id)")
     }
@@ -233,15 +246,29 @@ struct ResyncAccount: AsyncParsableCommand {
     }
 }
 
-/// Looks the account up on the accounts topic and publishes a job for it with scheduledAt = now.
+/// Looks the account up on the accounts topic and publishes a job for it: for `enqueue` the job of its latest
+/// tick, for `resync` a one-off job scheduled now.
 func enqueueJob(kafka options: SchedulerKafkaOptions, accountId: String, since: Date?) async throws -> SyncJob {
-    let client = AccountsTopicClient(kafka: try options.kafka(), topics: options.topics, logger: commandLogger("accounts"))
+    let client = AccountsTopicClient(
+        kafka: try options.kafka(), topics: options.topics, logger: commandLogger("accounts"))
     let snapshot = try await client.readAll()
     guard let account = snapshot.accounts[accountId] else {
         throw SchedulerError.unknownAccount(accountId, topic: options.topics.accounts)
     }
-    // Whole seconds, like the scheduler's ticks, so the job id reads the same way.
-    let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+    let now: Date
+    if since == nil, let expression = try? CronExpression(account.settings.schedule.frequency),
+        let tick = SchedulingCore.latestTick(expression, atOrBefore: Int64(Date().timeIntervalSince1970))
+    {
+        // `enqueue` stands in for the scheduler: the job of the account's latest tick, with the scheduler's id,
+        // so a repeat (or a scheduler that also fired it) is recognised as the same job.
+        now = Date(timeIntervalSince1970: TimeInterval(tick))
+    } else {
+        // A resync is its own job: milliseconds, never a whole second, so its id can never equal a tick's id
+        // (which a worker would take for a duplicate fire and skip).
+        var millis = (Date().timeIntervalSince1970 * 1000).rounded(.down)
+        if millis.truncatingRemainder(dividingBy: 1000) == 0 { millis += 1 }
+        now = Date(timeIntervalSince1970: millis / 1000)
+    }
     let job = SyncJob(
         accountId: account.accountId, integration: account.integration, scheduledAt: now, since: since,
         sealedConfig: account.sealedConfig)

@@ -4,7 +4,8 @@ import ArgumentParser
 struct EnqueueCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "enqueue",
-        abstract: "Publish a sync job for one account now (the same job the scheduler would publish).")
+        abstract:
+            "Publish a sync job for one account now: the job of its latest tick, as the scheduler would publish it.")
 
     @OptionGroup var kafka: SchedulerKafkaOptions
     @Option(help: "Account id.") var account: String

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cron
 import Foundation
 import Kafka
 import Logging
@@ -23,6 +24,7 @@ struct SchedulerBench: AsyncParsableCommand {
     /// The mock keeps at most ~5 MB and 100k records per partition, so a million ~450-byte accounts need ~100.
     @Option(help: "Partitions of the accounts and jobs topics.") var partitions: Int32 = 128
     @Flag(help: .hidden) var serveCluster = false
+    @Flag(help: .hidden) var coreOnly = false
     @Option(help: .hidden) var topicPrefix = "bench"
 
     func run() async throws {
@@ -30,7 +32,13 @@ struct SchedulerBench: AsyncParsableCommand {
             try await serve()
             return
         }
-        let command = "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
+        if coreOnly {
+            try coreFootprint()
+            return
+        }
+        ProcessMemory.limitMallocArenas()
+        let command =
+            "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
             + "--partitions \(partitions)"
         print("command: \(command)")
         let child = Process()
@@ -118,10 +126,12 @@ struct SchedulerBench: AsyncParsableCommand {
         var logger = Logger(label: "bench.scheduler")
         logger.logLevel = .warning
         let stats = BenchStats(expectedCatchUps: accounts)
+        let clock = BenchClock()
         var configuration = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: bootstrap))
         configuration.topics = TopicNames(prefix: topicPrefix)
         configuration.groupId = "bench-scheduler"
         configuration.sessionTimeout = .seconds(6)
+        configuration.clock = { clock.now() }
         configuration.onPublished = { jobs, firedAt, acknowledgedAt in stats.record(jobs, firedAt, acknowledgedAt) }
         let service = SchedulerService(configuration: configuration, logger: logger)
         let rssBefore = Self.memory("VmRSS")
@@ -137,10 +147,23 @@ struct SchedulerBench: AsyncParsableCommand {
             print("loaded \(accounts) accounts in \(loaded) (includes the ~3 s first group join)")
             // Burst: one catch-up per account.
             while stats.catchUpsAcknowledged < accounts { try await Task.sleep(for: .milliseconds(50)) }
+            let catchUp = stats.catchUp()
+            print(
+                "catch-up while loading: \(accounts) jobs published in \(String(format: "%.2f", catchUp.seconds)) s "
+                    + "(first fire to last acknowledgement, paced by the load)")
+            // Burst: jump the clock 5 minutes, so every account is due at once (as after a pause), and time the
+            // publishing of one job per account.
+            stats.startBurst()
+            clock.jump(by: 300)
+            while stats.burstAcknowledged < accounts { try await Task.sleep(for: .milliseconds(20)) }
             let burst = stats.burst()
             print(
-                "catch-up burst: \(accounts) jobs published in \(String(format: "%.2f", burst.seconds)) s = "
-                    + "\(Int(Double(accounts) / burst.seconds)) jobs/s (first fire to last acknowledgement)")
+                "burst: \(accounts) jobs published in \(String(format: "%.2f", burst.seconds)) s = "
+                    + "\(Int(Double(accounts) / burst.seconds)) jobs/s "
+                    + "(all due at once; clock jump to last acknowledgement)"
+            )
+            // Let the clock-jumped schedule settle onto its next ticks before measuring the steady phase.
+            try await Task.sleep(for: .seconds(2))
             // Steady phase.
             stats.startSteady()
             try await Task.sleep(for: .seconds(steadySeconds))
@@ -160,6 +183,32 @@ struct SchedulerBench: AsyncParsableCommand {
         }
     }
 
+    /// The scheduling core alone, no Kafka: how much memory the accounts themselves take.
+    private func coreFootprint() throws {
+        let before = Self.memory("VmRSS")
+        let sealed = try Sealer(current: .random(id: "bench")).seal([
+            "access_token": .string("gho_" + String(repeating: "a", count: 36)),
+            "refresh_token": .string("ghr_" + String(repeating: "b", count: 76)),
+        ])
+        let expression = try CronExpression("*/5 * * * *")
+        var core = SchedulingCore()
+        core.reserveCapacity(accounts)
+        let started = ContinuousClock.now
+        let now = Date()
+        for number in 0..<accounts {
+            // A fresh String per account, as decoding each record produces.
+            let ciphertext = String(decoding: Array(sealed.ciphertext.utf8), as: UTF8.self)
+            core.upsert(
+                ScheduledAccount(
+                    accountId: "acct-\(number)", partition: Int32(number % 128), integration: "github",
+                    schedule: expression, sealedConfig: SealedConfig(keyId: "bench", ciphertext: ciphertext)),
+                now: now)
+        }
+        print(
+            "core only: \(accounts) accounts scheduled in \(ContinuousClock.now - started); RSS \(before / 1024) MB -> "
+                + "\(Self.memory("VmRSS") / 1024) MB")
+    }
+
     /// A `/proc/self/status` field in kB.
     static func memory(_ field: String) -> Int {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
@@ -170,13 +219,24 @@ struct SchedulerBench: AsyncParsableCommand {
     }
 }
 
+/// Wall clock plus an offset the benchmark can jump.
+private final class BenchClock: Sendable {
+    private let offset = Mutex<TimeInterval>(0)
+    func now() -> Date { Date().addingTimeInterval(offset.withLock { $0 }) }
+    func jump(by seconds: TimeInterval) { offset.withLock { $0 += seconds } }
+}
+
 /// Collects what the scheduler published, from its publishing tasks.
 private final class BenchStats: Sendable {
     private struct State {
         var catchUps = 0
         var firstFire: Date?
         var lastCatchUpAck: Date?
+        var lastBurstAck: Date?
         var steadyStarted = false
+        var burstStarted = false
+        var burstCount = 0
+        var burstStart: Date?
         var lags: [Double] = []
         var acks: [Double] = []
     }
@@ -189,6 +249,11 @@ private final class BenchStats: Sendable {
     func record(_ jobs: [DueJob], _ firedAt: Date, _ acknowledgedAt: Date) {
         state.withLock { state in
             if state.firstFire == nil { state.firstFire = firedAt }
+            if state.burstStarted && !state.steadyStarted {
+                state.burstCount += jobs.count
+                state.lastBurstAck = Date()
+                return
+            }
             let catchUps = jobs.count(where: \.isCatchUp)
             state.catchUps += catchUps
             if catchUps > 0 { state.lastCatchUpAck = acknowledgedAt }
@@ -202,10 +267,24 @@ private final class BenchStats: Sendable {
     }
 
     var catchUpsAcknowledged: Int { state.withLock { $0.catchUps } }
+    var burstAcknowledged: Int { state.withLock { $0.burstCount } }
+
+    func startBurst() {
+        state.withLock {
+            $0.burstStarted = true
+            $0.burstStart = Date()
+        }
+    }
+
+    func catchUp() -> (seconds: Double, Void) {
+        state.withLock { state in
+            ((state.lastCatchUpAck ?? Date()).timeIntervalSince(state.firstFire ?? Date()), ())
+        }
+    }
 
     func burst() -> (seconds: Double, Void) {
         state.withLock { state in
-            ((state.lastCatchUpAck ?? Date()).timeIntervalSince(state.firstFire ?? Date()), ())
+            ((state.lastBurstAck ?? Date()).timeIntervalSince(state.burstStart ?? Date()), ())
         }
     }
 
@@ -219,7 +298,9 @@ private final class BenchStats: Sendable {
                 guard !values.isEmpty else { return "n/a" }
                 return String(format: "%.1f", values[min(values.count - 1, Int(Double(values.count) * p))])
             }
-            return (lags.count, percentile(lags, 0.5), percentile(lags, 0.99), percentile(lags, 1.0), percentile(acks, 0.99))
+            return (
+                lags.count, percentile(lags, 0.5), percentile(lags, 0.99), percentile(lags, 1.0), percentile(acks, 0.99)
+            )
         }
     }
 }

@@ -32,6 +32,7 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: .hidden) var clockOffsetMs = 0
 
     func run() async throws {
+        ProcessMemory.limitMallocArenas()
         let name = id ?? ProcessInfo.processInfo.hostName
         var logger = Logger(label: "activity-sync.scheduler")
         logger[metadataKey: "scheduler"] = "\(name)"
@@ -65,5 +66,22 @@ struct SchedulerCommand: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+/// Process-wide allocator tuning for long-running roles that hold millions of small records.
+enum ProcessMemory {
+    /// Caps glibc at two malloc arenas (`M_ARENA_MAX`, as `MALLOC_ARENA_MAX=2` would). By default glibc gives
+    /// busy threads their own arenas, and memory freed in one (parsing garbage, encoded jobs) is not reused by
+    /// another: with a million accounts that kept RSS ~130 MB higher. Call before starting threads.
+    static func limitMallocArenas() {
+        #if os(Linux)
+            guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil,
+                let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "mallopt")
+            else { return }
+            typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+            let mArenaMax: Int32 = -8
+            _ = unsafeBitCast(symbol, to: Mallopt.self)(mArenaMax, 2)
+        #endif
     }
 }

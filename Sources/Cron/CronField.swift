@@ -78,7 +78,10 @@ struct CronField: Sendable {
                 guard low <= high else {
                     throw .badField(
                         self, token: item, problem: "range start \(low) is after its end \(high)",
-                        fix: "write ranges low-high; to wrap around, list two ranges, e.g. \(low)-\(upper),\(min)-\(high)")
+                        fix:
+                            "write ranges low-high; to wrap around, list two ranges, e.g. "
+                            + "\(low)-\(upper),\(min)-\(high)"
+                    )
                 }
             default:
                 throw .badField(self, token: item, problem: "more than one '-'", fix: "write a range as low-high")

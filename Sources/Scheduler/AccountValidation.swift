@@ -70,6 +70,12 @@ public struct AccountValidator: Sendable {
         guard !sealed.keyId.isEmpty, !sealed.ciphertext.isEmpty else {
             return .invalid(accountId: id, reason: "sealed config (the tokens) is missing")
         }
+        guard sealed.ciphertext.utf8.count <= SchedulingCore.maxCiphertextBytes else {
+            return .invalid(
+                accountId: id,
+                reason: "sealed config is \(sealed.ciphertext.utf8.count) bytes, over the "
+                    + "\(SchedulingCore.maxCiphertextBytes)-byte limit")
+        }
         guard let bytes = Data(base64Encoded: sealed.ciphertext), bytes.count > 28 else {
             return .invalid(accountId: id, reason: "sealed config is not base64 of nonce, ciphertext and tag")
         }
@@ -100,7 +106,8 @@ public struct AccountValidator: Sendable {
         case .keyNotFound(let key, let context):
             return "missing field '\((context.codingPath + [key]).map(\.stringValue).joined(separator: "."))'"
         case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            return "field '\(context.codingPath.map(\.stringValue).joined(separator: "."))': \(context.debugDescription)"
+            return
+                "field '\(context.codingPath.map(\.stringValue).joined(separator: "."))': \(context.debugDescription)"
         @unknown default:
             return "\(error)"
         }

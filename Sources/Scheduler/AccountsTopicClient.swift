@@ -14,7 +14,9 @@ public struct AccountsTopicClient: Sendable {
     public var timeout: Duration
     private let logger: Logger
 
-    public init(kafka: KafkaConfiguration, topics: TopicNames = .default, timeout: Duration = .seconds(30), logger: Logger) {
+    public init(
+        kafka: KafkaConfiguration, topics: TopicNames = .default, timeout: Duration = .seconds(30), logger: Logger
+    ) {
         self.kafka = kafka
         self.topics = topics
         self.timeout = timeout
@@ -28,7 +30,8 @@ public struct AccountsTopicClient: Sendable {
     }
 
     /// Reads every partition of the accounts topic to its end.
-    public func readAll(validator: AccountValidator = AccountValidator(knownIntegrations: [])) async throws -> Snapshot {
+    public func readAll(validator: AccountValidator = AccountValidator(knownIntegrations: [])) async throws -> Snapshot
+    {
         let admin = try KafkaAdmin(configuration: kafka, logger: logger)
         let partitionCount: Int
         do {
@@ -48,7 +51,8 @@ public struct AccountsTopicClient: Sendable {
         var invalidWithoutKey: [(accountId: String?, reason: String)] = []
         for partition in 0..<Int32(partitionCount) {
             let messages = try await readPartitionToEnd(
-                configuration: kafka.forPartitionReads, topic: topics.accounts, partition: partition, isolationLevel: .readCommitted,
+                configuration: kafka.forPartitionReads, topic: topics.accounts, partition: partition,
+                isolationLevel: .readCommitted,
                 timeout: timeout, logger: logger)
             for message in messages {
                 let key = message.key.map { String(decoding: $0, as: UTF8.self) }
@@ -100,7 +104,9 @@ public struct AccountsTopicClient: Sendable {
     /// Publishes a job to the jobs topic, keyed by account id like the scheduler's own jobs.
     public func enqueue(_ job: SyncJob) async throws {
         var encoder = JobEncoder()
-        try await send([ProducerRecord(topic: topics.jobs, key: Array(job.accountId.utf8), value: try encoder.encode(job))])
+        try await send([
+            ProducerRecord(topic: topics.jobs, key: Array(job.accountId.utf8), value: try encoder.encode(job))
+        ])
     }
 
     private func send(_ records: [ProducerRecord]) async throws {

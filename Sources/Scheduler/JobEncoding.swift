@@ -37,8 +37,10 @@ public struct JobEncoder: Sendable {
 
     private func encode(_ job: SyncJob, formattedDate: String) throws -> [UInt8] {
         guard job.since == nil,
-            [job.accountId, job.integration, job.jobId, job.sealedConfig.algorithm, job.sealedConfig.ciphertext,
-             job.sealedConfig.keyId, job.type].allSatisfy(Self.isPlain)
+            [
+                job.accountId, job.integration, job.jobId, job.sealedConfig.algorithm, job.sealedConfig.ciphertext,
+                job.sealedConfig.keyId, job.type,
+            ].allSatisfy(Self.isPlain)
         else {
             return try WireFormat.encode(job)
         }

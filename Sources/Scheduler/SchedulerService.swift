@@ -1,4 +1,7 @@
 public import Foundation
+#if canImport(Glibc)
+    import Glibc
+#endif
 public import Kafka
 public import Logging
 import Metrics
@@ -19,15 +22,20 @@ public struct SchedulerConfiguration: Sendable {
     public var validator = AccountValidator()
     /// Added to the wall clock; a test hook to fire "tomorrow's" ticks now.
     public var clockOffset: Duration = .zero
+    /// Replaces the wall clock entirely (benchmarks jump it to make every account due at once).
+    public var clock: (@Sendable () -> Date)?
     /// Most jobs handed to the producer in one batch.
     public var maxJobsPerBatch = 10_000
+    /// Accounts partitions read at once on assignment (each read is its own client, mostly waiting on I/O).
+    public var loadConcurrency = 8
     /// Batches awaiting delivery reports at once; firing is not held up by a slow acknowledgement.
     public var maxInFlightBatches = 8
     /// Longest the timer sleeps, so accounts added meanwhile are picked up promptly.
     public var maxTimerSleep: Duration = .milliseconds(20)
     /// Limit for reading one accounts partition on assignment.
     public var loadTimeout: Duration = .seconds(120)
-    /// Called after each batch of jobs is acknowledged (benchmarks, tests); runs on the publishing task.
+    /// Called after each batch of jobs is acknowledged (benchmarks, tests), with the fire and acknowledgement
+    /// times on the scheduler's clock; runs on the publishing task.
     public var onPublished: (@Sendable (_ jobs: [DueJob], _ firedAt: Date, _ acknowledgedAt: Date) -> Void)?
 
     public init(kafka: KafkaConfiguration) { self.kafka = kafka }
@@ -61,7 +69,8 @@ public final class SchedulerService: Service, Sendable {
     /// Components this service reports to readiness: its producer and its first loaded assignment.
     public static let readinessComponents = ["scheduler-producer", "scheduler-assignment"]
 
-    /// - Parameter readiness: Told when the producer is up and the first assignment is loaded (``readinessComponents``).
+    /// - Parameter readiness: Told when the producer is up and the first assignment is loaded
+    ///   (``readinessComponents``).
     public init(
         configuration: SchedulerConfiguration, logger: Logger,
         readiness: (@Sendable (_ component: String, _ ready: Bool) -> Void)? = nil
@@ -77,6 +86,7 @@ public final class SchedulerService: Service, Sendable {
     public var accountsOwned: Int { state.withLock { $0.core.count } }
 
     private func now() -> Date {
+        if let clock = configuration.clock { return clock() }
         let offset = configuration.clockOffset.components
         return Date().addingTimeInterval(TimeInterval(offset.seconds) + TimeInterval(offset.attoseconds) * 1e-18)
     }
@@ -88,7 +98,13 @@ public final class SchedulerService: Service, Sendable {
             configuration: ProducerConfiguration(kafka: producerKafka, idempotent: true), logger: logger)
         var consumerKafka = configuration.kafka
         consumerKafka.clientId += "-scheduler"
-        let sessionMillis = configuration.sessionTimeout.components.seconds * 1000
+        // The group consumer re-reads each partition from the beginning (everything below the loaded offset is
+        // skipped); a small prefetch queue keeps that from costing memory.
+        if consumerKafka.properties["queued.max.messages.kbytes"] == nil {
+            consumerKafka.properties["queued.max.messages.kbytes"] = "8192"
+        }
+        let sessionMillis =
+            configuration.sessionTimeout.components.seconds * 1000
             + configuration.sessionTimeout.components.attoseconds / 1_000_000_000_000_000
         let consumer: KafkaConsumer
         do {
@@ -153,7 +169,9 @@ public final class SchedulerService: Service, Sendable {
                 updateOwnedGauge()
                 logger.info(
                     "partitions revoked",
-                    metadata: ["partitions": "\(partitions.map(\.partition).sorted())", "accountsDropped": "\(dropped)"])
+                    metadata: [
+                        "partitions": "\(partitions.map(\.partition).sorted())", "accountsDropped": "\(dropped)",
+                    ])
             case .messages(let messages):
                 apply(messages, skippingLoaded: true)
             }
@@ -164,15 +182,14 @@ public final class SchedulerService: Service, Sendable {
     private func load(_ partitions: [Int32]) async throws {
         let started = ContinuousClock.now
         var loaded = 0
-        // Two partitions at a time: parsing is the cost, and there are two cores.
+        // A few partitions at a time: each read is its own client and mostly waits on the network.
         try await withThrowingTaskGroup(of: Int.self) { group in
             var pending = partitions.sorted()[...]
             func startNext(_ group: inout ThrowingTaskGroup<Int, any Error>) {
                 guard let partition = pending.popFirst() else { return }
                 group.addTask { try await self.loadPartition(partition) }
             }
-            startNext(&group)
-            startNext(&group)
+            for _ in 0..<max(1, configuration.loadConcurrency) { startNext(&group) }
             while let count = try await group.next() {
                 loaded += count
                 startNext(&group)
@@ -180,6 +197,11 @@ public final class SchedulerService: Service, Sendable {
         }
         state.withLock { $0.core.forgetParked() }
         updateOwnedGauge()
+        #if canImport(Glibc)
+            // Loading parsed every record of the partitions and freed the buffers again; glibc keeps such freed memory
+            // in its per-thread arenas, so hand it back to the system or RSS stays at the loading peak.
+            Self.releaseFreedMemory()
+        #endif
         logger.info(
             "partitions assigned and loaded",
             metadata: [
@@ -213,7 +235,8 @@ public final class SchedulerService: Service, Sendable {
         do {
             return .success(
                 try await readPartitionToEnd(
-                    configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts, partition: partition,
+                    configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts,
+                    partition: partition,
                     isolationLevel: .readCommitted, timeout: configuration.loadTimeout, logger: logger))
         } catch {
             return .failure(error)
@@ -222,8 +245,16 @@ public final class SchedulerService: Service, Sendable {
 
     /// Validates outside the lock (parsing is the expensive part), then applies in chunks so the timer is never
     /// held up for long.
-    private func apply(_ messages: [ConsumerMessage], skippingLoaded: Bool) {
+    private func apply(_ incoming: [ConsumerMessage], skippingLoaded: Bool) {
         let validator = configuration.validator
+        var messages = incoming
+        if skippingLoaded {
+            // The group consumer starts each partition at the beginning and so re-delivers what the load already
+            // applied; drop those before paying for parsing them again.
+            let applied = state.withLock { $0.applied }
+            messages.removeAll { message in applied[message.partition].map { message.offset < $0 } ?? true }
+            if messages.isEmpty { return }
+        }
         var start = messages.startIndex
         while start < messages.endIndex {
             let end = min(start + 2000, messages.endIndex)
@@ -269,6 +300,15 @@ public final class SchedulerService: Service, Sendable {
     private func updateOwnedGauge() {
         metrics.accountsOwned.record(accountsOwned)
     }
+
+    #if canImport(Glibc)
+        /// glibc's `malloc_trim(0)`, looked up at run time because the Glibc module does not export `malloc.h`.
+        private static func releaseFreedMemory() {
+            guard let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "malloc_trim") else { return }
+            typealias MallocTrim = @convention(c) (Int) -> Int32
+            _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        }
+    #endif
 
     // MARK: - Firing
 
@@ -316,7 +356,7 @@ public final class SchedulerService: Service, Sendable {
                     do {
                         _ = try await producer.send(records)
                         metrics.jobsPublished.increment(by: records.count)
-                        onPublished?(due, now, Date())
+                        onPublished?(due, now, self.now())
                     } catch {
                         // librdkafka already retried (idempotently) until message.timeout.ms; the account's next
                         // tick (or a catch-up after a restart) covers the interval, since workers read everything
@@ -350,6 +390,11 @@ extension KafkaConfiguration {
     var forPartitionReads: KafkaConfiguration {
         var copy = self
         if copy.properties["group.id"] == nil { copy.properties["group.id"] = "activity-sync-partition-reader" }
+        // Bound the prefetch queue (librdkafka's default is 64 MB per client) so loading a million accounts
+        // does not hold a partition's worth of bytes twice.
+        if copy.properties["queued.max.messages.kbytes"] == nil {
+            copy.properties["queued.max.messages.kbytes"] = "4096"
+        }
         return copy
     }
 }

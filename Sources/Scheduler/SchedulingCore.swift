@@ -90,27 +90,87 @@ public struct SchedulingPolicy: Sendable {
 /// account's next tick.
 ///
 /// ## Memory
-/// One slot per account in a contiguous array, a `[String: Int32]` index and a binary min-heap of 16-byte
-/// entries (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped (their
-/// generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
+/// One 64-byte slot per account in a contiguous array, every ciphertext base64-decoded back to back in one
+/// buffer (the integration, key id and algorithm are interned), a `[String: Int32]` index and a binary min-heap of
+/// 16-byte entries (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped
+/// (their generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
 public struct SchedulingCore: Sendable {
     public let policy: SchedulingPolicy
 
+    /// The largest sealed config (base64 text) an account may have; a GitHub token pair seals to ~230 bytes.
+    public static let maxCiphertextBytes = 65_535
+
+    /// Laid out by hand (64 bytes): optionals and booleans would pad it to ~120, which is 56 MB at 1M accounts.
     private struct Slot: Sendable {
         var accountId: String
-        var partition: Int32
-        var integration: String
-        var expression: Int32
-        var sealedConfig: SealedConfig
         var spreadHash: UInt64
-        var enabled: Bool
+        private var pendingTickRaw: Int64
+        private var lastFiredTickRaw: Int64
+        var partition: Int32
+        /// Index into `kinds`: integration, key id and algorithm are shared by many accounts.
+        var kind: Int32
+        var expression: Int32
         var generation: UInt32
+        /// Where the sealed config's ciphertext is in `ciphertexts`: base64-decoded (a quarter smaller than the
+        /// text), or its UTF-8 bytes when it was not base64.
+        var ciphertextOffset: UInt32
+        var ciphertextLength: UInt16
+        private var flags: UInt8
+
+        init(
+            accountId: String, partition: Int32, kind: Int32, expression: Int32,
+            ciphertext: (offset: UInt32, length: UInt16),
+            ciphertextIsBase64: Bool, spreadHash: UInt64, enabled: Bool, generation: UInt32, pendingTick: Int64?,
+            pendingIsCatchUp: Bool, lastFiredTick: Int64?, live: Bool
+        ) {
+            self.accountId = accountId
+            self.ciphertextOffset = ciphertext.offset
+            self.ciphertextLength = ciphertext.length
+            self.spreadHash = spreadHash
+            self.pendingTickRaw = pendingTick ?? .min
+            self.lastFiredTickRaw = lastFiredTick ?? .min
+            self.partition = partition
+            self.kind = kind
+            self.expression = expression
+            self.generation = generation
+            self.flags = 0
+            self.ciphertextIsBase64 = ciphertextIsBase64
+            self.enabled = enabled
+            self.pendingIsCatchUp = pendingIsCatchUp
+            self.live = live
+        }
+
         /// The tick the pending heap entry stands for (seconds since the epoch), or nil when nothing is pending.
-        var pendingTick: Int64?
-        var pendingIsCatchUp: Bool
+        var pendingTick: Int64? {
+            get { pendingTickRaw == .min ? nil : pendingTickRaw }
+            set { pendingTickRaw = newValue ?? .min }
+        }
         /// The last tick fired (seconds), to skip a repeated catch-up.
-        var lastFiredTick: Int64?
-        var live: Bool
+        var lastFiredTick: Int64? {
+            get { lastFiredTickRaw == .min ? nil : lastFiredTickRaw }
+            set { lastFiredTickRaw = newValue ?? .min }
+        }
+        var enabled: Bool {
+            get { flag(0) }
+            set { setFlag(0, newValue) }
+        }
+        var pendingIsCatchUp: Bool {
+            get { flag(1) }
+            set { setFlag(1, newValue) }
+        }
+        var live: Bool {
+            get { flag(2) }
+            set { setFlag(2, newValue) }
+        }
+        var ciphertextIsBase64: Bool {
+            get { flag(3) }
+            set { setFlag(3, newValue) }
+        }
+
+        private func flag(_ bit: UInt8) -> Bool { flags & (1 << bit) != 0 }
+        private mutating func setFlag(_ bit: UInt8, _ value: Bool) {
+            if value { flags |= 1 << bit } else { flags &= ~(1 << bit) }
+        }
     }
 
     private struct HeapEntry: Sendable {
@@ -123,7 +183,17 @@ public struct SchedulingCore: Sendable {
     private var freeSlots: [Int32] = []
     private var index: [String: Int32] = [:]
     private var heap: [HeapEntry] = []
+    /// Every account's ciphertext back to back in one buffer: a million small arrays would cost a malloc chunk
+    /// and header each, and interleave with parsing garbage so freed memory could not go back to the system.
+    private var ciphertexts = CiphertextStore()
     private var expressions: [CronExpression] = []
+    private struct Kind: Hashable, Sendable {
+        var integration: String
+        var keyId: String
+        var algorithm: String
+    }
+    private var kinds: [Kind] = []
+    private var kindIndex: [Kind: Int32] = [:]
     private var expressionIndex: [String: Int32] = [:]
     /// Last fired tick of accounts whose partition was revoked, consulted when they come back.
     private var parked: [String: Int64] = [:]
@@ -179,11 +249,16 @@ public struct SchedulingCore: Sendable {
             let scheduleChanged = slot.expression != expression || slot.enabled != account.enabled
             let wasEnabled = slot.enabled
             slot.partition = account.partition
-            slot.integration = account.integration
-            slot.sealedConfig = account.sealedConfig
+            slot.kind = intern(account)
+            let compacted = Self.compact(account.sealedConfig.ciphertext)
+            ciphertexts.release(length: slot.ciphertextLength)
+            let stored = ciphertexts.append(compacted.bytes)
+            (slot.ciphertextOffset, slot.ciphertextLength) = (stored.offset, stored.length)
+            slot.ciphertextIsBase64 = compacted.isBase64
             slot.expression = expression
             slot.enabled = account.enabled
             slots[Int(slotIndex)] = slot
+            compactCiphertextsIfMostlyGarbage()
             guard scheduleChanged else { return }
             if account.enabled && !wasEnabled {
                 scheduleLoaded(slotIndex, nowMillis: nowMillis)
@@ -192,9 +267,11 @@ public struct SchedulingCore: Sendable {
             }
             return
         }
+        let compacted = Self.compact(account.sealedConfig.ciphertext)
         let slot = Slot(
-            accountId: account.accountId, partition: account.partition, integration: account.integration,
-            expression: expression, sealedConfig: account.sealedConfig,
+            accountId: account.accountId, partition: account.partition, kind: intern(account),
+            expression: expression, ciphertext: ciphertexts.append(compacted.bytes),
+            ciphertextIsBase64: compacted.isBase64,
             spreadHash: Self.spreadHash(account.accountId), enabled: account.enabled, generation: 0,
             pendingTick: nil, pendingIsCatchUp: false, lastFiredTick: parked.removeValue(forKey: account.accountId),
             live: true)
@@ -249,11 +326,17 @@ public struct SchedulingCore: Sendable {
             guard slot.live, slot.generation == top.generation, slot.enabled, let tick = slot.pendingTick else {
                 continue
             }
+            let kind = kinds[Int(slot.kind)]
+            let bytes = ciphertexts.bytes(offset: slot.ciphertextOffset, length: slot.ciphertextLength)
+            let ciphertext =
+                slot.ciphertextIsBase64
+                ? Data(bytes).base64EncodedString() : String(decoding: bytes, as: UTF8.self)
             jobs.append(
                 DueJob(
-                    accountId: slot.accountId, partition: slot.partition, integration: slot.integration,
+                    accountId: slot.accountId, partition: slot.partition, integration: kind.integration,
                     scheduledAt: Date(timeIntervalSince1970: TimeInterval(tick)), dueAt: Date(millis: top.dueMillis),
-                    isCatchUp: slot.pendingIsCatchUp, sealedConfig: slot.sealedConfig))
+                    isCatchUp: slot.pendingIsCatchUp,
+                    sealedConfig: SealedConfig(keyId: kind.keyId, algorithm: kind.algorithm, ciphertext: ciphertext)))
             slot.lastFiredTick = tick
             slot.pendingTick = nil
             slots[Int(slotIndex)] = slot
@@ -319,8 +402,11 @@ public struct SchedulingCore: Sendable {
         return ticks.previous
     }
 
+    /// The latest tick of `expression` at or before `time` (seconds since the epoch), e.g. for `enqueue` to publish
+    /// the very job (same id) a scheduler fires for that tick.
+    ///
     /// Searches backwards with a doubling window; cron expressions only know how to go forwards.
-    static func latestTick(_ expression: CronExpression, atOrBefore time: Int64) -> Int64? {
+    public static func latestTick(_ expression: CronExpression, atOrBefore time: Int64) -> Int64? {
         var window: Int64 = 1
         let horizon = Int64(CronExpression.searchHorizonYears) * 366 * 86_400
         while window <= horizon {
@@ -335,7 +421,8 @@ public struct SchedulingCore: Sendable {
 
     private func due(tick: Int64, slot: Slot, expression: CronExpression? = nil) -> Int64 {
         let expression = expression ?? expressions[Int(slot.expression)]
-        let maxSpreadMillis = Int64(policy.maxSpread.components.seconds) * 1000
+        let maxSpreadMillis =
+            Int64(policy.maxSpread.components.seconds) * 1000
             + policy.maxSpread.components.attoseconds / 1_000_000_000_000_000
         let gapMillis: Int64
         if let next = expression.nextSecond(after: tick) {
@@ -368,6 +455,38 @@ public struct SchedulingCore: Sendable {
         return hash ^ (hash >> 31)
     }
 
+    private mutating func intern(_ account: ScheduledAccount) -> Int32 {
+        let kind = Kind(
+            integration: account.integration, keyId: account.sealedConfig.keyId,
+            algorithm: account.sealedConfig.algorithm)
+        if let existing = kindIndex[kind] { return existing }
+        let id = Int32(kinds.count)
+        kinds.append(kind)
+        kindIndex[kind] = id
+        return id
+    }
+
+    /// Rewrites the ciphertext store without the bytes of removed or replaced configs once those outweigh the live
+    /// ones (token refreshes replace every account's config a few times a day).
+    private mutating func compactCiphertextsIfMostlyGarbage() {
+        guard ciphertexts.garbage > 16 << 20, ciphertexts.garbage > ciphertexts.live else { return }
+        var fresh = CiphertextStore()
+        fresh.reserve(ciphertexts.live)
+        for index in slots.indices where slots[index].live {
+            let slot = slots[index]
+            let stored = fresh.append(ciphertexts.bytes(offset: slot.ciphertextOffset, length: slot.ciphertextLength))
+            slots[index].ciphertextOffset = stored.offset
+        }
+        ciphertexts = fresh
+    }
+
+    private static func compact(_ ciphertext: String) -> (bytes: [UInt8], isBase64: Bool) {
+        if let data = Data(base64Encoded: ciphertext), data.base64EncodedString() == ciphertext {
+            return (Array(data), true)
+        }
+        return (Array(ciphertext.utf8), false)
+    }
+
     private mutating func intern(_ expression: CronExpression) -> Int32 {
         if let existing = expressionIndex[expression.source] { return existing }
         let id = Int32(expressions.count)
@@ -382,7 +501,9 @@ public struct SchedulingCore: Sendable {
         slots[Int(slotIndex)].generation &+= 1
         // Drop the heavy fields now rather than when the slot is reused.
         slots[Int(slotIndex)].accountId = ""
-        slots[Int(slotIndex)].sealedConfig = SealedConfig(keyId: "", ciphertext: "")
+        ciphertexts.release(length: slots[Int(slotIndex)].ciphertextLength)
+        slots[Int(slotIndex)].ciphertextLength = 0
+        compactCiphertextsIfMostlyGarbage()
         freeSlots.append(slotIndex)
         compactIfMostlyStale()
     }
@@ -456,6 +577,32 @@ public struct SchedulingCore: Sendable {
             parent = child
         }
         heap[parent] = entry
+    }
+}
+
+/// Append-only byte store with garbage accounting; compacted by the core.
+struct CiphertextStore: Sendable {
+    private var buffer: [UInt8] = []
+    private(set) var garbage = 0
+
+    var live: Int { buffer.count - garbage }
+
+    mutating func reserve(_ count: Int) { buffer.reserveCapacity(count) }
+
+    /// - Important: Configs are at most ``SchedulingCore/maxCiphertextBytes``; the validator rejects larger ones.
+    mutating func append(_ bytes: some Collection<UInt8>) -> (offset: UInt32, length: UInt16) {
+        precondition(bytes.count <= Int(UInt16.max), "sealed config larger than SchedulingCore.maxCiphertextBytes")
+        precondition(buffer.count + bytes.count <= Int(UInt32.max), "ciphertext store beyond 4 GB")
+        let length = UInt16(bytes.count)
+        let offset = UInt32(clamping: buffer.count)
+        buffer.append(contentsOf: bytes)
+        return (offset, length)
+    }
+
+    mutating func release(length: UInt16) { garbage += Int(length) }
+
+    func bytes(offset: UInt32, length: UInt16) -> ArraySlice<UInt8> {
+        buffer[Int(offset)..<Int(offset) + Int(length)]
     }
 }
 

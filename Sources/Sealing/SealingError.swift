@@ -24,25 +24,29 @@ public struct SealingError: Error, CustomStringConvertible, Sendable {
 
     static func badKey(source: String, problem: String) -> SealingError {
         SealingError(
-            .badKey, "sealing key from \(source) \(problem); a sealing key is base64 of exactly 32 random bytes — "
+            .badKey,
+            "sealing key from \(source) \(problem); a sealing key is base64 of exactly 32 random bytes — "
                 + generateHint)
     }
 
     static func keyFile(path: String, problem: String) -> SealingError {
         SealingError(
-            .keyFile, "sealing key file \(path): \(problem); put one key per line as `id:base64` or a single base64 "
+            .keyFile,
+            "sealing key file \(path): \(problem); put one key per line as `id:base64` or a single base64 "
                 + "key (\(generateHint)) and pass it with --sealing-key-file or ACTIVITY_SYNC_SEALING_KEY_FILE")
     }
 
     static func unknownKeyId(_ keyId: String, known: [String]) -> SealingError {
         SealingError(
-            .unknownKeyId, "account sealed with key id \(keyId) which this process does not have (it has "
+            .unknownKeyId,
+            "account sealed with key id \(keyId) which this process does not have (it has "
                 + "\(known.joined(separator: ", "))); add it to the key file as a later line `\(keyId):<base64>`")
     }
 
     static func authenticationFailed(keyId: String) -> SealingError {
         SealingError(
-            .authenticationFailed, "sealed config under key id \(keyId) failed authentication: the ciphertext was "
+            .authenticationFailed,
+            "sealed config under key id \(keyId) failed authentication: the ciphertext was "
                 + "altered or sealed with a different key that has the same id; re-add the account")
     }
 

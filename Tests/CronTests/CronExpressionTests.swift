@@ -52,9 +52,10 @@ struct CronExpressionTests {
             ])
         // 7 is Sunday too.
         #expect(try fires("0 0 * * 7", after: "2026-12-01T00:00:00Z", count: 1) == ["2026-12-06T00:00:00Z"])
-        #expect(try fires("0 0 * * 5-7", after: "2026-12-04T01:00:00Z", count: 3) == [
-            "2026-12-05T00:00:00Z", "2026-12-06T00:00:00Z", "2026-12-11T00:00:00Z",
-        ])
+        #expect(
+            try fires("0 0 * * 5-7", after: "2026-12-04T01:00:00Z", count: 3) == [
+                "2026-12-05T00:00:00Z", "2026-12-06T00:00:00Z", "2026-12-11T00:00:00Z",
+            ])
     }
 
     @Test func macros() throws {
@@ -77,9 +78,10 @@ struct CronExpressionTests {
         // With day-of-week unrestricted only day-of-month counts…
         #expect(try fires("0 0 13 * *", after: "2026-12-01T00:00:00Z", count: 1) == ["2026-12-13T00:00:00Z"])
         // …and a field starting with '*' (even */2) counts as unrestricted, so the two are ANDed.
-        #expect(try fires("0 0 */2 * FRI", after: "2026-12-01T00:00:00Z", count: 2) == [
-            "2026-12-11T00:00:00Z", "2026-12-25T00:00:00Z",
-        ])
+        #expect(
+            try fires("0 0 */2 * FRI", after: "2026-12-01T00:00:00Z", count: 2) == [
+                "2026-12-11T00:00:00Z", "2026-12-25T00:00:00Z",
+            ])
     }
 
     @Test func monthEndsAreSkippedNotClamped() throws {
@@ -91,9 +93,10 @@ struct CronExpressionTests {
     }
 
     @Test func leapDays() throws {
-        #expect(try fires("0 0 29 2 *", after: "2026-12-01T00:00:00Z", count: 2) == [
-            "2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z",
-        ])
+        #expect(
+            try fires("0 0 29 2 *", after: "2026-12-01T00:00:00Z", count: 2) == [
+                "2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z",
+            ])
         // 2100 is not a leap year: the next leap day after 2096 is in 2104.
         #expect(try fires("0 0 29 2 *", after: "2096-03-01T00:00:00Z", count: 1) == ["2104-02-29T00:00:00Z"])
     }
@@ -137,23 +140,24 @@ struct CronExpressionTests {
         #expect(clock.now - started < .seconds(5))
     }
 
-    @Test(arguments: [
-        ("", nil, "empty"),
-        ("* * * *", nil, "has 4 fields"),
-        ("* * * * * * *", nil, "has 7 fields"),
-        ("@reboot", nil, "unknown cron macro '@reboot'"),
-        ("0 0 32 * *", "day-of-month", "day-of-month field '32': value 32 out of range 1-31"),
-        ("60 * * * *", "minute", "minute field '60': value 60 out of range 0-59"),
-        ("0 24 * * *", "hour", "hour field '24': value 24 out of range 0-23"),
-        ("0 0 * 13 *", "month", "month field '13': value 13 out of range 1-12"),
-        ("0 0 * * 8", "day-of-week", "day-of-week field '8': value 8 out of range 0-7"),
-        ("0 0 * FOO *", "month", "month field 'FOO': 'FOO' is not a number or a name"),
-        ("*/0 * * * *", "minute", "minute field '*/0': step must be at least 1"),
-        ("*/x * * * *", "minute", "step 'x' is not a number"),
-        ("30-10 * * * *", "minute", "range start 30 is after its end 10"),
-        ("1,,2 * * * *", "minute", "empty list element"),
-        ("60 * * * * *", "second", "second field '60': value 60 out of range 0-59"),
-    ] as [(String, String?, String)])
+    @Test(
+        arguments: [
+            ("", nil, "empty"),
+            ("* * * *", nil, "has 4 fields"),
+            ("* * * * * * *", nil, "has 7 fields"),
+            ("@reboot", nil, "unknown cron macro '@reboot'"),
+            ("0 0 32 * *", "day-of-month", "day-of-month field '32': value 32 out of range 1-31"),
+            ("60 * * * *", "minute", "minute field '60': value 60 out of range 0-59"),
+            ("0 24 * * *", "hour", "hour field '24': value 24 out of range 0-23"),
+            ("0 0 * 13 *", "month", "month field '13': value 13 out of range 1-12"),
+            ("0 0 * * 8", "day-of-week", "day-of-week field '8': value 8 out of range 0-7"),
+            ("0 0 * FOO *", "month", "month field 'FOO': 'FOO' is not a number or a name"),
+            ("*/0 * * * *", "minute", "minute field '*/0': step must be at least 1"),
+            ("*/x * * * *", "minute", "step 'x' is not a number"),
+            ("30-10 * * * *", "minute", "range start 30 is after its end 10"),
+            ("1,,2 * * * *", "minute", "empty list element"),
+            ("60 * * * * *", "second", "second field '60': value 60 out of range 0-59"),
+        ] as [(String, String?, String)])
     func badInputNamesTheFieldAndTheFix(expression: String, field: String?, message: String) {
         do {
             _ = try CronExpression(expression)

@@ -9,7 +9,8 @@ struct JobEncodingTests {
     func handWrittenJobsMatchTheWireFormat(accountId: String) throws {
         let sealed = SealedConfig(keyId: "k1", ciphertext: "AAECAwQ=/+x")
         for scheduledAt in [Date(timeIntervalSince1970: 1_796_000_400), Date(timeIntervalSince1970: 1_796_000_400.25)] {
-            let job = SyncJob(accountId: accountId, integration: "github", scheduledAt: scheduledAt, sealedConfig: sealed)
+            let job = SyncJob(
+                accountId: accountId, integration: "github", scheduledAt: scheduledAt, sealedConfig: sealed)
             var encoder = JobEncoder()
             #expect(try encoder.encode(job) == WireFormat.encode(job))
             let due = DueJob(

@@ -56,9 +56,11 @@ struct SchedulingCoreTests {
         core.upsert(account("fast", "*/2 * * * * *"), now: utc("2026-12-01T04:00:00.500Z"))
         var simulation = Simulation(core: core, now: utc("2026-12-01T04:00:00.500Z"))
         simulation.run(until: utc("2026-12-01T04:00:10Z"), step: 0.25)
-        #expect(simulation.fired.map(\.job.scheduledAt) == [0, 2, 4, 6, 8, 10].map {
-            utc("2026-12-01T04:00:00Z").addingTimeInterval(TimeInterval($0))
-        })
+        #expect(
+            simulation.fired.map(\.job.scheduledAt)
+                == [0, 2, 4, 6, 8, 10].map {
+                    utc("2026-12-01T04:00:00Z").addingTimeInterval(TimeInterval($0))
+                })
     }
 
     @Test func spreadDistributesAccountsOverThePeriod() {
@@ -103,7 +105,10 @@ struct SchedulingCoreTests {
         for name in ["a", "b", "c"] { after.upsert(account(name), now: restart) }
         let catchUp = after.popDue(now: restart)
         #expect(catchUp.count == 3)
-        #expect(Set(catchUp.map(\.job.jobId)) == ["a@2026-12-01T05:05:00Z", "b@2026-12-01T05:05:00Z", "c@2026-12-01T05:05:00Z"])
+        #expect(
+            Set(catchUp.map(\.job.jobId)) == [
+                "a@2026-12-01T05:05:00Z", "b@2026-12-01T05:05:00Z", "c@2026-12-01T05:05:00Z",
+            ])
         #expect(after.popDue(now: restart.addingTimeInterval(60)).isEmpty)
         #expect(after.popDue(now: utc("2026-12-01T05:10:00Z")).count == 3)
 
