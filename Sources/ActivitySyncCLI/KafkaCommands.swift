@@ -36,6 +36,8 @@ struct KafkaEmbeddedCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logger(label: "activity-sync.kafka.embedded")
+        // Watch for signals before anything else, so a signal sent right after the first line is not lost.
+        let termination = await TerminationSignal.start()
         let cluster = try EmbeddedKafkaCluster(brokers: brokers, logger: logger)
         let names = TopicNames(prefix: topicPrefix).all.map(\.name)
         try cluster.createTopics(names, partitions: partitions, replicationFactor: Int32(min(brokers, 3)))
@@ -44,7 +46,7 @@ struct KafkaEmbeddedCommand: AsyncParsableCommand {
         logger.info(
             "embedded Kafka serving",
             metadata: ["bootstrap.servers": "\(cluster.bootstrapServers)", "topics": "\(names)"])
-        let signal = await TerminationSignal.wait()
+        let signal = await termination.wait()
         logger.info("stopping embedded Kafka", metadata: ["signal": "\(signal)"])
         await cluster.close()
     }
@@ -78,7 +80,7 @@ struct TopicsCreateCommand: AsyncParsableCommand {
     var topicPrefix: String = "activity-sync"
 
     func run() async throws {
-        guard let servers = bootstrap ?? ProcessInfo.processInfo.environment["ACTIVITY_SYNC_BOOTSTRAP"] else {
+        guard let servers = bootstrap ?? ProcessInfo.processInfo.environment["ACTIVITY_SYNC_BOOTSTRAP"], !servers.isEmpty else {
             throw ValidationError("give --bootstrap HOST:PORT or set ACTIVITY_SYNC_BOOTSTRAP")
         }
         let logger = Logger(label: "activity-sync.topics")
@@ -105,40 +107,56 @@ struct TopicsCreateCommand: AsyncParsableCommand {
     }
 }
 
-/// Waits for SIGINT or SIGTERM without blocking a thread.
-enum TerminationSignal {
-    static func wait() async -> Int32 {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
-            let resumed = SignalSources(continuation)
-            for signalNumber in [SIGINT, SIGTERM] {
-                signal(signalNumber, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-                source.setEventHandler { resumed.fire(signalNumber) }
-                resumed.add(source)
+/// Waits for SIGINT or SIGTERM without blocking a thread (dispatch signal sources).
+// @unchecked Sendable: all mutable state is guarded by `lock`.
+final class TerminationSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var received: Int32?
+    private var continuation: CheckedContinuation<Int32, Never>?
+    private var sources: [any DispatchSourceSignal] = []
+
+    private init() {}
+
+    /// Starts watching and returns once the sources are registered (before that, libdispatch would not see a
+    /// signal); signals arriving before `wait()` are remembered.
+    static func start() async -> TerminationSignal {
+        let watcher = TerminationSignal()
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { [weak watcher] in watcher?.fire(signalNumber) }
+            watcher.lock.withLock { watcher.sources.append(source) }
+            await withCheckedContinuation { (registered: CheckedContinuation<Void, Never>) in
+                source.setRegistrationHandler { registered.resume() }
                 source.resume()
             }
         }
+        return watcher
     }
 
-    /// Keeps the signal sources alive until the first signal, and resumes the waiter once.
-    // @unchecked Sendable: all state is guarded by `lock`.
-    private final class SignalSources: @unchecked Sendable {
-        private let lock = NSLock()
-        private var continuation: CheckedContinuation<Int32, Never>?
-        private var sources: [any DispatchSourceSignal] = []
+    /// Starts watching and waits for the first signal (for callers with nothing to do in between).
+    static func wait() async -> Int32 {
+        await start().wait()
+    }
 
-        init(_ continuation: CheckedContinuation<Int32, Never>) { self.continuation = continuation }
-
-        func add(_ source: any DispatchSourceSignal) {
-            lock.withLock { sources.append(source) }
-        }
-
-        func fire(_ signalNumber: Int32) {
-            let waiter = lock.withLock {
-                defer { continuation = nil }
-                return continuation
+    /// Returns the first signal received.
+    func wait() async -> Int32 {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+            let already: Int32? = lock.withLock {
+                if let received { return received }
+                self.continuation = continuation
+                return nil
             }
-            waiter?.resume(returning: signalNumber)
+            if let already { continuation.resume(returning: already) }
         }
+    }
+
+    private func fire(_ signalNumber: Int32) {
+        let waiter: CheckedContinuation<Int32, Never>? = lock.withLock {
+            if received == nil { received = signalNumber }
+            defer { continuation = nil }
+            return continuation
+        }
+        waiter?.resume(returning: signalNumber)
     }
 }

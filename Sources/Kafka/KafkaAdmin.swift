@@ -86,7 +86,8 @@ public final class KafkaAdmin: Sendable {
             rd_kafka_CreateTopics(rk, buffer.baseAddress, buffer.count, options, queue)
         }
         guard let event = rd_kafka_queue_poll(queue, timeout.timeoutMilliseconds + 1000) else {
-            return .failure(.timedOut("creating topics", after: timeout))
+            return .failure(
+                .timedOut("creating topics (does the cluster support CreateTopics? the embedded mock does not)", after: timeout))
         }
         defer { rd_kafka_event_destroy(event) }
         let eventError = rd_kafka_event_error(event)

@@ -85,6 +85,11 @@ final class ConsumerPollState: @unchecked Sendable {
 ///
 /// Offsets are never committed automatically (`enable.auto.commit=false`, `enable.auto.offset.store=false`):
 /// commit what you processed with `commit(_:)`, typically on `.revoked` before asking for the next event.
+///
+/// - Important: keep iterating `events`: the poll thread buffers only a few events ahead, and a rebalance
+///   waits (up to `revocationTimeout`) for the application to ask for the event after `.revoked`.
+///   The embedded (mock) cluster answers commits made during a rebalance with REBALANCE_IN_PROGRESS (real
+///   Kafka accepts them from the current generation), so in tests commit as you go rather than only on revoke.
 public final class KafkaConsumer: Sendable {
     private let client: RDKafkaClient
     private let pollThread: PollThread

@@ -3,78 +3,115 @@ import Logging
 import Synchronization
 
 /// Collects the delivery reports of one `send` call and resumes its caller once all of them arrived.
-final class DeliveryBatch: Sendable {
+///
+/// Built for high rates: one allocation per batch (not per record), per-record results written to disjoint
+/// slots, and one atomic decrement per delivery report; the lock is taken only for errors and the final hand-off.
+// @unchecked Sendable: `partitions`/`offsets` slot i is written only by the delivery report of record i (exactly
+// once), and read by the waiter only after `remaining` reached 0 (acquire/release ordering); the rest is behind
+// `state`.
+final class DeliveryBatch: @unchecked Sendable {
+    /// What librdkafka carries as each record's opaque: the (unretained) batch and the record's index.
+    struct Slot {
+        var batch: UnsafeMutableRawPointer
+        var index: Int
+    }
+
     private struct State {
-        var results: [RecordMetadata]
         var firstError: KafkaError?
-        var remaining: Int
+        var finished = false
         var continuation: CheckedContinuation<[RecordMetadata], any Error>?
     }
-    private let state: Mutex<State>
+
+    private let topics: [String]
+    private let partitions: UnsafeMutableBufferPointer<Int32>
+    private let offsets: UnsafeMutableBufferPointer<Int64>
+    private let slots: UnsafeMutableBufferPointer<Slot>
+    private let remaining: Atomic<Int>
+    private let state = Mutex(State())
 
     init(records: [ProducerRecord]) {
-        state = Mutex(
-            State(
-                results: records.map { RecordMetadata(topic: $0.topic, partition: -1, offset: -1) },
-                firstError: nil, remaining: records.count, continuation: nil))
+        topics = records.map(\.topic)
+        partitions = .allocate(capacity: records.count)
+        partitions.initialize(repeating: -1)
+        offsets = .allocate(capacity: records.count)
+        offsets.initialize(repeating: -1)
+        slots = .allocate(capacity: records.count)
+        remaining = Atomic(records.count)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        for index in 0..<records.count {
+            slots.initializeElement(at: index, to: Slot(batch: me, index: index))
+        }
+    }
+
+    deinit {
+        partitions.deallocate()
+        offsets.deallocate()
+        slots.deallocate()
+    }
+
+    /// The opaque for record `index`. Valid while the batch lives: the sender holds it until every report came.
+    func opaque(for index: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(slots.baseAddress! + index)
     }
 
     /// Called on the poll thread for each delivery report, or by the sender for a record it could not enqueue.
     func complete(index: Int, partition: Int32, offset: Int64, error: KafkaError?) {
-        let finished = state.withLock { state -> (CheckedContinuation<[RecordMetadata], any Error>, State)? in
-            state.results[index].partition = partition
-            state.results[index].offset = offset
-            if let error, state.firstError == nil { state.firstError = error }
-            state.remaining -= 1
-            guard state.remaining == 0, let continuation = state.continuation else { return nil }
-            state.continuation = nil
-            return (continuation, state)
+        partitions[index] = partition
+        offsets[index] = offset
+        if let error {
+            state.withLock { if $0.firstError == nil { $0.firstError = error } }
         }
-        if let (continuation, final) = finished {
-            Self.resume(continuation, with: final)
+        guard remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        let (continuation, error) = state.withLock { state in
+            state.finished = true
+            defer { state.continuation = nil }
+            return (state.continuation, state.firstError)
         }
+        if let continuation { resume(continuation, error: error) }
     }
 
     /// Waits for every record's delivery report.
     func wait() async throws -> [RecordMetadata] {
         try await withCheckedThrowingContinuation { continuation in
-            let ready = state.withLock { state -> State? in
-                if state.remaining == 0 { return state }
+            let ready: (Bool, KafkaError?) = state.withLock { state in
+                if state.finished { return (true, state.firstError) }
                 state.continuation = continuation
-                return nil
+                return (false, nil)
             }
-            if let ready { Self.resume(continuation, with: ready) }
+            if ready.0 { resume(continuation, error: ready.1) }
         }
     }
 
-    private static func resume(_ continuation: CheckedContinuation<[RecordMetadata], any Error>, with state: State) {
-        if let error = state.firstError {
+    private func resume(_ continuation: CheckedContinuation<[RecordMetadata], any Error>, error: KafkaError?) {
+        if let error {
             continuation.resume(throwing: error)
-        } else {
-            continuation.resume(returning: state.results)
+            return
         }
-    }
-}
-
-/// The per-message opaque handed to librdkafka: which batch and which record a delivery report belongs to.
-final class DeliveryTicket {
-    let batch: DeliveryBatch
-    let index: Int
-
-    init(batch: DeliveryBatch, index: Int) {
-        self.batch = batch
-        self.index = index
+        _ = remaining.load(ordering: .acquiring)
+        var results: [RecordMetadata] = []
+        results.reserveCapacity(topics.count)
+        for index in 0..<topics.count {
+            results.append(RecordMetadata(topic: topics[index], partition: partitions[index], offset: offsets[index]))
+        }
+        continuation.resume(returning: results)
     }
 
     /// The delivery-report callback's work (poll thread).
-    static func complete(_ message: UnsafePointer<rd_kafka_message_t>) {
+    static func complete(_ message: UnsafePointer<rd_kafka_message_t>, rk: OpaquePointer?) {
         guard let opaque = message.pointee._private else { return }
-        let ticket = Unmanaged<DeliveryTicket>.fromOpaque(opaque).takeRetainedValue()
+        let slot = opaque.assumingMemoryBound(to: Slot.self).pointee
+        let batch = Unmanaged<DeliveryBatch>.fromOpaque(slot.batch).takeUnretainedValue()
         let err = message.pointee.err
-        let error: KafkaError? =
-            err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError.from(err, code: .delivery, context: "delivery failed")
-        ticket.batch.complete(
-            index: ticket.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)
+        var error: KafkaError?
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            error = KafkaError.from(err, code: .delivery, context: "delivery failed")
+            // After a fatal error (e.g. fenced) every delivery fails; say so, so callers recreate the producer.
+            if let rk, rd_kafka_fatal_error(rk, nil, 0) != RD_KAFKA_RESP_ERR_NO_ERROR {
+                error?.isFatal = true
+                error?.isRetriable = false
+            }
+        }
+        batch.complete(index: slot.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)
     }
 }
 
@@ -82,6 +119,9 @@ final class DeliveryTicket {
 final class ProducerCore: Sendable {
     let client: RDKafkaClient
     let pollThread: PollThread
+    /// Topic handles by name: producing through a handle skips librdkafka's per-record topic lookup (a write
+    /// lock and a list scan), which costs a lot at high rates. Destroyed before the client.
+    private let topics = Mutex<[String: UnsafeHandle]>([:])
 
     init(properties: [(String, String)], logger: Logger, statisticsHandler: (@Sendable (String) -> Void)?)
         throws(KafkaError)
@@ -106,10 +146,15 @@ final class ProducerCore: Sendable {
             let outcome: EnqueueOutcome
             do {
                 outcome = try client.withHandle("send") { (rk) throws(KafkaError) -> EnqueueOutcome in
+                    var cachedName = ""
+                    var cachedTopic: OpaquePointer?
                     while next < records.count {
-                        let ticket = Unmanaged.passRetained(DeliveryTicket(batch: batch, index: next))
-                        if let error = Self.enqueue(records[next], rk: rk, opaque: ticket.toOpaque()) {
-                            ticket.release()
+                        let record = records[next]
+                        if cachedTopic == nil || record.topic != cachedName {
+                            cachedName = record.topic
+                            cachedTopic = topicHandle(rk, record.topic)
+                        }
+                        if let error = Self.enqueue(record, rk: rk, topic: cachedTopic!, opaque: batch.opaque(for: next)) {
                             if error.librdkafkaCode == RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue {
                                 return .queueFull
                             }
@@ -138,6 +183,25 @@ final class ProducerCore: Sendable {
         return try await batch.wait()
     }
 
+    private func topicHandle(_ rk: OpaquePointer, _ name: String) -> OpaquePointer {
+        let rk = UnsafeHandle(pointer: rk)
+        return topics.withLock { topics -> UnsafeHandle in
+            if let handle = topics[name] { return handle }
+            let handle = UnsafeHandle(pointer: rd_kafka_topic_new(rk.pointer, name, nil)!)
+            topics[name] = handle
+            return handle
+        }.pointer
+    }
+
+    /// Releases the topic handles; only while closing, after the last `send` left the handle.
+    private func destroyTopicHandles() {
+        let handles = topics.withLock { topics in
+            defer { topics = [:] }
+            return Array(topics.values)
+        }
+        for handle in handles { rd_kafka_topic_destroy(handle.pointer) }
+    }
+
     private enum EnqueueOutcome {
         case done
         case queueFull
@@ -149,7 +213,9 @@ final class ProducerCore: Sendable {
     nonisolated(unsafe) private static let emptyPayload: UnsafeMutableRawPointer = .allocate(byteCount: 1, alignment: 1)
 
     /// `rd_kafka_produceva` (the variadic `producev` is not callable from Swift); copies key, value and headers.
-    static func enqueue(_ record: ProducerRecord, rk: OpaquePointer, opaque: UnsafeMutableRawPointer) -> KafkaError? {
+    static func enqueue(
+        _ record: ProducerRecord, rk: OpaquePointer, topic: OpaquePointer, opaque: UnsafeMutableRawPointer
+    ) -> KafkaError? {
         var headers: OpaquePointer?
         if !record.headers.isEmpty {
             let list = rd_kafka_headers_new(record.headers.count)!
@@ -164,8 +230,7 @@ final class ProducerCore: Sendable {
             }
             headers = list
         }
-        let error: OpaquePointer? = record.topic.withCString { topic in
-            withBytes(record.key) { key, keyLength in
+        let error: OpaquePointer? = withBytes(record.key) { key, keyLength in
                 withBytes(record.value) { value, valueLength in
                     withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 7) { buffer in
                         var count = 0
@@ -175,7 +240,7 @@ final class ProducerCore: Sendable {
                             buffer.initializeElement(at: count, to: vu)
                             count += 1
                         }
-                        add { $0.vtype = RD_KAFKA_VTYPE_TOPIC; $0.u.cstr = topic }
+                        add { $0.vtype = RD_KAFKA_VTYPE_RKT; $0.u.rkt = topic }
                         add {
                             $0.vtype = RD_KAFKA_VTYPE_PARTITION
                             $0.u.i32 = record.partition ?? RD_KAFKA_PARTITION_UA
@@ -195,7 +260,6 @@ final class ProducerCore: Sendable {
                         return rd_kafka_produceva(rk, buffer.baseAddress, count)
                     }
                 }
-            }
         }
         guard let error else { return nil }  // librdkafka owns the headers now
         if let headers { rd_kafka_headers_destroy(headers) }
@@ -224,7 +288,8 @@ final class ProducerCore: Sendable {
     func close(timeout: Duration) async {
         let flushTimeout = timeout * 0.7
         let logger = client.logger
-        await client.destroy(timeout: timeout, pollThread: pollThread) { rk in
+        await client.destroy(timeout: timeout, pollThread: pollThread) { [self] rk in
+            defer { destroyTopicHandles() }
             if rd_kafka_flush(rk, flushTimeout.timeoutMilliseconds) != RD_KAFKA_RESP_ERR_NO_ERROR {
                 logger.warning(
                     "closing the producer with \(rd_kafka_outq_len(rk)) records undelivered; they fail with a purge error")

@@ -81,9 +81,9 @@ final class RDKafkaClient: Sendable {
             return 0  // librdkafka frees the JSON
         }
         if callbacks.contains(.deliveryReports) {
-            rd_kafka_conf_set_dr_msg_cb(conf) { _, message, _ in
+            rd_kafka_conf_set_dr_msg_cb(conf) { rk, message, _ in
                 guard let message else { return }
-                DeliveryTicket.complete(message)
+                DeliveryBatch.complete(message, rk: rk)
             }
         }
         if callbacks.contains(.rebalance) {

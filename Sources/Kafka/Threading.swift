@@ -70,6 +70,7 @@ final class PollThread: Sendable {
     /// Starts a thread that calls `pollOnce` until `requestStop()`; `pollOnce` should block at most ~100 ms.
     init(name: String, pollOnce: @escaping @Sendable () -> Void) {
         let thread = Thread { [self] in
+            Thread.current.name = name  // on Linux the OS-level name is only set from the thread itself
             while !self.stopRequested.load(ordering: .acquiring) {
                 pollOnce()
             }
