@@ -77,6 +77,8 @@ struct DevCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let schedule = try Self.cronSchedule(every: every)
         let started = Date()
+        // Watch for Ctrl-C before anything starts, so an early one still stops everything cleanly.
+        let termination = await TerminationSignal.start()
         let runDirectory = FileManager.default.temporaryDirectory
             .appendingPathComponent("activity-sync-dev-\(ProcessInfo.processInfo.processIdentifier)")
         let children = try ChildProcesses(logDirectory: runDirectory.appendingPathComponent("logs"))
@@ -163,7 +165,7 @@ struct DevCommand: AsyncParsableCommand {
         // cancelled, so it runs unstructured and only reports into the stream.
         let (stop, stopRequested) = AsyncStream<Void>.makeStream()
         Task.detached {
-            _ = await TerminationSignal.wait()
+            _ = await termination.wait()
             stopRequested.yield()
         }
         let timer = Task {
