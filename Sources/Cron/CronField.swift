@@ -57,7 +57,9 @@ struct CronField: Sendable {
             guard value > 0 else {
                 throw .badField(self, token: item, problem: "step must be at least 1", fix: "write e.g. */5")
             }
-            step = value
+            // A step past the field's span selects only the range's first value, as in Vixie cron; clamping
+            // also keeps a huge step (e.g. */9223372036854775807) from overflowing below.
+            step = Swift.min(value, upper - min + 1)
         }
         let rangeText = String(parts[0])
         let low: Int

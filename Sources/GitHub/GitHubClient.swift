@@ -270,10 +270,10 @@ public final class GitHubClient: Sendable {
     /// How long GitHub asks us to wait after a 403/429, or nil when it is a plain "forbidden".
     private func rateLimitWait(_ response: GitHubResponse, secondaryWaits: Int) -> (kind: WaitKind, seconds: Double)? {
         if let retryAfter = response.headers.first(name: "retry-after") {
-            if let secondsValue = Double(retryAfter.trimmingCharacters(in: .whitespaces)) {
-                return (.retryAfter, max(0, secondsValue))
+            if let secondsValue = HeaderLimits.seconds(retryAfter) { return (.retryAfter, secondsValue) }
+            if let date = HTTPDate.parse(retryAfter) {
+                return (.retryAfter, min(max(0, date.timeIntervalSinceNow), HeaderLimits.longestWait))
             }
-            if let date = HTTPDate.parse(retryAfter) { return (.retryAfter, max(0, date.timeIntervalSinceNow)) }
         }
         let info = response.rateLimit
         if info.remaining == 0, let reset = info.reset {
@@ -309,7 +309,9 @@ struct GitHubResponse: Sendable {
     var etag: String? { headers.first(name: "etag") }
     var lastModified: String? { headers.first(name: "last-modified") }
     var nextLink: String? { headers.first(name: "link").flatMap { LinkHeader.parse($0)["next"] } }
-    var pollInterval: Int? { headers.first(name: "x-poll-interval").flatMap { Int($0) } }
+    var pollInterval: Int? {
+        headers.first(name: "x-poll-interval").flatMap { Int($0) }.map { min(max(0, $0), HeaderLimits.longestPollInterval) }
+    }
 }
 
 /// Per-token quota as the last responses reported it, minus requests in flight, so parallel subject fetches

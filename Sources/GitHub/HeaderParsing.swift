@@ -74,10 +74,29 @@ struct RateLimitInfo: Sendable, Hashable {
 
     /// `x-ratelimit-reset` is epoch seconds. Values too large to be seconds (recorded fixtures normalise it to a
     /// millisecond-looking constant) are read as milliseconds rather than as a date thousands of years away.
-    static func parseReset(_ text: String) -> Date? {
-        guard let number = Double(text.trimmingCharacters(in: .whitespaces)), number >= 0 else { return nil }
+    /// A reset later than ``HeaderLimits/longestWait`` from now is read as that: GitHub's windows are an hour,
+    /// and a garbled header must not park an account for years (or reach a date the formatter cannot write).
+    static func parseReset(_ text: String, now: Date = Date()) -> Date? {
+        guard let number = Double(text.trimmingCharacters(in: .whitespaces)), number.isFinite, number >= 0 else {
+            return nil
+        }
         let seconds = number > 100_000_000_000 ? number / 1000 : number
-        return Date(timeIntervalSince1970: seconds)
+        return min(Date(timeIntervalSince1970: seconds), now.addingTimeInterval(HeaderLimits.longestWait))
+    }
+}
+
+/// Bounds on what response headers may ask of us. GitHub's own values are far below them; anything above is a
+/// broken or hostile response, and obeying it would stop an account's syncs indefinitely.
+enum HeaderLimits {
+    /// The longest wait a `retry-after` or `x-ratelimit-reset` may impose (GitHub's rate-limit window is 1 h).
+    static let longestWait: TimeInterval = 2 * 3600
+    /// The longest `X-Poll-Interval` honoured (GitHub sends 60 s).
+    static let longestPollInterval = 3600
+
+    /// Seconds from a `retry-after` value, finite and within bounds.
+    static func seconds(_ text: String) -> Double? {
+        guard let value = Double(text.trimmingCharacters(in: .whitespaces)), value.isFinite else { return nil }
+        return min(max(0, value), longestWait)
     }
 }
 
