@@ -36,6 +36,8 @@ public final class TransactionBatcher: Sendable {
         public var finishedAt: [Date]
         /// When the jobs that ran were scheduled, for scheduled→committed latency.
         public var scheduledAt: [Date]
+        /// The finished jobs behind this batch by partition, to give them back if the batch is abandoned.
+        var parts: [Int32: [Finished]] = [:]
     }
 
     public enum Action: Sendable {
@@ -59,6 +61,8 @@ public final class TransactionBatcher: Sendable {
         var inFlight: Batch?
         var nextBatchId = 1
         var stopped: String?
+        /// Partitions of the in-flight batch revoked since it was built: the batch may no longer be written.
+        var revokedFromInFlight: Set<Int32> = []
         var commits = 0
         var aborts = 0
     }
@@ -82,6 +86,9 @@ public final class TransactionBatcher: Sendable {
     /// Forgets revoked partitions: their uncommitted jobs belong to the next owner now.
     public func revoke(_ partitions: [Int32]) {
         state.withLock { state in
+            if let batch = state.inFlight {
+                state.revokedFromInFlight.formUnion(partitions.filter { batch.offsets[$0] != nil })
+            }
             state.tracker.revoke(partitions)
             for partition in partitions { state.waiting[partition] = nil }
         }
@@ -166,6 +173,29 @@ public final class TransactionBatcher: Sendable {
         }
     }
 
+    /// Whether this batch may still be written: it is the one in flight and none of its partitions was revoked.
+    public func isValid(batchId: Int) -> Bool {
+        state.withLock { $0.inFlight?.id == batchId && $0.revokedFromInFlight.isEmpty }
+    }
+
+    /// Drops an invalidated batch without writing it. The jobs of its revoked partitions are re-consumed by
+    /// their next owner; those of partitions still ours go back to waiting and are committed in the next batch
+    /// (their offsets are still uncommitted, so dropping their output would commit the offsets without it).
+    public func abandon(batchId: Int, now: Date = Date()) -> Action {
+        state.withLock { state in
+            guard let batch = state.inFlight, batch.id == batchId else { return .none }
+            for (partition, entries) in batch.parts
+            where !state.revokedFromInFlight.contains(partition) && state.tracker.isAssigned(partition) {
+                state.waiting[partition, default: []] += entries
+                state.finishedSinceCommit += entries.count
+                state.oldestWaiting = min(state.oldestWaiting ?? now, entries.map(\.at).min() ?? now)
+            }
+            state.inFlight = nil
+            state.revokedFromInFlight = []
+            return Self.nextBatch(&state)
+        }
+    }
+
     public var isCommitting: Bool { state.withLock { $0.inFlight != nil } }
     public var counts: (commits: Int, aborts: Int) { state.withLock { ($0.commits, $0.aborts) } }
 
@@ -214,12 +244,14 @@ public final class TransactionBatcher: Sendable {
         var finishedAt: [Date] = []
         var scheduledAt: [Date] = []
         var jobs = 0
+        var parts: [Int32: [Finished]] = [:]
         var oldestLeft: Date?
         for (partition, position) in state.tracker.committable() {
             guard var waiting = state.waiting[partition] else { continue }
             var taken = 0
             // Output in offset order, so a partition's records keep the jobs' order.
             for entry in waiting.sorted(by: { $0.offset < $1.offset }) where entry.offset < position {
+                parts[partition, default: []].append(entry)
                 records += entry.result.records
                 stateRecords += entry.result.stateRecords
                 finishedAt.append(entry.at)
@@ -240,9 +272,10 @@ public final class TransactionBatcher: Sendable {
         let batch = Batch(
             id: state.nextBatchId, records: records, stateRecords: stateRecords, offsets: offsets, jobCount: jobs,
             attempt: 1, finishedAt: finishedAt,
-            scheduledAt: scheduledAt)
+            scheduledAt: scheduledAt, parts: parts)
         state.nextBatchId += 1
         state.inFlight = batch
+        state.revokedFromInFlight = []
         return .commit(batch)
     }
 }

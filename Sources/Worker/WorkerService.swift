@@ -261,28 +261,35 @@ public final class WorkerService: Service, Sendable {
         guard !partitions.isEmpty else { return }
         let revoked = Set(partitions)
         // Jobs not started yet belong to the next owner, who re-consumes them from the committed offset.
+        // A lost partition is already someone else's: nothing of it may be committed by us, so its running jobs
+        // stop counting at once. A revoked one is still ours until we acknowledge: its running jobs stay current,
+        // so they finish and their output is committed before the hand-over, and the next owner need not repeat
+        // them (a repeated job could also lose a refreshed token pair that only its dropped output held).
         let dropped = shared.withLock { shared in
-            for partition in partitions { shared.generations[partition] = nil }
+            if lost { for partition in partitions { shared.generations[partition] = nil } }
             let removed = shared.queues.removeWaiting { revoked.contains($0.origin.partition) }
             shared.buffered -= removed.count
             return removed.count
         }
         let deadline = ContinuousClock.now + configuration.revocationDeadline
         if !lost {
-            // Finish what runs, then commit it, so the next owner does not repeat it.
+            // Finish what runs, then commit it. (Cancelled by shutdown: the drain takes over, so stop waiting.)
             while partitions.contains(where: { partition in shared.withLock { $0.running[partition, default: 0] > 0 } }),
-                ContinuousClock.now < deadline
+                ContinuousClock.now < deadline, !Task.isCancelled
             {
                 try? await Task.sleep(for: .milliseconds(5))
             }
             handle(batcher.flush())
             while batcher.hasCommittable(partitions: partitions), ContinuousClock.now < deadline,
-                shared.withLock({ $0.fatal == nil })
+                shared.withLock({ $0.fatal == nil }), !Task.isCancelled
             {
                 handle(batcher.flush())
                 try? await Task.sleep(for: .milliseconds(5))
             }
         }
+        // From here on, output of these partitions' jobs (any still running past the deadline) is discarded, and
+        // a batch in flight that holds them is abandoned rather than committed without its offsets.
+        shared.withLock { shared in for partition in partitions { shared.generations[partition] = nil } }
         batcher.revoke(partitions)
         shared.withLock { shared in
             shared.store.drop(partitions)
@@ -396,8 +403,15 @@ public final class WorkerService: Service, Sendable {
     }
 
     private func perform(_ batch: TransactionBatcher.Batch, output: any OutputWriter, consumer: KafkaConsumer) async {
-        // A partition revoked since the batch was built must not be committed by us any more.
-        let offsets = batch.offsets.filter { batcher.isAssigned($0.key) }.map {
+        // A batch holding a partition revoked since it was built is not ours to commit any more: writing its
+        // records without their offsets would make the next owner repeat them (and, with a partition given back
+        // to us, move the new assignment's offsets past jobs being re-run). Drop it; its jobs run again.
+        guard batcher.isValid(batchId: batch.id) else {
+            logger.info("batch abandoned: its partitions were revoked", metadata: ["jobs": "\(batch.jobCount)"])
+            handle(batcher.abandon(batchId: batch.id))
+            return
+        }
+        let offsets = batch.offsets.map {
             TopicPartitionOffset(topic: configuration.topics.jobs, partition: $0.key, offset: $0.value)
         }
         do {

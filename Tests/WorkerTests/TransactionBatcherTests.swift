@@ -101,4 +101,47 @@ import Worker
         #expect(batch(batcher.flush()) == nil)
         #expect(!batcher.consumed(partition: 1, offset: 1))
     }
+
+    @Test("a batch in flight when one of its partitions is revoked is abandoned, never written without its offsets")
+    func revocationInvalidatesTheBatchInFlight() {
+        let batcher = TransactionBatcher()
+        batcher.assign([0, 1])
+        _ = batcher.consumed(partition: 0, offset: 0)
+        _ = batcher.consumed(partition: 1, offset: 0)
+        _ = batcher.finished(partition: 0, offset: 0, result: result("a"))
+        _ = batcher.finished(partition: 1, offset: 0, result: result("b"))
+        let inFlight = batch(batcher.flush())!
+        #expect(batcher.isValid(batchId: inFlight.id))
+        // The commit failed mid-rebalance; before its retry runs, partition 1 is revoked (and given back).
+        let retry = batch(batcher.commitFailed(batchId: inFlight.id, fatal: false, groupRebalancing: true, reason: "rebalance"))!
+        batcher.revoke([1])
+        batcher.assign([1])
+        #expect(!batcher.isValid(batchId: retry.id), "its offsets for partition 1 belong to the old assignment")
+        // Partition 0 was never revoked: its job's output comes back in the next batch, never its offset alone.
+        let next = batch(batcher.abandon(batchId: retry.id))
+        #expect(next?.offsets == [0: 1])
+        #expect(next?.records.map(\.key) == [Array("a".utf8)])
+        #expect(next.map { batcher.isValid(batchId: $0.id) } == true)
+        _ = batcher.commitSucceeded(batchId: next!.id)
+        // The re-consumed job of partition 1 is tracked afresh and commits with its own output.
+        #expect(batcher.consumed(partition: 1, offset: 0))
+        _ = batcher.finished(partition: 1, offset: 0, result: result("b"))
+        let last = batch(batcher.flush())
+        #expect(last?.offsets == [1: 1])
+        #expect(last?.records.map(\.key) == [Array("b".utf8)])
+    }
+
+    @Test("commits refused because the group is rebalancing are retried without counting toward giving up")
+    func rebalancingRetriesDoNotCount() {
+        var configuration = TransactionBatcher.Configuration()
+        configuration.maxAttempts = 1
+        let batcher = TransactionBatcher(configuration: configuration)
+        batcher.assign([0])
+        _ = batcher.consumed(partition: 0, offset: 0)
+        _ = batcher.finished(partition: 0, offset: 0, result: result("a"))
+        let first = batch(batcher.flush())!
+        for _ in 0..<10 {
+            #expect(batch(batcher.commitFailed(batchId: first.id, fatal: false, groupRebalancing: true, reason: "r")) != nil)
+        }
+    }
 }
