@@ -29,6 +29,12 @@ struct TailCommand: AsyncParsableCommand {
     @Option(name: .customLong("idle-timeout"), help: "Exit after this many seconds without a new record.")
     var idleTimeout: Double?
 
+    func validate() throws {
+        if let idleTimeout, !(idleTimeout.isFinite && idleTimeout > 0 && idleTimeout <= 86_400) {
+            throw ValidationError("--idle-timeout must be a number of seconds between 0 and 86400, such as 5")
+        }
+    }
+
     @Option(name: .customLong("topic-prefix"), help: "Topic name prefix.")
     var topicPrefix = "activity-sync"
 

@@ -123,9 +123,14 @@ final class RDKafkaClient: Sendable {
             let result = rd_kafka_conf_set(conf, name, value, &errstr, errstr.count)
             if result != RD_KAFKA_CONF_OK {
                 rd_kafka_conf_destroy(conf)
+                // Errors end up in logs: never echo the value of a credential (sasl.password, ssl.key.password…),
+                // not even inside librdkafka's own text.
+                let secret = ["password", "secret", "sasl.", "ssl.key", "token"].contains { name.contains($0) }
+                let shown = secret ? "<redacted>" : value
+                var reason = cString(errstr)
+                if secret, !value.isEmpty { reason = reason.replacingOccurrences(of: value, with: "<redacted>") }
                 throw KafkaError(
-                    code: .invalidConfiguration,
-                    message: "invalid Kafka property \(name)=\(value): \(cString(errstr))")
+                    code: .invalidConfiguration, message: "invalid Kafka property \(name)=\(shown): \(reason)")
             }
         }
         return conf

@@ -70,6 +70,16 @@ struct ResilienceTests {
         }
         #expect(refused.code == .clientCreation)
         #expect(refused.message.contains("acks"))
+
+        // A credential's value never appears in the error (errors end up in logs).
+        var secret = ProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "localhost:1"))
+        secret.kafka.properties["enable.sasl.oauthbearer.unsecure.jwt"] = "hunter2-not-a-bool"
+        let redacted = try #require(throws: KafkaError.self) {
+            _ = try KafkaProducer(configuration: secret, logger: testLogger)
+        }
+        #expect(redacted.code == .invalidConfiguration)
+        #expect(redacted.message.contains("enable.sasl.oauthbearer.unsecure.jwt"))
+        #expect(!redacted.description.contains("hunter2"))
     }
 
     @Test("closing never hangs, even with the cluster gone")
