@@ -210,6 +210,9 @@ public final class SchedulerService: Service, Sendable {
             ])
     }
 
+    /// Reads of one accounts partition before the scheduler gives up (about 3 minutes of capped backoff).
+    static let loadAttempts = 10
+
     private func loadPartition(_ partition: Int32) async throws -> Int {
         var attempt = 0
         while true {
@@ -217,16 +220,24 @@ public final class SchedulerService: Service, Sendable {
             let result = await readAccounts(partition)
             switch result {
             case .success(let messages):
+                if attempt > 1 { readiness?("scheduler-load", true) }
                 state.withLock { $0.applied[partition] = 0 }
                 apply(messages, skippingLoaded: false)
                 state.withLock { $0.applied[partition] = (messages.last?.offset ?? -1) + 1 }
                 return messages.count
             case .failure(let error):
-                guard attempt < 3, !Task.isCancelled else { throw error }
+                // A broker outage or a slow large partition is worth minutes of retrying: giving up ends the
+                // process, and its partitions would move to the next scheduler, which may fail the same way.
+                guard attempt < Self.loadAttempts, !Task.isCancelled else { throw error }
+                readiness?("scheduler-load", false)
+                let backoff = Duration.seconds(min(30, 1 << min(attempt - 1, 5)))
                 logger.warning(
                     "reading accounts partition failed; retrying",
-                    metadata: ["partition": "\(partition)", "error": "\(error)"])
-                try await Task.sleep(for: .seconds(1))
+                    metadata: [
+                        "partition": "\(partition)", "attempt": "\(attempt)", "retryIn": "\(backoff)",
+                        "error": "\(error)",
+                    ])
+                try await Task.sleep(for: backoff)
             }
         }
     }
