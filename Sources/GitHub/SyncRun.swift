@@ -338,6 +338,12 @@ struct SyncRun {
                     [GitHubEvent].self, url, credentials: credentials, conditional: pages == 0 ? conditional : [],
                     deadline: deadline)
             } catch {
+                if error.httpStatus == 404 {
+                    // The login was renamed (or the user deleted): learn it again from /user on the next sync
+                    // instead of asking for the old name's events forever.
+                    state.username = nil
+                    state.eventsETag = nil
+                }
                 if error.stopsSync { halt = Stop(error) } else { problems.append("events: \(error.description)") }
                 break listing
             }
