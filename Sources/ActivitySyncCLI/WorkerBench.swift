@@ -62,7 +62,9 @@ struct WorkerBench: AsyncParsableCommand {
 
         let reader = try KafkaConsumer(
             configuration: ConsumerConfiguration(
-                kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), groupId: "bench-reader",
+                kafka: KafkaConfiguration(
+                    bootstrapServers: cluster.bootstrapServers, properties: ["fetch.wait.max.ms": "10"]),
+                groupId: "bench-reader",
                 isolationLevel: .readCommitted, autoOffsetReset: .earliest, sessionTimeout: .seconds(6)),
             logger: logger)
         try reader.subscribe(topics: [topics.state])
