@@ -38,7 +38,8 @@ RUN swift build -c release --static-swift-stdlib --product activity-sync \
 # ---------------------------------------------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
 
-# librdkafka1 pulls in its own dependencies (libssl3, libsasl2, zstd, lz4, zlib). ca-certificates is needed for
+# librdkafka1 pulls in its own dependencies (libssl3, libsasl2, zstd, lz4, zlib); libstdc++6 and libc, which the
+# statically linked Swift runtime still needs, are part of the base image. ca-certificates is needed for
 # https://api.github.com and TLS brokers; tzdata for correct local-time logging in operators' tools.
 # No curl: the healthcheck below uses bash's /dev/tcp instead, which keeps the image free of an HTTP client an
 # attacker could use.

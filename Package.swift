@@ -157,6 +157,6 @@ let package = Package(
             dependencies: ["Kafka", "SyncModel", "Sealing", "GitHubSimulator", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting", "SyncModel"], swiftSettings: swiftSettings),
     ]
 )

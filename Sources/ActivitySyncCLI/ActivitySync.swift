@@ -7,8 +7,9 @@ struct ActivitySync: AsyncParsableCommand {
         commandName: "activity-sync",
         abstract: "Keeps a knowledge graph fed with what happens in people's GitHub accounts.",
         subcommands: [
-            IntegrationCommand.self, GitHubSimulatorCommand.self, SchedulerCommand.self, AccountsCommand.self,
-            EnqueueCommand.self, WorkerCommand.self, TailCommand.self, BenchCommand.self,
+            DevCommand.self, SchedulerCommand.self, WorkerCommand.self, AccountsCommand.self, EnqueueCommand.self,
+            TailCommand.self, TopicsCommand.self, KafkaCommand.self, IntegrationCommand.self,
+            GitHubSimulatorCommand.self, BenchCommand.self,
         ]
     )
 }

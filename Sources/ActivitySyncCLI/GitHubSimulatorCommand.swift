@@ -17,6 +17,13 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on; 0 picks a free one.")
     var port = 0
 
+    @Option(help: "Address to bind (0.0.0.0 in a container).")
+    var host = "127.0.0.1"
+
+    @Option(
+        help: "Origin put into the URLs the simulator returns, e.g. http://github-sim:8080 (default: the bound one).")
+    var publicURL: String?
+
     @Option(help: "Number of simulated accounts (user1 … userN).")
     var users = 3
 
@@ -47,6 +54,13 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
     @Option(help: "Hours of history before start.")
     var historyHours = 12
 
+    @Option(help: "Mean number of history items per user.")
+    var historyItems = 30
+
+    @Option(
+        help: "Start of live activity (RFC 3339); two simulators with the same seed and start serve the same world.")
+    var start: String?
+
     @Option(help: "Requests per hour per account.")
     var quotaPerHour = 5000
 
@@ -62,6 +76,12 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
         }
         guard users >= 1 else { throw ValidationError("--users must be at least 1") }
         guard activityIntervalSeconds > 0 else { throw ValidationError("--activity-interval-s must be positive") }
+        if let start, (try? Date(start, strategy: .iso8601)) == nil {
+            throw ValidationError("--start must be an RFC 3339 time such as 2026-12-01T04:00:00Z")
+        }
+        if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
+            throw ValidationError("--public-url must be an http(s) origin such as http://github-sim:8080")
+        }
     }
 
     func run() async throws {
@@ -69,6 +89,8 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         var configuration = SimulatorConfiguration()
         configuration.port = port
+        configuration.host = host
+        configuration.publicBaseURL = publicURL
         configuration.users = users
         configuration.seed = seed
         configuration.latency = .milliseconds(latencyMilliseconds)
@@ -79,11 +101,13 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
         configuration.pollInterval = pollInterval
         configuration.activityInterval = .milliseconds(Int64(activityIntervalSeconds * 1000))
         configuration.historyHours = historyHours
+        configuration.historyItems = historyItems
+        if let start, let date = try? Date(start, strategy: .iso8601) { configuration.start = date }
         configuration.quotaPerHour = quotaPerHour
         let simulator = GitHubSimulator(configuration: configuration, logger: logger)
         try await simulator.start()
         // Written straight to the file descriptor (no stdio buffering), so a parent reading a pipe sees it at once.
-        FileHandle.standardOutput.write(Data("listening on \(simulator.baseURL)\n".utf8))
+        FileHandle.standardOutput.write(Data("listening on \(simulator.boundURL)\n".utf8))
         let group = ServiceGroup(
             configuration: .init(
                 services: [SimulatorService(simulator: simulator)],

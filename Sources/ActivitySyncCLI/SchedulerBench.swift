@@ -20,7 +20,8 @@ struct SchedulerBench: AsyncParsableCommand {
 
     @Option(help: "Number of accounts, all on `*/5 * * * *`.") var accounts = 1_000_000
     @Option(help: "Seconds of the steady phase.") var steadySeconds = 60
-    @Option(help: "Partitions of the accounts and jobs topics.") var partitions: Int32 = 16
+    /// The mock keeps at most ~5 MB and 100k records per partition, so a million ~450-byte accounts need ~100.
+    @Option(help: "Partitions of the accounts and jobs topics.") var partitions: Int32 = 128
     @Flag(help: .hidden) var serveCluster = false
     @Option(help: .hidden) var topicPrefix = "bench"
 

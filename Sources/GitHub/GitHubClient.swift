@@ -43,7 +43,8 @@ public final class GitHubClient: Sendable {
 
     /// `baseURL` + `path` (path starts with `/`).
     func apiURL(_ pathAndQuery: String) -> String {
-        let base = configuration.baseURL.hasSuffix("/") ? String(configuration.baseURL.dropLast()) : configuration.baseURL
+        let base =
+            configuration.baseURL.hasSuffix("/") ? String(configuration.baseURL.dropLast()) : configuration.baseURL
         return base + pathAndQuery
     }
 
@@ -81,6 +82,7 @@ public final class GitHubClient: Sendable {
         var refreshedAfter401 = false
         var attempt = 0
         var secondaryWaits = 0
+        var rateLimitWaits = 0
         while true {
             try checkOrigin(url, purpose: "request")
             attempt += 1
@@ -98,7 +100,9 @@ public final class GitHubClient: Sendable {
             switch response.status {
             case 401:
                 // Zero retries with the same token; one refresh when the account can.
-                guard !refreshedAfter401, let fresh = await credentials.tokenAfterUnauthorized(failed: token, client: self, deadline: deadline)
+                guard !refreshedAfter401,
+                    let fresh = await credentials.tokenAfterUnauthorized(
+                        failed: token, client: self, deadline: deadline)
                 else { throw GitHubError(.unauthorized) }
                 refreshedAfter401 = true
                 token = fresh
@@ -106,7 +110,13 @@ public final class GitHubClient: Sendable {
             case 403, 429:
                 guard let wait = rateLimitWait(response, secondaryWaits: secondaryWaits) else { return response }
                 if case .secondary = wait.kind { secondaryWaits += 1 }
+                rateLimitWaits += 1
                 let until = Date().addingTimeInterval(wait.seconds)
+                // A server that keeps limiting (e.g. `retry-after: 0` forever) must not be hammered: after a few
+                // waits, stop and come back a minute later.
+                guard rateLimitWaits <= Self.maxRateLimitWaits else {
+                    throw GitHubError(.rateLimited(until: max(until, Date().addingTimeInterval(60))))
+                }
                 guard until < deadline else {
                     logger.info(
                         "GitHub rate limit outlasts the sync deadline; stopping early",
@@ -153,7 +163,9 @@ public final class GitHubClient: Sendable {
 
     /// POSTs a form to GitHub's token endpoint and returns the new pair. The refresh token goes only to
     /// ``GitHubConfiguration/effectiveTokenURL``.
-    func refreshTokens(refreshToken: String, deadline: Date) async throws(GitHubError) -> (access: String, refresh: String?) {
+    func refreshTokens(refreshToken: String, deadline: Date) async throws(GitHubError) -> (
+        access: String, refresh: String?
+    ) {
         var form: [(String, String)] = [("grant_type", "refresh_token"), ("refresh_token", refreshToken)]
         if let id = configuration.clientId { form.append(("client_id", id)) }
         if let secret = configuration.clientSecret { form.append(("client_secret", secret)) }
@@ -251,6 +263,9 @@ public final class GitHubClient: Sendable {
     }
 
     private enum WaitKind { case retryAfter, exhausted, secondary }
+
+    /// Rate-limit waits one request may take before the sync gives up on it.
+    static let maxRateLimitWaits = 5
 
     /// How long GitHub asks us to wait after a 403/429, or nil when it is a plain "forbidden".
     private func rateLimitWait(_ response: GitHubResponse, secondaryWaits: Int) -> (kind: WaitKind, seconds: Double)? {

@@ -86,6 +86,11 @@ public struct GitHubIntegration: Integration {
 
     /// Runs one sync of one account; see ``GitHubIntegration`` for what it reads.
     ///
+    /// The first sync reads the last 24 h. Later syncs read from their watermarks minus a 2-minute overlap and
+    /// drop ids they already emitted. With ``SyncModel/SyncRequest/since`` (a resync) the window starts there,
+    /// validators and poll intervals are ignored, and activities are emitted again with the same ids, so
+    /// consumers that dedupe by id see no change.
+    ///
     /// - Throws: ``SyncModel/IntegrationError`` `.invalidConfig` when the config has no `access_token`.
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
         guard let accessToken = request.config["access_token"]?.stringValue, !accessToken.isEmpty else {

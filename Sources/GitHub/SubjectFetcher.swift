@@ -56,14 +56,18 @@ struct SubjectFetcher: Sendable {
                 let (value, response) = try await client.getJSON(
                     GitHubComment.self, job.url, credentials: credentials, conditional: conditional, deadline: deadline)
                 if let value {
-                    if let etag = response.etag { client.subjectCache.put(job.url, .init(etag: etag, body: .comment(value))) }
+                    if let etag = response.etag {
+                        client.subjectCache.put(job.url, .init(etag: etag, body: .comment(value)))
+                    }
                     return (job.url, .comment(value), nil)
                 }
             } else {
                 let (value, response) = try await client.getJSON(
                     IssueOrPull.self, job.url, credentials: credentials, conditional: conditional, deadline: deadline)
                 if let value {
-                    if let etag = response.etag { client.subjectCache.put(job.url, .init(etag: etag, body: .subject(value))) }
+                    if let etag = response.etag {
+                        client.subjectCache.put(job.url, .init(etag: etag, body: .subject(value)))
+                    }
                     return (job.url, .subject(value), nil)
                 }
             }
@@ -77,10 +81,14 @@ struct SubjectFetcher: Sendable {
             if error.stopsSync { return (job.url, .notAttempted, error) }
             if case .refusedURL = error.code { return (job.url, .gone(refused: true), nil) }
             if let status = error.httpStatus, status < 500, status != 408, status != 409 {
-                logger.info("subject unavailable; its notification is skipped", metadata: ["url": "\(job.url)", "status": "\(status)"])
+                logger.info(
+                    "subject unavailable; its notification is skipped",
+                    metadata: ["url": "\(job.url)", "status": "\(status)"])
                 return (job.url, .gone(refused: false), nil)
             }
-            logger.info("subject failed; its notification is retried next sync", metadata: ["url": "\(job.url)", "error": "\(error)"])
+            logger.info(
+                "subject failed; its notification is retried next sync",
+                metadata: ["url": "\(job.url)", "error": "\(error)"])
             return (job.url, .failed, nil)
         }
     }

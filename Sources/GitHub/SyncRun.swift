@@ -68,23 +68,24 @@ struct SyncRun {
             }
         }
         state.recentIds = recent.ids
-        if state.gaps.count > configuration.gapLimit { state.gaps.removeFirst(state.gaps.count - configuration.gapLimit) }
+        if state.gaps.count > configuration.gapLimit {
+            state.gaps.removeFirst(state.gaps.count - configuration.gapLimit)
+        }
         return status
     }
 
     private mutating func learnUsername() async throws(Stop) {
+        let user: GitHubAccount?
         do {
-            let (user, _) = try await client.getJSON(
+            (user, _) = try await client.getJSON(
                 GitHubAccount.self, client.apiURL("/user"), credentials: credentials, deadline: deadline)
-            guard let user else { throw Stop.halted(reason: "GET /user answered 304 with nothing cached", retryAfter: nil) }
-            state.username = user.login
-        } catch let error as GitHubError {
-            throw Stop(error)
-        } catch let stop as Stop {
-            throw stop
         } catch {
-            throw Stop.halted(reason: "\(error)", retryAfter: nil)
+            throw Stop(error)
         }
+        guard let user else {
+            throw Stop.halted(reason: "GET /user answered 304 without a request for it", retryAfter: nil)
+        }
+        state.username = user.login
     }
 
     // MARK: - Notifications
@@ -102,7 +103,9 @@ struct SyncRun {
             "/notifications?all=true&since=\(QueryDate.format(since))&before=\(QueryDate.format(started))"
                 + "&per_page=\(configuration.notificationsPerPage)")
         var conditional: [(String, String)] = []
-        if !isResync, let validator = state.notificationsLastModified { conditional = [("If-Modified-Since", validator)] }
+        if !isResync, let validator = state.notificationsLastModified {
+            conditional = [("If-Modified-Since", validator)]
+        }
 
         var threads: [NotificationThread] = []
         var listingComplete = false
@@ -114,10 +117,15 @@ struct SyncRun {
             let page: [NotificationThread]?
             do {
                 (page, response) = try await client.getJSON(
-                    [NotificationThread].self, url, credentials: credentials, conditional: pages == 0 ? conditional : [],
+                    [NotificationThread].self, url, credentials: credentials,
+                    conditional: pages == 0 ? conditional : [],
                     deadline: deadline)
             } catch {
-                if error.stopsSync { halt = Stop(error) } else { problems.append("notifications: \(error.description)") }
+                if error.stopsSync {
+                    halt = Stop(error)
+                } else {
+                    problems.append("notifications: \(error.description)")
+                }
                 break listing
             }
             if pages == 0 {
@@ -151,15 +159,17 @@ struct SyncRun {
         var processedMax: Date?
         var failedMin: Date?
         var pending: [(thread: NotificationThread, id: String, updatedAt: Date)] = []
+        var listedIds = Set<String>()  // a thread listed twice (pages shifting) is one activity
         for thread in threads {
             guard let updatedAt = WireFormat.parseDate(thread.updated_at) else {
-                logger.warning("notification with an unreadable updated_at skipped", metadata: ["thread": "\(thread.id)"])
+                logger.warning(
+                    "notification with an unreadable updated_at skipped", metadata: ["thread": "\(thread.id)"])
                 continue
             }
             let id = "github:notification:\(thread.id):\(thread.updated_at)"
             guard ActivityText.keptReasons.contains(thread.reason),
                 ActivityText.isPullRequest(subjectType: thread.subject.type) != nil,
-                isResync || !recent.contains(id)
+                isResync || !recent.contains(id), listedIds.insert(id).inserted
             else {
                 processedMax = later(processedMax, updatedAt)
                 continue
@@ -196,7 +206,9 @@ struct SyncRun {
                 failedMin = earlier(failedMin, item.updatedAt)
             }
         }
-        if failures > 0, halt == nil { problems.append("\(failures) notification subject(s) failed; retried next sync") }
+        if failures > 0, halt == nil {
+            problems.append("\(failures) notification subject(s) failed; retried next sync")
+        }
 
         // The watermark: the newest item processed, but never past one that failed, nor past unread pages.
         var watermark = base
@@ -210,8 +222,11 @@ struct SyncRun {
 
         // The validator is kept only when everything up to `started` was read: otherwise a 304 next time would
         // hide what is still missing (a failed subject, or a thread touched during this sync).
+        // HTTP dates have whole seconds and `before` excludes its own second, so a Last-Modified in that second
+        // may stand for a thread this sync did not list: only an earlier one is safe to send back.
+        let beforeSecond = Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down))
         if listingComplete, failures == 0, halt == nil, let lastModified,
-            let modified = HTTPDate.parse(lastModified), modified <= started
+            let modified = HTTPDate.parse(lastModified), modified < beforeSecond
         {
             state.notificationsLastModified = lastModified
         } else {
@@ -327,7 +342,9 @@ struct SyncRun {
                 break listing
             }
             if pages == 0 {
-                if let interval = response.pollInterval { state.nextEventsPoll = Date().addingTimeInterval(Double(interval)) }
+                if let interval = response.pollInterval {
+                    state.nextEventsPoll = Date().addingTimeInterval(Double(interval))
+                }
                 etag = response.etag
             }
             pages += 1

@@ -51,12 +51,14 @@ extension GitHubSimulator {
             return Self.adminJSON(.ok, users)
         case (.get, "/_sim/truth"):
             guard let login = query["login"] else { return Self.adminError(.badRequest, "login is required") }
-            let from = query["from"].flatMap(Timestamp.parseRFC3339).map(Timestamp.date) ?? Date(timeIntervalSince1970: 0)
+            let from =
+                query["from"].flatMap(Timestamp.parseRFC3339).map(Timestamp.date) ?? Date(timeIntervalSince1970: 0)
             let to = query["to"].flatMap(Timestamp.parseRFC3339).map(Timestamp.date) ?? Date()
             if query["from"] != nil && Timestamp.parseRFC3339(query["from"] ?? "") == nil
                 || query["to"] != nil && Timestamp.parseRFC3339(query["to"] ?? "") == nil
             {
-                return Self.adminError(.badRequest, "from and to must be RFC 3339 timestamps such as 2026-12-01T04:05:00Z")
+                return Self.adminError(
+                    .badRequest, "from and to must be RFC 3339 timestamps such as 2026-12-01T04:05:00Z")
             }
             do {
                 return Self.adminJSON(.ok, try truth(login: login, from: from, to: to))
@@ -101,6 +103,7 @@ extension GitHubSimulator {
             case "serviceUnavailable": fault = .serviceUnavailable
             case "secondaryLimit": fault = .secondaryLimit(retryAfter: retryAfter)
             case "secondaryLimitWithoutRetryAfter": fault = .secondaryLimitWithoutRetryAfter
+            case "tooManyRequests": fault = .tooManyRequests(retryAfter: retryAfter)
             case "malformedJSON": fault = .malformedJSON
             case "drop": fault = .drop
             case "rateLimited": fault = .rateLimited
@@ -109,7 +112,9 @@ extension GitHubSimulator {
                 return Self.adminError(
                     .badRequest,
                     "fault must be one of serverError, serviceUnavailable, secondaryLimit, "
-                        + "secondaryLimitWithoutRetryAfter, malformedJSON, drop, rateLimited, unauthorized")
+                        + "secondaryLimitWithoutRetryAfter, tooManyRequests, malformedJSON, drop, rateLimited, "
+                        + "unauthorized"
+                )
             }
             injectFault(fault, count: count, pathPrefix: query["path_prefix"])
             return Response(status: .noContent)

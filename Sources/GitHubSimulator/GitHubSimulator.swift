@@ -13,6 +13,25 @@ import Synchronization
 /// deterministic world (same seed, same history, same ground truth), injects the faults real GitHub shows, and
 /// records every request so tests can assert on what a client actually did.
 ///
+/// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):
+/// - `GET /user`, `GET /users/{login}`, `GET /rate_limit` (free)
+/// - `GET /notifications?all&participating&since&before&per_page&page` — newest first, `per_page` ≤ 50,
+///   `Link` (absolute, on `baseURL`), `Last-Modified` (newest visible `updated_at`, or when a test last changed
+///   the visible list if later), `If-Modified-Since` → 304 when nothing changed after it (for the whole list, so
+///   send it on the first page only), `X-Poll-Interval`. `since` is inclusive, `before` exclusive. Like GitHub's,
+///   these dates have one-second resolution.
+/// - `GET /notifications/threads/{id}` (only the token owner's threads)
+/// - `GET /repos/{owner}/{repo}/issues/{n}`, `/pulls/{n}`, `/issues/comments/{id}`, `/pulls/comments/{id}` —
+///   strong `ETag`, `If-None-Match` → 304
+/// - `GET /users/{login}/events?per_page&page` — newest first, `per_page` ≤ 100, only the newest `eventCap`
+///   reachable, `ETag`/`If-None-Match`, `Link`
+/// - `POST /login/oauth/access_token` — `grant_type=refresh_token&refresh_token=…` (form or JSON); JSON answer
+///   unless `Accept` asks for a form; a bad token gives GitHub's 200 `{"error":"bad_refresh_token",…}`
+/// - `/_sim/…` admin endpoints: see `Admin.swift`.
+///
+/// Every API answer carries `x-ratelimit-limit/remaining/reset/used/resource`. Quota is kept per account (as on
+/// GitHub, all tokens of one user share it); 304s, 401s, limit answers and injected 5xx are free.
+///
 /// - Important: It binds to loopback only and is not hardened; never expose it.
 public final class GitHubSimulator: Sendable {
     public let configuration: SimulatorConfiguration
@@ -22,6 +41,7 @@ public final class GitHubSimulator: Sendable {
     let log: Mutex<RequestLog>
     let faults: Mutex<FaultQueue>
     private let server = Mutex<ServerHandle?>(nil)
+    let linkBase = Mutex<String?>(nil)
 
     /// Creates the world (lazily: nothing per user is generated until it is first asked for).
     public init(configuration: SimulatorConfiguration = .init(), logger: Logger = Logger(label: "github-simulator")) {
@@ -39,6 +59,7 @@ public final class GitHubSimulator: Sendable {
     /// Binds the HTTP server and returns once it accepts connections.
     /// - Throws: `SimulatorError` when the address cannot be bound.
     public func start() async throws {
+        if port != 0 { return }
         let (stream, continuation) = AsyncStream<Result<Int, any Error>>.makeStream()
         let responder = CallbackResponder<SimulatorRequestContext> { [self] request, context in
             try await self.respond(to: request, context: context)
@@ -70,24 +91,40 @@ public final class GitHubSimulator: Sendable {
             break
         }
         guard let port else { throw SimulatorError.bindFailed("no port reported") }
-        let base = "http://\(configuration.host):\(port)"
-        world.withLock { $0.baseURL = base }
         server.withLock { $0 = ServerHandle(group: group, task: task, port: port) }
-        logger.info("GitHub simulator listening", metadata: ["url": "\(base)", "users": "\(configuration.users)"])
+        let base = baseURL
+        world.withLock { world in
+            if world.baseURL != base {
+                world.baseURL = base
+                world.dropEncodedBodies()
+            }
+        }
+        logger.info(
+            "GitHub simulator listening",
+            metadata: ["bound": "\(boundURL)", "url": "\(base)", "users": "\(configuration.users)"])
     }
 
     /// The port the server is bound to; 0 before `start()`.
     public var port: Int { server.withLock { $0?.port ?? 0 } }
 
-    /// `http://127.0.0.1:PORT`, without a trailing slash. Give this to a client as its API base URL.
-    public var baseURL: String { "http://\(configuration.host):\(port)" }
+    /// `http://127.0.0.1:PORT` (or `publicBaseURL`), without a trailing slash. Give this to a client as its API
+    /// base URL.
+    public var baseURL: String {
+        if let base = configuration.publicBaseURL { return base.hasSuffix("/") ? String(base.dropLast()) : base }
+        return boundURL
+    }
+
+    /// `http://{host}:{port}` as bound, whatever `publicBaseURL` says.
+    public var boundURL: String { "http://\(configuration.host):\(port)" }
 
     /// Stops serving; in-flight requests are given a few seconds to finish.
     public func stop() async {
-        guard let handle = server.withLock({ value -> ServerHandle? in
-            defer { value = nil }
-            return value
-        }) else { return }
+        guard
+            let handle = server.withLock({ value -> ServerHandle? in
+                defer { value = nil }
+                return value
+            })
+        else { return }
         await handle.group.triggerGracefulShutdown()
         let task = handle.task
         let watchdog = Task {
@@ -134,6 +171,12 @@ public final class GitHubSimulator: Sendable {
         faults.withLock { $0.pending.append(.init(fault: fault, remaining: max(0, count), pathPrefix: pathPrefix)) }
     }
 
+    /// Makes `Link` pagination URLs name another origin (`localhost:PORT`, or a full `https://host:port`), to prove
+    /// a client never follows a next link off its configured API host. nil restores the simulator's own base URL.
+    public func setPaginationLinkHost(_ host: String?) {
+        linkBase.withLock { $0 = host.map { $0.contains("://") ? $0 : "http://\($0)" } }
+    }
+
     /// Drops every injected fault that has not fired yet.
     public func clearFaults() {
         faults.withLock { $0.pending.removeAll() }
@@ -151,7 +194,9 @@ public final class GitHubSimulator: Sendable {
     public func quotaUsed(token: String) -> Int {
         let now = Timestamp.now()
         return credentials.withLock { creds in
-            creds.owner(ofAnyToken: token).map { creds.quota(for: $0, limit: configuration.quotaPerHour, now: now).used } ?? 0
+            creds.owner(ofAnyToken: token).map {
+                creds.quota(for: $0, limit: configuration.quotaPerHour, now: now).used
+            } ?? 0
         }
     }
 
@@ -232,7 +277,8 @@ struct Credentials {
 
     func user(_ index: Int) -> SimulatedUser {
         let pair = current[index] ?? ("", "", 0)
-        return SimulatedUser(login: "user\(index)", id: WorldState.userId(index), token: pair.access, refreshToken: pair.refresh)
+        return SimulatedUser(
+            login: "user\(index)", id: WorldState.userId(index, seed: seed), token: pair.access, refreshToken: pair.refresh)
     }
 
     func owner(ofValidToken token: String) -> Int? { access[token] }

@@ -37,7 +37,8 @@ struct APIResponse {
     }
 
     static func error(_ status: Int, _ message: String, docs: String = "https://docs.github.com/rest") -> APIResponse {
-        var response = json(status, JSON.encode(ErrorJSON(message: message, documentation_url: docs, status: "\(status)")))
+        var response = json(
+            status, JSON.encode(ErrorJSON(message: message, documentation_url: docs, status: "\(status)")))
         response.countsAgainstQuota = status == 404 || status == 422
         return response
     }
@@ -112,10 +113,9 @@ extension GitHubSimulator {
             tokenHash: token.map(Self.hashToken), login: nil, date: Date(), fault: nil, countedAgainstQuota: false)
 
         if configuration.latency > .zero { try await Task.sleep(for: configuration.latency) }
-        var fault = faults.withLock { queue -> Fault? in
-            let ordinal = queue.nextOrdinal()
-            return queue.take(path: path) ?? randomFault(ordinal: ordinal)
-        }
+        let (injected, ordinal) = faults.withLock { queue in (queue.take(path: path), queue.nextOrdinal()) }
+        var fault = injected ?? randomFault(ordinal: ordinal)
+        let requestId = "SIM:\(String(ordinal, radix: 16, uppercase: true))"
         if case .delay(let duration) = fault {
             try await Task.sleep(for: duration)
             fault = nil
@@ -155,6 +155,12 @@ extension GitHubSimulator {
                 403, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
                 docs: "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits")
             response.countsAgainstQuota = false
+        case .tooManyRequests(let retryAfter):
+            response = .error(
+                429, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                docs: "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits")
+            response.headers.append(("retry-after", "\(retryAfter)"))
+            response.countsAgainstQuota = false
         case .rateLimited:
             response = rateLimitExceeded(user: user)
         case .unauthorized:
@@ -191,7 +197,9 @@ extension GitHubSimulator {
         if fault == .rateLimited, let current = quota {
             quota = QuotaSnapshot(limit: current.limit, used: current.limit, remaining: 0, reset: current.reset)
         }
-        if fault == .malformedJSON, response.status == 200 {
+        // A refresh answer is never cut: the old pair is already retired, so a lost answer would lock the account
+        // out for good, which no test wants from a random fault.
+        if fault == .malformedJSON, response.status == 200, !isTokenExchange {
             let keep = max(1, response.body.readableBytes / 2)
             response.body = response.body.getSlice(at: response.body.readerIndex, length: keep) ?? ByteBuffer()
         }
@@ -207,6 +215,7 @@ extension GitHubSimulator {
             headers[.contentType] = "application/json; charset=utf-8"
         }
         headers[HTTPField.Name("X-GitHub-Media-Type")!] = "github.v3; format=json"
+        headers[HTTPField.Name("X-GitHub-Request-Id")!] = requestId
         for (name, value) in response.headers {
             if let field = HTTPField.Name(name) { headers[field] = value }
         }
@@ -219,7 +228,7 @@ extension GitHubSimulator {
     private func rateLimitExceeded(user: Int?) -> APIResponse {
         var response = APIResponse.error(
             403,
-            "API rate limit exceeded for user ID \(user.map { WorldState.userId($0) } ?? 0). If you reach out to "
+            "API rate limit exceeded for user ID \(user.map { WorldState.userId($0, seed: configuration.seed) } ?? 0). If you reach out to "
                 + "GitHub Support for help, please include the request ID.",
             docs: "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-the-primary-rate-limit")
         response.countsAgainstQuota = false
@@ -244,9 +253,11 @@ extension GitHubSimulator {
         func answer(_ pairs: [(String, String)], numbers: Set<String> = []) -> APIResponse {
             if wantsForm {
                 let body = pairs.map { "\($0.0)=\(encodeComponent($0.1))" }.joined(separator: "&")
-                var response = APIResponse.json(200, Array(body.utf8), headers: [
-                    ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-                ])
+                var response = APIResponse.json(
+                    200, Array(body.utf8),
+                    headers: [
+                        ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+                    ])
                 response.countsAgainstQuota = false
                 return response
             }
@@ -261,7 +272,11 @@ extension GitHubSimulator {
             return answer([
                 ("error", "unsupported_grant_type"),
                 ("error_description", "Only grant_type=refresh_token with a refresh_token is simulated."),
-                ("error_uri", "https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/refreshing-user-access-tokens"),
+                (
+                    "error_uri",
+                    "https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/"
+                        + "refreshing-user-access-tokens"
+                ),
             ])
         }
         record.tokenHash = Self.hashToken(refreshToken)
@@ -274,7 +289,11 @@ extension GitHubSimulator {
             return answer([
                 ("error", "bad_refresh_token"),
                 ("error_description", "The refresh token passed is incorrect or expired."),
-                ("error_uri", "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors#bad-verification-code"),
+                (
+                    "error_uri",
+                    "https://docs.github.com/apps/managing-oauth-apps/"
+                        + "troubleshooting-oauth-app-access-token-request-errors#bad-verification-code"
+                ),
             ])
         }
         return answer(

@@ -23,6 +23,10 @@ struct SimpleUserJSON: Encodable, Sendable {
     var html_url: String
     var followers_url: String
     var following_url: String
+    var gists_url: String
+    var starred_url: String
+    var subscriptions_url: String
+    var organizations_url: String
     var repos_url: String
     var events_url: String
     var received_events_url: String
@@ -40,6 +44,10 @@ struct PrivateUserJSON: Encodable, Sendable {
     var html_url: String
     var followers_url: String
     var following_url: String
+    var gists_url: String
+    var starred_url: String
+    var subscriptions_url: String
+    var organizations_url: String
     var repos_url: String
     var events_url: String
     var received_events_url: String
@@ -74,20 +82,60 @@ struct PrivateUserJSON: Encodable, Sendable {
     }
 }
 
+/// A repository with every `*_url` of GitHub's minimal-repository shape, so a strict decoder sees real keys.
 struct RepositoryJSON: Encodable, Sendable {
     var id: Int
     var node_id: String
     var name: String
     var full_name: String
     var owner: SimpleUserJSON
-    var `private` = false
     var html_url: String
     var description: String
-    var fork = false
     var url: String
-    var issues_url: String
-    var pulls_url: String
-    var notifications_url: String
+    /// `*_url` templates, written as top-level keys.
+    var links: [(String, String)]
+
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ name: String) { stringValue = name }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    static let templates: [(String, String)] = [
+        ("archive_url", "/{archive_format}{/ref}"), ("assignees_url", "/assignees{/user}"),
+        ("blobs_url", "/git/blobs{/sha}"), ("branches_url", "/branches{/branch}"),
+        ("collaborators_url", "/collaborators{/collaborator}"), ("comments_url", "/comments{/number}"),
+        ("commits_url", "/commits{/sha}"), ("compare_url", "/compare/{base}...{head}"),
+        ("contents_url", "/contents/{+path}"), ("contributors_url", "/contributors"),
+        ("deployments_url", "/deployments"), ("downloads_url", "/downloads"), ("events_url", "/events"),
+        ("forks_url", "/forks"), ("git_commits_url", "/git/commits{/sha}"), ("git_refs_url", "/git/refs{/sha}"),
+        ("git_tags_url", "/git/tags{/sha}"), ("hooks_url", "/hooks"),
+        ("issue_comment_url", "/issues/comments{/number}"),
+        ("issue_events_url", "/issues/events{/number}"), ("issues_url", "/issues{/number}"),
+        ("keys_url", "/keys{/key_id}"),
+        ("labels_url", "/labels{/name}"), ("languages_url", "/languages"), ("merges_url", "/merges"),
+        ("milestones_url", "/milestones{/number}"), ("notifications_url", "/notifications{?since,all,participating}"),
+        ("pulls_url", "/pulls{/number}"), ("releases_url", "/releases{/id}"), ("stargazers_url", "/stargazers"),
+        ("statuses_url", "/statuses/{sha}"), ("subscribers_url", "/subscribers"), ("subscription_url", "/subscription"),
+        ("tags_url", "/tags"), ("teams_url", "/teams"), ("trees_url", "/git/trees{/sha}"),
+    ]
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(id, forKey: Key("id"))
+        try container.encode(node_id, forKey: Key("node_id"))
+        try container.encode(name, forKey: Key("name"))
+        try container.encode(full_name, forKey: Key("full_name"))
+        try container.encode(owner, forKey: Key("owner"))
+        try container.encode(false, forKey: Key("private"))
+        try container.encode(html_url, forKey: Key("html_url"))
+        try container.encode(description, forKey: Key("description"))
+        try container.encode(false, forKey: Key("fork"))
+        try container.encode(url, forKey: Key("url"))
+        for (key, value) in links { try container.encode(value, forKey: Key(key)) }
+    }
 }
 
 struct ThreadJSON: Encodable, Sendable {
@@ -132,6 +180,7 @@ struct IssueJSON: Encodable, Sendable {
     var body: String
     var user: SimpleUserJSON
     var labels: [String] = []
+    var assignee: Nullable<SimpleUserJSON> = .init(nil)
     var assignees: [SimpleUserJSON] = []
     var milestone: Nullable<String> = .init(nil)
     var locked = false
@@ -159,6 +208,11 @@ struct PullRequestJSON: Encodable, Sendable {
     var diff_url: String
     var patch_url: String
     var issue_url: String
+    var commits_url: String
+    var review_comments_url: String
+    var review_comment_url: String
+    var comments_url: String
+    var statuses_url: String
     var number: Int
     var state: String
     var locked = false
@@ -171,20 +225,42 @@ struct PullRequestJSON: Encodable, Sendable {
     var closed_at: Nullable<String>
     var merged_at: Nullable<String>
     var merge_commit_sha: Nullable<String>
+    var assignee: Nullable<SimpleUserJSON> = .init(nil)
     var assignees: [SimpleUserJSON] = []
     var requested_reviewers: [SimpleUserJSON] = []
+    var requested_teams: [String] = []
+    var milestone: Nullable<String> = .init(nil)
     var head: BranchJSON
     var base: BranchJSON
+    var _links: Links
     var author_association: String
+    var auto_merge: Nullable<String> = .init(nil)
     var draft = false
     var merged: Bool
     var mergeable: Nullable<Bool> = .init(nil)
+    var rebaseable: Nullable<Bool> = .init(nil)
+    var mergeable_state = "clean"
+    var merged_by: Nullable<SimpleUserJSON>
+    var maintainer_can_modify = false
     var comments: Int
     var review_comments: Int
     var commits = 1
     var additions = 10
     var deletions = 2
     var changed_files = 1
+
+    struct Link: Encodable, Sendable { var href: String }
+
+    struct Links: Encodable, Sendable {
+        var `self`: Link
+        var html: Link
+        var issue: Link
+        var comments: Link
+        var review_comments: Link
+        var review_comment: Link
+        var commits: Link
+        var statuses: Link
+    }
 }
 
 struct IssueCommentJSON: Encodable, Sendable {
@@ -312,11 +388,16 @@ extension WorldState {
 
     func userJSON(_ person: Person) -> SimpleUserJSON {
         SimpleUserJSON(
-            login: person.login, id: person.id, node_id: nodeId(person.isOrganization ? "04:Organization" : "04:User", Int64(person.id)),
+            login: person.login, id: person.id,
+            node_id: nodeId(person.isOrganization ? "04:Organization" : "04:User", Int64(person.id)),
             avatar_url: "https://avatars.githubusercontent.com/u/\(person.id)?v=4",
             url: "\(baseURL)/users/\(person.login)", html_url: "\(params.htmlBase)/\(person.login)",
             followers_url: "\(baseURL)/users/\(person.login)/followers",
             following_url: "\(baseURL)/users/\(person.login)/following{/other_user}",
+            gists_url: "\(baseURL)/users/\(person.login)/gists{/gist_id}",
+            starred_url: "\(baseURL)/users/\(person.login)/starred{/owner}{/repo}",
+            subscriptions_url: "\(baseURL)/users/\(person.login)/subscriptions",
+            organizations_url: "\(baseURL)/users/\(person.login)/orgs",
             repos_url: "\(baseURL)/users/\(person.login)/repos",
             events_url: "\(baseURL)/users/\(person.login)/events{/privacy}",
             received_events_url: "\(baseURL)/users/\(person.login)/received_events",
@@ -328,7 +409,9 @@ extension WorldState {
         var user = PrivateUserJSON(
             login: simple.login, id: simple.id, node_id: simple.node_id, avatar_url: simple.avatar_url,
             url: simple.url, html_url: simple.html_url, followers_url: simple.followers_url,
-            following_url: simple.following_url, repos_url: simple.repos_url, events_url: simple.events_url,
+            following_url: simple.following_url, gists_url: simple.gists_url, starred_url: simple.starred_url,
+            subscriptions_url: simple.subscriptions_url, organizations_url: simple.organizations_url,
+            repos_url: simple.repos_url, events_url: simple.events_url,
             received_events_url: simple.received_events_url,
             name: "Simulated \(person.login.prefix(1).uppercased())\(person.login.dropFirst())")
         if authenticated {
@@ -349,9 +432,8 @@ extension WorldState {
         return RepositoryJSON(
             id: repo.id, node_id: nodeId("010:Repository", Int64(repo.id)), name: repo.name, full_name: repo.fullName,
             owner: userJSON(repo.owner), html_url: "\(params.htmlBase)/\(repo.fullName)",
-            description: "Simulated repository \(repo.name)", url: api, issues_url: "\(api)/issues{/number}",
-            pulls_url: "\(api)/pulls{/number}",
-            notifications_url: "\(api)/notifications{?since,all,participating}")
+            description: "Simulated repository \(repo.name)", url: api,
+            links: RepositoryJSON.templates.map { ($0.0, api + $0.1) })
     }
 
     func subjectHTML(_ subject: Subject) -> String {
@@ -361,7 +443,7 @@ extension WorldState {
 
     /// The API base for a path, honouring a test's hostile host.
     private func apiBase(foreignHost: String?) -> String {
-        foreignHost.map { "http://\($0)" } ?? baseURL
+        foreignHost.map { $0.contains("://") ? $0 : "http://\($0)" } ?? baseURL
     }
 
     func subjectAPIPath(_ key: SubjectKey, isPullRequest: Bool) -> String {
@@ -387,7 +469,8 @@ extension WorldState {
         let repo = repos[subject.key.repo]
         let api = "\(baseURL)/repos/\(repo.fullName)/issues/\(subject.key.number)"
         let html = "\(params.htmlBase)/\(repo.fullName)"
-        let pull = subject.isPullRequest
+        let pull =
+            subject.isPullRequest
             ? LinkJSON(
                 url: "\(baseURL)/repos/\(repo.fullName)/pulls/\(subject.key.number)",
                 html_url: "\(html)/pull/\(subject.key.number)", diff_url: "\(html)/pull/\(subject.key.number).diff",
@@ -400,7 +483,8 @@ extension WorldState {
             number: subject.key.number, state: subject.state, state_reason: .init(stateReason), title: subject.title,
             body: subject.body, user: userJSON(subject.author), comments: subject.comments, pull_request: pull,
             closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)), created_at: Timestamp.rfc3339(subject.createdAt),
-            updated_at: Timestamp.rfc3339(subject.updatedAt), author_association: association(subject.author, repo: repo.index))
+            updated_at: Timestamp.rfc3339(subject.updatedAt),
+            author_association: association(subject.author, repo: repo.index))
     }
 
     private func sha(_ seed: Int64, _ salt: UInt64) -> String {
@@ -420,15 +504,26 @@ extension WorldState {
             label: "\(repo.owner.login):main", ref: "main", sha: sha(subject.seq, 0xBA5E), user: userJSON(repo.owner),
             repo: repoJSON)
         let mergedAt = subject.merged ? subject.closedAt : nil
+        let issueURL = "\(baseURL)/repos/\(repo.fullName)/issues/\(subject.key.number)"
+        let statusesURL = "\(baseURL)/repos/\(repo.fullName)/statuses/\(head.sha)"
+        let links = PullRequestJSON.Links(
+            self: .init(href: api), html: .init(href: html), issue: .init(href: issueURL),
+            comments: .init(href: "\(issueURL)/comments"), review_comments: .init(href: "\(api)/comments"),
+            review_comment: .init(href: "\(baseURL)/repos/\(repo.fullName)/pulls/comments{/number}"),
+            commits: .init(href: "\(api)/commits"), statuses: .init(href: statusesURL))
         return PullRequestJSON(
             url: api, id: IdSpace.pull + subject.seq, node_id: nodeId("011:PullRequest", IdSpace.pull + subject.seq),
-            html_url: html, diff_url: "\(html).diff", patch_url: "\(html).patch",
-            issue_url: "\(baseURL)/repos/\(repo.fullName)/issues/\(subject.key.number)", number: subject.key.number,
+            html_url: html, diff_url: "\(html).diff", patch_url: "\(html).patch", issue_url: issueURL,
+            commits_url: "\(api)/commits", review_comments_url: "\(api)/comments",
+            review_comment_url: "\(baseURL)/repos/\(repo.fullName)/pulls/comments{/number}",
+            comments_url: "\(issueURL)/comments", statuses_url: statusesURL, number: subject.key.number,
             state: subject.state, title: subject.title, user: userJSON(subject.author), body: subject.body,
             created_at: Timestamp.rfc3339(subject.createdAt), updated_at: Timestamp.rfc3339(subject.updatedAt),
-            closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)), merged_at: .init(mergedAt.map(Timestamp.rfc3339)),
+            closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)),
+            merged_at: .init(mergedAt.map(Timestamp.rfc3339)),
             merge_commit_sha: .init(subject.merged ? sha(subject.seq, 0x3E6E) : nil), head: head, base: base,
-            author_association: association(subject.author, repo: repo.index), merged: subject.merged,
+            _links: links, author_association: association(subject.author, repo: repo.index), merged: subject.merged,
+            merged_by: .init(subject.merged ? userJSON(repo.owner) : nil),
             comments: subject.comments, review_comments: subject.reviewComments)
     }
 
@@ -478,7 +573,8 @@ extension WorldState {
         }
         return ThreadJSON(
             id: String(thread.id), repository: repositoryJSON(thread.repo),
-            subject: .init(title: thread.title, url: .init(url), latest_comment_url: .init(latest), type: thread.subjectType),
+            subject: .init(
+                title: thread.title, url: .init(url), latest_comment_url: .init(latest), type: thread.subjectType),
             reason: thread.reason, updated_at: Timestamp.rfc3339(thread.updatedAt),
             url: "\(baseURL)/notifications/threads/\(thread.id)",
             subscription_url: "\(baseURL)/notifications/threads/\(thread.id)/subscription")

@@ -23,9 +23,12 @@ extension GitHubSimulator {
         case 3 where parts[0] == "notifications" && parts[1] == "threads":
             return thread(id: parts[2], user: user, now: now)
         case 5 where parts[0] == "repos" && (parts[3] == "issues" || parts[3] == "pulls"):
-            return subject(repo: "\(parts[1])/\(parts[2])", number: parts[4], pull: parts[3] == "pulls", request: request, now: now)
+            return subject(
+                repo: "\(parts[1])/\(parts[2])", number: parts[4], pull: parts[3] == "pulls", request: request, now: now
+            )
         case 6 where parts[0] == "repos" && (parts[3] == "issues" || parts[3] == "pulls") && parts[4] == "comments":
-            return comment(repo: "\(parts[1])/\(parts[2])", id: parts[5], review: parts[3] == "pulls", request: request, now: now)
+            return comment(
+                repo: "\(parts[1])/\(parts[2])", id: parts[5], review: parts[3] == "pulls", request: request, now: now)
         default:
             return .error(404, "Not Found")
         }
@@ -43,7 +46,8 @@ extension GitHubSimulator {
     private func userResponse(login: String?, user: Int, request: Request) -> APIResponse {
         let bytes: [UInt8]? = world.withLock { world in
             if let login {
-                let known = world.accountIndex(login: login) != nil || Vocabulary.collaborators.contains(login)
+                let known =
+                    world.accountIndex(login: login) != nil || Vocabulary.collaborators.contains(login)
                     || world.repos.contains { $0.owner.login == login }
                 guard known else { return nil }
                 var person = world.person(login: login)
@@ -58,7 +62,9 @@ extension GitHubSimulator {
 
     private func rateLimitResponse(user: Int, now: Int64) -> APIResponse {
         let quota = credentials.withLock { $0.quota(for: user, limit: configuration.quotaPerHour, now: now) }
-        let core = "{\"limit\":\(quota.limit),\"used\":\(quota.used),\"remaining\":\(quota.remaining),\"reset\":\(quota.reset)}"
+        let core =
+            "{\"limit\":\(quota.limit),\"used\":\(quota.used),"
+            + "\"remaining\":\(quota.remaining),\"reset\":\(quota.reset)}"
         var response = APIResponse.json(200, Array("{\"resources\":{\"core\":\(core)},\"rate\":\(core)}".utf8))
         response.countsAgainstQuota = false  // as on GitHub
         return response
@@ -68,7 +74,8 @@ extension GitHubSimulator {
     private func pageURL(path: String, rawQuery: String?, page: Int) -> String {
         var pairs = (rawQuery ?? "").split(separator: "&").map(String.init).filter { !$0.hasPrefix("page=") }
         pairs.append("page=\(page)")
-        return "\(baseURL)\(path)?\(pairs.joined(separator: "&"))"
+        let base = linkBase.withLock { $0 } ?? baseURL
+        return "\(base)\(path)?\(pairs.joined(separator: "&"))"
     }
 
     private func linkHeader(path: String, rawQuery: String?, page: Int, lastPage: Int) -> (String, String)? {
@@ -141,7 +148,7 @@ extension GitHubSimulator {
             let account = world.account(user)
             let order = account.threadOrder
             let visibleEnd = order.lowerBound(OrderKey(time: now + 1, id: Int64.min))
-            let newest = visibleEnd > 0 ? order[visibleEnd - 1].time : nil
+            let newest = world.listLastModified(user, now: now)
             if let ifModifiedSince, (newest ?? Int64.min) <= ifModifiedSince {
                 return .notModified(newest)
             }
@@ -172,7 +179,9 @@ extension GitHubSimulator {
         case .page(let items, let total, let newest):
             if let newest { headers.append(("Last-Modified", Timestamp.httpDate(newest))) }
             let lastPage = max(1, (total + perPage - 1) / perPage)
-            if let link = linkHeader(path: request.uri.path, rawQuery: request.uri.query, page: page, lastPage: lastPage) {
+            if let link = linkHeader(
+                path: request.uri.path, rawQuery: request.uri.query, page: page, lastPage: lastPage)
+            {
                 headers.append(link)
             }
             return APIResponse(status: 200, body: Self.jsonArray(items), headers: headers)
@@ -229,7 +238,8 @@ extension GitHubSimulator {
         }
         guard let result else { return .error(404, "Not Found") }
         let lastPage = max(1, (result.total + perPage - 1) / perPage)
-        let etag = JSON.etag("events:\(login):\(perPage):\(page):\(lastPage):" + result.ids.map(String.init).joined(separator: ","))
+        let etag = JSON.etag(
+            "events:\(login):\(perPage):\(page):\(lastPage):" + result.ids.map(String.init).joined(separator: ","))
         var headers: [(String, String)] = [("ETag", etag), ("X-Poll-Interval", "\(configuration.pollInterval)")]
         if let link = linkHeader(path: request.uri.path, rawQuery: request.uri.query, page: page, lastPage: lastPage) {
             headers.append(link)
@@ -240,7 +250,9 @@ extension GitHubSimulator {
         return APIResponse(status: 200, body: Self.jsonArray(result.items), headers: headers)
     }
 
-    private func subject(repo fullName: String, number text: String, pull: Bool, request: Request, now: Int64) -> APIResponse {
+    private func subject(repo fullName: String, number text: String, pull: Bool, request: Request, now: Int64)
+        -> APIResponse
+    {
         guard let number = Int(text) else { return .error(404, "Not Found") }
         let body: CachedBody? = world.withLock { world in
             guard let repo = world.repoByName[fullName.lowercased()] else { return nil }
@@ -251,7 +263,8 @@ extension GitHubSimulator {
                 guard subject.isPullRequest else { return nil }
                 if subject.pullCache == nil {
                     let bytes = JSON.encode(world.pullJSON(subject))
-                    subject.pullCache = CachedBody(bytes: bytes, etag: JSON.etag(bytes), lastModified: subject.updatedAt)
+                    subject.pullCache = CachedBody(
+                        bytes: bytes, etag: JSON.etag(bytes), lastModified: subject.updatedAt)
                     world.subjects[key] = subject
                 }
                 return subject.pullCache
@@ -267,7 +280,9 @@ extension GitHubSimulator {
         return cached(body, request: request)
     }
 
-    private func comment(repo fullName: String, id text: String, review: Bool, request: Request, now: Int64) -> APIResponse {
+    private func comment(repo fullName: String, id text: String, review: Bool, request: Request, now: Int64)
+        -> APIResponse
+    {
         guard let id = Int64(text) else { return .error(404, "Not Found") }
         let body: CachedBody? = world.withLock { world in
             guard let repo = world.repoByName[fullName.lowercased()] else { return nil }
@@ -276,7 +291,8 @@ extension GitHubSimulator {
                 comment.createdAt <= now
             else { return nil }
             if comment.cache == nil {
-                let bytes = review
+                let bytes =
+                    review
                     ? JSON.encode(world.reviewCommentJSON(comment)) : JSON.encode(world.issueCommentJSON(comment))
                 comment.cache = CachedBody(bytes: bytes, etag: JSON.etag(bytes), lastModified: comment.createdAt)
                 world.comments[id] = comment

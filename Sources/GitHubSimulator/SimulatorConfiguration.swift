@@ -5,8 +5,12 @@ public import Foundation
 /// Everything random is derived from `seed`, so two simulators with the same configuration (including `start`)
 /// serve the same history and the same ground truth. New items keep appearing on the real clock after `start`.
 public struct SimulatorConfiguration: Sendable {
-    /// Loopback only: the simulator is a test double, never a public service.
+    /// Address to bind. Loopback by default: the simulator is a test double, never a public service. A container
+    /// binds `0.0.0.0` and sets `publicBaseURL` to the name other containers reach it by.
     public var host = "127.0.0.1"
+    /// The origin put into every URL the simulator returns (Link, subject, comment URLs) and reported as `baseURL`;
+    /// nil means `http://{host}:{bound port}`. No trailing slash.
+    public var publicBaseURL: String?
     /// 0 binds any free port; read `GitHubSimulator.baseURL` after `start()`.
     public var port = 0
     public var seed: UInt64 = 1
@@ -42,7 +46,7 @@ public struct SimulatorConfiguration: Sendable {
     /// Where `html_url`s point; never requested by a client, only shown to people.
     public var htmlBaseURL = "https://github.com"
     /// Oldest requests are forgotten past this many (distinct Host headers are remembered forever).
-    public var requestLogLimit = 500_000
+    public var requestLogLimit = 200_000
 
     public init() {}
 }
@@ -102,6 +106,8 @@ public enum Fault: Sendable, Hashable {
     case secondaryLimit(retryAfter: Int)
     /// 403 "You have exceeded a secondary rate limit" without `retry-after`.
     case secondaryLimitWithoutRetryAfter
+    /// 429 Too Many Requests with `retry-after: N` seconds.
+    case tooManyRequests(retryAfter: Int)
     /// 200 with the body cut in half.
     case malformedJSON
     /// The connection is closed without a response.
@@ -119,6 +125,7 @@ public enum Fault: Sendable, Hashable {
         case .serviceUnavailable: "serviceUnavailable"
         case .secondaryLimit: "secondaryLimit"
         case .secondaryLimitWithoutRetryAfter: "secondaryLimitWithoutRetryAfter"
+        case .tooManyRequests: "tooManyRequests"
         case .malformedJSON: "malformedJSON"
         case .drop: "drop"
         case .rateLimited: "rateLimited"

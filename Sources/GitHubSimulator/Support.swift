@@ -55,7 +55,9 @@ enum Timestamp {
     static func date(_ seconds: Int64) -> Date { Date(timeIntervalSince1970: TimeInterval(seconds)) }
 
     /// Civil date from days since 1970-01-01 (Howard Hinnant's well-known algorithm, written out here).
-    private static func civil(_ seconds: Int64) -> (y: Int64, m: Int64, d: Int64, hh: Int64, mm: Int64, ss: Int64, wd: Int64) {
+    private static func civil(_ seconds: Int64) -> (
+        y: Int64, m: Int64, d: Int64, hh: Int64, mm: Int64, ss: Int64, wd: Int64
+    ) {
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
         let secs = seconds - days * 86_400
         let z = days + 719_468

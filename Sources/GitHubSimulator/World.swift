@@ -151,6 +151,10 @@ final class Account {
     /// Issues and pull requests this account is involved in, for follow-up notifications and comments.
     var watched: [SubjectKey] = []
     var own: [SubjectKey] = []
+    /// When a test last changed an already visible thread (added one with a past `updated_at`, touched or
+    /// re-hosted one): the notifications list changed then even if no `updated_at` is newer, so
+    /// `If-Modified-Since` must not answer 304 for it.
+    var listChangedAt: Int64 = .min
 
     init(index: Int, person: Person, repos: [Int], start: Int64) {
         self.index = index
@@ -196,7 +200,8 @@ struct WorldParameters: Sendable {
         // A zero interval would mean infinitely many items; 50 ms is already far more than any test wants.
         intervalSeconds = max(0.05, seconds)
         eventCap = max(1, configuration.eventCap)
-        htmlBase = configuration.htmlBaseURL.hasSuffix("/")
+        htmlBase =
+            configuration.htmlBaseURL.hasSuffix("/")
             ? String(configuration.htmlBaseURL.dropLast()) : configuration.htmlBaseURL
     }
 }
@@ -209,6 +214,8 @@ struct WorldState {
     let params: WorldParameters
     var baseURL = "http://127.0.0.1"
     var repos: [Repo] = []
+    /// Repositories made from the seed; tests may add more, which must not change what the seed generates.
+    var generatedRepoCount = 0
     var repoByName: [String: Int] = [:]
     var accounts: [Account] = []
     var accountByLogin: [String: Int] = [:]
@@ -220,6 +227,7 @@ struct WorldState {
     init(params: WorldParameters) {
         self.params = params
         let repoCount = max(6, min(200, params.users))
+        generatedRepoCount = repoCount
         for index in 0..<repoCount {
             var rng = SeededGenerator(params.seed, UInt64(index), 0x5EB0)
             let orgIndex = Int(rng.next() % UInt64(Vocabulary.organizations.count))
@@ -237,13 +245,17 @@ struct WorldState {
                 let candidate = Int(rng.next() % UInt64(repoCount))
                 if !mine.contains(candidate) { mine.append(candidate) }
             }
-            let person = Person(login: "user\(user)", id: Self.userId(user))
+            let person = Person(login: "user\(user)", id: Self.userId(user, seed: params.seed))
             accounts.append(Account(index: user, person: person, repos: mine, start: params.start))
             accountByLogin[person.login] = user
         }
     }
 
-    static func userId(_ user: Int) -> Int { 5_000_000 + user }
+    /// Account ids depend on the seed, so runs with different seeds never share accounts (and their state) in a
+    /// long-lived Kafka cluster. Room for 100,000 users per seed.
+    static func userId(_ user: Int, seed: UInt64) -> Int {
+        100_000_000 + Int(SeededGenerator.mix(seed) % 9_000) * 100_000 + user
+    }
 
     func account(_ user: Int) -> Account { accounts[user - 1] }
 
@@ -350,7 +362,9 @@ struct WorldState {
         return key
     }
 
-    mutating func addComment(id: Int64, to key: SubjectKey, isReview: Bool, author: Person, body: String, at time: Int64) {
+    mutating func addComment(
+        id: Int64, to key: SubjectKey, isReview: Bool, author: Person, body: String, at time: Int64
+    ) {
         comments[id] = Comment(id: id, isReview: isReview, subject: key, author: author, body: body, createdAt: time)
         guard var subject = subjects[key] else { return }
         if isReview { subject.reviewComments += 1 } else { subject.comments += 1 }
@@ -360,8 +374,26 @@ struct WorldState {
         subjects[key] = subject
     }
 
+    /// The notifications list's `Last-Modified` for `user` as of `now`.
+    func listLastModified(_ user: Int, now: Int64) -> Int64? {
+        let account = account(user)
+        let visibleEnd = account.threadOrder.lowerBound(OrderKey(time: now + 1, id: Int64.min))
+        let newestUpdate = visibleEnd > 0 ? account.threadOrder[visibleEnd - 1].time : nil
+        guard account.listChangedAt > .min else { return newestUpdate }
+        return max(newestUpdate ?? .min, account.listChangedAt)
+    }
+
+    /// Records that a test changed the visible list. `Last-Modified` then moves past every value a client may
+    /// already hold (one second ahead of the clock at most), so its `If-Modified-Since` cannot hide the change.
+    /// - Parameter previous: `listLastModified` from just before the change.
+    mutating func noteListChange(_ user: Int, now: Int64, previous: Int64?) {
+        account(user).listChangedAt = max(now, previous.map { $0 + 1 } ?? now)
+    }
+
     mutating func insertThread(_ thread: NotificationThread) {
         let account = account(thread.user)
+        // A generated thread that lands at or before a test's stamp must still move Last-Modified.
+        if account.listChangedAt > .min, thread.updatedAt <= account.listChangedAt { account.listChangedAt += 1 }
         account.threads[thread.id] = thread
         account.threadOrder.insertSorted(OrderKey(time: thread.updatedAt, id: thread.id))
         threadOwner[thread.id] = thread.user
@@ -371,6 +403,9 @@ struct WorldState {
         let account = account(event.user)
         account.events[event.id] = event
         account.eventOrder.insertSorted(OrderKey(time: event.createdAt, id: event.id))
+        // Events that fell behind the cap are never served again: keep them for the truth, not their JSON.
+        let behind = account.eventOrder.count - params.eventCap - 1
+        if behind >= 0 { account.events[account.eventOrder[behind].id]?.cache = nil }
     }
 
     private func remember(_ key: SubjectKey, in list: inout [SubjectKey]) {
@@ -406,7 +441,8 @@ struct WorldState {
         default:
             let isPullRequest = kind == "review_requested" || rng.unit() < 0.5
             let mentionInBody = kind == "mention" && rng.unit() < 0.3
-            let wantsComment = kind == "comment" || (kind == "mention" && !mentionInBody)
+            let wantsComment =
+                kind == "comment" || (kind == "mention" && !mentionInBody)
                 || (kind == "subscribed" && rng.unit() < 0.5)
             let candidates = account.watched.filter { subjects[$0]?.isPullRequest == isPullRequest }
             let key: SubjectKey
@@ -416,7 +452,9 @@ struct WorldState {
                 let author = kind == "author" ? account.person : otherPerson(&rng, not: user)
                 var body = rng.pick(Vocabulary.bodies)
                 if mentionInBody {
-                    body += " " + rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
+                    body +=
+                        " "
+                        + rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
                 }
                 let closed = kind == "state_change"
                 key = makeSubject(
@@ -431,7 +469,8 @@ struct WorldState {
             thread.title = subjects[key]?.title ?? ""
             if wantsComment {
                 let author = otherPerson(&rng, not: user)
-                let body = kind == "mention"
+                let body =
+                    kind == "mention"
                     ? rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
                     : rng.pick(Vocabulary.comments)
                 let isReview = isPullRequest && rng.unit() < 0.4
@@ -511,11 +550,24 @@ struct WorldState {
         case "watch":
             event.type = "WatchEvent"
             event.action = "started"
-            event.repo = Int(rng.next() % UInt64(repos.count))
+            event.repo = Int(rng.next() % UInt64(generatedRepoCount))
         default:
             event.type = "PushEvent"
         }
         insertEvent(event)
+    }
+
+    /// Encoded bodies embed the base URL; after a restart on another port they must be encoded again.
+    mutating func dropEncodedBodies() {
+        for account in accounts {
+            for id in account.threads.keys { account.threads[id]?.cache = nil }
+            for id in account.events.keys { account.events[id]?.cache = nil }
+        }
+        for key in subjects.keys {
+            subjects[key]?.issueCache = nil
+            subjects[key]?.pullCache = nil
+        }
+        for id in comments.keys { comments[id]?.cache = nil }
     }
 
     mutating func nextSeq() -> Int64 {

@@ -55,6 +55,7 @@ extension GitHubSimulator {
                 thread.releaseId = IdSpace.release + seq
                 thread.latest = .subject
             }
+            if time <= now { world.noteListChange(user, now: now, previous: world.listLastModified(user, now: now)) }
             world.insertThread(thread)
             return String(thread.id)
         }
@@ -85,8 +86,9 @@ extension GitHubSimulator {
         }
     }
 
-    /// Makes a thread's `subject.url` and `latest_comment_url` name `host` (e.g. `localhost:PORT`) instead of the
-    /// simulator, to prove a client never sends its token to a host it was not configured with.
+    /// Makes a thread's `subject.url` and `latest_comment_url` name `host` (e.g. `localhost:PORT`, or a full origin
+    /// such as `https://127.0.0.1:PORT` for another scheme) instead of the simulator, to prove a client never sends
+    /// its token to a host it was not configured with. Such threads are left out of the ground truth.
     public func setSubjectURLHost(threadId: String, host: String) throws {
         try withThread(threadId) { _, thread in thread.foreignHost = host }
     }
@@ -104,9 +106,12 @@ extension GitHubSimulator {
         let found = world.withLock { world -> Bool in
             if world.threadOwner[id] == nil { world.materializeOwner(seq: id - IdSpace.thread, now: now) }
             guard let user = world.threadOwner[id], var thread = world.account(user).threads[id] else { return false }
+            let previous = world.listLastModified(user, now: now)
+            let wasVisible = thread.updatedAt <= now
             change(&world, &thread)
             thread.cache = nil
             world.account(user).threads[id] = thread
+            if wasVisible || thread.updatedAt <= now { world.noteListChange(user, now: now, previous: previous) }
             return true
         }
         if !found { throw SimulatorError.unknownThread(threadId) }
@@ -137,7 +142,8 @@ extension GitHubSimulator {
             let isComment = type == "IssueCommentEvent" || type == "PullRequestReviewCommentEvent"
             let hasSubject = isComment || type == "PullRequestEvent" || type == "IssuesEvent"
             if hasSubject {
-                let isPullRequest = type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || onPullRequest
+                let isPullRequest =
+                    type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || onPullRequest
                 let number = number ?? world.allocateNumber(repo: repoIndex)
                 let key = SubjectKey(repo: repoIndex, number: number)
                 if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repoIndex, now: now) }

@@ -68,6 +68,19 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         self.requiresAbort = requiresAbort
     }
 
+    /// The consumer group is rebalancing or this member's generation is stale: an offset commit will succeed
+    /// once the rebalance has handed out partitions again, for the partitions still owned. Not a broken cluster,
+    /// so retrying it should not count toward giving up.
+    public var isGroupRebalancing: Bool {
+        switch rd_kafka_resp_err_t(librdkafkaCode) {
+        case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+            RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID, RD_KAFKA_RESP_ERR__ASSIGNMENT_LOST:
+            return true
+        default:
+            return false
+        }
+    }
+
     public var description: String {
         var text = "KafkaError(\(code)"
         if librdkafkaCode != 0 { text += ", \(librdkafkaName)" }

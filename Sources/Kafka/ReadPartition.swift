@@ -16,6 +16,8 @@ public func readPartitionToEnd(
 ) async throws(KafkaError) -> [ConsumerMessage] {
     var properties = configuration.librdkafkaProperties()
     properties.append(contentsOf: [
+        // librdkafka 2.0 refuses assign() without a group id; this one never joins (no subscribe) or commits.
+        ("group.id", "activity-sync-reader-\(UInt64.random(in: 0...UInt64.max))"),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
         ("enable.partition.eof", "true"),

@@ -48,7 +48,7 @@ public struct AccountsTopicClient: Sendable {
         var invalidWithoutKey: [(accountId: String?, reason: String)] = []
         for partition in 0..<Int32(partitionCount) {
             let messages = try await readPartitionToEnd(
-                configuration: kafka, topic: topics.accounts, partition: partition, isolationLevel: .readCommitted,
+                configuration: kafka.forPartitionReads, topic: topics.accounts, partition: partition, isolationLevel: .readCommitted,
                 timeout: timeout, logger: logger)
             for message in messages {
                 let key = message.key.map { String(decoding: $0, as: UTF8.self) }

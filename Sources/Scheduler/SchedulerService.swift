@@ -213,7 +213,7 @@ public final class SchedulerService: Service, Sendable {
         do {
             return .success(
                 try await readPartitionToEnd(
-                    configuration: configuration.kafka, topic: configuration.topics.accounts, partition: partition,
+                    configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts, partition: partition,
                     isolationLevel: .readCommitted, timeout: configuration.loadTimeout, logger: logger))
         } catch {
             return .failure(error)
@@ -342,4 +342,14 @@ struct SchedulerMetrics: Sendable {
     let invalidRecords = Counter(label: "activity_sync_scheduler_invalid_account_records_total")
     /// Fire time minus due time (tick + spread offset).
     let scheduleLag = Metrics.Timer(label: "activity_sync_scheduler_schedule_lag_seconds")
+}
+
+extension KafkaConfiguration {
+    /// librdkafka 2.0.2 refuses `rd_kafka_assign` on a consumer without `group.id` (`_UNKNOWN_GROUP`), even though
+    /// a partition read joins no group and commits nothing; give it one unless the caller did.
+    var forPartitionReads: KafkaConfiguration {
+        var copy = self
+        if copy.properties["group.id"] == nil { copy.properties["group.id"] = "activity-sync-partition-reader" }
+        return copy
+    }
 }

@@ -38,6 +38,19 @@ public struct DueJob: Sendable, Hashable {
     public var isCatchUp: Bool
     public var sealedConfig: SealedConfig
 
+    public init(
+        accountId: String, partition: Int32, integration: String, scheduledAt: Date, dueAt: Date, isCatchUp: Bool,
+        sealedConfig: SealedConfig
+    ) {
+        self.accountId = accountId
+        self.partition = partition
+        self.integration = integration
+        self.scheduledAt = scheduledAt
+        self.dueAt = dueAt
+        self.isCatchUp = isCatchUp
+        self.sealedConfig = sealedConfig
+    }
+
     /// The job as it goes on the jobs topic.
     public var job: SyncJob {
         SyncJob(accountId: accountId, integration: integration, scheduledAt: scheduledAt, sealedConfig: sealedConfig)

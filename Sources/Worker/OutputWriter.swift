@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import Logging
+import Synchronization
 
 /// Makes one batch durable: its records and its consumed offsets.
 protocol OutputWriter: Sendable {
@@ -83,8 +84,11 @@ struct TransactionalWriter: OutputWriter {
 }
 
 /// At-least-once: activities (and dead letters, status), then state, delivery awaited, then the offsets.
-struct AtLeastOnceWriter: OutputWriter {
+final class AtLeastOnceWriter: OutputWriter {
     let producer: KafkaProducer
+    /// Batches whose records were delivered but whose offsets are not committed yet. A retry of such a batch
+    /// (the commit failed, e.g. mid-rebalance) only commits: producing again would repeat every activity.
+    private let delivered = Mutex<Set<Int>>([])
 
     init(configuration: WorkerConfiguration, logger: Logger) throws {
         producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: configuration.kafka), logger: logger)
@@ -93,9 +97,13 @@ struct AtLeastOnceWriter: OutputWriter {
     func write(_ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], consumer: KafkaConsumer)
         async throws
     {
-        if !batch.records.isEmpty { _ = try await producer.send(batch.records.map(\.producerRecord)) }
-        if !batch.stateRecords.isEmpty { _ = try await producer.send(batch.stateRecords.map(\.producerRecord)) }
+        if !delivered.withLock({ $0.contains(batch.id) }) {
+            if !batch.records.isEmpty { _ = try await producer.send(batch.records.map(\.producerRecord)) }
+            if !batch.stateRecords.isEmpty { _ = try await producer.send(batch.stateRecords.map(\.producerRecord)) }
+            delivered.withLock { _ = $0.insert(batch.id) }
+        }
         if !offsets.isEmpty { try await consumer.commit(offsets) }
+        delivered.withLock { _ = $0.remove(batch.id) }
     }
 
     func close() async { await producer.close(timeout: .seconds(10)) }

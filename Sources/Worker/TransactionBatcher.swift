@@ -139,13 +139,21 @@ public final class TransactionBatcher: Sendable {
     /// Reports a failed commit. An abortable failure re-sends the same output in a new transaction: the jobs
     /// already ran (and may have consumed a one-time token refresh), so repeating their output is safer than
     /// repeating the jobs.
-    public func commitFailed(batchId: Int, fatal: Bool, reason: String) -> Action {
+    ///
+    /// - Parameter groupRebalancing: the failure was the consumer group rebalancing (the revocation that follows
+    ///   settles which partitions are still ours); such retries do not count toward `maxAttempts`, since nothing
+    ///   is broken and giving up would stop a healthy worker whenever another one joins.
+    public func commitFailed(batchId: Int, fatal: Bool, groupRebalancing: Bool = false, reason: String) -> Action {
         state.withLock { state in
             guard var batch = state.inFlight, batch.id == batchId else { return .none }
             state.aborts += 1
             if fatal {
                 state.stopped = reason
                 return .stop(reason: reason)
+            }
+            if groupRebalancing {
+                state.inFlight = batch
+                return .commit(batch)
             }
             guard batch.attempt < configuration.maxAttempts else {
                 let message = "a transaction failed \(batch.attempt) times, last: \(reason)"

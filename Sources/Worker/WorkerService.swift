@@ -420,7 +420,10 @@ public final class WorkerService: Service, Sendable {
             if !fatal {
                 try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(batch.attempt, 6))))
             }
-            handle(batcher.commitFailed(batchId: batch.id, fatal: fatal, reason: fatal ? "fenced or fatal: \(error)" : "\(error)"))
+            handle(
+                batcher.commitFailed(
+                    batchId: batch.id, fatal: fatal, groupRebalancing: error.isGroupRebalancing,
+                    reason: fatal ? "fenced or fatal: \(error)" : "\(error)"))
         } catch {
             metrics.aborts.increment()
             logger.warning("commit failed", metadata: ["error": "\(error)"])

@@ -19,7 +19,7 @@ struct WorldTests {
 
     @Test("the same seed gives the same history and ground truth; another seed gives another")
     func determinism() throws {
-        let start = Date(timeIntervalSince1970: 1_790_000_000)
+        let start = Date().addingTimeInterval(-120)
         let from = start.addingTimeInterval(-13 * 3_600)
         let first = GitHubSimulator(configuration: configuration(seed: 7, start: start))
         let second = GitHubSimulator(configuration: configuration(seed: 7, start: start))
@@ -32,6 +32,8 @@ struct WorldTests {
         #expect(a == b)
         #expect(try other.truth(login: "user3", from: from, to: start) != a)
         #expect(first.users == second.users)
+        #expect(Set(first.users.map(\.id)).isDisjoint(with: other.users.map(\.id)))
+        #expect(Set(first.users.map(\.token)).isDisjoint(with: other.users.map(\.token)))
         #expect(first.users.map(\.login) == ["user1", "user2", "user3", "user4", "user5"])
         #expect(first.users.allSatisfy { $0.token.hasPrefix("ghu_sim_") && $0.refreshToken.hasPrefix("ghr_sim_") })
     }
@@ -111,8 +113,9 @@ struct APITests {
             let before = times[1]
             let since = times[times.count - 2]
             let window = try await walkPages(
-                "\(simulator.baseURL)/notifications?all=true&since=\(since)&before=\(before)", token: token)
-                .flatMap { $0.jsonArray ?? [] }
+                "\(simulator.baseURL)/notifications?all=true&since=\(since)&before=\(before)", token: token
+            )
+            .flatMap { $0.jsonArray ?? [] }
             let windowTimes = window.compactMap { $0["updated_at"] as? String }
             #expect(windowTimes.allSatisfy { $0 >= since && $0 < before })
             #expect(windowTimes.count == times.filter { $0 >= since && $0 < before }.count)
@@ -142,7 +145,9 @@ struct APITests {
                 "\(simulator.baseURL)/notifications?all=true", token: user.token,
                 headers: [("If-Modified-Since", lastModified)])
             #expect(changed.status == 200)
-            #expect(changed.jsonArray?.first?["subject"].flatMap { ($0 as? [String: Any])?["title"] as? String } == "New work")
+            #expect(
+                changed.jsonArray?.first?["subject"].flatMap { ($0 as? [String: Any])?["title"] as? String }
+                    == "New work")
             #expect(simulator.quotaUsed(token: user.token) == used + 1)
             let log = simulator.requests()
             #expect(log.filter(\.notModified).count == 3)
@@ -210,7 +215,8 @@ struct APITests {
             #expect(bogus.jsonObject?["documentation_url"] is String)
             let anonymous = try await send("\(simulator.baseURL)/user")
             #expect(anonymous.status == 401)
-            let ok = try await send("\(simulator.baseURL)/user", token: user.token, headers: [("Authorization", "token \(user.token)")])
+            let ok = try await send(
+                "\(simulator.baseURL)/user", token: user.token, headers: [("Authorization", "token \(user.token)")])
             #expect(ok.status == 200)
             try simulator.expireToken(login: user.login)
             let expired = try await send("\(simulator.baseURL)/user", token: user.token)
@@ -255,11 +261,13 @@ struct APITests {
             let base = Date().addingTimeInterval(-4_000)
             var ids: [String] = []
             for index in 0..<320 {
-                ids.append(try simulator.addEvent(
-                    for: user.login, type: index % 2 == 0 ? "IssuesEvent" : "PushEvent", title: "Event \(index)",
-                    at: base.addingTimeInterval(Double(index * 10))))
+                ids.append(
+                    try simulator.addEvent(
+                        for: user.login, type: index % 2 == 0 ? "IssuesEvent" : "PushEvent", title: "Event \(index)",
+                        at: base.addingTimeInterval(Double(index * 10))))
             }
-            let pages = try await walkPages("\(simulator.baseURL)/users/\(user.login)/events?per_page=100", token: user.token)
+            let pages = try await walkPages(
+                "\(simulator.baseURL)/users/\(user.login)/events?per_page=100", token: user.token)
             #expect(pages.count == 3)
             let events = pages.flatMap { $0.jsonArray ?? [] }
             #expect(events.count == 300)
@@ -355,6 +363,11 @@ struct FaultTests {
             #expect(secondary.header("retry-after") == "7")
             #expect((secondary.jsonObject?["message"] as? String)?.contains("secondary rate limit") == true)
 
+            simulator.injectFault(.tooManyRequests(retryAfter: 2), count: 1)
+            let tooMany = try await send("\(simulator.baseURL)/user", token: token)
+            #expect(tooMany.status == 429)
+            #expect(tooMany.header("retry-after") == "2")
+
             simulator.injectFault(.rateLimited, count: 1)
             let limited = try await send("\(simulator.baseURL)/user", token: token)
             #expect(limited.status == 403)
@@ -371,7 +384,11 @@ struct FaultTests {
             }
             #expect(try await send("\(simulator.baseURL)/user", token: token).status == 200)
             let faults = simulator.requests().compactMap(\.fault)
-            #expect(faults == ["serverError", "serverError", "secondaryLimit", "rateLimited", "malformedJSON", "drop"])
+            #expect(
+                faults == [
+                    "serverError", "serverError", "secondaryLimit", "tooManyRequests", "rateLimited", "malformedJSON",
+                    "drop",
+                ])
         }
     }
 
@@ -395,7 +412,9 @@ struct FaultTests {
 struct TruthTests {
     @Test("texts follow issue 3, with actor and body from the latest comment")
     func texts() async throws {
-        try await withSimulator({ $0.historyItems = 0; $0.activityInterval = .seconds(3_600) }) { simulator in
+        try await withSimulator({
+            $0.historyItems = 0; $0.activityInterval = .seconds(3_600)
+        }) { simulator in
             let login = "user2"
             let at = Date().addingTimeInterval(-30)
             let comment = try simulator.addNotification(
@@ -410,19 +429,25 @@ struct TruthTests {
             let assign = try simulator.addNotification(
                 for: login, reason: "assign", repo: "octo/app", number: 12, title: "ignored", at: at)
             let review = try simulator.addNotification(
-                for: login, reason: "review_requested", subjectType: "PullRequest", repo: "octo/app", number: 13, at: at)
-            let author = try simulator.addNotification(for: login, reason: "author", repo: "octo/app", number: 12, at: at)
+                for: login, reason: "review_requested", subjectType: "PullRequest", repo: "octo/app", number: 13, at: at
+            )
+            let author = try simulator.addNotification(
+                for: login, reason: "author", repo: "octo/app", number: 12, at: at)
             _ = try simulator.addNotification(for: login, reason: "subscribed", repo: "octo/app", number: 12, at: at)
-            _ = try simulator.addNotification(for: login, reason: "author", subjectType: "Release", repo: "octo/app", at: at)
-            let opened = try simulator.addEvent(for: login, type: "PullRequestEvent", repo: "octo/app", title: "Add cache", at: at)
+            _ = try simulator.addNotification(
+                for: login, reason: "author", subjectType: "Release", repo: "octo/app", at: at)
+            let opened = try simulator.addEvent(
+                for: login, type: "PullRequestEvent", repo: "octo/app", title: "Add cache", at: at)
             let issueComment = try simulator.addEvent(
                 for: login, type: "IssueCommentEvent", repo: "octo/app", number: 12, at: at)
             let prComment = try simulator.addEvent(
                 for: login, type: "PullRequestReviewCommentEvent", repo: "octo/app", number: 13, at: at)
             _ = try simulator.addEvent(for: login, type: "WatchEvent", repo: "octo/app", at: at)
-            _ = try simulator.addEvent(for: login, type: "IssuesEvent", action: "closed", repo: "octo/app", number: 12, at: at)
+            _ = try simulator.addEvent(
+                for: login, type: "IssuesEvent", action: "closed", repo: "octo/app", number: 12, at: at)
 
-            let stamp = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: at.timeIntervalSince1970.rounded(.down)))
+            let stamp = ISO8601DateFormatter().string(
+                from: Date(timeIntervalSince1970: at.timeIntervalSince1970.rounded(.down)))
             let truth = try simulator.truth(login: login, from: at.addingTimeInterval(-1), to: Date())
             let byId = Dictionary(uniqueKeysWithValues: truth.map { ($0.id, $0) })
             func text(_ thread: String) -> String? { byId["github:notification:\(thread):\(stamp)"]?.text }
@@ -437,16 +462,19 @@ struct TruthTests {
             #expect(byId["github:event:\(issueComment)"]?.text == "user2 commented on issue #12: Crash on start")
             #expect(byId["github:event:\(prComment)"]?.text == "user2 commented on PR #13: Faster sync")
             #expect(byId["github:event:\(prComment)"]?.kind == "pr_comment")
-            #expect(byId[ "github:notification:\(comment):\(stamp)"]?.sourceURL == "https://github.com/octo/app/issues/12")
+            #expect(
+                byId["github:notification:\(comment):\(stamp)"]?.sourceURL == "https://github.com/octo/app/issues/12")
             #expect(truth.count == 9)
 
             // Touching a thread changes its id and, with a comment, its actor and body.
             let later = Date().addingTimeInterval(-5)
             try simulator.touchThread(comment, at: later, commentBody: "Fixed in main", actor: "dennis-sim")
             let touched = try simulator.truth(login: login, from: at.addingTimeInterval(-1), to: Date())
-            let laterStamp = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: later.timeIntervalSince1970.rounded(.down)))
-            #expect(touched.first { $0.id == "github:notification:\(comment):\(laterStamp)" }?.text
-                == "dennis-sim commented on issue #12 in octo/app: Fixed in main")
+            let laterStamp = ISO8601DateFormatter().string(
+                from: Date(timeIntervalSince1970: later.timeIntervalSince1970.rounded(.down)))
+            #expect(
+                touched.first { $0.id == "github:notification:\(comment):\(laterStamp)" }?.text
+                    == "dennis-sim commented on issue #12 in octo/app: Fixed in main")
             #expect(touched.count == 9)
 
             // The admin endpoint serves the same truth.
@@ -467,8 +495,9 @@ struct TruthTests {
             let threadJSON = try await send("\(simulator.baseURL)/notifications/threads/\(thread)", token: user.token)
             let subject = threadJSON.jsonObject?["subject"] as? [String: Any]
             #expect((subject?["url"] as? String)?.hasPrefix("http://localhost:\(port)/repos/") == true)
-            #expect(try simulator.truth(login: user.login, from: Date().addingTimeInterval(-60), to: Date())
-                .allSatisfy { !$0.id.contains(thread) })
+            #expect(
+                try simulator.truth(login: user.login, from: Date().addingTimeInterval(-60), to: Date())
+                    .allSatisfy { !$0.id.contains(thread) })
             #expect(!simulator.requests().contains { $0.host == "localhost:\(port)" })
             _ = try await send(
                 "\(simulator.baseURL)/user?access_token=\(user.token)", token: user.token,
@@ -493,6 +522,164 @@ struct TruthTests {
             #expect(quota.jsonObject?["used"] as? Int == simulator.quotaUsed(token: simulator.users[0].token))
             let users = try await send("\(simulator.baseURL)/_sim/users")
             #expect((users.jsonArray?.first?["login"] as? String) == "user1")
+        }
+    }
+}
+
+@Suite("Hostile and admin controls", .timeLimit(.minutes(1)))
+struct ControlTests {
+    @Test("Link and subject URLs can be moved to another origin for hostile-response tests")
+    func hostileOrigins() async throws {
+        try await withSimulator({ $0.historyItems = 40 }) { simulator in
+            let user = simulator.users[0]
+            simulator.setPaginationLinkHost("localhost:\(simulator.port)")
+            let page = try await send("\(simulator.baseURL)/notifications?all=true&per_page=2", token: user.token)
+            #expect(page.links["next"]?.hasPrefix("http://localhost:\(simulator.port)/notifications?") == true)
+            simulator.setPaginationLinkHost(nil)
+            let again = try await send("\(simulator.baseURL)/notifications?all=true&per_page=2", token: user.token)
+            #expect(again.links["next"]?.hasPrefix(simulator.baseURL) == true)
+
+            let thread = try simulator.addNotification(for: user.login, reason: "mention", commentBody: "hi @user1")
+            try simulator.setSubjectURLHost(threadId: thread, host: "https://127.0.0.1:\(simulator.port)")
+            let json = try await send("\(simulator.baseURL)/notifications/threads/\(thread)", token: user.token)
+            let subject = json.jsonObject?["subject"] as? [String: Any]
+            #expect((subject?["url"] as? String)?.hasPrefix("https://127.0.0.1:\(simulator.port)/repos/") == true)
+            #expect((subject?["latest_comment_url"] as? String)?.hasPrefix("https://127.0.0.1:") == true)
+            #expect(throws: SimulatorError.self) { try simulator.setSubjectURLHost(threadId: "12", host: "x") }
+        }
+    }
+
+    @Test("a public base URL names the origin other containers use in every returned URL")
+    func publicBaseURL() async throws {
+        try await withSimulator({
+            $0.publicBaseURL = "http://github-sim:8080/"
+            $0.historyItems = 40
+        }) { simulator in
+            #expect(simulator.baseURL == "http://github-sim:8080")
+            #expect(simulator.boundURL.hasPrefix("http://127.0.0.1:"))
+            let user = simulator.users[0]
+            let page = try await send("\(simulator.boundURL)/notifications?all=true&per_page=2", token: user.token)
+            #expect(page.links["next"]?.hasPrefix("http://github-sim:8080/notifications?") == true)
+            let urls = (page.jsonArray ?? []).compactMap { ($0["subject"] as? [String: Any])?["url"] as? String }
+            #expect(urls.allSatisfy { $0.hasPrefix("http://github-sim:8080/") })
+        }
+    }
+
+    @Test("other processes steer faults and token expiry through /_sim")
+    func adminControls() async throws {
+        try await withSimulator { simulator in
+            let user = simulator.users[0]
+            let injected = try await send(
+                "\(simulator.baseURL)/_sim/faults?fault=secondaryLimit&count=1&retry_after=3", method: .POST)
+            #expect(injected.status == 204)
+            let limited = try await send("\(simulator.baseURL)/user", token: user.token)
+            #expect(limited.status == 403)
+            #expect(limited.header("retry-after") == "3")
+            #expect(try await send("\(simulator.baseURL)/user", token: user.token).status == 200)
+            let bad = try await send("\(simulator.baseURL)/_sim/faults?fault=nonsense", method: .POST)
+            #expect(bad.status == 400)
+            #expect(try await send("\(simulator.baseURL)/_sim/expire?login=user1", method: .POST).status == 204)
+            #expect(try await send("\(simulator.baseURL)/user", token: user.token).status == 401)
+            #expect(try await send("\(simulator.baseURL)/_sim/truth?login=nobody").status == 404)
+            // Admin requests are neither recorded nor faulted.
+            #expect(simulator.requests().allSatisfy { !$0.path.hasPrefix("/_sim") })
+        }
+    }
+}
+
+@Suite("Payload shapes", .timeLimit(.minutes(1)))
+struct ShapeTests {
+    @Test("threads, issues, pull requests, comments, events and users carry the fields clients decode")
+    func shapes() async throws {
+        try await withSimulator({ $0.historyItems = 80 }) { simulator in
+            let user = simulator.users[0]
+            let threads = try await walkPages("\(simulator.baseURL)/notifications?all=true", token: user.token)
+                .flatMap { $0.jsonArray ?? [] }
+            let kept = try #require(
+                threads.first {
+                    ($0["subject"] as? [String: Any])?["type"] as? String == "Issue"
+                })
+            #expect(kept["id"] is String)
+            #expect(kept["unread"] is Bool)
+            #expect(kept["url"] is String)
+            #expect(kept.keys.contains("last_read_at"))
+            let repository = try #require(kept["repository"] as? [String: Any])
+            for key in ["id", "full_name", "html_url", "name", "owner", "url"] { #expect(repository[key] != nil) }
+            let subject = try #require(kept["subject"] as? [String: Any])
+            let issue = try await send(try #require(subject["url"] as? String), token: user.token)
+            let issueJSON = try #require(issue.jsonObject)
+            for key in ["id", "number", "title", "state", "html_url", "body", "user", "created_at", "updated_at"] {
+                #expect(issueJSON[key] != nil, "issue.\(key)")
+            }
+            #expect(issueJSON["id"] is Int && issueJSON["number"] is Int)
+            #expect((issueJSON["user"] as? [String: Any])?["id"] is Int)
+
+            let events = try await walkPages(
+                "\(simulator.baseURL)/users/\(user.login)/events?per_page=100", token: user.token
+            )
+            .flatMap { $0.jsonArray ?? [] }
+            #expect(!events.isEmpty)
+            for event in events {
+                #expect(event["id"] is String)
+                #expect(event["public"] is Bool)
+                #expect((event["actor"] as? [String: Any])?["login"] as? String == user.login)
+                #expect((event["repo"] as? [String: Any])?["name"] is String)
+                #expect(event["payload"] is [String: Any])
+            }
+            let types = Set(events.compactMap { $0["type"] as? String })
+            #expect(types.contains("PushEvent") || types.contains("WatchEvent"))
+            if let comment = events.first(where: { $0["type"] as? String == "IssueCommentEvent" }) {
+                let payload = try #require(comment["payload"] as? [String: Any])
+                #expect(payload["action"] as? String == "created")
+                #expect((payload["issue"] as? [String: Any])?["number"] is Int)
+                #expect((payload["comment"] as? [String: Any])?["body"] is String)
+            }
+            let times = events.compactMap { $0["created_at"] as? String }
+            #expect(times == times.sorted(by: >))
+        }
+    }
+}
+
+@Suite("Conditional requests after test changes", .timeLimit(.minutes(1)))
+struct ListChangeTests {
+    @Test("a thread added with an older updated_at still ends a 304 streak")
+    func backdatedThread() async throws {
+        try await withSimulator({ $0.activityInterval = .seconds(3_600) }) { simulator in
+            let user = simulator.users[0]
+            let first = try await send("\(simulator.baseURL)/notifications?all=true", token: user.token)
+            let lastModified = try #require(first.header("Last-Modified"))
+            try await Task.sleep(for: .milliseconds(1_100))
+            try simulator.addNotification(
+                for: user.login, reason: "mention", title: "Late arrival", commentBody: "@user1 look",
+                at: Date().addingTimeInterval(-13 * 3_600))
+            let after = try await send(
+                "\(simulator.baseURL)/notifications?all=true", token: user.token,
+                headers: [("If-Modified-Since", lastModified)])
+            #expect(after.status == 200)
+            #expect(after.header("Last-Modified") != lastModified)
+        }
+    }
+
+    @Test("changes within one second each move Last-Modified")
+    func sameSecondChanges() async throws {
+        try await withSimulator({ $0.activityInterval = .seconds(3_600) }) { simulator in
+            let user = simulator.users[0]
+            let url = "\(simulator.baseURL)/notifications?all=true"
+            var lastModified = try #require(try await send(url, token: user.token).header("Last-Modified"))
+            let thread = try simulator.addNotification(for: user.login, reason: "assign", at: Date())
+            for step in 0..<3 {
+                switch step {
+                case 0: try simulator.touchThread(thread, at: Date(), commentBody: "again")
+                case 1:
+                    try simulator.addNotification(for: user.login, reason: "author", at: Date().addingTimeInterval(-60))
+                default: try simulator.setSubjectHost(threadId: thread, host: "localhost:1")
+                }
+                let page = try await send(url, token: user.token, headers: [("If-Modified-Since", lastModified)])
+                #expect(page.status == 200, "step \(step)")
+                lastModified = try #require(page.header("Last-Modified"))
+                let unchanged = try await send(url, token: user.token, headers: [("If-Modified-Since", lastModified)])
+                #expect(unchanged.status == 304, "step \(step)")
+            }
         }
     }
 }

@@ -166,7 +166,8 @@ struct FixtureDecodingTests {
     }
 
     @Test func originGuard() {
-        let client = GitHubClient(configuration: GitHubConfiguration(baseURL: "http://127.0.0.1:8080"), logger: .init(label: "test"))
+        let client = GitHubClient(
+            configuration: GitHubConfiguration(baseURL: "http://127.0.0.1:8080"), logger: .init(label: "test"))
         #expect(client.isAPIOrigin("http://127.0.0.1:8080/repos/a/b/issues/1"))
         #expect(!client.isAPIOrigin("http://127.0.0.1:8081/repos/a/b/issues/1"))
         #expect(!client.isAPIOrigin("https://127.0.0.1:8080/repos/a/b/issues/1"))

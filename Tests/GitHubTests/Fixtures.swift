@@ -50,7 +50,8 @@ enum Fixtures {
                 case .number(let number):
                     headers[key.lowercased()] = number.rounded() == number ? String(Int64(number)) : String(number)
                 case .bool(let flag): headers[key.lowercased()] = String(flag)
-                case .array(let items): headers[key.lowercased()] = items.compactMap(\.stringValue).joined(separator: ", ")
+                case .array(let items):
+                    headers[key.lowercased()] = items.compactMap(\.stringValue).joined(separator: ", ")
                 default: break
                 }
             }

@@ -29,6 +29,7 @@ func withScheduler<T: Sendable>(
         do {
             result = try await body(service)
         } catch {
+            print("scheduler logs:\n" + logs.all.suffix(80).joined(separator: "\n"))
             await group.triggerGracefulShutdown()
             try? await tasks.waitForAll()
             throw error

@@ -88,7 +88,9 @@ struct TestCluster {
         var all: [ConsumerMessage] = []
         for partition in 0..<partitions {
             all += try await readPartitionToEnd(
-                configuration: kafka, topic: topic, partition: partition, isolationLevel: .readUncommitted,
+                configuration: KafkaConfiguration(
+                    bootstrapServers: cluster.bootstrapServers, properties: ["group.id": "test-reader"]),
+                topic: topic, partition: partition, isolationLevel: .readUncommitted,
                 timeout: .seconds(20), logger: logger)
         }
         return all

@@ -1,0 +1,194 @@
+import ActivitySyncTesting
+import Foundation
+import GitHubSimulator
+import Kafka
+import Logging
+import Sealing
+import SyncModel
+
+/// The whole system for one test: an embedded Kafka cluster and a GitHub simulator in the test process, accounts
+/// registered and sealed, and scheduler and worker *processes* of the built binary around them.
+///
+/// Everything the assertions look at is what a user would see: records a `read_committed` reader gets from the
+/// topics, what the simulator says a correct poller must see, what processes print.
+final class Pipeline: Sendable {
+    /// The embedded cluster, or nil when the test runs against a real Kafka (`KAFKA_BOOTSTRAP_SERVERS`).
+    let embedded: EmbeddedKafkaCluster?
+    let bootstrapServers: String
+    let simulator: GitHubSimulator
+    let topics = TopicNames.default
+    let partitions: Int32
+    let keyFile: URL
+    let sealer: Sealer
+    let startedAt = Date()
+    let schedule: String
+
+    /// - Parameter realKafka: bootstrap servers of a real Kafka whose activity-sync topics exist (created by
+    ///   `activity-sync topics create`) with `partitions` partitions; nil starts an embedded cluster.
+    init(
+        accounts: Int, brokers: Int = 1, partitions: Int32 = 6, schedule: String = "*/2 * * * * *",
+        realKafka: String? = nil
+    ) async throws {
+        let logger = Logger(label: "activity-sync.test.pipeline")
+        self.partitions = partitions
+        self.schedule = schedule
+        if let realKafka {
+            embedded = nil
+            bootstrapServers = realKafka
+        } else {
+            let cluster = try EmbeddedKafkaCluster(brokers: brokers, logger: logger)
+            try cluster.createTopics(topics.all.map(\.name), partitions: partitions, replicationFactor: Int32(min(brokers, 3)))
+            embedded = cluster
+            bootstrapServers = cluster.bootstrapServers
+        }
+        var configuration = SimulatorConfiguration()
+        // A real cluster keeps state between runs: fresh users (ids come from the seed) keep runs apart.
+        configuration.seed = realKafka == nil ? 1 : UInt64.random(in: 1...UInt64(UInt32.max))
+        configuration.users = accounts
+        configuration.pollInterval = 1
+        configuration.historyHours = 2
+        configuration.historyItems = 8
+        configuration.activityInterval = .seconds(4)
+        configuration.latency = .milliseconds(5)
+        simulator = GitHubSimulator(configuration: configuration, logger: logger)
+        try await simulator.start()
+        let key = SealingKey.random()
+        sealer = Sealer(current: key)
+        keyFile = FileManager.default.temporaryDirectory.appendingPathComponent("activity-sync-e2e-\(UUID().uuidString).key")
+        try Data((key.base64 + "\n").utf8).write(to: keyFile)
+    }
+
+    /// Publishes every simulated user as an account, as `accounts import` would.
+    func registerAccounts() async throws {
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: bootstrapServers)),
+            logger: Logger(label: "activity-sync.test.accounts"))
+        var records: [ProducerRecord] = []
+        for user in simulator.users {
+            let config: JSONValue = ["access_token": .string(user.token), "refresh_token": .string(user.refreshToken)]
+            let record = AccountRecord(
+                accountId: String(user.id), integration: "github",
+                settings: AccountSettings(username: user.login, frequency: schedule),
+                sealedConfig: try sealer.seal(config), updatedAt: Date())
+            records.append(
+                ProducerRecord(topic: topics.accounts, key: Array(String(user.id).utf8), value: try record.messageBytes()))
+        }
+        _ = try await producer.send(records)
+        await producer.close(timeout: .seconds(5))
+    }
+
+    var commonArguments: [String] {
+        ["--bootstrap", bootstrapServers, "--sealing-key-file", keyFile.path, "--session-timeout-ms", "6000"]
+    }
+
+    func startScheduler(_ id: String) throws -> ActivitySyncProcess {
+        try ActivitySyncProcess(id, arguments: ["scheduler", "--id", id] + commonArguments)
+    }
+
+    func startWorker(_ id: String, delivery: String = "exactly-once") throws -> ActivitySyncProcess {
+        try ActivitySyncProcess(
+            id,
+            arguments: ["worker", "--id", id, "--github-url", simulator.baseURL, "--delivery", delivery,
+                "--commit-interval-ms", "200"] + commonArguments)
+    }
+
+    var reader: TopicReader { TopicReader(bootstrapServers: bootstrapServers) }
+
+    /// Every activity record of this run's accounts on the topic, in the order a reader sees them (repeats
+    /// included).
+    func activities() async throws -> [Activity] {
+        let accounts = Set(simulator.users.map { String($0.id) })
+        return try await reader.readAll(topics.activities, partitions: partitions).compactMap { message in
+            guard let value = message.value else { return nil }
+            let activity = try WireFormat.decode(Envelope<Activity>.self, from: value).data
+            return accounts.contains(activity.accountId) ? activity : nil
+        }
+    }
+
+    /// The ids a correct poller must have emitted for everything that happened up to `until`.
+    func truth(until: Date) throws -> Set<String> {
+        var ids = Set<String>()
+        for user in simulator.users {
+            for expected in try simulator.truth(login: user.login, from: startedAt.addingTimeInterval(-86_400), to: until) {
+                ids.insert(expected.id)
+            }
+        }
+        return ids
+    }
+
+    /// Waits until every id of `truth(until:)` is on the activities topic.
+    func waitForCompleteness(until: Date, timeout: Duration = .seconds(120)) async throws {
+        let expected = try truth(until: until)
+        try await eventually("all \(expected.count) expected activities committed", timeout: timeout, interval: .seconds(1)) {
+            let seen = Set(try await activities().map(\.id))
+            return expected.isSubset(of: seen)
+        }
+    }
+
+    /// Every token the simulator issued (access and refresh), for secret scans.
+    var secrets: [String] { simulator.users.flatMap { [$0.token, $0.refreshToken] } }
+
+    /// Raw bytes of every record (key, value, headers) of every topic.
+    func rawTopicBytes() async throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        for spec in topics.all {
+            for message in try await TopicReader(bootstrapServers: bootstrapServers, isolationLevel: .readUncommitted)
+                .readAll(spec.name, partitions: partitions)
+            {
+                bytes += message.key ?? []
+                bytes += message.value ?? []
+                for header in message.headers { bytes += Array(header.key.utf8) + (header.value ?? []) }
+            }
+        }
+        return bytes
+    }
+
+    /// Validates every record on every topic against docs/schemas with scripts/validate-records.py.
+    /// - Returns: the validator's exit status and output.
+    func validateRecordsAgainstSchemas() async throws -> (status: Int32, output: String) {
+        var lines: [String] = []
+        for spec in topics.all {
+            for message in try await reader.readAll(spec.name, partitions: partitions) {
+                var line: [String: Any] = ["topic": spec.name, "where": "\(spec.name)/\(message.partition)@\(message.offset)"]
+                line["key"] = message.key.map { String(decoding: $0, as: UTF8.self) }
+                line["valueText"] = message.value.map { String(decoding: $0, as: UTF8.self) } ?? NSNull()
+                line["headers"] = message.headers.map { [$0.key, $0.value.map { String(decoding: $0, as: UTF8.self) } ?? ""] }
+                lines.append(String(decoding: try JSONSerialization.data(withJSONObject: line), as: UTF8.self))
+            }
+        }
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent("records-\(UUID().uuidString).jsonl")
+        try lines.joined(separator: "\n").write(to: input, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: input) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [
+            "python3", RepoPaths.root.appendingPathComponent("scripts/validate-records.py").path,
+            RepoPaths.root.appendingPathComponent("docs/schemas").path, input.path,
+        ]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
+    }
+
+    func shutdown(_ processes: [ActivitySyncProcess]) async {
+        for process in processes { _ = await process.stop(grace: .seconds(20)) }
+        await simulator.stop()
+        await embedded?.close()
+        try? FileManager.default.removeItem(at: keyFile)
+    }
+}
+
+extension Array where Element == UInt8 {
+    func contains(_ needle: String) -> Bool {
+        let pattern = Array(needle.utf8)
+        guard !pattern.isEmpty, count >= pattern.count else { return false }
+        for start in 0...(count - pattern.count) where self[start] == pattern[0] {
+            if Array(self[start..<(start + pattern.count)]) == pattern { return true }
+        }
+        return false
+    }
+}
