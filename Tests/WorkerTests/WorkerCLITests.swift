@@ -1,5 +1,8 @@
 import ActivitySyncTesting
 import Foundation
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 import GitHubSimulator
 import Sealing
 import SyncModel
