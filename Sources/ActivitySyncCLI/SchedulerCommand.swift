@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import Logging
 import Scheduler
-import ServiceLifecycle
 import Telemetry
 
 /// `activity-sync scheduler`: one member of the scheduler group; run several for availability.
@@ -36,7 +35,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         let name = id ?? ProcessInfo.processInfo.hostName
         var logger = Logger(label: "activity-sync.scheduler")
         logger[metadataKey: "scheduler"] = "\(name)"
-        let registry = MetricsBootstrap.prometheus()
+        _ = MetricsBootstrap.prometheus()  // before any service creates a metric
         let readiness = Readiness(components: SchedulerService.readinessComponents)
 
         var configuration = SchedulerConfiguration(kafka: try kafka.kafka(clientId: "activity-sync-\(name)"))
@@ -51,21 +50,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         let scheduler = SchedulerService(configuration: configuration, logger: logger) { component, ready in
             readiness.set(component, ready: ready)
         }
-        var services: [any Service] = [scheduler]
-        if let metricsPort {
-            let telemetry = TelemetryServer(
-                configuration: TelemetryConfiguration(port: metricsPort), readiness: readiness, registry: registry,
-                logger: logger)
-            services.append(telemetry)
-            Task {
-                let port = await telemetry.boundPort()
-                print("metrics=http://127.0.0.1:\(port)/metrics")
-                fflush(nil)
-            }
-        }
-        let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await ServiceRunner.run(scheduler, metricsPort: metricsPort, readiness: readiness, logger: logger)
     }
 }
 

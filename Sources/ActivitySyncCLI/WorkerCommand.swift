@@ -4,8 +4,8 @@ import GitHub
 import Kafka
 import Logging
 import Sealing
-import ServiceLifecycle
 import SyncModel
+import ServiceLifecycle
 import Telemetry
 import Worker
 
@@ -82,7 +82,7 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         let workerId = id ?? Self.defaultId()
-        let registry = MetricsBootstrap.prometheus()
+        _ = MetricsBootstrap.prometheus()  // before any service creates a metric
         let readiness = Readiness(components: ["worker"])
         var configuration = WorkerConfiguration(
             kafka: KafkaConfiguration(bootstrapServers: bootstrap, clientId: "activity-sync-worker-\(workerId)"),
@@ -100,26 +100,10 @@ struct WorkerCommand: AsyncParsableCommand {
         let integrations = IntegrationRegistry([GitHubIntegration(configuration: github, logger: logger)])
         let worker = WorkerService(
             configuration: configuration, integrations: integrations, sealer: sealer, logger: logger)
-        var services: [any Service] = [worker]
-        if let metricsPort {
-            let telemetry = TelemetryServer(
-                configuration: TelemetryConfiguration(port: metricsPort), readiness: readiness, registry: registry,
-                logger: logger)
-            services.append(telemetry)
-            Task {
-                let port = await telemetry.boundPort()
-                print("metrics=http://127.0.0.1:\(port)/metrics")
-                fflush(nil)
-            }
-        }
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         print("worker \(workerId) starting: delivery=\(configuration.delivery.rawValue) bootstrap=\(bootstrap)")
         fflush(nil)
         do {
-            try await group.run()
+            try await ServiceRunner.run(worker, metricsPort: metricsPort, readiness: readiness, logger: logger)
         } catch let error as WorkerError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(error.isFenced ? 3 : 1)
