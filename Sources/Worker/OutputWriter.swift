@@ -91,7 +91,11 @@ final class AtLeastOnceWriter: OutputWriter {
     private let delivered = Mutex<Set<Int>>([])
 
     init(configuration: WorkerConfiguration, logger: Logger) throws {
-        producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: configuration.kafka), logger: logger)
+        // Bounded delivery: a record the cluster cannot take within this fails the batch (which is retried)
+        // instead of holding the commit loop, and shutdown, for librdkafka's default five minutes.
+        producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: configuration.kafka, messageTimeout: configuration.transactionTimeout),
+            logger: logger)
     }
 
     func write(_ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], consumer: KafkaConsumer)

@@ -39,6 +39,9 @@ public final class WorkerService: Service, Sendable {
         var nextGeneration = 1
         var buffered = 0
         var stopping = false
+        /// Set once shutdown has drained: a commit failing after that is given up, not retried, so a worker whose
+        /// cluster is gone still exits (the next owner re-runs those jobs from the committed offsets).
+        var abandonCommits = false
         var fatal: WorkerError?
         var startJob: AsyncStream<QueuedJob>.Continuation?
         var commitRequests: AsyncStream<TransactionBatcher.Batch>.Continuation?
@@ -103,14 +106,18 @@ public final class WorkerService: Service, Sendable {
             $0.commitRequests = commitContinuation
         }
 
+        // Commits, one at a time, in the order the batcher hands them out. Not a child task: a commit stuck in a
+        // librdkafka call that has no timeout (an offset commit with the coordinator gone) must not keep a
+        // stopping worker alive, so shutdown waits for it only for a bounded time.
+        // Consumer lag, every few seconds; unstructured for the same reason (a watermark query to a gone cluster).
+        let lagReporter = Task { await self.reportLag(consumer: consumer) }
+        let committer = Task {
+            for await batch in commitStream {
+                await self.perform(batch, output: output, consumer: consumer)
+            }
+        }
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
-                // Commits, one at a time, in the order the batcher hands them out.
-                group.addTask {
-                    for await batch in commitStream {
-                        await self.perform(batch, output: output, consumer: consumer)
-                    }
-                }
                 // The commit interval.
                 group.addTask {
                     let period = max(self.configuration.commitInterval / 4, .milliseconds(5))
@@ -119,8 +126,6 @@ public final class WorkerService: Service, Sendable {
                         self.handle(self.batcher.tick())
                     }
                 }
-                // Consumer lag, every few seconds.
-                group.addTask { await self.reportLag(consumer: consumer) }
                 // Jobs run as children of this task so shutdown can cancel them together.
                 group.addTask {
                     await withDiscardingTaskGroup { jobs in
@@ -145,6 +150,7 @@ public final class WorkerService: Service, Sendable {
                     consumeError = error
                 }
                 await self.drain(reason: consumeError == nil ? "shutdown" : "error")
+                self.shared.withLock { $0.abandonCommits = true }
                 startContinuation.finish()
                 commitContinuation.finish()
                 self.shared.withLock { $0.stopping = true }
@@ -157,8 +163,12 @@ public final class WorkerService: Service, Sendable {
         } onGracefulShutdown: {
             self.beginShutdown()
         }
-        await output.close()
-        await consumer.close(timeout: .seconds(10))
+        lagReporter.cancel()
+        await Self.bounded("the last commit", limit: .seconds(15), logger: logger) { await committer.value }
+        await Self.bounded("closing the producer", limit: .seconds(15), logger: logger) { await output.close() }
+        await Self.bounded("leaving the consumer group", limit: .seconds(15), logger: logger) {
+            await consumer.close(timeout: .seconds(10))
+        }
         let fatal = shared.withLock { $0.fatal }
         let counts = batcher.counts
         if let fatal {
@@ -166,6 +176,27 @@ public final class WorkerService: Service, Sendable {
             throw fatal
         }
         logger.info("worker stopped", metadata: ["commits": "\(counts.commits)", "aborts": "\(counts.aborts)"])
+    }
+
+    /// Runs a client's close, waiting at most `limit`: with the cluster gone, librdkafka's close/destroy can outlast
+    /// its own timeout (confluentinc/librdkafka#4674), and a worker that was told to stop must exit regardless.
+    private static func bounded(
+        _ what: String, limit: Duration, logger: Logger, _ operation: @escaping @Sendable () async -> Void
+    ) async {
+        let (done, signal) = AsyncStream.makeStream(of: Void.self)
+        Task {
+            await operation()
+            signal.yield()
+        }
+        let timer = Task {
+            try? await Task.sleep(for: limit)
+            if !Task.isCancelled {
+                logger.warning("\(what) did not finish in time; exiting without it")
+                signal.yield()
+            }
+        }
+        for await _ in done { break }
+        timer.cancel()
     }
 
     /// Stops taking jobs; the run loop then drains and commits.
@@ -428,6 +459,10 @@ public final class WorkerService: Service, Sendable {
             handle(batcher.commitSucceeded(batchId: batch.id))
         } catch let error as KafkaError {
             metrics.aborts.increment()
+            if shared.withLock({ $0.abandonCommits }) {
+                logger.warning("commit failed during shutdown; left to the next owner", metadata: ["error": "\(error)"])
+                return
+            }
             let fatal = error.isFatal
             logger.warning(
                 "commit failed", metadata: ["error": "\(error)", "fatal": "\(fatal)", "attempt": "\(batch.attempt)"])
@@ -441,6 +476,7 @@ public final class WorkerService: Service, Sendable {
         } catch {
             metrics.aborts.increment()
             logger.warning("commit failed", metadata: ["error": "\(error)"])
+            if shared.withLock({ $0.abandonCommits }) { return }
             try? await Task.sleep(for: .milliseconds(100))
             handle(batcher.commitFailed(batchId: batch.id, fatal: false, reason: "\(error)"))
         }

@@ -257,3 +257,24 @@ struct WorkerHarness {
         #expect(!logs.contains { $0.contains("tok-secret") })
     }
 }
+
+@Suite struct WorkerShutdownTests {
+    @Test(.timeLimit(.minutes(2)), arguments: [DeliveryMode.atLeastOnce, .exactlyOnce])
+    func aWorkerWhoseClusterIsGoneStillStopsWithinItsDeadlines(delivery: DeliveryMode) async throws {
+        let harness = try WorkerHarness()
+        try await harness.publish([("acct-1", try WireFormat.encode(try harness.job("acct-1", tick: 1)))])
+        var configuration = harness.configuration(delivery: delivery)
+        configuration.shutdownDeadline = .seconds(5)
+        configuration.transactionTimeout = .seconds(5)
+        let worker = harness.worker(configuration)
+        let run = Task { try? await worker.run() }
+        #expect(try await harness.eventually { try await harness.activityIds().count == 1 })
+        // More work arrives, then the cluster disappears under the worker.
+        try await harness.publish([("acct-1", try WireFormat.encode(try harness.job("acct-1", tick: 2)))])
+        await harness.cluster.close()
+        let started = ContinuousClock.now
+        worker.beginShutdown()
+        _ = await run.value
+        #expect(ContinuousClock.now - started < .seconds(75), "shutdown is bounded even without a cluster")
+    }
+}
