@@ -67,6 +67,12 @@ enum SampleRecords {
                         scheduledAt: scheduledAt),
                     updatedAt: withMillis, data: githubState)))
         add(
+            "state", "after a token refresh",
+            try WireFormat.encode(
+                StateRecord(
+                    accountId: "583231", integration: "github", lastJob: nil, updatedAt: scheduledAt, data: [:],
+                    credentials: CredentialState(accountConfigTag: "q1w2e3", refreshed: sealed, rejected: false))))
+        add(
             "state", "no job yet",
             try WireFormat.encode(
                 StateRecord(accountId: "583231", integration: "github", lastJob: nil, updatedAt: scheduledAt, data: [:])
