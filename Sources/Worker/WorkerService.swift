@@ -240,13 +240,7 @@ public final class WorkerService: Service, Sendable {
     private func assign(_ partitions: [Int32]) async throws {
         guard !partitions.isEmpty else { return }
         let started = ContinuousClock.now
-        // librdkafka 2.0.2 refuses a manual assign without a group.id (_UNKNOWN_GROUP); reading by assignment
-        // never joins that group, so any name works.
-        var restoreKafkaConfiguration = configuration.kafka
-        if restoreKafkaConfiguration.properties["group.id"] == nil {
-            restoreKafkaConfiguration.properties["group.id"] = "\(configuration.groupId)-restore"
-        }
-        let restoreKafka = restoreKafkaConfiguration
+        let restoreKafka = configuration.kafka
         // Restore before asking for the next event: no message of these partitions arrives before that.
         let restored = try await withThrowingTaskGroup(of: (Int32, [ConsumerMessage]).self) { group in
             for partition in partitions {

@@ -106,7 +106,7 @@ struct WorkerHarness {
         for partition in 0..<partitions {
             all += try await readPartitionToEnd(
                 configuration: KafkaConfiguration(
-                    bootstrapServers: cluster.bootstrapServers, properties: ["group.id": "test-reader"]), topic: topic,
+                    bootstrapServers: cluster.bootstrapServers), topic: topic,
                 partition: partition, isolationLevel: .readCommitted, timeout: .seconds(20),
                 logger: Logger(label: "r") { _ in SwiftLogNoOpLogHandler() })
         }
