@@ -120,8 +120,12 @@ struct DevCommand: AsyncParsableCommand {
         // 3. Accounts, sealed with a key that lives only as long as this run.
         let key = SealingKey.random()
         let keyFile = runDirectory.appendingPathComponent("sealing.key")
-        FileManager.default.createFile(
-            atPath: keyFile.path, contents: Data((key.base64 + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        guard
+            FileManager.default.createFile(
+                atPath: keyFile.path, contents: Data((key.base64 + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        else {
+            throw ValidationError("could not write the ephemeral sealing key to \(keyFile.path); is /tmp writable?")
+        }
         let sealer = Sealer(current: key)
         let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka), logger: logger)
         var records: [ProducerRecord] = []
@@ -178,6 +182,8 @@ struct DevCommand: AsyncParsableCommand {
 
         print("\nstopping: scheduler and workers get SIGTERM and drain")
         await children.stopAll(grace: .seconds(25))
+        // The key only ever protected this run's demo accounts; the logs stay for reading.
+        try? FileManager.default.removeItem(at: keyFile)
         // Activities the workers committed while draining are still shown before the consumer closes.
         consoleTask.cancel()
         await console.close()
