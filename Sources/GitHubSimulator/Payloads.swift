@@ -34,51 +34,45 @@ struct SimpleUserJSON: Encodable, Sendable {
     var site_admin = false
 }
 
+/// `GET /user` and `GET /users/{u}`: the simple user's fields and the profile's, in one JSON object.
 struct PrivateUserJSON: Encodable, Sendable {
-    var login: String
-    var id: Int
-    var node_id: String
-    var avatar_url: String
-    var gravatar_id = ""
-    var url: String
-    var html_url: String
-    var followers_url: String
-    var following_url: String
-    var gists_url: String
-    var starred_url: String
-    var subscriptions_url: String
-    var organizations_url: String
-    var repos_url: String
-    var events_url: String
-    var received_events_url: String
-    var type = "User"
-    var site_admin = false
-    var name: String
-    var company: Nullable<String> = .init(nil)
-    var blog = ""
-    var location: Nullable<String> = .init(nil)
-    var email: Nullable<String> = .init(nil)
-    var hireable: Nullable<Bool> = .init(nil)
-    var bio: Nullable<String> = .init(nil)
-    var public_repos = 3
-    var public_gists = 0
-    var followers = 7
-    var following = 3
-    var created_at = "2020-01-01T00:00:00Z"
-    var updated_at = "2026-01-01T00:00:00Z"
-    var private_gists: Int?
-    var total_private_repos: Int?
-    var owned_private_repos: Int?
-    var disk_usage: Int?
-    var collaborators: Int?
-    var two_factor_authentication: Bool?
-    var plan: Plan?
+    var user: SimpleUserJSON
+    var profile: Profile
 
-    struct Plan: Encodable, Sendable {
-        var name = "free"
-        var space = 976_562_499
-        var private_repos = 10_000
-        var collaborators = 0
+    /// Both parts write into the same object, so the user's fields are declared and filled once.
+    func encode(to encoder: any Encoder) throws {
+        try user.encode(to: encoder)
+        try profile.encode(to: encoder)
+    }
+
+    struct Profile: Encodable, Sendable {
+        var name: String
+        var company: Nullable<String> = .init(nil)
+        var blog = ""
+        var location: Nullable<String> = .init(nil)
+        var email: Nullable<String> = .init(nil)
+        var hireable: Nullable<Bool> = .init(nil)
+        var bio: Nullable<String> = .init(nil)
+        var public_repos = 3
+        var public_gists = 0
+        var followers = 7
+        var following = 3
+        var created_at = "2020-01-01T00:00:00Z"
+        var updated_at = "2026-01-01T00:00:00Z"
+        var private_gists: Int?
+        var total_private_repos: Int?
+        var owned_private_repos: Int?
+        var disk_usage: Int?
+        var collaborators: Int?
+        var two_factor_authentication: Bool?
+        var plan: Plan?
+
+        struct Plan: Encodable, Sendable {
+            var name = "free"
+            var space = 976_562_499
+            var private_repos = 10_000
+            var collaborators = 0
+        }
     }
 }
 
@@ -405,25 +399,18 @@ extension WorldState {
     }
 
     func privateUserJSON(_ person: Person, authenticated: Bool) -> PrivateUserJSON {
-        let simple = userJSON(person)
-        var user = PrivateUserJSON(
-            login: simple.login, id: simple.id, node_id: simple.node_id, avatar_url: simple.avatar_url,
-            url: simple.url, html_url: simple.html_url, followers_url: simple.followers_url,
-            following_url: simple.following_url, gists_url: simple.gists_url, starred_url: simple.starred_url,
-            subscriptions_url: simple.subscriptions_url, organizations_url: simple.organizations_url,
-            repos_url: simple.repos_url, events_url: simple.events_url,
-            received_events_url: simple.received_events_url,
+        var profile = PrivateUserJSON.Profile(
             name: "Simulated \(person.login.prefix(1).uppercased())\(person.login.dropFirst())")
         if authenticated {
-            user.private_gists = 0
-            user.total_private_repos = 0
-            user.owned_private_repos = 0
-            user.disk_usage = 1_024
-            user.collaborators = 0
-            user.two_factor_authentication = true
-            user.plan = .init()
+            profile.private_gists = 0
+            profile.total_private_repos = 0
+            profile.owned_private_repos = 0
+            profile.disk_usage = 1_024
+            profile.collaborators = 0
+            profile.two_factor_authentication = true
+            profile.plan = .init()
         }
-        return user
+        return PrivateUserJSON(user: userJSON(person), profile: profile)
     }
 
     func repositoryJSON(_ index: Int) -> RepositoryJSON {
