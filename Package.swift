@@ -154,7 +154,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Kafka", "SyncModel", "Sealing", "GitHubSimulator", "ActivitySyncTesting"],
+            dependencies: ["Kafka", "SyncModel", "Sealing", "Scheduler", "GitHubSimulator", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting", "SyncModel"], swiftSettings: swiftSettings),

@@ -164,7 +164,7 @@ struct ImportAccounts: AsyncParsableCommand {
         guard !records.isEmpty else { throw ValidationError("no `account` messages found in \(file)") }
         let client = AccountsTopicClient(
             kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
-        for record in records { try await client.put(record) }
+        try await client.put(records)
         print(
             "imported \(records.count) account\(records.count == 1 ? "" : "s") (sealed with key \(sealer.current.id))")
     }

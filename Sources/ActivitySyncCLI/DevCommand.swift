@@ -3,6 +3,7 @@ import Foundation
 import GitHubSimulator
 import Kafka
 import Logging
+import Scheduler
 import Sealing
 import SyncModel
 
@@ -127,18 +128,13 @@ struct DevCommand: AsyncParsableCommand {
             throw ValidationError("could not write the ephemeral sealing key to \(keyFile.path); is /tmp writable?")
         }
         let sealer = Sealer(current: key)
-        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka), logger: logger)
-        var records: [ProducerRecord] = []
-        for account in demoAccounts {
-            let record = AccountRecord(
-                accountId: account.id, integration: "github",
-                settings: AccountSettings(username: account.login, frequency: schedule),
-                sealedConfig: try sealer.seal(account.config), updatedAt: Date())
-            records.append(
-                ProducerRecord(topic: topics.accounts, key: Array(account.id.utf8), value: try record.messageBytes()))
-        }
-        _ = try await producer.send(records)
-        await producer.close(timeout: .seconds(5))
+        try await AccountsTopicClient(kafka: kafka, topics: topics, logger: logger).put(
+            demoAccounts.map { account in
+                AccountRecord(
+                    accountId: account.id, integration: "github",
+                    settings: AccountSettings(username: account.login, frequency: schedule),
+                    sealedConfig: try sealer.seal(account.config), updatedAt: Date())
+            })
 
         // 4. The processes a deployment runs.
         let common = ["--bootstrap", cluster.bootstrapServers, "--sealing-key-file", keyFile.path]

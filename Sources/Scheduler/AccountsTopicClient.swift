@@ -91,9 +91,15 @@ public struct AccountsTopicClient: Sendable {
 
     /// Writes an account (already sealed).
     public func put(_ record: AccountRecord) async throws {
-        try await send([
-            ProducerRecord(topic: topics.accounts, key: Array(record.accountId.utf8), value: try record.messageBytes())
-        ])
+        try await put([record])
+    }
+
+    /// Writes accounts (already sealed) through one producer, delivery awaited for all.
+    public func put(_ records: [AccountRecord]) async throws {
+        try await send(
+            records.map {
+                ProducerRecord(topic: topics.accounts, key: Array($0.accountId.utf8), value: try $0.messageBytes())
+            })
     }
 
     /// Writes a tombstone, which removes the account from every scheduler by its next tick.

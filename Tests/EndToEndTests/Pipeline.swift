@@ -3,6 +3,7 @@ import Foundation
 import GitHubSimulator
 import Kafka
 import Logging
+import Scheduler
 import Sealing
 import SyncModel
 
@@ -60,21 +61,18 @@ final class Pipeline: Sendable {
 
     /// Publishes every simulated user as an account, as `accounts import` would.
     func registerAccounts() async throws {
-        let producer = try KafkaProducer(
-            configuration: ProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: bootstrapServers)),
+        let client = AccountsTopicClient(
+            kafka: KafkaConfiguration(bootstrapServers: bootstrapServers), topics: topics,
             logger: Logger(label: "activity-sync.test.accounts"))
-        var records: [ProducerRecord] = []
-        for user in simulator.users {
-            let config: JSONValue = ["access_token": .string(user.token), "refresh_token": .string(user.refreshToken)]
-            let record = AccountRecord(
-                accountId: String(user.id), integration: "github",
-                settings: AccountSettings(username: user.login, frequency: schedule),
-                sealedConfig: try sealer.seal(config), updatedAt: Date())
-            records.append(
-                ProducerRecord(topic: topics.accounts, key: Array(String(user.id).utf8), value: try record.messageBytes()))
-        }
-        _ = try await producer.send(records)
-        await producer.close(timeout: .seconds(5))
+        try await client.put(
+            simulator.users.map { user in
+                AccountRecord(
+                    accountId: String(user.id), integration: "github",
+                    settings: AccountSettings(username: user.login, frequency: schedule),
+                    sealedConfig: try sealer.seal(
+                        ["access_token": .string(user.token), "refresh_token": .string(user.refreshToken)]),
+                    updatedAt: Date())
+            })
     }
 
     var commonArguments: [String] {
