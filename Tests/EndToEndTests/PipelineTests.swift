@@ -100,6 +100,15 @@ struct PipelineTests {
             let oldRepeats = emitted.filter { !seen.insert($0.id).inserted }
                 .filter { $0.occurredAt < pipeline.startedAt.addingTimeInterval(-60) }
             #expect(oldRepeats.isEmpty, "history re-emitted after the hand-over: \(oldRepeats.prefix(3).map(\.id))")
+            // The newcomer really took partitions over, and restored their accounts' state before running them.
+            let restores = second.stderrLines.filter { $0.contains("partitions assigned and state restored") }
+            let restoredRecords = restores.compactMap { line in
+                line.split(separator: " ").first { $0.hasPrefix("stateRecords=") }
+                    .flatMap { Int($0.dropFirst("stateRecords=".count)) }
+            }
+            #expect(
+                restores.contains { !$0.contains("partitions=[]") } && restoredRecords.contains { $0 > 0 },
+                "worker-2 never took partitions with state: \(restores)")
         } catch {
             Issue.record("worker-2: \(second.allOutput.suffix(3000))")
             await pipeline.shutdown([scheduler, first, second])
