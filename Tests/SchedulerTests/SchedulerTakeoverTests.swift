@@ -85,16 +85,8 @@ struct SchedulerTakeoverTests {
         let stoppedAt = Date()
         #expect(await second.stop() == 0, "graceful shutdown exits 0")
 
-        let readConfiguration = KafkaConfiguration(bootstrapServers: bootstrap)
-        func readAll(_ topic: String) async throws -> [ConsumerMessage] {
-            var all: [ConsumerMessage] = []
-            for partition in Int32(0)..<4 {
-                all += try await readPartitionToEnd(
-                    configuration: readConfiguration, topic: topic, partition: partition,
-                    isolationLevel: .readUncommitted, timeout: .seconds(20), logger: logger)
-            }
-            return all
-        }
+        let reader = TopicReader(bootstrapServers: bootstrap, isolationLevel: .readUncommitted)
+        func readAll(_ topic: String) async throws -> [ConsumerMessage] { try await reader.readAll(topic, partitions: 4) }
         let raw = try await readAll(topics.jobs)
         let jobs = try raw.map { try WireFormat.decode(SyncJob.self, from: $0.value ?? []) }
         // Every duplicate fire is the same job: same id, same bytes.

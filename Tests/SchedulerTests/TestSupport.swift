@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import Kafka
 import Logging
@@ -85,15 +86,8 @@ struct TestCluster {
 
     /// Every record of a topic, all partitions, raw.
     func rawRecords(_ topic: String) async throws -> [ConsumerMessage] {
-        var all: [ConsumerMessage] = []
-        for partition in 0..<partitions {
-            all += try await readPartitionToEnd(
-                configuration: KafkaConfiguration(
-                    bootstrapServers: cluster.bootstrapServers),
-                topic: topic, partition: partition, isolationLevel: .readUncommitted,
-                timeout: .seconds(20), logger: logger)
-        }
-        return all
+        try await TopicReader(bootstrapServers: cluster.bootstrapServers, isolationLevel: .readUncommitted)
+            .readAll(topic, partitions: partitions)
     }
 
     func jobs() async throws -> [SyncJob] {

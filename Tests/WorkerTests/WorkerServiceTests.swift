@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import Kafka
 import Logging
@@ -102,15 +103,7 @@ struct WorkerHarness {
     }
 
     func read(_ topic: String) async throws -> [ConsumerMessage] {
-        var all: [ConsumerMessage] = []
-        for partition in 0..<partitions {
-            all += try await readPartitionToEnd(
-                configuration: KafkaConfiguration(
-                    bootstrapServers: cluster.bootstrapServers), topic: topic,
-                partition: partition, isolationLevel: .readCommitted, timeout: .seconds(20),
-                logger: Logger(label: "r") { _ in SwiftLogNoOpLogHandler() })
-        }
-        return all
+        try await TopicReader(bootstrapServers: cluster.bootstrapServers).readAll(topic, partitions: partitions)
     }
 
     func activityIds() async throws -> [String] {
