@@ -67,6 +67,20 @@ struct RecordTests {
         #expect(text == #"{"id":1296269,"name":"x","none":null,"ok":true}"#)
     }
 
+    @Test("JSON values decode each kind as itself: strings never become numbers or bools, nor the reverse")
+    func jsonKinds() throws {
+        let text = #"{"b":true,"n":12,"d":0.5,"s":"true","t":"12","z":null,"a":["x",1,false],"o":{"k":"v"}}"#
+        let value = try WireFormat.decode(JSONValue.self, from: Array(text.utf8))
+        #expect(value["b"] == .bool(true))
+        #expect(value["n"] == .number(12))
+        #expect(value["d"] == .number(0.5))
+        #expect(value["s"] == .string("true"))
+        #expect(value["t"] == .string("12"))
+        #expect(value["z"] == .null)
+        #expect(value["a"] == .array([.string("x"), .number(1), .bool(false)]))
+        #expect(value["o"] == .object(["k": .string("v")]))
+    }
+
     @Test("a dead letter keeps the original bytes and says why in headers")
     func deadLetter() throws {
         let letter = DeadLetter(
