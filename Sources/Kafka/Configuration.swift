@@ -135,6 +135,12 @@ public struct ConsumerConfiguration: Sendable {
     /// How long a rebalance waits, after handing out `.revoked`/`.lost`, for the application to ask for the
     /// next event (its signal that it finished with the revoked partitions).
     public var revocationTimeout: Duration
+    /// Static group membership (`group.instance.id`, KIP-345): a member that comes back under the same instance id
+    /// within `sessionTimeout` gets its partitions back without a rebalance, and a restarted process no longer
+    /// waits for its dead predecessor's session to expire. Must be unique per live member; nil for dynamic
+    /// membership. Static members do not leave the group on close: their partitions move only after
+    /// `sessionTimeout`.
+    public var groupInstanceId: String?
 
     public init(
         kafka: KafkaConfiguration, groupId: String, isolationLevel: IsolationLevel = .readCommitted,
@@ -165,6 +171,7 @@ public struct ConsumerConfiguration: Sendable {
         result.append(("heartbeat.interval.ms", String(heartbeatInterval.wholeMilliseconds)))
         result.append(("max.poll.interval.ms", String(maxPollInterval.wholeMilliseconds)))
         result.append(("partition.assignment.strategy", assignor))
+        if let groupInstanceId { result.append(("group.instance.id", groupInstanceId)) }
         result.append(contentsOf: kafka.properties.sorted { $0.key < $1.key })
         return result
     }

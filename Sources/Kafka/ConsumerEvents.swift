@@ -39,11 +39,16 @@ public struct KafkaConsumerEvents: AsyncSequence, Sendable {
 // never the cooperative pool) while async callers only take the lock briefly.
 final class ConsumerEventChannel: @unchecked Sendable {
     private let condition = NSCondition()
-    private var buffer: [KafkaConsumerEvent] = []
+    /// Events not yet taken, each revocation with its handshake number.
+    private var buffer: [(event: KafkaConsumerEvent, revocation: UInt64?)] = []
     private var waiter: CheckedContinuation<KafkaConsumerEvent?, Never>?
     private var finished = false
-    private var revocationHandedOut = false
-    private var revocationAcknowledged = false
+    /// Revocations are numbered so that an acknowledgement answers the revocation it was given for: after a
+    /// handshake that timed out, the application's late "next" must not release a newer revocation it has not
+    /// even seen yet.
+    private var lastRevocation: UInt64 = 0
+    private var revocationHandedOut: UInt64?
+    private var revocationAcknowledged: UInt64 = 0
     /// Events buffered ahead of the application before the poll thread waits.
     private let capacity: Int
 
@@ -59,7 +64,7 @@ final class ConsumerEventChannel: @unchecked Sendable {
         defer { condition.unlock() }
         waitForSpace()
         if finished { return }
-        deliver(event)
+        deliver(event, revocation: nil)
     }
 
     /// Adds a `.revoked`/`.lost` event and waits until the application has taken it and asked for the next
@@ -71,9 +76,10 @@ final class ConsumerEventChannel: @unchecked Sendable {
         defer { condition.unlock() }
         waitForSpace()
         if finished { return true }
-        revocationAcknowledged = false
-        deliver(event)
-        while !revocationAcknowledged && !finished {
+        lastRevocation += 1
+        let number = lastRevocation
+        deliver(event, revocation: number)
+        while revocationAcknowledged < number && !finished {
             if !condition.wait(until: deadline) { return false }
         }
         return true
@@ -85,20 +91,13 @@ final class ConsumerEventChannel: @unchecked Sendable {
         }
     }
 
-    private func deliver(_ event: KafkaConsumerEvent) {
+    private func deliver(_ event: KafkaConsumerEvent, revocation: UInt64?) {
         if let waiter {
             self.waiter = nil
-            handedOut(event)
+            if let revocation { revocationHandedOut = revocation }
             waiter.resume(returning: event)
         } else {
-            buffer.append(event)
-        }
-    }
-
-    private func handedOut(_ event: KafkaConsumerEvent) {
-        switch event {
-        case .revoked, .lost: revocationHandedOut = true
-        case .assigned, .messages: break
+            buffer.append((event, revocation))
         }
     }
 
@@ -122,19 +121,19 @@ final class ConsumerEventChannel: @unchecked Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<KafkaConsumerEvent?, Never>) in
                 condition.lock()
                 defer { condition.unlock() }
-                if revocationHandedOut {
+                if let handedOut = revocationHandedOut {
                     // Asking for the next event means the application is done with the revoked partitions.
-                    revocationHandedOut = false
-                    revocationAcknowledged = true
+                    revocationHandedOut = nil
+                    revocationAcknowledged = max(revocationAcknowledged, handedOut)
                     condition.broadcast()
                 }
                 if finished || Task.isCancelled {
                     continuation.resume(returning: nil)
                 } else if !buffer.isEmpty {
-                    let event = buffer.removeFirst()
-                    handedOut(event)
+                    let next = buffer.removeFirst()
+                    if let revocation = next.revocation { revocationHandedOut = revocation }
                     condition.broadcast()
-                    continuation.resume(returning: event)
+                    continuation.resume(returning: next.event)
                 } else {
                     waiter = continuation
                 }

@@ -81,6 +81,31 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Another producer with the same `transactional.id` took over (or this one's epoch is stale): this process
+    /// must stop producing for good. A fatal error that is *not* fencing means the client itself broke.
+    public var isFenced: Bool {
+        switch rd_kafka_resp_err_t(librdkafkaCode) {
+        case RD_KAFKA_RESP_ERR__FENCED, RD_KAFKA_RESP_ERR_PRODUCER_FENCED, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH,
+            RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// The cluster (or librdkafka before sending) refused a record for what it is, not for the state of the
+    /// cluster: too large, or malformed. Sending the same record again fails the same way, so the caller must
+    /// change what it sends (dead-letter the job that made it) instead of retrying.
+    public var isRecordRejected: Bool {
+        switch rd_kafka_resp_err_t(librdkafkaCode) {
+        case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
+            RD_KAFKA_RESP_ERR_INVALID_RECORD, RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE, RD_KAFKA_RESP_ERR_INVALID_MSG:
+            return true
+        default:
+            return false
+        }
+    }
+
     public var description: String {
         var text = "KafkaError(\(code)"
         if librdkafkaCode != 0 { text += ", \(librdkafkaName)" }

@@ -5,14 +5,25 @@ public import Logging
 /// group (nothing is committed).
 ///
 /// Used to restore state (accounts, per-partition sync state) from compacted topics before processing.
+///
+/// With `.readCommitted` the read does not stop at the last stable offset: a consumer that stops there (the first
+/// `PARTITION_EOF`) misses every record committed after a transaction that is still open — a crashed producer's,
+/// until it is fenced or times out — while the group's committed offsets already count those records. The read
+/// therefore goes on until the position reaches the high watermark captured at the start, which an open
+/// transaction below it reaches only once it is resolved (committed, aborted, fenced or timed out by
+/// `transaction.timeout.ms`). Aborted records and commit markers are skipped by librdkafka but still move the
+/// position, so the end is judged by the position, not by the last record seen.
 /// - Parameters:
-///   - isolationLevel: with `.readCommitted` the read stops at the last stable offset if a transaction is open.
-///   - timeout: for the whole read.
+///   - isolationLevel: `.readCommitted` returns committed records only, and waits for open transactions below the
+///     high watermark to resolve.
+///   - timeout: for the whole read; keep it above the producers' `transaction.timeout.ms`.
+///   - maxBufferedBytes: how much librdkafka may prefetch for this read (`queued.max.messages.kbytes`), so many
+///     reads at once stay bounded in memory.
 /// - Returns: the messages in offset order.
 /// - Throws: `KafkaError` (`.timedOut` if the end was not reached in time).
 public func readPartitionToEnd(
     configuration: KafkaConfiguration, topic: String, partition: Int32, isolationLevel: IsolationLevel,
-    timeout: Duration, logger: Logger
+    timeout: Duration, maxBufferedBytes: Int = 16 << 20, logger: Logger
 ) async throws(KafkaError) -> [ConsumerMessage] {
     var properties = configuration.librdkafkaProperties()
     properties.append(contentsOf: [
@@ -23,6 +34,8 @@ public func readPartitionToEnd(
         ("enable.partition.eof", "true"),
         ("auto.offset.reset", "earliest"),
         ("isolation.level", isolationLevel.rawValue),
+        ("queued.max.messages.kbytes", String(max(1024, maxBufferedBytes / 1024))),
+        ("fetch.max.bytes", String(max(1 << 20, min(maxBufferedBytes, 50 << 20)))),
     ])
     properties.append(contentsOf: configuration.properties.sorted { $0.key < $1.key })
     let client = try RDKafkaClient(
@@ -60,6 +73,7 @@ private func readToEnd(_ rk: OpaquePointer, topic: String, partition: Int32, tim
         return .failure(.from(err, context: "assigning \(topic)[\(partition)]"))
     }
     var messages: [ConsumerMessage] = []
+    var position: Int64 = 0
     while ContinuousClock.now < deadline {
         guard let message = rd_kafka_consumer_poll(rk, 100) else { continue }
         defer { rd_kafka_message_destroy(message) }
@@ -68,10 +82,11 @@ private func readToEnd(_ rk: OpaquePointer, topic: String, partition: Int32, tim
             if message.pointee.offset < watermarks.high {
                 messages.append(ConsumerMessage(message))
             }
-            if message.pointee.offset >= watermarks.high - 1 { return .success(messages) }
+            position = message.pointee.offset + 1
         case RD_KAFKA_RESP_ERR__PARTITION_EOF:
-            // The end (or, with read_committed, the last stable offset) was reached.
-            return .success(messages)
+            // The offset of an EOF is the fetch position: past skipped aborted records and commit markers. With
+            // read_committed an EOF short of the high watermark is the last stable offset: keep waiting.
+            position = max(position, message.pointee.offset)
         case let err:
             if err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
                 || err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
@@ -79,6 +94,10 @@ private func readToEnd(_ rk: OpaquePointer, topic: String, partition: Int32, tim
                 return .failure(.from(err, context: "reading \(topic)[\(partition)]"))
             }
         }
+        if position >= watermarks.high { return .success(messages) }
     }
-    return .failure(.timedOut("reading \(topic)[\(partition)] to offset \(watermarks.high)", after: timeout))
+    return .failure(
+        .timedOut(
+            "reading \(topic)[\(partition)] to offset \(watermarks.high) (reached \(position); a transaction below it "
+                + "may still be open)", after: timeout))
 }
