@@ -106,7 +106,7 @@ struct WorkerCommand: AsyncParsableCommand {
             try await ServiceRunner.run(worker, metricsPort: metricsPort, readiness: readiness, logger: logger)
         } catch let error as WorkerError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            throw ExitCode(error.isFenced ? 3 : 1)
+            throw ExitCode(error.exitCode)
         } catch let error as ServiceGroupError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(1)

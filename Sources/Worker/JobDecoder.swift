@@ -25,6 +25,8 @@ public enum PoisonKind: String, Sendable, CaseIterable, Hashable {
     case permanentFailure = "permanent_failure"
     /// The integration rejected the config (a field missing or of the wrong type).
     case invalidConfig = "invalid_config"
+    /// The job ran, but the cluster refused to store its output (a record too large for the topic, say).
+    case outputRejected = "output_rejected"
 }
 
 /// A job that can never be processed, and why. The reason is written for an operator and never contains the

@@ -5,8 +5,12 @@ import Synchronization
 
 /// Makes one batch durable: its records and its consumed offsets.
 protocol OutputWriter: Sendable {
-    func write(_ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], consumer: KafkaConsumer)
-        async throws
+    /// Writes `batch` and commits `offsets` with `groupMetadata`, the metadata of the assignment the batch was
+    /// built in. Returns nil on success; otherwise how it failed, after settling the transaction (never left open).
+    func write(
+        _ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], groupMetadata: ConsumerGroupMetadata,
+        consumer: KafkaConsumer
+    ) async -> TransactionBatcher.CommitFailure?
     func close() async
 }
 
@@ -18,23 +22,49 @@ extension OutgoingRecord {
     }
 }
 
-/// Exactly-once: records and offsets in one transaction.
+extension TransactionBatcher.CommitFailure {
+    /// Classifies a Kafka error by librdkafka's own flags and codes, never by its text.
+    static func from(_ error: any Error, context: String) -> Self {
+        guard let error = error as? KafkaError else {
+            return .aborted(reason: "\(context): \(error)", rebalancing: false, recordRejected: false)
+        }
+        if error.isFenced { return .fatal(.fenced("\(context): \(error)")) }
+        if error.isFatal { return .fatal(.kafkaFatal("\(context): \(error)")) }
+        return .aborted(
+            reason: "\(context): \(error)", rebalancing: error.isGroupRebalancing, recordRejected: error.isRecordRejected)
+    }
+}
+
+/// Exactly-once: records and offsets in one transaction, driven as librdkafka's resumable transaction API asks.
+///
+/// - A retriable error of `send_offsets_to_transaction`, `commit_transaction` or `abort_transaction` (a timeout,
+///   a coordinator moving) is answered by calling the *same* function again: the transaction is still in that
+///   step, and aborting instead fails with `__CONFLICT` and leaves it open.
+/// - An error that requires an abort is answered with `abort_transaction` (itself resumed while retriable); the
+///   batch may then be written again in a new transaction.
+/// - A fatal error (fenced by a newer instance with our transactional id, or a broken producer) is final.
+/// - A transaction that can be neither committed nor aborted within the bound is reported fatal: the worker
+///   stops, and the broker aborts the transaction by `transaction.timeout.ms` or when a restart fences it.
 struct TransactionalWriter: OutputWriter {
     let producer: KafkaTransactionalProducer
     let timeout: Duration
     let logger: Logger
+    /// How long one step may be resumed before the transaction is given up as unsettled.
+    let stepBound: Duration
 
     init(configuration: WorkerConfiguration, logger: Logger) async throws {
         let producerConfiguration = TransactionalProducerConfiguration(
             kafka: configuration.kafka, transactionalId: configuration.transactionalId,
             transactionTimeout: configuration.transactionTimeout)
         producer = try KafkaTransactionalProducer(configuration: producerConfiguration, logger: logger)
-        timeout = configuration.transactionTimeout
+        timeout = min(configuration.transactionTimeout, .seconds(10))
+        stepBound = configuration.transactionTimeout
         self.logger = logger
-        let initError: KafkaError? = await Self.initTransactions(producer, timeout: timeout)
+        let initError: KafkaError? = await Self.initTransactions(producer, timeout: configuration.transactionTimeout)
         if let initError {
             await producer.close(timeout: .seconds(5))
-            if initError.isFatal { throw WorkerError.fenced("initialising transactions failed: \(initError)") }
+            if initError.isFenced { throw WorkerError.fenced("initialising transactions failed: \(initError)") }
+            if initError.isFatal { throw WorkerError.kafkaFatal("initialising transactions failed: \(initError)") }
             throw initError
         }
     }
@@ -48,35 +78,66 @@ struct TransactionalWriter: OutputWriter {
         }
     }
 
-    func write(_ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], consumer: KafkaConsumer)
-        async throws
-    {
-        try producer.beginTransaction()
-        guard let failure = await sendAndCommit(batch, offsets: offsets, consumer: consumer) else { return }
-        if (failure as? KafkaError)?.isFatal == true { throw failure }
-        // Abortable (or retriable): roll back so the retry starts a clean transaction.
+    func write(
+        _ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], groupMetadata: ConsumerGroupMetadata,
+        consumer: KafkaConsumer
+    ) async -> TransactionBatcher.CommitFailure? {
         do {
-            try await producer.abortTransaction(timeout: timeout)
+            try producer.beginTransaction()
         } catch {
-            logger.warning("abort failed", metadata: ["error": "\(error)"])
-            if error.isFatal { throw error }
+            return .from(error, context: "beginTransaction")
         }
-        throw failure
-    }
-
-    private func sendAndCommit(
-        _ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], consumer: KafkaConsumer
-    ) async -> (any Error)? {
+        var failure: TransactionBatcher.CommitFailure
         do {
             _ = try await producer.send((batch.records + batch.stateRecords).map(\.producerRecord))
             if !offsets.isEmpty {
-                let metadata = try consumer.groupMetadata()
-                try await producer.sendOffsetsToTransaction(offsets, groupMetadata: metadata, timeout: timeout)
+                try await resuming("sendOffsetsToTransaction") {
+                    try await producer.sendOffsetsToTransaction(offsets, groupMetadata: groupMetadata, timeout: timeout)
+                }
             }
-            try await producer.commitTransaction(timeout: timeout)
+            try await resuming("commitTransaction") { try await producer.commitTransaction(timeout: timeout) }
             return nil
+        } catch let error as Unsettled {
+            return .fatal(.transactionFailed("the transaction could not be settled: \(error.reason)"))
         } catch {
-            return error
+            failure = .from(error, context: "writing batch \(batch.id)")
+        }
+        if case .fatal = failure { return failure }
+        // Abortable (a failed delivery, refused offsets, a non-retriable commit error): roll back so the retry
+        // starts a clean transaction.
+        do {
+            try await resuming("abortTransaction") { try await producer.abortTransaction(timeout: timeout) }
+        } catch let error as Unsettled {
+            return .fatal(.transactionFailed("the transaction could not be aborted: \(error.reason)"))
+        } catch {
+            let abortFailure = TransactionBatcher.CommitFailure.from(error, context: "abortTransaction")
+            if case .fatal = abortFailure { return abortFailure }
+            return .fatal(.transactionFailed("the transaction could not be aborted: \(error)"))
+        }
+        return failure
+    }
+
+    private struct Unsettled: Error {
+        var reason: String
+    }
+
+    /// Calls a transaction step again while librdkafka says the same call may succeed, up to `stepBound`.
+    private func resuming(_ name: String, _ step: () async throws -> Void) async throws {
+        let deadline = ContinuousClock.now + stepBound
+        var attempt = 0
+        while true {
+            do {
+                try await step()
+                return
+            } catch let error as KafkaError {
+                guard error.isRetriable, !error.requiresAbort, !error.isFatal else { throw error }
+                attempt += 1
+                guard ContinuousClock.now < deadline else {
+                    throw Unsettled(reason: "\(name) still failing after \(attempt) attempts: \(error)")
+                }
+                logger.info("resuming \(name)", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
+                try? await Task.sleep(for: .milliseconds(min(1000, 20 << min(attempt, 6))))
+            }
         }
     }
 
@@ -98,16 +159,24 @@ final class AtLeastOnceWriter: OutputWriter {
             logger: logger)
     }
 
-    func write(_ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], consumer: KafkaConsumer)
-        async throws
-    {
-        if !delivered.withLock({ $0.contains(batch.id) }) {
-            if !batch.records.isEmpty { _ = try await producer.send(batch.records.map(\.producerRecord)) }
-            if !batch.stateRecords.isEmpty { _ = try await producer.send(batch.stateRecords.map(\.producerRecord)) }
-            delivered.withLock { _ = $0.insert(batch.id) }
+    func write(
+        _ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], groupMetadata: ConsumerGroupMetadata,
+        consumer: KafkaConsumer
+    ) async -> TransactionBatcher.CommitFailure? {
+        do {
+            if !delivered.withLock({ $0.contains(batch.id) }) {
+                if !batch.records.isEmpty { _ = try await producer.send(batch.records.map(\.producerRecord)) }
+                if !batch.stateRecords.isEmpty {
+                    _ = try await producer.send(batch.stateRecords.map(\.producerRecord))
+                }
+                delivered.withLock { _ = $0.insert(batch.id) }
+            }
+            if !offsets.isEmpty { try await consumer.commit(offsets) }
+            delivered.withLock { _ = $0.remove(batch.id) }
+            return nil
+        } catch {
+            return .from(error, context: "writing batch \(batch.id)")
         }
-        if !offsets.isEmpty { try await consumer.commit(offsets) }
-        delivered.withLock { _ = $0.remove(batch.id) }
     }
 
     func close() async { await producer.close(timeout: .seconds(10)) }

@@ -1,5 +1,4 @@
 public import Foundation
-import Synchronization
 
 /// Decides when finished jobs are written and their offsets committed, like Kafka Streams' commit interval.
 ///
@@ -7,15 +6,17 @@ import Synchronization
 /// one per batch. Only each partition's contiguous prefix of finished jobs goes into a batch (via
 /// ``OffsetTracker``), so a batch's offsets and its records always describe the same jobs: a crash after a
 /// commit never re-runs a job whose output was written, and one before it re-runs only jobs whose output was
-/// not. A lock-protected state machine: callers report events and perform the returned ``Action``.
-public final class TransactionBatcher: Sendable {
+/// not. Pure and I/O-free: it lives inside ``WorkerStateMachine``, behind the worker's one lock; callers report
+/// events and perform the returned ``Action``.
+public struct TransactionBatcher: Sendable {
     public struct Configuration: Sendable {
         /// A batch is committed at the latest this long after its first job finished.
         public var commitInterval: Duration = .milliseconds(100)
         /// A batch is committed as soon as this many jobs finished.
         public var maxJobs = 500
-        /// Attempts of one batch (a new transaction each) before the worker gives up and stops.
-        public var maxAttempts = 5
+        /// Attempts of one batch (a new transaction each) that failed for the cluster's sake (not a rebalance,
+        /// not a rejected record) before the worker gives up and stops.
+        public var maxAttempts = 8
 
         public init() {}
     }
@@ -32,6 +33,9 @@ public final class TransactionBatcher: Sendable {
         public var jobCount: Int
         /// 1 for the first try; a retry after an abort re-sends the same output.
         public var attempt: Int
+        /// The assignment the batch was built in. Its offsets may be committed only with that assignment's group
+        /// metadata: committed under a later generation, they would move offsets behind the new owner's back.
+        public var generation: Int
         /// When the jobs in this batch finished.
         public var finishedAt: [Date]
         /// When the jobs that ran were scheduled, for scheduled→committed latency.
@@ -44,200 +48,251 @@ public final class TransactionBatcher: Sendable {
         case none
         case commit(Batch)
         /// The worker cannot continue (fenced, or a batch failed `maxAttempts` times); stop without committing.
-        case stop(reason: String)
+        case stop(WorkerError)
+    }
+
+    /// How writing a batch failed, as the writer saw it after settling the transaction.
+    public enum CommitFailure: Sendable, CustomStringConvertible {
+        /// The transaction was aborted (or, at least once, the records or offsets were not all confirmed): nothing
+        /// of the batch counts, and the same output may be written again.
+        /// - `rebalancing`: the group is rebalancing; the next assignment settles what is still ours.
+        /// - `recordRejected`: the cluster refused a record for what it is (too large, malformed): sending it
+        ///   again can never succeed, so the job that made it must be found and dead-lettered.
+        case aborted(reason: String, rebalancing: Bool, recordRejected: Bool)
+        /// The producer was fenced or broke for good: stop, never retry.
+        case fatal(WorkerError)
+
+        public var description: String {
+            switch self {
+            case .aborted(let reason, _, _): reason
+            case .fatal(let error): "\(error)"
+            }
+        }
     }
 
     struct Finished: Sendable {
         var offset: Int64
         var result: JobResult
         var at: Date
-    }
-
-    struct State: Sendable {
-        var tracker = OffsetTracker()
-        var waiting: [Int32: [Finished]] = [:]
-        var finishedSinceCommit = 0
-        var oldestWaiting: Date?
-        var inFlight: Batch?
-        var nextBatchId = 1
-        var stopped: String?
-        /// Partitions of the in-flight batch revoked since it was built: the batch may no longer be written.
-        var revokedFromInFlight: Set<Int32> = []
-        var commits = 0
-        var aborts = 0
+        /// Where the job came from, to dead-letter it if its output is refused.
+        var origin: JobOrigin?
     }
 
     public let configuration: Configuration
-    private let state = Mutex(State())
+    /// Builds the dead letter that replaces a job whose output the cluster refused.
+    private let deadLetter: @Sendable (JobOrigin?, _ partition: Int32, _ offset: Int64, _ reason: String) -> JobResult
+    private var tracker = OffsetTracker()
+    private var waiting: [Int32: [Finished]] = [:]
+    private var finishedSinceCommit = 0
+    private var oldestWaiting: Date?
+    private var inFlight: Batch?
+    private var nextBatchId = 1
+    private var stopped: WorkerError?
+    /// Partitions of the in-flight batch revoked since it was built: the batch may no longer be written.
+    private var revokedFromInFlight: Set<Int32> = []
+    /// The current assignment; batches record it.
+    private var generation = 0
+    /// While positive, batches hold a single job: a batch whose output the cluster refused is re-sent one job
+    /// at a time so that only the job that made the bad record is dead-lettered.
+    private var isolating = 0
+    private(set) var commits = 0
+    private(set) var aborts = 0
+    /// Jobs whose output was replaced by a dead letter because the cluster refused it.
+    private(set) var deadLettered = 0
 
-    public init(configuration: Configuration = Configuration()) {
+    public init(
+        configuration: Configuration = Configuration(),
+        deadLetter: @escaping @Sendable (JobOrigin?, Int32, Int64, String) -> JobResult = { _, _, _, _ in
+            JobResult(outcome: .deadLettered)
+        }
+    ) {
         self.configuration = configuration
+        self.deadLetter = deadLetter
     }
 
-    public func assign(_ partitions: [Int32]) {
-        state.withLock { state in
-            for partition in partitions {
-                state.tracker.assign(partition)
-                state.waiting[partition] = []
-            }
+    /// Starts tracking newly assigned partitions, in assignment `generation`.
+    public mutating func assign(_ partitions: [Int32], generation: Int = 0) {
+        self.generation = generation
+        for partition in partitions {
+            tracker.assign(partition)
+            waiting[partition] = []
         }
     }
 
     /// Forgets revoked partitions: their uncommitted jobs belong to the next owner now.
-    public func revoke(_ partitions: [Int32]) {
-        state.withLock { state in
-            if let batch = state.inFlight {
-                state.revokedFromInFlight.formUnion(partitions.filter { batch.offsets[$0] != nil })
-            }
-            state.tracker.revoke(partitions)
-            for partition in partitions { state.waiting[partition] = nil }
+    public mutating func revoke(_ partitions: [Int32]) {
+        if let batch = inFlight {
+            revokedFromInFlight.formUnion(partitions.filter { batch.offsets[$0] != nil })
+        }
+        tracker.revoke(partitions)
+        for partition in partitions { waiting[partition] = nil }
+    }
+
+    /// Drops the uncommitted output of partitions being handed over, which stay assigned until the hand-over
+    /// completes: after an abort mid-revocation their jobs belong to the next owner, and nothing of them may be
+    /// committed any more. The in-flight batch, if it holds them, can then only be abandoned.
+    public mutating func discard(_ partitions: [Int32]) {
+        if let batch = inFlight {
+            revokedFromInFlight.formUnion(partitions.filter { batch.offsets[$0] != nil })
+        }
+        for partition in partitions where tracker.isAssigned(partition) {
+            _ = tracker.rewind(partition: partition)
+            waiting[partition] = []
         }
     }
 
     /// Records a consumed job; false means drop the message (redelivered, or its partition is not ours).
-    public func consumed(partition: Int32, offset: Int64) -> Bool {
-        state.withLock { $0.tracker.consumed(partition: partition, offset: offset) }
+    public mutating func consumed(partition: Int32, offset: Int64) -> Bool {
+        tracker.consumed(partition: partition, offset: offset)
     }
 
     /// Records a finished job with its output.
-    public func finished(partition: Int32, offset: Int64, result: JobResult, now: Date = Date()) -> Action {
-        state.withLock { state in
-            guard state.tracker.isAssigned(partition) else { return .none }
-            state.tracker.finished(partition: partition, offset: offset)
-            state.waiting[partition, default: []].append(Finished(offset: offset, result: result, at: now))
-            state.finishedSinceCommit += 1
-            if state.oldestWaiting == nil { state.oldestWaiting = now }
-            if state.finishedSinceCommit >= configuration.maxJobs { return Self.nextBatch(&state) }
-            return .none
-        }
+    public mutating func finished(
+        partition: Int32, offset: Int64, result: JobResult, origin: JobOrigin? = nil, now: Date = Date()
+    ) -> Action {
+        guard tracker.isAssigned(partition) else { return .none }
+        tracker.finished(partition: partition, offset: offset)
+        waiting[partition, default: []].append(Finished(offset: offset, result: result, at: now, origin: origin))
+        finishedSinceCommit += 1
+        if oldestWaiting == nil { oldestWaiting = now }
+        if finishedSinceCommit >= configuration.maxJobs { return nextBatch() }
+        return .none
     }
 
     /// Called periodically: commits when the oldest waiting output is older than the commit interval.
-    public func tick(now: Date = Date()) -> Action {
-        state.withLock { state in
-            guard let oldest = state.oldestWaiting,
-                now.timeIntervalSince(oldest) >= configuration.commitInterval.seconds
-            else { return .none }
-            return Self.nextBatch(&state)
-        }
+    public mutating func tick(now: Date = Date()) -> Action {
+        guard let oldest = oldestWaiting, now.timeIntervalSince(oldest) >= configuration.commitInterval.seconds
+        else { return .none }
+        return nextBatch()
     }
 
     /// Commits whatever is committable now (before a revocation or shutdown).
-    public func flush() -> Action {
-        state.withLock { Self.nextBatch(&$0) }
-    }
+    public mutating func flush() -> Action { nextBatch() }
 
-    public func commitSucceeded(batchId: Int, now: Date = Date()) -> Action {
-        state.withLock { state in
-            guard let batch = state.inFlight, batch.id == batchId else { return .none }
-            state.inFlight = nil
-            state.commits += 1
-            state.tracker.committed(batch.offsets)
-            if let oldest = state.oldestWaiting,
-                state.finishedSinceCommit >= configuration.maxJobs
-                    || now.timeIntervalSince(oldest) >= configuration.commitInterval.seconds
-            {
-                return Self.nextBatch(&state)
-            }
-            return .none
+    public mutating func commitSucceeded(batchId: Int, now: Date = Date()) -> Action {
+        guard let batch = inFlight, batch.id == batchId else { return .none }
+        inFlight = nil
+        revokedFromInFlight = []
+        commits += 1
+        if isolating > 0 { isolating = max(0, isolating - batch.jobCount) }
+        tracker.committed(batch.offsets)
+        if let oldest = oldestWaiting,
+            isolating > 0 || finishedSinceCommit >= configuration.maxJobs
+                || now.timeIntervalSince(oldest) >= configuration.commitInterval.seconds
+        {
+            return nextBatch()
         }
+        return .none
     }
 
-    /// Reports a failed commit. An abortable failure re-sends the same output in a new transaction: the jobs
-    /// already ran (and may have consumed a one-time token refresh), so repeating their output is safer than
-    /// repeating the jobs.
+    /// Reports a failed write of the in-flight batch; the writer has settled its transaction already.
     ///
-    /// - Parameter groupRebalancing: the failure was the consumer group rebalancing (the revocation that follows
-    ///   settles which partitions are still ours); such retries do not count toward `maxAttempts`, since nothing
-    ///   is broken and giving up would stop a healthy worker whenever another one joins.
-    public func commitFailed(batchId: Int, fatal: Bool, groupRebalancing: Bool = false, reason: String) -> Action {
-        state.withLock { state in
-            guard var batch = state.inFlight, batch.id == batchId else { return .none }
-            state.aborts += 1
-            if fatal {
-                state.stopped = reason
-                return .stop(reason: reason)
+    /// - An aborted batch is re-sent with the same output in a new transaction: the jobs already ran (and may
+    ///   have consumed a one-time token refresh), so repeating their output is safer than repeating the jobs.
+    ///   Rebalancing failures do not count toward `maxAttempts` (nothing is broken; the revocation that follows
+    ///   settles which partitions are still ours), and a batch holding a revoked partition is abandoned instead.
+    /// - A refused record splits the batch into one-job batches; a one-job batch whose output is refused has it
+    ///   replaced by a dead letter, so one bad job can never stop the worker.
+    /// - Fatal stops the worker.
+    public mutating func commitFailed(batchId: Int, failure: CommitFailure, now: Date = Date()) -> Action {
+        guard var batch = inFlight, batch.id == batchId else { return .none }
+        aborts += 1
+        switch failure {
+        case .fatal(let error):
+            stopped = error
+            return .stop(error)
+        case .aborted(let reason, let rebalancing, let recordRejected):
+            if !revokedFromInFlight.isEmpty { return abandon(batchId: batchId, now: now) }
+            if recordRejected {
+                if batch.jobCount > 1 {
+                    isolating = max(isolating, batch.jobCount)
+                    return giveBack(batch, now: now)
+                }
+                // The one job of this batch made the record the cluster refuses: dead-letter the job instead.
+                for (partition, entries) in batch.parts {
+                    batch.parts[partition] = entries.map { entry in
+                        var replaced = entry
+                        replaced.result = deadLetter(
+                            entry.origin, partition, entry.offset, "the cluster refused this job's output: \(reason)")
+                        return replaced
+                    }
+                }
+                deadLettered += batch.jobCount
+                return giveBack(batch, now: now)
             }
-            if groupRebalancing {
-                state.inFlight = batch
+            if rebalancing {
                 return .commit(batch)
             }
             guard batch.attempt < configuration.maxAttempts else {
-                let message = "a transaction failed \(batch.attempt) times, last: \(reason)"
-                state.stopped = message
-                return .stop(reason: message)
+                let error = WorkerError.transactionFailed("a transaction failed \(batch.attempt) times, last: \(reason)")
+                stopped = error
+                return .stop(error)
             }
             batch.attempt += 1
-            state.inFlight = batch
+            inFlight = batch
             return .commit(batch)
         }
     }
 
-    /// Whether this batch may still be written: it is the one in flight and none of its partitions was revoked.
+    /// Whether this batch may still be written: it is the one in flight, of the current assignment, and none of
+    /// its partitions was revoked.
     public func isValid(batchId: Int) -> Bool {
-        state.withLock { $0.inFlight?.id == batchId && $0.revokedFromInFlight.isEmpty }
+        guard let batch = inFlight, batch.id == batchId else { return false }
+        return revokedFromInFlight.isEmpty && batch.generation == generation
     }
 
     /// Drops an invalidated batch without writing it. The jobs of its revoked partitions are re-consumed by
     /// their next owner; those of partitions still ours go back to waiting and are committed in the next batch
     /// (their offsets are still uncommitted, so dropping their output would commit the offsets without it).
-    public func abandon(batchId: Int, now: Date = Date()) -> Action {
-        state.withLock { state in
-            guard let batch = state.inFlight, batch.id == batchId else { return .none }
-            for (partition, entries) in batch.parts
-            where !state.revokedFromInFlight.contains(partition) && state.tracker.isAssigned(partition) {
-                state.waiting[partition, default: []] += entries
-                state.finishedSinceCommit += entries.count
-                state.oldestWaiting = min(state.oldestWaiting ?? now, entries.map(\.at).min() ?? now)
-            }
-            state.inFlight = nil
-            state.revokedFromInFlight = []
-            return Self.nextBatch(&state)
-        }
+    public mutating func abandon(batchId: Int, now: Date = Date()) -> Action {
+        guard let batch = inFlight, batch.id == batchId else { return .none }
+        var kept = batch
+        kept.parts = batch.parts.filter { !revokedFromInFlight.contains($0.key) }
+        return giveBack(kept, now: now)
     }
 
-    public var isCommitting: Bool { state.withLock { $0.inFlight != nil } }
-    public var counts: (commits: Int, aborts: Int) { state.withLock { ($0.commits, $0.aborts) } }
+    /// Puts a batch's jobs back to waiting (for partitions still assigned) and builds the next batch.
+    private mutating func giveBack(_ batch: Batch, now: Date) -> Action {
+        for (partition, entries) in batch.parts where tracker.isAssigned(partition) {
+            waiting[partition, default: []] += entries
+            finishedSinceCommit += entries.count
+            oldestWaiting = min(oldestWaiting ?? now, entries.map(\.at).min() ?? now)
+        }
+        inFlight = nil
+        revokedFromInFlight = []
+        return nextBatch()
+    }
+
+    public var isCommitting: Bool { inFlight != nil }
+    public var counts: (commits: Int, aborts: Int) { (commits, aborts) }
+
+    /// Whether the in-flight batch holds any of these partitions.
+    public func inFlightHolds(partitions: [Int32]) -> Bool {
+        guard let batch = inFlight else { return false }
+        return partitions.contains { batch.offsets[$0] != nil }
+    }
 
     /// Whether every consumed job of these partitions finished and was committed or is in the in-flight batch.
     public func hasUncommitted(partitions: [Int32]) -> Bool {
-        state.withLock { state in
-            if let batch = state.inFlight, partitions.contains(where: { batch.offsets[$0] != nil }) { return true }
-            return partitions.contains { !(state.waiting[$0]?.isEmpty ?? true) }
-        }
+        if inFlightHolds(partitions: partitions) { return true }
+        return partitions.contains { !(waiting[$0]?.isEmpty ?? true) }
     }
 
     /// Whether a commit is pending or possible for these partitions (used to drain them before a handover).
     public func hasCommittable(partitions: [Int32]) -> Bool {
-        state.withLock { state in
-            if let batch = state.inFlight, partitions.contains(where: { batch.offsets[$0] != nil }) { return true }
-            return partitions.contains { state.tracker.committable(partition: $0) != nil }
-        }
+        if inFlightHolds(partitions: partitions) { return true }
+        return partitions.contains { tracker.committable(partition: $0) != nil }
     }
 
-    public var assignedPartitions: [Int32] { state.withLock { $0.tracker.assignedPartitions } }
+    public var assignedPartitions: [Int32] { tracker.assignedPartitions }
 
-    public func committedPosition(partition: Int32) -> Int64? {
-        state.withLock { $0.tracker.committedPosition(partition: partition) }
-    }
+    public func committedPosition(partition: Int32) -> Int64? { tracker.committedPosition(partition: partition) }
 
-    public func isAssigned(_ partition: Int32) -> Bool { state.withLock { $0.tracker.isAssigned(partition) } }
+    public func isAssigned(_ partition: Int32) -> Bool { tracker.isAssigned(partition) }
 
-    /// Forgets consumed-but-uncommitted work of a partition and returns where to seek the consumer.
-    public func rewind(partition: Int32) -> Int64? {
-        state.withLock { state in
-            state.waiting[partition] = []
-            return state.tracker.rewind(partition: partition)
-        }
-    }
-
-    public func allFinished(partitions: [Int32]) -> Bool {
-        state.withLock { state in partitions.allSatisfy { state.tracker.allFinished(partition: $0) } }
-    }
-
-    private static func nextBatch(_ state: inout State) -> Action {
-        if let reason = state.stopped { return .stop(reason: reason) }
-        guard state.inFlight == nil else { return .none }
+    private mutating func nextBatch() -> Action {
+        if let stopped { return .stop(stopped) }
+        guard inFlight == nil else { return .none }
         var records: [OutgoingRecord] = []
         var stateRecords: [OutgoingRecord] = []
         var offsets: [Int32: Int64] = [:]
@@ -245,12 +300,18 @@ public final class TransactionBatcher: Sendable {
         var scheduledAt: [Date] = []
         var jobs = 0
         var parts: [Int32: [Finished]] = [:]
-        var oldestLeft: Date?
-        for (partition, position) in state.tracker.committable() {
-            guard var waiting = state.waiting[partition] else { continue }
-            var taken = 0
+        for (partition, position) in tracker.committable().sorted(by: { $0.key < $1.key }) {
+            guard var entries = waiting[partition] else { continue }
             // Output in offset order, so a partition's records keep the jobs' order.
-            for entry in waiting.sorted(by: { $0.offset < $1.offset }) where entry.offset < position {
+            entries.sort { $0.offset < $1.offset }
+            var end = position
+            if isolating > 0 {
+                // One job only: the first of this partition's committable prefix.
+                guard jobs == 0, let first = entries.first, first.offset < position else { continue }
+                end = first.offset + 1
+            }
+            var taken = 0
+            for entry in entries where entry.offset < end {
                 parts[partition, default: []].append(entry)
                 records += entry.result.records
                 stateRecords += entry.result.stateRecords
@@ -258,24 +319,20 @@ public final class TransactionBatcher: Sendable {
                 if let scheduled = entry.result.scheduledAt { scheduledAt.append(scheduled) }
                 taken += 1
             }
-            waiting.removeAll { $0.offset < position }
-            state.waiting[partition] = waiting
+            entries.removeAll { $0.offset < end }
+            waiting[partition] = entries
             jobs += taken
-            offsets[partition] = position
+            offsets[partition] = end
         }
-        for waiting in state.waiting.values {
-            for entry in waiting where oldestLeft.map({ entry.at < $0 }) ?? true { oldestLeft = entry.at }
-        }
-        state.oldestWaiting = oldestLeft
-        state.finishedSinceCommit = state.waiting.values.reduce(0) { $0 + $1.count }
+        oldestWaiting = waiting.values.joined().map(\.at).min()
+        finishedSinceCommit = waiting.values.reduce(0) { $0 + $1.count }
         guard !offsets.isEmpty else { return .none }
         let batch = Batch(
-            id: state.nextBatchId, records: records, stateRecords: stateRecords, offsets: offsets, jobCount: jobs,
-            attempt: 1, finishedAt: finishedAt,
-            scheduledAt: scheduledAt, parts: parts)
-        state.nextBatchId += 1
-        state.inFlight = batch
-        state.revokedFromInFlight = []
+            id: nextBatchId, records: records, stateRecords: stateRecords, offsets: offsets, jobCount: jobs,
+            attempt: 1, generation: generation, finishedAt: finishedAt, scheduledAt: scheduledAt, parts: parts)
+        nextBatchId += 1
+        inFlight = batch
+        revokedFromInFlight = []
         return .commit(batch)
     }
 }

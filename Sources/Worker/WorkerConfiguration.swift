@@ -34,7 +34,19 @@ public struct WorkerConfiguration: Sendable {
     public var syncTimeout: Duration = .seconds(60)
     /// Consumed jobs held in memory (running, queued or waiting to commit) before consumption pauses.
     public var maxBufferedJobs = 20_000
+    /// How long one read of a state partition may take; it waits for transactions below the high watermark to
+    /// resolve, so keep it above `transactionTimeout`.
     public var restoreTimeout: Duration = .seconds(120)
+    /// A failed restore is retried with capped backoff for this long (the worker is not ready meanwhile) before
+    /// the worker gives up. Keep it below the consumer's `max.poll.interval.ms` (300 s).
+    public var restoreRetryLimit: Duration = .seconds(240)
+    /// State partitions read at once, each with a bounded fetch buffer, so a large assignment cannot exhaust
+    /// memory or the brokers.
+    public var restoreConcurrency = 4
+    /// Static group membership: the consumer's `group.instance.id` is the transactional id, so a worker restarted
+    /// under the same `--id` takes its partitions back without a rebalance (and without waiting for its dead
+    /// predecessor's session to time out). Off: dynamic membership, a leaving worker's partitions move at once.
+    public var staticMembership = true
     public var transactionTimeout: Duration = .seconds(30)
     /// Called after every successful commit (for benchmarks and tests): the jobs and when they finished.
     public var onCommit: (@Sendable (CommitReport) -> Void)?
@@ -58,10 +70,11 @@ public struct CommitReport: Sendable {
     public var scheduledAt: [Date]
 }
 
-/// The Worker module's one error type.
+/// The Worker module's one error type: why a worker stopped, and what the operator does about it.
 public struct WorkerError: Error, CustomStringConvertible, Sendable {
     private enum Code: Sendable {
         case fenced
+        case kafkaFatal
         case transactionFailed
         case restoreFailed
         case kafka
@@ -75,16 +88,27 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
         case .fenced:
             "worker stopped: \(message). Another worker with the same --id took over; do not run two workers with "
                 + "one id."
-        case .transactionFailed: "worker stopped: \(message). Check the brokers; restarting resumes from the last commit."
-        case .restoreFailed: "could not restore state: \(message). Check that the state topic exists and is readable."
+        case .kafkaFatal:
+            "worker stopped: \(message). The Kafka client hit an unrecoverable error; restart the worker (it resumes "
+                + "from the last commit) and check the brokers' logs."
+        case .transactionFailed:
+            "worker stopped: \(message). Check the brokers; restarting resumes from the last commit."
+        case .restoreFailed:
+            "could not restore state: \(message). Check that the state topic exists and is readable, and that no "
+                + "transaction on it stays open longer than transaction.timeout.ms."
         case .kafka: "Kafka failed: \(message)"
         }
     }
 
-    /// True when another process took over this worker's transactional id: exit, never retry.
+    /// True when another process took over this worker's transactional id: exit, never retry (exit code 3).
     public var isFenced: Bool { code == .fenced }
 
+    /// The process exit code for this reason: 3 when fenced (restarting would only fence the other one back),
+    /// 1 otherwise.
+    public var exitCode: Int32 { isFenced ? 3 : 1 }
+
     static func fenced(_ message: String) -> WorkerError { WorkerError(code: .fenced, message: message) }
+    static func kafkaFatal(_ message: String) -> WorkerError { WorkerError(code: .kafkaFatal, message: message) }
     static func transactionFailed(_ message: String) -> WorkerError {
         WorkerError(code: .transactionFailed, message: message)
     }

@@ -10,6 +10,10 @@ struct WorkerMetrics: Sendable {
     let commits = Counter(label: "activity_sync_worker_commits_total")
     let aborts = Counter(label: "activity_sync_worker_aborts_total")
     let assignedPartitions = Gauge(label: "activity_sync_worker_assigned_partitions")
+    /// Reads of a state partition that failed and were retried (a slow state topic, an open transaction).
+    let restoreRetries = Counter(label: "activity_sync_worker_restore_retries_total")
+    /// Batches the cluster refused a record of (too large, malformed): split to find the job that made it.
+    let rejectedBatches = Counter(label: "activity_sync_worker_rejected_batches_total")
 
     init() {
         var jobs: [JobResult.Outcome: Counter] = [:]

@@ -16,36 +16,26 @@ public final class WorkerService: Service, Sendable {
     public let configuration: WorkerConfiguration
     private let processor: JobProcessor
     private let decoder: JobDecoder
-    private let batcher: TransactionBatcher
     private let logger: Logger
+    /// The one lock: the state machine and the channels to the tasks that act on its decisions.
     private let shared: Mutex<Shared>
     private let metrics: WorkerMetrics
 
-    /// A job waiting for its account's turn.
-    struct QueuedJob: Sendable {
-        var job: SyncJob
-        var origin: JobOrigin
-        var generation: Int
-    }
+    typealias QueuedJob = WorkerStateMachine.QueuedJob
 
     struct Shared: Sendable {
-        var queues: AccountQueues<QueuedJob>
-        var store = StateStore()
-        /// Jobs running per partition, to drain a partition before handing it over.
-        var running: [Int32: Int] = [:]
-        /// Bumped on every assignment so a job from an earlier assignment of the same partition cannot
-        /// report into the new one.
-        var generations: [Int32: Int] = [:]
-        var nextGeneration = 1
-        var buffered = 0
-        var stopping = false
+        var machine: WorkerStateMachine
+        /// The group metadata of each assignment, by generation: a batch is committed with the metadata of the
+        /// assignment it was built in, never with a later one's.
+        var groupMetadata: [Int: ConsumerGroupMetadata] = [:]
         /// Set once shutdown has drained: a commit failing after that is given up, not retried, so a worker whose
         /// cluster is gone still exits (the next owner re-runs those jobs from the committed offsets).
         var abandonCommits = false
-        var fatal: WorkerError?
         var startJob: AsyncStream<QueuedJob>.Continuation?
         var commitRequests: AsyncStream<TransactionBatcher.Batch>.Continuation?
         var consumeTask: Task<Void, any Error>?
+
+        var stopping: Bool { machine.lifecycle != .running }
     }
 
     /// - Parameters:
@@ -64,16 +54,21 @@ public final class WorkerService: Service, Sendable {
         var batcherConfiguration = TransactionBatcher.Configuration()
         batcherConfiguration.commitInterval = configuration.commitInterval
         batcherConfiguration.maxJobs = configuration.maxJobsPerTransaction
-        self.batcher = TransactionBatcher(configuration: batcherConfiguration)
+        let jobsTopic = configuration.topics.jobs
+        let deadLetters = processor
+        let batcher = TransactionBatcher(configuration: batcherConfiguration) { origin, partition, offset, reason in
+            let origin = origin ?? JobOrigin(topic: jobsTopic, partition: partition, offset: offset, key: nil, value: nil)
+            return deadLetters.deadLetter(Poison(.outputRejected, reason), origin: origin)
+        }
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.workerId)"
         self.logger = logger
-        self.shared = Mutex(Shared(queues: AccountQueues(concurrency: max(1, configuration.concurrency))))
+        self.shared = Mutex(Shared(machine: WorkerStateMachine(concurrency: configuration.concurrency, batcher: batcher)))
         self.metrics = WorkerMetrics()
     }
 
     /// Commits and aborts so far.
-    public var transactionCounts: (commits: Int, aborts: Int) { batcher.counts }
+    public var transactionCounts: (commits: Int, aborts: Int) { shared.withLock { $0.machine.counts } }
 
     // MARK: - Run
 
@@ -88,7 +83,12 @@ public final class WorkerService: Service, Sendable {
         var consumerConfiguration = ConsumerConfiguration(
             kafka: configuration.kafka, groupId: configuration.groupId, isolationLevel: .readCommitted,
             autoOffsetReset: .earliest, sessionTimeout: configuration.sessionTimeout, assignor: "range")
-        consumerConfiguration.revocationTimeout = configuration.revocationDeadline + .seconds(10)
+        // The consumer's own bound on the revocation handshake must outlast ours: running jobs get
+        // `revocationDeadline`, then a batch being written may take up to a commit and an abort to settle. Releasing
+        // partitions before that would hand them over with a transaction still open.
+        consumerConfiguration.revocationTimeout =
+            configuration.revocationDeadline + configuration.transactionTimeout * 2 + .seconds(10)
+        if configuration.staticMembership { consumerConfiguration.groupInstanceId = configuration.transactionalId }
         let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
         try consumer.subscribe(topics: [configuration.topics.jobs])
         configuration.onReadinessChange?(true)
@@ -97,6 +97,7 @@ public final class WorkerService: Service, Sendable {
             metadata: [
                 "delivery": "\(configuration.delivery.rawValue)", "concurrency": "\(configuration.concurrency)",
                 "group": "\(configuration.groupId)",
+                "groupInstanceId": "\(consumerConfiguration.groupInstanceId ?? "(dynamic)")",
             ])
 
         let (startStream, startContinuation) = AsyncStream.makeStream(of: QueuedJob.self)
@@ -123,7 +124,7 @@ public final class WorkerService: Service, Sendable {
                     let period = max(self.configuration.commitInterval / 4, .milliseconds(5))
                     while !Task.isCancelled, !self.shared.withLock({ $0.stopping }) {
                         try? await Task.sleep(for: period)
-                        self.handle(self.batcher.tick())
+                        self.handle(self.shared.withLock { $0.machine.tick() })
                     }
                 }
                 // Jobs run as children of this task so shutdown can cancel them together.
@@ -150,12 +151,12 @@ public final class WorkerService: Service, Sendable {
                     consumeError = error
                 }
                 await self.drain(reason: consumeError == nil ? "shutdown" : "error")
-                self.shared.withLock { $0.abandonCommits = true }
                 startContinuation.finish()
                 commitContinuation.finish()
-                self.shared.withLock { $0.stopping = true }
-                if let consumeError, self.shared.withLock({ $0.fatal }) == nil {
-                    self.shared.withLock { $0.fatal = WorkerError.kafka("\(consumeError)") }
+                self.shared.withLock { shared in
+                    shared.abandonCommits = true
+                    let error = consumeError.map { $0 as? WorkerError ?? WorkerError.kafka("\($0)") }
+                    shared.machine.stop(error)
                 }
                 group.cancelAll()
                 try await group.waitForAll()
@@ -169,8 +170,7 @@ public final class WorkerService: Service, Sendable {
         await Self.bounded("leaving the consumer group", limit: .seconds(15), logger: logger) {
             await consumer.close(timeout: .seconds(10))
         }
-        let fatal = shared.withLock { $0.fatal }
-        let counts = batcher.counts
+        let (fatal, counts) = shared.withLock { ($0.machine.fatal, $0.machine.counts) }
         if let fatal {
             logger.error("worker stopped", metadata: ["reason": "\(fatal)"])
             throw fatal
@@ -203,7 +203,7 @@ public final class WorkerService: Service, Sendable {
     public func beginShutdown() {
         configuration.onReadinessChange?(false)
         let task = shared.withLock { shared -> Task<Void, any Error>? in
-            shared.stopping = true
+            shared.machine.beginDrain()
             return shared.consumeTask
         }
         task?.cancel()
@@ -211,7 +211,7 @@ public final class WorkerService: Service, Sendable {
 
     private func stop(_ error: WorkerError) {
         logger.error("stopping", metadata: ["reason": "\(error)"])
-        shared.withLock { if $0.fatal == nil { $0.fatal = error } }
+        shared.withLock { $0.machine.stop(error) }
         beginShutdown()
     }
 
@@ -222,7 +222,8 @@ public final class WorkerService: Service, Sendable {
             if Task.isCancelled || shared.withLock({ $0.stopping }) { break }
             switch event {
             case .assigned(let partitions):
-                try await assign(partitions.filter { $0.topic == configuration.topics.jobs }.map(\.partition))
+                try await assign(
+                    partitions.filter { $0.topic == configuration.topics.jobs }.map(\.partition), consumer: consumer)
             case .revoked(let partitions):
                 await revoke(partitions.map(\.partition), lost: false)
             case .lost(let partitions):
@@ -230,105 +231,142 @@ public final class WorkerService: Service, Sendable {
             case .messages(let messages):
                 for message in messages { accept(message) }
                 // Bound memory: wait for jobs to finish and commit before taking more.
-                while shared.withLock({ $0.buffered >= configuration.maxBufferedJobs && !$0.stopping }) {
+                while shared.withLock({ $0.machine.buffered >= configuration.maxBufferedJobs && !$0.stopping }) {
                     try await Task.sleep(for: .milliseconds(5))
                 }
             }
         }
     }
 
-    private func assign(_ partitions: [Int32]) async throws {
+    /// Restores the partitions' states before asking for the next event, so no job of them runs on a state older
+    /// than the committed offsets: each state partition is read to its high watermark (see `readPartitionToEnd`),
+    /// which includes every transaction whose offsets the group has committed.
+    private func assign(_ partitions: [Int32], consumer: KafkaConsumer) async throws {
         guard !partitions.isEmpty else { return }
         let started = ContinuousClock.now
-        let restoreKafka = configuration.kafka
-        // Restore before asking for the next event: no message of these partitions arrives before that.
-        let restored = try await withThrowingTaskGroup(of: (Int32, [ConsumerMessage]).self) { group in
-            for partition in partitions {
-                group.addTask {
-                    do {
-                        let records = try await readPartitionToEnd(
-                            configuration: restoreKafka, topic: self.configuration.topics.state,
-                            partition: partition, isolationLevel: .readCommitted,
-                            timeout: self.configuration.restoreTimeout, logger: self.logger)
-                        return (partition, records)
-                    } catch {
-                        throw WorkerError.restoreFailed("state partition \(partition): \(error)")
-                    }
-                }
-            }
-            var result: [(Int32, [ConsumerMessage])] = []
-            for try await entry in group { result.append(entry) }
-            return result
+        // The metadata of this generation, taken now: batches of this assignment commit with it and no other.
+        let metadata = try consumer.groupMetadata()
+        let generation = shared.withLock { shared in
+            let generation = shared.machine.assigned(partitions)
+            shared.groupMetadata = [generation: metadata]
+            return generation
         }
-        let (records, undecodable) = shared.withLock { shared -> (Int, Int) in
+        configuration.onReadinessChange?(false)
+        let restored = try await restore(partitions)
+        let (records, undecodable, owned) = shared.withLock { shared -> (Int, Int, Int) in
             var records = 0
             var undecodable = 0
             for (partition, messages) in restored {
                 records += messages.count
-                undecodable += shared.store.restore(
-                    partition: partition, records: messages.map { ($0.key, $0.value) })
-                shared.generations[partition] = shared.nextGeneration
-                shared.nextGeneration += 1
+                undecodable += shared.machine.restored(
+                    partition: partition, generation: generation, records: messages.map { ($0.key, $0.value) })
             }
-            return (records, undecodable)
+            return (records, undecodable, shared.machine.assignedCount)
         }
-        batcher.assign(partitions)
-        metrics.assignedPartitions.record(shared.withLock { $0.generations.count })
+        if !shared.withLock({ $0.stopping }) { configuration.onReadinessChange?(true) }
+        metrics.assignedPartitions.record(owned)
         logger.info(
             "partitions assigned and state restored",
             metadata: [
-                "partitions": "\(partitions.sorted())", "stateRecords": "\(records)",
+                "partitions": "\(partitions.sorted())", "stateRecords": "\(records)", "generation": "\(generation)",
                 "undecodable": "\(undecodable)", "ms": "\((ContinuousClock.now - started).milliseconds)",
             ])
     }
 
+    /// Reads the state partitions, `restoreConcurrency` at a time; a failed read is retried with capped backoff
+    /// for up to `restoreRetryLimit` (a slow state topic or an open transaction that has not timed out yet must
+    /// not turn into a crash loop of every worker).
+    private func restore(_ partitions: [Int32]) async throws -> [(Int32, [ConsumerMessage])] {
+        let limit = ContinuousClock.now + configuration.restoreRetryLimit
+        return try await withThrowingTaskGroup(of: (Int32, [ConsumerMessage]).self) { group in
+            var pending = partitions[...]
+            var result: [(Int32, [ConsumerMessage])] = []
+            func addNext() {
+                guard let partition = pending.popFirst() else { return }
+                group.addTask { (partition, try await self.restorePartition(partition, until: limit)) }
+            }
+            for _ in 0..<max(1, configuration.restoreConcurrency) { addNext() }
+            while let entry = try await group.next() {
+                result.append(entry)
+                addNext()
+            }
+            return result
+        }
+    }
+
+    private func restorePartition(_ partition: Int32, until limit: ContinuousClock.Instant) async throws
+        -> [ConsumerMessage]
+    {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await readPartitionToEnd(
+                    configuration: configuration.kafka, topic: configuration.topics.state, partition: partition,
+                    isolationLevel: .readCommitted, timeout: configuration.restoreTimeout, logger: logger)
+            } catch {
+                let backoff = Duration.milliseconds(min(10_000, 250 << min(attempt, 6)))
+                guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {
+                    throw WorkerError.restoreFailed("state partition \(partition) after \(attempt) attempts: \(error)")
+                }
+                metrics.restoreRetries.increment()
+                logger.warning(
+                    "restoring a state partition failed; retrying",
+                    metadata: ["partition": "\(partition)", "attempt": "\(attempt)", "error": "\(error)"])
+                try await Task.sleep(for: backoff)
+            }
+        }
+    }
+
+    /// Hands partitions over only once their output is settled: running jobs get `revocationDeadline` to finish,
+    /// what finished is committed, and a batch being written is always waited for (it commits or aborts within
+    /// the writer's bound) — never released while a transaction that holds them may still change their state
+    /// or offsets.
     private func revoke(_ partitions: [Int32], lost: Bool) async {
         guard !partitions.isEmpty else { return }
-        let revoked = Set(partitions)
-        // Jobs not started yet belong to the next owner, who re-consumes them from the committed offset.
-        // A lost partition is already someone else's: nothing of it may be committed by us, so its running jobs
-        // stop counting at once. A revoked one is still ours until we acknowledge: its running jobs stay current,
-        // so they finish and their output is committed before the hand-over, and the next owner need not repeat
-        // them (a repeated job could also lose a refreshed token pair that only its dropped output held).
-        let dropped = shared.withLock { shared in
-            if lost { for partition in partitions { shared.generations[partition] = nil } }
-            let removed = shared.queues.removeWaiting { revoked.contains($0.origin.partition) }
-            shared.buffered -= removed.count
-            return removed.count
-        }
-        let deadline = ContinuousClock.now + configuration.revocationDeadline
+        let dropped = shared.withLock { $0.machine.beginRevocation(partitions, lost: lost) }
+        var settled = true
         if !lost {
-            // Finish what runs, then commit it. (Cancelled by shutdown: the drain takes over, so stop waiting.)
-            while partitions.contains(where: { partition in shared.withLock { $0.running[partition, default: 0] > 0 } }),
-                ContinuousClock.now < deadline, !Task.isCancelled
+            let deadline = ContinuousClock.now + configuration.revocationDeadline
+            // Finish what runs (cancelled by shutdown: the drain takes over, so stop waiting).
+            while shared.withLock({ $0.machine.isRunning(partitions) }), ContinuousClock.now < deadline,
+                !Task.isCancelled
             {
                 try? await Task.sleep(for: .milliseconds(5))
             }
-            handle(batcher.flush())
-            while batcher.hasCommittable(partitions: partitions), ContinuousClock.now < deadline,
-                shared.withLock({ $0.fatal == nil }), !Task.isCancelled
-            {
-                handle(batcher.flush())
+            handle(shared.withLock { $0.machine.flush() })
+            while true {
+                let (committable, writing, stopped) = shared.withLock {
+                    ($0.machine.hasCommittable(partitions), $0.machine.isWriting(partitions), $0.machine.fatal != nil)
+                }
+                if !committable || (stopped && !writing) { break }
+                if !writing {
+                    if ContinuousClock.now >= deadline || Task.isCancelled {
+                        settled = false
+                        break
+                    }
+                    handle(shared.withLock { $0.machine.flush() })
+                }
                 try? await Task.sleep(for: .milliseconds(5))
             }
         }
-        // From here on, output of these partitions' jobs (any still running past the deadline) is discarded, and
-        // a batch in flight that holds them is abandoned rather than committed without its offsets.
-        shared.withLock { shared in for partition in partitions { shared.generations[partition] = nil } }
-        batcher.revoke(partitions)
-        shared.withLock { shared in
-            shared.store.drop(partitions)
-            for partition in partitions { shared.running[partition] = nil }
+        let owned = shared.withLock { shared in
+            shared.machine.finishRevocation(partitions)
+            return shared.machine.assignedCount
         }
-        metrics.assignedPartitions.record(shared.withLock { $0.generations.count })
+        metrics.assignedPartitions.record(owned)
         logger.info(
             lost ? "partitions lost" : "partitions revoked",
-            metadata: ["partitions": "\(partitions.sorted())", "droppedQueuedJobs": "\(dropped)"])
+            metadata: [
+                "partitions": "\(partitions.sorted())", "droppedQueuedJobs": "\(dropped)",
+                "committedAll": "\(settled)",
+            ])
     }
 
     private func accept(_ message: ConsumerMessage) {
         let partition = message.partition
-        guard message.topic == configuration.topics.jobs, batcher.consumed(partition: partition, offset: message.offset)
+        guard message.topic == configuration.topics.jobs,
+            shared.withLock({ $0.machine.consumed(partition: partition, offset: message.offset) })
         else { return }
         let origin = JobOrigin(
             topic: message.topic, partition: partition, offset: message.offset, key: message.key,
@@ -339,25 +377,17 @@ public final class WorkerService: Service, Sendable {
                 "poison job sent to the dead-letter topic",
                 metadata: ["code": "\(poison.kind.rawValue)", "partition": "\(partition)", "offset": "\(message.offset)"])
             metrics.job(outcome: .deadLettered)
-            handle(batcher.finished(partition: partition, offset: message.offset, result: processor.deadLetter(poison, origin: origin)))
+            let result = processor.deadLetter(poison, origin: origin)
+            handle(shared.withLock { $0.machine.poison(origin: origin, result: result) })
         case .success(let job):
-            let start: QueuedJob? = shared.withLock { shared in
-                guard let generation = shared.generations[partition] else { return nil }
-                shared.buffered += 1
-                let queued = QueuedJob(job: job, origin: origin, generation: generation)
-                guard let start = shared.queues.enqueue(queued, account: job.accountId) else { return nil }
-                shared.running[partition, default: 0] += 1
-                return start
-            }
-            if let start { shared.withLock { $0.startJob }?.yield(start) }
+            handle(shared.withLock { $0.machine.accept(job, origin: origin) })
         }
     }
 
     // MARK: - Running jobs
 
     private func runJob(_ queued: QueuedJob) async {
-        let partition = queued.origin.partition
-        let state = shared.withLock { $0.store.state(partition: partition, accountId: queued.job.accountId) }
+        let state = shared.withLock { $0.machine.state(for: queued) }
         let started = ContinuousClock.now
         let processed = await processor.process(queued.job, origin: queued.origin, state: state)
         metrics.jobDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
@@ -365,52 +395,32 @@ public final class WorkerService: Service, Sendable {
         if processed.outcome == .needsReauth {
             logger.warning("account needs re-authentication", metadata: ["account": "\(queued.job.accountId)"])
         }
-        let processor = self.processor
-        let (next, current, statusChanged) = shared.withLock { shared -> ([QueuedJob], Bool, Bool) in
-            let current = shared.generations[partition] == queued.generation
-            var statusChanged = false
-            if current {
-                if let newState = processed.newState { shared.store.update(partition: partition, newState) }
-                if let status = processed.status {
-                    statusChanged = shared.store.statusChanged(accountId: status.accountId, to: status.status)
-                }
-                shared.running[partition, default: 1] -= 1
-            }
-            shared.buffered -= 1
-            let started = shared.queues.finished(account: queued.job.accountId).map(\.item)
-            for job in started { shared.running[job.origin.partition, default: 0] += 1 }
-            return (started, current, statusChanged)
+        let statusRecord = processed.status.flatMap { processor.statusRecord($0) }
+        let (next, commit) = shared.withLock {
+            $0.machine.finished(queued, result: processed, statusRecord: statusRecord)
         }
-        var result = processed
-        if statusChanged, let status = result.status, let record = processor.statusRecord(status) {
-            result.records.append(record)
-        }
-        if current {
-            handle(batcher.finished(partition: partition, offset: queued.origin.offset, result: result))
-        }
-        if !next.isEmpty, let startJob = shared.withLock({ $0.startJob }) {
-            for job in next { startJob.yield(job) }
-        }
+        handle(commit)
+        if !next.isEmpty { handle(.start(next)) }
     }
 
     /// Waits for running jobs (up to the shutdown deadline, then cancels them by ending the run) and commits.
     private func drain(reason: String) async {
         let deadline = ContinuousClock.now + configuration.shutdownDeadline
-        shared.withLock { shared in
-            let removed = shared.queues.removeWaiting { _ in true }
-            shared.buffered -= removed.count
-        }
-        while shared.withLock({ $0.running.values.contains { $0 > 0 } && $0.fatal == nil }),
+        shared.withLock { $0.machine.beginDrain() }
+        while shared.withLock({ $0.machine.isRunningAnything && $0.machine.fatal == nil }),
             ContinuousClock.now < deadline
         {
             try? await Task.sleep(for: .milliseconds(5))
         }
         let commitDeadline = ContinuousClock.now + .seconds(10)
-        handle(batcher.flush())
-        while shared.withLock({ $0.fatal == nil }), batcher.hasCommittable(partitions: batcher.assignedPartitions),
-            ContinuousClock.now < commitDeadline
-        {
-            handle(batcher.flush())
+        handle(shared.withLock { $0.machine.flush() })
+        while true {
+            let (committable, writing, stopped) = shared.withLock {
+                let assigned = $0.machine.assignedPartitions
+                return ($0.machine.hasCommittable(assigned), $0.machine.isWriting(assigned), $0.machine.fatal != nil)
+            }
+            if !committable || stopped || (!writing && ContinuousClock.now >= commitDeadline) { break }
+            if !writing { handle(shared.withLock { $0.machine.flush() }) }
             try? await Task.sleep(for: .milliseconds(5))
         }
         logger.info("drained", metadata: ["reason": "\(reason)"])
@@ -418,29 +428,32 @@ public final class WorkerService: Service, Sendable {
 
     // MARK: - Committing
 
-    private func handle(_ action: TransactionBatcher.Action) {
+    private func handle(_ action: WorkerStateMachine.Action) {
         switch action {
         case .none: break
+        case .start(let jobs):
+            guard let startJob = shared.withLock({ $0.startJob }) else { return }
+            for job in jobs { startJob.yield(job) }
         case .commit(let batch): _ = shared.withLock { $0.commitRequests }?.yield(batch)
-        case .stop(let reason):
-            stop(reason.contains("fenced") ? WorkerError.fenced(reason) : WorkerError.transactionFailed(reason))
+        case .stop(let error): stop(error)
         }
     }
 
     private func perform(_ batch: TransactionBatcher.Batch, output: any OutputWriter, consumer: KafkaConsumer) async {
-        // A batch holding a partition revoked since it was built is not ours to commit any more: writing its
-        // records without their offsets would make the next owner repeat them (and, with a partition given back
-        // to us, move the new assignment's offsets past jobs being re-run). Drop it; its jobs run again.
-        guard batcher.isValid(batchId: batch.id) else {
+        // A batch holding a partition revoked since it was built, or built in an earlier assignment, is not ours to
+        // commit any more: writing its records without their offsets would make the next owner repeat them, and
+        // its offsets under the new generation would move the new owner's position. Drop it; its jobs run again.
+        let metadata = shared.withLock { $0.machine.mayWrite(batch) ? $0.groupMetadata[batch.generation] : nil }
+        guard let metadata else {
             logger.info("batch abandoned: its partitions were revoked", metadata: ["jobs": "\(batch.jobCount)"])
-            handle(batcher.abandon(batchId: batch.id))
+            handle(shared.withLock { $0.machine.abandon(batch) })
             return
         }
         let offsets = batch.offsets.map {
             TopicPartitionOffset(topic: configuration.topics.jobs, partition: $0.key, offset: $0.value)
         }
-        do {
-            try await output.write(batch, offsets: offsets, consumer: consumer)
+        guard let failure = await output.write(batch, offsets: offsets, groupMetadata: metadata, consumer: consumer)
+        else {
             metrics.commits.increment()
             let now = Date()
             for scheduled in batch.scheduledAt {
@@ -450,40 +463,41 @@ public final class WorkerService: Service, Sendable {
                 CommitReport(
                     jobCount: batch.jobCount, recordCount: batch.records.count + batch.stateRecords.count,
                     committedAt: now, scheduledAt: batch.scheduledAt))
-            handle(batcher.commitSucceeded(batchId: batch.id))
-        } catch let error as KafkaError {
-            metrics.aborts.increment()
-            if shared.withLock({ $0.abandonCommits }) {
-                logger.warning("commit failed during shutdown; left to the next owner", metadata: ["error": "\(error)"])
-                return
-            }
-            let fatal = error.isFatal
-            logger.warning(
-                "commit failed", metadata: ["error": "\(error)", "fatal": "\(fatal)", "attempt": "\(batch.attempt)"])
-            if !fatal {
-                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(batch.attempt, 6))))
-            }
-            handle(
-                batcher.commitFailed(
-                    batchId: batch.id, fatal: fatal, groupRebalancing: error.isGroupRebalancing,
-                    reason: fatal ? "fenced or fatal: \(error)" : "\(error)"))
-        } catch {
-            metrics.aborts.increment()
-            logger.warning("commit failed", metadata: ["error": "\(error)"])
-            if shared.withLock({ $0.abandonCommits }) { return }
-            try? await Task.sleep(for: .milliseconds(100))
-            handle(batcher.commitFailed(batchId: batch.id, fatal: false, reason: "\(error)"))
+            handle(shared.withLock { $0.machine.commitSucceeded(batch) })
+            return
         }
+        metrics.aborts.increment()
+        if shared.withLock({ $0.abandonCommits }) {
+            logger.warning("commit failed during shutdown; left to the next owner", metadata: ["error": "\(failure)"])
+            return
+        }
+        logger.warning("commit failed", metadata: ["error": "\(failure)", "attempt": "\(batch.attempt)"])
+        if case .aborted(_, let rebalancing, let recordRejected) = failure {
+            if recordRejected { metrics.rejectedBatches.increment() }
+            if !rebalancing && !recordRejected {
+                try? await Task.sleep(for: .milliseconds(min(5000, 50 << min(batch.attempt, 7))))
+            }
+        }
+        let before = shared.withLock { $0.machine.deadLetteredOutputs }
+        let action = shared.withLock { $0.machine.commitFailed(batch, failure: failure) }
+        let deadLettered = shared.withLock { $0.machine.deadLetteredOutputs } - before
+        if deadLettered > 0 {
+            metrics.job(outcome: .deadLettered)
+            logger.error(
+                "the cluster refused a job's output; the job goes to the dead-letter topic instead",
+                metadata: ["error": "\(failure)", "jobs": "\(deadLettered)"])
+        }
+        handle(action)
     }
 
     private func reportLag(consumer: KafkaConsumer) async {
         while !Task.isCancelled, !shared.withLock({ $0.stopping }) {
             try? await Task.sleep(for: .seconds(5))
-            for partition in batcher.assignedPartitions {
+            for partition in shared.withLock({ $0.machine.assignedPartitions }) {
                 guard
                     let (_, high) = try? await consumer.watermarks(
                         topic: configuration.topics.jobs, partition: partition, timeout: .seconds(2)),
-                    let position = batcher.committedPosition(partition: partition)
+                    let position = shared.withLock({ $0.machine.committedPosition(partition: partition) })
                 else { continue }
                 metrics.lag(partition: partition, Int(max(0, high - position)))
             }

@@ -1,27 +1,52 @@
 import Foundation
 import Testing
-import Worker
+@testable import Worker
 
-@Suite struct TransactionBatcherTests {
-    func result(_ name: String) -> JobResult {
+/// Outputs and batches that the batcher and state machine tests share.
+enum BatchFixtures {
+    static func result(_ name: String) -> JobResult {
         var result = JobResult(outcome: .synced)
         result.records = [OutgoingRecord(topic: "activities", key: name, value: Array(name.utf8))]
         result.stateRecords = [OutgoingRecord(topic: "state", partition: 0, key: name, value: [])]
         return result
     }
 
-    func batch(_ action: TransactionBatcher.Action) -> TransactionBatcher.Batch? {
+    static func batch(_ action: TransactionBatcher.Action) -> TransactionBatcher.Batch? {
         if case .commit(let batch) = action { return batch }
         return nil
     }
 
+    static let aborted = TransactionBatcher.CommitFailure.aborted(
+        reason: "abortable", rebalancing: false, recordRejected: false)
+    static let rebalancing = TransactionBatcher.CommitFailure.aborted(
+        reason: "REBALANCE_IN_PROGRESS", rebalancing: true, recordRejected: false)
+    static let rejected = TransactionBatcher.CommitFailure.aborted(
+        reason: "MSG_SIZE_TOO_LARGE", rebalancing: false, recordRejected: true)
+
+    /// A dead letter that names the job, so tests can see which job was dead-lettered.
+    static let deadLetter: @Sendable (JobOrigin?, Int32, Int64, String) -> JobResult = { _, partition, offset, reason in
+        var result = JobResult(outcome: .deadLettered)
+        result.records = [
+            OutgoingRecord(topic: "dlq", key: "p\(partition)o\(offset)", value: Array(reason.utf8))
+        ]
+        return result
+    }
+}
+
+@Suite struct TransactionBatcherTests {
+    let result = BatchFixtures.result
+    let batch = BatchFixtures.batch
+
     @Test func commitsByTimeOnlyTheContiguousPrefix() {
         var configuration = TransactionBatcher.Configuration()
         configuration.commitInterval = .milliseconds(100)
-        let batcher = TransactionBatcher(configuration: configuration)
+        var batcher = TransactionBatcher(configuration: configuration)
         let t0 = Date()
         batcher.assign([0])
-        for offset in Int64(0)...2 { #expect(batcher.consumed(partition: 0, offset: offset)) }
+        for offset in Int64(0)...2 {
+            let taken = batcher.consumed(partition: 0, offset: offset)
+            #expect(taken)
+        }
         #expect(batch(batcher.finished(partition: 0, offset: 0, result: result("a"), now: t0)) == nil)
         #expect(batch(batcher.finished(partition: 0, offset: 2, result: result("c"), now: t0)) == nil)
         #expect(batch(batcher.tick(now: t0 + 0.05)) == nil, "not before the interval")
@@ -41,7 +66,7 @@ import Worker
         var configuration = TransactionBatcher.Configuration()
         configuration.maxJobs = 3
         configuration.commitInterval = .seconds(60)
-        let batcher = TransactionBatcher(configuration: configuration)
+        var batcher = TransactionBatcher(configuration: configuration)
         batcher.assign([0, 1])
         var actions: [TransactionBatcher.Action] = []
         for offset in Int64(0)..<3 {
@@ -57,33 +82,36 @@ import Worker
     @Test func anAbortRetriesTheSameOutputThenGivesUp() {
         var configuration = TransactionBatcher.Configuration()
         configuration.maxAttempts = 2
-        let batcher = TransactionBatcher(configuration: configuration)
+        var batcher = TransactionBatcher(configuration: configuration)
         batcher.assign([0])
         _ = batcher.consumed(partition: 0, offset: 0)
         _ = batcher.finished(partition: 0, offset: 0, result: result("a"))
         let first = batch(batcher.flush())!
-        let retry = batch(batcher.commitFailed(batchId: first.id, fatal: false, reason: "abortable"))
+        let retry = batch(batcher.commitFailed(batchId: first.id, failure: BatchFixtures.aborted))
         #expect(retry?.attempt == 2)
         #expect(retry?.records == first.records)
         #expect(retry?.offsets == first.offsets)
-        guard case .stop = batcher.commitFailed(batchId: first.id, fatal: false, reason: "abortable") else {
+        guard case .stop(let error) = batcher.commitFailed(batchId: first.id, failure: BatchFixtures.aborted) else {
             Issue.record("expected stop after maxAttempts")
             return
         }
+        #expect(!error.isFenced)
         #expect(batcher.counts.aborts == 2)
     }
 
-    @Test func aFencedProducerStopsTheWorker() {
-        let batcher = TransactionBatcher()
+    @Test func aFencedProducerStopsTheWorkerAndStaysStopped() {
+        var batcher = TransactionBatcher()
         batcher.assign([0])
         _ = batcher.consumed(partition: 0, offset: 0)
         _ = batcher.finished(partition: 0, offset: 0, result: result("a"))
         let first = batch(batcher.flush())!
-        guard case .stop(let reason) = batcher.commitFailed(batchId: first.id, fatal: true, reason: "fenced") else {
+        let fenced = WorkerError.fenced("PRODUCER_FENCED")
+        guard case .stop(let error) = batcher.commitFailed(batchId: first.id, failure: .fatal(fenced)) else {
             Issue.record("expected stop")
             return
         }
-        #expect(reason == "fenced")
+        #expect(error.isFenced)
+        #expect(error.exitCode == 3)
         guard case .stop = batcher.flush() else {
             Issue.record("a stopped batcher stays stopped")
             return
@@ -91,7 +119,7 @@ import Worker
     }
 
     @Test func revocationForgetsUncommittedWork() {
-        let batcher = TransactionBatcher()
+        var batcher = TransactionBatcher()
         batcher.assign([0, 1])
         _ = batcher.consumed(partition: 1, offset: 0)
         _ = batcher.finished(partition: 1, offset: 0, result: result("a"))
@@ -99,49 +127,104 @@ import Worker
         batcher.revoke([1])
         #expect(!batcher.hasUncommitted(partitions: [1]))
         #expect(batch(batcher.flush()) == nil)
-        #expect(!batcher.consumed(partition: 1, offset: 1))
+        let taken = batcher.consumed(partition: 1, offset: 1)
+        #expect(!taken)
     }
 
     @Test("a batch in flight when one of its partitions is revoked is abandoned, never written without its offsets")
     func revocationInvalidatesTheBatchInFlight() {
-        let batcher = TransactionBatcher()
-        batcher.assign([0, 1])
+        var batcher = TransactionBatcher()
+        batcher.assign([0, 1], generation: 1)
         _ = batcher.consumed(partition: 0, offset: 0)
         _ = batcher.consumed(partition: 1, offset: 0)
         _ = batcher.finished(partition: 0, offset: 0, result: result("a"))
         _ = batcher.finished(partition: 1, offset: 0, result: result("b"))
         let inFlight = batch(batcher.flush())!
         #expect(batcher.isValid(batchId: inFlight.id))
+        #expect(inFlight.generation == 1)
         // The commit failed mid-rebalance; before its retry runs, partition 1 is revoked (and given back).
-        let retry = batch(batcher.commitFailed(batchId: inFlight.id, fatal: false, groupRebalancing: true, reason: "rebalance"))!
+        let retry = batch(batcher.commitFailed(batchId: inFlight.id, failure: BatchFixtures.rebalancing))!
         batcher.revoke([1])
-        batcher.assign([1])
+        batcher.assign([1], generation: 2)
         #expect(!batcher.isValid(batchId: retry.id), "its offsets for partition 1 belong to the old assignment")
         // Partition 0 was never revoked: its job's output comes back in the next batch, never its offset alone.
         let next = batch(batcher.abandon(batchId: retry.id))
         #expect(next?.offsets == [0: 1])
         #expect(next?.records.map(\.key) == [Array("a".utf8)])
+        #expect(next?.generation == 2, "rebuilt in, and bound to, the current assignment")
         #expect(next.map { batcher.isValid(batchId: $0.id) } == true)
         _ = batcher.commitSucceeded(batchId: next!.id)
         // The re-consumed job of partition 1 is tracked afresh and commits with its own output.
-        #expect(batcher.consumed(partition: 1, offset: 0))
+        let taken = batcher.consumed(partition: 1, offset: 0)
+        #expect(taken)
         _ = batcher.finished(partition: 1, offset: 0, result: result("b"))
         let last = batch(batcher.flush())
         #expect(last?.offsets == [1: 1])
         #expect(last?.records.map(\.key) == [Array("b".utf8)])
     }
 
+    @Test("a batch built in one assignment is never valid in the next, even for the same partitions")
+    func aBatchIsBoundToItsGeneration() {
+        var batcher = TransactionBatcher()
+        batcher.assign([0], generation: 7)
+        _ = batcher.consumed(partition: 0, offset: 0)
+        _ = batcher.finished(partition: 0, offset: 0, result: result("a"))
+        let built = batch(batcher.flush())!
+        #expect(built.generation == 7)
+        batcher.assign([3], generation: 8)  // a new assignment without a revocation of 0 seen (lost event)
+        #expect(!batcher.isValid(batchId: built.id))
+    }
+
     @Test("commits refused because the group is rebalancing are retried without counting toward giving up")
     func rebalancingRetriesDoNotCount() {
         var configuration = TransactionBatcher.Configuration()
         configuration.maxAttempts = 1
-        let batcher = TransactionBatcher(configuration: configuration)
+        var batcher = TransactionBatcher(configuration: configuration)
         batcher.assign([0])
         _ = batcher.consumed(partition: 0, offset: 0)
         _ = batcher.finished(partition: 0, offset: 0, result: result("a"))
         let first = batch(batcher.flush())!
         for _ in 0..<10 {
-            #expect(batch(batcher.commitFailed(batchId: first.id, fatal: false, groupRebalancing: true, reason: "r")) != nil)
+            #expect(batch(batcher.commitFailed(batchId: first.id, failure: BatchFixtures.rebalancing)) != nil)
         }
     }
+
+    @Test("a refused record splits the batch into single jobs; only the job that made it is dead-lettered")
+    func aRefusedRecordDeadLettersOnlyItsJob() {
+        var configuration = TransactionBatcher.Configuration()
+        configuration.maxAttempts = 1
+        var batcher = TransactionBatcher(configuration: configuration, deadLetter: BatchFixtures.deadLetter)
+        batcher.assign([0])
+        for offset in Int64(0)..<3 {
+            _ = batcher.consumed(partition: 0, offset: offset)
+            _ = batcher.finished(partition: 0, offset: offset, result: result("job\(offset)"))
+        }
+        let whole = batch(batcher.flush())!
+        #expect(whole.jobCount == 3)
+        // The cluster refuses a record of the batch: never a stop, however often (maxAttempts is 1).
+        let first = batch(batcher.commitFailed(batchId: whole.id, failure: BatchFixtures.rejected))!
+        #expect(first.jobCount == 1)
+        #expect(first.offsets == [0: 1])
+        #expect(first.records.map(\.key) == [Array("job0".utf8)])
+        let second = batch(batcher.commitSucceeded(batchId: first.id))!
+        #expect(second.jobCount == 1)
+        #expect(second.offsets == [0: 2])
+        // job1 made the bad record: alone, it is refused again, and its output becomes a dead letter.
+        let replaced = batch(batcher.commitFailed(batchId: second.id, failure: BatchFixtures.rejected))!
+        #expect(replaced.offsets == [0: 2])
+        #expect(replaced.records.map(\.topic) == ["dlq"])
+        #expect(replaced.records.map(\.key) == [Array("p0o1".utf8)])
+        #expect(replaced.stateRecords.isEmpty, "the refused job's state is not written")
+        let third = batch(batcher.commitSucceeded(batchId: replaced.id))!
+        #expect(third.offsets == [0: 3])
+        #expect(third.records.map(\.key) == [Array("job2".utf8)])
+        #expect(batch(batcher.commitSucceeded(batchId: third.id)) == nil)
+        // Back to normal batching once the split batch is through.
+        for offset in Int64(3)..<5 {
+            _ = batcher.consumed(partition: 0, offset: offset)
+            _ = batcher.finished(partition: 0, offset: offset, result: result("job\(offset)"))
+        }
+        #expect(batch(batcher.flush())?.jobCount == 2)
+    }
 }
+

@@ -1,0 +1,195 @@
+import Foundation
+import SyncModel
+import Testing
+
+@testable import Worker
+
+/// The worker's decisions without Kafka: ownership, hand-over and batches, driven event by event.
+@Suite struct WorkerStateMachineTests {
+    func job(_ account: String, tick: Int) -> SyncJob {
+        SyncJob(
+            accountId: account, integration: "github",
+            scheduledAt: Date(timeIntervalSince1970: 1_700_000_000 + Double(tick) * 60),
+            sealedConfig: SealedConfig(keyId: "k1", ciphertext: "x"), jobId: "\(account)@\(tick)")
+    }
+
+    func origin(_ partition: Int32, _ offset: Int64) -> JobOrigin {
+        JobOrigin(topic: "jobs", partition: partition, offset: offset, key: nil, value: nil)
+    }
+
+    func started(_ action: WorkerStateMachine.Action) -> [WorkerStateMachine.QueuedJob] {
+        if case .start(let jobs) = action { return jobs }
+        return []
+    }
+
+    /// A machine owning `partitions`, restored with no state.
+    func machine(owning partitions: [Int32], concurrency: Int = 8) -> (WorkerStateMachine, Int) {
+        var machine = WorkerStateMachine(
+            concurrency: concurrency, batcher: TransactionBatcher(deadLetter: BatchFixtures.deadLetter))
+        let generation = machine.assigned(partitions)
+        for partition in partitions {
+            _ = machine.restored(partition: partition, generation: generation, records: [])
+        }
+        return (machine, generation)
+    }
+
+    /// Consumes and starts one job, returning it as the machine handed it out.
+    func run(_ machine: inout WorkerStateMachine, _ account: String, tick: Int, at origin: JobOrigin)
+        -> WorkerStateMachine.QueuedJob?
+    {
+        guard machine.consumed(partition: origin.partition, offset: origin.offset) else { return nil }
+        return started(machine.accept(job(account, tick: tick), origin: origin)).first
+    }
+
+    @Test("jobs of a partition that is still restoring do not run")
+    func restoringPartitionsHoldTheirJobs() {
+        var machine = WorkerStateMachine(concurrency: 4, batcher: TransactionBatcher())
+        let generation = machine.assigned([0])
+        #expect(machine.ownership(0) == .restoring)
+        #expect(machine.ownedPartitions.isEmpty)
+        _ = machine.restored(partition: 0, generation: generation + 1, records: [])
+        #expect(machine.ownership(0) == .restoring, "a restore of another assignment does not count")
+        _ = machine.restored(partition: 0, generation: generation, records: [])
+        #expect(machine.ownedPartitions == [0])
+    }
+
+    @Test("a partition is not handed over while a batch holding it is being written")
+    func revocationWaitsForTheBatchInFlight() {
+        var (machine, _) = machine(owning: [0, 1])
+        let queued = run(&machine, "a", tick: 1, at: origin(0, 0))!
+        let finished = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
+        #expect(finished.start.isEmpty)
+        guard case .commit(let batch) = machine.flush() else {
+            Issue.record("expected a commit")
+            return
+        }
+        _ = machine.beginRevocation([0, 1], lost: false)
+        #expect(machine.isWriting([0]), "the service keeps the revocation open while this is true")
+        #expect(machine.hasCommittable([0]))
+        #expect(!machine.isWriting([1]))
+        // Nothing new is taken for a partition being handed over.
+        let taken = machine.consumed(partition: 0, offset: 1)
+        #expect(!taken)
+        // The write commits: only now is the partition settled.
+        _ = machine.commitSucceeded(batch)
+        #expect(!machine.isWriting([0]))
+        #expect(!machine.hasCommittable([0, 1]))
+        machine.finishRevocation([0, 1])
+        #expect(machine.assignedCount == 0)
+    }
+
+    @Test("an abort during a revocation is final: the batch is not retried under the next generation")
+    func anAbortDuringRevocationIsNotRetried() {
+        var (machine, _) = machine(owning: [0])
+        let queued = run(&machine, "a", tick: 1, at: origin(0, 0))!
+        _ = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
+        guard case .commit(let batch) = machine.flush() else {
+            Issue.record("expected a commit")
+            return
+        }
+        _ = machine.beginRevocation([0], lost: false)
+        // The group is rebalancing: outside a revocation this would be retried; here the partition's output is
+        // dropped and the next owner re-runs the job from the committed offset.
+        let action = machine.commitFailed(batch, failure: BatchFixtures.rebalancing)
+        if case .commit = action { Issue.record("must not retry a batch of a partition being handed over") }
+        #expect(!machine.isWriting([0]))
+        #expect(!machine.hasCommittable([0]))
+        #expect(!machine.mayWrite(batch))
+    }
+
+    @Test("outside a revocation a rebalancing failure is retried with the same output")
+    func aRebalancingFailureOutsideARevocationIsRetried() {
+        var (machine, _) = machine(owning: [0])
+        let queued = run(&machine, "a", tick: 1, at: origin(0, 0))!
+        _ = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
+        guard case .commit(let batch) = machine.flush() else {
+            Issue.record("expected a commit")
+            return
+        }
+        guard case .commit(let retry) = machine.commitFailed(batch, failure: BatchFixtures.rebalancing) else {
+            Issue.record("expected a retry")
+            return
+        }
+        #expect(retry.records == batch.records)
+        #expect(machine.mayWrite(retry))
+    }
+
+    @Test("a job that finishes after its partition moved on counts for nothing, even if the partition came back")
+    func aJobFromAnEarlierAssignmentIsDiscarded() {
+        var (machine, _) = machine(owning: [0])
+        let queued = run(&machine, "a", tick: 1, at: origin(0, 0))!
+        _ = machine.beginRevocation([0], lost: false)
+        machine.finishRevocation([0])  // the revocation deadline passed with the job still running
+        let generation = machine.assigned([0])
+        _ = machine.restored(partition: 0, generation: generation, records: [])
+        let late = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
+        if case .commit = late.commit { Issue.record("output of the old assignment must not be committed") }
+        if case .commit = machine.flush() { Issue.record("nothing of the old assignment is committable") }
+        // The job is consumed again in the new assignment and runs for real.
+        let again = run(&machine, "a", tick: 1, at: origin(0, 0))
+        #expect(again?.generation == generation)
+    }
+
+    @Test("a lost partition drops everything at once: its running jobs' output is never committed")
+    func aLostPartitionIsDroppedAtOnce() {
+        var (machine, _) = machine(owning: [0])
+        let queued = run(&machine, "a", tick: 1, at: origin(0, 0))!
+        _ = machine.beginRevocation([0], lost: true)
+        #expect(machine.assignedCount == 0)
+        let late = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
+        if case .commit = late.commit { Issue.record("a lost partition's output must not be committed") }
+        #expect(machine.buffered == 0)
+    }
+
+    @Test("one account's jobs run one at a time; revocation drops the waiting ones")
+    func accountsRunOneJobAtATime() {
+        var (machine, _) = machine(owning: [0])
+        let first = run(&machine, "a", tick: 1, at: origin(0, 0))
+        #expect(first != nil)
+        let second = run(&machine, "a", tick: 2, at: origin(0, 1))
+        #expect(second == nil, "waits behind tick 1")
+        #expect(machine.buffered == 2)
+        let next = machine.finished(first!, result: BatchFixtures.result("a1"), statusRecord: nil)
+        #expect(next.start.map(\.job.jobId) == ["a@2"])
+        let third = run(&machine, "a", tick: 3, at: origin(0, 2))
+        #expect(third == nil)
+        let dropped = machine.beginRevocation([0], lost: false)
+        #expect(dropped == 1, "tick 3 never started: the next owner runs it")
+    }
+
+    @Test("a status record is written only when the account's status changes")
+    func statusRecordsOnlyOnChange() {
+        var (machine, _) = machine(owning: [0])
+        let status = OutgoingRecord(topic: "status", key: "a", value: Array("ok".utf8))
+        var written: [Int] = []
+        for tick in 1...3 {
+            let queued = run(&machine, "a", tick: tick, at: origin(0, Int64(tick)))!
+            var result = BatchFixtures.result("a\(tick)")
+            result.status = AccountStatus(accountId: "a", integration: "github", status: .ok, reason: nil, at: Date())
+            _ = machine.finished(queued, result: result, statusRecord: status)
+            guard case .commit(let batch) = machine.flush() else { continue }
+            written.append(batch.records.filter { $0.topic == "status" }.count)
+            _ = machine.commitSucceeded(batch)
+        }
+        #expect(written == [1, 0, 0])
+    }
+
+    @Test("draining drops waiting jobs and starts nothing new; a stopped machine keeps its first reason")
+    func drainAndStop() {
+        var (machine, _) = machine(owning: [0], concurrency: 1)
+        let first = run(&machine, "a", tick: 1, at: origin(0, 0))!
+        let other = run(&machine, "b", tick: 1, at: origin(0, 1))
+        #expect(other == nil, "concurrency 1")
+        machine.beginDrain()
+        #expect(machine.lifecycle == .draining)
+        #expect(machine.buffered == 1)
+        let next = machine.finished(first, result: BatchFixtures.result("a"), statusRecord: nil)
+        #expect(next.start.isEmpty)
+        let late = machine.accept(job("c", tick: 1), origin: origin(0, 2))
+        #expect(started(late).isEmpty)
+        machine.stop(WorkerError.fenced("PRODUCER_FENCED"))
+        machine.stop(WorkerError.transactionFailed("later"))
+        #expect(machine.fatal?.isFenced == true)
+        #expect(machine.lifecycle == .stopped)
+    }
+}
