@@ -76,6 +76,19 @@ public final class EmbeddedKafkaCluster: Sendable {
         }
     }
 
+    /// Delays the next `count` responses of this API key from one broker by `delay`, each failing with `error`
+    /// (0 for none) — a slow EndTxn, say, to hold a transaction open across a rebalance.
+    public func delayRequests(
+        broker: Int32 = 1, apiKey: Int16, count: Int = 1, by delay: Duration, error: Int32 = 0
+    ) throws(KafkaError) {
+        for _ in 0..<count {
+            try mockCall("delaying requests \(apiKey) of broker \(broker)") {
+                activity_sync_mock_push_request_error_rtt(
+                    $0, broker, apiKey, rd_kafka_resp_err_t(error), Int32(delay.timeoutMilliseconds))
+            }
+        }
+    }
+
     /// Forgets errors pushed for this API key that were not consumed yet.
     public func clearRequestErrors(apiKey: Int16) throws(KafkaError) {
         try client.withHandle("clearRequestErrors") { [cluster] (_) throws(KafkaError) in

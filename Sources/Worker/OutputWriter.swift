@@ -121,9 +121,10 @@ struct TransactionalWriter: OutputWriter {
         var reason: String
     }
 
-    /// Calls a transaction step again while librdkafka says the same call may succeed, up to `stepBound`.
+    /// Calls a transaction step again while librdkafka says the same call may succeed: at least once more, and
+    /// for up to `stepBound` after the first failure (each call itself may take its whole timeout).
     private func resuming(_ name: String, _ step: () async throws -> Void) async throws {
-        let deadline = ContinuousClock.now + stepBound
+        var deadline: ContinuousClock.Instant?
         var attempt = 0
         while true {
             do {
@@ -132,7 +133,9 @@ struct TransactionalWriter: OutputWriter {
             } catch let error as KafkaError {
                 guard error.isRetriable, !error.requiresAbort, !error.isFatal else { throw error }
                 attempt += 1
-                guard ContinuousClock.now < deadline else {
+                let limit = deadline ?? ContinuousClock.now + stepBound
+                deadline = limit
+                guard attempt == 1 || ContinuousClock.now < limit else {
                     throw Unsettled(reason: "\(name) still failing after \(attempt) attempts: \(error)")
                 }
                 logger.info("resuming \(name)", metadata: ["error": "\(error)", "attempt": "\(attempt)"])

@@ -1,0 +1,180 @@
+import ActivitySyncTesting
+import Foundation
+import Kafka
+import Logging
+import SyncModel
+import Synchronization
+import Testing
+import Worker
+
+/// `CountingIntegration`, but each sync takes a while: long enough for a rebalance to find jobs running.
+final class SlowCountingIntegration: Integration {
+    let key = "github"
+    let delay: Duration
+    private let started = Mutex(0)
+    var calls: Int { started.withLock { $0 } }
+
+    init(delay: Duration) { self.delay = delay }
+
+    func spec() -> JSONValue { [:] }
+    func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
+        AccountSetup(accountId: "", config: [:], settings: [:])
+    }
+    func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        started.withLock { $0 += 1 }
+        try await Task.sleep(for: delay)
+        return try await CountingIntegration().sync(request)
+    }
+}
+
+/// Log lines with the moment they were written, to check the order of what a worker did.
+final class TimedLogs: Sendable {
+    private let lines = Mutex<[(at: ContinuousClock.Instant, line: String)]>([])
+
+    struct Handler: LogHandler {
+        let sink: TimedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .info
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let line = "\(event.message) \(event.metadata ?? [:])"
+            sink.lines.withLock { $0.append((ContinuousClock.now, line)) }
+        }
+    }
+
+    var logger: Logger { Logger(label: "timed") { _ in Handler(sink: self) } }
+
+    func first(containing text: String) -> ContinuousClock.Instant? {
+        lines.withLock { $0.first { $0.line.contains(text) }?.at }
+    }
+
+    func contains(_ text: String) -> Bool { first(containing: text) != nil }
+
+    var all: [String] { lines.withLock { $0.map(\.line) } }
+}
+
+/// Faults injected into the embedded cluster under a running worker: each scenario here stopped, stalled or
+/// repeated output before the worker's state machine and transaction handling were rewritten.
+@Suite(.serialized) struct WorkerFaultTests {
+    func jobs(_ harness: WorkerHarness, accounts: [String], tick: Int) throws -> [(key: String?, value: [UInt8]?)] {
+        try accounts.map { ($0, try WireFormat.encode(try harness.job($0, tick: tick))) }
+    }
+
+    @Test("a commit that times out is resumed as a commit, never answered with an abort", .timeLimit(.minutes(2)))
+    func aTimedOutCommitIsResumed() async throws {
+        let harness = try WorkerHarness()
+        let accounts = (1...4).map { "acct-\($0)" }
+        var configuration = harness.configuration(delivery: .exactlyOnce)
+        configuration.transactionTimeout = .seconds(4)
+        let logs = TimedLogs()
+        let worker = WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([CountingIntegration()]),
+            sealer: harness.sealer, logger: logs.logger)
+        let run = Task { try await worker.run() }
+        try await harness.publish(try jobs(harness, accounts: accounts, tick: 1))
+        #expect(try await harness.eventually { try await harness.activityIds().count == accounts.count })
+        #expect(try await harness.eventually { worker.transactionCounts.commits > 0 })
+        let committed = worker.transactionCounts.commits
+        // The next EndTxn answers after 6 s: commit_transaction (4 s) times out with a retriable error.
+        try harness.cluster.delayRequests(apiKey: 26, by: .seconds(6))
+        try await harness.publish(try jobs(harness, accounts: accounts, tick: 2))
+        let expected = harness.expectedIds(accounts: accounts, ticks: 2)
+        // (The embedded cluster shows records before their commit: wait for the commit itself.)
+        let done = try await harness.eventually {
+            try await Set(harness.activityIds()) == expected && worker.transactionCounts.commits > committed
+        }
+        #expect(done)
+        #expect(logs.contains("resuming commitTransaction"), "the timed-out commit was called again: \(logs.all)")
+        #expect(worker.transactionCounts.aborts == 0, "nothing was aborted")
+        worker.beginShutdown()
+        try await run.value
+        let ids = try await harness.activityIds()
+        #expect(ids.count == Set(ids).count, "no batch was written twice")
+    }
+
+    @Test("offsets refused while the group rebalances, again and again, never stop the worker", .timeLimit(.minutes(2)))
+    func rebalancingRefusalsDoNotStopTheWorker() async throws {
+        let harness = try WorkerHarness()
+        let accounts = (1...4).map { "acct-\($0)" }
+        try await harness.publish(try jobs(harness, accounts: accounts, tick: 1))
+        // TxnOffsetCommit (28): REBALANCE_IN_PROGRESS (27) more often than any retry budget.
+        try harness.cluster.pushRequestErrors(apiKey: 28, errors: Array(repeating: 27, count: 12))
+        let worker = harness.worker(harness.configuration(delivery: .exactlyOnce))
+        let run = Task { try await worker.run() }
+        let expected = harness.expectedIds(accounts: accounts, ticks: 1)
+        #expect(try await harness.eventually { Set(try await harness.activityIds()) == expected })
+        worker.beginShutdown()
+        try await run.value  // throws if the worker stopped itself
+    }
+
+    @Test("a state restore that times out is retried; the worker then runs its jobs", .timeLimit(.minutes(3)))
+    func aRestoreThatTimesOutIsRetried() async throws {
+        let harness = try WorkerHarness()
+        let accounts = (1...4).map { "acct-\($0)" }
+        try await harness.publish(try jobs(harness, accounts: accounts, tick: 1))
+        var configuration = harness.configuration(delivery: .exactlyOnce)
+        configuration.restoreTimeout = .seconds(1)
+        configuration.sessionTimeout = .seconds(20)
+        let logs = TimedLogs()
+        let worker = WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([CountingIntegration()]),
+            sealer: harness.sealer, logger: logs.logger)
+        // Every response takes 1.5 s: a state read with a 1 s budget cannot finish.
+        try harness.cluster.setRoundTripTime(broker: 1, .milliseconds(1500))
+        let run = Task { try await worker.run() }
+        let retried = try await harness.eventually(timeout: .seconds(90)) {
+            logs.contains("restoring a state partition failed; retrying")
+        }
+        #expect(retried)
+        try harness.cluster.setRoundTripTime(broker: 1, .zero)
+        let expected = harness.expectedIds(accounts: accounts, ticks: 1)
+        #expect(try await harness.eventually { Set(try await harness.activityIds()) == expected })
+        worker.beginShutdown()
+        try await run.value
+    }
+
+    @Test(
+        "a revocation during a slow commit hands the partitions over only after that commit settled",
+        .timeLimit(.minutes(3)))
+    func aRevocationWaitsForTheCommitInFlight() async throws {
+        let harness = try WorkerHarness()
+        let accounts = (1...8).map { "acct-\($0)" }
+        var configuration = harness.configuration(delivery: .exactlyOnce, id: "a")
+        configuration.revocationDeadline = .milliseconds(300)
+        configuration.transactionTimeout = .seconds(15)
+        let commits = Mutex<[ContinuousClock.Instant]>([])
+        configuration.onCommit = { _ in commits.withLock { $0.append(.now) } }
+        let logs = TimedLogs()
+        let slow = SlowCountingIntegration(delay: .milliseconds(1500))
+        let first = WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([slow]),
+            sealer: harness.sealer, logger: logs.logger)
+        let firstRun = Task { try await first.run() }
+        try await harness.publish(try jobs(harness, accounts: accounts, tick: 1))
+        #expect(try await harness.eventually { try await harness.activityIds().count == accounts.count })
+        let committedBefore = commits.withLock { $0.count }
+        // The next commit's EndTxn answers after 5 s; a second worker joins while it is in flight.
+        try harness.cluster.delayRequests(apiKey: 26, by: .seconds(5))
+        try await harness.publish(try jobs(harness, accounts: accounts, tick: 2))
+        #expect(try await harness.eventually { slow.calls == 2 * accounts.count }, "tick 2 is running")
+        let second = harness.worker(harness.configuration(delivery: .exactlyOnce, id: "b"))
+        let secondRun = Task { try await second.run() }
+        let revoked = try await harness.eventually(timeout: .seconds(60)) { logs.contains("partitions revoked") }
+        #expect(revoked)
+        let expected = harness.expectedIds(accounts: accounts, ticks: 2)
+        #expect(try await harness.eventually { Set(try await harness.activityIds()) == expected })
+        let revokedAt = try #require(logs.first(containing: "partitions revoked"))
+        let slowCommitAt = commits.withLock { $0.count > committedBefore ? $0[committedBefore] : nil }
+        let committed = try #require(slowCommitAt, "the delayed transaction committed")
+        #expect(committed <= revokedAt, "the partitions were released only after the transaction holding them ended")
+        first.beginShutdown()
+        second.beginShutdown()
+        try await firstRun.value
+        try await secondRun.value
+        let ids = try await harness.activityIds()
+        #expect(ids.count == Set(ids).count, "nothing was written twice across the hand-over")
+    }
+}
