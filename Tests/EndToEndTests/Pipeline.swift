@@ -75,19 +75,23 @@ final class Pipeline: Sendable {
             })
     }
 
-    var commonArguments: [String] {
-        ["--bootstrap", bootstrapServers, "--sealing-key-file", keyFile.path, "--session-timeout-ms", "6000"]
+    var commonArguments: [String] { commonArguments(sessionTimeoutMs: 6000) }
+
+    func commonArguments(sessionTimeoutMs: Int) -> [String] {
+        ["--bootstrap", bootstrapServers, "--sealing-key-file", keyFile.path, "--session-timeout-ms", "\(sessionTimeoutMs)"]
     }
 
     func startScheduler(_ id: String) throws -> ActivitySyncProcess {
         try ActivitySyncProcess(id, arguments: ["scheduler", "--id", id] + commonArguments)
     }
 
-    func startWorker(_ id: String, delivery: String = "exactly-once") throws -> ActivitySyncProcess {
+    func startWorker(_ id: String, delivery: String = "exactly-once", sessionTimeoutMs: Int = 6000) throws
+        -> ActivitySyncProcess
+    {
         try ActivitySyncProcess(
             id,
             arguments: ["worker", "--id", id, "--github-url", simulator.baseURL, "--delivery", delivery,
-                "--commit-interval-ms", "200"] + commonArguments)
+                "--commit-interval-ms", "200"] + commonArguments(sessionTimeoutMs: sessionTimeoutMs))
     }
 
     var reader: TopicReader { TopicReader(bootstrapServers: bootstrapServers) }
@@ -121,6 +125,51 @@ final class Pipeline: Sendable {
             let seen = Set(try await activities().map(\.id))
             return expected.isSubset(of: seen)
         }
+    }
+
+    /// The restore invariant of exactly-once, checked once the processes have stopped: for every account, the
+    /// last state record on the state topic is the state after the last job the group committed for it — its
+    /// `lastJob` is the newest regular tick among the account's jobs below its partition's committed offset.
+    /// A worker that restored a stale state (stopped at the last stable offset) or wrote state outside the
+    /// transaction of its offsets breaks this.
+    /// - Returns: how many accounts had committed jobs to check, and one line per account that breaks it.
+    func stateInvariant(groupId: String = "activity-sync-workers") async throws -> (checked: Int, violations: [String]) {
+        let logger = Logger(label: "activity-sync.test.invariant")
+        let consumer = try KafkaConsumer(
+            configuration: ConsumerConfiguration(
+                kafka: KafkaConfiguration(bootstrapServers: bootstrapServers), groupId: groupId),
+            logger: logger)
+        let committed = try await consumer.committed(
+            (0..<partitions).map { TopicPartition(topic: topics.jobs, partition: $0) }, timeout: .seconds(30))
+        await consumer.close()
+        var position: [Int32: Int64] = [:]
+        for entry in committed { position[entry.partition] = entry.offset }
+        let accounts = Set(simulator.users.map { String($0.id) })
+        // The newest regular tick per account among the jobs its partition's committed offset covers.
+        var expected: [String: SyncJob] = [:]
+        for message in try await reader.readAll(topics.jobs, partitions: partitions) {
+            guard message.offset < position[message.partition, default: 0], let value = message.value,
+                let job = try? WireFormat.decode(SyncJob.self, from: value), job.since == nil,
+                accounts.contains(job.accountId)
+            else { continue }
+            if expected[job.accountId].map({ job.scheduledAt > $0.scheduledAt }) ?? true { expected[job.accountId] = job }
+        }
+        var latest: [String: StateRecord] = [:]
+        for message in try await reader.readAll(topics.state, partitions: partitions) {
+            guard let key = message.key.map({ String(decoding: $0, as: UTF8.self) }), accounts.contains(key) else {
+                continue
+            }
+            latest[key] = try message.value.map { try WireFormat.decode(StateRecord.self, from: $0) }
+        }
+        var violations: [String] = []
+        for (account, job) in expected.sorted(by: { $0.key < $1.key }) {
+            let lastJob = latest[account]?.lastJob
+            if lastJob?.jobId != job.jobId {
+                violations.append(
+                    "account \(account): last committed job \(job.jobId), state says \(lastJob?.jobId ?? "no state")")
+            }
+        }
+        return (expected.count, violations)
     }
 
     /// Every token the simulator issued (access and refresh), for secret scans.

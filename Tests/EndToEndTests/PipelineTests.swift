@@ -40,6 +40,14 @@ struct PipelineTests {
                 #expect(!raw.contains(secret), "a token is on a topic")
                 #expect(!scheduler.allOutput.contains(secret) && !worker.allOutput.contains(secret), "a token is in a log")
             }
+            if delivery == "exactly-once" {
+                // Once everything stopped (and committed), each account's state is that of its last committed job.
+                _ = await scheduler.stop(grace: .seconds(20))
+                _ = await worker.stop(grace: .seconds(20))
+                let invariant = try await pipeline.stateInvariant()
+                #expect(invariant.checked == pipeline.simulator.users.count, "every account had committed jobs")
+                #expect(invariant.violations.isEmpty, "state behind or ahead of the committed offsets: \(invariant.violations)")
+            }
         } catch {
             Issue.record("scheduler: \(scheduler.allOutput.suffix(3000))\nworker: \(worker.allOutput.suffix(3000))")
             await pipeline.shutdown([scheduler, worker])

@@ -64,6 +64,79 @@ struct RealKafkaTests {
         #expect(Set(emitted.map(\.id)).subtracting(try pipeline.truth(until: Date())).isEmpty)
         await pipeline.shutdown([scheduler, worker])
     }
+
+    @Test("rebalances and restarts: two workers, one SIGKILLed and restarted while it owns partitions, a third joining")
+    func rebalanceAndRestartIsExactlyOnce() async throws {
+        let bootstrap = try #require(RealKafka.bootstrap)
+        let pipeline = try await Pipeline(accounts: 12, partitions: RealKafka.partitions, realKafka: bootstrap)
+        try await pipeline.registerAccounts()
+        let run = UUID().uuidString.prefix(6)
+        let scheduler = try pipeline.startScheduler("real-scheduler-\(run)")
+        let first = try pipeline.startWorker("real-a-\(run)")
+        var second = try pipeline.startWorker("real-b-\(run)")
+        try await eventually("both workers own partitions", timeout: .seconds(90), interval: .seconds(1)) {
+            [first, second].allSatisfy { worker in
+                worker.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
+            }
+        }
+        try await eventually("the first activities", timeout: .seconds(90), interval: .seconds(1)) {
+            try await !pipeline.activities().isEmpty
+        }
+        // Killed with transactions in flight, restarted under the same id (as a StatefulSet pod is).
+        second.send(SIGKILL)
+        _ = try await second.waitForExit()
+        second = try pipeline.startWorker("real-b-\(run)")
+        try await Task.sleep(for: .seconds(3))  // the scenario: a third worker joins while the group settles
+        let third = try pipeline.startWorker("real-c-\(run)")
+        let checkpoint = Date().addingTimeInterval(10)
+        let processes = [scheduler, first, second, third]
+        do {
+            try await pipeline.waitForCompleteness(until: checkpoint, timeout: .seconds(180))
+            let emitted = try await pipeline.activities()
+            var seen = Set<String>()
+            let repeats = emitted.filter { !seen.insert($0.id).inserted }.map(\.id)
+            #expect(repeats.isEmpty, "a read_committed reader saw \(repeats.count) repeats: \(repeats.prefix(5))")
+            #expect(seen.subtracting(try pipeline.truth(until: Date())).isEmpty, "invented ids")
+            for process in processes { _ = await process.stop(grace: .seconds(30)) }
+            let invariant = try await pipeline.stateInvariant()
+            #expect(invariant.checked == pipeline.simulator.users.count, "every account had committed jobs")
+            #expect(invariant.violations.isEmpty, "state not that of the last committed job: \(invariant.violations.prefix(5))")
+        } catch {
+            for process in processes { Issue.record("\(process.name): \(process.allOutput.suffix(2000))") }
+            await pipeline.shutdown(processes)
+            throw error
+        }
+        await pipeline.shutdown(processes)
+    }
+
+    @Test("a worker restarted under the same id gets its partitions back without waiting for its session timeout")
+    func restartUnderTheSameIdNeedsNoRebalanceWait() async throws {
+        let bootstrap = try #require(RealKafka.bootstrap)
+        let pipeline = try await Pipeline(accounts: 4, partitions: RealKafka.partitions, realKafka: bootstrap)
+        try await pipeline.registerAccounts()
+        let run = UUID().uuidString.prefix(6)
+        let scheduler = try pipeline.startScheduler("real-scheduler-\(run)")
+        // A long session: with dynamic membership the group would wait for the dead member this long.
+        let session = 45_000
+        let other = try pipeline.startWorker("real-x-\(run)", sessionTimeoutMs: session)
+        var worker = try pipeline.startWorker("real-y-\(run)", sessionTimeoutMs: session)
+        try await eventually("both workers own partitions", timeout: .seconds(120), interval: .seconds(1)) {
+            [other, worker].allSatisfy { process in
+                process.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
+            }
+        }
+        worker.send(SIGKILL)
+        _ = try await worker.waitForExit()
+        let restarted = ContinuousClock.now
+        worker = try pipeline.startWorker("real-y-\(run)", sessionTimeoutMs: session)
+        let comeback = worker
+        try await eventually("the restarted worker owns partitions again", timeout: .seconds(90), interval: .milliseconds(200)) {
+            comeback.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
+        }
+        let waited = ContinuousClock.now - restarted
+        #expect(waited < .seconds(20), "took \(waited) to get partitions back (session timeout 45 s)")
+        await pipeline.shutdown([scheduler, other, worker])
+    }
 }
 
 enum RealKafka {
