@@ -47,6 +47,21 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-timeout-s"), help: "On SIGTERM/SIGINT, how long in-flight jobs may finish.")
     var shutdownTimeoutS = 20
 
+    @Option(
+        name: .customLong("transaction-timeout-s"),
+        help: "transaction.timeout.ms: the broker aborts a transaction of a dead worker after this long.")
+    var transactionTimeoutS = 30
+
+    @Option(
+        name: .customLong("restore-timeout-s"),
+        help: "How long one read of a state partition may take (it waits for open transactions below the end).")
+    var restoreTimeoutS = 120
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Static group membership (group.instance.id = the transactional id): a restart under the same --id takes its partitions back without a rebalance; a stopped worker's partitions move after the session timeout.")
+    var staticMembership = true
+
     @Option(name: .customLong("topic-prefix"), help: "Topic name prefix.")
     var topicPrefix = "activity-sync"
 
@@ -59,6 +74,12 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
         guard commitIntervalMs > 0 else { throw ValidationError("--commit-interval-ms must be positive") }
+        guard transactionTimeoutS > 0 else { throw ValidationError("--transaction-timeout-s must be positive") }
+        guard restoreTimeoutS > transactionTimeoutS else {
+            throw ValidationError(
+                "--restore-timeout-s (\(restoreTimeoutS)) must exceed --transaction-timeout-s (\(transactionTimeoutS)): a "
+                    + "restore waits for open transactions, which the broker aborts only after the transaction timeout")
+        }
     }
 
     func run() async throws {
@@ -93,6 +114,9 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.commitInterval = .milliseconds(commitIntervalMs)
         configuration.sessionTimeout = .milliseconds(sessionTimeoutMs)
         configuration.shutdownDeadline = .seconds(shutdownTimeoutS)
+        configuration.transactionTimeout = .seconds(transactionTimeoutS)
+        configuration.restoreTimeout = .seconds(restoreTimeoutS)
+        configuration.staticMembership = staticMembership
         configuration.onReadinessChange = { ready in readiness.set("worker", ready: ready) }
 
         var github = GitHubConfiguration()
