@@ -76,6 +76,8 @@ public struct TransactionBatcher: Sendable {
         var at: Date
         /// Where the job came from, to dead-letter it if its output is refused.
         var origin: JobOrigin?
+        /// How often the cluster refused this job's output (then its dead letter).
+        var rejections = 0
     }
 
     public let configuration: Configuration
@@ -208,14 +210,28 @@ public struct TransactionBatcher: Sendable {
                     isolating = max(isolating, batch.jobCount)
                     return giveBack(batch, now: now)
                 }
-                // The one job of this batch made the record the cluster refuses: dead-letter the job instead.
+                // The one job of this batch made the record the cluster refuses: dead-letter the job instead. A dead
+                // letter refused in turn is replaced by one without the original value; if even that is refused,
+                // the dead-letter topic itself cannot take records, and no job can be settled: stop.
                 for (partition, entries) in batch.parts {
-                    batch.parts[partition] = entries.map { entry in
+                    var replacedEntries: [Finished] = []
+                    for entry in entries {
                         var replaced = entry
-                        replaced.result = deadLetter(
-                            entry.origin, partition, entry.offset, "the cluster refused this job's output: \(reason)")
-                        return replaced
+                        replaced.rejections += 1
+                        guard replaced.rejections <= 2 else {
+                            let error = WorkerError.transactionFailed(
+                                "the cluster refuses even a minimal dead letter for job \(partition)@\(entry.offset): "
+                                    + "\(reason); check the dead-letter topic's max.message.bytes")
+                            stopped = error
+                            return .stop(error)
+                        }
+                        let message = "the cluster refused this job's output: \(reason)"
+                        var origin = entry.origin
+                        if replaced.rejections > 1 { origin?.value = nil }
+                        replaced.result = deadLetter(origin, partition, entry.offset, message)
+                        replacedEntries.append(replaced)
                     }
+                    batch.parts[partition] = replacedEntries
                 }
                 deadLettered += batch.jobCount
                 return giveBack(batch, now: now)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import Worker
 
@@ -226,5 +227,27 @@ enum BatchFixtures {
         }
         #expect(batch(batcher.flush())?.jobCount == 2)
     }
-}
 
+    @Test("a refused dead letter is replaced by one without the original; refused again, the worker stops")
+    func aRefusedDeadLetterFallsBackThenStops() {
+        let origins = Mutex<[Bool]>([])
+        var batcher = TransactionBatcher { origin, partition, offset, reason in
+            origins.withLock { $0.append(origin?.value != nil) }
+            return BatchFixtures.deadLetter(origin, partition, offset, reason)
+        }
+        batcher.assign([0])
+        _ = batcher.consumed(partition: 0, offset: 0)
+        let origin = JobOrigin(topic: "jobs", partition: 0, offset: 0, key: nil, value: Array(repeating: 0, count: 10))
+        _ = batcher.finished(partition: 0, offset: 0, result: result("huge"), origin: origin)
+        var current = batch(batcher.flush())!
+        current = batch(batcher.commitFailed(batchId: current.id, failure: BatchFixtures.rejected))!
+        current = batch(batcher.commitFailed(batchId: current.id, failure: BatchFixtures.rejected))!
+        #expect(origins.withLock { $0 } == [true, false], "the second dead letter leaves the original out")
+        #expect(current.offsets == [0: 1])
+        guard case .stop(let error) = batcher.commitFailed(batchId: current.id, failure: BatchFixtures.rejected) else {
+            Issue.record("a dead-letter topic that refuses everything must stop the worker, not loop")
+            return
+        }
+        #expect("\(error)".contains("max.message.bytes"))
+    }
+}

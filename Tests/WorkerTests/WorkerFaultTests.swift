@@ -177,4 +177,42 @@ final class TimedLogs: Sendable {
         let ids = try await harness.activityIds()
         #expect(ids.count == Set(ids).count, "nothing was written twice across the hand-over")
     }
+
+    @Test(
+        "900 KB and 2 MB job values are dead-lettered and the worker goes on", .timeLimit(.minutes(2)),
+        arguments: [DeliveryMode.exactlyOnce, .atLeastOnce])
+    func hugeJobsNeverStopTheWorker(delivery: DeliveryMode) async throws {
+        let harness = try WorkerHarness()
+        let accounts = (1...4).map { "acct-\($0)" }
+        // Jobs nobody can run, larger than a dead letter carrying them base64-encoded could be.
+        let huge: [(key: String?, value: [UInt8]?)] = [
+            ("acct-1", Array(repeating: UInt8(ascii: "x"), count: 900 * 1024)),
+            ("acct-2", Array(repeating: UInt8(ascii: "y"), count: 2 * 1024 * 1024)),
+        ]
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(
+                kafka: KafkaConfiguration(
+                    bootstrapServers: harness.cluster.bootstrapServers, properties: ["message.max.bytes": "4000000"])),
+            logger: Logger(label: "p") { _ in SwiftLogNoOpLogHandler() })
+        _ = try await producer.send(
+            (try jobs(harness, accounts: accounts, tick: 1) + huge + (try jobs(harness, accounts: accounts, tick: 2)))
+                .map { ProducerRecord(topic: harness.topics.jobs, key: $0.key.map { Array($0.utf8) }, value: $0.value) })
+        await producer.close(timeout: .seconds(5))
+        let worker = harness.worker(harness.configuration(delivery: delivery))
+        let run = Task { try await worker.run() }
+        let expected = harness.expectedIds(accounts: accounts, ticks: 2)
+        #expect(try await harness.eventually { Set(try await harness.activityIds()) == expected })
+        let letters = try await harness.eventually {
+            try await harness.read(harness.topics.deadLetters).count >= huge.count
+        }
+        #expect(letters, "both huge jobs are on the dead-letter topic")
+        worker.beginShutdown()
+        try await run.value  // throws if the worker stopped itself
+        let deadLetters = try await harness.read(harness.topics.deadLetters)
+        #expect(Set(deadLetters.compactMap { $0.key.map { String(decoding: $0, as: UTF8.self) } }) == ["acct-1", "acct-2"])
+        for letter in deadLetters {
+            #expect((letter.value?.count ?? 0) <= 1_000_000, "a dead letter fits the default message.max.bytes")
+            #expect(letter.header(DeadLetterHeader.reason).map { !$0.isEmpty } == true)
+        }
+    }
 }
