@@ -41,6 +41,16 @@ import Testing
         return started(machine.accept(job(account, tick: tick), origin: origin)).first
     }
 
+    /// Runs one job of account "a" on partition 0 to completion and returns the batch that commits it.
+    func batchInFlight(_ machine: inout WorkerStateMachine) throws -> TransactionBatcher.Batch {
+        let queued = try #require(run(&machine, "a", tick: 1, at: origin(0, 0)))
+        _ = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
+        guard case .commit(let batch) = machine.flush() else { throw BatchExpected() }
+        return batch
+    }
+
+    struct BatchExpected: Error {}
+
     @Test("jobs of a partition that is still restoring do not run")
     func restoringPartitionsHoldTheirJobs() {
         var machine = WorkerStateMachine(concurrency: 4, batcher: TransactionBatcher())
@@ -54,15 +64,9 @@ import Testing
     }
 
     @Test("a partition is not handed over while a batch holding it is being written")
-    func revocationWaitsForTheBatchInFlight() {
+    func revocationWaitsForTheBatchInFlight() throws {
         var (machine, _) = machine(owning: [0, 1])
-        let queued = run(&machine, "a", tick: 1, at: origin(0, 0))!
-        let finished = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
-        #expect(finished.start.isEmpty)
-        guard case .commit(let batch) = machine.flush() else {
-            Issue.record("expected a commit")
-            return
-        }
+        let batch = try batchInFlight(&machine)
         _ = machine.beginRevocation([0, 1], lost: false)
         #expect(machine.isWriting([0]), "the service keeps the revocation open while this is true")
         #expect(machine.hasCommittable([0]))
@@ -79,14 +83,9 @@ import Testing
     }
 
     @Test("an abort during a revocation is final: the batch is not retried under the next generation")
-    func anAbortDuringRevocationIsNotRetried() {
+    func anAbortDuringRevocationIsNotRetried() throws {
         var (machine, _) = machine(owning: [0])
-        let queued = run(&machine, "a", tick: 1, at: origin(0, 0))!
-        _ = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
-        guard case .commit(let batch) = machine.flush() else {
-            Issue.record("expected a commit")
-            return
-        }
+        let batch = try batchInFlight(&machine)
         _ = machine.beginRevocation([0], lost: false)
         // The group is rebalancing: outside a revocation this would be retried; here the partition's output is
         // dropped and the next owner re-runs the job from the committed offset.
@@ -98,14 +97,9 @@ import Testing
     }
 
     @Test("outside a revocation a rebalancing failure is retried with the same output")
-    func aRebalancingFailureOutsideARevocationIsRetried() {
+    func aRebalancingFailureOutsideARevocationIsRetried() throws {
         var (machine, _) = machine(owning: [0])
-        let queued = run(&machine, "a", tick: 1, at: origin(0, 0))!
-        _ = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
-        guard case .commit(let batch) = machine.flush() else {
-            Issue.record("expected a commit")
-            return
-        }
+        let batch = try batchInFlight(&machine)
         guard case .commit(let retry) = machine.commitFailed(batch, failure: BatchFixtures.rebalancing) else {
             Issue.record("expected a retry")
             return
