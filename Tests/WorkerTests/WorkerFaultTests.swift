@@ -65,6 +65,24 @@ final class TimedLogs: Sendable {
 
     @Test("a commit that times out is resumed as a commit, never answered with an abort", .timeLimit(.minutes(2)))
     func aTimedOutCommitIsResumed() async throws {
+        let (ids, worker, logs) = try await runWithASlowRequest(apiKey: 26)  // EndTxn
+        #expect(logs.contains("resuming commitTransaction"), "the timed-out commit was called again: \(logs.all)")
+        #expect(worker.transactionCounts.aborts == 0, "nothing was aborted")
+        #expect(ids.count == Set(ids).count, "no batch was written twice")
+    }
+
+    @Test(
+        "offsets that time out (librdkafka makes that abortable) are aborted and written again; the worker goes on",
+        .timeLimit(.minutes(2)))
+    func timedOutOffsetsAreAbortedAndRetried() async throws {
+        let (_, worker, logs) = try await runWithASlowRequest(apiKey: 28)  // TxnOffsetCommit
+        #expect(worker.transactionCounts.aborts >= 1, "librdkafka asked for an abort: \(logs.all.suffix(5))")
+        #expect(!logs.contains("resuming sendOffsetsToTransaction"), "an abortable error is not resumed")
+    }
+
+    /// Runs two ticks of four accounts; the request `apiKey` of the second tick's transaction answers after 6 s,
+    /// past the worker's 4 s call timeout. Returns once the second tick is committed and the worker stopped.
+    func runWithASlowRequest(apiKey: Int16) async throws -> ([String], WorkerService, TimedLogs) {
         let harness = try WorkerHarness()
         let accounts = (1...4).map { "acct-\($0)" }
         var configuration = harness.configuration(delivery: .exactlyOnce)
@@ -78,8 +96,7 @@ final class TimedLogs: Sendable {
         #expect(try await harness.eventually { try await harness.activityIds().count == accounts.count })
         #expect(try await harness.eventually { worker.transactionCounts.commits > 0 })
         let committed = worker.transactionCounts.commits
-        // The next EndTxn answers after 6 s: commit_transaction (4 s) times out with a retriable error.
-        try harness.cluster.delayRequests(apiKey: 26, by: .seconds(6))
+        try harness.cluster.delayRequests(apiKey: apiKey, by: .seconds(6))
         try await harness.publish(try jobs(harness, accounts: accounts, tick: 2))
         let expected = harness.expectedIds(accounts: accounts, ticks: 2)
         // (The embedded cluster shows records before their commit: wait for the commit itself.)
@@ -87,12 +104,9 @@ final class TimedLogs: Sendable {
             try await Set(harness.activityIds()) == expected && worker.transactionCounts.commits > committed
         }
         #expect(done)
-        #expect(logs.contains("resuming commitTransaction"), "the timed-out commit was called again: \(logs.all)")
-        #expect(worker.transactionCounts.aborts == 0, "nothing was aborted")
         worker.beginShutdown()
-        try await run.value
-        let ids = try await harness.activityIds()
-        #expect(ids.count == Set(ids).count, "no batch was written twice")
+        try await run.value  // throws if the worker stopped itself
+        return (try await harness.activityIds(), worker, logs)
     }
 
     @Test("offsets refused while the group rebalances, again and again, never stop the worker", .timeLimit(.minutes(2)))
