@@ -40,6 +40,13 @@ public struct WorkerConfiguration: Sendable {
     public var onCommit: (@Sendable (CommitReport) -> Void)?
     /// Told when the worker becomes ready (producer initialised, subscribed) and when it stops being ready.
     public var onReadinessChange: (@Sendable (Bool) -> Void)?
+    /// The largest record the worker writes, in bytes: key, value and headers, plus an allowance for Kafka's
+    /// per-record overhead. Larger output is shortened (dead letters, activity texts) or refused (a state record
+    /// turns its job into a dead letter), so no input can make a transaction fail for good.
+    ///
+    /// - Important: must not exceed the output topics' `max.message.bytes` (broker default 1,048,588) nor the
+    ///   producer's `message.max.bytes` (librdkafka default 1,000,000, the default here).
+    public var maxRecordBytes = 1_000_000
 
     public var transactionalId: String { "activity-sync-worker-\(workerId)" }
 
