@@ -315,7 +315,7 @@ public struct JobProcessor: Sendable {
             }
             result.records.append(record)
         }
-        result.activityCount = outcome.activities.count
+        result.activityCount = result.records.count  // written ones: a dropped activity was logged and counted
         let newState = StateRecord(
             accountId: job.accountId, integration: job.integration,
             lastJob: DuplicateFire.marker(after: job, previous: state?.lastJob), updatedAt: now, data: outcome.state,
@@ -377,7 +377,8 @@ public struct JobProcessor: Sendable {
         let record: OutgoingRecord?
         do {
             record = OutgoingRecord(
-                topic: topics.state, partition: origin.partition, key: job.accountId, value: try WireFormat.encode(kept),
+                topic: topics.state, partition: origin.partition, key: job.accountId,
+                value: try WireFormat.encode(kept),
                 headers: CloudEvents.headers(for: kept))
         } catch {
             record = nil  // logged and counted below

@@ -126,7 +126,8 @@ struct RecordTests {
 
     @Test("a dead letter written before sizes and digests were recorded still decodes")
     func olderDeadLetterDecodes() throws {
-        let text = #"{"data":{"code":"not_json","failedAt":"2026-12-01T04:05:23.250Z","originalKey":"583231","originalOffset":1234,"originalPartition":7,"originalTopic":"activity-sync.jobs","originalValueBase64":"e29vcHM=","reason":"not JSON","workerId":"worker-0"},"type":"dead_letter"}"#
+        let text =
+            #"{"data":{"code":"not_json","failedAt":"2026-12-01T04:05:23.250Z","originalKey":"583231","originalOffset":1234,"originalPartition":7,"originalTopic":"activity-sync.jobs","originalValueBase64":"e29vcHM=","reason":"not JSON","workerId":"worker-0"},"type":"dead_letter"}"#
         let letter = try WireFormat.decode(Envelope<DeadLetter>.self, from: Array(text.utf8)).data
         #expect(!letter.isTruncated)
         #expect(letter.originalSize == nil && letter.originalSHA256 == nil)

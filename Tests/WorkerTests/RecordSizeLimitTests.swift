@@ -9,7 +9,9 @@ import Worker
     static let limit = 1_000_000
     let decoder = JobDecoder(integrations: ["github"])
 
-    func processor(_ integration: any Integration = ScriptedIntegration { _ in SyncOutcome(activities: [], state: [:]) })
+    func processor(
+        _ integration: any Integration = ScriptedIntegration { _ in SyncOutcome(activities: [], state: [:]) }
+    )
         -> JobProcessor
     {
         var processor = JobProcessor(
@@ -89,11 +91,14 @@ import Worker
     @Test("a small poison job keeps its whole value, and says so")
     func smallPoisonJobsAreKeptWhole() throws {
         let value = Array("{oops".utf8)
-        let result = processor().deadLetter(Poison(.notJSON, "the value is not valid JSON"), origin: origin(value: value))
+        let result = processor().deadLetter(
+            Poison(.notJSON, "the value is not valid JSON"), origin: origin(value: value))
         let record = try #require(result.records.first)
         let headers = headers(record)
         #expect(headers[DeadLetterHeader.originalSize] == "5")
-        #expect(headers[DeadLetterHeader.originalSHA256] == "935aaf3a54c0648c74df48a8025f20086019843f5b9fbffe5540b9cba0edcc97")
+        #expect(
+            headers[DeadLetterHeader.originalSHA256]
+                == "935aaf3a54c0648c74df48a8025f20086019843f5b9fbffe5540b9cba0edcc97")
         #expect(headers[DeadLetterHeader.truncated] == "false")
         let letter = try letter(record)
         #expect(letter.originalValueTruncated == false)
@@ -167,7 +172,7 @@ import Worker
         let result = try await job { _ in SyncOutcome(activities: [activity], state: ["seen": huge]) }
 
         #expect(result.outcome == .deadLettered)
-        #expect(result.stateRecords.isEmpty)
+        #expect(result.stateRecords.count == 0)
         #expect(result.newState == nil, "the account's state does not advance")
         #expect(result.records.count == 1, "no activity without the state that accounts for it")
         let record = try #require(result.records.first)
@@ -209,7 +214,7 @@ import Worker
     func unencodableStateDeadLettersTheJob() async throws {
         let result = try await job { _ in SyncOutcome(activities: [], state: ["ratio": .number(.nan)]) }
         #expect(result.outcome == .deadLettered)
-        #expect(result.stateRecords.isEmpty && result.newState == nil)
+        #expect(result.stateRecords.count == 0 && result.newState == nil)
         let record = try #require(result.records.first)
         #expect(headers(record)[DeadLetterHeader.code] == "output_not_encodable")
         #expect(result.status?.status == .failing)
@@ -228,7 +233,7 @@ import Worker
         let result = await processor.process(job, origin: origin(value: [1]), state: nil)
 
         #expect(result.outcome == .failed)
-        #expect(result.records.isEmpty && result.stateRecords.isEmpty && result.newState == nil)
+        #expect(result.records.count == 0 && result.stateRecords.count == 0 && result.newState == nil)
         let status = try #require(result.status)
         #expect(status.status == .failing)
         #expect(status.reason?.contains("could not be sealed") == true)
