@@ -151,7 +151,10 @@ let package = Package(
         ),
         .testTarget(
             name: "WorkerTests",
-            dependencies: ["Worker", "GitHub", "GitHubSimulator", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting"],
+            dependencies: [
+                "Worker", "GitHub", "GitHubSimulator", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 import Crypto
 public import Foundation
 public import Logging
+public import Metrics
 public import SyncModel
 
 /// A record the worker will write, independent of the Kafka binding so the deciding code stays I/O-free.
@@ -109,6 +110,9 @@ public struct JobProcessor: Sendable {
     public var maxRecordBytes = 1_000_000
     /// Told about records that had to be shortened or could not be written. Never given tokens or configs.
     public var logger = Logger(label: "activity-sync.worker.jobs")
+    /// Where `activity_sync_worker_dropped_records_total` and `…_truncated_records_total` are counted; nil (the
+    /// default) means the factory the process bootstrapped, looked up when counting.
+    public var metricsFactory: (any MetricsFactory)?
 
     /// Reasons longer than this (in UTF-8 bytes) are cut: they go into a header and a record as they are.
     public static let maxReasonBytes = 1_000
@@ -158,7 +162,7 @@ public struct JobProcessor: Sendable {
                 logger.error(
                     "could not encode a dead letter; writing its headers with an empty value",
                     metadata: ["code": "\(poison.kind.rawValue)", "error": "\(type(of: error))"])
-                WorkerMetrics.dropped(.deadLetter)
+                WorkerMetrics.dropped(.deadLetter, factory: metricsFactory)
                 bytes = []
             }
             return OutgoingRecord(topic: topics.deadLetters, key: key, value: bytes, headers: letter.headers)
@@ -174,7 +178,7 @@ public struct JobProcessor: Sendable {
             candidate = record(keeping: kept)
         }
         if kept < value.count {
-            WorkerMetrics.truncated(.deadLetter)
+            WorkerMetrics.truncated(.deadLetter, factory: metricsFactory)
             logger.warning(
                 "dead letter keeps only a prefix of the job's value: the whole would exceed maxRecordBytes",
                 metadata: [
@@ -296,7 +300,7 @@ public struct JobProcessor: Sendable {
             } catch {
                 // The integration already swapped the token pair: writing the output without it would leave the
                 // account on a pair that no longer works, and nobody would know why.
-                WorkerMetrics.dropped(.refreshedCredentials)
+                WorkerMetrics.dropped(.refreshedCredentials, factory: metricsFactory)
                 logger.error(
                     "could not seal a refreshed token pair; the job fails and writes nothing",
                     metadata: ["account": "\(job.accountId)", "error": "\(type(of: error))"])
@@ -326,7 +330,7 @@ public struct JobProcessor: Sendable {
                 topic: topics.state, partition: origin.partition, key: job.accountId,
                 value: try WireFormat.encode(newState), headers: CloudEvents.headers(for: newState))
         } catch {
-            WorkerMetrics.dropped(.state)
+            WorkerMetrics.dropped(.state, factory: metricsFactory)
             logger.error(
                 "the integration's state cannot be encoded; the job goes to the dead-letter topic",
                 metadata: ["account": "\(job.accountId)", "error": "\(type(of: error))"])
@@ -337,7 +341,7 @@ public struct JobProcessor: Sendable {
         guard stateRecord.estimatedSize <= maxRecordBytes else {
             // State cannot be shortened without losing the sync's position: nothing of this job is written, and
             // as the state does not advance, its activities are read again once the integration is fixed.
-            WorkerMetrics.dropped(.state)
+            WorkerMetrics.dropped(.state, factory: metricsFactory)
             logger.error(
                 "the state record exceeds maxRecordBytes; the job goes to the dead-letter topic",
                 metadata: [
@@ -388,7 +392,7 @@ public struct JobProcessor: Sendable {
             result.newState = kept
             return result
         }
-        WorkerMetrics.dropped(.refreshedCredentials)
+        WorkerMetrics.dropped(.refreshedCredentials, factory: metricsFactory)
         logger.error(
             "the refreshed token pair cannot be saved beside the previous state; the account may need reconnecting",
             metadata: ["account": "\(job.accountId)"])
@@ -412,7 +416,7 @@ public struct JobProcessor: Sendable {
             // cutting the excess plus room for the marker and the ellipsis fits in one step, or two at most.
             while candidate.estimatedSize > maxRecordBytes {
                 guard textBytes > 0 else {
-                    WorkerMetrics.dropped(.activity)
+                    WorkerMetrics.dropped(.activity, factory: metricsFactory)
                     logger.error(
                         "an activity exceeds maxRecordBytes even without its text; it is not written",
                         metadata: [
@@ -427,7 +431,7 @@ public struct JobProcessor: Sendable {
                 candidate = try record(shortened)
             }
             if shortened.text != activity.text {
-                WorkerMetrics.truncated(.activity)
+                WorkerMetrics.truncated(.activity, factory: metricsFactory)
                 logger.warning(
                     "an activity's text was cut to fit in maxRecordBytes",
                     metadata: [
@@ -437,7 +441,7 @@ public struct JobProcessor: Sendable {
             }
             return candidate
         } catch {
-            WorkerMetrics.dropped(.activity)
+            WorkerMetrics.dropped(.activity, factory: metricsFactory)
             logger.error(
                 "an activity cannot be encoded; it is not written",
                 metadata: ["account": "\(key)", "error": "\(type(of: error))"])
@@ -452,7 +456,7 @@ public struct JobProcessor: Sendable {
         do {
             return OutgoingRecord(topic: topics.status, key: status.accountId, value: try status.messageBytes())
         } catch {
-            WorkerMetrics.dropped(.status)
+            WorkerMetrics.dropped(.status, factory: metricsFactory)
             logger.error(
                 "an account status cannot be encoded; it is not written",
                 metadata: ["account": "\(status.accountId)", "error": "\(type(of: error))"])

@@ -37,14 +37,20 @@ struct WorkerMetrics: Sendable {
         case activity
     }
 
-    /// Static so that ``JobProcessor``, which has no ``WorkerMetrics``, counts into the same series.
-    static func dropped(_ kind: DroppedRecord) {
-        Counter(label: "activity_sync_worker_dropped_records_total", dimensions: [("kind", kind.rawValue)]).increment()
+    /// Static so that ``JobProcessor``, which has no ``WorkerMetrics``, counts into the same series; `factory` is
+    /// the bootstrapped one unless a test gives its own.
+    static func dropped(_ kind: DroppedRecord, factory: (any MetricsFactory)? = nil) {
+        Counter(
+            label: "activity_sync_worker_dropped_records_total", dimensions: [("kind", kind.rawValue)],
+            factory: factory ?? MetricsSystem.factory
+        ).increment()
     }
 
-    static func truncated(_ kind: TruncatedRecord) {
-        Counter(label: "activity_sync_worker_truncated_records_total", dimensions: [("kind", kind.rawValue)])
-            .increment()
+    static func truncated(_ kind: TruncatedRecord, factory: (any MetricsFactory)? = nil) {
+        Counter(
+            label: "activity_sync_worker_truncated_records_total", dimensions: [("kind", kind.rawValue)],
+            factory: factory ?? MetricsSystem.factory
+        ).increment()
     }
 
     func lag(partition: Int32, _ value: Int) {

@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import SyncModel
 import Testing
 import Worker
@@ -8,6 +9,13 @@ import Worker
 @Suite struct RecordSizeLimitTests {
     static let limit = 1_000_000
     let decoder = JobDecoder(integrations: ["github"])
+    let metrics = TestMetrics()
+
+    /// What `activity_sync_worker_{dropped,truncated}_records_total{kind}` counted in this test.
+    func counted(_ what: String, _ kind: String) -> Int64 {
+        metrics.counters(label: "activity_sync_worker_\(what)_records_total", dimensions: [("kind", kind)])
+            .map(\.totalValue).reduce(0, +)
+    }
 
     func processor(
         _ integration: any Integration = ScriptedIntegration { _ in SyncOutcome(activities: [], state: [:]) }
@@ -18,6 +26,7 @@ import Worker
             integrations: IntegrationRegistry([integration]), sealer: FakeSealer(), topics: TopicNames(),
             workerId: "w1")
         processor.retryDelay = .milliseconds(1)
+        processor.metricsFactory = metrics
         #expect(processor.maxRecordBytes == Self.limit, "the default is librdkafka's message.max.bytes")
         return processor
     }
@@ -86,6 +95,7 @@ import Worker
         let kept = try #require(Data(base64Encoded: letter.originalValueBase64))
         #expect(kept.count > 700_000, "keeps as much of the job as fits, \(kept.count) bytes")
         #expect(Array(kept) == Array(value.prefix(kept.count)), "the kept bytes are the job's first bytes")
+        #expect(counted("truncated", "dead_letter") == 1)
     }
 
     @Test("a small poison job keeps its whole value, and says so")
@@ -104,6 +114,7 @@ import Worker
         #expect(letter.originalValueTruncated == false)
         #expect(Data(base64Encoded: letter.originalValueBase64) == Data(value))
         #expect(letter.originalKey == "acct-1")
+        #expect(counted("truncated", "dead_letter") == 0)
     }
 
     @Test("a smaller maxRecordBytes is honoured too")
@@ -161,6 +172,29 @@ import Worker
         let untouched = try WireFormat.decode(Envelope<Activity>.self, from: result.records[1].value ?? []).data
         #expect(untouched == small, "a record that fits is not marked")
         #expect(result.stateRecords.count == 1, "the sync's progress is saved")
+        #expect(counted("truncated", "activity") == 1)
+        #expect(counted("dropped", "activity") == 0)
+    }
+
+    @Test("an activity that cannot fit even without its text is left out, logged and counted; the job goes on")
+    func activityThatCannotFitIsCounted() async throws {
+        // The id is also the ce_id header: 600 KB twice is more than a record may hold, whatever the text.
+        let hopeless = Activity(
+            text: "t", sourceURL: "https://github.com/o/r",
+            id: "github:event:" + String(repeating: "9", count: 600_000),
+            occurredAt: PoisonJobs.now, kind: "pr_opened", accountId: "acct-1")
+        let fine = Activity(
+            text: "t", sourceURL: "https://github.com/o/r", id: "github:event:2", occurredAt: PoisonJobs.now,
+            kind: "pr_opened", accountId: "acct-1")
+        let both = [hopeless, fine]
+        let result = try await job { _ in SyncOutcome(activities: both, state: ["cursor": 3]) }
+
+        #expect(result.outcome == .synced)
+        #expect(result.records.count == 1)
+        #expect(result.records.first.map(headers)?["ce_id"] == "github:event:2")
+        #expect(result.activityCount == 1)
+        #expect(result.stateRecords.count == 1)
+        #expect(counted("dropped", "activity") == 1)
     }
 
     @Test("a state record too large to write dead-letters the job, marks the account failing, keeps the old state")
@@ -183,6 +217,7 @@ import Worker
         #expect(reason.contains("state record of ") && reason.contains("exceeds maxRecordBytes 1000000"), "\(reason)")
         #expect(result.status?.status == .failing)
         #expect(result.status?.reason?.contains("dead-letter") == true)
+        #expect(counted("dropped", "state") == 1)
     }
 
     @Test("a token pair refreshed by a job whose state is too large is still saved, beside the previous state")
@@ -218,6 +253,7 @@ import Worker
         let record = try #require(result.records.first)
         #expect(headers(record)[DeadLetterHeader.code] == "output_not_encodable")
         #expect(result.status?.status == .failing)
+        #expect(counted("dropped", "state") == 1)
     }
 
     @Test("a refreshed token pair that cannot be sealed fails the job and says why, instead of being dropped")
@@ -238,6 +274,7 @@ import Worker
         #expect(status.status == .failing)
         #expect(status.reason?.contains("could not be sealed") == true)
         #expect(status.reason?.contains("new-token") == false)
+        #expect(counted("dropped", "refreshed_credentials") == 1)
     }
 
     @Test("a status record's reason is bounded")
