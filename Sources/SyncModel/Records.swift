@@ -64,10 +64,12 @@ public struct Activity: Codable, Sendable, Hashable {
     public var number: Int?
     public var actor: String?
     public var accountId: String
+    /// `true` when the worker cut `text` so the record fits in a Kafka message; omitted otherwise.
+    public var truncated: Bool?
 
     public init(
         text: String, sourceURL: String, id: String, occurredAt: Date, kind: String, repo: String? = nil,
-        number: Int? = nil, actor: String? = nil, accountId: String
+        number: Int? = nil, actor: String? = nil, accountId: String, truncated: Bool? = nil
     ) {
         self.text = text
         self.sourceURL = sourceURL
@@ -78,6 +80,7 @@ public struct Activity: Codable, Sendable, Hashable {
         self.number = number
         self.actor = actor
         self.accountId = accountId
+        self.truncated = truncated
     }
 }
 
@@ -247,7 +250,9 @@ public struct AccountStatus: Codable, Sendable, Hashable {
 /// A job the worker could not process, on `activity-sync.jobs.dlq`.
 ///
 /// The original bytes are kept (base64) so nothing is lost and the job can be replayed once fixed; they contain
-/// at most a sealed config, never a plaintext token.
+/// at most a sealed config, never a plaintext token. A value too large to fit in a dead-letter record is kept as a
+/// prefix (`originalValueTruncated`), and `originalSize` and `originalSHA256` still describe the whole value, so a
+/// poison job never makes its own dead letter unwritable.
 public struct DeadLetter: Codable, Sendable, Hashable {
     public var reason: String
     public var code: String
@@ -255,13 +260,40 @@ public struct DeadLetter: Codable, Sendable, Hashable {
     public var originalPartition: Int
     public var originalOffset: Int64
     public var originalKey: String?
+    /// The job's bytes, base64 — only their first bytes when `originalValueTruncated` is true.
     public var originalValueBase64: String
+    /// The size of the job's whole value in bytes. Absent only on letters written before workers recorded it.
+    public var originalSize: Int?
+    /// SHA-256 of the job's whole value, lowercase hex; absent when the writer did not compute it.
+    public var originalSHA256: String?
+    /// True when `originalValueBase64` holds a prefix only, because the whole value would not fit in a record.
+    public var originalValueTruncated: Bool?
+
     public var failedAt: Date
     public var workerId: String
 
+    /// A dead letter that keeps the whole original value. It carries no digest: the worker uses
+    /// ``init(reason:code:originalTopic:originalPartition:originalOffset:originalKey:originalValuePrefix:originalSize:originalSHA256:failedAt:workerId:)``.
     public init(
         reason: String, code: String, originalTopic: String, originalPartition: Int, originalOffset: Int64,
         originalKey: String?, originalValue: [UInt8], failedAt: Date, workerId: String
+    ) {
+        self.init(
+            reason: reason, code: code, originalTopic: originalTopic, originalPartition: originalPartition,
+            originalOffset: originalOffset, originalKey: originalKey, originalValuePrefix: originalValue,
+            originalSize: originalValue.count, originalSHA256: nil, failedAt: failedAt, workerId: workerId)
+    }
+
+    /// A dead letter that keeps the first bytes of the original value, and the size and digest of all of it.
+    ///
+    /// - Parameters:
+    ///   - originalValuePrefix: the original value, or its first bytes when the whole would not fit in a record.
+    ///   - originalSize: the whole value's size; `originalValueTruncated` is true when the prefix is shorter.
+    ///   - originalSHA256: SHA-256 of the whole value, lowercase hex.
+    public init(
+        reason: String, code: String, originalTopic: String, originalPartition: Int, originalOffset: Int64,
+        originalKey: String?, originalValuePrefix: some Collection<UInt8>, originalSize: Int, originalSHA256: String?,
+        failedAt: Date, workerId: String
     ) {
         self.reason = reason
         self.code = code
@@ -269,16 +301,22 @@ public struct DeadLetter: Codable, Sendable, Hashable {
         self.originalPartition = originalPartition
         self.originalOffset = originalOffset
         self.originalKey = originalKey
-        self.originalValueBase64 = Data(originalValue).base64EncodedString()
+        self.originalValueBase64 = Data(originalValuePrefix).base64EncodedString()
+        self.originalSize = originalSize
+        self.originalSHA256 = originalSHA256
+        self.originalValueTruncated = originalValuePrefix.count < originalSize
         self.failedAt = failedAt
         self.workerId = workerId
     }
+
+    /// Whether only a prefix of the original value is kept; false for letters written before truncation existed.
+    public var isTruncated: Bool { originalValueTruncated == true }
 
     public func messageBytes() throws -> [UInt8] { try WireFormat.encode(Envelope(type: "dead_letter", data: self)) }
 
     /// Headers an operator can filter on without decoding the value.
     public var headers: [(String, String)] {
-        [
+        var headers = [
             (DeadLetterHeader.reason, reason),
             (DeadLetterHeader.code, code),
             (DeadLetterHeader.originalTopic, originalTopic),
@@ -286,6 +324,10 @@ public struct DeadLetter: Codable, Sendable, Hashable {
             (DeadLetterHeader.originalOffset, String(originalOffset)),
             (DeadLetterHeader.workerId, workerId),
         ]
+        if let originalSize { headers.append((DeadLetterHeader.originalSize, String(originalSize))) }
+        if let originalSHA256 { headers.append((DeadLetterHeader.originalSHA256, originalSHA256)) }
+        headers.append((DeadLetterHeader.truncated, isTruncated ? "true" : "false"))
+        return headers
     }
 }
 
@@ -296,6 +338,12 @@ public enum DeadLetterHeader {
     public static let originalPartition = "dlq_original_partition"
     public static let originalOffset = "dlq_original_offset"
     public static let workerId = "dlq_worker_id"
+    /// The whole original value's size in bytes, decimal.
+    public static let originalSize = "dlq_original_size"
+    /// SHA-256 of the whole original value, lowercase hex.
+    public static let originalSHA256 = "dlq_original_sha256"
+    /// `true` when the value keeps only a prefix of the original, else `false`.
+    public static let truncated = "dlq_truncated"
 }
 
 /// CloudEvents Kafka protocol binding, binary mode: `ce_`-prefixed headers so an ingestor can dedupe on

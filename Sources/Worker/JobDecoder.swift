@@ -27,6 +27,10 @@ public enum PoisonKind: String, Sendable, CaseIterable, Hashable {
     case invalidConfig = "invalid_config"
     /// The job ran, but the cluster refused to store its output (a record too large for the topic, say).
     case outputRejected = "output_rejected"
+    /// The sync's output cannot be written: its state record is larger than a Kafka record may be.
+    case outputTooLarge = "output_too_large"
+    /// The sync's output cannot be written: its state record cannot be encoded as JSON (e.g. a NaN number).
+    case outputNotEncodable = "output_not_encodable"
 }
 
 /// A job that can never be processed, and why. The reason is written for an operator and never contains the

@@ -1,4 +1,7 @@
+import Crypto
 public import Foundation
+public import Logging
+public import Metrics
 public import SyncModel
 
 /// A record the worker will write, independent of the Kafka binding so the deciding code stays I/O-free.
@@ -27,6 +30,16 @@ public struct OutgoingRecord: Sendable, Hashable {
         self.value = value
         self.headers = headers.map { Header($0.0, $0.1) }
     }
+
+    /// What this record counts against a size limit such as `message.max.bytes`: key, value and headers, plus
+    /// ``overheadAllowance`` for the record's framing (lengths, timestamp, attributes) and its batch's header.
+    public var estimatedSize: Int {
+        (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.utf8.count + $1.value.count }
+            + Self.overheadAllowance
+    }
+
+    /// Generous: a record's own framing is at most a few varints per header and field, a batch header 61 bytes.
+    public static let overheadAllowance = 512
 }
 
 /// Where a job came from on the jobs topic.
@@ -77,6 +90,11 @@ public struct JobResult: Sendable {
 }
 
 /// Runs one job against its integration and turns the outcome into records. No Kafka here.
+///
+/// Every record it returns fits in ``maxRecordBytes``: a dead letter keeps a prefix of an oversized job, an
+/// activity a prefix of an oversized text, and a state record that cannot fit turns the job into a dead letter.
+/// A record that cannot be produced at all is logged and counted (`activity_sync_worker_dropped_records_total`),
+/// never dropped silently.
 public struct JobProcessor: Sendable {
     public var integrations: IntegrationRegistry
     public var sealer: any ConfigSealer
@@ -87,6 +105,19 @@ public struct JobProcessor: Sendable {
     /// Attempts for an integration that throws a transient error.
     public var maxAttempts = 3
     public var retryDelay: Duration = .milliseconds(500)
+    /// The largest record this processor returns (``OutgoingRecord/estimatedSize``); see
+    /// ``WorkerConfiguration/maxRecordBytes``.
+    public var maxRecordBytes = 1_000_000
+    /// Told about records that had to be shortened or could not be written. Never given tokens or configs.
+    public var logger = Logger(label: "activity-sync.worker.jobs")
+    /// Where `activity_sync_worker_dropped_records_total` and `…_truncated_records_total` are counted; nil (the
+    /// default) means the factory the process bootstrapped, looked up when counting.
+    public var metricsFactory: (any MetricsFactory)?
+
+    /// Reasons longer than this (in UTF-8 bytes) are cut: they go into a header and a record as they are.
+    public static let maxReasonBytes = 1_000
+    /// Keys longer than this are cut in dead letters; a real key is an account id of a few bytes.
+    public static let maxDeadLetterKeyBytes = 1_024
 
     public init(integrations: IntegrationRegistry, sealer: any ConfigSealer, topics: TopicNames, workerId: String) {
         self.integrations = integrations
@@ -98,20 +129,70 @@ public struct JobProcessor: Sendable {
     /// The last 24 base64 characters of a sealed config: its 16-byte GCM tag, unique per sealing.
     static func configTag(_ sealed: SealedConfig) -> String { String(sealed.ciphertext.suffix(24)) }
 
+    /// The job as a dead letter: one record on the dead-letter topic that always fits in ``maxRecordBytes``.
+    ///
+    /// The record keeps the whole original value when it fits, else its first bytes; either way
+    /// `dlq_original_size` and `dlq_original_sha256` describe the whole value and `dlq_truncated` says which.
     public func deadLetter(_ poison: Poison, origin: JobOrigin, now: Date = Date()) -> JobResult {
         var result = JobResult(outcome: .deadLettered)
         result.poison = poison
-        let letter = DeadLetter(
-            reason: poison.reason, code: poison.kind.rawValue, originalTopic: origin.topic,
-            originalPartition: Int(origin.partition), originalOffset: origin.offset,
-            originalKey: origin.key.map { String(decoding: $0, as: UTF8.self) }, originalValue: origin.value ?? [],
-            failedAt: now, workerId: workerId)
-        let value = (try? letter.messageBytes()) ?? []
-        result.records = [
-            OutgoingRecord(
-                topic: topics.deadLetters, key: letter.originalKey, value: value, headers: letter.headers)
-        ]
+        result.records = [deadLetterRecord(poison, origin: origin, now: now)]
         return result
+    }
+
+    private func deadLetterRecord(_ poison: Poison, origin: JobOrigin, now: Date) -> OutgoingRecord {
+        let value = origin.value ?? []
+        let digest = SHA256.hash(data: value).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+        let key = origin.key.map { String(decoding: $0.prefix(Self.maxDeadLetterKeyBytes), as: UTF8.self) }
+        let reason = Self.bounded(poison.reason, maxBytes: Self.maxReasonBytes)
+        func record(keeping count: Int) -> OutgoingRecord {
+            let letter = DeadLetter(
+                reason: reason, code: poison.kind.rawValue, originalTopic: origin.topic,
+                originalPartition: Int(origin.partition), originalOffset: origin.offset, originalKey: key,
+                originalValuePrefix: value.prefix(count), originalSize: value.count, originalSHA256: digest,
+                failedAt: now, workerId: workerId)
+            let bytes: [UInt8]
+            do {
+                bytes = try letter.messageBytes()
+            } catch {
+                // Strings, integers and a date cannot fail to encode; should they, the headers still say it all.
+                logger.error(
+                    "could not encode a dead letter; writing its headers with an empty value",
+                    metadata: ["code": "\(poison.kind.rawValue)", "error": "\(type(of: error))"])
+                WorkerMetrics.dropped(.deadLetter, factory: metricsFactory)
+                bytes = []
+            }
+            return OutgoingRecord(topic: topics.deadLetters, key: key, value: bytes, headers: letter.headers)
+        }
+        // Start from what could fit at best (base64 alone would use the whole limit), not from the whole value.
+        var kept = min(value.count, max(0, maxRecordBytes / 4 * 3))
+        var candidate = record(keeping: kept)
+        // Base64 makes the value's share linear (4 characters per 3 bytes), so one correction nearly always
+        // suffices; the loop absorbs the few bytes the truncation flag itself adds.
+        while candidate.estimatedSize > maxRecordBytes, kept > 0 {
+            let excess = candidate.estimatedSize - maxRecordBytes
+            kept = max(0, min(kept, value.count) / 3 * 3 - (excess + 3) / 4 * 3 - 3)
+            candidate = record(keeping: kept)
+        }
+        if kept < value.count {
+            WorkerMetrics.truncated(.deadLetter, factory: metricsFactory)
+            logger.warning(
+                "dead letter keeps only a prefix of the job's value: the whole would exceed maxRecordBytes",
+                metadata: [
+                    "code": "\(poison.kind.rawValue)", "partition": "\(origin.partition)",
+                    "offset": "\(origin.offset)", "originalSize": "\(value.count)", "keptBytes": "\(kept)",
+                ])
+        }
+        if candidate.estimatedSize > maxRecordBytes {
+            // Only a maxRecordBytes of a few kilobytes gets here: the letter is written and may be refused.
+            logger.error(
+                "a dead letter without its value still exceeds maxRecordBytes; raise the limit",
+                metadata: ["size": "\(candidate.estimatedSize)", "maxRecordBytes": "\(maxRecordBytes)"])
+        }
+        return candidate
     }
 
     /// Runs `job` given the account's current state.
@@ -209,38 +290,192 @@ public struct JobProcessor: Sendable {
             reason = why
             newCredentials = CredentialState(accountConfigTag: tag, refreshed: credentials?.refreshed, rejected: true)
         }
-        if let updated = outcome.updatedConfig, let sealed = try? sealer.seal(updated) {
-            newCredentials = CredentialState(
-                accountConfigTag: tag, refreshed: sealed, rejected: newCredentials?.rejected ?? false)
+        var refreshedCredentials: CredentialState?
+        if let updated = outcome.updatedConfig {
+            do {
+                let sealed = try sealer.seal(updated)
+                newCredentials = CredentialState(
+                    accountConfigTag: tag, refreshed: sealed, rejected: newCredentials?.rejected ?? false)
+                refreshedCredentials = newCredentials
+            } catch {
+                // The integration already swapped the token pair: writing the output without it would leave the
+                // account on a pair that no longer works, and nobody would know why.
+                WorkerMetrics.dropped(.refreshedCredentials, factory: metricsFactory)
+                logger.error(
+                    "could not seal a refreshed token pair; the job fails and writes nothing",
+                    metadata: ["account": "\(job.accountId)", "error": "\(type(of: error))"])
+                var failed = JobResult(outcome: .failed)
+                failed.status = AccountStatus(
+                    accountId: job.accountId, integration: job.integration, status: .failing,
+                    reason: "the token pair was refreshed but could not be sealed (\(type(of: error))); "
+                        + "check the worker's sealing key; the account may need reconnecting",
+                    at: now)
+                return failed
+            }
         }
         for activity in outcome.activities {
-            guard let value = try? activity.messageBytes() else { continue }
-            result.records.append(
-                OutgoingRecord(
-                    topic: topics.activities, key: job.accountId, value: value,
-                    headers: CloudEvents.headers(for: activity, integration: job.integration)))
+            guard let record = activityRecord(activity, integration: job.integration, key: job.accountId) else {
+                continue
+            }
+            result.records.append(record)
         }
-        result.activityCount = outcome.activities.count
+        result.activityCount = result.records.count  // written ones: a dropped activity was logged and counted
         let newState = StateRecord(
             accountId: job.accountId, integration: job.integration,
             lastJob: DuplicateFire.marker(after: job, previous: state?.lastJob), updatedAt: now, data: outcome.state,
             credentials: newCredentials)
-        if let value = try? WireFormat.encode(newState) {
-            result.stateRecords.append(
-                OutgoingRecord(
-                    topic: topics.state, partition: origin.partition, key: job.accountId, value: value,
-                    headers: CloudEvents.headers(for: newState)))
+        let stateRecord: OutgoingRecord
+        do {
+            stateRecord = OutgoingRecord(
+                topic: topics.state, partition: origin.partition, key: job.accountId,
+                value: try WireFormat.encode(newState), headers: CloudEvents.headers(for: newState))
+        } catch {
+            WorkerMetrics.dropped(.state, factory: metricsFactory)
+            logger.error(
+                "the integration's state cannot be encoded; the job goes to the dead-letter topic",
+                metadata: ["account": "\(job.accountId)", "error": "\(type(of: error))"])
+            return unwritableOutput(
+                Poison(.outputNotEncodable, "the state record cannot be encoded as JSON (\(type(of: error)))"),
+                job: job, origin: origin, state: state, refreshedCredentials: refreshedCredentials, now: now)
         }
+        guard stateRecord.estimatedSize <= maxRecordBytes else {
+            // State cannot be shortened without losing the sync's position: nothing of this job is written, and
+            // as the state does not advance, its activities are read again once the integration is fixed.
+            WorkerMetrics.dropped(.state, factory: metricsFactory)
+            logger.error(
+                "the state record exceeds maxRecordBytes; the job goes to the dead-letter topic",
+                metadata: [
+                    "account": "\(job.accountId)", "size": "\(stateRecord.estimatedSize)",
+                    "maxRecordBytes": "\(maxRecordBytes)", "activities": "\(outcome.activities.count)",
+                ])
+            return unwritableOutput(
+                Poison(
+                    .outputTooLarge,
+                    "state record of \(stateRecord.estimatedSize) bytes exceeds maxRecordBytes \(maxRecordBytes)"),
+                job: job, origin: origin, state: state, refreshedCredentials: refreshedCredentials, now: now)
+        }
+        result.stateRecords.append(stateRecord)
         result.newState = newState
         result.status = AccountStatus(
             accountId: job.accountId, integration: job.integration, status: status, reason: reason, at: now)
         return result
     }
 
-    /// The status record to write for a changed status.
+    /// A job whose output cannot be written: dead-lettered, the account marked failing, its state unchanged —
+    /// except for a token pair the sync refreshed, which is kept beside the previous state, because the old pair
+    /// no longer works.
+    private func unwritableOutput(
+        _ poison: Poison, job: SyncJob, origin: JobOrigin, state: StateRecord?, refreshedCredentials: CredentialState?,
+        now: Date
+    ) -> JobResult {
+        var result = deadLetter(poison, origin: origin, now: now)
+        result.status = AccountStatus(
+            accountId: job.accountId, integration: job.integration, status: .failing,
+            reason: "the sync's output cannot be written: \(poison.reason); the job is on the dead-letter topic",
+            at: now)
+        guard let refreshedCredentials else { return result }
+        // The previous state (which was written, so it fits), lastJob included: the job is not marked done.
+        let kept = StateRecord(
+            accountId: job.accountId, integration: job.integration, lastJob: state?.lastJob, updatedAt: now,
+            data: state?.data ?? [:], credentials: refreshedCredentials)
+        let record: OutgoingRecord?
+        do {
+            record = OutgoingRecord(
+                topic: topics.state, partition: origin.partition, key: job.accountId,
+                value: try WireFormat.encode(kept),
+                headers: CloudEvents.headers(for: kept))
+        } catch {
+            record = nil  // logged and counted below
+        }
+        if let record, record.estimatedSize <= maxRecordBytes {
+            result.stateRecords = [record]
+            result.newState = kept
+            return result
+        }
+        WorkerMetrics.dropped(.refreshedCredentials, factory: metricsFactory)
+        logger.error(
+            "the refreshed token pair cannot be saved beside the previous state; the account may need reconnecting",
+            metadata: ["account": "\(job.accountId)"])
+        return result
+    }
+
+    /// An activity's record, its text shortened (and marked `truncated`) when the whole would exceed
+    /// ``maxRecordBytes``; nil, logged and counted when even that cannot make it fit or it cannot be encoded.
+    private func activityRecord(_ activity: Activity, integration: String, key: String) -> OutgoingRecord? {
+        let headers = CloudEvents.headers(for: activity, integration: integration)
+        func record(_ activity: Activity) throws -> OutgoingRecord {
+            OutgoingRecord(
+                topic: topics.activities, key: key, value: try activity.messageBytes(), headers: headers)
+        }
+        do {
+            var candidate = try record(activity)
+            var shortened = activity
+            shortened.truncated = true
+            var textBytes = activity.text.utf8.count
+            // Each byte cut from the text shrinks the JSON by at least a byte (escapes only make it longer), so
+            // cutting the excess plus room for the marker and the ellipsis fits in one step, or two at most.
+            while candidate.estimatedSize > maxRecordBytes {
+                guard textBytes > 0 else {
+                    WorkerMetrics.dropped(.activity, factory: metricsFactory)
+                    logger.error(
+                        "an activity exceeds maxRecordBytes even without its text; it is not written",
+                        metadata: [
+                            "account": "\(key)", "size": "\(candidate.estimatedSize)",
+                            "maxRecordBytes": "\(maxRecordBytes)",
+                        ])
+                    return nil
+                }
+                let excess = candidate.estimatedSize - maxRecordBytes
+                textBytes = max(0, min(textBytes, shortened.text.utf8.count) - excess - 32)
+                shortened.text = Self.bounded(activity.text, maxBytes: textBytes + 3)
+                candidate = try record(shortened)
+            }
+            if shortened.text != activity.text {
+                WorkerMetrics.truncated(.activity, factory: metricsFactory)
+                logger.warning(
+                    "an activity's text was cut to fit in maxRecordBytes",
+                    metadata: [
+                        "account": "\(key)", "textBytes": "\(activity.text.utf8.count)",
+                        "keptBytes": "\(shortened.text.utf8.count)",
+                    ])
+            }
+            return candidate
+        } catch {
+            WorkerMetrics.dropped(.activity, factory: metricsFactory)
+            logger.error(
+                "an activity cannot be encoded; it is not written",
+                metadata: ["account": "\(key)", "error": "\(type(of: error))"])
+            return nil
+        }
+    }
+
+    /// The status record to write for a changed status; its reason is cut to ``maxReasonBytes``.
     public func statusRecord(_ status: AccountStatus) -> OutgoingRecord? {
-        guard let value = try? status.messageBytes() else { return nil }
-        return OutgoingRecord(topic: topics.status, key: status.accountId, value: value)
+        var status = status
+        status.reason = status.reason.map { Self.bounded($0, maxBytes: Self.maxReasonBytes) }
+        do {
+            return OutgoingRecord(topic: topics.status, key: status.accountId, value: try status.messageBytes())
+        } catch {
+            WorkerMetrics.dropped(.status, factory: metricsFactory)
+            logger.error(
+                "an account status cannot be encoded; it is not written",
+                metadata: ["account": "\(status.accountId)", "error": "\(type(of: error))"])
+            return nil
+        }
+    }
+
+    /// `text` if it has at most `maxBytes` UTF-8 bytes, else as many of its first Unicode scalars as fit with "…".
+    static func bounded(_ text: String, maxBytes: Int) -> String {
+        guard text.utf8.count > maxBytes else { return text }
+        let ellipsis = "…"
+        var budget = maxBytes - ellipsis.utf8.count
+        var end = text.unicodeScalars.startIndex
+        for index in text.unicodeScalars.indices {
+            budget -= UTF8.width(text.unicodeScalars[index])
+            if budget < 0 { break }
+            end = text.unicodeScalars.index(after: index)
+        }
+        return String(text.unicodeScalars[..<end]) + (maxBytes >= ellipsis.utf8.count ? ellipsis : "")
     }
 }
 

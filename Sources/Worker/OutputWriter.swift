@@ -54,7 +54,7 @@ struct TransactionalWriter: OutputWriter {
 
     init(configuration: WorkerConfiguration, logger: Logger) async throws {
         let producerConfiguration = TransactionalProducerConfiguration(
-            kafka: configuration.kafka, transactionalId: configuration.transactionalId,
+            kafka: configuration.producerKafka, transactionalId: configuration.transactionalId,
             transactionTimeout: configuration.transactionTimeout)
         producer = try KafkaTransactionalProducer(configuration: producerConfiguration, logger: logger)
         timeout = min(configuration.transactionTimeout, .seconds(10))
@@ -158,7 +158,7 @@ final class AtLeastOnceWriter: OutputWriter {
         // Bounded delivery: a record the cluster cannot take within this fails the batch (which is retried)
         // instead of holding the commit loop, and shutdown, for librdkafka's default five minutes.
         producer = try KafkaProducer(
-            configuration: ProducerConfiguration(kafka: configuration.kafka, messageTimeout: configuration.transactionTimeout),
+            configuration: ProducerConfiguration(kafka: configuration.producerKafka, messageTimeout: configuration.transactionTimeout),
             logger: logger)
     }
 

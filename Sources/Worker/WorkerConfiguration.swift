@@ -52,6 +52,23 @@ public struct WorkerConfiguration: Sendable {
     public var onCommit: (@Sendable (CommitReport) -> Void)?
     /// Told when the worker becomes ready (producer initialised, subscribed) and when it stops being ready.
     public var onReadinessChange: (@Sendable (Bool) -> Void)?
+    /// The largest record the worker writes, in bytes: key, value and headers, plus an allowance for Kafka's
+    /// per-record overhead. Larger output is shortened (dead letters, activity texts) or refused (a state record
+    /// turns its job into a dead letter), so no input can make a transaction fail for good.
+    ///
+    /// - Important: must not exceed the output topics' `max.message.bytes` (broker default 1,048,588). The
+    ///   producer's `message.max.bytes` (librdkafka default 1,000,000) is raised to match when this is larger,
+    ///   unless `kafka.properties` sets it.
+    public var maxRecordBytes = 1_000_000
+
+    /// The Kafka settings of the worker's producer: `kafka`, with `message.max.bytes` room for `maxRecordBytes`.
+    var producerKafka: KafkaConfiguration {
+        var kafka = self.kafka
+        if maxRecordBytes > 1_000_000, kafka.properties["message.max.bytes"] == nil {
+            kafka.properties["message.max.bytes"] = String(maxRecordBytes + 64 * 1024)
+        }
+        return kafka
+    }
 
     public var transactionalId: String { "activity-sync-worker-\(workerId)" }
 

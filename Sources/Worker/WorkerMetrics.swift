@@ -25,6 +25,38 @@ struct WorkerMetrics: Sendable {
 
     func job(outcome: JobResult.Outcome) { jobs[outcome]?.increment() }
 
+    /// A record the worker meant to write and did not; each one is also logged.
+    enum DroppedRecord: String, Sendable {
+        case deadLetter = "dead_letter"
+        case activity
+        case state
+        case status
+        /// A refreshed token pair that could not be sealed (the job fails instead of losing it silently).
+        case refreshedCredentials = "refreshed_credentials"
+    }
+
+    /// A record written shortened so that it fits in a Kafka message.
+    enum TruncatedRecord: String, Sendable {
+        case deadLetter = "dead_letter"
+        case activity
+    }
+
+    /// Static so that ``JobProcessor``, which has no ``WorkerMetrics``, counts into the same series; `factory` is
+    /// the bootstrapped one unless a test gives its own.
+    static func dropped(_ kind: DroppedRecord, factory: (any MetricsFactory)? = nil) {
+        Counter(
+            label: "activity_sync_worker_dropped_records_total", dimensions: [("kind", kind.rawValue)],
+            factory: factory ?? MetricsSystem.factory
+        ).increment()
+    }
+
+    static func truncated(_ kind: TruncatedRecord, factory: (any MetricsFactory)? = nil) {
+        Counter(
+            label: "activity_sync_worker_truncated_records_total", dimensions: [("kind", kind.rawValue)],
+            factory: factory ?? MetricsSystem.factory
+        ).increment()
+    }
+
     func lag(partition: Int32, _ value: Int) {
         Gauge(label: "activity_sync_worker_consumer_lag", dimensions: [("partition", String(partition))]).record(value)
     }

@@ -49,6 +49,10 @@ public final class WorkerService: Service, Sendable {
         var processor = JobProcessor(
             integrations: integrations, sealer: sealer, topics: configuration.topics, workerId: configuration.workerId)
         processor.syncTimeout = configuration.syncTimeout
+        processor.maxRecordBytes = configuration.maxRecordBytes
+        var processorLogger = logger
+        processorLogger[metadataKey: "worker"] = "\(configuration.workerId)"
+        processor.logger = processorLogger
         self.processor = processor
         self.decoder = JobDecoder(integrations: Set(integrations.keys))
         var batcherConfiguration = TransactionBatcher.Configuration()

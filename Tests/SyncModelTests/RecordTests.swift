@@ -90,4 +90,57 @@ struct RecordTests {
         #expect(Data(base64Encoded: letter.originalValueBase64) == Data("{oops".utf8))
         #expect(letter.headers.contains { $0 == (DeadLetterHeader.reason, "not JSON") })
     }
+
+    @Test("a dead letter that keeps a prefix says so in its value and headers, with the whole value's size and digest")
+    func truncatedDeadLetter() throws {
+        let letter = DeadLetter(
+            reason: "too large", code: "too_large", originalTopic: "activity-sync.jobs", originalPartition: 3,
+            originalOffset: 17, originalKey: "42", originalValuePrefix: Array("{\"ty".utf8), originalSize: 2_000_000,
+            originalSHA256: "82fa05417c03925cb7e8fd2bc2e9f2e2a1c8c421427ccdba1ab0091261e3a840", failedAt: scheduledAt,
+            workerId: "w1")
+        #expect(letter.isTruncated)
+        let text = String(decoding: try letter.messageBytes(), as: UTF8.self)
+        #expect(text.contains(#""originalValueTruncated":true"#))
+        #expect(text.contains(#""originalSize":2000000"#))
+        #expect(text.contains(#""originalSHA256":"82fa05417c03925cb7e8fd2bc2e9f2e2a1c8c421427ccdba1ab0091261e3a840""#))
+        let decoded = try WireFormat.decode(Envelope<DeadLetter>.self, from: try letter.messageBytes()).data
+        #expect(decoded == letter)
+        let headers = Dictionary(letter.headers) { first, _ in first }
+        #expect(headers[DeadLetterHeader.originalSize] == "2000000")
+        #expect(headers[DeadLetterHeader.originalSHA256] == letter.originalSHA256)
+        #expect(headers[DeadLetterHeader.truncated] == "true")
+    }
+
+    @Test("a whole-value dead letter says it is not truncated")
+    func wholeDeadLetter() throws {
+        let letter = DeadLetter(
+            reason: "not JSON", code: "not_json", originalTopic: "activity-sync.jobs", originalPartition: 3,
+            originalOffset: 17, originalKey: "42", originalValue: Array("{oops".utf8), failedAt: scheduledAt,
+            workerId: "w1")
+        #expect(!letter.isTruncated)
+        #expect(letter.originalSize == 5)
+        let headers = Dictionary(letter.headers) { first, _ in first }
+        #expect(headers[DeadLetterHeader.truncated] == "false")
+        #expect(headers[DeadLetterHeader.originalSize] == "5")
+    }
+
+    @Test("a dead letter written before sizes and digests were recorded still decodes")
+    func olderDeadLetterDecodes() throws {
+        let text =
+            #"{"data":{"code":"not_json","failedAt":"2026-12-01T04:05:23.250Z","originalKey":"583231","originalOffset":1234,"originalPartition":7,"originalTopic":"activity-sync.jobs","originalValueBase64":"e29vcHM=","reason":"not JSON","workerId":"worker-0"},"type":"dead_letter"}"#
+        let letter = try WireFormat.decode(Envelope<DeadLetter>.self, from: Array(text.utf8)).data
+        #expect(!letter.isTruncated)
+        #expect(letter.originalSize == nil && letter.originalSHA256 == nil)
+        #expect(Data(base64Encoded: letter.originalValueBase64) == Data("{oops".utf8))
+    }
+
+    @Test("an activity's truncated marker is written only when set")
+    func activityTruncatedMarker() throws {
+        var activity = Activity(
+            text: "t", sourceURL: "https://github.com/o/r", id: "github:event:1", occurredAt: scheduledAt,
+            kind: "pr_opened", accountId: "42")
+        #expect(!String(decoding: try activity.messageBytes(), as: UTF8.self).contains("truncated"))
+        activity.truncated = true
+        #expect(String(decoding: try activity.messageBytes(), as: UTF8.self).contains(#""truncated":true"#))
+    }
 }

@@ -224,9 +224,15 @@ final class TimedLogs: Sendable {
         try await run.value  // throws if the worker stopped itself
         let deadLetters = try await harness.read(harness.topics.deadLetters)
         #expect(Set(deadLetters.compactMap { $0.key.map { String(decoding: $0, as: UTF8.self) } }) == ["acct-1", "acct-2"])
+        let sizes = ["acct-1": 900 * 1024, "acct-2": 2 * 1024 * 1024]
         for letter in deadLetters {
+            func header(_ name: String) -> String? { letter.header(name).map { String(decoding: $0, as: UTF8.self) } }
+            let key = letter.key.map { String(decoding: $0, as: UTF8.self) } ?? ""
             #expect((letter.value?.count ?? 0) <= 1_000_000, "a dead letter fits the default message.max.bytes")
-            #expect(letter.header(DeadLetterHeader.reason).map { !$0.isEmpty } == true)
+            #expect(header(DeadLetterHeader.reason).map { !$0.isEmpty } == true)
+            #expect(header(DeadLetterHeader.truncated) == "true", "the original is cut to fit")
+            #expect(header(DeadLetterHeader.originalSize) == sizes[key].map(String.init))
+            #expect(header(DeadLetterHeader.originalSHA256)?.count == 64, "the whole original's SHA-256, in hex")
         }
     }
 }
