@@ -257,6 +257,14 @@ extension GitHubSimulator {
     }
 }
 
+extension GitHubSimulator {
+    /// When `login`'s notifications were listed (served or 304), oldest first: the polls `polledTruth` counts.
+    public func listingTimes(login: String) throws -> [Date] {
+        let index = try accountIndex(login)
+        return world.withLock { world in world.account(index).listings.map { Date(timeIntervalSince1970: $0.time) } }
+    }
+}
+
 /// A running server: the service group that owns the Hummingbird application and the task running it.
 struct ServerHandle: Sendable {
     let group: ServiceGroup

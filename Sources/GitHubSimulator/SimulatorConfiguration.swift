@@ -117,7 +117,7 @@ public struct ExpectedActivity: Sendable, Hashable, Codable {
 }
 
 /// What clients polling an account could see, by the rules in `Truth.swift`.
-public struct PolledTruth: Sendable, Hashable {
+public struct PolledTruth: Sendable, Hashable, Codable {
     /// Every version and event some poll of the account could have listed: a correct poller emits nothing else.
     public var seen: [ExpectedActivity]
     /// What every correct poller must have emitted: events visible at an events read, and thread versions that
