@@ -34,6 +34,12 @@ struct GitHubBench: AsyncParsableCommand {
     @Option(help: "Simulator seed.")
     var seed: UInt64 = 1
 
+    @Flag(help: "Simulate GitHub's one thread per subject, re-bumped by new activity.")
+    var threadBumps = false
+
+    @Option(name: .customLong("event-lag-s"), help: "Events show up 0…S seconds after they happen.")
+    var eventLagSeconds: Double = 0
+
     private struct Sample {
         var round: Int
         var seconds: Double
@@ -49,6 +55,9 @@ struct GitHubBench: AsyncParsableCommand {
         guard accounts > 0, rounds > 0, latencyMs >= 0, pauseMs >= 0, activitySeconds > 0 else {
             throw ValidationError("--accounts, --rounds and --activity-seconds must be positive")
         }
+        guard eventLagSeconds >= 0, eventLagSeconds.isFinite else {
+            throw ValidationError("--event-lag-s must be 0 or more seconds")
+        }
     }
 
     func run() async throws {
@@ -60,6 +69,8 @@ struct GitHubBench: AsyncParsableCommand {
         simConfig.pollInterval = 0  // measure conditional requests, not skipped polls
         simConfig.activityInterval = .seconds(activitySeconds)
         simConfig.quotaPerHour = 1_000_000
+        simConfig.threadBumps = threadBumps
+        simConfig.eventLag = .milliseconds(Int64(eventLagSeconds * 1000))
         let simulator = GitHubSimulator(configuration: simConfig, logger: quiet)
         try await simulator.start()
         let integration = GitHubIntegration(
@@ -128,6 +139,7 @@ struct GitHubBench: AsyncParsableCommand {
         let command =
             "activity-sync bench github --accounts \(accounts) --rounds \(rounds) --latency-ms \(latencyMs) "
             + "--pause-ms \(pauseMs) --activity-seconds \(activitySeconds) --seed \(seed)"
+            + (threadBumps ? " --thread-bumps" : "") + (eventLagSeconds > 0 ? " --event-lag-s \(eventLagSeconds)" : "")
         print("command: \(command)")
         print("syncs: \(samples.count), incomplete: \(samples.filter { !$0.complete }.count)")
         print(
