@@ -180,12 +180,7 @@ struct RealGitHubBehaviourTests {
             #expect(truth.count == 2)
             let byId = Dictionary(uniqueKeysWithValues: outcome.activities.map { ($0.id, $0) })
             for expected in truth {
-                let activity = try #require(byId[expected.id])
-                #expect(activity.text == expected.text)
-                #expect(activity.sourceURL == expected.sourceURL)
-                #expect(activity.commentURL == expected.commentURL)
-                #expect(activity.number == expected.number)
-                #expect(activity.kind == expected.kind)
+                expectActivity(try #require(byId[expected.id]), matches: expected)
             }
             let mentioned = try #require(outcome.activities.first { $0.id.hasPrefix("github:notification:\(mention):") })
             #expect(mentioned.text.hasPrefix("ada-sim mentioned \(user.login) in octo/app discussion #"))

@@ -33,13 +33,7 @@ struct SyncBehaviourTests {
             let byId = Dictionary(uniqueKeysWithValues: outcome.activities.map { ($0.id, $0) })
             for expected in truth {
                 let activity = try #require(byId[expected.id])
-                #expect(activity.text == expected.text)
-                #expect(activity.kind == expected.kind)
-                #expect(activity.sourceURL == expected.sourceURL)
-                #expect(activity.commentURL == expected.commentURL)
-                #expect(activity.repo == expected.repo)
-                #expect(activity.number == expected.number)
-                #expect(activity.occurredAt == expected.occurredAt)
+                expectActivity(activity, matches: expected)
                 #expect(activity.accountId == String(user.id))
                 #expect(!activity.sourceURL.contains(github.simulator.baseURL))
             }
