@@ -139,7 +139,9 @@ public final class GitHubClient: Sendable {
             case 500...599:
                 try await backoff(attempt: attempt, reason: "HTTP \(response.status)", deadline: deadline, url: url)
             case 301, 302, 307, 308:
-                guard method == .GET, redirects < 3, let location = response.headers.first(name: "location") else { return response }
+                guard method == .GET, redirects < 3, let location = response.headers.first(name: "location") else {
+                    return response
+                }
                 redirects += 1
                 url = location.hasPrefix("/") ? apiURL(location) : location
                 attempt -= 1
@@ -344,7 +346,9 @@ struct GitHubResponse: Sendable {
     var lastModified: String? { headers.first(name: "last-modified") }
     var nextLink: String? { headers.first(name: "link").flatMap { LinkHeader.parse($0)["next"] } }
     var pollInterval: Int? {
-        headers.first(name: "x-poll-interval").flatMap { Int($0) }.map { min(max(0, $0), HeaderLimits.longestPollInterval) }
+        headers.first(name: "x-poll-interval").flatMap { Int($0) }.map {
+            min(max(0, $0), HeaderLimits.longestPollInterval)
+        }
     }
 }
 

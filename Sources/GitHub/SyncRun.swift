@@ -329,7 +329,8 @@ struct SyncRun {
             guard id.hasPrefix(prefix) else { return false }  // event ids live in `eventIds` now
             guard let floor else { return true }
             let rest = id.dropFirst(prefix.count)
-            guard let colon = rest.firstIndex(of: ":"), let updatedAt = WireFormat.parseDate(String(rest[rest.index(after: colon)...]))
+            guard let colon = rest.firstIndex(of: ":"),
+                let updatedAt = WireFormat.parseDate(String(rest[rest.index(after: colon)...]))
             else { return true }
             return updatedAt >= floor
         }
@@ -425,7 +426,8 @@ struct SyncRun {
         let text = ActivityText.discussion(
             reason: thread.reason, username: state.username ?? "", repo: repo, number: node?.number,
             title: node?.title ?? thread.subject.title ?? "", actor: actor ?? "someone", body: body)
-        let sourceURL = node?.url.flatMap(webURLOrNil) ?? node.map { "\(repoPage)/discussions/\($0.number)" }
+        let sourceURL =
+            node?.url.flatMap(webURLOrNil) ?? node.map { "\(repoPage)/discussions/\($0.number)" }
             ?? "\(repoPage)/discussions"
         return Activity(
             text: text, sourceURL: sourceURL, id: item.id, occurredAt: item.updatedAt, kind: thread.reason,

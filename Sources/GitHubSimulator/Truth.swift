@@ -65,7 +65,11 @@ extension WorldState {
             switch lastBefore {
             case .none: startsListing = true
             case .some(let previous):
-                if let before = request.before, let previous { startsListing = before > previous } else { startsListing = true }
+                if let before = request.before, let previous {
+                    startsListing = before > previous
+                } else {
+                    startsListing = true
+                }
             }
             if startsListing { starts.append(request) }
             lastBefore = .some(request.before)

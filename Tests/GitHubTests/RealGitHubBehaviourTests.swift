@@ -62,7 +62,9 @@ struct RealGitHubBehaviourTests {
             #expect(versionsBefore.isSubset(of: first.activities.map(\.id)), "every version listed was emitted")
             // The bumped version is the next sync's news.
             // The next sync lists up to its own start, whole seconds excluded: it must start after the touch's second.
-            try await eventually("the clock passed the re-bump's second", timeout: .seconds(5), interval: .milliseconds(20)) {
+            try await eventually(
+                "the clock passed the re-bump's second", timeout: .seconds(5), interval: .milliseconds(20)
+            ) {
                 Date().timeIntervalSince1970 >= touchedAt.timeIntervalSince1970.rounded(.down) + 1.05
             }
             let second = try await github.sync(user, state: first.state)
@@ -70,8 +72,10 @@ struct RealGitHubBehaviourTests {
             #expect(second.activities.first?.id.hasPrefix("github:notification:\(newest):") == true)
             let all = first.activities + second.activities
             expectMatchesPolledTruth(
-                all, try github.simulator.polledTruth(login: user.login, from: now.addingTimeInterval(-3_600), to: Date()))
-            #expect((second.githubState.lastSyncTime ?? .distantPast) > (first.githubState.lastSyncTime ?? .distantFuture))
+                all,
+                try github.simulator.polledTruth(login: user.login, from: now.addingTimeInterval(-3_600), to: Date()))
+            #expect(
+                (second.githubState.lastSyncTime ?? .distantPast) > (first.githubState.lastSyncTime ?? .distantFuture))
         }
     }
 
@@ -83,7 +87,10 @@ struct RealGitHubBehaviourTests {
                 $0.activityInterval = .milliseconds(250)
                 $0.historyItems = 60
                 $0.latency = .milliseconds(10)
-            }, integration: { $0.notificationsPerPage = 4; $0.eventsPerPage = 5 }
+            },
+            integration: {
+                $0.notificationsPerPage = 4; $0.eventsPerPage = 5
+            }
         ) { github in
             let user = github.user
             let start = Date()
@@ -97,7 +104,8 @@ struct RealGitHubBehaviourTests {
                 state = outcome.state
             }
             let quiet = Date()
-            try await eventually("every required activity emitted", timeout: .seconds(30), interval: .milliseconds(200)) {
+            try await eventually("every required activity emitted", timeout: .seconds(30), interval: .milliseconds(200))
+            {
                 let outcome = try await github.sync(user, state: state)
                 emitted += outcome.activities
                 state = outcome.state
@@ -153,7 +161,8 @@ struct RealGitHubBehaviourTests {
             #expect(comment.sourceURL.hasSuffix("/issues/\(comment.number ?? -1)"))
             let final = try GitHubState(json: state)
             #expect(final.gaps.isEmpty)
-            #expect(final.lastUserEventTime == Date(timeIntervalSince1970: (now.timeIntervalSince1970 - 5).rounded(.down)))
+            #expect(
+                final.lastUserEventTime == Date(timeIntervalSince1970: (now.timeIntervalSince1970 - 5).rounded(.down)))
             // Nothing new: the next events read is a free 304 and emits nothing.
             let mark = github.simulator.requests().count
             let again = try await github.sync(user, state: state)
@@ -182,7 +191,8 @@ struct RealGitHubBehaviourTests {
             for expected in truth {
                 expectActivity(try #require(byId[expected.id]), matches: expected)
             }
-            let mentioned = try #require(outcome.activities.first { $0.id.hasPrefix("github:notification:\(mention):") })
+            let mentioned = try #require(
+                outcome.activities.first { $0.id.hasPrefix("github:notification:\(mention):") })
             #expect(mentioned.text.hasPrefix("ada-sim mentioned \(user.login) in octo/app discussion #"))
             #expect(mentioned.sourceURL.hasPrefix("https://github.com/octo/app/discussions/"))
             #expect(mentioned.commentURL?.contains("#discussioncomment-") == true)
@@ -196,7 +206,10 @@ struct RealGitHubBehaviourTests {
 
     @Test func aSubjectThatFailsEverySyncIsEmittedFromTheNotificationAfterNSyncs() async throws {
         try await SimulatedGitHub.with(
-            { $0.historyItems = 0 }, integration: { $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3 }
+            { $0.historyItems = 0 },
+            integration: {
+                $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3
+            }
         ) { github in
             let user = github.user
             let updatedAt = Date().addingTimeInterval(-30)
@@ -228,7 +241,8 @@ struct RealGitHubBehaviourTests {
             let issue = try #require(third.activities.first { $0.id.hasPrefix("github:notification:\(thread):") })
             #expect(issue.text == "Issue #77 assigned to \(user.login) in octo/stuck: Never loads")
             #expect(issue.sourceURL == "https://github.com/octo/stuck/issues/77")
-            let fallback = try #require(third.activities.first { $0.id.hasPrefix("github:notification:\(discussion):") })
+            let fallback = try #require(
+                third.activities.first { $0.id.hasPrefix("github:notification:\(discussion):") })
             #expect(fallback.sourceURL == "https://github.com/octo/stuck/discussions")
             #expect(fallback.text == "GitHub notification for \(user.login) in octo/stuck discussion: Unreachable")
             let state3 = third.githubState
