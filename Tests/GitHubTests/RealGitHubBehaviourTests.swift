@@ -254,6 +254,42 @@ struct RealGitHubBehaviourTests {
         }
     }
 
+    @Test func aSubjectFailingForLongerThanTheAgeLimitIsGivenUpWithoutWaitingForNSyncs() async throws {
+        try await SimulatedGitHub.with(
+            { $0.historyItems = 0 },
+            integration: {
+                $0.maxAttempts = 1
+                $0.stuckSubjectSyncs = 100
+                $0.stuckSubjectAge = .seconds(1)
+            }
+        ) { github in
+            let user = github.user
+            let updatedAt = Date().addingTimeInterval(-30)
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "review_requested", subjectType: "PullRequest", repo: "octo/slow", number: 9,
+                title: "Flaky subject", at: updatedAt)
+            github.simulator.injectFault(.serverError, count: 1_000, pathPrefix: "/repos/octo/slow/pulls/9")
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.isEmpty)
+            let since = try #require(first.githubState.stuck.values.first?.since)
+            var state = first.state
+            var emitted: [Activity] = []
+            try await eventually("given up after the age limit", timeout: .seconds(10), interval: .milliseconds(200)) {
+                let outcome = try await github.sync(user, state: state)
+                state = outcome.state
+                emitted += outcome.activities
+                return !emitted.isEmpty
+            }
+            #expect(Date().timeIntervalSince(since) >= 1, "not before the age limit")
+            #expect(
+                emitted.map(\.id) == [
+                    "github:notification:\(thread):\(WireFormat.formatDate(Date(timeIntervalSince1970: updatedAt.timeIntervalSince1970.rounded(.down))))"
+                ])
+            #expect(emitted.first?.text == "\(user.login) requested to review PR #9 in octo/slow: Flaky subject")
+            #expect(emitted.first?.sourceURL == "https://github.com/octo/slow/pull/9")
+        }
+    }
+
     @Test func aBusyAccountsStateRecordStaysUnderTwoKilobytes() async throws {
         try await SimulatedGitHub.with({
             $0.historyItems = 400
