@@ -34,6 +34,9 @@ struct GitHubBench: AsyncParsableCommand {
     @Option(help: "Simulator seed.")
     var seed: UInt64 = 1
 
+    @Option(help: "Mean number of history items per simulated account before the first sync (a busy account: 400).")
+    var historyItems: Int = 30
+
     @Flag(help: "Simulate GitHub's one thread per subject, re-bumped by new activity.")
     var threadBumps = false
 
@@ -55,6 +58,7 @@ struct GitHubBench: AsyncParsableCommand {
         guard accounts > 0, rounds > 0, latencyMs >= 0, pauseMs >= 0, activitySeconds > 0 else {
             throw ValidationError("--accounts, --rounds and --activity-seconds must be positive")
         }
+        guard historyItems >= 0 else { throw ValidationError("--history-items must be 0 or more") }
         guard eventLagSeconds >= 0, eventLagSeconds.isFinite else {
             throw ValidationError("--event-lag-s must be 0 or more seconds")
         }
@@ -70,6 +74,7 @@ struct GitHubBench: AsyncParsableCommand {
         simConfig.activityInterval = .seconds(activitySeconds)
         simConfig.quotaPerHour = 1_000_000
         simConfig.threadBumps = threadBumps
+        simConfig.historyItems = historyItems
         simConfig.eventLag = .milliseconds(Int64(eventLagSeconds * 1000))
         let simulator = GitHubSimulator(configuration: simConfig, logger: quiet)
         try await simulator.start()
@@ -139,7 +144,7 @@ struct GitHubBench: AsyncParsableCommand {
         let command =
             "activity-sync bench github --accounts \(accounts) --rounds \(rounds) --latency-ms \(latencyMs) "
             + "--pause-ms \(pauseMs) --activity-seconds \(activitySeconds) --seed \(seed)"
-            + (threadBumps ? " --thread-bumps" : "") + (eventLagSeconds > 0 ? " --event-lag-s \(eventLagSeconds)" : "")
+            + (historyItems != 30 ? " --history-items \(historyItems)" : "") + (threadBumps ? " --thread-bumps" : "") + (eventLagSeconds > 0 ? " --event-lag-s \(eventLagSeconds)" : "")
         print("command: \(command)")
         print("syncs: \(samples.count), incomplete: \(samples.filter { !$0.complete }.count)")
         print(
