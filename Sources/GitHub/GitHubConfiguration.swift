@@ -48,8 +48,8 @@ public struct GitHubConfiguration: Sendable {
     /// watermark minus the overlap are pruned long before this bound matters.
     public var recentIdLimit: Int = 2_000
     /// How late an event may appear in `/users/{u}/events` and still be emitted: GitHub documents 30 s to 6 h.
-    /// Each events read goes this far below the events watermark and compares event ids, so it costs more pages
-    /// (and no 304) only for accounts with more than a page of events in this span.
+    /// A read that is not a 304 goes this far below the events watermark and compares event ids, so it costs
+    /// more pages only for accounts with more than a page of events in this span; an unchanged feed stays a 304.
     public var eventLagHorizon: Duration = .seconds(6 * 3600)
     /// A notification whose subject fails on this many syncs in a row is emitted with what the notification
     /// itself says, and the watermark moves on.

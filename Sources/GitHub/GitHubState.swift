@@ -43,8 +43,10 @@ public struct GitHubState: Codable, Sendable, Hashable {
     /// The token was rejected and could not be refreshed.
     public var needsReauth: Bool
     public var gaps: [Gap]
-    /// Recently emitted notification ids, oldest first: repeats from the re-read overlap are dropped. Ids whose
-    /// `updated_at` is behind `lastSyncTime` minus the overlap are pruned (they are never listed again).
+    /// Recently emitted notifications as `{thread id}:{updated_at}` (their activity id without the
+    /// `github:notification:` prefix), oldest first: repeats from the re-read overlap are dropped. Those whose
+    /// `updated_at` is behind `lastSyncTime` minus the overlap are pruned (they are never listed again). Whole ids
+    /// in an older state are read too.
     public var recentIds: [String]
     /// Ids of the kept events (`github:event:` without the prefix) created within the event lag horizon below
     /// `lastUserEventTime`: an event not among them is new, however late it appeared. nil in a state written before

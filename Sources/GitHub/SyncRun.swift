@@ -33,7 +33,14 @@ struct SyncRun {
         self.state = state
         self.credentials = credentials
         self.started = started
-        self.recent = RecentIds(state.recentIds, limit: client.configuration.recentIdLimit)
+        // Stored as `{thread}:{updated_at}`; states written before that hold whole ids (and event ids, which
+        // `eventIds` replaces).
+        let notificationPrefix = "github:notification:"
+        let keys = state.recentIds.compactMap { id -> String? in
+            if id.hasPrefix(notificationPrefix) { return String(id.dropFirst(notificationPrefix.count)) }
+            return id.hasPrefix("github:") ? nil : id
+        }
+        self.recent = RecentIds(keys, limit: client.configuration.recentIdLimit)
     }
 
     /// Why a phase stopped the whole sync.
@@ -189,7 +196,7 @@ struct SyncRun {
             let isConversation =
                 ActivityText.isPullRequest(subjectType: thread.subject.type) != nil
                 || thread.subject.type == "Discussion"
-            guard ActivityText.keptReasons.contains(thread.reason), isConversation, isResync || !recent.contains(id)
+            guard ActivityText.keptReasons.contains(thread.reason), isConversation, isResync || !recent.contains(listingKey(id))
             else {
                 processedMax = later(processedMax, updatedAt)
                 continue
@@ -312,7 +319,7 @@ struct SyncRun {
 
     private mutating func emit(_ activity: Activity) {
         activities.append(activity)
-        recent.insert(activity.id)
+        recent.insert(listingKey(activity.id))
     }
 
     /// `{thread}:{updated_at}` of a notification activity id, as the listing dedupes them.
@@ -320,18 +327,15 @@ struct SyncRun {
         String(id.dropFirst("github:notification:".count))
     }
 
-    /// Notification ids still inside the re-read window; older ones are never listed again, so keeping them only
-    /// makes every state record heavier.
+    /// Emitted notifications (`{thread}:{updated_at}`) still inside the re-read window; older ones are never listed
+    /// again, so keeping them would only make every state record heavier.
     private func prunedRecentIds() -> [String] {
-        let prefix = "github:notification:"
         let floor = state.lastSyncTime.map { $0.addingTimeInterval(-seconds(configuration.overlap)) }
-        return recent.ids.filter { id in
-            guard id.hasPrefix(prefix) else { return false }  // event ids live in `eventIds` now
+        return recent.ids.filter { key in
             guard let floor else { return true }
-            let rest = id.dropFirst(prefix.count)
-            guard let colon = rest.firstIndex(of: ":"),
-                let updatedAt = WireFormat.parseDate(String(rest[rest.index(after: colon)...]))
-            else { return true }
+            guard let colon = key.firstIndex(of: ":"),
+                let updatedAt = WireFormat.parseDate(String(key[key.index(after: colon)...]))
+            else { return false }
             return updatedAt >= floor
         }
     }
@@ -574,8 +578,6 @@ struct SyncRun {
         var listed: [(id: String, created: Date)] = []
         var seenIds = known
         var etag: String?
-        var firstPageOldest: Date?
-        var firstPageIsAll = false
         var halt: Stop?
         listing: while true {
             let response: GitHubResponse
@@ -606,7 +608,6 @@ struct SyncRun {
                 seenCount += 1
                 guard let created = event.created_at.flatMap(WireFormat.parseDate) else { continue }
                 oldestSeen = earlier(oldestSeen, created)
-                if pages == 1 { firstPageOldest = earlier(firstPageOldest, created) }
                 if created < horizon {
                     reachedHorizon = true
                     break
@@ -620,7 +621,6 @@ struct SyncRun {
                     activities.append(activity)
                 }
             }
-            if pages == 1 { firstPageIsAll = response.nextLink == nil }
             if reachedHorizon {
                 listingComplete = true
                 break listing
@@ -655,10 +655,11 @@ struct SyncRun {
         } else {
             state.eventIds = Array(seenIds.union(listed.map(\.id)))
         }
-        // An unchanged first page means nothing new only when it reaches below the next read's horizon: a late
-        // event lower down would not change it.
-        let firstPageCovers = firstPageIsAll || (firstPageOldest.map { $0 < nextHorizon } ?? false)
-        state.eventsETag = listingComplete && halt == nil && firstPageCovers ? etag : nil
+        // The first page's ETag is kept even when that page does not reach the horizon: an unchanged account must
+        // cost no quota. A late event lower down then waits for the first page to change (any new event), and is
+        // emitted by that read, which goes down to the horizon again; while nothing new happens the horizon stays
+        // where it is, so it cannot slip below it.
+        state.eventsETag = listingComplete && halt == nil ? etag : nil
         if let halt { throw halt }
     }
 

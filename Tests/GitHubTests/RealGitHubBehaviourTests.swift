@@ -173,6 +173,33 @@ struct RealGitHubBehaviourTests {
         }
     }
 
+    @Test func aLateEventBelowAnUnchangedFirstPageIsEmittedWithTheNextNewEvent() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }, integration: { $0.eventsPerPage = 2 }) { github in
+            let user = github.user
+            let now = Date()
+            var prompt: [String] = []
+            for offset in [50.0, 40, 30, 20, 10] {
+                prompt.append(
+                    try github.simulator.addEvent(
+                        for: user.login, type: "IssuesEvent", at: now.addingTimeInterval(-offset)))
+            }
+            let late = try github.simulator.addEvent(
+                for: user.login, type: "IssuesEvent", at: now.addingTimeInterval(-35), appearsAfter: .seconds(37))
+            let first = try await github.sync(user, state: nil)
+            #expect(Set(first.activities.map(\.id)) == Set(prompt.map { "github:event:\($0)" }))
+            let visible = now.addingTimeInterval(2.5)
+            try await eventually("the late event is visible", timeout: .seconds(10), interval: .milliseconds(50)) {
+                Date() >= visible
+            }
+            // It sits on page 2 of 2-event pages; page 1 did not change, so the unchanged account costs nothing.
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.activities.isEmpty)
+            let newer = try github.simulator.addEvent(for: user.login, type: "IssuesEvent", at: Date())
+            let third = try await github.sync(user, state: second.state)
+            #expect(Set(third.activities.map(\.id)) == ["github:event:\(newer)", "github:event:\(late)"])
+        }
+    }
+
     @Test func aDiscussionNotificationBecomesAnActivityWithItsPage() async throws {
         try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
             let user = github.user
