@@ -263,7 +263,13 @@ public final class GitHubClient: Sendable {
                     let result = GitHubResponse(
                         url: url, status: Int(response.status.code), headers: response.headers,
                         body: Data(body.readableBytesView))
-                    budgets.record(key: key, result.rateLimit)
+                    // GraphQL has a budget of its own (`x-ratelimit-resource: graphql`); it must not stand in for the
+                    // REST quota the budget tracks.
+                    if let resource = result.rateLimit.resource, resource != "core" {
+                        budgets.cancel(key: key)
+                    } else {
+                        budgets.record(key: key, result.rateLimit)
+                    }
                     return result
                 })
         } catch is CancellationError {
