@@ -14,6 +14,8 @@ extension GitHubSimulator {
     ///   - number: nil allocates a new number in `repo`.
     ///   - state: the subject's state when it is created (`open` or `closed`).
     ///   - at: the thread's `updated_at` (whole seconds); a future time hides the thread until then.
+    /// With `threadBumps` on, a notification about a subject that already has a thread for `login` re-bumps that
+    /// thread (as GitHub does) and returns its id.
     /// - Returns: the thread id, as the API sends it.
     /// - Throws: `SimulatorError` for an unknown login.
     @discardableResult
@@ -74,6 +76,15 @@ extension GitHubSimulator {
                 thread.latest = .subject
             }
             if time <= now { world.noteListChange(user, now: now, previous: world.listLastModified(user, now: now)) }
+            if world.params.threadBumps, let key = WorldState.threadSubjectKey(thread),
+                let existing = world.account(user).threadBySubject[key]
+            {
+                // GitHub keeps one thread per subject and user: the existing one is re-bumped instead.
+                world.bump(
+                    threadId: existing, user: user, to: time, switchedAt: Date().timeIntervalSince1970,
+                    reason: reason, latest: thread.latest)
+                return String(existing)
+            }
             world.insertThread(thread)
             return String(thread.id)
         }

@@ -49,6 +49,29 @@ struct RealBehaviourTests {
         }
     }
 
+    @Test("with thread bumps, a second notification about the same issue re-bumps its thread")
+    func secondNotificationReBumps() async throws {
+        try await withSimulator({
+            $0.threadBumps = true
+            $0.historyItems = 0
+        }) { simulator in
+            let user = simulator.users[0]
+            let first = try simulator.addNotification(
+                for: user.login, reason: "assign", repo: "octo/app", number: 3, at: Date().addingTimeInterval(-60))
+            let second = try simulator.addNotification(
+                for: user.login, reason: "comment", repo: "octo/app", number: 3, commentBody: "news",
+                at: Date().addingTimeInterval(-10))
+            #expect(second == first)
+            let listing = try await send("\(simulator.baseURL)/notifications?all=true", token: user.token)
+            let threads = try #require(listing.jsonArray)
+            #expect(threads.count == 1)
+            #expect(threads.first?["reason"] as? String == "comment")
+            let truth = try simulator.truth(login: user.login, from: Date().addingTimeInterval(-3_600), to: Date())
+            #expect(truth.map(\.kind).sorted() == ["assign", "comment"])
+            #expect(truth.first { $0.kind == "assign" }?.supersededAt != nil)
+        }
+    }
+
     @Test("an event shows up only after its lag; the feed's ETag changes when it does")
     func lateEvent() async throws {
         try await withSimulator({ $0.historyItems = 0 }) { simulator in
