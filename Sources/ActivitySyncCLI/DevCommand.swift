@@ -108,6 +108,9 @@ struct DevCommand: AsyncParsableCommand {
             configuration.pollInterval = 1
             configuration.historyHours = 2
             configuration.activityInterval = .seconds(20)
+            // GitHub as it really behaves: threads re-bumped by new activity, events shown a few seconds late.
+            configuration.threadBumps = true
+            configuration.eventLag = .seconds(3)
             let sim = GitHubSimulator(configuration: configuration, logger: logger)
             try await sim.start()
             simulator = sim

@@ -64,6 +64,16 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
     @Option(help: "Requests per hour per account.")
     var quotaPerHour = 5000
 
+    @Option(
+        name: .customLong("event-lag"),
+        help: "Events show up in /users/{u}/events a seeded random 0…S seconds after they happen (GitHub: 30 s to 6 h).")
+    var eventLagSeconds = 0.0
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "One notification thread per subject and user, re-bumped by new activity, as on GitHub.")
+    var threadBumps = true
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel = "info"
 
@@ -76,6 +86,9 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
         }
         guard users >= 1 else { throw ValidationError("--users must be at least 1") }
         guard activityIntervalSeconds > 0 else { throw ValidationError("--activity-interval-s must be positive") }
+        guard eventLagSeconds >= 0, eventLagSeconds.isFinite else {
+            throw ValidationError("--event-lag must be a number of seconds, 0 or more")
+        }
         if let start, (try? Date(start, strategy: .iso8601)) == nil {
             throw ValidationError("--start must be an RFC 3339 time such as 2026-12-01T04:00:00Z")
         }
@@ -104,6 +117,8 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
         configuration.historyItems = historyItems
         if let start, let date = try? Date(start, strategy: .iso8601) { configuration.start = date }
         configuration.quotaPerHour = quotaPerHour
+        configuration.eventLag = .milliseconds(Int64(eventLagSeconds * 1000))
+        configuration.threadBumps = threadBumps
         let simulator = GitHubSimulator(configuration: configuration, logger: logger)
         try await simulator.start()
         // Written straight to the file descriptor (no stdio buffering), so a parent reading a pipe sees it at once.

@@ -8,8 +8,9 @@ enum ActivityText {
         "assign", "review_requested", "mention", "state_change", "author", "comment", "team_mention",
     ]
 
-    /// The subject types that are issues or pull requests. Others (Release, Discussion, Commit, CheckSuite, …)
-    /// are skipped: the texts only make sense for issues and PRs, and calling a release a PR would be wrong.
+    /// The subject types that are issues or pull requests. Discussions have texts of their own
+    /// (``discussion(reason:username:repo:number:title:actor:body:)``); others (Release, Commit, CheckSuite, …) are
+    /// skipped: the texts only make sense for conversations, and calling a release a PR would be wrong.
     static func isPullRequest(subjectType: String) -> Bool? {
         switch subjectType {
         case "Issue": false
@@ -51,6 +52,20 @@ enum ActivityText {
             return "GitHub notification for \(f.username) in \(f.repo)"
         default:
             return nil
+        }
+    }
+
+    /// A Discussion notification's text, in the reference's shapes with `discussion` for the kind. Without a
+    /// resolved discussion (`number` nil) it says what the notification itself says.
+    static func discussion(
+        reason: String, username: String, repo: String, number: Int?, title: String, actor: String, body: String
+    ) -> String {
+        guard let number else { return "GitHub notification for \(username) in \(repo) discussion: \(title)" }
+        switch reason {
+        case "mention": return "\(actor) mentioned \(username) in \(repo) discussion #\(number): \(body)"
+        case "comment": return "\(actor) commented on discussion #\(number) in \(repo): \(body)"
+        case "state_change": return "\(actor) changed discussion #\(number) state  in \(repo): \(title)"
+        default: return "GitHub notification for \(username) in \(repo)"
         }
     }
 

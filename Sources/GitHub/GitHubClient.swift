@@ -76,6 +76,15 @@ public final class GitHubClient: Sendable {
     func get(
         _ url: String, credentials: AccountCredentials, conditional: [(String, String)] = [], deadline: Date
     ) async throws(GitHubError) -> GitHubResponse {
+        try await send(url, method: .GET, body: nil, credentials: credentials, headers: conditional, deadline: deadline)
+    }
+
+    /// The request loop behind ``get(_:credentials:conditional:deadline:)`` and ``postJSON(_:_:body:credentials:deadline:)``:
+    /// the origin guard on every URL, rate limits, retries, one token refresh, redirects (GET only).
+    private func send(
+        _ url: String, method: HTTPMethod, body: [UInt8]?, credentials: AccountCredentials,
+        headers conditional: [(String, String)], deadline: Date
+    ) async throws(GitHubError) -> GitHubResponse {
         var url = url
         var redirects = 0
         var token = await credentials.accessToken
@@ -87,7 +96,8 @@ public final class GitHubClient: Sendable {
             try checkOrigin(url, purpose: "request")
             attempt += 1
             try await waitForBudget(token: token, deadline: deadline)
-            let outcome = await exchange(url: url, token: token, headers: conditional, deadline: deadline)
+            let outcome = await exchange(
+                url: url, method: method, body: body, token: token, headers: conditional, deadline: deadline)
             let response: GitHubResponse
             switch outcome {
             case .success(let value):
@@ -129,7 +139,9 @@ public final class GitHubClient: Sendable {
             case 500...599:
                 try await backoff(attempt: attempt, reason: "HTTP \(response.status)", deadline: deadline, url: url)
             case 301, 302, 307, 308:
-                guard redirects < 3, let location = response.headers.first(name: "location") else { return response }
+                guard method == .GET, redirects < 3, let location = response.headers.first(name: "location") else {
+                    return response
+                }
                 redirects += 1
                 url = location.hasPrefix("/") ? apiURL(location) : location
                 attempt -= 1
@@ -153,6 +165,28 @@ public final class GitHubClient: Sendable {
             guard (200..<300).contains(response.status) else { throw GitHubError(.http(status: response.status)) }
             do {
                 return (try JSONDecoder().decode(T.self, from: response.body), response)
+            } catch {
+                let reason = "\(T.self): \(error)"
+                guard attempt < configuration.maxAttempts else { throw GitHubError(.malformed(reason)) }
+                try await backoff(attempt: attempt, reason: "undecodable body", deadline: deadline, url: url)
+            }
+        }
+    }
+
+    /// POSTs a JSON body (a GraphQL query) and decodes the answer. `url` must be on the API origin like every other
+    /// request that carries the token; a 2xx body that does not decode is retried like a 5xx.
+    func postJSON<T: Decodable & Sendable>(
+        _ type: T.Type, _ url: String, body: [UInt8], credentials: AccountCredentials, deadline: Date
+    ) async throws(GitHubError) -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let response = try await send(
+                url, method: .POST, body: body, credentials: credentials,
+                headers: [("Content-Type", "application/json")], deadline: deadline)
+            guard (200..<300).contains(response.status) else { throw GitHubError(.http(status: response.status)) }
+            do {
+                return try JSONDecoder().decode(T.self, from: response.body)
             } catch {
                 let reason = "\(T.self): \(error)"
                 guard attempt < configuration.maxAttempts else { throw GitHubError(.malformed(reason)) }
@@ -201,7 +235,8 @@ public final class GitHubClient: Sendable {
     // MARK: - One exchange
 
     private func exchange(
-        url: String, token: String, headers extra: [(String, String)], deadline: Date
+        url: String, method: HTTPMethod, body: [UInt8]?, token: String, headers extra: [(String, String)],
+        deadline: Date
     ) async -> Result<GitHubResponse, GitHubError> {
         let key = budgetKey(token)
         let remaining = deadline.timeIntervalSinceNow
@@ -210,7 +245,8 @@ public final class GitHubClient: Sendable {
             return .failure(GitHubError(.deadlineExceeded))
         }
         var request = HTTPClientRequest(url: url)
-        request.method = .GET
+        request.method = method
+        if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
         request.headers.add(name: "Accept", value: "application/vnd.github+json")
         request.headers.add(name: "X-GitHub-Api-Version", value: configuration.apiVersion)
@@ -227,7 +263,13 @@ public final class GitHubClient: Sendable {
                     let result = GitHubResponse(
                         url: url, status: Int(response.status.code), headers: response.headers,
                         body: Data(body.readableBytesView))
-                    budgets.record(key: key, result.rateLimit)
+                    // GraphQL has a budget of its own (`x-ratelimit-resource: graphql`); it must not stand in for the
+                    // REST quota the budget tracks.
+                    if let resource = result.rateLimit.resource, resource != "core" {
+                        budgets.cancel(key: key)
+                    } else {
+                        budgets.record(key: key, result.rateLimit)
+                    }
                     return result
                 })
         } catch is CancellationError {
@@ -310,7 +352,9 @@ struct GitHubResponse: Sendable {
     var lastModified: String? { headers.first(name: "last-modified") }
     var nextLink: String? { headers.first(name: "link").flatMap { LinkHeader.parse($0)["next"] } }
     var pollInterval: Int? {
-        headers.first(name: "x-poll-interval").flatMap { Int($0) }.map { min(max(0, $0), HeaderLimits.longestPollInterval) }
+        headers.first(name: "x-poll-interval").flatMap { Int($0) }.map {
+            min(max(0, $0), HeaderLimits.longestPollInterval)
+        }
     }
 }
 

@@ -44,8 +44,20 @@ public struct GitHubConfiguration: Sendable {
     public var maxPages: Int = 20
     /// Subjects fetched concurrently within one sync.
     public var subjectParallelism: Int = 10
-    /// How many recently emitted activity ids the state keeps to drop repeats of the overlap.
+    /// The most recently emitted notification ids the state keeps to drop repeats of the overlap; ids behind the
+    /// watermark minus the overlap are pruned long before this bound matters.
     public var recentIdLimit: Int = 2_000
+    /// How late an event may appear in `/users/{u}/events` and still be emitted: GitHub documents 30 s to 6 h.
+    /// A read that is not a 304 goes this far below the events watermark and compares event ids, so it costs
+    /// more pages only for accounts with more than a page of events in this span; an unchanged feed stays a 304.
+    public var eventLagHorizon: Duration = .seconds(6 * 3600)
+    /// A notification whose subject fails on this many syncs in a row is emitted with what the notification
+    /// itself says, and the watermark moves on.
+    public var stuckSubjectSyncs: Int = 3
+    /// … or when it has been failing for this long, whichever comes first.
+    public var stuckSubjectAge: Duration = .seconds(6 * 3600)
+    /// Discussions fetched per repository through GraphQL to resolve a Discussion notification's page.
+    public var discussionsPerQuery: Int = 50
     /// GitHub keeps this many events per user (and 90 days); reading that many without reaching the watermark
     /// means older events are gone.
     public var eventHistoryLimit: Int = 300
@@ -54,6 +66,14 @@ public struct GitHubConfiguration: Sendable {
 
     public init(baseURL: String = "https://api.github.com") {
         self.baseURL = baseURL
+    }
+
+    /// GitHub's GraphQL endpoint on the configured host: `https://api.github.com/graphql`, or `/api/graphql` for a
+    /// GitHub Enterprise Server whose REST base ends in `/api/v3`. The token goes nowhere else.
+    public var graphQLURL: String {
+        let trimmed = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        if trimmed.hasSuffix("/api/v3") { return String(trimmed.dropLast("/v3".count)) + "/graphql" }
+        return trimmed + "/graphql"
     }
 
     /// The token endpoint actually used for refreshes.

@@ -4,8 +4,8 @@ public import SyncModel
 
 /// The GitHub integration: spec, setup and sync with the reference SDK's semantics, minus its losses.
 ///
-/// A sync reads the account's notifications (kept reasons only, Issue and PullRequest subjects only) and the
-/// user's own events, and emits one ``SyncModel/Activity`` per item with the reference texts. It spends as
+/// A sync reads the account's notifications (kept reasons only; Issue, PullRequest and Discussion subjects) and
+/// the user's own events, and emits one ``SyncModel/Activity`` per item with the reference texts. It spends as
 /// little quota as GitHub allows: conditional requests (304s are free), X-Poll-Interval, one fetch per
 /// distinct subject, and a shared subject cache. It never throws for conditions the outcome can express: a
 /// rejected token, a rate limit or the deadline come back as ``SyncModel/SyncOutcome/Status`` with the progress
@@ -86,8 +86,9 @@ public struct GitHubIntegration: Integration {
 
     /// Runs one sync of one account; see ``GitHubIntegration`` for what it reads.
     ///
-    /// The first sync reads the last 24 h. Later syncs read from their watermarks minus a 2-minute overlap and
-    /// drop ids they already emitted. With ``SyncModel/SyncRequest/since`` (a resync) the window starts there,
+    /// The first sync reads the last 24 h. Later syncs read notifications from their watermark minus a 2-minute
+    /// overlap, paged by time, and drop ids they already emitted; events down to a 6-hour lag horizon, new by id,
+    /// so an event GitHub shows late is still emitted. With ``SyncModel/SyncRequest/since`` (a resync) the window starts there,
     /// validators and poll intervals are ignored, and activities are emitted again with the same ids, so
     /// consumers that dedupe by id see no change.
     ///

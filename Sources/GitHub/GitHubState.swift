@@ -7,13 +7,17 @@ public import SyncModel
 /// states still read. Unlike the reference, the two times are watermarks: the newest `updated_at` /
 /// `created_at` actually processed, never the wall clock, so nothing that changed during a sync or failed to
 /// load is skipped.
+///
+/// Kept lean because the worker writes it on every job: ids behind the watermarks are pruned, and empty or default
+/// fields are left out of the JSON, so a typical record is a few hundred bytes.
 public struct GitHubState: Codable, Sendable, Hashable {
     /// A stretch of time whose activity could not be read (GitHub keeps only 300 events / 90 days, or a sync hit
     /// its page limit), recorded instead of pretending coverage.
     public struct Gap: Codable, Sendable, Hashable {
         public var from: Date
         public var to: Date
-        /// `events` or `notifications`.
+        /// `events`, `notifications`, or `subject:{thread id}` for a notification emitted without its subject
+        /// after the subject kept failing.
         public var source: String
 
         public init(from: Date, to: Date, source: String) {
@@ -39,13 +43,34 @@ public struct GitHubState: Codable, Sendable, Hashable {
     /// The token was rejected and could not be refreshed.
     public var needsReauth: Bool
     public var gaps: [Gap]
-    /// Recently emitted activity ids, oldest first: repeats from the re-read overlap are dropped.
+    /// Recently emitted notifications as `{thread id}:{updated_at}` (their activity id without the
+    /// `github:notification:` prefix), oldest first: repeats from the re-read overlap are dropped. Those whose
+    /// `updated_at` is behind `lastSyncTime` minus the overlap are pruned (they are never listed again). Whole ids
+    /// in an older state are read too.
     public var recentIds: [String]
+    /// Ids of the kept events (`github:event:` without the prefix) created within the event lag horizon below
+    /// `lastUserEventTime`: an event not among them is new, however late it appeared. nil in a state written before
+    /// events were compared by id.
+    public var eventIds: [String]?
+    /// Notifications whose subject failed, by activity id: after a few syncs or hours they are emitted anyway.
+    public var stuck: [String: StuckItem]
+
+    /// A notification whose subject keeps failing to load.
+    public struct StuckItem: Codable, Sendable, Hashable {
+        public var since: Date
+        public var failures: Int
+
+        public init(since: Date, failures: Int) {
+            self.since = since
+            self.failures = failures
+        }
+    }
 
     public init(
         lastSyncTime: Date? = nil, lastUserEventTime: Date? = nil, username: String? = nil,
         notificationsLastModified: String? = nil, eventsETag: String? = nil, nextNotificationsPoll: Date? = nil,
-        nextEventsPoll: Date? = nil, needsReauth: Bool = false, gaps: [Gap] = [], recentIds: [String] = []
+        nextEventsPoll: Date? = nil, needsReauth: Bool = false, gaps: [Gap] = [], recentIds: [String] = [],
+        eventIds: [String]? = nil, stuck: [String: StuckItem] = [:]
     ) {
         self.lastSyncTime = lastSyncTime
         self.lastUserEventTime = lastUserEventTime
@@ -57,11 +82,31 @@ public struct GitHubState: Codable, Sendable, Hashable {
         self.needsReauth = needsReauth
         self.gaps = gaps
         self.recentIds = recentIds
+        self.eventIds = eventIds
+        self.stuck = stuck
     }
 
     private enum CodingKeys: String, CodingKey {
         case lastSyncTime, lastUserEventTime, username, notificationsLastModified, eventsETag
-        case nextNotificationsPoll, nextEventsPoll, needsReauth, gaps, recentIds
+        case nextNotificationsPoll, nextEventsPoll, needsReauth, gaps, recentIds, eventIds, stuck
+    }
+
+    /// Leaves out what is empty or default, so an idle account's state is a handful of fields.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(lastSyncTime, forKey: .lastSyncTime)
+        try container.encodeIfPresent(lastUserEventTime, forKey: .lastUserEventTime)
+        try container.encodeIfPresent(username, forKey: .username)
+        try container.encodeIfPresent(notificationsLastModified, forKey: .notificationsLastModified)
+        try container.encodeIfPresent(eventsETag, forKey: .eventsETag)
+        try container.encodeIfPresent(nextNotificationsPoll, forKey: .nextNotificationsPoll)
+        try container.encodeIfPresent(nextEventsPoll, forKey: .nextEventsPoll)
+        if needsReauth { try container.encode(needsReauth, forKey: .needsReauth) }
+        if !gaps.isEmpty { try container.encode(gaps, forKey: .gaps) }
+        if !recentIds.isEmpty { try container.encode(recentIds, forKey: .recentIds) }
+        // An empty list is still written: it says "ids are compared", unlike a missing one (an older state).
+        try container.encodeIfPresent(eventIds, forKey: .eventIds)
+        if !stuck.isEmpty { try container.encode(stuck, forKey: .stuck) }
     }
 
     /// Every field is optional on the wire, so a reference state (`lastSyncTime`, `lastUserEventTime`,
@@ -78,6 +123,8 @@ public struct GitHubState: Codable, Sendable, Hashable {
         needsReauth = try container.decodeIfPresent(Bool.self, forKey: .needsReauth) ?? false
         gaps = try container.decodeIfPresent([Gap].self, forKey: .gaps) ?? []
         recentIds = try container.decodeIfPresent([String].self, forKey: .recentIds) ?? []
+        eventIds = try container.decodeIfPresent([String].self, forKey: .eventIds)
+        stuck = try container.decodeIfPresent([String: StuckItem].self, forKey: .stuck) ?? [:]
     }
 
     /// Reads a state record's `data`; nil or a non-object means "first sync".

@@ -156,3 +156,37 @@ struct OAuthTokenResponse: Decodable, Sendable {
     var error: String?
     var error_description: String?
 }
+
+/// The GraphQL answer to the `repository.discussions` query that resolves Discussion notifications.
+struct DiscussionsAnswer: Decodable, Sendable {
+    struct DataField: Decodable, Sendable { var repository: Repository? }
+    struct Repository: Decodable, Sendable { var discussions: Nodes<DiscussionNode>? }
+    struct ErrorMessage: Decodable, Sendable { var message: String? }
+
+    var data: DataField?
+    var errors: [ErrorMessage]?
+}
+
+struct Nodes<T: Decodable & Sendable & Hashable>: Decodable, Sendable, Hashable {
+    var nodes: [T?]?
+}
+
+struct GraphQLActor: Decodable, Sendable, Hashable {
+    var login: String
+}
+
+struct DiscussionNode: Decodable, Sendable, Hashable {
+    struct Comment: Decodable, Sendable, Hashable {
+        var url: String?
+        var body: String?
+        var author: GraphQLActor?
+    }
+
+    var number: Int
+    var title: String
+    var url: String?
+    var body: String?
+    var updatedAt: String?
+    var author: GraphQLActor?
+    var comments: Nodes<Comment>?
+}

@@ -10,7 +10,7 @@ struct SyncRun {
     let logger: Logger
     let request: SyncRequest
     let credentials: AccountCredentials
-    /// Notification pages are pinned to `before=started`; events after it wait for the next sync.
+    /// Notification listings are pinned to `before=started`; threads updated after it wait for the next sync.
     let started: Date
     var state: GitHubState
     private(set) var activities: [Activity] = []
@@ -33,7 +33,14 @@ struct SyncRun {
         self.state = state
         self.credentials = credentials
         self.started = started
-        self.recent = RecentIds(state.recentIds, limit: client.configuration.recentIdLimit)
+        // Stored as `{thread}:{updated_at}`; states written before that hold whole ids (and event ids, which
+        // `eventIds` replaces).
+        let notificationPrefix = "github:notification:"
+        let keys = state.recentIds.compactMap { id -> String? in
+            if id.hasPrefix(notificationPrefix) { return String(id.dropFirst(notificationPrefix.count)) }
+            return id.hasPrefix("github:") ? nil : id
+        }
+        self.recent = RecentIds(keys, limit: client.configuration.recentIdLimit)
     }
 
     /// Why a phase stopped the whole sync.
@@ -67,7 +74,7 @@ struct SyncRun {
                 status = .partial(reason: (problems + [reason]).joined(separator: "; "), retryAfter: retryAfter)
             }
         }
-        state.recentIds = recent.ids
+        state.recentIds = prunedRecentIds()
         if state.gaps.count > configuration.gapLimit {
             state.gaps.removeFirst(state.gaps.count - configuration.gapLimit)
         }
@@ -99,20 +106,30 @@ struct SyncRun {
         let previous = state.lastSyncTime
         let base = request.since ?? previous ?? started.addingTimeInterval(-seconds(configuration.firstSyncWindow))
         let since = isResync ? base : base.addingTimeInterval(-seconds(configuration.overlap))
-        var url = client.apiURL(
-            "/notifications?all=true&since=\(QueryDate.format(since))&before=\(QueryDate.format(started))"
-                + "&per_page=\(configuration.notificationsPerPage)")
         var conditional: [(String, String)] = []
         if !isResync, let validator = state.notificationsLastModified {
             conditional = [("If-Modified-Since", validator)]
         }
 
+        // Paged by time, not by page number: each request asks for threads updated before the oldest one listed so
+        // far. GitHub re-bumps a thread on new activity (same id, newer `updated_at`, so it leaves this `before`-
+        // pinned window); with page numbers every later thread would move up one place and the one at the page
+        // boundary would never be listed. Whole seconds and an exclusive `before` mean the next window ends one
+        // second after the oldest seen, so threads sharing that second are listed again and dropped as repeats.
+        var before = started
+        var fallbackURL: String?
         var threads: [NotificationThread] = []
+        var listedIds = Set<String>()
         var listingComplete = false
         var lastModified: String?
         var pages = 0
         var halt: Stop?
         listing: while true {
+            let url =
+                fallbackURL
+                ?? client.apiURL(
+                    "/notifications?all=true&since=\(QueryDate.format(since))&before=\(QueryDate.format(before))"
+                        + "&per_page=\(configuration.notificationsPerPage)")
             let response: GitHubResponse
             let page: [NotificationThread]?
             do {
@@ -139,27 +156,36 @@ struct SyncRun {
                 // 304: nothing changed since the last complete read. Free.
                 return
             }
-            threads.append(contentsOf: page)
-            guard let next = response.nextLink else {
+            var oldest: Date?
+            for thread in page {
+                if let updatedAt = WireFormat.parseDate(thread.updated_at) { oldest = earlier(oldest, updatedAt) }
+                if listedIds.insert("\(thread.id):\(thread.updated_at)").inserted { threads.append(thread) }
+            }
+            guard let oldest, response.nextLink != nil else {
                 listingComplete = true
                 break listing
             }
             if pages >= configuration.maxPages {
                 // The window holds more than we read; record what was not covered instead of looping forever.
-                if let oldest = page.compactMap({ WireFormat.parseDate($0.updated_at) }).min() {
-                    state.gaps.append(.init(from: since, to: oldest, source: "notifications"))
-                }
+                state.gaps.append(.init(from: since, to: oldest, source: "notifications"))
                 listingComplete = true
                 break listing
             }
-            url = next
+            let nextBefore = Date(timeIntervalSince1970: oldest.timeIntervalSince1970.rounded(.down) + 1)
+            if nextBefore.timeIntervalSince1970 < before.timeIntervalSince1970.rounded(.down) {
+                before = nextBefore
+                fallbackURL = nil
+            } else {
+                // A whole page within one second: no earlier `before` exists, so page through that second by number
+                // (only here can a re-bump still shift a thread past a page boundary).
+                fallbackURL = response.nextLink
+            }
         }
 
         // Items: kept reasons and subject types become activities; the rest only move the watermark.
         var processedMax: Date?
         var failedMin: Date?
-        var pending: [(thread: NotificationThread, id: String, updatedAt: Date)] = []
-        var listedIds = Set<String>()  // a thread listed twice (pages shifting) is one activity
+        var pending: [PendingNotification] = []
         for thread in threads {
             guard let updatedAt = WireFormat.parseDate(thread.updated_at) else {
                 logger.warning(
@@ -167,20 +193,21 @@ struct SyncRun {
                 continue
             }
             let id = "github:notification:\(thread.id):\(thread.updated_at)"
-            guard ActivityText.keptReasons.contains(thread.reason),
-                ActivityText.isPullRequest(subjectType: thread.subject.type) != nil,
-                isResync || !recent.contains(id), listedIds.insert(id).inserted
+            let isConversation =
+                ActivityText.isPullRequest(subjectType: thread.subject.type) != nil
+                || thread.subject.type == "Discussion"
+            guard ActivityText.keptReasons.contains(thread.reason), isConversation, isResync || !recent.contains(listingKey(id))
             else {
                 processedMax = later(processedMax, updatedAt)
                 continue
             }
-            pending.append((thread, id, updatedAt))
+            pending.append(PendingNotification(thread: thread, id: id, updatedAt: updatedAt))
         }
 
         // One fetch per distinct subject (and comment) URL, in parallel within bounds.
         var jobs: [FetchJob] = []
         var seen = Set<String>()
-        for item in pending {
+        for item in pending where item.thread.subject.type != "Discussion" {
             if let subjectURL = item.thread.subject.url, seen.insert(subjectURL).inserted {
                 jobs.append(FetchJob(url: subjectURL, isComment: false))
             }
@@ -191,24 +218,73 @@ struct SyncRun {
         let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
         let (results, fetchStop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
         if let fetchStop, halt == nil { halt = Stop(fetchStop) }
+        // Discussions have no REST subject: one GraphQL query per repository resolves their pages.
+        var discussions: [String: DiscussionLookup] = [:]
+        for item in pending where item.thread.subject.type == "Discussion" {
+            let repo = item.thread.repository.full_name
+            guard discussions[repo] == nil else { continue }
+            if halt != nil {
+                discussions[repo] = .notAttempted
+                continue
+            }
+            let (lookup, stop) = await lookUpDiscussions(repo: repo)
+            discussions[repo] = lookup
+            if let stop { halt = Stop(stop) }
+        }
 
         var failures = 0
+        var stuck: [String: GitHubState.StuckItem] = [:]
         for item in pending {
-            switch activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results) {
+            let result =
+                item.thread.subject.type == "Discussion"
+                ? discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
+                : activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
+            switch result {
             case .emit(let activity):
-                activities.append(activity)
-                recent.insert(activity.id)
+                emit(activity)
                 processedMax = later(processedMax, item.updatedAt)
             case .skip:
                 processedMax = later(processedMax, item.updatedAt)
-            case .retry:
-                failures += 1
-                failedMin = earlier(failedMin, item.updatedAt)
+            case .retry(let failed):
+                let prior = state.stuck[item.id]
+                guard failed else {
+                    // Not attempted (the sync stopped): no verdict on this subject yet.
+                    if let prior { stuck[item.id] = prior }
+                    failedMin = earlier(failedMin, item.updatedAt)
+                    continue
+                }
+                let record = GitHubState.StuckItem(since: prior?.since ?? now, failures: (prior?.failures ?? 0) + 1)
+                if record.failures >= configuration.stuckSubjectSyncs
+                    || now.timeIntervalSince(record.since) >= seconds(configuration.stuckSubjectAge),
+                    let fallback = activityFromNotificationAlone(item)
+                {
+                    logger.warning(
+                        "subject kept failing; emitted the notification with what it says itself",
+                        metadata: [
+                            "thread": "\(item.thread.id)", "failures": "\(record.failures)",
+                            "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
+                        ])
+                    state.gaps.append(
+                        .init(from: item.updatedAt, to: item.updatedAt, source: "subject:\(item.thread.id)"))
+                    emit(fallback)
+                    processedMax = later(processedMax, item.updatedAt)
+                } else {
+                    stuck[item.id] = record
+                    failures += 1
+                    failedMin = earlier(failedMin, item.updatedAt)
+                }
             }
         }
         if failures > 0, halt == nil {
             problems.append("\(failures) notification subject(s) failed; retried next sync")
         }
+        if !listingComplete {
+            // Items this sync did not reach keep their failure counts.
+            for (id, record) in state.stuck where stuck[id] == nil && !listedIds.contains(listingKey(id)) {
+                stuck[id] = record
+            }
+        }
+        state.stuck = stuck
 
         // The watermark: the newest item processed, but never past one that failed, nor past unread pages.
         var watermark = base
@@ -235,6 +311,155 @@ struct SyncRun {
         if let halt { throw halt }
     }
 
+    private struct PendingNotification {
+        var thread: NotificationThread
+        var id: String
+        var updatedAt: Date
+    }
+
+    private mutating func emit(_ activity: Activity) {
+        activities.append(activity)
+        recent.insert(listingKey(activity.id))
+    }
+
+    /// `{thread}:{updated_at}` of a notification activity id, as the listing dedupes them.
+    private func listingKey(_ id: String) -> String {
+        String(id.dropFirst("github:notification:".count))
+    }
+
+    /// Emitted notifications (`{thread}:{updated_at}`) still inside the re-read window; older ones are never listed
+    /// again, so keeping them would only make every state record heavier.
+    private func prunedRecentIds() -> [String] {
+        let floor = state.lastSyncTime.map { $0.addingTimeInterval(-seconds(configuration.overlap)) }
+        return recent.ids.filter { key in
+            guard let floor else { return true }
+            guard let colon = key.firstIndex(of: ":"),
+                let updatedAt = WireFormat.parseDate(String(key[key.index(after: colon)...]))
+            else { return false }
+            return updatedAt >= floor
+        }
+    }
+
+    // MARK: - Discussions
+
+    enum DiscussionLookup: Sendable {
+        case found([DiscussionNode])
+        /// GraphQL answered but cannot resolve (no such repository, no access, an error list): use the fallback.
+        case unavailable
+        /// Failed this time: retried by the next sync, like a subject.
+        case failed
+        case notAttempted
+    }
+
+    private static let discussionsQuery =
+        "query($owner: String!, $name: String!, $first: Int!) { repository(owner: $owner, name: $name) { "
+        + "discussions(first: $first, orderBy: {field: UPDATED_AT, direction: DESC}) { nodes { number title url "
+        + "body updatedAt author { login } comments(last: 1) { nodes { url body author { login } } } } } } }"
+
+    private struct GraphQLBody: Encodable {
+        struct Variables: Encodable {
+            var owner: String
+            var name: String
+            var first: Int
+        }
+
+        var query: String
+        var variables: Variables
+    }
+
+    /// The repository's most recently updated discussions, through GraphQL on the configured API host.
+    private func lookUpDiscussions(repo: String) async -> (DiscussionLookup, GitHubError?) {
+        let parts = repo.split(separator: "/", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { return (.unavailable, nil) }
+        let body = GraphQLBody(
+            query: Self.discussionsQuery,
+            variables: .init(owner: parts[0], name: parts[1], first: configuration.discussionsPerQuery))
+        guard let bytes = try? JSONEncoder().encode(body) else { return (.unavailable, nil) }
+        do {
+            let answer = try await client.postJSON(
+                DiscussionsAnswer.self, configuration.graphQLURL, body: Array(bytes), credentials: credentials,
+                deadline: deadline)
+            guard let nodes = answer.data?.repository?.discussions?.nodes else {
+                logger.info(
+                    "GraphQL could not list the repository's discussions; Discussion notifications use the fallback",
+                    metadata: ["repo": "\(repo)", "errors": "\(answer.errors?.compactMap(\.message) ?? [])"])
+                return (.unavailable, nil)
+            }
+            return (.found(nodes.compactMap { $0 }), nil)
+        } catch {
+            if error.stopsSync { return (.notAttempted, error) }
+            if error.isTransient { return (.failed, nil) }
+            logger.info(
+                "GraphQL refused the discussions query; Discussion notifications use the fallback",
+                metadata: ["repo": "\(repo)", "error": "\(error)"])
+            return (.unavailable, nil)
+        }
+    }
+
+    /// The discussion a notification is about: same title, `updatedAt` nearest to the thread's.
+    private func match(_ thread: NotificationThread, updatedAt: Date, in nodes: [DiscussionNode]) -> DiscussionNode? {
+        let title = thread.subject.title ?? ""
+        return nodes.filter { $0.title == title }.min { a, b in
+            let da = a.updatedAt.flatMap(WireFormat.parseDate).map { abs($0.timeIntervalSince(updatedAt)) } ?? .infinity
+            let db = b.updatedAt.flatMap(WireFormat.parseDate).map { abs($0.timeIntervalSince(updatedAt)) } ?? .infinity
+            return da < db
+        }
+    }
+
+    private func discussionActivity(_ item: PendingNotification, lookup: DiscussionLookup) -> ItemResult {
+        let node: DiscussionNode?
+        switch lookup {
+        case .found(let nodes): node = match(item.thread, updatedAt: item.updatedAt, in: nodes)
+        case .unavailable: node = nil
+        case .failed: return .retry(failed: true)
+        case .notAttempted: return .retry(failed: false)
+        }
+        return .emit(discussionActivity(item, node: node))
+    }
+
+    /// A Discussion notification as an activity; without `node`, with what the notification itself says and the
+    /// repository's discussions page.
+    private func discussionActivity(_ item: PendingNotification, node: DiscussionNode?) -> Activity {
+        let thread = item.thread
+        let repo = thread.repository.full_name
+        let repoPage = thread.repository.html_url ?? "https://github.com/\(repo)"
+        let comment = node?.comments?.nodes?.compactMap { $0 }.last
+        let mentionsActor = ["mention", "comment", "state_change"].contains(thread.reason)
+        let actor = (mentionsActor ? comment?.author?.login : nil) ?? node?.author?.login
+        let body = (mentionsActor ? comment?.body : nil) ?? node?.body ?? ""
+        let text = ActivityText.discussion(
+            reason: thread.reason, username: state.username ?? "", repo: repo, number: node?.number,
+            title: node?.title ?? thread.subject.title ?? "", actor: actor ?? "someone", body: body)
+        let sourceURL =
+            node?.url.flatMap(webURLOrNil) ?? node.map { "\(repoPage)/discussions/\($0.number)" }
+            ?? "\(repoPage)/discussions"
+        return Activity(
+            text: text, sourceURL: sourceURL, id: item.id, occurredAt: item.updatedAt, kind: thread.reason,
+            repo: repo, number: node?.number, actor: actor, accountId: request.accountId,
+            commentURL: mentionsActor ? comment?.url.flatMap(webURLOrNil) : nil)
+    }
+
+    /// A notification whose subject never loaded: what the notification itself says (reason, repository, title,
+    /// the number from the subject URL), so it is not lost.
+    private func activityFromNotificationAlone(_ item: PendingNotification) -> Activity? {
+        let thread = item.thread
+        if thread.subject.type == "Discussion" { return discussionActivity(item, node: nil) }
+        guard let isPR = ActivityText.isPullRequest(subjectType: thread.subject.type) else { return nil }
+        let repo = thread.repository.full_name
+        let number = thread.subject.url.flatMap { URLComponents(string: $0)?.path.split(separator: "/").last }
+            .flatMap { Int($0) }
+        let title = thread.subject.title ?? ""
+        let facts = ActivityText.NotificationFacts(
+            reason: thread.reason, isPullRequest: isPR, username: state.username ?? "", repo: repo,
+            number: number ?? 0, title: title, state: nil, actor: "someone", body: title)
+        guard let text = ActivityText.notification(facts) else { return nil }
+        let repoPage = thread.repository.html_url ?? "https://github.com/\(repo)"
+        return Activity(
+            text: text, sourceURL: number.map { "\(repoPage)/\(isPR ? "pull" : "issues")/\($0)" } ?? repoPage,
+            id: item.id, occurredAt: item.updatedAt, kind: thread.reason, repo: repo, number: number,
+            accountId: request.accountId)
+    }
+
     /// The comment URL whose author and body a notification should show, when it names a comment.
     private func commentURL(for thread: NotificationThread) -> String? {
         guard ["mention", "comment", "state_change"].contains(thread.reason),
@@ -253,7 +478,9 @@ struct SyncRun {
     private enum ItemResult {
         case emit(Activity)
         case skip
-        case retry
+        /// Try again next sync; `failed` when the subject was requested and failed (it counts towards giving up),
+        /// not when the sync stopped before requesting it.
+        case retry(failed: Bool)
     }
 
     private func activity(
@@ -268,19 +495,23 @@ struct SyncRun {
         switch results[subjectURL] ?? .notAttempted {
         case .subject(let value): subject = value
         case .comment, .gone: return .skip
-        case .failed, .notAttempted: return .retry
+        case .failed: return .retry(failed: true)
+        case .notAttempted: return .retry(failed: false)
         }
         var actor = subject.user?.login ?? ""
         var body = subject.body ?? ""
+        var commentPage: String?
         if let commentURL = commentURL(for: thread) {
             switch results[commentURL] ?? .notAttempted {
             case .comment(let comment):
                 actor = comment.user?.login ?? actor
                 body = comment.body ?? ""
+                commentPage = comment.html_url.flatMap(webURLOrNil)
             case .subject: break
             case .gone(let refused):
                 if refused { return .skip }  // a comment URL outside the API origin: the item is skipped
-            case .failed, .notAttempted: return .retry
+            case .failed: return .retry(failed: true)
+            case .notAttempted: return .retry(failed: false)
             }
         }
         let repo = thread.repository.full_name
@@ -293,7 +524,8 @@ struct SyncRun {
             Activity(
                 text: text, sourceURL: webURL(subject, repository: thread.repository, isPR: isPR), id: id,
                 occurredAt: updatedAt, kind: thread.reason, repo: repo, number: subject.number,
-                actor: mentionsActor ? actor : subject.user?.login, accountId: request.accountId))
+                actor: mentionsActor ? actor : subject.user?.login, accountId: request.accountId,
+                commentURL: commentPage))
     }
 
     /// The subject's web page; never an API URL.
@@ -315,7 +547,23 @@ struct SyncRun {
         }
         let previous = state.lastUserEventTime
         let base = request.since ?? previous ?? started.addingTimeInterval(-seconds(configuration.firstSyncWindow))
-        let cutoff = isResync ? base : base.addingTimeInterval(-seconds(configuration.overlap))
+        let lagHorizon = seconds(configuration.eventLagHorizon)
+        // What is new is decided by event id, not by clock: GitHub shows an event 30 s to 6 h after it happened, so
+        // a late one sits below newer events already processed. Each read goes down to the lag horizon under the
+        // watermark and emits every kept event whose id it has not seen.
+        let known: Set<String>
+        let horizon: Date
+        if isResync || previous == nil {
+            known = state.eventIds.map(Set.init) ?? []
+            horizon = base
+        } else if let ids = state.eventIds {
+            known = Set(ids)
+            horizon = base.addingTimeInterval(-lagHorizon)
+        } else {
+            // A state from before ids were compared: its recent ids and the overlap, one last time.
+            known = Set(state.recentIds.filter { $0.hasPrefix("github:event:") }.map { String($0.dropFirst(13)) })
+            horizon = base.addingTimeInterval(-seconds(configuration.overlap))
+        }
         let login = username.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? username
         var url = client.apiURL("/users/\(login)/events?per_page=\(configuration.eventsPerPage)")
         var conditional: [(String, String)] = []
@@ -324,10 +572,11 @@ struct SyncRun {
         var pages = 0
         var seenCount = 0
         var oldestSeen: Date?
-        var reachedWatermark = false
+        var reachedHorizon = false
         var listingComplete = false
-        var deferredNewer = false
         var processedMax: Date?
+        var listed: [(id: String, created: Date)] = []
+        var seenIds = known
         var etag: String?
         var halt: Stop?
         listing: while true {
@@ -354,28 +603,25 @@ struct SyncRun {
                 etag = response.etag
             }
             pages += 1
-            guard let page else { return }  // 304: no new events. Free.
+            guard let page else { return }  // 304: the first page is unchanged, and it covered the horizon. Free.
             for event in page {
                 seenCount += 1
                 guard let created = event.created_at.flatMap(WireFormat.parseDate) else { continue }
                 oldestSeen = earlier(oldestSeen, created)
-                if created < cutoff {
-                    reachedWatermark = true
+                if created < horizon {
+                    reachedHorizon = true
                     break
                 }
-                if created >= started {
-                    deferredNewer = true  // read by the next sync, like notifications pinned to `before`
-                    continue
-                }
                 processedMax = later(processedMax, created)
-                if let activity = activity(for: event, username: username, created: created),
-                    isResync || !recent.contains(activity.id)
-                {
+                guard ActivityText.eventKind(event) != nil else { continue }
+                listed.append((event.id, created))
+                guard isResync || !seenIds.contains(event.id) else { continue }
+                seenIds.insert(event.id)
+                if let activity = activity(for: event, username: username, created: created) {
                     activities.append(activity)
-                    recent.insert(activity.id)
                 }
             }
-            if reachedWatermark {
+            if reachedHorizon {
                 listingComplete = true
                 break listing
             }
@@ -392,18 +638,28 @@ struct SyncRun {
 
         // GitHub keeps 300 events / 90 days: if we read all it has and never reached the watermark, the events
         // between the watermark and the oldest one returned are gone. Say so instead of pretending coverage.
-        if listingComplete, !reachedWatermark, let oldestSeen, oldestSeen > base,
+        if listingComplete, !reachedHorizon, let oldestSeen, oldestSeen > base,
             seenCount >= configuration.eventHistoryLimit || pages >= configuration.maxPages
         {
             state.gaps.append(.init(from: base, to: oldestSeen, source: "events"))
-        } else if listingComplete, !reachedWatermark, base < started.addingTimeInterval(-90 * 86_400) {
+        } else if listingComplete, !reachedHorizon, base < started.addingTimeInterval(-90 * 86_400) {
             state.gaps.append(.init(from: base, to: started.addingTimeInterval(-90 * 86_400), source: "events"))
         }
-        var watermark = base
-        if listingComplete { watermark = max(base, processedMax ?? base) }
-        if let previous { watermark = max(previous, watermark) }
+        var watermark = previous ?? base
+        if listingComplete { watermark = max(watermark, processedMax ?? watermark) }
         state.lastUserEventTime = watermark
-        state.eventsETag = listingComplete && halt == nil && !deferredNewer ? etag : nil
+        // Remember the ids down to where the next read will look; a complete read saw every one of them.
+        let nextHorizon = watermark.addingTimeInterval(-lagHorizon)
+        if listingComplete {
+            state.eventIds = listed.filter { $0.created >= nextHorizon }.map(\.id)
+        } else {
+            state.eventIds = Array(seenIds.union(listed.map(\.id)))
+        }
+        // The first page's ETag is kept even when that page does not reach the horizon: an unchanged account must
+        // cost no quota. A late event lower down then waits for the first page to change (any new event), and is
+        // emitted by that read, which goes down to the horizon again; while nothing new happens the horizon stays
+        // where it is, so it cannot slip below it.
+        state.eventsETag = listingComplete && halt == nil ? etag : nil
         if let halt { throw halt }
     }
 
@@ -418,14 +674,21 @@ struct SyncRun {
         }
         guard let target else { return nil }
         let number = kind == "pr_opened" ? (payload.number ?? target.number) : target.number
-        // The issue's or pull request's page, also for comments: the activity is about that conversation.
+        // The issue's or pull request's page, also for comments: the activity is about that conversation. The
+        // comment's own permalink goes beside it.
         let sourceURL = target.html_url ?? target.pull_request?.html_url ?? payload.comment?.html_url ?? ""
+        let commentURL = kind.hasSuffix("_comment") ? payload.comment?.html_url.flatMap(webURLOrNil) : nil
         return Activity(
             text: ActivityText.event(kind: kind, username: username, number: number, title: target.title),
             sourceURL: sourceURL, id: "github:event:\(event.id)", occurredAt: created, kind: kind,
             repo: event.repo.name, number: number, actor: event.actor?.login ?? username,
-            accountId: request.accountId)
+            accountId: request.accountId, commentURL: commentURL)
     }
+}
+
+/// The URL when it is a web link (http or https); nil otherwise, so an odd value never reaches a record.
+private func webURLOrNil(_ url: String) -> String? {
+    url.hasPrefix("https://") || url.hasPrefix("http://") ? url : nil
 }
 
 private func later(_ a: Date?, _ b: Date) -> Date { a.map { max($0, b) } ?? b }

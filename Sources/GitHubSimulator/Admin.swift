@@ -61,6 +61,9 @@ extension GitHubSimulator {
                     .badRequest, "from and to must be RFC 3339 timestamps such as 2026-12-01T04:05:00Z")
             }
             do {
+                if query["polled"] == "true" {
+                    return Self.adminJSON(.ok, try polledTruth(login: login, from: from, to: to))
+                }
                 return Self.adminJSON(.ok, try truth(login: login, from: from, to: to))
             } catch {
                 return Self.adminError(.notFound, "\(error)")
@@ -124,7 +127,7 @@ extension GitHubSimulator {
         default:
             return Self.adminError(
                 .notFound,
-                "unknown admin endpoint; try GET /_sim/users, /_sim/truth?login=&from=&to=, /_sim/requests?after=N, "
+                "unknown admin endpoint; try GET /_sim/users, /_sim/truth?login=&from=&to=[&polled=true], /_sim/requests?after=N, "
                     + "/_sim/quota?login=, POST /_sim/expire?login=, POST /_sim/faults?fault=&count=")
         }
     }

@@ -13,6 +13,11 @@ import Synchronization
 /// deterministic world (same seed, same history, same ground truth), injects the faults real GitHub shows, and
 /// records every request so tests can assert on what a client actually did.
 ///
+/// GitHub as it really behaves, when configured to (`threadBumps`, `eventLag`): one notification thread per subject
+/// and user, re-bumped by new activity (the listing shows each thread's current version only), and events that
+/// show up in the events feed a while after they happened. The ground truth then lists every thread version with
+/// when it was superseded, and `polledTruth` says which of them polls of the account could see.
+///
 /// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):
 /// - `GET /user`, `GET /users/{login}`, `GET /rate_limit` (free)
 /// - `GET /notifications?all&participating&since&before&per_page&page` — newest first, `per_page` ≤ 50,
@@ -25,6 +30,9 @@ import Synchronization
 ///   strong `ETag`, `If-None-Match` → 304
 /// - `GET /users/{login}/events?per_page&page` — newest first, `per_page` ≤ 100, only the newest `eventCap`
 ///   reachable, `ETag`/`If-None-Match`, `Link`
+/// - `POST /graphql` — only `repository(owner, name) { discussions(first, orderBy UPDATED_AT DESC) { nodes { number
+///   title url body updatedAt author { login } comments(last: 1) { nodes { url body author { login } } } } } }`, with
+///   `owner`, `name` and `first` passed as variables; counted against the same quota
 /// - `POST /login/oauth/access_token` — `grant_type=refresh_token&refresh_token=…` (form or JSON); JSON answer
 ///   unless `Accept` asks for a form; a bad token gives GitHub's 200 `{"error":"bad_refresh_token",…}`
 /// - `/_sim/…` admin endpoints: see `Admin.swift`.
@@ -228,6 +236,32 @@ public final class GitHubSimulator: Sendable {
             world.materialize(index, now: now)
             return world.truth(user: index, from: lower, to: upper)
         }
+    }
+}
+
+extension GitHubSimulator {
+    /// `truth(login:from:to:)` narrowed to what polls of the account up to `to` could see (see `Truth.swift`):
+    /// `seen` is everything a correct poller may have emitted, `required` what it must have.
+    public func polledTruth(login: String, from: Date, to: Date) throws -> PolledTruth {
+        let index = try accountIndex(login)
+        let nowDate = Date()
+        let now = Timestamp.seconds(nowDate)
+        let upper = min(Timestamp.seconds(to), now)
+        let lower = Int64(from.timeIntervalSince1970.rounded(.up))
+        return world.withLock { world in
+            world.materialize(index, now: now)
+            return world.polledTruth(
+                user: index, from: lower, to: upper, until: min(to, nowDate).timeIntervalSince1970,
+                now: nowDate.timeIntervalSince1970)
+        }
+    }
+}
+
+extension GitHubSimulator {
+    /// When `login`'s notifications were listed (served or 304), oldest first: the polls `polledTruth` counts.
+    public func listingTimes(login: String) throws -> [Date] {
+        let index = try accountIndex(login)
+        return world.withLock { world in world.account(index).listings.map { Date(timeIntervalSince1970: $0.time) } }
     }
 }
 

@@ -177,6 +177,8 @@ extension GitHubSimulator {
                 }
                 if exhausted {
                     response = rateLimitExceeded(user: user)
+                } else if path == "/graphql" {
+                    response = try await graphQL(request: &request, user: user, now: now)
                 } else {
                     response = route(request: request, user: user, now: now)
                 }

@@ -556,7 +556,9 @@ extension WorldState {
         switch thread.latest {
         case .none: latest = nil
         case .subject: latest = url
-        case .comment(let id): latest = comments[id].map { base + commentAPIPath($0) }
+        case .comment(let id):
+            // A discussion's comments have no REST URL: GitHub sends null, as for the discussion itself.
+            latest = thread.subjectType == "Discussion" ? nil : comments[id].map { base + commentAPIPath($0) }
         }
         return ThreadJSON(
             id: String(thread.id), repository: repositoryJSON(thread.repo),

@@ -149,6 +149,7 @@ extension GitHubSimulator {
             let order = account.threadOrder
             let visibleEnd = order.lowerBound(OrderKey(time: now + 1, id: Int64.min))
             let newest = world.listLastModified(user, now: now)
+            world.recordListing(user, ListingRequest(time: Date().timeIntervalSince1970, before: before))
             if let ifModifiedSince, (newest ?? Int64.min) <= ifModifiedSince {
                 return .notModified(newest)
             }
@@ -216,23 +217,27 @@ extension GitHubSimulator {
             let account = world.account(user)
             let order = account.eventOrder
             let visibleEnd = order.lowerBound(OrderKey(time: now + 1, id: Int64.min))
-            let low = max(0, visibleEnd - cap)
-            let total = visibleEnd - low
-            let top = visibleEnd - (page - 1) * perPage
-            let bottom = max(low, top - perPage)
+            world.recordEventPoll(user, at: Date().timeIntervalSince1970)
+            // Newest first, only events past their visibility lag, at most `cap` of them.
+            var visible: [Int64] = []
+            var index = visibleEnd - 1
+            while index >= 0, visible.count < cap {
+                let id = order[index].id
+                if let event = account.events[id], event.visibleAt <= now { visible.append(id) }
+                index -= 1
+            }
+            let total = visible.count
+            let first = (page - 1) * perPage
             var items: [[UInt8]] = []
             var ids: [Int64] = []
-            if top > bottom {
-                for index in stride(from: top - 1, through: bottom, by: -1) {
-                    let id = order[index].id
-                    guard var event = account.events[id] else { continue }
-                    if event.cache == nil {
-                        event.cache = JSON.encode(world.eventJSON(event))
-                        account.events[id] = event
-                    }
-                    items.append(event.cache ?? [])
-                    ids.append(id)
+            for id in visible.dropFirst(first).prefix(perPage) {
+                guard var event = account.events[id] else { continue }
+                if event.cache == nil {
+                    event.cache = JSON.encode(world.eventJSON(event))
+                    account.events[id] = event
                 }
+                items.append(event.cache ?? [])
+                ids.append(id)
             }
             return (items, ids, total)
         }

@@ -41,6 +41,13 @@ public struct SimulatorConfiguration: Sendable {
     public var activityInterval: Duration = .seconds(30)
     /// Only the newest `eventCap` events of a user are reachable through `/users/{u}/events`, as on GitHub.
     public var eventCap = 300
+    /// GitHub's thread semantics: one notification thread per subject (issue, pull request, discussion) and user,
+    /// re-bumped by new activity (same thread id, new `updated_at`, maybe a new reason and latest comment). Off, every
+    /// generated notification gets a thread of its own (the tidy world of earlier tests).
+    public var threadBumps = false
+    /// Each generated event shows up in `/users/{u}/events` a seeded random time between 0 and this after its
+    /// `created_at` (GitHub documents 30 s to 6 h). Test-made events use `addEvent(appearsAfter:)` instead.
+    public var eventLag: Duration = .zero
     /// The moment that separates history from live activity.
     public var start = Date()
     /// Where `html_url`s point; never requested by a client, only shown to people.
@@ -81,10 +88,20 @@ public struct ExpectedActivity: Sendable, Hashable, Codable {
     public var sourceURL: String
     /// `owner/name`.
     public var repo: String
+    /// The issue, pull request or discussion number; 0 when there is none.
     public var number: Int
+    /// The web URL of the comment that caused it, when a comment did.
+    public var commentURL: String?
+    /// When a client could first see it: a notification version when it became the listed one, an event when its
+    /// visibility lag had passed.
+    public var visibleFrom: Date
+    /// When a newer version of the same thread replaced it in the listing; nil while it is current (and always for
+    /// events).
+    public var supersededAt: Date?
 
     public init(
-        id: String, kind: String, occurredAt: Date, text: String, sourceURL: String, repo: String, number: Int
+        id: String, kind: String, occurredAt: Date, text: String, sourceURL: String, repo: String, number: Int,
+        commentURL: String? = nil, visibleFrom: Date? = nil, supersededAt: Date? = nil
     ) {
         self.id = id
         self.kind = kind
@@ -93,7 +110,19 @@ public struct ExpectedActivity: Sendable, Hashable, Codable {
         self.sourceURL = sourceURL
         self.repo = repo
         self.number = number
+        self.commentURL = commentURL
+        self.visibleFrom = visibleFrom ?? occurredAt
+        self.supersededAt = supersededAt
     }
+}
+
+/// What clients polling an account could see, by the rules in `Truth.swift`.
+public struct PolledTruth: Sendable, Hashable, Codable {
+    /// Every version and event some poll of the account could have listed: a correct poller emits nothing else.
+    public var seen: [ExpectedActivity]
+    /// What every correct poller must have emitted: events visible at an events read, and thread versions that
+    /// stayed current from the start of one listing to the start of the next (or until now).
+    public var required: [ExpectedActivity]
 }
 
 /// A fault forced onto upcoming API requests with `GitHubSimulator.injectFault(_:count:)`.

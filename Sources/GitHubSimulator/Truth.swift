@@ -1,15 +1,31 @@
+import Foundation
+
 /// The ground truth: what a correct poller of one account must produce, with the texts of issue 3.
 ///
 /// Rules, in one place so tests and the GitHub integration can be checked against them:
 /// - Notifications: kept reasons `assign`, `review_requested`, `mention`, `state_change`, `author`, `comment`,
-///   `team_mention`; kept subject types `Issue` and `PullRequest` only. Threads whose subject URL a test moved to
-///   another host are excluded (a correct client refuses to follow them). One activity per thread, for its
-///   current `updated_at` (a thread changes only when a test calls `touchThread`).
+///   `team_mention`; kept subject types `Issue`, `PullRequest` and `Discussion`. Threads whose subject URL a test
+///   moved to another host are excluded (a correct client refuses to follow them). Every *version* of a thread is
+///   its own activity (`github:notification:{thread}:{updated_at}`): GitHub keeps one thread per subject and user
+///   and re-bumps it on new activity, so `truth` lists every version with the time it was superseded.
 /// - Actor and body come from the comment `latest_comment_url` names, otherwise from the issue or pull request.
+///   Discussions: from the discussion's latest comment, otherwise the discussion; texts `{actor} mentioned {user}
+///   in {repo} discussion #{n}: {body}`, `{actor} commented on discussion #{n} in {repo}: {body}`, and `GitHub
+///   notification for {user} in {repo}` for the other reasons; `sourceURL` is the discussion's page.
 /// - Events: `PullRequestEvent`/`IssuesEvent` with action `opened`, `IssueCommentEvent` and
 ///   `PullRequestReviewCommentEvent` with action `created`; every event in the window counts, also ones the
 ///   300-event cap hides by now.
 /// - Window: `from ≤ time ≤ to`, and never later than now.
+///
+/// "Seen by a poll" (`polledTruth`), because a version replaced before any client listed it, or an event not yet
+/// visible, cannot be asked of anyone:
+/// - a thread version was *seen* if it was the current, visible version at the time of some notifications
+///   listing request of the account (served or 304) whose `before` it precedes; it is *required* if it stayed
+///   current from the start of one listing to the start of the next listing (or until now). A listing starts with
+///   a request whose `before` is absent or later than the previous request's; pages of one listing walk `before`
+///   down or keep it. A version replaced in the middle of a multi-page listing may legitimately be missed: GitHub
+///   no longer lists it, and its successor carries the news.
+/// - an event was seen (and is required) if it was visible, past its lag, at some events request of the account.
 extension WorldState {
     static let keptReasons: Set<String> = [
         "assign", "review_requested", "mention", "state_change", "author", "comment", "team_mention",
@@ -19,10 +35,14 @@ extension WorldState {
         let account = account(user)
         let username = account.person.login
         var result: [ExpectedActivity] = []
-        let low = account.threadOrder.lowerBound(OrderKey(time: from, id: Int64.min))
-        for key in account.threadOrder[low...] where key.time <= to {
-            if let thread = account.threads[key.id], let activity = expected(thread, username: username) {
-                result.append(activity)
+        for thread in account.threads.values {
+            var versions = thread.previous
+            versions.append(
+                ThreadVersion(
+                    updatedAt: thread.updatedAt, reason: thread.reason, latest: thread.latest,
+                    currentFrom: thread.currentFrom, supersededAt: .infinity))
+            for version in versions where version.updatedAt >= from && version.updatedAt <= to {
+                if let activity = expected(thread, version: version, username: username) { result.append(activity) }
             }
         }
         let eventLow = account.eventOrder.lowerBound(OrderKey(time: from, id: Int64.min))
@@ -34,23 +54,107 @@ extension WorldState {
         return result.sorted { ($0.occurredAt, $0.id) < ($1.occurredAt, $1.id) }
     }
 
-    func expected(_ thread: NotificationThread, username: String) -> ExpectedActivity? {
-        guard Self.keptReasons.contains(thread.reason), thread.foreignHost == nil,
-            thread.subjectType == "Issue" || thread.subjectType == "PullRequest",
+    /// `truth` narrowed to what polls of the account up to `until` could see; see the rules above.
+    func polledTruth(user: Int, from: Int64, to: Int64, until: Double, now: Double) -> PolledTruth {
+        let all = truth(user: user, from: from, to: to)
+        let account = account(user)
+        var starts: [ListingRequest] = []
+        var lastBefore: Int64?? = .none
+        for request in account.listings {
+            let startsListing: Bool
+            switch lastBefore {
+            case .none: startsListing = true
+            case .some(let previous):
+                if let before = request.before, let previous {
+                    startsListing = before > previous
+                } else {
+                    startsListing = true
+                }
+            }
+            if startsListing { starts.append(request) }
+            lastBefore = .some(request.before)
+        }
+        let listings = account.listings.filter { $0.time <= until }
+        let lastEventPoll = account.eventPolls.last { $0 <= until }.map { $0.rounded(.down) }
+        var seen: [ExpectedActivity] = []
+        var required: [ExpectedActivity] = []
+        for activity in all {
+            if activity.id.hasPrefix("github:event:") {
+                if let lastEventPoll, activity.visibleFrom.timeIntervalSince1970 <= lastEventPoll {
+                    seen.append(activity)
+                    required.append(activity)
+                }
+                continue
+            }
+            let updatedAt = activity.occurredAt.timeIntervalSince1970
+            let from = activity.visibleFrom.timeIntervalSince1970
+            let superseded = activity.supersededAt?.timeIntervalSince1970 ?? .infinity
+            func listable(_ request: ListingRequest) -> Bool {
+                from <= request.time && request.time < superseded
+                    && (request.before.map { updatedAt < Double($0) } ?? true)
+            }
+            guard listings.contains(where: listable) else { continue }
+            seen.append(activity)
+            for (index, start) in starts.enumerated() where start.time <= until && listable(start) {
+                let end = index + 1 < starts.count ? starts[index + 1].time : now
+                if superseded > end {
+                    required.append(activity)
+                    break
+                }
+            }
+        }
+        return PolledTruth(seen: seen, required: required)
+    }
+
+    func expected(_ thread: NotificationThread, version: ThreadVersion, username: String) -> ExpectedActivity? {
+        guard Self.keptReasons.contains(version.reason), thread.foreignHost == nil else { return nil }
+        let updatedAt = Timestamp.rfc3339(version.updatedAt)
+        let id = "github:notification:\(thread.id):\(updatedAt)"
+        let visibleFrom = Date(timeIntervalSince1970: version.currentFrom)
+        let supersededAt = version.supersededAt.isFinite ? Date(timeIntervalSince1970: version.supersededAt) : nil
+        let mentionsActor = ["mention", "comment", "state_change"].contains(version.reason)
+        if thread.subjectType == "Discussion" {
+            guard let key = thread.discussion, let discussion = discussions[key] else { return nil }
+            let repo = repos[key.repo].fullName
+            var actor = discussion.author.login
+            var body = discussion.body
+            var commentURL: String?
+            let page = "\(params.htmlBase)/\(repo)/discussions/\(key.number)"
+            if case .comment(let id) = version.latest, let comment = discussionComments[id] {
+                actor = comment.author.login
+                body = comment.body
+                if mentionsActor { commentURL = "\(page)#discussioncomment-\(id)" }
+            }
+            let text: String
+            switch version.reason {
+            case "mention": text = "\(actor) mentioned \(username) in \(repo) discussion #\(key.number): \(body)"
+            case "comment": text = "\(actor) commented on discussion #\(key.number) in \(repo): \(body)"
+            case "state_change":
+                text = "\(actor) changed discussion #\(key.number) state  in \(repo): \(discussion.title)"
+            default: text = "GitHub notification for \(username) in \(repo)"
+            }
+            return ExpectedActivity(
+                id: id, kind: version.reason, occurredAt: Timestamp.date(version.updatedAt), text: text,
+                sourceURL: page, repo: repo, number: key.number, commentURL: commentURL, visibleFrom: visibleFrom,
+                supersededAt: supersededAt)
+        }
+        guard thread.subjectType == "Issue" || thread.subjectType == "PullRequest",
             let key = thread.subject, let subject = subjects[key]
         else { return nil }
         let repo = repos[key.repo].fullName
         let isPR = thread.subjectType == "PullRequest"
         var actor = subject.author.login
         var body = subject.body
-        if case .comment(let id) = thread.latest, let comment = comments[id] {
+        var commentURL: String?
+        if case .comment(let id) = version.latest, let comment = comments[id] {
             actor = comment.author.login
             body = comment.body
+            if mentionsActor { commentURL = commentHTML(comment) }
         }
         let number = key.number
         let title = subject.title
         let text: String
-        switch thread.reason {
+        switch version.reason {
         case "assign":
             text = "\(isPR ? "PR" : "Issue") #\(number) assigned to \(username) in \(repo): \(title)"
         case "review_requested":
@@ -64,11 +168,10 @@ extension WorldState {
         default:  // author, team_mention
             text = "GitHub notification for \(username) in \(repo)"
         }
-        let updatedAt = Timestamp.rfc3339(thread.updatedAt)
         return ExpectedActivity(
-            id: "github:notification:\(thread.id):\(updatedAt)", kind: thread.reason,
-            occurredAt: Timestamp.date(thread.updatedAt), text: text, sourceURL: subjectHTML(subject), repo: repo,
-            number: number)
+            id: id, kind: version.reason, occurredAt: Timestamp.date(version.updatedAt), text: text,
+            sourceURL: subjectHTML(subject), repo: repo, number: number, commentURL: commentURL,
+            visibleFrom: visibleFrom, supersededAt: supersededAt)
     }
 
     func expected(_ event: UserEvent, username: String) -> ExpectedActivity? {
@@ -89,8 +192,10 @@ extension WorldState {
         default:
             return nil
         }
+        let commentURL = kind.hasSuffix("_comment") ? event.comment.map(commentHTML) : nil
         return ExpectedActivity(
             id: "github:event:\(event.id)", kind: kind, occurredAt: Timestamp.date(event.createdAt), text: text,
-            sourceURL: subjectHTML(subject), repo: repos[subject.key.repo].fullName, number: subject.key.number)
+            sourceURL: subjectHTML(subject), repo: repos[subject.key.repo].fullName, number: subject.key.number,
+            commentURL: commentURL, visibleFrom: Timestamp.date(event.visibleAt))
     }
 }

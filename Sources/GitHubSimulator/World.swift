@@ -80,14 +80,59 @@ struct NotificationThread: Sendable {
     var reason: String
     var subjectType: String
     var subject: SubjectKey?
+    /// The discussion a `Discussion` thread is about (its `subject.url` is null, as on GitHub).
+    var discussion: SubjectKey?
     var repo: Int
     var title: String
+    /// For a `Discussion` thread, `.comment` names a discussion comment.
     var latest: LatestComment
     var releaseId: Int64?
     var updatedAt: Int64
+    /// When this version became the one the listing shows (epoch seconds, fractional): its `updated_at`, or the
+    /// moment a test changed it when that is later.
+    var currentFrom: Double
+    /// Earlier versions of this thread, oldest first: GitHub shows only the current one.
+    var previous: [ThreadVersion] = []
     /// Set by tests: subject and comment URLs then name this host instead of the simulator.
     var foreignHost: String?
     var cache: [UInt8]?
+}
+
+/// A superseded version of a notification thread: what the listing showed between `currentFrom` and
+/// `supersededAt`.
+struct ThreadVersion: Sendable {
+    var updatedAt: Int64
+    var reason: String
+    var latest: LatestComment
+    var currentFrom: Double
+    var supersededAt: Double
+}
+
+/// A GitHub Discussion: no REST subject, reachable through GraphQL `repository.discussions`.
+struct Discussion: Sendable {
+    var key: SubjectKey
+    var title: String
+    var body: String
+    var author: Person
+    var createdAt: Int64
+    var updatedAt: Int64
+    var comments: [Int64] = []
+}
+
+struct DiscussionComment: Sendable {
+    var id: Int64
+    var discussion: SubjectKey
+    var author: Person
+    var body: String
+    var createdAt: Int64
+}
+
+/// One request that listed notifications (served, or answered 304): the "polls" the ground truth counts.
+struct ListingRequest: Sendable {
+    /// Epoch seconds, fractional, taken with the world lock held.
+    var time: Double
+    /// The `before` the client sent (exclusive), if any.
+    var before: Int64?
 }
 
 struct UserEvent: Sendable {
@@ -100,6 +145,8 @@ struct UserEvent: Sendable {
     var subject: Subject?
     var comment: Comment?
     var createdAt: Int64
+    /// When the event shows up in `/users/{u}/events`: GitHub documents 30 s to 6 h after `created_at`.
+    var visibleAt: Int64
     var cache: [UInt8]?
 }
 
@@ -155,6 +202,12 @@ final class Account {
     /// re-hosted one): the notifications list changed then even if no `updated_at` is newer, so
     /// `If-Modified-Since` must not answer 304 for it.
     var listChangedAt: Int64 = .min
+    /// The one thread per subject (issue, pull request or discussion) GitHub keeps for this user.
+    var threadBySubject: [String: Int64] = [:]
+    var watchedDiscussions: [SubjectKey] = []
+    /// Notification listings and events reads of this account, oldest first, for the "seen by a poll" truth.
+    var listings: [ListingRequest] = []
+    var eventPolls: [Double] = []
 
     init(index: Int, person: Person, repos: [Int], start: Int64) {
         self.index = index
@@ -188,6 +241,8 @@ struct WorldParameters: Sendable {
     var intervalSeconds: Double
     var eventCap: Int
     var htmlBase: String
+    var threadBumps: Bool
+    var eventLagSeconds: Double
 
     init(_ configuration: SimulatorConfiguration) {
         seed = configuration.seed
@@ -200,6 +255,9 @@ struct WorldParameters: Sendable {
         // A zero interval would mean infinitely many items; 50 ms is already far more than any test wants.
         intervalSeconds = max(0.05, seconds)
         eventCap = max(1, configuration.eventCap)
+        threadBumps = configuration.threadBumps
+        let lag = configuration.eventLag.components
+        eventLagSeconds = max(0, Double(lag.seconds) + Double(lag.attoseconds) / 1e18)
         htmlBase =
             configuration.htmlBaseURL.hasSuffix("/")
             ? String(configuration.htmlBaseURL.dropLast()) : configuration.htmlBaseURL
@@ -221,6 +279,8 @@ struct WorldState {
     var accountByLogin: [String: Int] = [:]
     var subjects: [SubjectKey: Subject] = [:]
     var comments: [Int64: Comment] = [:]
+    var discussions: [SubjectKey: Discussion] = [:]
+    var discussionComments: [Int64: DiscussionComment] = [:]
     var threadOwner: [Int64: Int] = [:]
     var nextTestSeq = IdSpace.testSeq
 
@@ -374,6 +434,19 @@ struct WorldState {
         subjects[key] = subject
     }
 
+    /// Remembers a notifications listing of `user` for `polledTruth`; the oldest quarter is forgotten past 50,000.
+    mutating func recordListing(_ user: Int, _ request: ListingRequest) {
+        let account = account(user)
+        account.listings.append(request)
+        if account.listings.count > 50_000 { account.listings.removeFirst(12_500) }
+    }
+
+    mutating func recordEventPoll(_ user: Int, at time: Double) {
+        let account = account(user)
+        account.eventPolls.append(time)
+        if account.eventPolls.count > 50_000 { account.eventPolls.removeFirst(12_500) }
+    }
+
     /// The notifications list's `Last-Modified` for `user` as of `now`.
     func listLastModified(_ user: Int, now: Int64) -> Int64? {
         let account = account(user)
@@ -397,6 +470,39 @@ struct WorldState {
         account.threads[thread.id] = thread
         account.threadOrder.insertSorted(OrderKey(time: thread.updatedAt, id: thread.id))
         threadOwner[thread.id] = thread.user
+        if let key = Self.threadSubjectKey(thread) { account.threadBySubject[key] = thread.id }
+    }
+
+    /// The key of GitHub's one-thread-per-subject rule, or nil for subjects without one (releases, checks).
+    static func threadSubjectKey(_ thread: NotificationThread) -> String? {
+        if let key = thread.subject { return "s:\(key.repo):\(key.number)" }
+        if let key = thread.discussion { return "d:\(key.repo):\(key.number)" }
+        return nil
+    }
+
+    /// Moves a thread to a new version, as GitHub does on new activity: same id, new `updated_at`, maybe a new
+    /// reason and latest comment. The old version is kept for the ground truth with the time it was replaced.
+    /// - Parameter switchedAt: when the change happened on the wall clock (the listing shows it from then on).
+    mutating func bump(
+        threadId: Int64, user: Int, to time: Int64, switchedAt: Double, reason: String?, latest: LatestComment?
+    ) {
+        let account = account(user)
+        guard var thread = account.threads[threadId] else { return }
+        if let index = account.threadOrder.firstIndex(of: OrderKey(time: thread.updatedAt, id: thread.id)) {
+            account.threadOrder.remove(at: index)
+        }
+        let current = max(Double(time), switchedAt)
+        thread.previous.append(
+            ThreadVersion(
+                updatedAt: thread.updatedAt, reason: thread.reason, latest: thread.latest,
+                currentFrom: thread.currentFrom, supersededAt: current))
+        thread.updatedAt = time
+        thread.currentFrom = current
+        if let reason { thread.reason = reason }
+        if let latest { thread.latest = latest }
+        thread.cache = nil
+        account.threads[threadId] = thread
+        account.threadOrder.insertSorted(OrderKey(time: time, id: threadId))
     }
 
     mutating func insertEvent(_ event: UserEvent) {
@@ -413,6 +519,58 @@ struct WorldState {
         if list.count > 24 { list.removeFirst(list.count - 24) }
     }
 
+    /// Inserts a generated notification, or, with thread bumps on, moves the user's existing thread for the same
+    /// subject to this new version instead.
+    private mutating func insertOrBump(_ thread: NotificationThread) {
+        if params.threadBumps, let key = Self.threadSubjectKey(thread),
+            let existing = account(thread.user).threadBySubject[key]
+        {
+            bump(
+                threadId: existing, user: thread.user, to: thread.updatedAt, switchedAt: Double(thread.updatedAt),
+                reason: thread.reason, latest: thread.latest)
+        } else {
+            insertThread(thread)
+        }
+    }
+
+    private mutating func generateDiscussion(
+        _ thread: inout NotificationThread, user: Int, seq: Int64, at time: Int64, rng: inout SeededGenerator
+    ) {
+        let account = account(user)
+        thread.reason = rng.pick(["mention", "comment", "author"])
+        thread.subjectType = "Discussion"
+        let key: SubjectKey
+        if params.threadBumps, !account.watchedDiscussions.isEmpty, rng.unit() < 0.4 {
+            key = rng.pick(account.watchedDiscussions)
+        } else {
+            key = SubjectKey(repo: thread.repo, number: Int(seq))
+            let author = thread.reason == "author" ? account.person : otherPerson(&rng, not: user)
+            discussions[key] = Discussion(
+                key: key, title: rng.pick(Vocabulary.discussionTitles), body: rng.pick(Vocabulary.bodies),
+                author: author, createdAt: time - 60 - Int64(rng.next() % 86_400), updatedAt: time)
+            remember(key, in: &account.watchedDiscussions)
+        }
+        thread.discussion = key
+        thread.repo = key.repo
+        thread.title = discussions[key]?.title ?? ""
+        if thread.reason != "author" || rng.unit() < 0.5 {
+            let body =
+                thread.reason == "mention"
+                ? rng.pick(Vocabulary.mentions).replacingOccurrences(of: "{user}", with: account.person.login)
+                : rng.pick(Vocabulary.comments)
+            let id = IdSpace.comment + seq
+            addDiscussionComment(id: id, to: key, author: otherPerson(&rng, not: user), body: body, at: time)
+            thread.latest = .comment(id)
+        }
+        if let updated = discussions[key]?.updatedAt { discussions[key]?.updatedAt = max(updated, time) }
+    }
+
+    mutating func addDiscussionComment(id: Int64, to key: SubjectKey, author: Person, body: String, at time: Int64) {
+        discussionComments[id] = DiscussionComment(id: id, discussion: key, author: author, body: body, createdAt: time)
+        discussions[key]?.comments.append(id)
+        if let updated = discussions[key]?.updatedAt { discussions[key]?.updatedAt = max(updated, time) }
+    }
+
     private mutating func generateNotification(user: Int, seq: Int64, at time: Int64, rng: inout SeededGenerator) {
         let account = account(user)
         let kind = rng.weighted([
@@ -423,7 +581,7 @@ struct WorldState {
         let repo = rng.pick(account.repos)
         var thread = NotificationThread(
             id: IdSpace.thread + seq, user: user, reason: kind, subjectType: "Issue", subject: nil, repo: repo,
-            title: "", latest: .none, updatedAt: time)
+            title: "", latest: .none, updatedAt: time, currentFrom: Double(time))
         switch kind {
         case "ci_activity":
             thread.subjectType = "CheckSuite"
@@ -435,9 +593,7 @@ struct WorldState {
             thread.title = "v\(1 + rng.next() % 4).\(rng.next() % 20).\(rng.next() % 10)"
             thread.latest = .subject
         case "discussion":
-            thread.reason = rng.pick(["mention", "comment", "author"])
-            thread.subjectType = "Discussion"
-            thread.title = rng.pick(Vocabulary.discussionTitles)
+            generateDiscussion(&thread, user: user, seq: seq, at: time, rng: &rng)
         default:
             let isPullRequest = kind == "review_requested" || rng.unit() < 0.5
             let mentionInBody = kind == "mention" && rng.unit() < 0.3
@@ -481,7 +637,7 @@ struct WorldState {
             }
             remember(key, in: &account.watched)
         }
-        insertThread(thread)
+        insertOrBump(thread)
     }
 
     private mutating func generateEvent(user: Int, seq: Int64, at time: Int64, rng: inout SeededGenerator) {
@@ -491,7 +647,10 @@ struct WorldState {
             ("push", 20), ("issue_closed", 5), ("pr_closed", 5),
         ])
         let repo = rng.pick(account.repos)
-        var event = UserEvent(id: IdSpace.event + seq, user: user, type: "PushEvent", repo: repo, createdAt: time)
+        var lagRng = SeededGenerator(params.seed, UInt64(user), UInt64(seq), 0x1A6)
+        let lag = Int64((lagRng.unit() * params.eventLagSeconds).rounded())
+        var event = UserEvent(
+            id: IdSpace.event + seq, user: user, type: "PushEvent", repo: repo, createdAt: time, visibleAt: time + lag)
         if kind == "issue_closed" || kind == "pr_closed" {
             let wantPull = kind == "pr_closed"
             let open = account.own.filter { subjects[$0]?.isPullRequest == wantPull && subjects[$0]?.state == "open" }

@@ -7,11 +7,15 @@ extension GitHubSimulator {
     /// For `Issue`/`PullRequest` subjects the issue `repo#number` is reused when it exists (its title then stays),
     /// otherwise created with `title`, authored by `actor`. With `commentBody`, `actor` also comments and the
     /// thread's `latest_comment_url` names that comment (`reviewComment` makes it a pull request review comment).
-    /// Other subject types (`Release`, `Discussion`, `CheckSuite`, …) get no fetchable subject.
+    /// A `Discussion` creates a discussion in `repo` (titled `title`, by `actor`, with `commentBody` as its latest
+    /// comment), reachable only through GraphQL `repository.discussions`; its thread's `subject.url` is null, as on
+    /// GitHub. Other subject types (`Release`, `CheckSuite`, …) get no fetchable subject.
     /// - Parameters:
     ///   - number: nil allocates a new number in `repo`.
     ///   - state: the subject's state when it is created (`open` or `closed`).
     ///   - at: the thread's `updated_at` (whole seconds); a future time hides the thread until then.
+    /// With `threadBumps` on, a notification about a subject that already has a thread for `login` re-bumps that
+    /// thread (as GitHub does) and returns its id.
     /// - Returns: the thread id, as the API sends it.
     /// - Throws: `SimulatorError` for an unknown login.
     @discardableResult
@@ -29,8 +33,24 @@ extension GitHubSimulator {
             let repoIndex = world.repoIndex(named: repo)
             var thread = NotificationThread(
                 id: IdSpace.thread + seq, user: user, reason: reason, subjectType: subjectType, subject: nil,
-                repo: repoIndex, title: title, latest: .none, updatedAt: time)
-            if subjectType == "Issue" || subjectType == "PullRequest" {
+                repo: repoIndex, title: title, latest: .none, updatedAt: time, currentFrom: Double(time))
+            if subjectType == "Discussion" {
+                let number = number ?? world.allocateNumber(repo: repoIndex)
+                let key = SubjectKey(repo: repoIndex, number: number)
+                if world.discussions[key] == nil {
+                    world.discussions[key] = Discussion(
+                        key: key, title: title, body: "\(title) — started by \(actor).",
+                        author: world.person(login: actor), createdAt: min(time, now) - 60, updatedAt: time)
+                }
+                thread.discussion = key
+                thread.title = world.discussions[key]?.title ?? title
+                if let commentBody {
+                    let commentId = IdSpace.comment + seq
+                    world.addDiscussionComment(
+                        id: commentId, to: key, author: world.person(login: actor), body: commentBody, at: time)
+                    thread.latest = .comment(commentId)
+                }
+            } else if subjectType == "Issue" || subjectType == "PullRequest" {
                 let number = number ?? world.allocateNumber(repo: repoIndex)
                 let key = SubjectKey(repo: repoIndex, number: number)
                 if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repoIndex, now: now) }
@@ -56,33 +76,49 @@ extension GitHubSimulator {
                 thread.latest = .subject
             }
             if time <= now { world.noteListChange(user, now: now, previous: world.listLastModified(user, now: now)) }
+            if world.params.threadBumps, let key = WorldState.threadSubjectKey(thread),
+                let existing = world.account(user).threadBySubject[key]
+            {
+                // GitHub keeps one thread per subject and user: the existing one is re-bumped instead.
+                world.bump(
+                    threadId: existing, user: user, to: time, switchedAt: Date().timeIntervalSince1970,
+                    reason: reason, latest: thread.latest)
+                return String(existing)
+            }
             world.insertThread(thread)
             return String(thread.id)
         }
     }
 
-    /// Updates a thread's `updated_at` (so its activity id changes, as when GitHub bumps a thread), optionally
-    /// with a new comment by `actor` that `latest_comment_url` then names.
+    /// Re-bumps a thread as GitHub does on new activity: same thread id, a new `updated_at` (so a new activity id),
+    /// optionally a new `reason` and a new comment by `actor` that `latest_comment_url` then names. The previous
+    /// version stays in the ground truth with the moment it was replaced.
     /// - Throws: `SimulatorError` for an unknown thread.
     public func touchThread(
-        _ threadId: String, at: Date = Date(), commentBody: String? = nil, actor: String = "grace-sim"
+        _ threadId: String, at: Date = Date(), commentBody: String? = nil, actor: String = "grace-sim",
+        reason: String? = nil
     ) throws {
         let time = Timestamp.seconds(at)
+        let switchedAt = Date().timeIntervalSince1970
         try withThread(threadId) { world, thread in
-            let account = world.account(thread.user)
-            if let index = account.threadOrder.firstIndex(of: OrderKey(time: thread.updatedAt, id: thread.id)) {
-                account.threadOrder.remove(at: index)
-            }
-            thread.updatedAt = time
+            var latest: LatestComment?
             if let commentBody, let key = thread.subject {
                 let commentId = IdSpace.comment + world.nextSeq()
-                let isReview = false
                 world.addComment(
-                    id: commentId, to: key, isReview: isReview, author: world.person(login: actor), body: commentBody,
+                    id: commentId, to: key, isReview: false, author: world.person(login: actor), body: commentBody,
                     at: time)
-                thread.latest = .comment(commentId)
+                latest = .comment(commentId)
+            } else if let commentBody, let key = thread.discussion {
+                let commentId = IdSpace.comment + world.nextSeq()
+                world.addDiscussionComment(
+                    id: commentId, to: key, author: world.person(login: actor), body: commentBody, at: time)
+                latest = .comment(commentId)
             }
-            account.threadOrder.insertSorted(OrderKey(time: thread.updatedAt, id: thread.id))
+            world.account(thread.user).threads[thread.id] = thread
+            world.bump(
+                threadId: thread.id, user: thread.user, to: time, switchedAt: switchedAt, reason: reason,
+                latest: latest)
+            thread = world.account(thread.user).threads[thread.id] ?? thread
         }
     }
 
@@ -123,12 +159,14 @@ extension GitHubSimulator {
     /// `login`) unless `repo#number` exists; `IssueCommentEvent`/`PullRequestReviewCommentEvent` (default action
     /// `created`) add a comment by `login` to it (created as an issue, or a pull request when `onPullRequest` or
     /// for review comments). Any other type (`WatchEvent`, `PushEvent`, …) is noise with no subject.
+    /// `appearsAfter` makes the event show up in `/users/{u}/events` that long after `at` (GitHub documents 30 s to
+    /// 6 h), to test late events deliberately; the configured `eventLag` applies to generated events only.
     /// - Throws: `SimulatorError` for an unknown login.
     @discardableResult
     public func addEvent(
         for login: String, type: String, action: String? = nil, repo: String = "acme-labs/sim-tests",
         number: Int? = nil, title: String = "Simulated change", commentBody: String = "Simulated comment",
-        onPullRequest: Bool = false, at: Date = Date()
+        onPullRequest: Bool = false, at: Date = Date(), appearsAfter: Duration = .zero
     ) throws -> String {
         let user = try accountIndex(login)
         let time = Timestamp.seconds(at)
@@ -138,7 +176,11 @@ extension GitHubSimulator {
             let seq = world.nextSeq()
             let repoIndex = world.repoIndex(named: repo)
             let person = world.account(user).person
-            var event = UserEvent(id: IdSpace.event + seq, user: user, type: type, repo: repoIndex, createdAt: time)
+            let lag = appearsAfter.components
+            let lagSeconds = Int64((Double(lag.seconds) + Double(lag.attoseconds) / 1e18).rounded(.up))
+            var event = UserEvent(
+                id: IdSpace.event + seq, user: user, type: type, repo: repoIndex, createdAt: time,
+                visibleAt: time + max(0, lagSeconds))
             let isComment = type == "IssueCommentEvent" || type == "PullRequestReviewCommentEvent"
             let hasSubject = isComment || type == "PullRequestEvent" || type == "IssuesEvent"
             if hasSubject {

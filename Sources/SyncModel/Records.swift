@@ -64,12 +64,15 @@ public struct Activity: Codable, Sendable, Hashable {
     public var number: Int?
     public var actor: String?
     public var accountId: String
+    /// The web permalink of the comment that caused it (a notification's latest comment, the user's own comment),
+    /// beside `sourceURL`, which names the whole conversation.
+    public var commentURL: String?
     /// `true` when the worker cut `text` so the record fits in a Kafka message; omitted otherwise.
     public var truncated: Bool?
 
     public init(
         text: String, sourceURL: String, id: String, occurredAt: Date, kind: String, repo: String? = nil,
-        number: Int? = nil, actor: String? = nil, accountId: String, truncated: Bool? = nil
+        number: Int? = nil, actor: String? = nil, accountId: String, commentURL: String? = nil, truncated: Bool? = nil
     ) {
         self.text = text
         self.sourceURL = sourceURL
@@ -80,6 +83,7 @@ public struct Activity: Codable, Sendable, Hashable {
         self.number = number
         self.actor = actor
         self.accountId = accountId
+        self.commentURL = commentURL
         self.truncated = truncated
     }
 }

@@ -38,9 +38,10 @@ enum SampleRecords {
             "activity", "notification, all fields",
             try Activity(
                 text: "octocat commented on PR #1347 in octo-org/octo-repo: Looks good to me",
-                sourceURL: "https://github.com/octo-org/octo-repo/pull/1347#issuecomment-1",
+                sourceURL: "https://github.com/octo-org/octo-repo/pull/1347",
                 id: "github:notification:1:2026-12-01T04:01:07Z", occurredAt: withMillis, kind: "comment",
-                repo: "octo-org/octo-repo", number: 1347, actor: "octocat", accountId: "583231"
+                repo: "octo-org/octo-repo", number: 1347, actor: "octocat", accountId: "583231",
+                commentURL: "https://github.com/octo-org/octo-repo/pull/1347#issuecomment-1"
             ).messageBytes())
         add(
             "activity", "optional fields absent",

@@ -51,6 +51,9 @@ final class Pipeline: Sendable {
         configuration.historyItems = 8
         configuration.activityInterval = .seconds(4)
         configuration.latency = .milliseconds(5)
+        // GitHub as it really behaves: threads re-bumped by new activity, events shown up to 3 s late.
+        configuration.threadBumps = true
+        configuration.eventLag = .seconds(3)
         simulator = GitHubSimulator(configuration: configuration, logger: logger)
         try await simulator.start()
         let key = SealingKey.random()
@@ -107,23 +110,46 @@ final class Pipeline: Sendable {
         }
     }
 
-    /// The ids a correct poller must have emitted for everything that happened up to `until`.
+    /// The ids polls up to `until` could see (the simulator's "versions a poll saw"): nothing else may be emitted.
     func truth(until: Date) throws -> Set<String> {
-        var ids = Set<String>()
-        for user in simulator.users {
-            for expected in try simulator.truth(login: user.login, from: startedAt.addingTimeInterval(-86_400), to: until) {
-                ids.insert(expected.id)
-            }
-        }
-        return ids
+        try polledTruth(until: until).seen
     }
 
-    /// Waits until every id of `truth(until:)` is on the activities topic.
+    /// What polls of this run's accounts up to `until` saw (`seen`) and what every correct poller must therefore
+    /// have emitted (`required`: versions still current at the next listing, visible events). See the simulator's
+    /// `Truth.swift`.
+    func polledTruth(until: Date) throws -> (seen: Set<String>, required: Set<String>) {
+        var seen = Set<String>()
+        var required = Set<String>()
+        for user in simulator.users {
+            let truth = try simulator.polledTruth(
+                login: user.login, from: startedAt.addingTimeInterval(-86_400), to: until)
+            seen.formUnion(truth.seen.map(\.id))
+            required.formUnion(truth.required.map(\.id))
+        }
+        return (seen, required)
+    }
+
+    /// Waits until everything polls saw up to `until` (for each account, up to its first listing at or after
+    /// `until`, so a checkpoint before the first poll still covers the history) is on the activities topic.
     func waitForCompleteness(until: Date, timeout: Duration = .seconds(120)) async throws {
-        let expected = try truth(until: until)
-        try await eventually("all \(expected.count) expected activities committed", timeout: timeout, interval: .seconds(1)) {
+        var bounds: [String: Date] = [:]
+        try await eventually("every account polled after the checkpoint", timeout: timeout, interval: .seconds(1)) {
+            for user in simulator.users where bounds[user.login] == nil {
+                bounds[user.login] = try simulator.listingTimes(login: user.login).first { $0 >= until }
+            }
+            return bounds.count == simulator.users.count
+        }
+        var expected = Set<String>()
+        try await eventually("all expected activities committed", timeout: timeout, interval: .seconds(1)) {
+            expected = []
+            for user in simulator.users {
+                let truth = try simulator.polledTruth(
+                    login: user.login, from: startedAt.addingTimeInterval(-86_400), to: bounds[user.login] ?? until)
+                expected.formUnion(truth.required.map(\.id))
+            }
             let seen = Set(try await activities().map(\.id))
-            return expected.isSubset(of: seen)
+            return !expected.isEmpty && expected.isSubset(of: seen)
         }
     }
 

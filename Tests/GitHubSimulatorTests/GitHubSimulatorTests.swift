@@ -466,7 +466,8 @@ struct TruthTests {
                 byId["github:notification:\(comment):\(stamp)"]?.sourceURL == "https://github.com/octo/app/issues/12")
             #expect(truth.count == 9)
 
-            // Touching a thread changes its id and, with a comment, its actor and body.
+            // Touching a thread re-bumps it: a new version with its own id and, with a comment, its actor and body;
+            // the old version stays in the truth, marked with when it was superseded.
             let later = Date().addingTimeInterval(-5)
             try simulator.touchThread(comment, at: later, commentBody: "Fixed in main", actor: "dennis-sim")
             let touched = try simulator.truth(login: login, from: at.addingTimeInterval(-1), to: Date())
@@ -475,7 +476,11 @@ struct TruthTests {
             #expect(
                 touched.first { $0.id == "github:notification:\(comment):\(laterStamp)" }?.text
                     == "dennis-sim commented on issue #12 in octo/app: Fixed in main")
-            #expect(touched.count == 9)
+            #expect(touched.count == 10)
+            let old = touched.first { $0.id == "github:notification:\(comment):\(stamp)" }
+            #expect(old?.supersededAt != nil)
+            #expect(old?.commentURL?.hasPrefix("https://github.com/octo/app/issues/12#issuecomment-") == true)
+            #expect(touched.filter { $0.id.hasPrefix("github:notification:\(comment):") && $0.supersededAt == nil }.count == 1)
 
             // The admin endpoint serves the same truth.
             let from = ISO8601DateFormatter().string(from: at.addingTimeInterval(-1))

@@ -169,6 +169,18 @@ struct ClientInternalsTests {
             GitHubConfiguration(baseURL: "http://127.0.0.1:9/").effectiveTokenURL
                 == "http://127.0.0.1:9/login/oauth/access_token")
     }
+
+    @Test func graphQLGoesToTheConfiguredHostOnly() {
+        #expect(GitHubConfiguration().graphQLURL == "https://api.github.com/graphql")
+        #expect(GitHubConfiguration(baseURL: "http://127.0.0.1:9/").graphQLURL == "http://127.0.0.1:9/graphql")
+        #expect(
+            GitHubConfiguration(baseURL: "https://ghe.example.com/api/v3").graphQLURL
+                == "https://ghe.example.com/api/graphql")
+        let client = GitHubClient(
+            configuration: GitHubConfiguration(baseURL: "https://ghe.example.com/api/v3"), logger: SimulatedGitHub.quiet
+        )
+        #expect(client.isAPIOrigin(client.configuration.graphQLURL), "the origin guard lets it through")
+    }
 }
 
 /// Counts concurrent holders (the test's own bookkeeping, guarded by a lock).

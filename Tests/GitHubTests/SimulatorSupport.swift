@@ -2,6 +2,7 @@ import Foundation
 import GitHubSimulator
 import Logging
 import SyncModel
+import Testing
 
 @testable import GitHub
 
@@ -65,6 +66,19 @@ struct SimulatedGitHub {
     func requests(of login: String, since index: Int = 0) -> [RecordedRequest] {
         simulator.requests().dropFirst(index).filter { $0.login == login }
     }
+}
+
+/// Checks every field the simulator's truth states for an activity, where a user of the stream would see it.
+func expectActivity(
+    _ activity: Activity, matches expected: ExpectedActivity, sourceLocation: SourceLocation = #_sourceLocation
+) {
+    #expect(activity.text == expected.text, sourceLocation: sourceLocation)
+    #expect(activity.kind == expected.kind, sourceLocation: sourceLocation)
+    #expect(activity.sourceURL == expected.sourceURL, sourceLocation: sourceLocation)
+    #expect(activity.commentURL == expected.commentURL, sourceLocation: sourceLocation)
+    #expect(activity.repo == expected.repo, sourceLocation: sourceLocation)
+    #expect(activity.number == expected.number, sourceLocation: sourceLocation)
+    #expect(activity.occurredAt == expected.occurredAt, sourceLocation: sourceLocation)
 }
 
 extension SyncOutcome {

@@ -1,0 +1,347 @@
+import ActivitySyncTesting
+import Foundation
+import GitHubSimulator
+import SyncModel
+import Testing
+
+@testable import GitHub
+
+/// The sync against GitHub as it really behaves (issue 10): threads re-bumped by new activity, events that show up
+/// late, Discussions, subjects that never load, and the size of the state every job writes.
+@Suite("GitHub as it really behaves", .timeLimit(.minutes(2)))
+struct RealGitHubBehaviourTests {
+    /// Ids emitted over several syncs must be exactly what polls could see: every required one, nothing unseen,
+    /// nothing twice.
+    private func expectMatchesPolledTruth(
+        _ emitted: [Activity], _ truth: PolledTruth, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        let ids = emitted.map(\.id)
+        #expect(Set(ids).count == ids.count, "an id repeats", sourceLocation: sourceLocation)
+        let missing = Set(truth.required.map(\.id)).subtracting(ids)
+        #expect(missing.isEmpty, "lost: \(missing.sorted())", sourceLocation: sourceLocation)
+        let unseen = Set(ids).subtracting(truth.seen.map(\.id))
+        #expect(unseen.isEmpty, "never listed by any poll: \(unseen.sorted())", sourceLocation: sourceLocation)
+    }
+
+    @Test func aThreadReBumpedDuringAMultiPageListingPushesNothingPastAPageBoundary() async throws {
+        try await SimulatedGitHub.with(
+            {
+                $0.historyItems = 0
+                $0.threadBumps = true
+                $0.latency = .milliseconds(150)
+            }, integration: { $0.notificationsPerPage = 3 }
+        ) { github in
+            let user = github.user
+            let now = Date()
+            // Twelve threads a minute apart: four pages of three.
+            var threads: [String] = []
+            for index in 0..<12 {
+                threads.append(
+                    try github.simulator.addNotification(
+                        for: user.login, reason: "assign", title: "Thread \(index)",
+                        at: now.addingTimeInterval(Double(-60 * (12 - index)))))
+            }
+            let versionsBefore = Set(
+                try github.simulator.truth(login: user.login, from: now.addingTimeInterval(-3_600), to: now).map(\.id))
+            #expect(versionsBefore.count == 12)
+            let mark = github.simulator.requests().count
+            async let running = github.sync(user, state: nil)
+            try await eventually("the first page was listed", timeout: .seconds(10), interval: .milliseconds(5)) {
+                github.requests(of: user.login, since: mark).contains { $0.path == "/notifications" }
+            }
+            // New activity on the newest thread, already read on page 1: GitHub moves it to the top, out of the
+            // listing's window. With page numbers, page 2 would now start one thread later and skip one.
+            let newest = try #require(threads.last)
+            let touchedAt = Date()
+            try github.simulator.touchThread(newest, at: touchedAt, commentBody: "bumped", actor: "grace-sim")
+            let first = try await running
+            #expect(first.isComplete)
+            #expect(
+                github.requests(of: user.login, since: mark).filter { $0.path == "/notifications" }.count >= 4,
+                "the listing really spanned several pages")
+            #expect(versionsBefore.isSubset(of: first.activities.map(\.id)), "every version listed was emitted")
+            // The bumped version is the next sync's news.
+            // The next sync lists up to its own start, whole seconds excluded: it must start after the touch's second.
+            try await eventually(
+                "the clock passed the re-bump's second", timeout: .seconds(5), interval: .milliseconds(20)
+            ) {
+                Date().timeIntervalSince1970 >= touchedAt.timeIntervalSince1970.rounded(.down) + 1.05
+            }
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.activities.map(\.id).count == 1)
+            #expect(second.activities.first?.id.hasPrefix("github:notification:\(newest):") == true)
+            let all = first.activities + second.activities
+            expectMatchesPolledTruth(
+                all,
+                try github.simulator.polledTruth(login: user.login, from: now.addingTimeInterval(-3_600), to: Date()))
+            #expect(
+                (second.githubState.lastSyncTime ?? .distantPast) > (first.githubState.lastSyncTime ?? .distantFuture))
+        }
+    }
+
+    @Test func aBusyWorldWithReBumpsAndLateEventsLosesNothingAPollCouldSee() async throws {
+        try await SimulatedGitHub.with(
+            {
+                $0.threadBumps = true
+                $0.eventLag = .seconds(3)
+                $0.activityInterval = .milliseconds(250)
+                $0.historyItems = 60
+                $0.latency = .milliseconds(10)
+            },
+            integration: {
+                $0.notificationsPerPage = 4; $0.eventsPerPage = 5
+            }
+        ) { github in
+            let user = github.user
+            let start = Date()
+            var state: JSONValue?
+            var emitted: [Activity] = []
+            // Syncs back to back for a while, then until everything visible so far has been emitted.
+            while Date() < start.addingTimeInterval(6) {
+                let outcome = try await github.sync(user, state: state)
+                #expect(outcome.isComplete)
+                emitted += outcome.activities
+                state = outcome.state
+            }
+            let quiet = Date()
+            try await eventually("every required activity emitted", timeout: .seconds(30), interval: .milliseconds(200))
+            {
+                let outcome = try await github.sync(user, state: state)
+                emitted += outcome.activities
+                state = outcome.state
+                let truth = try github.simulator.polledTruth(
+                    login: user.login, from: start.addingTimeInterval(-86_400), to: quiet)
+                return Set(truth.required.map(\.id)).isSubset(of: emitted.map(\.id))
+            }
+            let truth = try github.simulator.polledTruth(
+                login: user.login, from: start.addingTimeInterval(-86_400), to: Date())
+            expectMatchesPolledTruth(emitted, truth)
+            let all = try github.simulator.truth(login: user.login, from: start.addingTimeInterval(-86_400), to: Date())
+            #expect(all.contains { $0.supersededAt != nil }, "threads really were re-bumped")
+            #expect(
+                all.contains { $0.id.hasPrefix("github:event:") && $0.visibleFrom > $0.occurredAt },
+                "events really showed up late")
+            #expect(emitted.contains { $0.id.hasPrefix("github:event:") })
+            #expect((state.flatMap { try? GitHubState(json: $0) })?.gaps.isEmpty == true)
+        }
+    }
+
+    @Test func anEventThatAppearsMinutesOrHoursLateIsEmittedOnceWhenItAppears() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let now = Date()
+            let prompt = try github.simulator.addEvent(
+                for: user.login, type: "IssuesEvent", title: "On time", at: now.addingTimeInterval(-5))
+            // Created long before the prompt one (far beyond the 2-minute overlap), visible a few seconds from now.
+            let late = try github.simulator.addEvent(
+                for: user.login, type: "IssueCommentEvent", title: "Late by minutes", at: now.addingTimeInterval(-300),
+                appearsAfter: .seconds(304))
+            let later = try github.simulator.addEvent(
+                for: user.login, type: "PullRequestEvent", title: "Late by hours", at: now.addingTimeInterval(-7_000),
+                appearsAfter: .seconds(7_004))
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.map(\.id) == ["github:event:\(prompt)"])
+            #expect(first.githubState.eventsETag != nil, "an unchanged feed can be asked for with If-None-Match")
+            var state = first.state
+            var emitted = first.activities
+            var syncs = 0
+            try await eventually("both late events emitted", timeout: .seconds(20), interval: .milliseconds(300)) {
+                let outcome = try await github.sync(user, state: state)
+                #expect(outcome.isComplete)
+                emitted += outcome.activities
+                state = outcome.state
+                syncs += 1
+                return Set(emitted.map(\.id)).isSuperset(of: ["github:event:\(late)", "github:event:\(later)"])
+            }
+            #expect(syncs > 1, "they were not visible at first")
+            let ids = emitted.map(\.id)
+            #expect(Set(ids).count == ids.count)
+            let comment = try #require(emitted.first { $0.id == "github:event:\(late)" })
+            #expect(comment.commentURL?.contains("#issuecomment-") == true, "the comment's permalink")
+            #expect(comment.sourceURL.hasSuffix("/issues/\(comment.number ?? -1)"))
+            let final = try GitHubState(json: state)
+            #expect(final.gaps.isEmpty)
+            #expect(
+                final.lastUserEventTime == Date(timeIntervalSince1970: (now.timeIntervalSince1970 - 5).rounded(.down)))
+            // Nothing new: the next events read is a free 304 and emits nothing.
+            let mark = github.simulator.requests().count
+            let again = try await github.sync(user, state: state)
+            #expect(again.activities.isEmpty)
+            let reads = github.requests(of: user.login, since: mark).filter { $0.path.hasSuffix("/events") }
+            #expect(reads.count == 1)
+            #expect(reads.allSatisfy { $0.notModified && !$0.countedAgainstQuota })
+        }
+    }
+
+    @Test func aLateEventBelowAnUnchangedFirstPageIsEmittedWithTheNextNewEvent() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }, integration: { $0.eventsPerPage = 2 }) { github in
+            let user = github.user
+            let now = Date()
+            var prompt: [String] = []
+            for offset in [50.0, 40, 30, 20, 10] {
+                prompt.append(
+                    try github.simulator.addEvent(
+                        for: user.login, type: "IssuesEvent", at: now.addingTimeInterval(-offset)))
+            }
+            let late = try github.simulator.addEvent(
+                for: user.login, type: "IssuesEvent", at: now.addingTimeInterval(-35), appearsAfter: .seconds(37))
+            let first = try await github.sync(user, state: nil)
+            #expect(Set(first.activities.map(\.id)) == Set(prompt.map { "github:event:\($0)" }))
+            let visible = now.addingTimeInterval(2.5)
+            try await eventually("the late event is visible", timeout: .seconds(10), interval: .milliseconds(50)) {
+                Date() >= visible
+            }
+            // It sits on page 2 of 2-event pages; page 1 did not change, so the unchanged account costs nothing.
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.activities.isEmpty)
+            let newer = try github.simulator.addEvent(for: user.login, type: "IssuesEvent", at: Date())
+            let third = try await github.sync(user, state: second.state)
+            #expect(Set(third.activities.map(\.id)) == ["github:event:\(newer)", "github:event:\(late)"])
+        }
+    }
+
+    @Test func aDiscussionNotificationBecomesAnActivityWithItsPage() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let before = Date()
+            let mention = try github.simulator.addNotification(
+                for: user.login, reason: "mention", subjectType: "Discussion", repo: "octo/app", title: "RFC: plugins",
+                actor: "ada-sim", commentBody: "@\(user.login) what do you think?", at: before.addingTimeInterval(-30))
+            let authored = try github.simulator.addNotification(
+                for: user.login, reason: "author", subjectType: "Discussion", repo: "octo/app", title: "Show and tell",
+                actor: user.login, at: before.addingTimeInterval(-20))
+            let outcome = try await github.sync(user, state: nil)
+            #expect(outcome.isComplete)
+            let truth = try github.simulator.truth(login: user.login, from: before.addingTimeInterval(-60), to: before)
+            #expect(truth.count == 2)
+            let byId = Dictionary(uniqueKeysWithValues: outcome.activities.map { ($0.id, $0) })
+            for expected in truth {
+                expectActivity(try #require(byId[expected.id]), matches: expected)
+            }
+            let mentioned = try #require(
+                outcome.activities.first { $0.id.hasPrefix("github:notification:\(mention):") })
+            #expect(mentioned.text.hasPrefix("ada-sim mentioned \(user.login) in octo/app discussion #"))
+            #expect(mentioned.sourceURL.hasPrefix("https://github.com/octo/app/discussions/"))
+            #expect(mentioned.commentURL?.contains("#discussioncomment-") == true)
+            #expect(outcome.activities.contains { $0.id.hasPrefix("github:notification:\(authored):") })
+            // One GraphQL query for the repository, on the configured host.
+            let graphQL = github.requests(of: user.login).filter { $0.path == "/graphql" }
+            #expect(graphQL.count == 1)
+            #expect(graphQL.allSatisfy { $0.method == "POST" && $0.status == 200 })
+        }
+    }
+
+    @Test func aSubjectThatFailsEverySyncIsEmittedFromTheNotificationAfterNSyncs() async throws {
+        try await SimulatedGitHub.with(
+            { $0.historyItems = 0 },
+            integration: {
+                $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3
+            }
+        ) { github in
+            let user = github.user
+            let updatedAt = Date().addingTimeInterval(-30)
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "assign", repo: "octo/stuck", number: 77, title: "Never loads", at: updatedAt)
+            let discussion = try github.simulator.addNotification(
+                for: user.login, reason: "comment", subjectType: "Discussion", repo: "octo/stuck",
+                title: "Unreachable", commentBody: "hello", at: updatedAt.addingTimeInterval(5))
+            github.simulator.injectFault(.serverError, count: 1_000, pathPrefix: "/repos/octo/stuck/issues/77")
+            github.simulator.injectFault(.serverError, count: 1_000, pathPrefix: "/graphql")
+            var state: JSONValue?
+            for attempt in 1...2 {
+                let outcome = try await github.sync(user, state: state)
+                guard case .partial = outcome.status else {
+                    Issue.record("sync \(attempt): expected partial, got \(outcome.status)")
+                    return
+                }
+                #expect(outcome.activities.isEmpty)
+                #expect((outcome.githubState.lastSyncTime ?? .distantFuture) < updatedAt, "the watermark waits")
+                #expect(outcome.githubState.stuck.count == 2)
+                state = outcome.state
+            }
+            let third = try await github.sync(user, state: state)
+            #expect(third.isComplete)
+            let ids = third.activities.map(\.id)
+            #expect(ids.count == 2)
+            #expect(ids.contains { $0.hasPrefix("github:notification:\(thread):") })
+            #expect(ids.contains { $0.hasPrefix("github:notification:\(discussion):") })
+            let issue = try #require(third.activities.first { $0.id.hasPrefix("github:notification:\(thread):") })
+            #expect(issue.text == "Issue #77 assigned to \(user.login) in octo/stuck: Never loads")
+            #expect(issue.sourceURL == "https://github.com/octo/stuck/issues/77")
+            let fallback = try #require(
+                third.activities.first { $0.id.hasPrefix("github:notification:\(discussion):") })
+            #expect(fallback.sourceURL == "https://github.com/octo/stuck/discussions")
+            #expect(fallback.text == "GitHub notification for \(user.login) in octo/stuck discussion: Unreachable")
+            let state3 = third.githubState
+            #expect(state3.stuck.isEmpty)
+            #expect(Set(state3.gaps.map(\.source)) == ["subject:\(thread)", "subject:\(discussion)"])
+            #expect((state3.lastSyncTime ?? .distantPast) >= updatedAt.addingTimeInterval(4), "the watermark moved")
+            let fourth = try await github.sync(user, state: third.state)
+            #expect(fourth.activities.isEmpty, "given up once, not again")
+        }
+    }
+
+    @Test func aSubjectFailingForLongerThanTheAgeLimitIsGivenUpWithoutWaitingForNSyncs() async throws {
+        try await SimulatedGitHub.with(
+            { $0.historyItems = 0 },
+            integration: {
+                $0.maxAttempts = 1
+                $0.stuckSubjectSyncs = 100
+                $0.stuckSubjectAge = .seconds(1)
+            }
+        ) { github in
+            let user = github.user
+            let updatedAt = Date().addingTimeInterval(-30)
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "review_requested", subjectType: "PullRequest", repo: "octo/slow", number: 9,
+                title: "Flaky subject", at: updatedAt)
+            github.simulator.injectFault(.serverError, count: 1_000, pathPrefix: "/repos/octo/slow/pulls/9")
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.isEmpty)
+            let since = try #require(first.githubState.stuck.values.first?.since)
+            var state = first.state
+            var emitted: [Activity] = []
+            try await eventually("given up after the age limit", timeout: .seconds(10), interval: .milliseconds(200)) {
+                let outcome = try await github.sync(user, state: state)
+                state = outcome.state
+                emitted += outcome.activities
+                return !emitted.isEmpty
+            }
+            #expect(Date().timeIntervalSince(since) >= 1, "not before the age limit")
+            #expect(
+                emitted.map(\.id) == [
+                    "github:notification:\(thread):\(WireFormat.formatDate(Date(timeIntervalSince1970: updatedAt.timeIntervalSince1970.rounded(.down))))"
+                ])
+            #expect(emitted.first?.text == "\(user.login) requested to review PR #9 in octo/slow: Flaky subject")
+            #expect(emitted.first?.sourceURL == "https://github.com/octo/slow/pull/9")
+        }
+    }
+
+    @Test func aBusyAccountsStateRecordStaysUnderTwoKilobytes() async throws {
+        try await SimulatedGitHub.with({
+            $0.historyItems = 400
+            $0.threadBumps = true
+            $0.activityInterval = .milliseconds(200)
+        }) { github in
+            let user = github.user
+            var state: JSONValue?
+            var emitted = 0
+            var sizes: [Int] = []
+            for _ in 0..<4 {
+                let outcome = try await github.sync(user, state: state)
+                #expect(outcome.isComplete)
+                emitted += outcome.activities.count
+                state = outcome.state
+                let record = StateRecord(
+                    accountId: String(user.id), integration: "github",
+                    lastJob: JobMarker(jobId: "\(user.id)@2026-12-01T04:05:00Z", scheduledAt: Date()),
+                    updatedAt: Date(), data: outcome.state)
+                sizes.append(try WireFormat.encode(record).count)
+            }
+            #expect(emitted > 100, "a busy account: \(emitted) activities")
+            #expect(sizes.allSatisfy { $0 < 2_048 }, "state record bytes: \(sizes)")
+            let final = try GitHubState(json: state)
+            #expect(final.lastSyncTime != nil && final.lastUserEventTime != nil && final.username == user.login)
+        }
+    }
+}
