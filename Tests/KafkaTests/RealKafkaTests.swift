@@ -48,4 +48,37 @@ struct RealKafkaTests {
             timeout: .seconds(30), logger: testLogger)
         #expect(read.map { text($0.value) } == ["committed"])
     }
+
+    @Test("a read_committed read to the end waits behind an open transaction for what was committed after it")
+    func readToEndPassesTheLastStableOffset() async throws {
+        let admin = try KafkaAdmin(configuration: configuration, logger: testLogger)
+        let name = "kafka-tests-lso-\(UUID().uuidString.prefix(8))"
+        try await admin.createTopics([NewTopic(name: name, partitions: 1)], timeout: .seconds(30))
+        await admin.close()
+        // A producer that dies with its transaction open (the broker aborts it after 5 s)...
+        let crashed = try KafkaTransactionalProducer(
+            configuration: TransactionalProducerConfiguration(
+                kafka: configuration, transactionalId: "\(name)-crashed", transactionTimeout: .seconds(5)),
+            logger: testLogger)
+        try await crashed.initTransactions(timeout: .seconds(30))
+        try crashed.beginTransaction()
+        _ = try await crashed.send([ProducerRecord(topic: name, key: nil, value: bytes("open"))])
+        // ...and another that commits after it: the last stable offset stays before "open" meanwhile.
+        let other = try KafkaTransactionalProducer(
+            configuration: TransactionalProducerConfiguration(kafka: configuration, transactionalId: "\(name)-other"),
+            logger: testLogger)
+        try await other.initTransactions(timeout: .seconds(30))
+        try other.beginTransaction()
+        _ = try await other.send([ProducerRecord(topic: name, key: nil, value: bytes("committed-after"))])
+        try await other.commitTransaction(timeout: .seconds(30))
+        await other.close()
+        let started = ContinuousClock.now
+        let records = try await readPartitionToEnd(
+            configuration: configuration, topic: name, partition: 0, isolationLevel: .readCommitted,
+            timeout: .seconds(60), logger: testLogger)
+        let values = records.compactMap { $0.value.map { String(decoding: $0, as: UTF8.self) } }
+        #expect(values == ["committed-after"], "stopping at the last stable offset would return nothing")
+        #expect(ContinuousClock.now - started >= .seconds(2), "it waited for the open transaction to be aborted")
+        await crashed.close(timeout: .seconds(5))
+    }
 }
