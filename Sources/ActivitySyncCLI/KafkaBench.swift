@@ -180,6 +180,8 @@ struct KafkaBenchCommand: AsyncParsableCommand {
                 for message in batch { bytes += message.value?.count ?? 0 }
             case .revoked, .lost:
                 break
+            case .fatal(let error):
+                throw error
             }
             if count >= target { break }
         }

@@ -3,7 +3,9 @@ import Foundation
 /// What a consumer hands to its application, in order.
 public enum KafkaConsumerEvent: Sendable {
     /// Partitions now owned; comes before any message from them, so per-partition state can be restored first.
-    case assigned([TopicPartition])
+    /// `groupMetadata` is this member's group metadata taken when the assignment was made (its generation): a
+    /// transactional producer commits this assignment's offsets with it, never with a later generation's.
+    case assigned([TopicPartition], groupMetadata: ConsumerGroupMetadata?)
     /// Partitions about to be taken away. The rebalance waits (up to `revocationTimeout`) until the application
     /// asks for the next event, so it can finish and commit the work of these partitions first.
     case revoked([TopicPartition])
@@ -11,6 +13,9 @@ public enum KafkaConsumerEvent: Sendable {
     case lost([TopicPartition])
     /// A batch of messages, in partition order.
     case messages([ConsumerMessage])
+    /// The consumer failed for good (librdkafka's fatal error; e.g. `FENCED_INSTANCE_ID`: another member took this
+    /// static member's `group.instance.id`). Nothing more will come: close the consumer and stop.
+    case fatal(KafkaError)
 }
 
 /// The consumer's events as an `AsyncSequence`. Iterate it from one task; it ends when the consumer is closed

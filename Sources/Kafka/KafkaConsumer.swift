@@ -62,7 +62,13 @@ final class ConsumerPollState: @unchecked Sendable {
                 logger.error("assigning \(list) failed: \(String(cString: rd_kafka_err2str(result)))")
             }
             logger.debug("partitions assigned", metadata: ["kafka.partitions": "\(list)"])
-            channel.push(.assigned(list))
+            // The generation this assignment belongs to, read here, before the application could see a later one.
+            var metadata: ConsumerGroupMetadata?
+            if let raw = rd_kafka_consumer_group_metadata(rk) {
+                metadata = ConsumerGroupMetadata(serialized: ConsumerGroupMetadata.write(raw))
+                rd_kafka_consumer_group_metadata_destroy(raw)
+            }
+            channel.push(.assigned(list, groupMetadata: metadata))
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             let lost = rd_kafka_assignment_lost(rk) != 0
             logger.debug(

@@ -68,6 +68,9 @@ final class RDKafkaClient: Sendable {
                 let underlying = rd_kafka_fatal_error(rk, &buffer, buffer.count)
                 metadata["kafka.fatal"] = "\(String(cString: rd_kafka_err2name(underlying)))"
                 context.logger.error("librdkafka fatal error: \(cString(buffer))", metadata: metadata)
+                // A consumer's application learns of it as its last event (this runs on its poll thread).
+                context.consumer?.channel.push(
+                    .fatal(KafkaError.from(underlying, context: "the consumer failed for good: \(cString(buffer))")))
             } else {
                 context.logger.warning("librdkafka error: \(reasonText)", metadata: metadata)
             }

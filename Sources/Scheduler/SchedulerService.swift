@@ -154,7 +154,7 @@ public final class SchedulerService: Service, Sendable {
         for await event in consumer.events {
             if Task.isCancelled { break }
             switch event {
-            case .assigned(let partitions):
+            case .assigned(let partitions, _):
                 let mine = partitions.filter { $0.topic == configuration.topics.accounts }
                 try await load(mine.map(\.partition))
                 if firstAssignment {
@@ -174,6 +174,8 @@ public final class SchedulerService: Service, Sendable {
                     ])
             case .messages(let messages):
                 apply(messages, skippingLoaded: true)
+            case .fatal(let error):
+                throw error
             }
         }
     }

@@ -132,11 +132,6 @@ public struct OffsetTracker: Sendable {
         partitions[partition]?.inFlight ?? 0
     }
 
-    /// Whether every consumed job of the partition has finished (so its work can be committed and handed over).
-    public func allFinished(partition: Int32) -> Bool {
-        guard let state = partitions[partition] else { return true }
-        return state.pending[state.pendingStart...].allSatisfy(\.finished)
-    }
 
     /// The committed (or first consumed) position of a partition.
     public func committedPosition(partition: Int32) -> Int64? { partitions[partition]?.committed }

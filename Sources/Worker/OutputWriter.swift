@@ -101,8 +101,10 @@ struct TransactionalWriter: OutputWriter {
             return .fatal(.transactionFailed("the transaction could not be settled: \(error.reason)"))
         } catch {
             failure = .from(error, context: "writing batch \(batch.id)")
+            // A broken producer cannot abort; anything else (FENCED_INSTANCE_ID from the group, say, which stops the
+            // worker too) leaves no transaction open behind it.
+            if (error as? KafkaError)?.isFatal == true { return failure }
         }
-        if case .fatal = failure { return failure }
         // Abortable (a failed delivery, refused offsets, a non-retriable commit error): roll back so the retry
         // starts a clean transaction.
         do {

@@ -55,6 +55,13 @@ public struct StateStore: Sendable {
         partitions[partition]![record.accountId] = record
     }
 
+    /// Puts an account's state back (nil: the account had none), e.g. after the job that changed it was
+    /// dead-lettered and its new state never written.
+    public mutating func restore(partition: Int32, accountId: String, to record: StateRecord?) {
+        guard partitions[partition] != nil else { return }
+        partitions[partition]![accountId] = record
+    }
+
     public var accountCount: Int { partitions.values.reduce(0) { $0 + $1.count } }
 
     /// Whether `status` differs from the last one written for the account; records it as written if so.

@@ -1,4 +1,5 @@
 public import Foundation
+public import SyncModel
 
 /// Decides when finished jobs are written and their offsets committed, like Kafka Streams' commit interval.
 ///
@@ -78,6 +79,19 @@ public struct TransactionBatcher: Sendable {
         var origin: JobOrigin?
         /// How often the cluster refused this job's output (then its dead letter).
         var rejections = 0
+        /// The account and its state before this job, to undo the job's state if its output is dead-lettered.
+        var before: StateBefore?
+    }
+
+    /// An account's state before a job ran: what the in-memory store goes back to if the job's output is refused.
+    public struct StateBefore: Sendable {
+        public var accountId: String
+        public var state: StateRecord?
+
+        public init(accountId: String, state: StateRecord?) {
+            self.accountId = accountId
+            self.state = state
+        }
     }
 
     public let configuration: Configuration
@@ -101,6 +115,8 @@ public struct TransactionBatcher: Sendable {
     private(set) var aborts = 0
     /// Jobs whose output was replaced by a dead letter because the cluster refused it.
     private(set) var deadLettered = 0
+    /// States to put back in the store: those of jobs whose output was replaced by a dead letter.
+    private var statesToRestore: [(partition: Int32, before: StateBefore)] = []
 
     public init(
         configuration: Configuration = Configuration(),
@@ -150,11 +166,13 @@ public struct TransactionBatcher: Sendable {
 
     /// Records a finished job with its output.
     public mutating func finished(
-        partition: Int32, offset: Int64, result: JobResult, origin: JobOrigin? = nil, now: Date = Date()
+        partition: Int32, offset: Int64, result: JobResult, origin: JobOrigin? = nil, before: StateBefore? = nil,
+        now: Date = Date()
     ) -> Action {
         guard tracker.isAssigned(partition) else { return .none }
         tracker.finished(partition: partition, offset: offset)
-        waiting[partition, default: []].append(Finished(offset: offset, result: result, at: now, origin: origin))
+        waiting[partition, default: []].append(
+            Finished(offset: offset, result: result, at: now, origin: origin, before: before))
         finishedSinceCommit += 1
         if oldestWaiting == nil { oldestWaiting = now }
         if finishedSinceCommit >= configuration.maxJobs { return nextBatch() }
@@ -201,8 +219,7 @@ public struct TransactionBatcher: Sendable {
         aborts += 1
         switch failure {
         case .fatal(let error):
-            stopped = error
-            return .stop(error)
+            return stop(error)
         case .aborted(let reason, let rebalancing, let recordRejected):
             if !revokedFromInFlight.isEmpty { return abandon(batchId: batchId, now: now) }
             if recordRejected {
@@ -219,16 +236,18 @@ public struct TransactionBatcher: Sendable {
                         var replaced = entry
                         replaced.rejections += 1
                         guard replaced.rejections <= 2 else {
-                            let error = WorkerError.transactionFailed(
-                                "the cluster refuses even a minimal dead letter for job \(partition)@\(entry.offset): "
-                                    + "\(reason); check the dead-letter topic's max.message.bytes")
-                            stopped = error
-                            return .stop(error)
+                            return stop(
+                                WorkerError.transactionFailed(
+                                    "the cluster refuses even a minimal dead letter for job \(partition)@\(entry.offset): "
+                                        + "\(reason); check the dead-letter topic's max.message.bytes"))
                         }
                         let message = "the cluster refused this job's output: \(reason)"
                         var origin = entry.origin
                         if replaced.rejections > 1 { origin?.value = nil }
                         replaced.result = deadLetter(origin, partition, entry.offset, message)
+                        if replaced.rejections == 1, let before = entry.before {
+                            statesToRestore.append((partition, before))
+                        }
                         replacedEntries.append(replaced)
                     }
                     batch.parts[partition] = replacedEntries
@@ -240,14 +259,21 @@ public struct TransactionBatcher: Sendable {
                 return .commit(batch)
             }
             guard batch.attempt < configuration.maxAttempts else {
-                let error = WorkerError.transactionFailed("a transaction failed \(batch.attempt) times, last: \(reason)")
-                stopped = error
-                return .stop(error)
+                return stop(WorkerError.transactionFailed("a transaction failed \(batch.attempt) times, last: \(reason)"))
             }
             batch.attempt += 1
             inFlight = batch
             return .commit(batch)
         }
+    }
+
+    /// Stops for good. The failed batch is no longer in flight (its writer has returned and settled or abandoned its
+    /// transaction), so nothing waits on it: a revocation or a drain waiting for it ends.
+    private mutating func stop(_ error: WorkerError) -> Action {
+        stopped = error
+        inFlight = nil
+        revokedFromInFlight = []
+        return .stop(error)
     }
 
     /// Whether this batch may still be written: it is the one in flight, of the current assignment, and none of
@@ -279,7 +305,12 @@ public struct TransactionBatcher: Sendable {
         return nextBatch()
     }
 
-    public var isCommitting: Bool { inFlight != nil }
+    /// The states of dead-lettered jobs to put back in the store, once: their new state was never written.
+    public mutating func takeStatesToRestore() -> [(partition: Int32, before: StateBefore)] {
+        defer { statesToRestore = [] }
+        return statesToRestore
+    }
+
     public var counts: (commits: Int, aborts: Int) { (commits, aborts) }
 
     /// Whether the in-flight batch holds any of these partitions.
@@ -288,7 +319,7 @@ public struct TransactionBatcher: Sendable {
         return partitions.contains { batch.offsets[$0] != nil }
     }
 
-    /// Whether every consumed job of these partitions finished and was committed or is in the in-flight batch.
+    /// Whether finished jobs of these partitions are not committed yet (waiting, or in the batch in flight).
     public func hasUncommitted(partitions: [Int32]) -> Bool {
         if inFlightHolds(partitions: partitions) { return true }
         return partitions.contains { !(waiting[$0]?.isEmpty ?? true) }

@@ -72,6 +72,15 @@ public struct WorkerConfiguration: Sendable {
 
     public var transactionalId: String { "activity-sync-worker-\(workerId)" }
 
+    /// How long the consumer holds a rebalance for this worker to finish with revoked partitions: the running jobs'
+    /// `revocationDeadline`, then the worst case of a batch being written — delivery (bounded by
+    /// `transactionTimeout`) and send-offsets, commit and abort, each resumed for up to `transactionTimeout` after
+    /// a call of up to 10 s — and a margin. Releasing the partitions earlier would hand them over with a
+    /// transaction still open.
+    var revocationHandshakeTimeout: Duration {
+        revocationDeadline + transactionTimeout + (transactionTimeout + .seconds(10)) * 3 + .seconds(10)
+    }
+
     public init(kafka: KafkaConfiguration, workerId: String) {
         self.kafka = kafka
         self.workerId = workerId

@@ -90,8 +90,7 @@ public final class WorkerService: Service, Sendable {
         // The consumer's own bound on the revocation handshake must outlast ours: running jobs get
         // `revocationDeadline`, then a batch being written may take up to a commit and an abort to settle. Releasing
         // partitions before that would hand them over with a transaction still open.
-        consumerConfiguration.revocationTimeout =
-            configuration.revocationDeadline + configuration.transactionTimeout * 2 + .seconds(10)
+        consumerConfiguration.revocationTimeout = configuration.revocationHandshakeTimeout
         if configuration.staticMembership { consumerConfiguration.groupInstanceId = configuration.transactionalId }
         let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
         try consumer.subscribe(topics: [configuration.topics.jobs])
@@ -225,13 +224,16 @@ public final class WorkerService: Service, Sendable {
         for await event in consumer.events {
             if Task.isCancelled || shared.withLock({ $0.stopping }) { break }
             switch event {
-            case .assigned(let partitions):
+            case .assigned(let partitions, let metadata):
                 try await assign(
-                    partitions.filter { $0.topic == configuration.topics.jobs }.map(\.partition), consumer: consumer)
+                    partitions.filter { $0.topic == configuration.topics.jobs }.map(\.partition), metadata: metadata)
             case .revoked(let partitions):
                 await revoke(partitions.map(\.partition), lost: false)
             case .lost(let partitions):
                 await revoke(partitions.map(\.partition), lost: true)
+            case .fatal(let error):
+                // FENCED_INSTANCE_ID: another process runs with this worker's id (static membership).
+                throw error.isFenced ? WorkerError.fenced("\(error)") : WorkerError.kafkaFatal("\(error)")
             case .messages(let messages):
                 for message in messages { accept(message) }
                 // Bound memory: wait for jobs to finish and commit before taking more.
@@ -245,11 +247,14 @@ public final class WorkerService: Service, Sendable {
     /// Restores the partitions' states before asking for the next event, so no job of them runs on a state older
     /// than the committed offsets: each state partition is read to its high watermark (see `readPartitionToEnd`),
     /// which includes every transaction whose offsets the group has committed.
-    private func assign(_ partitions: [Int32], consumer: KafkaConsumer) async throws {
+    private func assign(_ partitions: [Int32], metadata: ConsumerGroupMetadata?) async throws {
         guard !partitions.isEmpty else { return }
         let started = ContinuousClock.now
-        // The metadata of this generation, taken now: batches of this assignment commit with it and no other.
-        let metadata = try consumer.groupMetadata()
+        // The metadata of this generation, taken by the consumer when the assignment was made: batches of this
+        // assignment commit with it and no other.
+        guard let metadata else {
+            throw WorkerError.kafka("the consumer gave no group metadata with its assignment (is group.id set?)")
+        }
         let generation = shared.withLock { shared in
             let generation = shared.machine.assigned(partitions)
             shared.groupMetadata = [generation: metadata]
@@ -304,10 +309,18 @@ public final class WorkerService: Service, Sendable {
         var attempt = 0
         while true {
             attempt += 1
+            // Every attempt ends by `limit`: the whole restore stays within `restoreRetryLimit`, below the
+            // consumer's max.poll.interval.ms, whose expiry would cost this member its partitions.
+            let remaining = limit - ContinuousClock.now
+            let timeout = min(configuration.restoreTimeout, remaining)
+            guard remaining > .milliseconds(500) else {
+                throw WorkerError.restoreFailed(
+                    "state partition \(partition): \(configuration.restoreRetryLimit) spent in \(attempt - 1) attempts")
+            }
             do {
                 return try await readPartitionToEnd(
                     configuration: configuration.kafka, topic: configuration.topics.state, partition: partition,
-                    isolationLevel: .readCommitted, timeout: configuration.restoreTimeout, logger: logger)
+                    isolationLevel: .readCommitted, timeout: timeout, logger: logger)
             } catch {
                 let backoff = Duration.milliseconds(min(10_000, 250 << min(attempt, 6)))
                 guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {
@@ -329,6 +342,9 @@ public final class WorkerService: Service, Sendable {
     private func revoke(_ partitions: [Int32], lost: Bool) async {
         guard !partitions.isEmpty else { return }
         let dropped = shared.withLock { $0.machine.beginRevocation(partitions, lost: lost) }
+        logger.info(
+            lost ? "partitions lost: dropping them" : "revoking partitions: settling their output first",
+            metadata: ["partitions": "\(partitions.sorted())", "droppedQueuedJobs": "\(dropped)"])
         var settled = true
         if !lost {
             let deadline = ContinuousClock.now + configuration.revocationDeadline
@@ -339,11 +355,22 @@ public final class WorkerService: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(5))
             }
             handle(shared.withLock { $0.machine.flush() })
+            // A write in flight is waited for past the deadline — it commits or aborts within the writer's bound —
+            // but not past the consumer's own handshake bound, after which the partitions are gone anyway.
+            let handshakeEnd = ContinuousClock.now + configuration.revocationHandshakeTimeout - configuration.revocationDeadline
+                - .seconds(5)
             while true {
                 let (committable, writing, stopped) = shared.withLock {
                     ($0.machine.hasCommittable(partitions), $0.machine.isWriting(partitions), $0.machine.fatal != nil)
                 }
-                if !committable || (stopped && !writing) { break }
+                if !committable || stopped { break }
+                if writing, ContinuousClock.now >= handshakeEnd {
+                    logger.error(
+                        "a write holding revoked partitions did not settle in time; releasing them",
+                        metadata: ["partitions": "\(partitions.sorted())"])
+                    settled = false
+                    break
+                }
                 if !writing {
                     if ContinuousClock.now >= deadline || Task.isCancelled {
                         settled = false
@@ -361,10 +388,7 @@ public final class WorkerService: Service, Sendable {
         metrics.assignedPartitions.record(owned)
         logger.info(
             lost ? "partitions lost" : "partitions revoked",
-            metadata: [
-                "partitions": "\(partitions.sorted())", "droppedQueuedJobs": "\(dropped)",
-                "committedAll": "\(settled)",
-            ])
+            metadata: ["partitions": "\(partitions.sorted())", "committedAll": "\(settled)"])
     }
 
     private func accept(_ message: ConsumerMessage) {
@@ -423,7 +447,9 @@ public final class WorkerService: Service, Sendable {
                 let assigned = $0.machine.assignedPartitions
                 return ($0.machine.hasCommittable(assigned), $0.machine.isWriting(assigned), $0.machine.fatal != nil)
             }
-            if !committable || stopped || (!writing && ContinuousClock.now >= commitDeadline) { break }
+            // Leaving, unlike a revocation, need not wait for a write in flight: an open transaction is aborted by
+            // the broker (or fenced by the restart), and at least once only repeats.
+            if !committable || stopped || ContinuousClock.now >= commitDeadline { break }
             if !writing { handle(shared.withLock { $0.machine.flush() }) }
             try? await Task.sleep(for: .milliseconds(5))
         }
@@ -478,7 +504,11 @@ public final class WorkerService: Service, Sendable {
         logger.warning("commit failed", metadata: ["error": "\(failure)", "attempt": "\(batch.attempt)"])
         if case .aborted(_, let rebalancing, let recordRejected) = failure {
             if recordRejected { metrics.rejectedBatches.increment() }
-            if !rebalancing && !recordRejected {
+            if rebalancing {
+                // The revocation that settles this is on its way: re-producing the batch in a tight loop meanwhile
+                // would only fill the logs with aborted records.
+                try? await Task.sleep(for: .milliseconds(100))
+            } else if !recordRejected {
                 try? await Task.sleep(for: .milliseconds(min(5000, 50 << min(batch.attempt, 7))))
             }
         }

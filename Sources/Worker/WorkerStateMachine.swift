@@ -27,7 +27,8 @@ public struct WorkerStateMachine: Sendable {
     }
 
     public enum Ownership: Sendable, Equatable {
-        /// Assigned; its state is being read. Its jobs wait.
+        /// Assigned; its state is being read. The service asks for no event until the restore finished, so no
+        /// message of the partition reaches ``accept(_:origin:)`` meanwhile.
         case restoring
         /// Assigned and restored: its jobs run.
         case owned
@@ -179,6 +180,8 @@ public struct WorkerStateMachine: Sendable {
         if current {
             partitions[partition]?.running -= 1
             var result = result
+            let before = TransactionBatcher.StateBefore(
+                accountId: queued.job.accountId, state: store.state(partition: partition, accountId: queued.job.accountId))
             if let newState = result.newState { store.update(partition: partition, newState) }
             if let status = result.status, let statusRecord,
                 store.statusChanged(accountId: status.accountId, to: status.status)
@@ -188,7 +191,7 @@ public struct WorkerStateMachine: Sendable {
             commit = action(
                 batcher.finished(
                     partition: partition, offset: queued.origin.offset, result: result, origin: queued.origin,
-                    now: now))
+                    before: before, now: now))
         }
         let next = queues.finished(account: queued.job.accountId).map(\.item)
         for job in next { partitions[job.origin.partition]?.running += 1 }
@@ -226,14 +229,19 @@ public struct WorkerStateMachine: Sendable {
             batcher.discard(batch.offsets.keys.filter { partitions[$0]?.ownership != .owned })
             return action(batcher.abandon(batchId: batch.id, now: now))
         }
-        return action(batcher.commitFailed(batchId: batch.id, failure: failure, now: now))
+        let next = action(batcher.commitFailed(batchId: batch.id, failure: failure, now: now))
+        // A job whose output became a dead letter did not change its account's state: later jobs of the account
+        // start from the state before it, so they read again what it could not write.
+        for (partition, before) in batcher.takeStatesToRestore() {
+            store.restore(partition: partition, accountId: before.accountId, to: before.state)
+        }
+        return next
     }
 
     public var counts: (commits: Int, aborts: Int) { batcher.counts }
     public var deadLetteredOutputs: Int { batcher.deadLettered }
     public var assignedPartitions: [Int32] { batcher.assignedPartitions }
     public func committedPosition(partition: Int32) -> Int64? { batcher.committedPosition(partition: partition) }
-    public var isCommitting: Bool { batcher.isCommitting }
 
     // MARK: - Lifecycle
 

@@ -13,7 +13,7 @@ struct ConsumerGroupTests {
             var processed: [TopicPartition: Int64] = [:]
             for await event in consumer.events {
                 switch event {
-                case .assigned(let partitions):
+                case .assigned(let partitions, _):
                     recorder.record(.assigned, partitions)
                 case .revoked(let partitions):
                     recorder.record(.revoked, partitions)
@@ -28,6 +28,8 @@ struct ConsumerGroupTests {
                     if holdOnRevoke > .zero { try? await Task.sleep(for: holdOnRevoke) }
                 case .lost(let partitions):
                     recorder.record(.lost, partitions)
+                case .fatal(let error):
+                    Issue.record("consumer failed: \(error)")
                 case .messages(let messages):
                     for message in messages {
                         processed[TopicPartition(topic: message.topic, partition: message.partition)] = message.offset + 1

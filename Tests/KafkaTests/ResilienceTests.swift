@@ -90,7 +90,7 @@ struct ResilienceTests {
         try consumer.subscribe(topics: ["t"])
         let loop = Task {
             for await event in consumer.events {
-                if case .assigned(let partitions) = event { recorder.record(.assigned, partitions) }
+                if case .assigned(let partitions, _) = event { recorder.record(.assigned, partitions) }
             }
         }
         try await eventually(timeout: .seconds(20), "assignment") { !recorder.owned.isEmpty }

@@ -170,8 +170,8 @@ final class TimedLogs: Sendable {
         try await harness.publish(try jobs(harness, accounts: accounts, tick: 1))
         #expect(try await harness.eventually { try await harness.activityIds().count == accounts.count })
         let committedBefore = commits.withLock { $0.count }
-        // The next commit's EndTxn answers after 5 s; a second worker joins while it is in flight.
-        try harness.cluster.delayRequests(apiKey: 26, by: .seconds(5))
+        // The next commit's EndTxn answers after 8 s; a second worker joins while it is in flight.
+        try harness.cluster.delayRequests(apiKey: 26, by: .seconds(8))
         try await harness.publish(try jobs(harness, accounts: accounts, tick: 2))
         #expect(try await harness.eventually { slow.calls == 2 * accounts.count }, "tick 2 is running")
         let second = harness.worker(harness.configuration(delivery: .exactlyOnce, id: "b"))
@@ -181,8 +181,10 @@ final class TimedLogs: Sendable {
         let expected = harness.expectedIds(accounts: accounts, ticks: 2)
         #expect(try await harness.eventually { Set(try await harness.activityIds()) == expected })
         let revokedAt = try #require(logs.first(containing: "partitions revoked"))
+        let revocationBegan = try #require(logs.first(containing: "revoking partitions"))
         let slowCommitAt = commits.withLock { $0.count > committedBefore ? $0[committedBefore] : nil }
         let committed = try #require(slowCommitAt, "the delayed transaction committed")
+        #expect(revocationBegan < committed, "the revocation began while the slow transaction was open")
         #expect(committed <= revokedAt, "the partitions were released only after the transaction holding them ended")
         first.beginShutdown()
         second.beginShutdown()

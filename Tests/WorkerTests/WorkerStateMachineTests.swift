@@ -51,8 +51,8 @@ import Testing
 
     struct BatchExpected: Error {}
 
-    @Test("jobs of a partition that is still restoring do not run")
-    func restoringPartitionsHoldTheirJobs() {
+    @Test("a restore counts only for the assignment it was started in")
+    func aRestoreCountsForItsOwnAssignment() {
         var machine = WorkerStateMachine(concurrency: 4, batcher: TransactionBatcher())
         let generation = machine.assigned([0])
         #expect(machine.ownership(0) == .restoring)
@@ -94,6 +94,41 @@ import Testing
         #expect(!machine.isWriting([0]))
         #expect(!machine.hasCommittable([0]))
         #expect(!machine.mayWrite(batch))
+    }
+
+    @Test("a fatal failure during a revocation ends the wait: nothing is left in flight")
+    func aFatalFailureDuringRevocationLeavesNothingInFlight() throws {
+        var (machine, _) = machine(owning: [0])
+        let batch = try batchInFlight(&machine)
+        _ = machine.beginRevocation([0], lost: false)
+        #expect(machine.isWriting([0]))
+        guard case .stop(let error) = machine.commitFailed(batch, failure: .fatal(WorkerError.fenced("PRODUCER_FENCED")))
+        else {
+            Issue.record("a fenced producer stops the worker")
+            return
+        }
+        #expect(error.isFenced)
+        #expect(!machine.isWriting([0]), "the revocation waiting for this batch must be able to finish")
+    }
+
+    @Test("a job whose output the cluster refused leaves its account's state as it was before the job")
+    func aRefusedJobDoesNotAdvanceTheState() throws {
+        var (machine, _) = machine(owning: [0])
+        let first = try #require(run(&machine, "a", tick: 1, at: origin(0, 0)))
+        var result = BatchFixtures.result("a1")
+        result.newState = StateRecord(
+            accountId: "a", integration: "github", lastJob: JobMarker(jobId: "a@1", scheduledAt: Date()),
+            updatedAt: Date(), data: ["watermark": "after a@1"], credentials: nil)
+        let next = machine.finished(first, result: result, statusRecord: nil)
+        #expect(next.start.isEmpty)
+        guard case .commit(let batch) = machine.flush() else { throw BatchExpected() }
+        // The record is refused: the job alone is dead-lettered (a one-job batch goes straight to a dead letter).
+        guard case .commit(let replaced) = machine.commitFailed(batch, failure: BatchFixtures.rejected) else {
+            throw BatchExpected()
+        }
+        #expect(replaced.records.map(\.topic) == ["dlq"])
+        let second = try #require(run(&machine, "a", tick: 2, at: origin(0, 1)))
+        #expect(machine.state(for: second) == nil, "the next job starts from the state before the refused one")
     }
 
     @Test("outside a revocation a rebalancing failure is retried with the same output")
