@@ -60,7 +60,10 @@ struct AccountsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "accounts",
         abstract: "Add, import, list, remove and resync accounts on the accounts topic.",
-        subcommands: [AddAccount.self, ImportAccounts.self, ListAccounts.self, RemoveAccount.self, ResyncAccount.self]
+        subcommands: [
+            AddAccount.self, ImportAccounts.self, ListAccounts.self, RemoveAccount.self, ResyncAccount.self,
+            SetupAccount.self,
+        ]
     )
 }
 
