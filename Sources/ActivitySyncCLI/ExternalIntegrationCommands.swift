@@ -38,7 +38,8 @@ struct ExternalIntegrationOptions: ParsableArguments {
     func requiredPath() throws -> String {
         guard let path else {
             throw ValidationError(
-                "no integrations file: pass --integrations-file F or set \(IntegrationManifestFile.environmentVariable)")
+                "no integrations file: pass --integrations-file F or set \(IntegrationManifestFile.environmentVariable)"
+            )
         }
         return path
     }
@@ -67,7 +68,9 @@ struct AddIntegration: AsyncParsableCommand {
     var concurrency = IntegrationManifest.defaultConcurrency
     @Option(name: .customLong("max-output-bytes"), help: "Largest stdout of one run; more kills it.")
     var maxOutputBytes = IntegrationManifest.defaultMaxOutputBytes
-    @Option(name: .customLong("env"), help: "NAME=VALUE added to the program's minimal environment (repeatable; no secrets).")
+    @Option(
+        name: .customLong("env"),
+        help: "NAME=VALUE added to the program's minimal environment (repeatable; no secrets).")
     var environment: [String] = []
     @Option(help: "The program's working directory.") var workingDirectory: String?
 
@@ -94,7 +97,8 @@ struct AddIntegration: AsyncParsableCommand {
             registry.upsert(manifest)
             try registry.save(path: path)
             print(
-                "registered \(key) (\(spec["name"]?.stringValue ?? key), schedule '\(manifest.defaultFrequency ?? "?")') in \(path)")
+                "registered \(key) (\(spec["name"]?.stringValue ?? key), schedule '\(manifest.defaultFrequency ?? "?")') in \(path)"
+            )
         } catch let error as ExternalIntegrationError {
             throw ValidationError(error.message)
         }
@@ -109,7 +113,8 @@ struct ListIntegrations: AsyncParsableCommand {
     @Flag(help: "One JSON object per line instead of a table.") var json = false
 
     func run() async throws {
-        let github = GitHubIntegration(logger: Logger(label: "activity-sync.github", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let github = GitHubIntegration(
+            logger: Logger(label: "activity-sync.github", factory: { _ in SwiftLogNoOpLogHandler() }))
         var rows: [[String: JSONValue]] = [
             [
                 "key": "github", "name": github.spec()["name"] ?? "GitHub", "builtIn": true,
@@ -176,13 +181,16 @@ struct RemoveIntegration: AsyncParsableCommand {
 struct SetupAccount: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "setup",
-        abstract: "Run an external integration's `setup` with an event body and import the accounts it prints (configs sealed).")
+        abstract:
+            "Run an external integration's `setup` with an event body and import the accounts it prints (configs sealed)."
+    )
 
     @OptionGroup var kafka: SchedulerKafkaOptions
     @OptionGroup var sealing: SealingKeyOptions
     @OptionGroup var file: ExternalIntegrationOptions
     @Argument(help: "The integration's key in the integrations file.") var key: String
-    @Option(help: "JSON file with the setup event body (e.g. the OAuth response), or - for stdin.") var eventBody: String
+    @Option(help: "JSON file with the setup event body (e.g. the OAuth response), or - for stdin.") var eventBody:
+        String
 
     func run() async throws {
         let sealer = try sealing.sealer(required: true)!
@@ -276,11 +284,14 @@ enum DevExternalIntegrations {
             let key = String(entry[..<equals])
             do {
                 let words = try commandWords(String(entry[entry.index(after: equals)...]))
-                let spec = try await ExternalIntegration.runSpec(command: words, environment: ProcessEnvironment.minimal())
+                let spec = try await ExternalIntegration.runSpec(
+                    command: words, environment: ProcessEnvironment.minimal())
                 let manifest = IntegrationManifest(key: key, command: words, spec: spec)
                 try manifest.validate()
                 registry.upsert(manifest)
-                for setup in try await ExternalIntegration(manifest: manifest, logger: logger).setupAccounts(eventBody: body) {
+                for setup in try await ExternalIntegration(manifest: manifest, logger: logger).setupAccounts(
+                    eventBody: body)
+                {
                     var record = try externalAccountRecord(
                         setup, integration: key, defaultFrequency: manifest.defaultFrequency, sealer: sealer)
                     record.settings.schedule.frequency = schedule  // the demo's pace, like its GitHub accounts

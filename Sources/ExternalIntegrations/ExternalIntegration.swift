@@ -116,7 +116,8 @@ public struct ExternalIntegration: Integration {
                 activities.append(
                     Activity(
                         text: text, sourceURL: sourceURL,
-                        id: Self.activityId(key: key, accountId: request.accountId, digest: digest, occurrence: occurrence),
+                        id: Self.activityId(
+                            key: key, accountId: request.accountId, digest: digest, occurrence: occurrence),
                         occurredAt: Self.occurredAt(message.data) ?? fallbackTime,
                         kind: message.data["kind"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "activity",
                         accountId: request.accountId))
@@ -125,7 +126,8 @@ public struct ExternalIntegration: Integration {
             case "account":
                 guard let config = message.data["config"], config.objectValue != nil else {
                     throw IntegrationError(
-                        .transient, "\(key) sync printed an account message without a config object (line \(message.line))")
+                        .transient,
+                        "\(key) sync printed an account message without a config object (line \(message.line))")
                 }
                 updatedConfig = config
             default:
@@ -204,7 +206,9 @@ public struct ExternalIntegration: Integration {
         async throws -> JSONValue
     {
         let runner = ProcessRunner(environment: environment)
-        let result = try await runner.run(command + ["spec"], limits: ProcessLimits(timeout: timeout, maxOutputBytes: 1 << 20)) { _ in }
+        let result = try await runner.run(
+            command + ["spec"], limits: ProcessLimits(timeout: timeout, maxOutputBytes: 1 << 20)
+        ) { _ in }
         guard result.succeeded else { throw ExternalIntegrationError.failed("spec \(result.termination)") }
         let messages = try messages(in: result.stdout, event: "spec", redactor: SecretRedactor())
         guard let spec = messages.last(where: { $0.type == "spec" }) else {
@@ -213,7 +217,9 @@ public struct ExternalIntegration: Integration {
         return spec.data
     }
 
-    static func json(_ value: JSONValue) throws -> String { String(decoding: try WireFormat.encode(value), as: UTF8.self) }
+    static func json(_ value: JSONValue) throws -> String {
+        String(decoding: try WireFormat.encode(value), as: UTF8.self)
+    }
 
     static let epoch = Date(timeIntervalSince1970: 0)
 }

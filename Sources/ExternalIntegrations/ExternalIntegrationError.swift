@@ -24,7 +24,7 @@ public struct ExternalIntegrationError: Error, CustomStringConvertible, Sendable
 
     /// The program could not be started (missing, not executable).
     public static func cannotStart(_ why: String) -> Self {
-        Self(.cannotStart, "cannot start the integration: \(why); check its command in the integrations file")
+        Self(.cannotStart, "cannot start the integration: \(why)")
     }
 
     /// The program ran but the run failed (non-zero exit, signal, timeout, output limit, cancellation).

@@ -25,7 +25,7 @@ public struct IntegrationManifest: Codable, Sendable, Hashable {
     /// Passed as `--integration-definition`; nil passes `{"key","name","slug","spec","config":{}}`.
     public var definition: JSONValue?
 
-    public static let defaultTimeoutSeconds = 120
+    public static let defaultTimeoutSeconds = 60
     public static let defaultConcurrency = 8
     public static let defaultMaxOutputBytes = 16 << 20
 
@@ -152,7 +152,8 @@ public struct IntegrationManifestFile: Codable, Sendable, Hashable {
         }
         let file: IntegrationManifestFile
         do {
-            file = try WireFormat.decode(IntegrationManifestFile.self, from: Array(Data(contentsOf: URL(fileURLWithPath: path))))
+            file = try WireFormat.decode(
+                IntegrationManifestFile.self, from: Array(Data(contentsOf: URL(fileURLWithPath: path))))
         } catch {
             throw ExternalIntegrationError.invalidManifest("integrations file \(path) is not readable: \(error)")
         }

@@ -85,6 +85,15 @@ public struct ProcessRunner: Sendable {
         guard let program = arguments.first, !program.isEmpty else {
             throw ExternalIntegrationError.cannotStart("the command is empty")
         }
+        // Linux refuses (E2BIG) any single argument of 128 KiB or more, and the SDK contract puts the config and
+        // the state on the command line: say so instead of failing with an errno.
+        if let (index, argument) = arguments.enumerated().first(where: {
+            $0.element.utf8.count >= Self.maxArgumentBytes
+        }) {
+            throw ExternalIntegrationError.cannotStart(
+                "argument \(index) is \(argument.utf8.count) bytes; Linux passes at most \(Self.maxArgumentBytes - 1) "
+                    + "bytes in one argument (the SDK contract puts the config and the state on the command line)")
+        }
         let executable = try resolve(program)
         let child = try Self.spawn(
             executable: executable, arguments: arguments, environment: environment,
@@ -106,11 +115,15 @@ public struct ProcessRunner: Sendable {
         }
     }
 
+    /// `MAX_ARG_STRLEN` on Linux: 32 pages, including the terminating NUL.
+    static let maxArgumentBytes = 131_072
+
     /// The program's path: as given when it contains a slash, else the first match on the child's PATH.
     func resolve(_ program: String) throws -> String {
         if program.contains("/") {
             guard access(program, X_OK) == 0 else {
-                throw ExternalIntegrationError.cannotStart("\(program) is not an executable file")
+                throw ExternalIntegrationError.cannotStart(
+                    "\(program) is not an executable file; check the command in the integrations file")
             }
             return program
         }
@@ -119,7 +132,8 @@ public struct ProcessRunner: Sendable {
             let candidate = "\(directory)/\(program)"
             if access(candidate, X_OK) == 0 { return candidate }
         }
-        throw ExternalIntegrationError.cannotStart("\(program) is not on PATH (\(path))")
+        throw ExternalIntegrationError.cannotStart(
+            "\(program) is not on PATH (\(path)); check the command in the integrations file")
     }
 
     /// Set by the cancellation handler, read by the reader thread.
@@ -207,8 +221,10 @@ public struct ProcessRunner: Sendable {
         var stderrLines = 0
         var dropped = 0
         var verdict: ProcessResult.Termination?
-        var fds = [pollfd(fd: child.stdout, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: child.stderr, events: Int16(POLLIN), revents: 0)]
+        var fds = [
+            pollfd(fd: child.stdout, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: child.stderr, events: Int16(POLLIN), revents: 0),
+        ]
         var buffer = [UInt8](repeating: 0, count: 65_536)
         /// When the child exited while something it started still holds a pipe open.
         var exitedAt: ContinuousClock.Instant?
@@ -237,7 +253,8 @@ public struct ProcessRunner: Sendable {
             if let exitedAt, now - exitedAt > .seconds(1) { break }
             if exitedAt == nil, hasExited(child.pid) { exitedAt = now }
             let wait = min(deadline - now, .milliseconds(100))
-            let waitMs = Int32(max(1, wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
+            let waitMs = Int32(
+                max(1, wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
             let ready = poll(&fds, nfds_t(fds.count), waitMs)
             if ready < 0, errno != EINTR { break }
             for index in fds.indices where fds[index].fd >= 0 && fds[index].revents != 0 {
@@ -274,10 +291,16 @@ public struct ProcessRunner: Sendable {
         kill(-child.pid, SIGKILL)
         for fd in fds where fd.fd >= 0 { close(fd.fd) }
         var status: Int32 = 0
-        while waitpid(child.pid, &status, 0) < 0, errno == EINTR {}
+        var reaped = false
+        while !reaped {
+            if waitpid(child.pid, &status, 0) == child.pid { reaped = true } else if errno != EINTR { break }
+        }
         let termination: ProcessResult.Termination
         if let verdict {
             termination = verdict
+        } else if !reaped {
+            // Someone else reaped it (a waitpid(-1) elsewhere in the process): its status is unknown, not success.
+            termination = .exited(-1)
         } else if status & 0x7f == 0 {
             termination = .exited((status >> 8) & 0xff)
         } else {

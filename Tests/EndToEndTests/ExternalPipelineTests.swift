@@ -23,18 +23,23 @@ struct ExternalPipelineTests {
 
         init(timeoutSeconds: Int = 20) async throws {
             pipeline = try await Pipeline(accounts: 1)
-            integrationsFile = FileManager.default.temporaryDirectory
+            integrationsFile =
+                FileManager.default.temporaryDirectory
                 .appendingPathComponent("integrations-\(UUID().uuidString).json").path
             let add = try ActivitySyncProcess(
                 "integrations add",
-                arguments: ["integrations", "add", "counter", "--command", "node \(ExternalPipelineTests.fixture)",
-                    "--integrations-file", integrationsFile, "--timeout-s", "\(timeoutSeconds)"])
+                arguments: [
+                    "integrations", "add", "counter", "--command", "node \(ExternalPipelineTests.fixture)",
+                    "--integrations-file", integrationsFile, "--timeout-s", "\(timeoutSeconds)",
+                ])
             let status = try await add.waitForExit(timeout: .seconds(30))
             #expect(status == 0, "integrations add: \(add.allOutput)")
             let list = try ActivitySyncProcess(
                 "integrations list", arguments: ["integrations", "list", "--integrations-file", integrationsFile])
             _ = try await list.waitForExit(timeout: .seconds(30))
-            #expect(list.stdoutLines.contains { $0.hasPrefix("counter") && $0.contains("*/5 * * * *") }, "\(list.allOutput)")
+            #expect(
+                list.stdoutLines.contains { $0.hasPrefix("counter") && $0.contains("*/5 * * * *") }, "\(list.allOutput)"
+            )
             #expect(list.stdoutLines.contains { $0.hasPrefix("github") && $0.contains("(built in)") })
         }
 
@@ -50,12 +55,17 @@ struct ExternalPipelineTests {
             try Data(try WireFormat.encode(event)).write(to: body)
             let setup = try ActivitySyncProcess(
                 "accounts setup",
-                arguments: ["accounts", "setup", "counter", "--event-body", body.path, "--integrations-file",
+                arguments: [
+                    "accounts", "setup", "counter", "--event-body", body.path, "--integrations-file",
                     integrationsFile, "--bootstrap", pipeline.bootstrapServers, "--sealing-key-file",
-                    pipeline.keyFile.path])
+                    pipeline.keyFile.path,
+                ])
             let status = try await setup.waitForExit(timeout: .seconds(60))
             #expect(status == 0, "accounts setup: \(setup.allOutput)")
-            #expect(setup.stdoutLines.contains { $0.contains("set up account \(accountId) (counter, schedule '*/2 * * * * *'") })
+            #expect(
+                setup.stdoutLines.contains {
+                    $0.contains("set up account \(accountId) (counter, schedule '*/2 * * * * *'")
+                })
             accounts[accountId] = token
         }
 
@@ -69,8 +79,10 @@ struct ExternalPipelineTests {
         func startWorker(_ id: String = "worker-1") throws -> ActivitySyncProcess {
             try ActivitySyncProcess(
                 id,
-                arguments: ["worker", "--id", id, "--github-url", pipeline.simulator.baseURL, "--commit-interval-ms",
-                    "200", "--integrations-file", integrationsFile] + pipeline.commonArguments)
+                arguments: [
+                    "worker", "--id", id, "--github-url", pipeline.simulator.baseURL, "--commit-interval-ms",
+                    "200", "--integrations-file", integrationsFile,
+                ] + pipeline.commonArguments)
         }
 
         /// The fixture's activities on the topic, in order, repeats included.
@@ -175,7 +187,8 @@ struct ExternalPipelineTests {
             let raw = try await run.pipeline.rawTopicBytes()
             for token in run.accounts.values {
                 #expect(!raw.contains(token), "a token is on a topic")
-                #expect(!worker.allOutput.contains(token) && !scheduler.allOutput.contains(token), "a token is in a log")
+                #expect(
+                    !worker.allOutput.contains(token) && !scheduler.allOutput.contains(token), "a token is in a log")
             }
         } catch {
             Issue.record("worker: \(worker.allOutput.suffix(3000))")
@@ -216,7 +229,9 @@ struct ExternalPipelineTests {
             for account in run.accounts.keys {
                 #expect(states[account]?.data["cursor"]?.intValue == highest[account], "account \(account)")
             }
-            print("external CLI, worker SIGKILL mid-sync: \(emitted.count) records (\(before.count) before the kill), \(repeats) repeats of seen ids")
+            print(
+                "external CLI, worker SIGKILL mid-sync: \(emitted.count) records (\(before.count) before the kill), \(repeats) repeats of seen ids"
+            )
         } catch {
             Issue.record("worker: \(worker.allOutput.suffix(3000))")
             await run.shutdown([scheduler, worker])
@@ -237,7 +252,9 @@ struct ExternalPipelineTests {
         let scheduler = try run.startScheduler()
         let worker = try run.startWorker()
         do {
-            try await eventually("every misbehaving account reported failing", timeout: .seconds(120), interval: .seconds(1)) {
+            try await eventually(
+                "every misbehaving account reported failing", timeout: .seconds(120), interval: .seconds(1)
+            ) {
                 let statuses = try await run.statuses()
                 return reasons.allSatisfy { mode, reason in
                     statuses[mode]?.contains { $0.status == .failing && ($0.reason ?? "").contains(reason) } == true
@@ -269,11 +286,14 @@ struct ExternalPipelineTests {
     func devMode() async throws {
         let dev = try ActivitySyncProcess(
             "dev",
-            arguments: ["dev", "--duration", "15", "--accounts", "1", "--workers", "1", "--every", "2s", "--integration",
-                "counter=node \(Self.fixture)"])
+            arguments: [
+                "dev", "--duration", "15", "--accounts", "1", "--workers", "1", "--every", "2s", "--integration",
+                "counter=node \(Self.fixture)",
+            ])
         let status = try await dev.waitForExit(timeout: .seconds(150))
         #expect(status == 0, "dev exited \(status): \(dev.allOutput.suffix(3000))")
         #expect(dev.stdoutLines.contains { $0.hasPrefix("  external   1 account(s) of 1 integration(s)") })
-        #expect(dev.stdoutLines.contains { $0.contains("[counter-demo] Counter item 2") }, "\(dev.allOutput.suffix(2000))")
+        #expect(
+            dev.stdoutLines.contains { $0.contains("[counter-demo] Counter item 2") }, "\(dev.allOutput.suffix(2000))")
     }
 }

@@ -90,7 +90,8 @@ struct ExternalIntegrationTests {
         #expect(!lines.contains { $0.contains(Self.token) })
     }
 
-    @Test("exit 1, garbage, 100 MB and a hang are failed syncs (transient), with reasons free of secrets",
+    @Test(
+        "exit 1, garbage, 100 MB and a hang are failed syncs (transient), with reasons free of secrets",
         arguments: [
             ("exit1", "exited with status 1"), ("garbage", "line 2, which is not"),
             ("flood", "more than 16777216 bytes"), ("hang", "longer than 2 s"),
@@ -150,7 +151,9 @@ struct ExternalIntegrationTests {
 
     @Test("the integrations file round-trips and refuses bad entries")
     func manifestFile() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("integrations-\(UUID().uuidString).json").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "integrations-\(UUID().uuidString).json"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: path) }
         var file = IntegrationManifestFile()
         file.upsert(try await Self.counter())

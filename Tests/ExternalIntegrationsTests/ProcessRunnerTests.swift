@@ -33,7 +33,8 @@ struct ProcessRunnerTests {
         ) { _ in }
         #expect(result.termination == .timedOut(.seconds(1)))
         #expect(ContinuousClock.now - started < .seconds(10))
-        let grandchild = try #require(Int32(try String(contentsOf: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let grandchild = try #require(
+            Int32(try String(contentsOf: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         try await eventually("the grandchild sleep is gone", timeout: .seconds(5)) { !Self.isAlive(grandchild) }
     }
 
@@ -64,7 +65,10 @@ struct ProcessRunnerTests {
             environment: ProcessEnvironment.minimal(
                 adding: ["EXTRA": "yes"], inherited: ["PATH": "/usr/bin:/bin", "ACTIVITY_SYNC_SEALING_KEY_FILE": "/k"]))
         let result = try await runner.run(["env"], limits: limits()) { _ in }
-        let names = Set(String(decoding: result.stdout, as: UTF8.self).split(separator: "\n").map { String($0.split(separator: "=")[0]) })
+        let names = Set(
+            String(decoding: result.stdout, as: UTF8.self).split(separator: "\n").map {
+                String($0.split(separator: "=")[0])
+            })
         #expect(names == ["PATH", "HOME", "LANG", "TZ", "EXTRA"])
     }
 
@@ -99,5 +103,17 @@ struct ProcessRunnerTests {
         let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
         guard let close = stat.lastIndex(of: ")") else { return false }
         return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
+}
+
+extension ProcessRunnerTests {
+    @Test("an argument over Linux's 128 KiB limit is refused with the reason, not an errno")
+    func argumentTooLong() async throws {
+        do {
+            _ = try await runner.run(["/bin/true", String(repeating: "x", count: 200_000)], limits: limits()) { _ in }
+            Issue.record("ran")
+        } catch let error as ExternalIntegrationError {
+            #expect(error.message.contains("at most 131071 bytes in one argument"))
+        }
     }
 }
