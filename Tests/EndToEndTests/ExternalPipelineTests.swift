@@ -120,6 +120,16 @@ struct ExternalPipelineTests {
             return all
         }
 
+        /// The highest item number per account.
+        func highestItems(_ emitted: [Activity]) -> [String: Int] {
+            var highest: [String: Int] = [:]
+            for activity in emitted {
+                guard let number = Int(activity.text.dropFirst("Counter item ".count)) else { continue }
+                highest[activity.accountId] = max(highest[activity.accountId] ?? 0, number)
+            }
+            return highest
+        }
+
         /// Items per account by number, checked against the fixture's truth: every id is the one derived from
         /// key, account, sourceURL and text, and each account's items are exactly 1 … its largest.
         func checkTruth(_ emitted: [Activity]) -> [String: Int] {
@@ -206,10 +216,17 @@ struct ExternalPipelineTests {
         let scheduler = try run.startScheduler()
         var worker = try run.startWorker()
         do {
-            try await eventually("the first activities", timeout: .seconds(90), interval: .milliseconds(200)) {
-                try await !run.activities().isEmpty
+            // Kill while a sync is running from the last committed state: the CLI logged its start ("from cursor
+            // n", n = the account's highest committed item) and its output is not committed yet.
+            try await eventually(
+                "a sync running from the last committed state", timeout: .seconds(90), interval: .milliseconds(50)
+            ) {
+                let highest = run.highestItems(try await run.activities())
+                let lines = worker.stderrLines
+                return highest.contains { account, item in
+                    lines.contains { $0.contains("accountId=\(account) ") && $0.hasSuffix("from cursor \(item)") }
+                }
             }
-            try await Task.sleep(for: .milliseconds(700))  // into the next sync, whose output is not committed yet
             worker.send(SIGKILL)
             _ = try await worker.waitForExit()
             let before = try await run.activities()
