@@ -145,12 +145,7 @@ struct ListIntegrations: AsyncParsableCommand {
                 builtIn ? "(built in)" : (row["command"]?.arrayStrings ?? []).joined(separator: " "),
             ]
         }
-        let widths = header.indices.map { column in ([header] + table).map { $0[column].count }.max() ?? 0 }
-        for row in [header] + table {
-            print(
-                row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
-                    .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
-        }
+        printTable(header: header, rows: table)
     }
 }
 
@@ -247,6 +242,16 @@ func externalAccountRecord(
             username: setup.settings["username"]?.stringValue, frequency: frequency,
             enabled: setup.settings["enabled"]?.boolValue ?? true),
         sealedConfig: try sealer.seal(setup.config), updatedAt: Date())
+}
+
+/// Columns padded to their widest cell, two spaces apart, as `accounts list` and `integrations list` print them.
+func printTable(header: [String], rows: [[String]]) {
+    let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+    for row in [header] + rows {
+        print(
+            row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+    }
 }
 
 extension JSONValue {
