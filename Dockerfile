@@ -12,6 +12,11 @@
 
 ARG SWIFT_IMAGE=swift:6.3-noble
 ARG RUNTIME_IMAGE=ubuntu:24.04
+# Only the runtime-node target uses it: the node binary for external integrations (docs/integrations.md).
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# ---------------------------------------------------------------------------------------------------------------
+FROM ${NODE_IMAGE} AS node
 
 # ---------------------------------------------------------------------------------------------------------------
 FROM ${SWIFT_IMAGE} AS build
@@ -69,3 +74,18 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
 
 ENTRYPOINT ["/usr/local/bin/activity-sync"]
 CMD ["--help"]
+
+# ---------------------------------------------------------------------------------------------------------------
+# The worker image for external integrations written in Node (SDK CLIs such as Linear or Slack):
+#
+#   docker build --target runtime-node -t activity-sync:node .
+#
+# Only the node binary of the official image (glibc ≥ 2.28, so it runs on noble), no npm: integrations ship
+# bundled and are added in a derived image or a read-only volume, with the integrations file beside them
+# (ACTIVITY_SYNC_INTEGRATIONS_FILE). See docs/integrations.md.
+FROM runtime AS runtime-node
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
+
+# ---------------------------------------------------------------------------------------------------------------
+# The default target (last stage): the runtime image as above, without Node.
+FROM runtime

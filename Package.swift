@@ -73,6 +73,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Integrations that are programs with the sync-integration SDK's CLI contract (spec/setup/sync), run as
+        // bounded child processes; the registry file that names them.
+        .target(
+            name: "ExternalIntegrations",
+            dependencies: [
+                "SyncModel", "Cron",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // /healthz, /readyz and Prometheus /metrics, shared by scheduler and worker.
         .target(
             name: "Telemetry",
@@ -111,7 +122,7 @@ let package = Package(
             name: "ActivitySyncCLI",
             dependencies: [
                 "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Telemetry",
-                "Scheduler", "Worker",
+                "Scheduler", "Worker", "ExternalIntegrations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -159,7 +170,15 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Kafka", "SyncModel", "Sealing", "Scheduler", "GitHubSimulator", "ActivitySyncTesting"],
+            dependencies: [
+                "Kafka", "SyncModel", "Sealing", "Scheduler", "GitHubSimulator", "ActivitySyncTesting",
+                "ExternalIntegrations",
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ExternalIntegrationsTests",
+            dependencies: ["ExternalIntegrations", "SyncModel", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting", "SyncModel"], swiftSettings: swiftSettings),

@@ -60,7 +60,10 @@ struct AccountsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "accounts",
         abstract: "Add, import, list, remove and resync accounts on the accounts topic.",
-        subcommands: [AddAccount.self, ImportAccounts.self, ListAccounts.self, RemoveAccount.self, ResyncAccount.self]
+        subcommands: [
+            AddAccount.self, ImportAccounts.self, ListAccounts.self, RemoveAccount.self, ResyncAccount.self,
+            SetupAccount.self,
+        ]
     )
 }
 
@@ -200,12 +203,7 @@ struct ListAccounts: AsyncParsableCommand {
                     $0.settings.enabled ? "yes" : "no", $0.sealedConfig.keyId,
                 ]
             }
-            let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-            for row in [header] + rows {
-                print(
-                    row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
-                        .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
-            }
+            printTable(header: header, rows: rows)
         }
         for (id, reason) in snapshot.invalid {
             FileHandle.standardError.write(Data("unreadable record for \(id ?? "?"): \(reason)\n".utf8))

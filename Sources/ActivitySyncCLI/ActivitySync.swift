@@ -9,7 +9,7 @@ struct ActivitySync: AsyncParsableCommand {
         subcommands: [
             DevCommand.self, SchedulerCommand.self, WorkerCommand.self, AccountsCommand.self, EnqueueCommand.self,
             TailCommand.self, TopicsCommand.self, KafkaCommand.self, IntegrationCommand.self,
-            GitHubSimulatorCommand.self, BenchCommand.self,
+            GitHubSimulatorCommand.self, BenchCommand.self, IntegrationsCommand.self,
         ]
     )
 }

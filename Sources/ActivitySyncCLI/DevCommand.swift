@@ -49,6 +49,14 @@ struct DevCommand: AsyncParsableCommand {
     @Flag(help: "Print only the status line and summary, not each activity.")
     var quiet = false
 
+    @Option(
+        name: .customLong("integration"),
+        help: "KEY=COMMAND: also run this external integration (SDK CLI); its setup's accounts join the demo (repeatable).")
+    var externalIntegrations: [String] = []
+
+    @Option(help: "JSON file: the setup event body for --integration (default {}).")
+    var integrationEventBody: String?
+
     func validate() throws {
         guard accounts > 0 else { throw ValidationError("--accounts must be at least 1") }
         guard workers > 0 else { throw ValidationError("--workers must be at least 1") }
@@ -139,8 +147,14 @@ struct DevCommand: AsyncParsableCommand {
                     sealedConfig: try sealer.seal(account.config), updatedAt: Date())
             })
 
+        let external = try await DevExternalIntegrations.register(
+            externalIntegrations, eventBodyFile: integrationEventBody, directory: runDirectory, schedule: schedule,
+            sealer: sealer, kafka: kafka, topics: topics, logger: logger)
+
         // 4. The processes a deployment runs.
-        let common = ["--bootstrap", cluster.bootstrapServers, "--sealing-key-file", keyFile.path]
+        let common =
+            ["--bootstrap", cluster.bootstrapServers, "--sealing-key-file", keyFile.path]
+            + (external.map { ["--integrations-file", $0.file] } ?? [])
         try children.start("scheduler", arguments: ["scheduler", "--id", "dev-scheduler", "--session-timeout-ms", "6000"] + common)
         for index in 1...workers {
             try children.start(
@@ -150,6 +164,7 @@ struct DevCommand: AsyncParsableCommand {
         }
 
         print("activity-sync dev: \(demoAccounts.count) accounts every \(every), \(workers) worker(s)")
+        if let external { print("  external   \(external.accounts) account(s) of \(externalIntegrations.count) integration(s), \(external.file)") }
         print("  kafka      \(cluster.bootstrapServers)   (activity-sync tail activities --bootstrap \(cluster.bootstrapServers))")
         print("  github     \(apiURL)")
         print("  logs       \(children.logDirectory.path)")
@@ -162,7 +177,7 @@ struct DevCommand: AsyncParsableCommand {
             guard let simulator else { return 0 }
             return simulator.users.reduce(0) { $0 + simulator.quotaUsed(token: $1.token) }
         }
-        let accountCount = demoAccounts.count
+        let accountCount = demoAccounts.count + (external?.accounts ?? 0)
         let consoleTask = Task { await console.run(accounts: accountCount, quotaUsed: quota, children: children) }
         // Whichever comes first stops the run: Ctrl-C/SIGTERM, or --duration. The signal wait cannot be
         // cancelled, so it runs unstructured and only reports into the stream.

@@ -28,6 +28,8 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Integrations accounts may use (comma-separated).")
     var integrations = "github"
 
+    @OptionGroup var external: ExternalIntegrationOptions
+
     @Option(help: .hidden) var clockOffsetMs = 0
 
     func run() async throws {
@@ -44,7 +46,8 @@ struct SchedulerCommand: AsyncParsableCommand {
         configuration.sessionTimeout = .milliseconds(sessionTimeoutMs)
         configuration.clockOffset = .milliseconds(clockOffsetMs)
         configuration.validator = AccountValidator(
-            knownIntegrations: Set(integrations.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }),
+            knownIntegrations: Set(integrations.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+                .union(try external.manifests().map(\.key)),
             sealer: try sealing.sealer(required: false))
 
         let scheduler = SchedulerService(configuration: configuration, logger: logger) { component, ready in

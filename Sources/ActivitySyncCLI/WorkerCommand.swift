@@ -65,6 +65,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("topic-prefix"), help: "Topic name prefix.")
     var topicPrefix = "activity-sync"
 
+    @OptionGroup var external: ExternalIntegrationOptions
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -121,7 +123,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
         var github = GitHubConfiguration()
         github.baseURL = githubURL
-        let integrations = IntegrationRegistry([GitHubIntegration(configuration: github, logger: logger)])
+        let integrations = IntegrationRegistry(
+            [GitHubIntegration(configuration: github, logger: logger)] + (try external.integrations(logger: logger)))
         let worker = WorkerService(
             configuration: configuration, integrations: integrations, sealer: sealer, logger: logger)
         print("worker \(workerId) starting: delivery=\(configuration.delivery.rawValue) bootstrap=\(bootstrap)")

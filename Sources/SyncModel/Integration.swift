@@ -31,13 +31,20 @@ public struct SyncRequest: Sendable {
     public var since: Date?
     /// Wall-clock time by which the sync must return, with whatever progress it has.
     public var deadline: Date
+    /// The job's tick: the same on every re-run of the job, so an integration may derive stable values from it
+    /// (external integrations date activities that carry no time with it). Nil outside a worker.
+    public var scheduledAt: Date?
 
-    public init(accountId: String, config: JSONValue, state: JSONValue?, since: Date? = nil, deadline: Date) {
+    public init(
+        accountId: String, config: JSONValue, state: JSONValue?, since: Date? = nil, deadline: Date,
+        scheduledAt: Date? = nil
+    ) {
         self.accountId = accountId
         self.config = config
         self.state = state
         self.since = since
         self.deadline = deadline
+        self.scheduledAt = scheduledAt
     }
 }
 

@@ -229,7 +229,8 @@ public struct JobProcessor: Sendable {
         }
         let deadline = now.addingTimeInterval(syncTimeout.seconds)
         let request = SyncRequest(
-            accountId: job.accountId, config: config, state: state?.data, since: job.since, deadline: deadline)
+            accountId: job.accountId, config: config, state: state?.data, since: job.since, deadline: deadline,
+            scheduledAt: job.scheduledAt)
 
         var outcome: SyncOutcome?
         var lastError = ""

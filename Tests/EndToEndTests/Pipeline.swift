@@ -159,7 +159,10 @@ final class Pipeline: Sendable {
     /// A worker that restored a stale state (stopped at the last stable offset) or wrote state outside the
     /// transaction of its offsets breaks this.
     /// - Returns: how many accounts had committed jobs to check, and one line per account that breaks it.
-    func stateInvariant(groupId: String = "activity-sync-workers") async throws -> (checked: Int, violations: [String]) {
+    /// - Parameter accounts: the accounts to check; nil checks the simulator's users.
+    func stateInvariant(groupId: String = "activity-sync-workers", accounts only: Set<String>? = nil) async throws
+        -> (checked: Int, violations: [String])
+    {
         let logger = Logger(label: "activity-sync.test.invariant")
         let consumer = try KafkaConsumer(
             configuration: ConsumerConfiguration(
@@ -170,7 +173,7 @@ final class Pipeline: Sendable {
         await consumer.close()
         var position: [Int32: Int64] = [:]
         for entry in committed { position[entry.partition] = entry.offset }
-        let accounts = Set(simulator.users.map { String($0.id) })
+        let accounts = only ?? Set(simulator.users.map { String($0.id) })
         // The newest regular tick per account among the jobs its partition's committed offset covers.
         var expected: [String: SyncJob] = [:]
         for message in try await reader.readAll(topics.jobs, partitions: partitions) {

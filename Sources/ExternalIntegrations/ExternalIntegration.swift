@@ -1,0 +1,274 @@
+import Foundation
+public import Logging
+import Synchronization
+public import SyncModel
+
+/// An integration that is a program with the sync-integration SDK's CLI contract, run once per event.
+///
+/// - `CMD spec` prints `{"type":"spec","data":{…}}`.
+/// - `CMD setup --event-body JSON --integration-definition JSON` prints `account` messages.
+/// - `CMD sync --config JSON --integration-definition JSON --state JSON` prints one JSON message per line:
+///   `activity`, `state`, `account` (refreshed tokens) and others, which are ignored.
+///
+/// Each run is a child process in its own process group with the manifest's limits (timeout, stdout size,
+/// concurrency), a minimal environment, and stderr logged line by line with every string of the config
+/// redacted. A run that fails in any way — non-zero exit, a signal, a limit, a line that is not a message — is
+/// a failed sync: ``SyncModel/IntegrationError`` `.transient`, so the worker records the account as failing,
+/// keeps its state, and the next tick tries again.
+public struct ExternalIntegration: Integration {
+    public var key: String { manifest.key }
+    public let manifest: IntegrationManifest
+    private let runner: ProcessRunner
+    private let slots: ConcurrencyLimit
+    private let logger: Logger
+
+    /// - Parameter inherited: the environment `PATH` is taken from (nil: the worker's); nothing else of it is
+    ///   passed on.
+    public init(manifest: IntegrationManifest, logger: Logger, inherited: [String: String]? = nil) {
+        self.manifest = manifest
+        self.runner = ProcessRunner(
+            environment: ProcessEnvironment.minimal(adding: manifest.environment, inherited: inherited),
+            workingDirectory: manifest.workingDirectory)
+        self.slots = ConcurrencyLimit(limit: manifest.concurrency)
+        var logger = logger
+        logger[metadataKey: "integration"] = "\(manifest.key)"
+        self.logger = logger
+    }
+
+    public func spec() -> JSONValue { manifest.spec }
+
+    /// Runs `setup` with `oauthResponse` as the event body and returns the first account it prints.
+    public func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
+        guard let first = try await setupAccounts(eventBody: oauthResponse).first else {
+            throw IntegrationError(.invalidConfig, "\(key) setup printed no account message")
+        }
+        return first
+    }
+
+    /// Runs `setup --event-body … --integration-definition …` and returns every `account` message it prints.
+    /// - Throws: ``ExternalIntegrationError`` when the run fails or prints no account.
+    public func setupAccounts(eventBody: JSONValue) async throws -> [AccountSetup] {
+        let redactor = SecretRedactor(eventBody, manifest.definitionSecrets)
+        let arguments = [
+            "setup", "--event-body", try Self.json(eventBody), "--integration-definition",
+            try Self.json(manifest.integrationDefinition),
+        ]
+        let messages = try await run(arguments, accountId: nil, redactor: redactor, timeout: manifest.timeout)
+        var accounts: [AccountSetup] = []
+        for message in messages where message.type == "account" {
+            accounts.append(try Self.account(from: message, redactor: redactor))
+        }
+        guard !accounts.isEmpty else {
+            throw ExternalIntegrationError.badOutput("\(key) setup exited 0 but printed no account message")
+        }
+        return accounts
+    }
+
+    /// Runs one sync: the CLI's `sync` with the account's config and last committed state (`{}` on the first).
+    ///
+    /// Activities get stable ids (``activityId(key:accountId:sourceURL:text:occurrence:)``); the last `state`
+    /// message is the new state (none: the old one is kept); the last `account` message's config is the
+    /// refreshed config, saved in the same transaction as the rest.
+    /// - Throws: ``SyncModel/IntegrationError`` `.transient` for every failed run (see the type's summary).
+    public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        let remaining = request.deadline.timeIntervalSinceNow
+        guard remaining > 0 else {
+            throw IntegrationError(.transient, "\(key) sync not started: the job's deadline has passed")
+        }
+        let timeout = min(manifest.timeout, .milliseconds(Int64(remaining * 1000)))
+        let redactor = SecretRedactor(request.config, manifest.definitionSecrets)
+        let arguments = [
+            "sync", "--config", try Self.json(request.config), "--integration-definition",
+            try Self.json(manifest.integrationDefinition), "--state", try Self.json(request.state ?? [:]),
+        ]
+        let messages: [Message]
+        do {
+            messages = try await slots.withSlot {
+                try await run(arguments, accountId: request.accountId, redactor: redactor, timeout: timeout)
+            }
+        } catch let error as ExternalIntegrationError {
+            throw IntegrationError(.transient, error.message)
+        }
+        return try outcome(of: messages, request: request, redactor: redactor)
+    }
+
+    /// Turns a successful run's messages into the outcome (exposed for tests).
+    func outcome(of messages: [Message], request: SyncRequest, redactor: SecretRedactor) throws -> SyncOutcome {
+        var activities: [Activity] = []
+        var occurrences: [String: Int] = [:]
+        var state = request.state ?? [:]
+        var updatedConfig: JSONValue?
+        let fallbackTime = request.scheduledAt ?? Self.epoch
+        for message in messages {
+            switch message.type {
+            case "activity":
+                guard let text = message.data["text"]?.stringValue, !text.isEmpty,
+                    let sourceURL = message.data["sourceURL"]?.stringValue,
+                    sourceURL.hasPrefix("https://") || sourceURL.hasPrefix("http://")
+                else {
+                    throw IntegrationError(
+                        .transient,
+                        "\(key) sync printed an activity without text or an http(s) sourceURL (line \(message.line))")
+                }
+                let digest = Self.digest(sourceURL: sourceURL, text: text)
+                let occurrence = occurrences[digest, default: 0] + 1
+                occurrences[digest] = occurrence
+                activities.append(
+                    Activity(
+                        text: text, sourceURL: sourceURL,
+                        id: Self.activityId(
+                            key: key, accountId: request.accountId, digest: digest, occurrence: occurrence),
+                        occurredAt: Self.occurredAt(message.data) ?? fallbackTime,
+                        kind: message.data["kind"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "activity",
+                        accountId: request.accountId))
+            case "state":
+                state = message.data
+            case "account":
+                guard let config = message.data["config"], config.objectValue != nil else {
+                    throw IntegrationError(
+                        .transient,
+                        "\(key) sync printed an account message without a config object (line \(message.line))")
+                }
+                updatedConfig = config
+            default:
+                continue  // identifier, log and future message types carry nothing the pipeline stores
+            }
+        }
+        return SyncOutcome(activities: activities, state: state, updatedConfig: updatedConfig, status: .complete)
+    }
+
+    /// A line of output: `{"type": …, "data": …}`.
+    struct Message: Sendable {
+        var type: String
+        var data: JSONValue
+        var line: Int
+    }
+
+    /// Runs the CLI with `arguments` appended to its command and parses stdout into messages.
+    private func run(_ arguments: [String], accountId: String?, redactor: SecretRedactor, timeout: Duration)
+        async throws -> [Message]
+    {
+        var limits = ProcessLimits(timeout: timeout, maxOutputBytes: manifest.maxOutputBytes)
+        limits.maxStderrLines = 200
+        var logger = logger
+        if let accountId { logger[metadataKey: "accountId"] = "\(accountId)" }
+        let event = arguments[0]
+        let lastStderr = LastLine()
+        let result = try await runner.run(manifest.command + arguments, limits: limits) { [logger] line in
+            let redacted = redactor(line)
+            lastStderr.set(redacted)
+            logger.info("\(event) stderr: \(redacted)")
+        }
+        if result.droppedStderrLines > 0 {
+            logger.info("\(event) stderr: \(result.droppedStderrLines) more lines not logged")
+        }
+        if result.termination == .cancelled { throw CancellationError() }
+        guard result.succeeded else {
+            let hint = lastStderr.value.map { " (last stderr line: \($0.prefix(160)))" } ?? ""
+            throw ExternalIntegrationError.failed("\(key) \(event) \(result.termination)\(hint)")
+        }
+        return try Self.messages(in: result.stdout, event: "\(key) \(event)", redactor: redactor)
+    }
+
+    /// Parses stdout: one JSON object per non-blank line with a string `type`; anything else is garbage.
+    static func messages(in stdout: [UInt8], event: String, redactor: SecretRedactor) throws -> [Message] {
+        var messages: [Message] = []
+        for (index, raw) in stdout.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            var line = raw[...]
+            while let last = line.last, last == UInt8(ascii: "\r") || last == UInt8(ascii: " ") || last == 9 {
+                line = line.dropLast()
+            }
+            while let first = line.first, first == UInt8(ascii: " ") || first == 9 { line = line.dropFirst() }
+            if line.isEmpty { continue }
+            guard let value = try? WireFormat.decode(JSONValue.self, from: line), let type = value["type"]?.stringValue
+            else {
+                let excerpt = redactor(String(decoding: line, as: UTF8.self)).prefix(60)
+                throw ExternalIntegrationError.badOutput(
+                    "\(event) printed line \(index + 1), which is not a {\"type\",\"data\"} JSON message: \(excerpt)")
+            }
+            messages.append(Message(type: type, data: value["data"] ?? .null, line: index + 1))
+        }
+        return messages
+    }
+
+    static func account(from message: Message, redactor: SecretRedactor) throws -> AccountSetup {
+        let accountId = message.data["accountId"]?.stringValue ?? message.data["accountId"]?.intValue.map(String.init)
+        guard let accountId, !accountId.isEmpty, let config = message.data["config"], config.objectValue != nil else {
+            throw ExternalIntegrationError.badOutput(
+                "setup printed an account message without an accountId or a config object (line \(message.line))")
+        }
+        return AccountSetup(accountId: accountId, config: config, settings: message.data["settings"] ?? [:])
+    }
+
+    /// Runs `CMD spec` and returns the `data` of its `spec` message, unvalidated.
+    /// - Throws: ``ExternalIntegrationError`` when the run fails or prints no spec.
+    public static func runSpec(command: [String], environment: [String: String], timeout: Duration = .seconds(30))
+        async throws -> JSONValue
+    {
+        let runner = ProcessRunner(environment: environment)
+        let result = try await runner.run(
+            command + ["spec"], limits: ProcessLimits(timeout: timeout, maxOutputBytes: 1 << 20)
+        ) { _ in }
+        guard result.succeeded else { throw ExternalIntegrationError.failed("spec \(result.termination)") }
+        let messages = try messages(in: result.stdout, event: "spec", redactor: SecretRedactor())
+        guard let spec = messages.last(where: { $0.type == "spec" }) else {
+            throw ExternalIntegrationError.invalidSpec("`spec` printed no {\"type\":\"spec\"} message")
+        }
+        return spec.data
+    }
+
+    static func json(_ value: JSONValue) throws -> String {
+        String(decoding: try WireFormat.encode(value), as: UTF8.self)
+    }
+
+    static let epoch = Date(timeIntervalSince1970: 0)
+}
+
+// MARK: - Stable ids
+
+extension ExternalIntegration {
+    /// The id of an activity the CLI gave no id: `{key}:{accountId}:{digest}`, and `#n` for the n-th identical
+    /// activity (same sourceURL and text) of one sync from the second on.
+    ///
+    /// `digest` is the first 32 hex digits (128 bits) of SHA-256 over `sourceURL + "\n" + text`. The id depends
+    /// only on what the CLI printed and on the account, so a sync re-run from the same committed state after a
+    /// crash repeats the ids of the lost attempt instead of inventing new ones.
+    public static func activityId(key: String, accountId: String, sourceURL: String, text: String, occurrence: Int = 1)
+        -> String
+    {
+        activityId(
+            key: key, accountId: accountId, digest: digest(sourceURL: sourceURL, text: text), occurrence: occurrence)
+    }
+
+    static func activityId(key: String, accountId: String, digest: String, occurrence: Int) -> String {
+        occurrence > 1 ? "\(key):\(accountId):\(digest)#\(occurrence)" : "\(key):\(accountId):\(digest)"
+    }
+
+    static func digest(sourceURL: String, text: String) -> String {
+        String(SHA256Hex.digest(Array((sourceURL + "\n" + text).utf8)).prefix(32))
+    }
+
+    /// `occurredAt`, `createdAt`, `created_at`, `timestamp` or `time` of the activity's data, if one is an RFC
+    /// 3339 date. Otherwise the caller uses the job's `scheduledAt`, the same on every re-run of that job.
+    static func occurredAt(_ data: JSONValue) -> Date? {
+        for field in ["occurredAt", "createdAt", "created_at", "timestamp", "time"] {
+            if let text = data[field]?.stringValue, let date = WireFormat.parseDate(text) { return date }
+        }
+        return nil
+    }
+}
+
+/// The last stderr line of a run, for the failure reason.
+private final class LastLine: Sendable {
+    private let line = Mutex<String?>(nil)
+    func set(_ value: String) { line.withLock { $0 = value } }
+    var value: String? { line.withLock { $0 } }
+}
+
+extension IntegrationManifest {
+    var timeout: Duration { .seconds(timeoutSeconds) }
+
+    /// The definition's `config` (an OAuth app's client secret, say): redacted like an account's config. The
+    /// rest of the definition is the public spec, whose words must stay readable in logs.
+    var definitionSecrets: JSONValue { definition?["config"] ?? .null }
+}

@@ -1,0 +1,188 @@
+import ActivitySyncTesting
+import Foundation
+import Logging
+import Synchronization
+import SyncModel
+import Testing
+
+@testable import ExternalIntegrations
+
+/// The SDK contract through a real Node CLI (Tests/Fixtures/external-integration/counter.js) and small shell
+/// CLIs: what a worker gets from a sync, and how every kind of failure becomes a failed sync.
+@Suite("External integration", .timeLimit(.minutes(2)))
+struct ExternalIntegrationTests {
+    static let fixture = RepoPaths.root.appendingPathComponent("Tests/Fixtures/external-integration/counter.js").path
+    static let token = "counter-secret-token-4711"
+
+    static func counter(timeoutSeconds: Int = 20, concurrency: Int = 4, maxOutputBytes: Int = 16 << 20) async throws
+        -> IntegrationManifest
+    {
+        let spec = try await ExternalIntegration.runSpec(
+            command: ["node", fixture], environment: ProcessEnvironment.minimal())
+        return IntegrationManifest(
+            key: "counter", command: ["node", fixture], spec: spec, timeoutSeconds: timeoutSeconds,
+            concurrency: concurrency, maxOutputBytes: maxOutputBytes)
+    }
+
+    /// A CLI written inline: `sh -c SCRIPT counter EVENT --config … …`.
+    static func shell(_ script: String, timeoutSeconds: Int = 20, concurrency: Int = 4) -> IntegrationManifest {
+        IntegrationManifest(
+            key: "shellcli", command: ["/bin/sh", "-c", script, "shellcli"],
+            spec: ["name": "Shell", "key": "shellcli", "schedule": ["frequency": "*/5 * * * *"]],
+            timeoutSeconds: timeoutSeconds, concurrency: concurrency)
+    }
+
+    static func request(mode: String = "ok", state: JSONValue? = nil, scheduledAt: Date? = nil) -> SyncRequest {
+        SyncRequest(
+            accountId: "acct-1",
+            config: ["access_token": .string(token), "mode": .string(mode), "perSync": 2, "delayMs": 0],
+            state: state, deadline: Date().addingTimeInterval(60), scheduledAt: scheduledAt)
+    }
+
+    @Test("spec is read and validated; setup prints an account with the settings' schedule")
+    func specAndSetup() async throws {
+        let manifest = try await Self.counter()
+        try manifest.validate()
+        #expect(manifest.defaultFrequency == "*/5 * * * *")
+        let integration = ExternalIntegration(manifest: manifest, logger: Logger(label: "test"))
+        let accounts = try await integration.setupAccounts(
+            eventBody: ["accountId": "a-9", "token": .string(Self.token), "schedule": "*/2 * * * * *"])
+        #expect(accounts.count == 1)
+        #expect(accounts.first?.accountId == "a-9")
+        #expect(accounts.first?.config["access_token"]?.stringValue == Self.token)
+        #expect(accounts.first?.settings["schedule"]?["frequency"]?.stringValue == "*/2 * * * * *")
+        #expect(throws: ExternalIntegrationError.self) {
+            try IntegrationManifest.validate(spec: manifest.spec, key: "linear")
+        }
+    }
+
+    @Test("state round-trips between syncs; ids are stable and derived from key, account, URL and text")
+    func stateRoundTrip() async throws {
+        let integration = ExternalIntegration(manifest: try await Self.counter(), logger: Logger(label: "test"))
+        let tick = Date(timeIntervalSince1970: 1_800_000_000)
+        let first = try await integration.sync(Self.request(scheduledAt: tick))
+        #expect(first.activities.map(\.text) == ["Counter item 1", "Counter item 2"])
+        #expect(first.state["cursor"]?.intValue == 2)
+        let second = try await integration.sync(Self.request(state: first.state, scheduledAt: tick))
+        #expect(second.activities.map(\.text) == ["Counter item 3", "Counter item 4"])
+        #expect(second.state["cursor"]?.intValue == 4)
+        let again = try await integration.sync(Self.request(state: first.state, scheduledAt: tick))
+        #expect(again.activities.map(\.id) == second.activities.map(\.id), "a re-run repeats the ids")
+        let activity = try #require(second.activities.first)
+        #expect(
+            activity.id
+                == ExternalIntegration.activityId(
+                    key: "counter", accountId: "acct-1", sourceURL: "https://counter.example/items/3",
+                    text: "Counter item 3"))
+        #expect(activity.id.hasPrefix("counter:acct-1:") && activity.id.count == "counter:acct-1:".count + 32)
+        #expect(activity.occurredAt == tick, "no time in the data: the job's scheduledAt")
+        #expect(activity.kind == "activity" && activity.accountId == "acct-1")
+    }
+
+    @Test("the CLI's stderr reaches the log with every config string redacted")
+    func stderrRedacted() async throws {
+        let log = CapturedLog()
+        let logger = Logger(label: "test") { _ in log }
+        let integration = ExternalIntegration(manifest: try await Self.counter(), logger: logger)
+        _ = try await integration.sync(Self.request())
+        let lines = log.lines
+        #expect(lines.contains { $0.contains("counter sync with token [redacted] from cursor 0") }, "\(lines)")
+        #expect(!lines.contains { $0.contains(Self.token) })
+    }
+
+    @Test(
+        "exit 1, garbage, 100 MB and a hang are failed syncs (transient), with reasons free of secrets",
+        arguments: [
+            ("exit1", "exited with status 1"), ("garbage", "line 2, which is not"),
+            ("flood", "more than 16777216 bytes"), ("hang", "longer than 2 s"),
+        ])
+    func misbehaviour(mode: String, reason: String) async throws {
+        let integration = ExternalIntegration(
+            manifest: try await Self.counter(timeoutSeconds: 2), logger: Logger(label: "test"))
+        let started = ContinuousClock.now
+        do {
+            _ = try await integration.sync(Self.request(mode: mode))
+            Issue.record("\(mode) did not fail")
+        } catch let error as IntegrationError {
+            #expect(error.kind == .transient)
+            #expect(error.message.contains(reason), "\(error.message)")
+            #expect(!error.message.contains(Self.token), "\(error.message)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(15))
+    }
+
+    @Test("an account message is the refreshed config; identical activities get #n; other types are ignored")
+    func accountAndDuplicates() async throws {
+        let script = #"""
+            echo '{"type":"identifier","data":"x"}'
+            echo '{"type":"activity","data":{"text":"same","sourceURL":"https://e.example/1","createdAt":"2026-01-02T03:04:05Z","kind":"ping"}}'
+            echo '{"type":"activity","data":{"text":"same","sourceURL":"https://e.example/1"}}'
+            echo '{"type":"account","data":{"accountId":"acct-1","config":{"access_token":"new-token-value"}}}'
+            """#
+        let integration = ExternalIntegration(manifest: Self.shell(script), logger: Logger(label: "test"))
+        let outcome = try await integration.sync(Self.request(state: ["keep": true]))
+        #expect(outcome.activities.count == 2)
+        #expect(outcome.activities[1].id == outcome.activities[0].id + "#2")
+        #expect(outcome.activities[0].occurredAt == WireFormat.parseDate("2026-01-02T03:04:05Z"))
+        #expect(outcome.activities[0].kind == "ping")
+        #expect(outcome.updatedConfig?["access_token"]?.stringValue == "new-token-value")
+        #expect(outcome.state == ["keep": true], "no state message: the old state is kept")
+    }
+
+    @Test("an activity without an http(s) sourceURL fails the sync")
+    func badActivity() async throws {
+        let script = #"echo '{"type":"activity","data":{"text":"t","sourceURL":"file:///etc/passwd"}}'"#
+        let integration = ExternalIntegration(manifest: Self.shell(script), logger: Logger(label: "test"))
+        await #expect(throws: IntegrationError.self) { _ = try await integration.sync(Self.request()) }
+    }
+
+    @Test("the per-integration concurrency limit holds syncs back")
+    func concurrencyLimit() async throws {
+        let integration = ExternalIntegration(
+            manifest: Self.shell(#"sleep 0.5; echo '{"type":"state","data":{}}'"#, concurrency: 1),
+            logger: Logger(label: "test"))
+        let started = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<3 { group.addTask { _ = try await integration.sync(Self.request()) } }
+            try await group.waitForAll()
+        }
+        #expect(ContinuousClock.now - started >= .milliseconds(1500))
+    }
+
+    @Test("the integrations file round-trips and refuses bad entries")
+    func manifestFile() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "integrations-\(UUID().uuidString).json"
+        ).path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var file = IntegrationManifestFile()
+        file.upsert(try await Self.counter())
+        try file.save(path: path)
+        #expect(try IntegrationManifestFile.load(path: path) == file)
+        try Data(#"{"integrations":[{"key":"Bad Key","command":["x"]}]}"#.utf8).write(to: URL(fileURLWithPath: path))
+        #expect(throws: ExternalIntegrationError.self) { try IntegrationManifestFile.load(path: path) }
+    }
+}
+
+/// Log lines, for checking what a CLI's stderr turns into.
+final class CapturedLog: LogHandler, Sendable {
+    private let store = Mutex<[String]>([])
+    var lines: [String] { store.withLock { $0 } }
+
+    func log(event: LogEvent) {
+        store.withLock { $0.append("\(event.message)") }
+    }
+
+    var metadata: Logger.Metadata {
+        get { [:] }
+        set {}
+    }
+    var logLevel: Logger.Level {
+        get { .trace }
+        set {}
+    }
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { nil }
+        set {}
+    }
+}
