@@ -351,7 +351,9 @@ public final class SchedulerService: Service, Sendable {
                     do {
                         records.append(
                             ProducerRecord(
-                                topic: jobsTopic, key: Array(job.accountId.utf8), value: try encoder.encode(job)))
+                                topic: jobsTopic, key: Array(job.accountId.utf8), value: try encoder.encodeTick(
+                                    accountId: job.accountId, integration: job.integration,
+                                    scheduledAt: job.scheduledAt, sealedConfig: job.sealedConfig)))
                     } catch {
                         logger.error("job could not be encoded", metadata: ["account": "\(job.accountId)"])
                     }
