@@ -11,7 +11,8 @@ let package = Package(
     name: "activity-sync",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "activity-sync", targets: ["ActivitySyncCLI"])
+        .executable(name: "activity-sync", targets: ["ActivitySyncCLI"]),
+        .executable(name: "activity-sync-bench", targets: ["ActivitySyncBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -95,25 +96,49 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The accounts topic from outside the scheduler: operator tools, `enqueue`, dev mode, tests.
+        .target(
+            name: "Accounts",
+            dependencies: ["Kafka", "SyncModel", "Cron", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        // Knows integrations only through SyncModel's `Integration`; the CLI hands it GitHub's.
         .target(
             name: "Worker",
             dependencies: [
-                "Kafka", "SyncModel", "GitHub", "Sealing",
+                "Kafka", "SyncModel", "Sealing",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
+        // Throughput measurements, apart from the roles and the tests; `activity-sync bench` hosts them too.
+        .target(
+            name: "Benchmarks",
+            dependencies: [
+                "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Scheduler",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "ActivitySyncBench",
+            dependencies: ["Benchmarks", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "ActivitySyncCLI",
             dependencies: [
                 "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Telemetry",
-                "Scheduler", "Worker",
+                "Scheduler", "Worker", "Accounts", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -125,6 +150,9 @@ let package = Package(
         ),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "ActivitySyncTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "AccountsTests", dependencies: ["Accounts", "Kafka", "SyncModel", "ActivitySyncTesting"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "CronTests", dependencies: ["Cron"], swiftSettings: swiftSettings),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "SyncModel"], swiftSettings: swiftSettings),
         .testTarget(
@@ -144,7 +172,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SchedulerTests",
-            dependencies: ["Scheduler", "Cron", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting"],
+            dependencies: ["Scheduler", "Accounts", "Cron", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -154,7 +182,9 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Kafka", "SyncModel", "Sealing", "Scheduler", "GitHubSimulator", "ActivitySyncTesting"],
+            dependencies: [
+                "Kafka", "SyncModel", "Sealing", "Accounts", "GitHubSimulator", "ActivitySyncTesting",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting", "SyncModel"], swiftSettings: swiftSettings),

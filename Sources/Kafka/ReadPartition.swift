@@ -25,6 +25,45 @@ public func readPartitionToEnd(
     configuration: KafkaConfiguration, topic: String, partition: Int32, isolationLevel: IsolationLevel,
     timeout: Duration, maxBufferedBytes: Int = 16 << 20, logger: Logger
 ) async throws(KafkaError) -> [ConsumerMessage] {
+    try await withReader(
+        configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
+        logger: logger
+    ) { rk in
+        readToEnd(rk, topic: topic, partitions: [partition], timeout: timeout)
+    }
+}
+
+/// Reads several partitions of one topic to their high watermarks, like ``readPartitionToEnd(configuration:topic:partition:isolationLevel:timeout:maxBufferedBytes:logger:)``,
+/// through one client: a whole topic costs one connection, not one per partition.
+/// - Parameters:
+///   - partitions: given the topic's partition count, the partitions to read (all of them: `{ Array(0..<$0) }`).
+/// - Returns: the topic's partition count (0 when the topic does not exist, and then no messages), and the
+///   messages, in offset order within each partition.
+/// - Throws: `KafkaError` (`.timedOut` if the end was not reached in time).
+public func readPartitionsToEnd(
+    configuration: KafkaConfiguration, topic: String, partitions: @escaping @Sendable (Int32) -> [Int32],
+    isolationLevel: IsolationLevel, timeout: Duration, maxBufferedBytes: Int = 16 << 20, logger: Logger
+) async throws(KafkaError) -> (partitionCount: Int32, messages: [ConsumerMessage]) {
+    try await withReader(
+        configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
+        logger: logger
+    ) { rk in
+        let count: Int32
+        switch listTopicMetadata(rk, timeout: timeout) {
+        case .success(let topics): count = Int32(topics[topic] ?? 0)
+        case .failure(let error): return .failure(error)
+        }
+        guard count > 0 else { return .success((0, [])) }
+        let wanted = Set(partitions(count).filter { (0..<count).contains($0) }).sorted()
+        return readToEnd(rk, topic: topic, partitions: wanted, timeout: timeout).map { (count, $0) }
+    }
+}
+
+/// A consumer handle that never joins a group, for the blocking `body`; destroyed afterwards.
+private func withReader<T: Sendable>(
+    configuration: KafkaConfiguration, isolationLevel: IsolationLevel, maxBufferedBytes: Int, logger: Logger,
+    _ body: @escaping @Sendable (OpaquePointer) -> Result<T, KafkaError>
+) async throws(KafkaError) -> T {
     var properties = configuration.librdkafkaProperties()
     properties.append(contentsOf: [
         // librdkafka 2.0 refuses assign() without a group id; this one never joins (no subscribe) or commits.
@@ -42,12 +81,9 @@ public func readPartitionToEnd(
         type: RD_KAFKA_CONSUMER, properties: properties,
         context: ClientContext(logger: logger, statisticsHandler: configuration.statisticsHandler), callbacks: [])
     rd_kafka_poll_set_consumer(client.pointer)
-    let result: Result<[ConsumerMessage], KafkaError>
+    let result: Result<T, KafkaError>
     do {
-        result = .success(
-            try await client.blocking("readPartitionToEnd") { rk in
-                readToEnd(rk, topic: topic, partition: partition, timeout: timeout)
-            })
+        result = .success(try await client.blocking("readPartitionToEnd", body))
     } catch {
         result = .failure(error)
     }
@@ -55,38 +91,43 @@ public func readPartitionToEnd(
     return try result.get()
 }
 
-/// The blocking part of `readPartitionToEnd`; this thread is the handle's only poller.
-private func readToEnd(_ rk: OpaquePointer, topic: String, partition: Int32, timeout: Duration) -> Result<
+/// The blocking part of the reads; this thread is the handle's only poller.
+private func readToEnd(_ rk: OpaquePointer, topic: String, partitions: [Int32], timeout: Duration) -> Result<
     [ConsumerMessage], KafkaError
 > {
     let deadline = ContinuousClock.now + timeout
-    let watermarks: Watermarks
-    switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
-    case .success(let value): watermarks = value
-    case .failure(let error): return .failure(error)
+    // The high watermark each partition is read up to, captured now; partitions already there are left out.
+    var ends: [Int32: Int64] = [:]
+    for partition in partitions {
+        switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
+        case .success(let watermarks): if watermarks.high > watermarks.low { ends[partition] = watermarks.high }
+        case .failure(let error): return .failure(error)
+        }
     }
-    if watermarks.high <= watermarks.low { return .success([]) }
-    let list = makePartitionList([(topic, partition, TopicPartitionOffset.beginning)])
+    if ends.isEmpty { return .success([]) }
+    let list = makePartitionList(ends.keys.sorted().map { (topic, $0, TopicPartitionOffset.beginning) })
     defer { rd_kafka_topic_partition_list_destroy(list) }
     let err = rd_kafka_assign(rk, list)
     if err != RD_KAFKA_RESP_ERR_NO_ERROR {
-        return .failure(.from(err, context: "assigning \(topic)[\(partition)]"))
+        return .failure(.from(err, context: "assigning \(topic)\(ends.keys.sorted())"))
     }
     var messages: [ConsumerMessage] = []
-    var position: Int64 = 0
+    var positions: [Int32: Int64] = [:]
+    var unfinished = Set(ends.keys)
     while ContinuousClock.now < deadline {
         guard let message = rd_kafka_consumer_poll(rk, 100) else { continue }
         defer { rd_kafka_message_destroy(message) }
+        let partition = message.pointee.partition
         switch message.pointee.err {
         case RD_KAFKA_RESP_ERR_NO_ERROR:
-            if message.pointee.offset < watermarks.high {
+            if let end = ends[partition], message.pointee.offset < end {
                 messages.append(ConsumerMessage(message))
             }
-            position = message.pointee.offset + 1
+            positions[partition] = message.pointee.offset + 1
         case RD_KAFKA_RESP_ERR__PARTITION_EOF:
             // The offset of an EOF is the fetch position: past skipped aborted records and commit markers. With
             // read_committed an EOF short of the high watermark is the last stable offset: keep waiting.
-            position = max(position, message.pointee.offset)
+            positions[partition] = max(positions[partition] ?? 0, message.pointee.offset)
         case let err:
             if err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
                 || err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
@@ -94,10 +135,11 @@ private func readToEnd(_ rk: OpaquePointer, topic: String, partition: Int32, tim
                 return .failure(.from(err, context: "reading \(topic)[\(partition)]"))
             }
         }
-        if position >= watermarks.high { return .success(messages) }
+        if let end = ends[partition], (positions[partition] ?? 0) >= end { unfinished.remove(partition) }
+        if unfinished.isEmpty { return .success(messages) }
     }
+    let late = unfinished.sorted().map { "[\($0)] to offset \(ends[$0]!) (reached \(positions[$0] ?? 0))" }
     return .failure(
         .timedOut(
-            "reading \(topic)[\(partition)] to offset \(watermarks.high) (reached \(position); a transaction below it "
-                + "may still be open)", after: timeout))
+            "reading \(topic)\(late.joined(separator: ", ")); a transaction below it may still be open", after: timeout))
 }

@@ -3,15 +3,6 @@ import Foundation
 import Kafka
 import Logging
 
-/// `activity-sync bench …`: throughput measurements (not tests).
-struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "bench",
-        abstract: "Benchmarks; each prints the command and a markdown table of what it measured.",
-        subcommands: [KafkaBenchCommand.self, GitHubBench.self, SchedulerBench.self, WorkerBench.self]
-    )
-}
-
 /// Our binding against kcat (same librdkafka, same embedded cluster), producing and consuming N records.
 struct KafkaBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
