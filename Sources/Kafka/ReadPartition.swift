@@ -98,14 +98,19 @@ private func readToEnd(_ rk: OpaquePointer, topic: String, partitions: [Int32], 
     let deadline = ContinuousClock.now + timeout
     // The high watermark each partition is read up to, captured now; partitions already there are left out.
     var ends: [Int32: Int64] = [:]
+    var starts: [Int32: Int64] = [:]
     for partition in partitions {
         switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
-        case .success(let watermarks): if watermarks.high > watermarks.low { ends[partition] = watermarks.high }
+        case .success(let watermarks):
+            if watermarks.high > watermarks.low {
+                ends[partition] = watermarks.high
+                starts[partition] = watermarks.low
+            }
         case .failure(let error): return .failure(error)
         }
     }
     if ends.isEmpty { return .success([]) }
-    let list = makePartitionList(ends.keys.sorted().map { (topic, $0, TopicPartitionOffset.beginning) })
+    let list = makePartitionList(ends.keys.sorted().map { (topic, $0, starts[$0]!) })
     defer { rd_kafka_topic_partition_list_destroy(list) }
     let err = rd_kafka_assign(rk, list)
     if err != RD_KAFKA_RESP_ERR_NO_ERROR {
