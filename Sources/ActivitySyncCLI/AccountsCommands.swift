@@ -62,11 +62,17 @@ struct AddAccount: AsyncParsableCommand {
     }
 }
 
-private func readSecret(_ path: String, option: String) throws -> String {
+/// The text of the file at `path`, or of standard input for `-`; `name` is how an error names it.
+func readInput(_ path: String, named name: String) throws -> String {
+    if path == "-" { return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
     guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-        throw ValidationError("\(option) \(path) cannot be read")
+        throw ValidationError("\(name) cannot be read")
     }
-    let secret = text.trimmingCharacters(in: .whitespacesAndNewlines)
+    return text
+}
+
+private func readSecret(_ path: String, option: String) throws -> String {
+    let secret = try readInput(path, named: "\(option) \(path)").trimmingCharacters(in: .whitespacesAndNewlines)
     guard !secret.isEmpty else { throw ValidationError("\(option) \(path) is empty") }
     return secret
 }
@@ -83,15 +89,7 @@ struct ImportAccounts: AsyncParsableCommand {
 
     func run() async throws {
         let sealer = try sealing.requiredSealer()
-        let text: String
-        if file == "-" {
-            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-        } else {
-            guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw ValidationError("\(file) cannot be read")
-            }
-            text = contents
-        }
+        let text = try readInput(file, named: file)
         var records: [AccountRecord] = []
         for (number, line) in text.split(separator: "\n").enumerated() {
             let trimmed = line.trimmingCharacters(in: .whitespaces)

@@ -52,16 +52,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     }
 
     static func readIds(_ path: String) throws -> [String] {
-        let text: String
-        if path == "-" {
-            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-        } else {
-            guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw ValidationError("--accounts-file \(path) cannot be read")
-            }
-            text = contents
-        }
-        let ids = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        let ids = try readInput(path, named: "--accounts-file \(path)").split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty && !$0.hasPrefix("#") }
         guard !ids.isEmpty else { throw ValidationError("--accounts-file \(path) holds no account id") }
         return ids

@@ -143,5 +143,5 @@ struct GitHubBench: AsyncParsableCommand {
 }
 
 private func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    duration.timeInterval
 }

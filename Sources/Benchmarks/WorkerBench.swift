@@ -130,7 +130,7 @@ struct WorkerBench: AsyncParsableCommand {
                 }
             }
             let elapsed = ContinuousClock.now - started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.timeInterval
             let cpu = childrenCPU(children) - cpuBefore
             let requests = simulator.requests().count - requestsBefore
             let quota = users.reduce(0) { $0 + simulator.quotaUsed(token: $1.token) } - quotaBefore

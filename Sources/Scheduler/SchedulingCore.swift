@@ -404,9 +404,7 @@ public struct SchedulingCore: Sendable {
 
     private func due(tick: Int64, slot: Slot, expression: CronExpression? = nil) -> Int64 {
         let expression = expression ?? expressions[Int(slot.expression)]
-        let maxSpreadMillis =
-            Int64(policy.maxSpread.components.seconds) * 1000
-            + policy.maxSpread.components.attoseconds / 1_000_000_000_000_000
+        let maxSpreadMillis = policy.maxSpread.wholeMilliseconds
         let gapMillis: Int64
         if let next = expression.nextSecond(after: tick) {
             gapMillis = min((next - tick) * 1000, maxSpreadMillis)
