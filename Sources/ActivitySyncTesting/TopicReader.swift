@@ -15,10 +15,12 @@ public struct TopicReader: Sendable {
 
     /// Every record of `topic` (partitions `0..<partitions`), in partition then offset order.
     public func readAll(_ topic: String, partitions: Int32) async throws -> [ConsumerMessage] {
-        // One client for all partitions: a connection per partition made every read cost seconds.
-        let (_, messages) = try await readPartitionsToEnd(
-            configuration: configuration, topic: topic, partitions: { count in Array(0..<min(count, partitions)) },
-            isolationLevel: isolationLevel, timeout: .seconds(30), logger: Logger(label: "activity-sync.test.reader"))
-        return messages.sorted { ($0.partition, $0.offset) < ($1.partition, $1.offset) }
+        var all: [ConsumerMessage] = []
+        for partition in 0..<partitions {
+            all += try await readPartitionToEnd(
+                configuration: configuration, topic: topic, partition: partition, isolationLevel: isolationLevel,
+                timeout: .seconds(30), logger: Logger(label: "activity-sync.test.reader"))
+        }
+        return all
     }
 }
