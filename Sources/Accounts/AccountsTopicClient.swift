@@ -97,7 +97,11 @@ public struct AccountsTopicClient: Sendable {
                 latest[key ?? record.accountId] = .success(record)
             } catch {
                 let reason = RecordError(description: "not an account record: \(error)")
-                if let key { latest[key] = .failure(reason) } else { invalidWithoutKey.append((nil, reason.description)) }
+                if let key {
+                    latest[key] = .failure(reason)
+                } else {
+                    invalidWithoutKey.append((nil, reason.description))
+                }
             }
         }
         var snapshot = Snapshot(accounts: [:], invalid: invalidWithoutKey)

@@ -50,7 +50,9 @@ extension AccountsTopicClient {
         var unknown: [String] = []
         switch selection {
         case .all:
-            accounts = try await readAll().accounts.values.filter(\.settings.enabled).sorted { $0.accountId < $1.accountId }
+            accounts = try await readAll().accounts.values.filter(\.settings.enabled).sorted {
+                $0.accountId < $1.accountId
+            }
         case .accounts(let ids):
             let found = try await read(accountIds: ids).accounts
             var seen = Set<String>()
@@ -79,7 +81,9 @@ extension AccountsTopicClient {
         guard !jobs.isEmpty else { return }
         var encoder = JobEncoder()
         try await send(
-            jobs.map { ProducerRecord(topic: topics.jobs, key: Array($0.accountId.utf8), value: try encoder.encode($0)) }
+            jobs.map {
+                ProducerRecord(topic: topics.jobs, key: Array($0.accountId.utf8), value: try encoder.encode($0))
+            }
         )
     }
 }

@@ -52,8 +52,10 @@ struct EnqueueCommand: AsyncParsableCommand {
     }
 
     static func readIds(_ path: String) throws -> [String] {
-        let ids = try readInput(path, named: "--accounts-file \(path)").split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        let ids = try readInput(path, named: "--accounts-file \(path)").split(whereSeparator: \.isNewline).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        .filter { !$0.isEmpty && !$0.hasPrefix("#") }
         guard !ids.isEmpty else { throw ValidationError("--accounts-file \(path) holds no account id") }
         return ids
     }

@@ -31,7 +31,8 @@ extension ConfigSealer {
             config = try open(sealed)
         } catch {
             return .failure(
-                Poison(.unsealFailed, "the sealed config did not authenticate under key \"\(sealed.keyId)\" (tampered?)"))
+                Poison(
+                    .unsealFailed, "the sealed config did not authenticate under key \"\(sealed.keyId)\" (tampered?)"))
         }
         guard case .object = config else {
             return .failure(Poison(.configNotObject, "the unsealed config is not a JSON object"))

@@ -246,7 +246,8 @@ public struct JobDecoder: Sendable {
         let keyText = key.map { String(decoding: $0, as: UTF8.self) }
         guard keyText == accountId else {
             let shown = keyText.map { "\"\($0.prefix(60))\"" } ?? "missing"
-            throw Poison(.keyMismatch, "the record key (\(shown)) is not the job's accountId \"\(accountId.prefix(60))\"")
+            throw Poison(
+                .keyMismatch, "the record key (\(shown)) is not the job's accountId \"\(accountId.prefix(60))\"")
         }
         let integration = try string(object, "integration")
         guard integrations.contains(integration) else {
@@ -260,7 +261,8 @@ public struct JobDecoder: Sendable {
         guard scheduledAt.timeIntervalSince(now) <= maxFutureSkew, now.timeIntervalSince(scheduledAt) <= maxAge else {
             throw Poison(
                 .scheduledAtOutOfRange,
-                "\"scheduledAt\" \(scheduledText.prefix(40)) is more than a day ahead or a year behind the worker's clock")
+                "\"scheduledAt\" \(scheduledText.prefix(40)) is more than a day ahead or a year behind the worker's clock"
+            )
         }
         guard let attemptValue = object["attempt"] else { throw Poison(.missingField, "\"attempt\" is missing") }
         guard let attempt = attemptValue.intValue else {

@@ -94,7 +94,9 @@ import Testing
         let placed = try await producer.send(
             keys.map { ProducerRecord(topic: topics.accounts, key: Array($0.utf8), value: Array("x".utf8)) })
         await producer.close()
-        #expect(placed.map(\.partition) == keys.map { KeyPartitioner.murmur2(Array($0.utf8), partitionCount: Self.partitions) })
+        #expect(
+            placed.map(\.partition)
+                == keys.map { KeyPartitioner.murmur2(Array($0.utf8), partitionCount: Self.partitions) })
         await cluster.close()
     }
 

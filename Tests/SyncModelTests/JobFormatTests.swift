@@ -23,8 +23,10 @@ struct JobFormatTests {
             try encoder.encodeTick(
                 accountId: "42", integration: "github", scheduledAt: Self.tick, sealedConfig: Self.sealed) == bytes)
         #expect(try WireFormat.encode(job) == bytes)
-        let decoded = try JobDecoder(integrations: ["github"]).decode(key: Array("42".utf8), value: bytes, now: Self.tick)
-            .get()
+        let decoded = try JobDecoder(integrations: ["github"]).decode(
+            key: Array("42".utf8), value: bytes, now: Self.tick
+        )
+        .get()
         #expect(decoded == job)
     }
 
