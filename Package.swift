@@ -11,7 +11,8 @@ let package = Package(
     name: "activity-sync",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "activity-sync", targets: ["ActivitySyncCLI"])
+        .executable(name: "activity-sync", targets: ["ActivitySyncCLI"]),
+        .executable(name: "activity-sync-bench", targets: ["ActivitySyncBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -106,10 +107,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The accounts topic from outside the scheduler: operator tools, `enqueue`, dev mode, tests.
+        .target(
+            name: "Accounts",
+            dependencies: ["Kafka", "SyncModel", "Cron", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        // Knows integrations only through SyncModel's `Integration`; the CLI hands it GitHub's.
         .target(
             name: "Worker",
             dependencies: [
-                "Kafka", "SyncModel", "GitHub", "Sealing",
+                "Kafka", "SyncModel", "Sealing",
                 // SHA-256 of dead-lettered values.
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -118,15 +126,32 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Throughput measurements, apart from the roles and the tests; `activity-sync bench` hosts them too.
+        .target(
+            name: "Benchmarks",
+            dependencies: [
+                "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Scheduler",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "ActivitySyncBench",
+            dependencies: ["Benchmarks", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "ActivitySyncCLI",
             dependencies: [
                 "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Telemetry",
-                "Scheduler", "Worker", "ExternalIntegrations",
+                "Scheduler", "Worker", "Accounts", "Benchmarks", "ExternalIntegrations",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -138,6 +163,9 @@ let package = Package(
         ),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "ActivitySyncTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "AccountsTests", dependencies: ["Accounts", "Kafka", "SyncModel", "ActivitySyncTesting"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "CronTests", dependencies: ["Cron"], swiftSettings: swiftSettings),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "SyncModel"], swiftSettings: swiftSettings),
         .testTarget(
@@ -157,7 +185,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SchedulerTests",
-            dependencies: ["Scheduler", "Cron", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting"],
+            dependencies: ["Scheduler", "Accounts", "Cron", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -171,7 +199,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "Kafka", "SyncModel", "Sealing", "Scheduler", "GitHubSimulator", "ActivitySyncTesting",
+                "Kafka", "SyncModel", "Sealing", "Accounts", "GitHubSimulator", "ActivitySyncTesting",
                 "ExternalIntegrations",
             ],
             swiftSettings: swiftSettings

@@ -1,57 +1,17 @@
+import Accounts
 import ArgumentParser
 import Cron
 import Foundation
 import Kafka
-import Logging
-import Scheduler
 import Sealing
 import SyncModel
 
-/// `--bootstrap` (or `ACTIVITY_SYNC_BOOTSTRAP`) and the topic prefix, shared by the scheduler-side commands.
-struct SchedulerKafkaOptions: ParsableArguments {
-    @Option(help: "Kafka bootstrap servers (host:port,…); default: $ACTIVITY_SYNC_BOOTSTRAP.")
-    var bootstrap: String?
-
-    @Option(help: "Prefix of activity-sync's topic names.")
-    var topicPrefix = "activity-sync"
-
-    func kafka(clientId: String = "activity-sync") throws -> KafkaConfiguration {
-        guard let servers = bootstrap ?? ProcessInfo.processInfo.environment["ACTIVITY_SYNC_BOOTSTRAP"],
-            !servers.isEmpty
-        else {
-            throw ValidationError(
-                "no Kafka bootstrap servers: pass --bootstrap host:port or set ACTIVITY_SYNC_BOOTSTRAP")
-        }
-        return KafkaConfiguration(bootstrapServers: servers, clientId: clientId)
+extension CommonOptions {
+    /// The accounts-topic client of the `accounts` and `enqueue` commands, logging warnings and worse by default.
+    func accountsClient() throws -> AccountsTopicClient {
+        let logger = bootstrapLogging("activity-sync.accounts", defaultLevel: .warning)
+        return AccountsTopicClient(kafka: try kafka(), topics: topics, logger: logger)
     }
-
-    var topics: TopicNames { TopicNames(prefix: topicPrefix) }
-}
-
-private let sealingKeyFileHelp =
-    "File with the sealing key(s): base64 of 32 bytes, or `id:base64` lines (first = current); "
-    + "default: $ACTIVITY_SYNC_SEALING_KEY_FILE."
-
-/// `--sealing-key-file` (or `ACTIVITY_SYNC_SEALING_KEY_FILE`).
-struct SealingKeyOptions: ParsableArguments {
-    @Option(help: ArgumentHelp(sealingKeyFileHelp))
-    var sealingKeyFile: String?
-
-    func sealer(required: Bool) throws -> Sealer? {
-        let sealer = try Sealer.load(keyFile: sealingKeyFile)
-        if required && sealer == nil {
-            throw ValidationError(
-                "no sealing key: pass --sealing-key-file F or set ACTIVITY_SYNC_SEALING_KEY_FILE (generate a key "
-                    + "with `head -c 32 /dev/urandom | base64 > F`)")
-        }
-        return sealer
-    }
-}
-
-func commandLogger(_ label: String) -> Logger {
-    var logger = Logger(label: label)
-    logger.logLevel = .warning
-    return logger
 }
 
 /// `activity-sync accounts …`: the accounts topic by hand. Tokens are sealed before they leave this process and
@@ -71,7 +31,7 @@ struct AddAccount: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add", abstract: "Add or replace an account; its tokens are sealed with the sealing key.")
 
-    @OptionGroup var kafka: SchedulerKafkaOptions
+    @OptionGroup var options: CommonOptions
     @OptionGroup var sealing: SealingKeyOptions
     @Option(help: "Account id (the record key).") var id: String
     @Option(help: "Integration key.") var integration = "github"
@@ -87,7 +47,7 @@ struct AddAccount: AsyncParsableCommand {
         } catch {
             throw ValidationError("--schedule: \(error)")
         }
-        let sealer = try sealing.sealer(required: true)!
+        let sealer = try sealing.requiredSealer()
         let token = try readSecret(tokenFile, option: "--token-file")
         var config: [String: JSONValue] = [
             "access_token": .string(token), "mcp": ["tokens": ["access_token": .string(token)]],
@@ -99,18 +59,23 @@ struct AddAccount: AsyncParsableCommand {
             accountId: id, integration: integration,
             settings: AccountSettings(username: username, frequency: schedule, enabled: !disabled),
             sealedConfig: try sealer.seal(.object(config)), updatedAt: Date())
-        let client = AccountsTopicClient(
-            kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
+        let client = try options.accountsClient()
         try await client.put(record)
         print("added account \(id) (\(integration), schedule '\(schedule)', sealed with key \(sealer.current.id))")
     }
 }
 
-private func readSecret(_ path: String, option: String) throws -> String {
+/// The text of the file at `path`, or of standard input for `-`; `name` is how an error names it.
+func readInput(_ path: String, named name: String) throws -> String {
+    if path == "-" { return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
     guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-        throw ValidationError("\(option) \(path) cannot be read")
+        throw ValidationError("\(name) cannot be read")
     }
-    let secret = text.trimmingCharacters(in: .whitespacesAndNewlines)
+    return text
+}
+
+private func readSecret(_ path: String, option: String) throws -> String {
+    let secret = try readInput(path, named: "\(option) \(path)").trimmingCharacters(in: .whitespacesAndNewlines)
     guard !secret.isEmpty else { throw ValidationError("\(option) \(path) is empty") }
     return secret
 }
@@ -120,22 +85,14 @@ struct ImportAccounts: AsyncParsableCommand {
         commandName: "import",
         abstract: "Import the `account` messages `integration … setup` prints (one JSON per line), sealing configs.")
 
-    @OptionGroup var kafka: SchedulerKafkaOptions
+    @OptionGroup var options: CommonOptions
     @OptionGroup var sealing: SealingKeyOptions
     @Option(help: "Integration key of the imported accounts.") var integration = "github"
     @Argument(help: "File of JSON lines, or - for stdin.") var file: String
 
     func run() async throws {
-        let sealer = try sealing.sealer(required: true)!
-        let text: String
-        if file == "-" {
-            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-        } else {
-            guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw ValidationError("\(file) cannot be read")
-            }
-            text = contents
-        }
+        let sealer = try sealing.requiredSealer()
+        let text = try readInput(file, named: file)
         var records: [AccountRecord] = []
         for (number, line) in text.split(separator: "\n").enumerated() {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
@@ -165,8 +122,7 @@ struct ImportAccounts: AsyncParsableCommand {
                     sealedConfig: try sealer.seal(setup.config), updatedAt: Date()))
         }
         guard !records.isEmpty else { throw ValidationError("no `account` messages found in \(file)") }
-        let client = AccountsTopicClient(
-            kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
+        let client = try options.accountsClient()
         try await client.put(records)
         print(
             "imported \(records.count) account\(records.count == 1 ? "" : "s") (sealed with key \(sealer.current.id))")
@@ -177,12 +133,11 @@ struct ListAccounts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list", abstract: "List accounts (never their tokens).")
 
-    @OptionGroup var kafka: SchedulerKafkaOptions
+    @OptionGroup var options: CommonOptions
     @Flag(help: "One JSON object per line instead of a table.") var json = false
 
     func run() async throws {
-        let client = AccountsTopicClient(
-            kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
+        let client = try options.accountsClient()
         let snapshot = try await client.readAll()
         let accounts = snapshot.accounts.values.sorted { $0.accountId < $1.accountId }
         if json {
@@ -215,12 +170,11 @@ struct RemoveAccount: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "remove", abstract: "Remove an account (tombstone); schedulers stop firing it by its next tick.")
 
-    @OptionGroup var kafka: SchedulerKafkaOptions
+    @OptionGroup var options: CommonOptions
     @Argument(help: "Account id.") var id: String
 
     func run() async throws {
-        let client = AccountsTopicClient(
-            kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
+        let client = try options.accountsClient()
         try await client.remove(accountId: id)
         print("removed account \(id)")
     }
@@ -231,7 +185,7 @@ struct ResyncAccount: AsyncParsableCommand {
         commandName: "resync",
         abstract: "Publish a one-off job that re-reads an account from a time; activities keep their stable ids.")
 
-    @OptionGroup var kafka: SchedulerKafkaOptions
+    @OptionGroup var options: CommonOptions
     @Argument(help: "Account id.") var id: String
     @Option(help: "Re-read from this time (ISO-8601, e.g. 2026-11-30T00:00:00Z).") var since: String
 
@@ -239,37 +193,7 @@ struct ResyncAccount: AsyncParsableCommand {
         guard let sinceDate = WireFormat.parseDate(since) else {
             throw ValidationError("--since '\(since)' is not an ISO-8601 time such as 2026-11-30T00:00:00Z")
         }
-        let job = try await enqueueJob(kafka: kafka, accountId: id, since: sinceDate)
+        let job = try await options.accountsClient().resync(accountId: id, since: sinceDate)
         print("published job \(job.jobId) (since \(WireFormat.formatDate(sinceDate)))")
     }
-}
-
-/// Looks the account up on the accounts topic and publishes a job for it: for `enqueue` the job of its latest
-/// tick, for `resync` a one-off job scheduled now.
-func enqueueJob(kafka options: SchedulerKafkaOptions, accountId: String, since: Date?) async throws -> SyncJob {
-    let client = AccountsTopicClient(
-        kafka: try options.kafka(), topics: options.topics, logger: commandLogger("accounts"))
-    let snapshot = try await client.readAll()
-    guard let account = snapshot.accounts[accountId] else {
-        throw SchedulerError.unknownAccount(accountId, topic: options.topics.accounts)
-    }
-    let now: Date
-    if since == nil, let expression = try? CronExpression(account.settings.schedule.frequency),
-        let tick = SchedulingCore.latestTick(expression, atOrBefore: Int64(Date().timeIntervalSince1970))
-    {
-        // `enqueue` stands in for the scheduler: the job of the account's latest tick, with the scheduler's id,
-        // so a repeat (or a scheduler that also fired it) is recognised as the same job.
-        now = Date(timeIntervalSince1970: TimeInterval(tick))
-    } else {
-        // A resync is its own job: milliseconds, never a whole second, so its id can never equal a tick's id
-        // (which a worker would take for a duplicate fire and skip).
-        var millis = (Date().timeIntervalSince1970 * 1000).rounded(.down)
-        if millis.truncatingRemainder(dividingBy: 1000) == 0 { millis += 1 }
-        now = Date(timeIntervalSince1970: millis / 1000)
-    }
-    let job = SyncJob(
-        accountId: account.accountId, integration: account.integration, scheduledAt: now, since: since,
-        sealedConfig: account.sealedConfig)
-    try await client.enqueue(job)
-    return job
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Benchmarks
 
 /// The one executable: every role of the system is a subcommand, so an image or a script needs one binary.
 @main

@@ -1,11 +1,12 @@
+import Accounts
 import ArgumentParser
 import Foundation
 import GitHubSimulator
 import Kafka
 import Logging
-import Scheduler
 import Sealing
 import SyncModel
+import UnixSignals
 
 /// `activity-sync dev`: the whole system on one machine, as the README's "run the main job" command.
 ///
@@ -87,7 +88,7 @@ struct DevCommand: AsyncParsableCommand {
         let schedule = try Self.cronSchedule(every: every)
         let started = Date()
         // Watch for Ctrl-C before anything starts, so an early one still stops everything cleanly.
-        let termination = await TerminationSignal.start()
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         let runDirectory = FileManager.default.temporaryDirectory
             .appendingPathComponent("activity-sync-dev-\(ProcessInfo.processInfo.processIdentifier)")
         let children = try ChildProcesses(logDirectory: runDirectory.appendingPathComponent("logs"))
@@ -183,8 +184,10 @@ struct DevCommand: AsyncParsableCommand {
         // cancelled, so it runs unstructured and only reports into the stream.
         let (stop, stopRequested) = AsyncStream<Void>.makeStream()
         Task.detached {
-            _ = await termination.wait()
-            stopRequested.yield()
+            for await _ in signals {
+                stopRequested.yield()
+                break
+            }
         }
         let timer = Task {
             guard duration > 0 else { return }

@@ -5,7 +5,7 @@ import Foundation
 import GitHub
 import Kafka
 import Logging
-import Scheduler
+import Accounts
 import Sealing
 import SyncModel
 
@@ -180,7 +180,7 @@ struct SetupAccount: AsyncParsableCommand {
             "Run an external integration's `setup` with an event body and import the accounts it prints (configs sealed)."
     )
 
-    @OptionGroup var kafka: SchedulerKafkaOptions
+    @OptionGroup var common: CommonOptions
     @OptionGroup var sealing: SealingKeyOptions
     @OptionGroup var file: ExternalIntegrationOptions
     @Argument(help: "The integration's key in the integrations file.") var key: String
@@ -188,6 +188,7 @@ struct SetupAccount: AsyncParsableCommand {
         String
 
     func run() async throws {
+        let client = try common.accountsClient()
         let sealer = try sealing.sealer(required: true)!
         guard let manifest = try file.manifests().first(where: { $0.key == key }) else {
             throw ValidationError(
@@ -204,7 +205,7 @@ struct SetupAccount: AsyncParsableCommand {
         } catch {
             throw ValidationError("--event-body \(eventBody) is not JSON")
         }
-        let integration = ExternalIntegration(manifest: manifest, logger: commandLogger("integrations"))
+        let integration = ExternalIntegration(manifest: manifest, logger: Logger(label: "activity-sync.integrations"))
         let accounts: [AccountSetup]
         do {
             accounts = try await integration.setupAccounts(eventBody: body)
@@ -214,8 +215,6 @@ struct SetupAccount: AsyncParsableCommand {
         let records = try accounts.map {
             try externalAccountRecord($0, integration: key, defaultFrequency: manifest.defaultFrequency, sealer: sealer)
         }
-        let client = AccountsTopicClient(
-            kafka: try kafka.kafka(), topics: kafka.topics, logger: commandLogger("accounts"))
         try await client.put(records)
         for record in records {
             print(

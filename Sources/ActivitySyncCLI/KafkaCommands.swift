@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import Logging
 import SyncModel
+import UnixSignals
 
 /// `activity-sync kafka …`: the embedded (mock) cluster for development and tests.
 struct KafkaCommand: AsyncParsableCommand {
@@ -37,7 +38,7 @@ struct KafkaEmbeddedCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = Logger(label: "activity-sync.kafka.embedded")
         // Watch for signals before anything else, so a signal sent right after the first line is not lost.
-        let termination = await TerminationSignal.start()
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         let cluster = try EmbeddedKafkaCluster(brokers: brokers, logger: logger)
         let names = TopicNames(prefix: topicPrefix).all.map(\.name)
         try cluster.createTopics(names, partitions: partitions, replicationFactor: Int32(min(brokers, 3)))
@@ -46,8 +47,8 @@ struct KafkaEmbeddedCommand: AsyncParsableCommand {
         logger.info(
             "embedded Kafka serving",
             metadata: ["bootstrap.servers": "\(cluster.bootstrapServers)", "topics": "\(names)"])
-        let signal = await termination.wait()
-        logger.info("stopping embedded Kafka", metadata: ["signal": "\(signal)"])
+        let signal = await signals.first { _ in true }
+        logger.info("stopping embedded Kafka", metadata: ["signal": "\(signal.map { "\($0)" } ?? "none")"])
         await cluster.close()
     }
 }
@@ -67,8 +68,7 @@ struct TopicsCreateCommand: AsyncParsableCommand {
         abstract: "Create all activity-sync topics (compacted where the model says so); existing ones are kept."
     )
 
-    @Option(help: "Kafka bootstrap servers (default: $ACTIVITY_SYNC_BOOTSTRAP).")
-    var bootstrap: String?
+    @OptionGroup var options: CommonOptions
 
     @Option(help: "Partitions of every topic (jobs and state must match).")
     var partitions: Int32 = 12
@@ -76,16 +76,11 @@ struct TopicsCreateCommand: AsyncParsableCommand {
     @Option(help: "Replication factor.")
     var replicationFactor: Int32 = 1
 
-    @Option(help: "Prefix of the topic names.")
-    var topicPrefix: String = "activity-sync"
-
     func run() async throws {
-        guard let servers = bootstrap ?? ProcessInfo.processInfo.environment["ACTIVITY_SYNC_BOOTSTRAP"], !servers.isEmpty else {
-            throw ValidationError("give --bootstrap HOST:PORT or set ACTIVITY_SYNC_BOOTSTRAP")
-        }
-        let logger = Logger(label: "activity-sync.topics")
-        let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: servers), logger: logger)
-        let topics = TopicNames(prefix: topicPrefix).all.map { spec in
+        let kafka = try options.kafka()
+        let logger = options.bootstrapLogging("activity-sync.topics", defaultLevel: .info)
+        let admin = try KafkaAdmin(configuration: kafka, logger: logger)
+        let topics = options.topics.all.map { spec in
             NewTopic(
                 name: spec.name, partitions: partitions, replicationFactor: replicationFactor,
                 configs: spec.compacted ? ["cleanup.policy": "compact"] : [:])
@@ -104,59 +99,5 @@ struct TopicsCreateCommand: AsyncParsableCommand {
             print("warning: \(topic.name) has \(existing[topic.name]!) partitions, not \(topic.partitions)")
         }
         await admin.close()
-    }
-}
-
-/// Waits for SIGINT or SIGTERM without blocking a thread (dispatch signal sources).
-// @unchecked Sendable: all mutable state is guarded by `lock`.
-final class TerminationSignal: @unchecked Sendable {
-    private let lock = NSLock()
-    private var received: Int32?
-    private var continuation: CheckedContinuation<Int32, Never>?
-    private var sources: [any DispatchSourceSignal] = []
-
-    private init() {}
-
-    /// Starts watching and returns once the sources are registered (before that, libdispatch would not see a
-    /// signal); signals arriving before `wait()` are remembered.
-    static func start() async -> TerminationSignal {
-        let watcher = TerminationSignal()
-        for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { [weak watcher] in watcher?.fire(signalNumber) }
-            watcher.lock.withLock { watcher.sources.append(source) }
-            await withCheckedContinuation { (registered: CheckedContinuation<Void, Never>) in
-                source.setRegistrationHandler { registered.resume() }
-                source.resume()
-            }
-        }
-        return watcher
-    }
-
-    /// Starts watching and waits for the first signal (for callers with nothing to do in between).
-    static func wait() async -> Int32 {
-        await start().wait()
-    }
-
-    /// Returns the first signal received.
-    func wait() async -> Int32 {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
-            let already: Int32? = lock.withLock {
-                if let received { return received }
-                self.continuation = continuation
-                return nil
-            }
-            if let already { continuation.resume(returning: already) }
-        }
-    }
-
-    private func fire(_ signalNumber: Int32) {
-        let waiter: CheckedContinuation<Int32, Never>? = lock.withLock {
-            if received == nil { received = signalNumber }
-            defer { continuation = nil }
-            return continuation
-        }
-        waiter?.resume(returning: signalNumber)
     }
 }

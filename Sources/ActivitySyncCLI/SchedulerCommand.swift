@@ -10,7 +10,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         commandName: "scheduler",
         abstract: "Fire every account's sync jobs on its cron schedule, sharing the accounts with other schedulers.")
 
-    @OptionGroup var kafka: SchedulerKafkaOptions
+    @OptionGroup var options: CommonOptions
     @OptionGroup var sealing: SealingKeyOptions
 
     @Option(help: "Name of this scheduler in logs and Kafka client ids (default: the host name).")
@@ -35,13 +35,13 @@ struct SchedulerCommand: AsyncParsableCommand {
     func run() async throws {
         ProcessMemory.limitMallocArenas()
         let name = id ?? ProcessInfo.processInfo.hostName
-        var logger = Logger(label: "activity-sync.scheduler")
+        var logger = options.bootstrapLogging("activity-sync.scheduler", defaultLevel: .info)
         logger[metadataKey: "scheduler"] = "\(name)"
         _ = MetricsBootstrap.prometheus()  // before any service creates a metric
         let readiness = Readiness(components: SchedulerService.readinessComponents)
 
-        var configuration = SchedulerConfiguration(kafka: try kafka.kafka(clientId: "activity-sync-\(name)"))
-        configuration.topics = kafka.topics
+        var configuration = SchedulerConfiguration(kafka: try options.kafka(clientId: "activity-sync-\(name)"))
+        configuration.topics = options.topics
         configuration.groupId = group
         configuration.sessionTimeout = .milliseconds(sessionTimeoutMs)
         configuration.clockOffset = .milliseconds(clockOffsetMs)
@@ -54,22 +54,5 @@ struct SchedulerCommand: AsyncParsableCommand {
             readiness.set(component, ready: ready)
         }
         try await ServiceRunner.run(scheduler, metricsPort: metricsPort, readiness: readiness, logger: logger)
-    }
-}
-
-/// Process-wide allocator tuning for long-running roles that hold millions of small records.
-enum ProcessMemory {
-    /// Caps glibc at two malloc arenas (`M_ARENA_MAX`, as `MALLOC_ARENA_MAX=2` would). By default glibc gives
-    /// busy threads their own arenas, and memory freed in one (parsing garbage, encoded jobs) is not reused by
-    /// another: with a million accounts that kept RSS ~130 MB higher. Call before starting threads.
-    static func limitMallocArenas() {
-        #if os(Linux)
-            guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil,
-                let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "mallopt")
-            else { return }
-            typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-            let mArenaMax: Int32 = -8
-            _ = unsafeBitCast(symbol, to: Mallopt.self)(mArenaMax, 2)
-        #endif
     }
 }

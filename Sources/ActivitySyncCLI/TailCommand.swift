@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Kafka
 import Logging
+import Synchronization
 import SyncModel
 
 /// `activity-sync tail TOPIC`: a read_committed console consumer printing one JSON object per record.
@@ -17,8 +18,7 @@ struct TailCommand: AsyncParsableCommand {
     @Argument(help: "activities, state, jobs, dlq, accounts or status.")
     var topic: Topic
 
-    @Option(help: "Kafka bootstrap servers (or env ACTIVITY_SYNC_BOOTSTRAP).")
-    var bootstrap: String?
+    @OptionGroup var options: CommonOptions
 
     @Flag(name: .customLong("from-beginning"), help: "Start at the oldest record instead of the newest.")
     var fromBeginning = false
@@ -35,20 +35,10 @@ struct TailCommand: AsyncParsableCommand {
         }
     }
 
-    @Option(name: .customLong("topic-prefix"), help: "Topic name prefix.")
-    var topicPrefix = "activity-sync"
-
     func run() async throws {
-        guard let bootstrap = bootstrap ?? ProcessInfo.processInfo.environment["ACTIVITY_SYNC_BOOTSTRAP"] else {
-            throw ValidationError("--bootstrap (or ACTIVITY_SYNC_BOOTSTRAP) is required")
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
-        let logger = Logger(label: "activity-sync.tail")
-        let names = TopicNames(prefix: topicPrefix)
+        let kafka = try options.kafka(clientId: "activity-sync-tail")
+        let logger = options.bootstrapLogging("activity-sync.tail", defaultLevel: .warning)
+        let names = options.topics
         let topicName: String =
             switch topic {
             case .activities: names.activities
@@ -61,13 +51,12 @@ struct TailCommand: AsyncParsableCommand {
         // A throwaway group: nothing is committed, so tailing never moves anyone's position.
         let consumer = try KafkaConsumer(
             configuration: ConsumerConfiguration(
-                kafka: KafkaConfiguration(bootstrapServers: bootstrap, clientId: "activity-sync-tail"),
+                kafka: kafka,
                 groupId: "activity-sync-tail-\(UUID().uuidString)", isolationLevel: .readCommitted,
                 autoOffsetReset: fromBeginning ? .earliest : .latest, sessionTimeout: .seconds(6)),
             logger: logger)
         try consumer.subscribe(topics: [topicName])
-        let printed = LockedValue(0)
-        let lastActivity = LockedValue(ContinuousClock.now)
+        let progress = Progress()
         let limit = max
         let idle = idleTimeout
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -77,18 +66,18 @@ struct TailCommand: AsyncParsableCommand {
                     var out = ""
                     for message in messages {
                         out += TailCommand.line(for: message) + "\n"
-                        if let limit, printed.withLock({ $0 += 1; return $0 }) >= limit { break }
+                        if let limit, progress.printed.withLock({ $0 += 1; return $0 }) >= limit { break }
                     }
                     FileHandle.standardOutput.write(Data(out.utf8))
-                    lastActivity.withLock { $0 = ContinuousClock.now }
-                    if let limit, printed.withLock({ $0 }) >= limit { return }
+                    progress.lastActivity.withLock { $0 = ContinuousClock.now }
+                    if let limit, progress.printed.withLock({ $0 }) >= limit { return }
                 }
             }
             if let idle {
                 group.addTask {
                     while true {
                         try await Task.sleep(for: .milliseconds(100))
-                        if ContinuousClock.now - lastActivity.withLock({ $0 }) >= .milliseconds(Int64(idle * 1000)) { return }
+                        if ContinuousClock.now - progress.lastActivity.withLock({ $0 }) >= .milliseconds(Int64(idle * 1000)) { return }
                     }
                 }
             }
@@ -117,14 +106,10 @@ struct TailCommand: AsyncParsableCommand {
         ]
         return (try? WireFormat.encode(object)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
-}
 
-/// A value shared between the printing and idle-watching tasks.
-final class LockedValue<Value: Sendable>: @unchecked Sendable {
-    // @unchecked: every access goes through `lock`.
-    private let lock = NSLock()
-    private var stored: Value
-
-    init(_ value: Value) { stored = value }
-    func withLock<Result>(_ body: (inout Value) -> Result) -> Result { lock.withLock { body(&stored) } }
+    /// What the printing task and the idle watcher share.
+    private final class Progress: Sendable {
+        let printed = Mutex(0)
+        let lastActivity = Mutex(ContinuousClock.now)
+    }
 }

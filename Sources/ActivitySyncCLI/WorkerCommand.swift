@@ -15,8 +15,7 @@ struct WorkerCommand: AsyncParsableCommand {
         commandName: "worker",
         abstract: "Consume sync jobs, run them against GitHub, and write activities and state to Kafka.")
 
-    @Option(help: "Kafka bootstrap servers (or env ACTIVITY_SYNC_BOOTSTRAP).")
-    var bootstrap: String?
+    @OptionGroup var options: CommonOptions
 
     @Option(help: "Worker id; its transactional.id is activity-sync-worker-ID. Keep it stable across restarts.")
     var id: String?
@@ -33,10 +32,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("metrics-port"), help: "Serve /healthz, /readyz and /metrics on this port.")
     var metricsPort: Int?
 
-    @Option(
-        name: .customLong("sealing-key-file"),
-        help: "File with the base64 sealing key(s) (or env ACTIVITY_SYNC_SEALING_KEY_FILE).")
-    var sealingKeyFile: String?
+    @OptionGroup var sealing: SealingKeyOptions
 
     @Option(name: .customLong("commit-interval-ms"), help: "Longest wait before output is committed.")
     var commitIntervalMs = 100
@@ -62,13 +58,7 @@ struct WorkerCommand: AsyncParsableCommand {
         help: "Static group membership (group.instance.id = the transactional id): a restart under the same --id takes its partitions back without a rebalance; a stopped worker's partitions move after the session timeout.")
     var staticMembership = true
 
-    @Option(name: .customLong("topic-prefix"), help: "Topic name prefix.")
-    var topicPrefix = "activity-sync"
-
     @OptionGroup var external: ExternalIntegrationOptions
-
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
-    var logLevel = "info"
 
     func validate() throws {
         guard DeliveryMode(rawValue: delivery) != nil else {
@@ -85,32 +75,16 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let environment = ProcessInfo.processInfo.environment
-        guard let bootstrap = bootstrap ?? environment["ACTIVITY_SYNC_BOOTSTRAP"], !bootstrap.isEmpty else {
-            throw ValidationError("--bootstrap (or ACTIVITY_SYNC_BOOTSTRAP) is required")
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            return handler
-        }
-        let logger = Logger(label: "activity-sync.worker")
-        let sealer: Sealer
-        do {
-            guard let loaded = try Sealer.load(keyFile: sealingKeyFile, environment: environment) else {
-                throw ValidationError("--sealing-key-file (or ACTIVITY_SYNC_SEALING_KEY_FILE) is required")
-            }
-            sealer = loaded
-        } catch let error as SealingError {
-            throw ValidationError("\(error)")
-        }
+        let bootstrap = try options.bootstrapServers()
+        let sealer = try sealing.requiredSealer()
+        let logger = options.bootstrapLogging("activity-sync.worker", defaultLevel: .info)
         let workerId = id ?? Self.defaultId()
         _ = MetricsBootstrap.prometheus()  // before any service creates a metric
         let readiness = Readiness(components: ["worker"])
         var configuration = WorkerConfiguration(
             kafka: KafkaConfiguration(bootstrapServers: bootstrap, clientId: "activity-sync-worker-\(workerId)"),
             workerId: workerId)
-        configuration.topics = TopicNames(prefix: topicPrefix)
+        configuration.topics = options.topics
         configuration.concurrency = concurrency
         configuration.delivery = DeliveryMode(rawValue: delivery) ?? .exactlyOnce
         configuration.commitInterval = .milliseconds(commitIntervalMs)

@@ -84,6 +84,23 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
             && has(minutes, civil.minute) && has(seconds, civil.second)
     }
 
+    /// The latest matching second at or before `epochSeconds`, e.g. for `enqueue` to publish the very job (same
+    /// id) a scheduler fires for that tick; nil when there is none within ``searchHorizonYears``.
+    ///
+    /// Searches backwards with a doubling window, since matching only knows how to go forwards.
+    public func latestSecond(atOrBefore epochSeconds: Int64) -> Int64? {
+        var window: Int64 = 1
+        let horizon = Int64(Self.searchHorizonYears) * 366 * 86_400
+        while window <= horizon {
+            if var tick = nextSecond(after: epochSeconds - window), tick <= epochSeconds {
+                while let next = nextSecond(after: tick), next <= epochSeconds { tick = next }
+                return tick
+            }
+            window *= 2
+        }
+        return nil
+    }
+
     /// ``next(after:)`` on whole seconds since the epoch, for callers that schedule millions of accounts.
     public func nextSecond(after epochSeconds: Int64) -> Int64? {
         var time = epochSeconds + 1

@@ -1,6 +1,6 @@
 import CRdKafka
-import Synchronization
 public import Logging
+import Synchronization
 
 /// Reads one partition from its beginning up to its high watermark at the time of the call, without joining a
 /// group (nothing is committed).
@@ -29,7 +29,79 @@ public func readPartitionToEnd(
     configuration: KafkaConfiguration, topic: String, partition: Int32, isolationLevel: IsolationLevel,
     timeout: Duration, maxBufferedBytes: Int = 16 << 20, logger: Logger
 ) async throws(KafkaError) -> [ConsumerMessage] {
-    func makeClient(_ isolation: IsolationLevel) throws(KafkaError) -> RDKafkaClient {
+    let reader = PartitionReader(
+        configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
+        logger: logger)
+    let (count, messages) = try await reader.read(topic: topic, timeout: timeout) { _ in [partition] }
+    guard partition < count else {
+        // Unlike a whole-topic read, a partition read names what must exist: a missing state partition is a
+        // misconfiguration (topic prefix, partition count), not an empty state.
+        throw KafkaError.from(
+            count == 0 ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC : RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION,
+            context: "reading \(topic)[\(partition)] (the topic has \(count) partitions)")
+    }
+    return messages
+}
+
+/// Reads several partitions of one topic to their high watermarks, like ``readPartitionToEnd(configuration:topic:partition:isolationLevel:timeout:maxBufferedBytes:logger:)``,
+/// through one reading client: a whole topic costs one connection, not one per partition.
+/// - Parameters:
+///   - partitions: given the topic's partition count, the partitions to read (all of them: `{ Array(0..<$0) }`).
+/// - Returns: the topic's partition count (0 when the topic does not exist, and then no messages), and the
+///   messages, in offset order within each partition.
+/// - Throws: `KafkaError` (`.timedOut` if the end was not reached in time).
+public func readPartitionsToEnd(
+    configuration: KafkaConfiguration, topic: String, partitions: @escaping @Sendable (Int32) -> [Int32],
+    isolationLevel: IsolationLevel, timeout: Duration, maxBufferedBytes: Int = 16 << 20, logger: Logger
+) async throws(KafkaError) -> (partitionCount: Int32, messages: [ConsumerMessage]) {
+    let reader = PartitionReader(
+        configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
+        logger: logger)
+    return try await reader.read(topic: topic, timeout: timeout, partitions: partitions)
+}
+
+/// What both reads share: the extent of each partition (asked `read_uncommitted`), then one reading client.
+private struct PartitionReader: Sendable {
+    let configuration: KafkaConfiguration
+    let isolationLevel: IsolationLevel
+    let maxBufferedBytes: Int
+    let logger: Logger
+
+    /// One partition's extent at the start of the read: where it begins and its high watermark.
+    struct Extent: Sendable {
+        var start: Int64
+        var end: Int64
+    }
+
+    func read(
+        topic: String, timeout: Duration, partitions: @escaping @Sendable (Int32) -> [Int32]
+    ) async throws(KafkaError) -> (partitionCount: Int32, messages: [ConsumerMessage]) {
+        let deadline = ContinuousClock.now + timeout
+        let cancelled = CancellationFlag()
+        let result = await withTaskCancellationHandler {
+            () async -> Result<(partitionCount: Int32, messages: [ConsumerMessage]), KafkaError> in
+            do throws(KafkaError) {
+                let (count, extents) = try await withClient(.readUncommitted) { rk in
+                    Self.extents(rk, topic: topic, partitions: partitions, timeout: timeout)
+                }
+                if extents.isEmpty { return .success((count, [])) }
+                let messages = try await withClient(isolationLevel) { rk in
+                    Self.readToEnd(rk, topic: topic, extents: extents, deadline: deadline, timeout: timeout, cancelled: cancelled)
+                }
+                return .success((count, messages))
+            } catch {
+                return .failure(error)
+            }
+        } onCancel: {
+            cancelled.set()
+        }
+        return try result.get()
+    }
+
+    /// A consumer handle that never joins a group, for the blocking `body`; destroyed afterwards.
+    private func withClient<T: Sendable>(
+        _ isolation: IsolationLevel, _ body: @escaping @Sendable (OpaquePointer) -> Result<T, KafkaError>
+    ) async throws(KafkaError) -> T {
         var properties = configuration.librdkafkaProperties()
         properties.append(contentsOf: [
             // librdkafka 2.0 refuses assign() without a group id; this one never joins (no subscribe) or commits.
@@ -47,54 +119,88 @@ public func readPartitionToEnd(
             type: RD_KAFKA_CONSUMER, properties: properties,
             context: ClientContext(logger: logger, statisticsHandler: configuration.statisticsHandler), callbacks: [])
         rd_kafka_poll_set_consumer(client.pointer)
-        return client
-    }
-
-    let deadline = ContinuousClock.now + timeout
-    let cancelled = CancellationFlag()
-    let result = await withTaskCancellationHandler { () async -> Result<[ConsumerMessage], KafkaError> in
-        do throws(KafkaError) {
-            return .success(try await read())
+        let result: Result<T, KafkaError>
+        do {
+            result = .success(try await client.blocking("readPartitionToEnd", body))
         } catch {
-            return .failure(error)
+            result = .failure(error)
         }
-    } onCancel: {
-        cancelled.set()
+        await client.destroy(timeout: .seconds(10), pollThread: nil)
+        return try result.get()
     }
-    return try result.get()
 
-    func read() async throws(KafkaError) -> [ConsumerMessage] {
-        // The end to read to is the high watermark. ListOffsets answers with the client's own isolation level, and a
-        // read_committed "latest" is the last stable offset — the very place this read must not stop at — so the
-        // watermark is asked for by a read_uncommitted client.
-        let watermarks = try await withClient(makeClient(.readUncommitted)) { client async throws(KafkaError) in
-            try await client.blocking("readPartitionToEnd.watermarks") { rk in
-                queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout)
+    /// The topic's partition count and the extent of each wanted partition that has records.
+    private static func extents(
+        _ rk: OpaquePointer, topic: String, partitions: (Int32) -> [Int32], timeout: Duration
+    ) -> Result<(Int32, [Int32: Extent]), KafkaError> {
+        let count: Int32
+        switch listTopicMetadata(rk, timeout: timeout) {
+        case .success(let topics): count = Int32(topics[topic] ?? 0)
+        case .failure(let error): return .failure(error)
+        }
+        var extents: [Int32: Extent] = [:]
+        for partition in Set(partitions(count).filter { (0..<count).contains($0) }) {
+            switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
+            case .success(let watermarks):
+                if watermarks.high > watermarks.low {
+                    extents[partition] = Extent(start: watermarks.low, end: watermarks.high)
+                }
+            case .failure(let error): return .failure(error)
             }
         }
-        if watermarks.high <= watermarks.low { return [] }
-        return try await withClient(makeClient(isolationLevel)) { client async throws(KafkaError) in
-            try await client.blocking("readPartitionToEnd") { rk in
-                readToEnd(
-                    rk, topic: topic, partition: partition, end: watermarks.high, deadline: deadline, timeout: timeout,
-                    cancelled: cancelled)
-            }
-        }
+        return .success((count, extents))
     }
-}
 
-/// Runs `body` with a client and destroys the client afterwards, whatever `body` did.
-private func withClient<T: Sendable>(
-    _ client: RDKafkaClient, _ body: (RDKafkaClient) async throws(KafkaError) -> T
-) async throws(KafkaError) -> T {
-    let result: Result<T, KafkaError>
-    do {
-        result = .success(try await body(client))
-    } catch {
-        result = .failure(error)
+    /// The blocking read; this thread is the handle's only poller.
+    ///
+    /// Each partition is assigned at the low watermark just queried rather than at `OFFSET_BEGINNING`: the same
+    /// offset (for a compacted topic, the log start), but librdkafka resolves `OFFSET_BEGINNING` with a lookup
+    /// before the first fetch, which took ~0.5 s per read on the embedded cluster. Should retention move the low
+    /// watermark in between, the fetch is out of range and `auto.offset.reset=earliest` applies.
+    private static func readToEnd(
+        _ rk: OpaquePointer, topic: String, extents: [Int32: Extent], deadline: ContinuousClock.Instant,
+        timeout: Duration, cancelled: CancellationFlag
+    ) -> Result<[ConsumerMessage], KafkaError> {
+        let list = makePartitionList(extents.keys.sorted().map { (topic, $0, extents[$0]!.start) })
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let err = rd_kafka_assign(rk, list)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            return .failure(.from(err, context: "assigning \(topic)\(extents.keys.sorted())"))
+        }
+        var messages: [ConsumerMessage] = []
+        var positions: [Int32: Int64] = [:]
+        var unfinished = Set(extents.keys)
+        while ContinuousClock.now < deadline {
+            if cancelled.isSet { return .failure(.closed("reading \(topic): cancelled")) }
+            guard let message = rd_kafka_consumer_poll(rk, 100) else { continue }
+            defer { rd_kafka_message_destroy(message) }
+            let partition = message.pointee.partition
+            switch message.pointee.err {
+            case RD_KAFKA_RESP_ERR_NO_ERROR:
+                if let end = extents[partition]?.end, message.pointee.offset < end {
+                    messages.append(ConsumerMessage(message))
+                }
+                positions[partition] = message.pointee.offset + 1
+            case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+                // The offset of an EOF is the fetch position: past skipped aborted records and commit markers. With
+                // read_committed an EOF short of the high watermark is the last stable offset: keep waiting.
+                positions[partition] = max(positions[partition] ?? 0, message.pointee.offset)
+            case let err:
+                if err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+                    || err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+                {
+                    return .failure(.from(err, context: "reading \(topic)[\(partition)]"))
+                }
+            }
+            if let end = extents[partition]?.end, (positions[partition] ?? 0) >= end { unfinished.remove(partition) }
+            if unfinished.isEmpty { return .success(messages) }
+        }
+        let late = unfinished.sorted().map { "[\($0)] to offset \(extents[$0]!.end) (reached \(positions[$0] ?? 0))" }
+        return .failure(
+            .timedOut(
+                "reading \(topic)\(late.joined(separator: ", ")); a transaction below it may still be open",
+                after: timeout))
     }
-    await client.destroy(timeout: .seconds(10), pollThread: nil)
-    return try result.get()
 }
 
 /// Set when the reading task is cancelled; the blocking read checks it between polls.
@@ -102,46 +208,4 @@ private final class CancellationFlag: Sendable {
     private let flag = Mutex(false)
     func set() { flag.withLock { $0 = true } }
     var isSet: Bool { flag.withLock { $0 } }
-}
-
-/// The blocking part of `readPartitionToEnd`; this thread is the handle's only poller.
-private func readToEnd(
-    _ rk: OpaquePointer, topic: String, partition: Int32, end: Int64, deadline: ContinuousClock.Instant,
-    timeout: Duration, cancelled: CancellationFlag
-) -> Result<[ConsumerMessage], KafkaError> {
-    let list = makePartitionList([(topic, partition, TopicPartitionOffset.beginning)])
-    defer { rd_kafka_topic_partition_list_destroy(list) }
-    let err = rd_kafka_assign(rk, list)
-    if err != RD_KAFKA_RESP_ERR_NO_ERROR {
-        return .failure(.from(err, context: "assigning \(topic)[\(partition)]"))
-    }
-    var messages: [ConsumerMessage] = []
-    var position: Int64 = 0
-    while ContinuousClock.now < deadline {
-        if cancelled.isSet { return .failure(.closed("reading \(topic)[\(partition)]: cancelled")) }
-        guard let message = rd_kafka_consumer_poll(rk, 100) else { continue }
-        defer { rd_kafka_message_destroy(message) }
-        switch message.pointee.err {
-        case RD_KAFKA_RESP_ERR_NO_ERROR:
-            if message.pointee.offset < end {
-                messages.append(ConsumerMessage(message))
-            }
-            position = message.pointee.offset + 1
-        case RD_KAFKA_RESP_ERR__PARTITION_EOF:
-            // The offset of an EOF is the fetch position: past skipped aborted records and commit markers. With
-            // read_committed an EOF short of the high watermark is the last stable offset: keep waiting.
-            position = max(position, message.pointee.offset)
-        case let err:
-            if err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
-                || err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
-            {
-                return .failure(.from(err, context: "reading \(topic)[\(partition)]"))
-            }
-        }
-        if position >= end { return .success(messages) }
-    }
-    return .failure(
-        .timedOut(
-            "reading \(topic)[\(partition)] to offset \(end) (reached \(position); a transaction below it "
-                + "may still be open)", after: timeout))
 }

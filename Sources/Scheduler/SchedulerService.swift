@@ -87,8 +87,7 @@ public final class SchedulerService: Service, Sendable {
 
     private func now() -> Date {
         if let clock = configuration.clock { return clock() }
-        let offset = configuration.clockOffset.components
-        return Date().addingTimeInterval(TimeInterval(offset.seconds) + TimeInterval(offset.attoseconds) * 1e-18)
+        return Date().addingTimeInterval(configuration.clockOffset.timeInterval)
     }
 
     public func run() async throws {
@@ -103,9 +102,7 @@ public final class SchedulerService: Service, Sendable {
         if consumerKafka.properties["queued.max.messages.kbytes"] == nil {
             consumerKafka.properties["queued.max.messages.kbytes"] = "8192"
         }
-        let sessionMillis =
-            configuration.sessionTimeout.components.seconds * 1000
-            + configuration.sessionTimeout.components.attoseconds / 1_000_000_000_000_000
+        let sessionMillis = configuration.sessionTimeout.wholeMilliseconds
         let consumer: KafkaConsumer
         do {
             consumer = try KafkaConsumer(
@@ -353,7 +350,9 @@ public final class SchedulerService: Service, Sendable {
                     do {
                         records.append(
                             ProducerRecord(
-                                topic: jobsTopic, key: Array(job.accountId.utf8), value: try encoder.encode(job)))
+                                topic: jobsTopic, key: Array(job.accountId.utf8), value: try encoder.encodeTick(
+                                    accountId: job.accountId, integration: job.integration,
+                                    scheduledAt: job.scheduledAt, sealedConfig: job.sealedConfig)))
                     } catch {
                         logger.error("job could not be encoded", metadata: ["account": "\(job.accountId)"])
                     }

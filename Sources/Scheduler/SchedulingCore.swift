@@ -392,8 +392,8 @@ public struct SchedulingCore: Sendable {
             ticks = cached
         } else {
             let expression = expressions[Int(slot.expression)]
-            let latest = Self.latestTick(expression, atOrBefore: nowSeconds)
-            let previous = latest.flatMap { Self.latestTick(expression, atOrBefore: $0 - 1) }
+            let latest = expression.latestSecond(atOrBefore: nowSeconds)
+            let previous = latest.flatMap { expression.latestSecond(atOrBefore: $0 - 1) }
             ticks = (nowSeconds, latest, previous)
             recentTicks[slot.expression] = ticks
         }
@@ -402,28 +402,9 @@ public struct SchedulingCore: Sendable {
         return ticks.previous
     }
 
-    /// The latest tick of `expression` at or before `time` (seconds since the epoch), e.g. for `enqueue` to publish
-    /// the very job (same id) a scheduler fires for that tick.
-    ///
-    /// Searches backwards with a doubling window; cron expressions only know how to go forwards.
-    public static func latestTick(_ expression: CronExpression, atOrBefore time: Int64) -> Int64? {
-        var window: Int64 = 1
-        let horizon = Int64(CronExpression.searchHorizonYears) * 366 * 86_400
-        while window <= horizon {
-            if var tick = expression.nextSecond(after: time - window), tick <= time {
-                while let next = expression.nextSecond(after: tick), next <= time { tick = next }
-                return tick
-            }
-            window *= 2
-        }
-        return nil
-    }
-
     private func due(tick: Int64, slot: Slot, expression: CronExpression? = nil) -> Int64 {
         let expression = expression ?? expressions[Int(slot.expression)]
-        let maxSpreadMillis =
-            Int64(policy.maxSpread.components.seconds) * 1000
-            + policy.maxSpread.components.attoseconds / 1_000_000_000_000_000
+        let maxSpreadMillis = policy.maxSpread.wholeMilliseconds
         let gapMillis: Int64
         if let next = expression.nextSecond(after: tick) {
             gapMillis = min((next - tick) * 1000, maxSpreadMillis)

@@ -16,40 +16,6 @@ public struct SealedConfig: Codable, Sendable, Hashable {
     }
 }
 
-/// A request to sync one account, as the scheduler publishes it to the jobs topic (key = accountId).
-///
-/// `jobId` is `"{accountId}@{scheduledAt}"`: deterministic, so two schedulers firing the same tick produce the
-/// same id and a worker recognises the repeat.
-public struct SyncJob: Codable, Sendable, Hashable {
-    public var type: String
-    public var jobId: String
-    public var accountId: String
-    public var integration: String
-    public var scheduledAt: Date
-    public var attempt: Int
-    /// A one-off re-read from this time (`accounts resync`); nil for a regular tick.
-    public var since: Date?
-    public var sealedConfig: SealedConfig
-
-    public init(
-        accountId: String, integration: String, scheduledAt: Date, attempt: Int = 1, since: Date? = nil,
-        sealedConfig: SealedConfig, jobId: String? = nil
-    ) {
-        self.type = "sync"
-        self.accountId = accountId
-        self.integration = integration
-        self.scheduledAt = scheduledAt
-        self.attempt = attempt
-        self.since = since
-        self.sealedConfig = sealedConfig
-        self.jobId = jobId ?? SyncJob.makeId(accountId: accountId, scheduledAt: scheduledAt)
-    }
-
-    public static func makeId(accountId: String, scheduledAt: Date) -> String {
-        "\(accountId)@\(WireFormat.formatDate(scheduledAt))"
-    }
-}
-
 /// One thing that happened, for the knowledge graph. `text` and `sourceURL` are the reference SDK's fields;
 /// the rest are additions that let an ingestor dedupe (`id`) and structure without parsing text.
 public struct Activity: Codable, Sendable, Hashable {

@@ -33,14 +33,17 @@ public enum WireFormat {
     /// Formats a date as RFC 3339 UTC; milliseconds appear only when non-zero.
     public static func formatDate(_ date: Date) -> String {
         let millis = (date.timeIntervalSince1970 * 1000).rounded()
-        if millis.truncatingRemainder(dividingBy: 1000) == 0 {
-            return date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: false).timeSeparator(.colon).timeZone(separator: .omitted))
-                .replacingOccurrences(of: "+0000", with: "Z")
-        }
-        return Date(timeIntervalSince1970: millis / 1000).formatted(
-            .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
+        let seconds = (millis / 1000).rounded(.down)
+        let whole = Date(timeIntervalSince1970: seconds).formatted(
+            .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: false)
                 .timeSeparator(.colon).timeZone(separator: .omitted)
         ).replacingOccurrences(of: "+0000", with: "Z")
+        let fraction = Int(millis - seconds * 1000)
+        guard fraction != 0 else { return whole }
+        // The milliseconds are written from the rounded integer: formatting the fractional `Date` itself
+        // truncates, and 04:05:00.001 (a double just below it) came out as 04:05:00.000.
+        let digits = String(fraction)
+        return whole.dropLast() + "." + String(repeating: "0", count: 3 - digits.count) + digits + "Z"
     }
 
     /// Parses RFC 3339 with or without fractional seconds, `Z` or a numeric offset.

@@ -2,6 +2,7 @@ import Crypto
 public import Foundation
 public import Logging
 public import Metrics
+public import Sealing
 public import SyncModel
 
 /// A record the worker will write, independent of the Kafka binding so the deciding code stays I/O-free.
@@ -220,11 +221,11 @@ public struct JobProcessor: Sendable {
             return result
         }
         var config: JSONValue
-        switch JobDecoder.open(job.sealedConfig, with: sealer) {
+        switch sealer.openConfig(job.sealedConfig) {
         case .failure(let poison): return deadLetter(poison, origin: origin, now: now)
         case .success(let opened): config = opened
         }
-        if let refreshed = credentials?.refreshed, case .success(let opened) = JobDecoder.open(refreshed, with: sealer) {
+        if let refreshed = credentials?.refreshed, case .success(let opened) = sealer.openConfig(refreshed) {
             config = opened
         }
         let deadline = now.addingTimeInterval(syncTimeout.seconds)

@@ -3,6 +3,7 @@ import Kafka
 public import Logging
 import Metrics
 public import ServiceLifecycle
+public import Sealing
 public import SyncModel
 import Synchronization
 

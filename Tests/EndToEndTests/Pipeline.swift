@@ -3,7 +3,7 @@ import Foundation
 import GitHubSimulator
 import Kafka
 import Logging
-import Scheduler
+import Accounts
 import Sealing
 import SyncModel
 

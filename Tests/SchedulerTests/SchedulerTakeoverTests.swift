@@ -1,3 +1,4 @@
+import Accounts
 import ActivitySyncTesting
 import Foundation
 import Kafka

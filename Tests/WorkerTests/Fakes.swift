@@ -1,4 +1,5 @@
 import Foundation
+import Sealing
 import SyncModel
 import Worker
 

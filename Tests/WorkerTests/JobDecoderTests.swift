@@ -1,4 +1,7 @@
 import Foundation
+import GitHub
+import Logging
+import Sealing
 import SyncModel
 import Testing
 import Worker
@@ -46,10 +49,6 @@ enum PoisonJobs {
             (.unknownSealingKey, key, try object { $0["sealedConfig"]!.set("keyId", "retired-key") }),
             (.unsealFailed, key, try object { $0["sealedConfig"] = try JSONValue(encoding: tampered) }),
             (.configNotObject, key, try object { $0["sealedConfig"] = try JSONValue(encoding: sealer.seal("just a string")) }),
-            (
-                .configMissingAccessToken, key,
-                try object { $0["sealedConfig"] = try JSONValue(encoding: sealer.seal(["refresh_token": "r"])) }
-            ),
         ]
     }
 }
@@ -73,7 +72,7 @@ extension JSONValue {
         #expect(decoded.jobId == job.jobId)
         #expect(decoded.sealedConfig == job.sealedConfig)
         #expect(abs(decoded.scheduledAt.timeIntervalSince(job.scheduledAt)) < 0.001)
-        let config = try JobDecoder.open(decoded.sealedConfig, with: PoisonJobs.sealer).get()
+        let config = try PoisonJobs.sealer.openConfig(decoded.sealedConfig).get()
         #expect(config["access_token"] == "tok-123")
     }
 
@@ -81,7 +80,7 @@ extension JSONValue {
         var kinds: Set<PoisonKind> = []
         for (expected, key, value) in try PoisonJobs.all() {
             let result = decoder.decode(key: key.map { Array($0.utf8) }, value: value, now: PoisonJobs.now)
-                .flatMap { JobDecoder.open($0.sealedConfig, with: PoisonJobs.sealer) }
+                .flatMap { PoisonJobs.sealer.openConfig($0.sealedConfig) }
             guard case .failure(let poison) = result else {
                 Issue.record("expected \(expected), the job was accepted")
                 continue
@@ -99,5 +98,19 @@ extension JSONValue {
         job.since = PoisonJobs.now - 3600
         let decoded = try decoder.decode(key: Array("acct-1".utf8), value: try WireFormat.encode(job)).get()
         #expect(decoded.since != nil)
+    }
+
+    @Test func aConfigWithoutATokenIsTheIntegrationsToRefuse() async throws {
+        var job = try PoisonJobs.validJob()
+        job.sealedConfig = try PoisonJobs.sealer.seal(["refresh_token": "r"])
+        #expect((try? PoisonJobs.sealer.openConfig(job.sealedConfig).get()) != nil, "the sealing is fine")
+        let github = GitHubIntegration(logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let processor = JobProcessor(
+            integrations: IntegrationRegistry([github]), sealer: PoisonJobs.sealer, topics: TopicNames(), workerId: "w")
+        let origin = JobOrigin(topic: "activity-sync.jobs", partition: 0, offset: 1, key: Array("acct-1".utf8), value: [1])
+        let result = await processor.process(job, origin: origin, state: nil)
+        #expect(result.outcome == .deadLettered)
+        #expect(result.poison?.kind == .invalidConfig)
+        #expect(result.poison?.reason.contains("access_token") == true)
     }
 }

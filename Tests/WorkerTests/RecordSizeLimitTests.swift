@@ -1,5 +1,6 @@
 import Foundation
 import MetricsTestKit
+import Sealing
 import SyncModel
 import Testing
 import Worker

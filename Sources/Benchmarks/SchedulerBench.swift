@@ -43,8 +43,11 @@ struct SchedulerBench: AsyncParsableCommand {
         print("command: \(command)")
         let child = Process()
         child.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-        child.arguments = [
-            "bench", "scheduler", "--serve-cluster", "--accounts", "\(accounts)", "--partitions", "\(partitions)",
+        // The same command path this process was started with (`activity-sync bench scheduler` or
+        // `activity-sync-bench scheduler`), in child mode.
+        let path = CommandLine.arguments.dropFirst().prefix { $0 != "scheduler" }
+        child.arguments = path + [
+            "scheduler", "--serve-cluster", "--accounts", "\(accounts)", "--partitions", "\(partitions)",
             "--topic-prefix", topicPrefix,
         ]
         let output = Pipe()

@@ -200,5 +200,5 @@ private func processCPUSeconds() -> Double {
 }
 
 private func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    duration.timeInterval
 }

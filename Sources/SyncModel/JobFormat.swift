@@ -1,7 +1,148 @@
 public import Foundation
-public import SyncModel
 
-/// Why a job went to the dead-letter topic. The raw value is the `dlq_code` header, stable for dashboards.
+// The jobs topic's record format, in one place: the job, how its id is made, how it is written (fast, byte for
+// byte what `WireFormat` writes) and how a worker reads it back (field by field, naming what is wrong).
+// Everything that publishes or consumes jobs — scheduler, `enqueue`, `accounts resync`, worker — goes through
+// this file, and `JobFormatTests` pins the bytes.
+
+/// A request to sync one account, as published to the jobs topic (key = accountId).
+///
+/// `jobId` is `"{accountId}@{scheduledAt}"` for a scheduled tick: deterministic, so two schedulers firing the same
+/// tick (or `enqueue` standing in for one) produce the same id and a worker recognises the repeat.
+public struct SyncJob: Codable, Sendable, Hashable {
+    public var type: String
+    public var jobId: String
+    public var accountId: String
+    public var integration: String
+    public var scheduledAt: Date
+    public var attempt: Int
+    /// A one-off re-read from this time (`accounts resync`); nil for a regular tick.
+    public var since: Date?
+    public var sealedConfig: SealedConfig
+
+    public init(
+        accountId: String, integration: String, scheduledAt: Date, attempt: Int = 1, since: Date? = nil,
+        sealedConfig: SealedConfig, jobId: String? = nil
+    ) {
+        self.type = "sync"
+        self.accountId = accountId
+        self.integration = integration
+        self.scheduledAt = scheduledAt
+        self.attempt = attempt
+        self.since = since
+        self.sealedConfig = sealedConfig
+        self.jobId = jobId ?? SyncJob.makeId(accountId: accountId, scheduledAt: scheduledAt)
+    }
+
+    /// The id of the job for a tick: `"{accountId}@{scheduledAt}"`, `scheduledAt` in ``WireFormat``'s format.
+    public static func makeId(accountId: String, scheduledAt: Date) -> String {
+        "\(accountId)@\(WireFormat.formatDate(scheduledAt))"
+    }
+
+    /// The job of `account`'s tick at `tick`: the very job (same id) a scheduler fires for that tick.
+    public init(account: AccountRecord, tick: Date) {
+        self.init(
+            accountId: account.accountId, integration: account.integration, scheduledAt: tick,
+            sealedConfig: account.sealedConfig)
+    }
+
+    /// A one-off job re-reading `account` from `since`, scheduled at ``resyncTime(_:)`` of `now`.
+    public init(resyncing account: AccountRecord, since: Date, now: Date = Date()) {
+        self.init(
+            accountId: account.accountId, integration: account.integration, scheduledAt: Self.resyncTime(now),
+            since: since, sealedConfig: account.sealedConfig)
+    }
+
+    /// `now` to the millisecond, never on a whole second.
+    ///
+    /// Ticks are whole seconds, so a resync's id can never equal a tick's id — which a worker would take for a
+    /// duplicate fire and skip.
+    public static func resyncTime(_ now: Date) -> Date {
+        var millis = (now.timeIntervalSince1970 * 1000).rounded(.down)
+        if millis.truncatingRemainder(dividingBy: 1000) == 0 { millis += 1 }
+        return Date(timeIntervalSince1970: millis / 1000)
+    }
+}
+
+/// Writes jobs for the jobs topic.
+///
+/// At a million accounts the scheduler writes tens of thousands of jobs a second in bursts; `JSONEncoder` is the
+/// bottleneck there, so plain jobs are written by hand — byte for byte what `SyncJob`'s `Codable` conformance
+/// writes through ``WireFormat`` (sorted keys, unescaped slashes; `JobFormatTests` checks they agree). Anything
+/// needing escapes, and resync jobs, go through ``WireFormat``.
+public struct JobEncoder: Sendable {
+    /// Jobs of one tick share their `scheduledAt`; formatting a date is the slow part, so the last one is kept.
+    private var lastDate: Date?
+    private var lastText = ""
+
+    public init() {}
+
+    /// The value bytes of the regular (not resync) job of a tick; the same as `encode(SyncJob(…))`, faster.
+    public mutating func encodeTick(
+        accountId: String, integration: String, scheduledAt: Date, sealedConfig: SealedConfig
+    ) throws -> [UInt8] {
+        let date = format(scheduledAt)
+        let job = SyncJob(
+            accountId: accountId, integration: integration, scheduledAt: scheduledAt, sealedConfig: sealedConfig,
+            jobId: "\(accountId)@\(date)")
+        return try encode(job, formattedDate: date)
+    }
+
+    /// The job's value bytes.
+    public mutating func encode(_ job: SyncJob) throws -> [UInt8] {
+        try encode(job, formattedDate: format(job.scheduledAt))
+    }
+
+    private mutating func format(_ date: Date) -> String {
+        if date != lastDate {
+            lastDate = date
+            lastText = WireFormat.formatDate(date)
+        }
+        return lastText
+    }
+
+    private func encode(_ job: SyncJob, formattedDate: String) throws -> [UInt8] {
+        guard job.since == nil,
+            [
+                job.accountId, job.integration, job.jobId, job.sealedConfig.algorithm, job.sealedConfig.ciphertext,
+                job.sealedConfig.keyId, job.type,
+            ].allSatisfy(Self.isPlain)
+        else {
+            return try WireFormat.encode(job)
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(160 + job.sealedConfig.ciphertext.utf8.count + 2 * job.accountId.utf8.count)
+        func append(_ text: String) { out.append(contentsOf: text.utf8) }
+        append("{\"accountId\":\"")
+        append(job.accountId)
+        append("\",\"attempt\":")
+        append(String(job.attempt))
+        append(",\"integration\":\"")
+        append(job.integration)
+        append("\",\"jobId\":\"")
+        append(job.jobId)
+        append("\",\"scheduledAt\":\"")
+        append(formattedDate)
+        append("\",\"sealedConfig\":{\"algorithm\":\"")
+        append(job.sealedConfig.algorithm)
+        append("\",\"ciphertext\":\"")
+        append(job.sealedConfig.ciphertext)
+        append("\",\"keyId\":\"")
+        append(job.sealedConfig.keyId)
+        append("\"},\"type\":\"")
+        append(job.type)
+        append("\"}")
+        return out
+    }
+
+    /// No byte JSON would escape: no quote, backslash or control character.
+    private static func isPlain(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+    }
+}
+
+/// Why a job went to the dead-letter topic. The raw value is the `dlq_code` header, stable for dashboards: never
+/// rename or remove a case.
 public enum PoisonKind: String, Sendable, CaseIterable, Hashable {
     case emptyValue = "empty_value"
     case tooLarge = "too_large"
@@ -20,6 +161,8 @@ public enum PoisonKind: String, Sendable, CaseIterable, Hashable {
     case unknownSealingKey = "unknown_sealing_key"
     case unsealFailed = "unseal_failed"
     case configNotObject = "config_not_object"
+    /// No longer produced: what a config must hold is the integration's business, so a GitHub config without an
+    /// `access_token` is now `invalid_config`. Kept so the code is never reused for something else.
     case configMissingAccessToken = "config_missing_access_token"
     /// The integration said the input can never be processed.
     case permanentFailure = "permanent_failure"
@@ -47,21 +190,11 @@ public struct Poison: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(kind.rawValue): \(reason)" }
 }
 
-/// Opens (and re-seals) integration configs. The worker needs only these two operations of the Sealing module,
-/// so it depends on this seam, and tests can use a fake.
-public protocol ConfigSealer: Sendable {
-    /// Whether a key with this id is loaded; a job sealed under an unknown key is a poison job, not a crash.
-    func hasKey(id: String) -> Bool
-    /// Decrypts and authenticates a sealed config. Throws when the ciphertext was tampered with.
-    func open(_ sealed: SealedConfig) throws -> JSONValue
-    /// Seals a config under the current key (for a refreshed token pair).
-    func seal(_ config: JSONValue) throws -> SealedConfig
-}
-
 /// Turns the bytes of a jobs-topic record into a `SyncJob`, or says precisely why they are poison.
 ///
 /// The checks are done field by field on the parsed JSON rather than by `Codable`, so the dead-letter reason
-/// names the field an operator must fix.
+/// names the field an operator must fix. Opening the sealed config is the sealer's part
+/// (`ConfigSealer.openConfig` in Sealing); what the config must contain is the integration's.
 public struct JobDecoder: Sendable {
     /// The integration keys this worker can run.
     public var integrations: Set<String>
@@ -117,7 +250,8 @@ public struct JobDecoder: Sendable {
         let keyText = key.map { String(decoding: $0, as: UTF8.self) }
         guard keyText == accountId else {
             let shown = keyText.map { "\"\($0.prefix(60))\"" } ?? "missing"
-            throw Poison(.keyMismatch, "the record key (\(shown)) is not the job's accountId \"\(accountId.prefix(60))\"")
+            throw Poison(
+                .keyMismatch, "the record key (\(shown)) is not the job's accountId \"\(accountId.prefix(60))\"")
         }
         let integration = try string(object, "integration")
         guard integrations.contains(integration) else {
@@ -131,7 +265,8 @@ public struct JobDecoder: Sendable {
         guard scheduledAt.timeIntervalSince(now) <= maxFutureSkew, now.timeIntervalSince(scheduledAt) <= maxAge else {
             throw Poison(
                 .scheduledAtOutOfRange,
-                "\"scheduledAt\" \(scheduledText.prefix(40)) is more than a day ahead or a year behind the worker's clock")
+                "\"scheduledAt\" \(scheduledText.prefix(40)) is more than a day ahead or a year behind the worker's clock"
+            )
         }
         guard let attemptValue = object["attempt"] else { throw Poison(.missingField, "\"attempt\" is missing") }
         guard let attempt = attemptValue.intValue else {
@@ -169,32 +304,5 @@ public struct JobDecoder: Sendable {
             throw Poison(.wrongFieldType, "\"\(prefix)\(field)\" must be a string")
         }
         return text
-    }
-
-    /// Unseals a job's config and checks it carries a token.
-    ///
-    /// - Important: the error never contains plaintext: a tampered ciphertext says so without echoing it.
-    public static func open(_ sealed: SealedConfig, with sealer: any ConfigSealer) -> Result<JSONValue, Poison> {
-        guard sealer.hasKey(id: sealed.keyId) else {
-            return .failure(
-                Poison(
-                    .unknownSealingKey,
-                    "sealed under key id \"\(sealed.keyId.prefix(40))\", which this worker does not have: "
-                        + "load that key or re-seal the account"))
-        }
-        let config: JSONValue
-        do {
-            config = try sealer.open(sealed)
-        } catch {
-            return .failure(
-                Poison(.unsealFailed, "the sealed config did not authenticate under key \"\(sealed.keyId)\" (tampered?)"))
-        }
-        guard case .object(let object) = config else {
-            return .failure(Poison(.configNotObject, "the unsealed config is not a JSON object"))
-        }
-        guard let token = object["access_token"]?.stringValue, !token.isEmpty else {
-            return .failure(Poison(.configMissingAccessToken, "the unsealed config has no access_token"))
-        }
-        return .success(config)
     }
 }

@@ -75,7 +75,7 @@ struct WorkerBench: AsyncParsableCommand {
             if case .assigned = event { break }
         }
         // Workers first; jobs once every worker owns partitions (group joins are not what we measure).
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        let executable = try Self.activitySyncExecutable()
         var children: [BenchChild] = []
         for index in 0..<workers {
             children.append(
@@ -130,7 +130,7 @@ struct WorkerBench: AsyncParsableCommand {
                 }
             }
             let elapsed = ContinuousClock.now - started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.timeInterval
             let cpu = childrenCPU(children) - cpuBefore
             let requests = simulator.requests().count - requestsBefore
             let quota = users.reduce(0) { $0 + simulator.quotaUsed(token: $1.token) } - quotaBefore
@@ -163,6 +163,19 @@ struct WorkerBench: AsyncParsableCommand {
     /// CPU seconds (user + system) of the worker processes so far, read from /proc (they are still running).
     func childrenCPU(_ children: [BenchChild]) -> Double {
         children.reduce(0) { $0 + $1.cpuSeconds() }
+    }
+
+    /// The `activity-sync` binary the workers run as: this one, or the one built beside `activity-sync-bench`.
+    static func activitySyncExecutable() throws -> String {
+        let current = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        guard current.lastPathComponent != "activity-sync" else { return current.path }
+        let sibling = current.deletingLastPathComponent().appendingPathComponent("activity-sync").path
+        guard FileManager.default.isExecutableFile(atPath: sibling) else {
+            throw ValidationError(
+                "the workers run as `activity-sync worker`, and \(sibling) does not exist: build it first "
+                    + "(`swift build -c release --product activity-sync`)")
+        }
+        return sibling
     }
 }
 

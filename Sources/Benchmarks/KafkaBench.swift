@@ -2,15 +2,7 @@ import ArgumentParser
 import Foundation
 import Kafka
 import Logging
-
-/// `activity-sync bench …`: throughput measurements (not tests).
-struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "bench",
-        abstract: "Benchmarks; each prints the command and a markdown table of what it measured.",
-        subcommands: [KafkaBenchCommand.self, GitHubBench.self, SchedulerBench.self, WorkerBench.self]
-    )
-}
+import SyncModel
 
 /// Our binding against kcat (same librdkafka, same embedded cluster), producing and consuming N records.
 struct KafkaBenchCommand: AsyncParsableCommand {
@@ -153,7 +145,7 @@ struct KafkaBenchCommand: AsyncParsableCommand {
             }
             try await group.waitForAll()
         }
-        let seconds = (ContinuousClock.now - start).seconds
+        let seconds = (ContinuousClock.now - start).timeInterval
         await producer.close()
         return Measurement(seconds: seconds, count: total)
     }
@@ -185,7 +177,7 @@ struct KafkaBenchCommand: AsyncParsableCommand {
             }
             if count >= target { break }
         }
-        let seconds = (ContinuousClock.now - start).seconds
+        let seconds = (ContinuousClock.now - start).timeInterval
         await consumer.close()
         guard bytes == target * size else {
             throw ValidationError("binding consumed \(count) records / \(bytes) bytes, expected \(target * size)")
@@ -242,7 +234,7 @@ struct KafkaBenchCommand: AsyncParsableCommand {
         let start = ContinuousClock.now
         try process.run()
         process.waitUntilExit()
-        let seconds = (ContinuousClock.now - start).seconds
+        let seconds = (ContinuousClock.now - start).timeInterval
         guard process.terminationStatus == 0 else {
             throw ValidationError("kcat \(arguments.joined(separator: " ")) exited with \(process.terminationStatus)")
         }
@@ -261,11 +253,5 @@ struct KafkaBenchCommand: AsyncParsableCommand {
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("Version ") }) else { return "" }
         return String(line.split(separator: " ").dropFirst().first ?? "")
-    }
-}
-
-extension Duration {
-    fileprivate var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

@@ -1,0 +1,21 @@
+public import ArgumentParser
+
+/// `activity-sync bench …` (or `activity-sync-bench …`): throughput measurements, kept apart from the tests and
+/// from the roles' code. Each benchmark prints the command it ran and a markdown table of what it measured.
+public struct BenchCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: abstract,
+        subcommands: benchmarks
+    )
+
+    /// What every way of running the benchmarks says about them.
+    public static let abstract = "Benchmarks; each prints the command and a markdown table of what it measured."
+
+    /// The benchmarks, as subcommands of whichever command hosts them.
+    public static let benchmarks: [any ParsableCommand.Type] = [
+        KafkaBenchCommand.self, GitHubBench.self, SchedulerBench.self, WorkerBench.self,
+    ]
+
+    public init() {}
+}
