@@ -3,25 +3,25 @@
 ///
 /// One account's syncs must not overlap: both would read the same state and write conflicting successors.
 /// The limit bounds open GitHub connections and memory. Pure and I/O-free; the caller runs what it returns.
-public struct AccountQueues<Item: Sendable>: Sendable {
-    public let concurrency: Int
+struct AccountQueues<Item: Sendable>: Sendable {
+    let concurrency: Int
     private var running: Set<String> = []
     private var waiting: [String: [Item]] = [:]
     /// Accounts that have waiting jobs and are not running, in arrival order.
     private var ready: [String] = []
     private var readyStart = 0
 
-    public init(concurrency: Int) {
+    init(concurrency: Int) {
         precondition(concurrency > 0, "concurrency must be at least 1")
         self.concurrency = concurrency
     }
 
-    public var runningCount: Int { running.count }
-    public var waitingCount: Int { waiting.values.reduce(0) { $0 + $1.count } }
-    public var isIdle: Bool { running.isEmpty && waiting.isEmpty }
+    var runningCount: Int { running.count }
+    var waitingCount: Int { waiting.values.reduce(0) { $0 + $1.count } }
+    var isIdle: Bool { running.isEmpty && waiting.isEmpty }
 
     /// Adds a job. Returns it back when it may start right away.
-    public mutating func enqueue(_ item: Item, account: String) -> Item? {
+    mutating func enqueue(_ item: Item, account: String) -> Item? {
         if running.contains(account) || waiting[account] != nil {
             waiting[account, default: []].append(item)
             return nil
@@ -36,7 +36,7 @@ public struct AccountQueues<Item: Sendable>: Sendable {
     }
 
     /// Marks the account's running job done. Returns the jobs that may start now (at most one per account).
-    public mutating func finished(account: String) -> [(account: String, item: Item)] {
+    mutating func finished(account: String) -> [(account: String, item: Item)] {
         guard running.remove(account) != nil else { return [] }
         if waiting[account] != nil { ready.append(account) }
         var started: [(String, Item)] = []
@@ -58,7 +58,7 @@ public struct AccountQueues<Item: Sendable>: Sendable {
     }
 
     /// Drops waiting jobs the predicate selects (e.g. those of revoked partitions). Running ones are the caller's.
-    public mutating func removeWaiting(where shouldRemove: (Item) -> Bool) -> [Item] {
+    mutating func removeWaiting(where shouldRemove: (Item) -> Bool) -> [Item] {
         var removed: [Item] = []
         for (account, queue) in waiting {
             let kept = queue.filter { !shouldRemove($0) }

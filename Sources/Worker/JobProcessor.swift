@@ -1,30 +1,30 @@
 import Crypto
-public import Foundation
-public import Logging
-public import Metrics
-public import Sealing
-public import SyncModel
+import Foundation
+import Logging
+import Metrics
+import Sealing
+import SyncModel
 
 /// A record the worker will write, independent of the Kafka binding so the deciding code stays I/O-free.
-public struct OutgoingRecord: Sendable, Hashable {
-    public struct Header: Sendable, Hashable {
-        public var key: String
-        public var value: [UInt8]
+struct OutgoingRecord: Sendable, Hashable {
+    struct Header: Sendable, Hashable {
+        var key: String
+        var value: [UInt8]
 
-        public init(_ key: String, _ value: String) {
+        init(_ key: String, _ value: String) {
             self.key = key
             self.value = Array(value.utf8)
         }
     }
 
-    public var topic: String
+    var topic: String
     /// Set for state records: they must land in the jobs partition's twin, whatever the partitioner does.
-    public var partition: Int32?
-    public var key: [UInt8]?
-    public var value: [UInt8]?
-    public var headers: [Header]
+    var partition: Int32?
+    var key: [UInt8]?
+    var value: [UInt8]?
+    var headers: [Header]
 
-    public init(topic: String, partition: Int32? = nil, key: String?, value: [UInt8]?, headers: [(String, String)] = []) {
+    init(topic: String, partition: Int32? = nil, key: String?, value: [UInt8]?, headers: [(String, String)] = []) {
         self.topic = topic
         self.partition = partition
         self.key = key.map { Array($0.utf8) }
@@ -34,24 +34,24 @@ public struct OutgoingRecord: Sendable, Hashable {
 
     /// What this record counts against a size limit such as `message.max.bytes`: key, value and headers, plus
     /// ``overheadAllowance`` for the record's framing (lengths, timestamp, attributes) and its batch's header.
-    public var estimatedSize: Int {
+    var estimatedSize: Int {
         (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.utf8.count + $1.value.count }
             + Self.overheadAllowance
     }
 
     /// Generous: a record's own framing is at most a few varints per header and field, a batch header 61 bytes.
-    public static let overheadAllowance = 512
+    static let overheadAllowance = 512
 }
 
 /// Where a job came from on the jobs topic.
-public struct JobOrigin: Sendable, Hashable {
-    public var topic: String
-    public var partition: Int32
-    public var offset: Int64
-    public var key: [UInt8]?
-    public var value: [UInt8]?
+struct JobOrigin: Sendable, Hashable {
+    var topic: String
+    var partition: Int32
+    var offset: Int64
+    var key: [UInt8]?
+    var value: [UInt8]?
 
-    public init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8]?) {
+    init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8]?) {
         self.topic = topic
         self.partition = partition
         self.offset = offset
@@ -61,8 +61,8 @@ public struct JobOrigin: Sendable, Hashable {
 }
 
 /// What one job produced: the records to write and how it went.
-public struct JobResult: Sendable {
-    public enum Outcome: String, Sendable, CaseIterable {
+struct JobResult: Sendable {
+    enum Outcome: String, Sendable, CaseIterable {
         case synced
         /// Stopped early (deadline, rate limit); progress saved, the rest comes with a later job.
         case partial
@@ -73,21 +73,21 @@ public struct JobResult: Sendable {
         case failed
     }
 
-    public var outcome: Outcome
+    var outcome: Outcome
     /// Activities, dead letters and status records: written first.
-    public var records: [OutgoingRecord] = []
+    var records: [OutgoingRecord] = []
     /// The new state record: written after the activities it accounts for.
-    public var stateRecords: [OutgoingRecord] = []
+    var stateRecords: [OutgoingRecord] = []
     /// The new state, for the in-memory store.
-    public var newState: StateRecord?
+    var newState: StateRecord?
     /// The account status this job observed, written only when it changed.
-    public var status: AccountStatus?
-    public var activityCount = 0
-    public var poison: Poison?
+    var status: AccountStatus?
+    var activityCount = 0
+    var poison: Poison?
     /// The job's `scheduledAt`, for scheduled→committed latency; nil for poison.
-    public var scheduledAt: Date?
+    var scheduledAt: Date?
 
-    public init(outcome: Outcome) { self.outcome = outcome }
+    init(outcome: Outcome) { self.outcome = outcome }
 }
 
 /// Runs one job against its integration and turns the outcome into records. No Kafka here.
@@ -96,31 +96,31 @@ public struct JobResult: Sendable {
 /// activity a prefix of an oversized text, and a state record that cannot fit turns the job into a dead letter.
 /// A record that cannot be produced at all is logged and counted (`activity_sync_worker_dropped_records_total`),
 /// never dropped silently.
-public struct JobProcessor: Sendable {
-    public var integrations: IntegrationRegistry
-    public var sealer: any ConfigSealer
-    public var topics: TopicNames
-    public var workerId: String
+struct JobProcessor: Sendable {
+    var integrations: IntegrationRegistry
+    var sealer: any ConfigSealer
+    var topics: TopicNames
+    var workerId: String
     /// How long a sync may take before it must return with its progress.
-    public var syncTimeout: Duration = .seconds(60)
+    var syncTimeout: Duration = .seconds(60)
     /// Attempts for an integration that throws a transient error.
-    public var maxAttempts = 3
-    public var retryDelay: Duration = .milliseconds(500)
+    var maxAttempts = 3
+    var retryDelay: Duration = .milliseconds(500)
     /// The largest record this processor returns (``OutgoingRecord/estimatedSize``); see
     /// ``WorkerConfiguration/maxRecordBytes``.
-    public var maxRecordBytes = 1_000_000
+    var maxRecordBytes = 1_000_000
     /// Told about records that had to be shortened or could not be written. Never given tokens or configs.
-    public var logger = Logger(label: "activity-sync.worker.jobs")
+    var logger = Logger(label: "activity-sync.worker.jobs")
     /// Where `activity_sync_worker_dropped_records_total` and `…_truncated_records_total` are counted; nil (the
     /// default) means the factory the process bootstrapped, looked up when counting.
-    public var metricsFactory: (any MetricsFactory)?
+    var metricsFactory: (any MetricsFactory)?
 
     /// Reasons longer than this (in UTF-8 bytes) are cut: they go into a header and a record as they are.
-    public static let maxReasonBytes = 1_000
+    static let maxReasonBytes = 1_000
     /// Keys longer than this are cut in dead letters; a real key is an account id of a few bytes.
-    public static let maxDeadLetterKeyBytes = 1_024
+    static let maxDeadLetterKeyBytes = 1_024
 
-    public init(integrations: IntegrationRegistry, sealer: any ConfigSealer, topics: TopicNames, workerId: String) {
+    init(integrations: IntegrationRegistry, sealer: any ConfigSealer, topics: TopicNames, workerId: String) {
         self.integrations = integrations
         self.sealer = sealer
         self.topics = topics
@@ -134,7 +134,7 @@ public struct JobProcessor: Sendable {
     ///
     /// The record keeps the whole original value when it fits, else its first bytes; either way
     /// `dlq_original_size` and `dlq_original_sha256` describe the whole value and `dlq_truncated` says which.
-    public func deadLetter(_ poison: Poison, origin: JobOrigin, now: Date = Date()) -> JobResult {
+    func deadLetter(_ poison: Poison, origin: JobOrigin, now: Date = Date()) -> JobResult {
         var result = JobResult(outcome: .deadLettered)
         result.poison = poison
         result.records = [deadLetterRecord(poison, origin: origin, now: now)]
@@ -197,7 +197,7 @@ public struct JobProcessor: Sendable {
     }
 
     /// Runs `job` given the account's current state.
-    public func process(_ job: SyncJob, origin: JobOrigin, state: StateRecord?, now: Date = Date()) async -> JobResult {
+    func process(_ job: SyncJob, origin: JobOrigin, state: StateRecord?, now: Date = Date()) async -> JobResult {
         var result = await run(job, origin: origin, state: state, now: now)
         if result.outcome != .deadLettered { result.scheduledAt = job.scheduledAt }
         return result
@@ -452,7 +452,7 @@ public struct JobProcessor: Sendable {
     }
 
     /// The status record to write for a changed status; its reason is cut to ``maxReasonBytes``.
-    public func statusRecord(_ status: AccountStatus) -> OutgoingRecord? {
+    func statusRecord(_ status: AccountStatus) -> OutgoingRecord? {
         var status = status
         status.reason = status.reason.map { Self.bounded($0, maxBytes: Self.maxReasonBytes) }
         do {

@@ -7,7 +7,7 @@
 ///
 /// Offsets are tracked in consumption order rather than by arithmetic, because a transactional topic has gaps
 /// (commit markers) that no job ever fills.
-public struct OffsetTracker: Sendable {
+struct OffsetTracker: Sendable {
     struct Partition: Sendable {
         /// The position a crash would resume from: the last committed offset, or the first offset consumed
         /// since assignment when nothing was committed yet.
@@ -23,28 +23,28 @@ public struct OffsetTracker: Sendable {
 
     private var partitions: [Int32: Partition] = [:]
 
-    public init() {}
+    init() {}
 
     /// Starts tracking a newly assigned partition.
-    public mutating func assign(_ partition: Int32) {
+    mutating func assign(_ partition: Int32) {
         partitions[partition] = Partition()
     }
 
     /// Stops tracking partitions that moved to another worker; their unfinished jobs are no longer ours.
-    public mutating func revoke(_ revoked: some Sequence<Int32>) {
+    mutating func revoke(_ revoked: some Sequence<Int32>) {
         for partition in revoked { partitions[partition] = nil }
     }
 
-    public var assignedPartitions: [Int32] { partitions.keys.sorted() }
+    var assignedPartitions: [Int32] { partitions.keys.sorted() }
 
-    public func isAssigned(_ partition: Int32) -> Bool { partitions[partition] != nil }
+    func isAssigned(_ partition: Int32) -> Bool { partitions[partition] != nil }
 
     /// Records that the job at `offset` was taken from the topic.
     ///
     /// - Returns: false when the offset is not new (redelivered before a seek took effect, or the partition is
     ///   not assigned); the caller must then drop the message.
     @discardableResult
-    public mutating func consumed(partition: Int32, offset: Int64) -> Bool {
+    mutating func consumed(partition: Int32, offset: Int64) -> Bool {
         guard var state = partitions[partition] else { return false }
         if let last = state.lastConsumed, offset <= last { return false }
         if state.committed == nil { state.committed = offset }
@@ -55,7 +55,7 @@ public struct OffsetTracker: Sendable {
     }
 
     /// Records that the job at `offset` is done (its output is ready to be written).
-    public mutating func finished(partition: Int32, offset: Int64) {
+    mutating func finished(partition: Int32, offset: Int64) {
         guard var state = partitions[partition] else { return }
         // Jobs finish roughly in order, so search from the oldest pending entry.
         var index = state.pendingStart
@@ -71,7 +71,7 @@ public struct OffsetTracker: Sendable {
 
     /// The offset to commit for each partition whose committable prefix moved past the committed position:
     /// the last contiguous finished offset + 1.
-    public func committable() -> [Int32: Int64] {
+    func committable() -> [Int32: Int64] {
         var result: [Int32: Int64] = [:]
         for (partition, state) in partitions {
             if let next = Self.nextCommit(state), next != state.committed { result[partition] = next }
@@ -80,7 +80,7 @@ public struct OffsetTracker: Sendable {
     }
 
     /// The committable position of one partition, or nil when nothing new finished in order.
-    public func committable(partition: Int32) -> Int64? {
+    func committable(partition: Int32) -> Int64? {
         guard let state = partitions[partition], let next = Self.nextCommit(state), next != state.committed else {
             return nil
         }
@@ -98,7 +98,7 @@ public struct OffsetTracker: Sendable {
     }
 
     /// Records a successful commit: the offsets before each position are done for good.
-    public mutating func committed(_ offsets: [Int32: Int64]) {
+    mutating func committed(_ offsets: [Int32: Int64]) {
         for (partition, position) in offsets {
             guard var state = partitions[partition] else { continue }
             while state.pendingStart < state.pending.count, state.pending[state.pendingStart].offset < position {
@@ -118,7 +118,7 @@ public struct OffsetTracker: Sendable {
     ///
     /// - Returns: the offset to seek the consumer to, or nil when nothing was consumed since assignment (the
     ///   consumer's own position is then still right).
-    public mutating func rewind(partition: Int32) -> Int64? {
+    mutating func rewind(partition: Int32) -> Int64? {
         guard var state = partitions[partition], let committed = state.committed else { return nil }
         state.pending = []
         state.pendingStart = 0
@@ -128,11 +128,11 @@ public struct OffsetTracker: Sendable {
     }
 
     /// Jobs consumed but not yet committed, per partition (in flight or waiting behind a gap).
-    public func uncommittedCount(partition: Int32) -> Int {
+    func uncommittedCount(partition: Int32) -> Int {
         partitions[partition]?.inFlight ?? 0
     }
 
 
     /// The committed (or first consumed) position of a partition.
-    public func committedPosition(partition: Int32) -> Int64? { partitions[partition]?.committed }
+    func committedPosition(partition: Int32) -> Int64? { partitions[partition]?.committed }
 }

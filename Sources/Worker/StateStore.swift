@@ -1,24 +1,24 @@
 import Foundation
-public import SyncModel
+import SyncModel
 
 /// The states of the accounts in the partitions this worker owns, restored from the state topic.
 ///
 /// The state topic is co-partitioned with the jobs topic, so owning jobs partition p means owning exactly the
 /// states in state partition p: restore it on assignment, drop it on revocation. A partition that is not
 /// restored yet has no entry, and its jobs must wait.
-public struct StateStore: Sendable {
+struct StateStore: Sendable {
     private var partitions: [Int32: [String: StateRecord]] = [:]
     /// The status last written per account, so a status record is written only when it changes.
     private var statuses: [String: AccountStatus.Status] = [:]
 
-    public init() {}
+    init() {}
 
     /// Installs a partition's states from the records read to the end of the state topic's partition.
     ///
     /// - Returns: the number of values that could not be decoded (skipped, so one bad record cannot block a
     ///   partition; the next sync of that account starts from scratch).
     @discardableResult
-    public mutating func restore(partition: Int32, records: [(key: [UInt8]?, value: [UInt8]?)]) -> Int {
+    mutating func restore(partition: Int32, records: [(key: [UInt8]?, value: [UInt8]?)]) -> Int {
         var states: [String: StateRecord] = [:]
         var undecodable = 0
         for record in records {
@@ -38,7 +38,7 @@ public struct StateStore: Sendable {
         return undecodable
     }
 
-    public mutating func drop(_ revoked: some Sequence<Int32>) {
+    mutating func drop(_ revoked: some Sequence<Int32>) {
         for partition in revoked {
             if let states = partitions.removeValue(forKey: partition) {
                 for accountId in states.keys { statuses[accountId] = nil }
@@ -46,26 +46,26 @@ public struct StateStore: Sendable {
         }
     }
 
-    public func isRestored(_ partition: Int32) -> Bool { partitions[partition] != nil }
+    func isRestored(_ partition: Int32) -> Bool { partitions[partition] != nil }
 
-    public func state(partition: Int32, accountId: String) -> StateRecord? { partitions[partition]?[accountId] }
+    func state(partition: Int32, accountId: String) -> StateRecord? { partitions[partition]?[accountId] }
 
-    public mutating func update(partition: Int32, _ record: StateRecord) {
+    mutating func update(partition: Int32, _ record: StateRecord) {
         guard partitions[partition] != nil else { return }
         partitions[partition]![record.accountId] = record
     }
 
     /// Puts an account's state back (nil: the account had none), e.g. after the job that changed it was
     /// dead-lettered and its new state never written.
-    public mutating func restore(partition: Int32, accountId: String, to record: StateRecord?) {
+    mutating func restore(partition: Int32, accountId: String, to record: StateRecord?) {
         guard partitions[partition] != nil else { return }
         partitions[partition]![accountId] = record
     }
 
-    public var accountCount: Int { partitions.values.reduce(0) { $0 + $1.count } }
+    var accountCount: Int { partitions.values.reduce(0) { $0 + $1.count } }
 
     /// Whether `status` differs from the last one written for the account; records it as written if so.
-    public mutating func statusChanged(accountId: String, to status: AccountStatus.Status) -> Bool {
+    mutating func statusChanged(accountId: String, to status: AccountStatus.Status) -> Bool {
         if statuses[accountId] == status { return false }
         statuses[accountId] = status
         return true
@@ -78,14 +78,14 @@ public struct StateStore: Sendable {
 /// the same `jobId`) was already run: two schedulers fired the same tick, or the job was re-consumed after a
 /// crash before its offset was committed. A resync job (`since` set) is an explicit request and always runs;
 /// it does not move the marker, so it never hides a regular tick either.
-public enum DuplicateFire {
-    public static func isDuplicate(_ job: SyncJob, lastJob: JobMarker?) -> Bool {
+enum DuplicateFire {
+    static func isDuplicate(_ job: SyncJob, lastJob: JobMarker?) -> Bool {
         guard job.since == nil, let lastJob else { return false }
         return job.jobId == lastJob.jobId || job.scheduledAt <= lastJob.scheduledAt
     }
 
     /// The marker after running `job`.
-    public static func marker(after job: SyncJob, previous: JobMarker?) -> JobMarker? {
+    static func marker(after job: SyncJob, previous: JobMarker?) -> JobMarker? {
         if job.since != nil { return previous }
         return JobMarker(jobId: job.jobId, scheduledAt: job.scheduledAt)
     }

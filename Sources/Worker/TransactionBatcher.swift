@@ -1,5 +1,5 @@
-public import Foundation
-public import SyncModel
+import Foundation
+import SyncModel
 
 /// Decides when finished jobs are written and their offsets committed, like Kafka Streams' commit interval.
 ///
@@ -9,43 +9,43 @@ public import SyncModel
 /// commit never re-runs a job whose output was written, and one before it re-runs only jobs whose output was
 /// not. Pure and I/O-free: it lives inside ``WorkerStateMachine``, behind the worker's one lock; callers report
 /// events and perform the returned ``Action``.
-public struct TransactionBatcher: Sendable {
-    public struct Configuration: Sendable {
+struct TransactionBatcher: Sendable {
+    struct Configuration: Sendable {
         /// A batch is committed at the latest this long after its first job finished.
-        public var commitInterval: Duration = .milliseconds(100)
+        var commitInterval: Duration = .milliseconds(100)
         /// A batch is committed as soon as this many jobs finished.
-        public var maxJobs = 500
+        var maxJobs = 500
         /// Attempts of one batch (a new transaction each) that failed for the cluster's sake (not a rebalance,
         /// not a rejected record) before the worker gives up and stops.
-        public var maxAttempts = 8
+        var maxAttempts = 8
 
-        public init() {}
+        init() {}
     }
 
     /// One transaction's worth of output.
-    public struct Batch: Sendable {
-        public var id: Int
+    struct Batch: Sendable {
+        var id: Int
         /// Activities, dead letters, status records, in job order: written first.
-        public var records: [OutgoingRecord]
+        var records: [OutgoingRecord]
         /// State records, written after the records they account for.
-        public var stateRecords: [OutgoingRecord]
+        var stateRecords: [OutgoingRecord]
         /// Jobs-topic partition → next offset to commit.
-        public var offsets: [Int32: Int64]
-        public var jobCount: Int
+        var offsets: [Int32: Int64]
+        var jobCount: Int
         /// 1 for the first try; a retry after an abort re-sends the same output.
-        public var attempt: Int
+        var attempt: Int
         /// The assignment the batch was built in. Its offsets may be committed only with that assignment's group
         /// metadata: committed under a later generation, they would move offsets behind the new owner's back.
-        public var generation: Int
+        var generation: Int
         /// When the jobs in this batch finished.
-        public var finishedAt: [Date]
+        var finishedAt: [Date]
         /// When the jobs that ran were scheduled, for scheduled→committed latency.
-        public var scheduledAt: [Date]
+        var scheduledAt: [Date]
         /// The finished jobs behind this batch by partition, to give them back if the batch is abandoned.
         var parts: [Int32: [Finished]] = [:]
     }
 
-    public enum Action: Sendable {
+    enum Action: Sendable {
         case none
         case commit(Batch)
         /// The worker cannot continue (fenced, or a batch failed `maxAttempts` times); stop without committing.
@@ -53,7 +53,7 @@ public struct TransactionBatcher: Sendable {
     }
 
     /// How writing a batch failed, as the writer saw it after settling the transaction.
-    public enum CommitFailure: Sendable, CustomStringConvertible {
+    enum CommitFailure: Sendable, CustomStringConvertible {
         /// The transaction was aborted (or, at least once, the records or offsets were not all confirmed): nothing
         /// of the batch counts, and the same output may be written again.
         /// - `rebalancing`: the group is rebalancing; the next assignment settles what is still ours.
@@ -63,7 +63,7 @@ public struct TransactionBatcher: Sendable {
         /// The producer was fenced or broke for good: stop, never retry.
         case fatal(WorkerError)
 
-        public var description: String {
+        var description: String {
             switch self {
             case .aborted(let reason, _, _): reason
             case .fatal(let error): "\(error)"
@@ -84,17 +84,17 @@ public struct TransactionBatcher: Sendable {
     }
 
     /// An account's state before a job ran: what the in-memory store goes back to if the job's output is refused.
-    public struct StateBefore: Sendable {
-        public var accountId: String
-        public var state: StateRecord?
+    struct StateBefore: Sendable {
+        var accountId: String
+        var state: StateRecord?
 
-        public init(accountId: String, state: StateRecord?) {
+        init(accountId: String, state: StateRecord?) {
             self.accountId = accountId
             self.state = state
         }
     }
 
-    public let configuration: Configuration
+    let configuration: Configuration
     /// Builds the dead letter that replaces a job whose output the cluster refused.
     private let deadLetter: @Sendable (JobOrigin?, _ partition: Int32, _ offset: Int64, _ reason: String) -> JobResult
     private var tracker = OffsetTracker()
@@ -118,7 +118,7 @@ public struct TransactionBatcher: Sendable {
     /// States to put back in the store: those of jobs whose output was replaced by a dead letter.
     private var statesToRestore: [(partition: Int32, before: StateBefore)] = []
 
-    public init(
+    init(
         configuration: Configuration = Configuration(),
         deadLetter: @escaping @Sendable (JobOrigin?, Int32, Int64, String) -> JobResult = { _, _, _, _ in
             JobResult(outcome: .deadLettered)
@@ -129,7 +129,7 @@ public struct TransactionBatcher: Sendable {
     }
 
     /// Starts tracking newly assigned partitions, in assignment `generation`.
-    public mutating func assign(_ partitions: [Int32], generation: Int = 0) {
+    mutating func assign(_ partitions: [Int32], generation: Int = 0) {
         self.generation = generation
         for partition in partitions {
             tracker.assign(partition)
@@ -138,7 +138,7 @@ public struct TransactionBatcher: Sendable {
     }
 
     /// Forgets revoked partitions: their uncommitted jobs belong to the next owner now.
-    public mutating func revoke(_ partitions: [Int32]) {
+    mutating func revoke(_ partitions: [Int32]) {
         if let batch = inFlight {
             revokedFromInFlight.formUnion(partitions.filter { batch.offsets[$0] != nil })
         }
@@ -149,7 +149,7 @@ public struct TransactionBatcher: Sendable {
     /// Drops the uncommitted output of partitions being handed over, which stay assigned until the hand-over
     /// completes: after an abort mid-revocation their jobs belong to the next owner, and nothing of them may be
     /// committed any more. The in-flight batch, if it holds them, can then only be abandoned.
-    public mutating func discard(_ partitions: [Int32]) {
+    mutating func discard(_ partitions: [Int32]) {
         if let batch = inFlight {
             revokedFromInFlight.formUnion(partitions.filter { batch.offsets[$0] != nil })
         }
@@ -160,12 +160,12 @@ public struct TransactionBatcher: Sendable {
     }
 
     /// Records a consumed job; false means drop the message (redelivered, or its partition is not ours).
-    public mutating func consumed(partition: Int32, offset: Int64) -> Bool {
+    mutating func consumed(partition: Int32, offset: Int64) -> Bool {
         tracker.consumed(partition: partition, offset: offset)
     }
 
     /// Records a finished job with its output.
-    public mutating func finished(
+    mutating func finished(
         partition: Int32, offset: Int64, result: JobResult, origin: JobOrigin? = nil, before: StateBefore? = nil,
         now: Date = Date()
     ) -> Action {
@@ -180,16 +180,16 @@ public struct TransactionBatcher: Sendable {
     }
 
     /// Called periodically: commits when the oldest waiting output is older than the commit interval.
-    public mutating func tick(now: Date = Date()) -> Action {
+    mutating func tick(now: Date = Date()) -> Action {
         guard let oldest = oldestWaiting, now.timeIntervalSince(oldest) >= configuration.commitInterval.seconds
         else { return .none }
         return nextBatch()
     }
 
     /// Commits whatever is committable now (before a revocation or shutdown).
-    public mutating func flush() -> Action { nextBatch() }
+    mutating func flush() -> Action { nextBatch() }
 
-    public mutating func commitSucceeded(batchId: Int, now: Date = Date()) -> Action {
+    mutating func commitSucceeded(batchId: Int, now: Date = Date()) -> Action {
         guard let batch = inFlight, batch.id == batchId else { return .none }
         inFlight = nil
         revokedFromInFlight = []
@@ -214,7 +214,7 @@ public struct TransactionBatcher: Sendable {
     /// - A refused record splits the batch into one-job batches; a one-job batch whose output is refused has it
     ///   replaced by a dead letter, so one bad job can never stop the worker.
     /// - Fatal stops the worker.
-    public mutating func commitFailed(batchId: Int, failure: CommitFailure, now: Date = Date()) -> Action {
+    mutating func commitFailed(batchId: Int, failure: CommitFailure, now: Date = Date()) -> Action {
         guard var batch = inFlight, batch.id == batchId else { return .none }
         aborts += 1
         switch failure {
@@ -278,7 +278,7 @@ public struct TransactionBatcher: Sendable {
 
     /// Whether this batch may still be written: it is the one in flight, of the current assignment, and none of
     /// its partitions was revoked.
-    public func isValid(batchId: Int) -> Bool {
+    func isValid(batchId: Int) -> Bool {
         guard let batch = inFlight, batch.id == batchId else { return false }
         return revokedFromInFlight.isEmpty && batch.generation == generation
     }
@@ -286,7 +286,7 @@ public struct TransactionBatcher: Sendable {
     /// Drops an invalidated batch without writing it. The jobs of its revoked partitions are re-consumed by
     /// their next owner; those of partitions still ours go back to waiting and are committed in the next batch
     /// (their offsets are still uncommitted, so dropping their output would commit the offsets without it).
-    public mutating func abandon(batchId: Int, now: Date = Date()) -> Action {
+    mutating func abandon(batchId: Int, now: Date = Date()) -> Action {
         guard let batch = inFlight, batch.id == batchId else { return .none }
         var kept = batch
         kept.parts = batch.parts.filter { !revokedFromInFlight.contains($0.key) }
@@ -306,36 +306,36 @@ public struct TransactionBatcher: Sendable {
     }
 
     /// The states of dead-lettered jobs to put back in the store, once: their new state was never written.
-    public mutating func takeStatesToRestore() -> [(partition: Int32, before: StateBefore)] {
+    mutating func takeStatesToRestore() -> [(partition: Int32, before: StateBefore)] {
         defer { statesToRestore = [] }
         return statesToRestore
     }
 
-    public var counts: (commits: Int, aborts: Int) { (commits, aborts) }
+    var counts: (commits: Int, aborts: Int) { (commits, aborts) }
 
     /// Whether the in-flight batch holds any of these partitions.
-    public func inFlightHolds(partitions: [Int32]) -> Bool {
+    func inFlightHolds(partitions: [Int32]) -> Bool {
         guard let batch = inFlight else { return false }
         return partitions.contains { batch.offsets[$0] != nil }
     }
 
     /// Whether finished jobs of these partitions are not committed yet (waiting, or in the batch in flight).
-    public func hasUncommitted(partitions: [Int32]) -> Bool {
+    func hasUncommitted(partitions: [Int32]) -> Bool {
         if inFlightHolds(partitions: partitions) { return true }
         return partitions.contains { !(waiting[$0]?.isEmpty ?? true) }
     }
 
     /// Whether a commit is pending or possible for these partitions (used to drain them before a handover).
-    public func hasCommittable(partitions: [Int32]) -> Bool {
+    func hasCommittable(partitions: [Int32]) -> Bool {
         if inFlightHolds(partitions: partitions) { return true }
         return partitions.contains { tracker.committable(partition: $0) != nil }
     }
 
-    public var assignedPartitions: [Int32] { tracker.assignedPartitions }
+    var assignedPartitions: [Int32] { tracker.assignedPartitions }
 
-    public func committedPosition(partition: Int32) -> Int64? { tracker.committedPosition(partition: partition) }
+    func committedPosition(partition: Int32) -> Int64? { tracker.committedPosition(partition: partition) }
 
-    public func isAssigned(_ partition: Int32) -> Bool { tracker.isAssigned(partition) }
+    func isAssigned(_ partition: Int32) -> Bool { tracker.isAssigned(partition) }
 
     private mutating func nextBatch() -> Action {
         if let stopped { return .stop(stopped) }

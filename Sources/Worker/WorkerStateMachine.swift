@@ -1,5 +1,5 @@
-public import Foundation
-public import SyncModel
+import Foundation
+import SyncModel
 
 /// Everything a worker decides, in one place: its lifecycle, which partitions it owns and in which assignment,
 /// the jobs waiting and running per account, the restored states, and the output waiting to be committed.
@@ -9,15 +9,15 @@ public import SyncModel
 /// performs the ``Action`` it gets back. Keeping it in one value is what makes the hand-over rules checkable:
 /// a partition is released only when no batch holding it is in flight, a batch carries the assignment it was
 /// built in, and a job's output counts only if its partition is still owned in the assignment it started in.
-public struct WorkerStateMachine: Sendable {
+struct WorkerStateMachine: Sendable {
     /// A job waiting for its account's turn, with the assignment it was consumed in.
-    public struct QueuedJob: Sendable {
-        public var job: SyncJob
-        public var origin: JobOrigin
-        public var generation: Int
+    struct QueuedJob: Sendable {
+        var job: SyncJob
+        var origin: JobOrigin
+        var generation: Int
     }
 
-    public enum Lifecycle: Sendable, Equatable {
+    enum Lifecycle: Sendable, Equatable {
         /// Consuming and running jobs.
         case running
         /// Shutting down: no new jobs start; running ones finish and are committed.
@@ -26,7 +26,7 @@ public struct WorkerStateMachine: Sendable {
         case stopped
     }
 
-    public enum Ownership: Sendable, Equatable {
+    enum Ownership: Sendable, Equatable {
         /// Assigned; its state is being read. The service asks for no event until the restore finished, so no
         /// message of the partition reaches ``accept(_:origin:)`` meanwhile.
         case restoring
@@ -43,7 +43,7 @@ public struct WorkerStateMachine: Sendable {
     }
 
     /// What the caller does next.
-    public enum Action: Sendable {
+    enum Action: Sendable {
         case none
         /// Start these jobs (each of a different account).
         case start([QueuedJob])
@@ -54,17 +54,17 @@ public struct WorkerStateMachine: Sendable {
         case stop(WorkerError)
     }
 
-    public private(set) var lifecycle: Lifecycle = .running
+    private(set) var lifecycle: Lifecycle = .running
     private var partitions: [Int32: Partition] = [:]
     private var generation = 0
     private var queues: AccountQueues<QueuedJob>
     private var store = StateStore()
     private var batcher: TransactionBatcher
     /// Jobs consumed and not yet finished (waiting or running), to bound memory.
-    public private(set) var buffered = 0
-    public private(set) var fatal: WorkerError?
+    private(set) var buffered = 0
+    private(set) var fatal: WorkerError?
 
-    public init(concurrency: Int, batcher: TransactionBatcher) {
+    init(concurrency: Int, batcher: TransactionBatcher) {
         self.queues = AccountQueues(concurrency: max(1, concurrency))
         self.batcher = batcher
     }
@@ -72,7 +72,7 @@ public struct WorkerStateMachine: Sendable {
     // MARK: - Assignment
 
     /// New partitions: they restore first. Returns the assignment's generation.
-    public mutating func assigned(_ assigned: [Int32]) -> Int {
+    mutating func assigned(_ assigned: [Int32]) -> Int {
         generation += 1
         for partition in assigned { partitions[partition] = Partition(generation: generation, ownership: .restoring) }
         batcher.assign(assigned, generation: generation)
@@ -82,7 +82,7 @@ public struct WorkerStateMachine: Sendable {
     /// A partition's state was read to the end: its jobs may run.
     ///
     /// - Returns: the number of state values that could not be decoded.
-    public mutating func restored(
+    mutating func restored(
         partition: Int32, generation: Int, records: [(key: [UInt8]?, value: [UInt8]?)]
     ) -> Int {
         guard var entry = partitions[partition], entry.generation == generation, entry.ownership == .restoring else {
@@ -94,14 +94,14 @@ public struct WorkerStateMachine: Sendable {
         return undecodable
     }
 
-    public var ownedPartitions: [Int32] { partitions.filter { $0.value.ownership == .owned }.keys.sorted() }
-    public var assignedCount: Int { partitions.count }
-    public func ownership(_ partition: Int32) -> Ownership? { partitions[partition]?.ownership }
+    var ownedPartitions: [Int32] { partitions.filter { $0.value.ownership == .owned }.keys.sorted() }
+    var assignedCount: Int { partitions.count }
+    func ownership(_ partition: Int32) -> Ownership? { partitions[partition]?.ownership }
 
     /// Starts handing partitions over: waiting jobs of them are dropped (the next owner re-consumes them from
     /// the committed offset). A lost partition is already someone else's: its running jobs stop counting at once
     /// and nothing of it may be committed. Returns how many waiting jobs were dropped.
-    public mutating func beginRevocation(_ revoked: [Int32], lost: Bool) -> Int {
+    mutating func beginRevocation(_ revoked: [Int32], lost: Bool) -> Int {
         let set = Set(revoked)
         let removed = queues.removeWaiting { set.contains($0.origin.partition) }
         buffered -= removed.count
@@ -114,22 +114,22 @@ public struct WorkerStateMachine: Sendable {
     }
 
     /// Whether jobs of these partitions are still running.
-    public func isRunning(_ revoked: [Int32]) -> Bool {
+    func isRunning(_ revoked: [Int32]) -> Bool {
         revoked.contains { (partitions[$0]?.running ?? 0) > 0 }
     }
 
     /// Whether output of these partitions is waiting to be committed, or in a batch being written.
-    public func hasCommittable(_ revoked: [Int32]) -> Bool { batcher.hasCommittable(partitions: revoked) }
+    func hasCommittable(_ revoked: [Int32]) -> Bool { batcher.hasCommittable(partitions: revoked) }
 
     /// Whether a batch holding one of these partitions is being written right now. A partition is never handed
     /// over while this is true: the new owner would restore state and offsets that this transaction may still
     /// change.
-    public func isWriting(_ revoked: [Int32]) -> Bool { batcher.inFlightHolds(partitions: revoked) }
+    func isWriting(_ revoked: [Int32]) -> Bool { batcher.inFlightHolds(partitions: revoked) }
 
     /// The hand-over: the partitions' states and uncommitted output are forgotten; a job of them still running
     /// (past the revocation deadline) finishes into nothing. A batch in flight that holds them is abandoned when
     /// it returns.
-    public mutating func finishRevocation(_ revoked: [Int32]) {
+    mutating func finishRevocation(_ revoked: [Int32]) {
         for partition in revoked { partitions[partition] = nil }
         batcher.revoke(revoked)
         store.drop(revoked)
@@ -138,13 +138,13 @@ public struct WorkerStateMachine: Sendable {
     // MARK: - Jobs
 
     /// Records a consumed message; false means drop it (redelivered, or its partition is not ours).
-    public mutating func consumed(partition: Int32, offset: Int64) -> Bool {
+    mutating func consumed(partition: Int32, offset: Int64) -> Bool {
         guard let entry = partitions[partition], entry.ownership != .revoking else { return false }
         return batcher.consumed(partition: partition, offset: offset)
     }
 
     /// A decoded job: queued behind its account's running job, or started now.
-    public mutating func accept(_ job: SyncJob, origin: JobOrigin) -> Action {
+    mutating func accept(_ job: SyncJob, origin: JobOrigin) -> Action {
         guard lifecycle == .running, let entry = partitions[origin.partition], entry.ownership != .revoking else {
             return .none
         }
@@ -156,12 +156,12 @@ public struct WorkerStateMachine: Sendable {
     }
 
     /// A job that is poison: its dead letter is its output.
-    public mutating func poison(origin: JobOrigin, result: JobResult) -> Action {
+    mutating func poison(origin: JobOrigin, result: JobResult) -> Action {
         action(batcher.finished(partition: origin.partition, offset: origin.offset, result: result, origin: origin))
     }
 
     /// The state a job starts from.
-    public func state(for queued: QueuedJob) -> StateRecord? {
+    func state(for queued: QueuedJob) -> StateRecord? {
         store.state(partition: queued.origin.partition, accountId: queued.job.accountId)
     }
 
@@ -170,7 +170,7 @@ public struct WorkerStateMachine: Sendable {
     /// - Parameter statusRecord: the record to write if the account's status changed (the caller builds it; the
     ///   machine decides whether it is written).
     /// - Returns: the jobs that may start now and what to commit.
-    public mutating func finished(
+    mutating func finished(
         _ queued: QueuedJob, result: JobResult, statusRecord: OutgoingRecord?, now: Date = Date()
     ) -> (start: [QueuedJob], commit: Action) {
         let partition = queued.origin.partition
@@ -200,27 +200,27 @@ public struct WorkerStateMachine: Sendable {
 
     // MARK: - Committing
 
-    public mutating func tick(now: Date = Date()) -> Action { action(batcher.tick(now: now)) }
+    mutating func tick(now: Date = Date()) -> Action { action(batcher.tick(now: now)) }
 
-    public mutating func flush() -> Action { action(batcher.flush()) }
+    mutating func flush() -> Action { action(batcher.flush()) }
 
     /// Whether this batch may be written now: in flight, of the current assignment, none of its partitions
     /// handed over.
-    public func mayWrite(_ batch: TransactionBatcher.Batch) -> Bool {
+    func mayWrite(_ batch: TransactionBatcher.Batch) -> Bool {
         batcher.isValid(batchId: batch.id) && batch.offsets.keys.allSatisfy { partitions[$0] != nil }
     }
 
-    public mutating func abandon(_ batch: TransactionBatcher.Batch) -> Action {
+    mutating func abandon(_ batch: TransactionBatcher.Batch) -> Action {
         action(batcher.abandon(batchId: batch.id))
     }
 
-    public mutating func commitSucceeded(_ batch: TransactionBatcher.Batch, now: Date = Date()) -> Action {
+    mutating func commitSucceeded(_ batch: TransactionBatcher.Batch, now: Date = Date()) -> Action {
         action(batcher.commitSucceeded(batchId: batch.id, now: now))
     }
 
     /// A write failed. While a partition of the batch is being handed over, an abort is final for it: the
     /// group is moving to a new generation, so retrying could only commit behind the next owner's back.
-    public mutating func commitFailed(
+    mutating func commitFailed(
         _ batch: TransactionBatcher.Batch, failure: TransactionBatcher.CommitFailure, now: Date = Date()
     ) -> Action {
         if case .aborted = failure,
@@ -238,25 +238,25 @@ public struct WorkerStateMachine: Sendable {
         return next
     }
 
-    public var counts: (commits: Int, aborts: Int) { batcher.counts }
-    public var deadLetteredOutputs: Int { batcher.deadLettered }
-    public var assignedPartitions: [Int32] { batcher.assignedPartitions }
-    public func committedPosition(partition: Int32) -> Int64? { batcher.committedPosition(partition: partition) }
+    var counts: (commits: Int, aborts: Int) { batcher.counts }
+    var deadLetteredOutputs: Int { batcher.deadLettered }
+    var assignedPartitions: [Int32] { batcher.assignedPartitions }
+    func committedPosition(partition: Int32) -> Int64? { batcher.committedPosition(partition: partition) }
 
     // MARK: - Lifecycle
 
     /// Stop taking jobs: waiting ones are dropped (re-consumed by the next owner), running ones finish.
-    public mutating func beginDrain() {
+    mutating func beginDrain() {
         guard lifecycle == .running else { return }
         lifecycle = .draining
         let removed = queues.removeWaiting { _ in true }
         buffered -= removed.count
     }
 
-    public var isRunningAnything: Bool { partitions.values.contains { $0.running > 0 } }
+    var isRunningAnything: Bool { partitions.values.contains { $0.running > 0 } }
 
     /// The worker cannot go on; the first reason wins.
-    public mutating func stop(_ error: WorkerError?) {
+    mutating func stop(_ error: WorkerError?) {
         if fatal == nil { fatal = error }
         lifecycle = .stopped
         let removed = queues.removeWaiting { _ in true }

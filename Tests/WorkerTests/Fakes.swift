@@ -1,7 +1,7 @@
 import Foundation
 import Sealing
 import SyncModel
-import Worker
+@testable import Worker
 
 /// A stand-in for the Sealing module: reversible, authenticates with a checksum so tampering is detected.
 struct FakeSealer: ConfigSealer {

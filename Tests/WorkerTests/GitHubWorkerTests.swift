@@ -6,7 +6,7 @@ import Logging
 import Sealing
 import SyncModel
 import Testing
-import Worker
+@testable import Worker
 
 /// The real GitHub integration against the simulator, through a worker on the embedded cluster.
 @Suite(.serialized) struct GitHubWorkerTests {

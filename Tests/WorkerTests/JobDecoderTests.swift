@@ -4,7 +4,7 @@ import Logging
 import Sealing
 import SyncModel
 import Testing
-import Worker
+@testable import Worker
 
 /// Poison jobs, one per kind, shared with the Kafka-backed test that sends them through a worker.
 enum PoisonJobs {

@@ -1,7 +1,7 @@
 import Foundation
 import SyncModel
 import Testing
-import Worker
+@testable import Worker
 
 @Suite struct JobProcessorTests {
     let integration = FakeIntegration()

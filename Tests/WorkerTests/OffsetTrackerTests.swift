@@ -1,5 +1,5 @@
 import Testing
-import Worker
+@testable import Worker
 
 @Suite struct OffsetTrackerTests {
     @Test func commitsOnlyTheContiguousPrefixOfFinishedJobs() {

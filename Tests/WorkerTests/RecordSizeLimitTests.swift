@@ -3,7 +3,7 @@ import MetricsTestKit
 import Sealing
 import SyncModel
 import Testing
-import Worker
+@testable import Worker
 
 /// Nothing on input may stop a worker: every record a job produces fits in a Kafka message, and what cannot be
 /// written is said, not dropped. A record above `message.max.bytes` fails its transaction on every retry.

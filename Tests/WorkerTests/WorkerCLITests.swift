@@ -7,7 +7,7 @@ import GitHubSimulator
 import Sealing
 import SyncModel
 import Testing
-import Worker
+@testable import Worker
 
 /// The `worker` and `tail` commands as operators and the end-to-end tests run them: child processes of the
 /// built binary on a cluster and simulator owned by the test.

@@ -4,7 +4,7 @@ import Kafka
 import Logging
 import SyncModel
 import Testing
-import Worker
+@testable import Worker
 
 /// An integration whose output depends only on the state it is given: the k-th sync of an account emits
 /// `fake:{account}:{k}`. So the set of ids on the activities topic tells whether state was threaded correctly
