@@ -157,7 +157,8 @@ final class TimedLogs: Sendable {
         let harness = try WorkerHarness()
         let accounts = (1...8).map { "acct-\($0)" }
         var configuration = harness.configuration(delivery: .exactlyOnce, id: "a")
-        configuration.revocationDeadline = .milliseconds(300)
+        // Long enough for the running jobs (1.5 s) to finish, far shorter than the slow commit (8 s).
+        configuration.revocationDeadline = .seconds(3)
         configuration.transactionTimeout = .seconds(15)
         let commits = Mutex<[ContinuousClock.Instant]>([])
         configuration.onCommit = { _ in commits.withLock { $0.append(.now) } }
