@@ -35,7 +35,7 @@ struct SyncRun {
         self.started = started
         // Stored as `{thread}:{updated_at}`; states written before that hold whole ids (and event ids, which
         // `eventIds` replaces).
-        let notificationPrefix = "github:notification:"
+        let notificationPrefix = Self.notificationIdPrefix
         let keys = state.recentIds.compactMap { id -> String? in
             if id.hasPrefix(notificationPrefix) { return String(id.dropFirst(notificationPrefix.count)) }
             return id.hasPrefix("github:") ? nil : id
@@ -192,7 +192,7 @@ struct SyncRun {
                     "notification with an unreadable updated_at skipped", metadata: ["thread": "\(thread.id)"])
                 continue
             }
-            let id = "github:notification:\(thread.id):\(thread.updated_at)"
+            let id = Self.notificationId(thread: thread.id, updatedAt: thread.updated_at)
             let isConversation =
                 ActivityText.isPullRequest(subjectType: thread.subject.type) != nil
                 || thread.subject.type == "Discussion"
@@ -232,56 +232,93 @@ struct SyncRun {
             if let stop { halt = Stop(stop) }
         }
 
+        // Stuck subjects are counted per thread, across its versions: GitHub re-bumps a thread on new activity, and
+        // a subject that keeps failing must still be given up even when every sync lists a newer version.
+        var prior: [String: GitHubState.StuckItem] = [:]
+        for (key, record) in state.stuck {
+            // States written before hold `{thread}:{updated_at}` keys.
+            let thread = String(key.prefix { $0 != ":" })
+            if let existing = prior[thread] {
+                prior[thread] = .init(
+                    since: min(existing.since, record.since), failures: max(existing.failures, record.failures),
+                    superseded: existing.superseded + record.superseded)
+            } else {
+                prior[thread] = record
+            }
+        }
+        var byThread: [String: [PendingNotification]] = [:]
+        for item in pending { byThread[item.thread.id, default: []].append(item) }
         var failures = 0
         var stuck: [String: GitHubState.StuckItem] = [:]
-        for item in pending {
-            let result =
+        for (threadId, items) in byThread.sorted(by: { $0.key < $1.key }) {
+            let versions = items.sorted { $0.updatedAt < $1.updatedAt }
+            let verdicts = versions.map { item -> ItemResult in
                 item.thread.subject.type == "Discussion"
-                ? discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
-                : activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
-            switch result {
-            case .emit(let activity):
-                emit(activity)
-                processedMax = later(processedMax, item.updatedAt)
-            case .skip:
-                processedMax = later(processedMax, item.updatedAt)
-            case .retry(let failed):
-                let prior = state.stuck[item.id]
-                guard failed else {
-                    // Not attempted (the sync stopped): no verdict on this subject yet.
-                    if let prior { stuck[item.id] = prior }
-                    failedMin = earlier(failedMin, item.updatedAt)
-                    continue
-                }
-                let record = GitHubState.StuckItem(since: prior?.since ?? now, failures: (prior?.failures ?? 0) + 1)
-                if record.failures >= configuration.stuckSubjectSyncs
-                    || now.timeIntervalSince(record.since) >= seconds(configuration.stuckSubjectAge),
-                    let fallback = activityFromNotificationAlone(item)
-                {
-                    logger.warning(
-                        "subject kept failing; emitted the notification with what it says itself",
-                        metadata: [
-                            "thread": "\(item.thread.id)", "failures": "\(record.failures)",
-                            "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
-                        ])
-                    state.gaps.append(
-                        .init(from: item.updatedAt, to: item.updatedAt, source: "subject:\(item.thread.id)"))
-                    emit(fallback)
+                    ? discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
+                    : activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
+            }
+            let record = prior.removeValue(forKey: threadId)
+            let failedNow = verdicts.contains { if case .retry(failed: true) = $0 { true } else { false } }
+            let count = (record?.failures ?? 0) + (failedNow ? 1 : 0)
+            let since = record?.since ?? now
+            let givingUp =
+                failedNow
+                && (count >= configuration.stuckSubjectSyncs
+                    || now.timeIntervalSince(since) >= seconds(configuration.stuckSubjectAge))
+            // Versions that failed before and are not listed any more: GitHub moved the thread on.
+            let listed = Set(versions.map(\.thread.updated_at))
+            var kept = (record?.superseded ?? []).filter { !listed.contains($0.updatedAt) }
+            var waiting = false
+            for (item, result) in zip(versions, verdicts) {
+                switch result {
+                case .emit(let activity):
+                    emit(activity)
                     processedMax = later(processedMax, item.updatedAt)
-                } else {
-                    stuck[item.id] = record
-                    failures += 1
-                    failedMin = earlier(failedMin, item.updatedAt)
+                case .skip:
+                    processedMax = later(processedMax, item.updatedAt)
+                case .retry(let failed):
+                    if failed, givingUp {
+                        if let fallback = activityFromNotificationAlone(item) {
+                            logger.warning(
+                                "subject kept failing; emitted the notification with what it says itself",
+                                metadata: [
+                                    "thread": "\(threadId)", "failures": "\(count)",
+                                    "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
+                                ])
+                            emitFallback(fallback, thread: threadId, at: item.updatedAt)
+                        }
+                        processedMax = later(processedMax, item.updatedAt)
+                    } else {
+                        // Kept with what it says, in case the thread moves on before its subject loads.
+                        kept.append(Self.version(of: item.thread))
+                        failedMin = earlier(failedMin, item.updatedAt)
+                        waiting = true
+                    }
                 }
+            }
+            if waiting {
+                stuck[threadId] = .init(since: since, failures: count, superseded: kept)
+                if failedNow { failures += 1 }
+            } else {
+                // The thread is settled: versions it left behind while failing are emitted from their notification.
+                for version in kept { emitSuperseded(version, thread: threadId) }
             }
         }
         if failures > 0, halt == nil {
             problems.append("\(failures) notification subject(s) failed; retried next sync")
         }
-        if !listingComplete {
-            // Items this sync did not reach keep their failure counts.
-            for (id, record) in state.stuck where stuck[id] == nil && !listedIds.contains(listingKey(id)) {
-                stuck[id] = record
+        let listedThreads = Set(threads.map(\.id))
+        for (threadId, record) in prior {
+            if listingComplete, listedThreads.contains(threadId) {
+                // Listed again, but no longer as something to fetch (its new version is not kept, or was emitted):
+                // what it left behind is emitted now, as GitHub will not list it again.
+                for version in record.superseded
+                where !listedIds.contains("\(threadId):\(version.updatedAt)") {
+                    emitSuperseded(version, thread: threadId)
+                }
+            } else {
+                // Not reached by this sync (or not listed at all): the record waits.
+                stuck[threadId] = record
             }
         }
         state.stuck = stuck
@@ -322,9 +359,44 @@ struct SyncRun {
         recent.insert(listingKey(activity.id))
     }
 
+    /// A notification emitted without its subject: recorded as a gap, so the degraded text is not a silent loss.
+    private mutating func emitFallback(_ activity: Activity, thread: String, at updatedAt: Date) {
+        state.gaps.append(.init(from: updatedAt, to: updatedAt, source: "subject:\(thread)"))
+        emit(activity)
+    }
+
+    /// A failed version the thread has moved on from, from what its notification said.
+    private mutating func emitSuperseded(_ version: GitHubState.StuckItem.Version, thread: String) {
+        guard let updatedAt = WireFormat.parseDate(version.updatedAt) else { return }
+        let notification = NotificationThread(
+            id: thread, repository: GitHubRepositoryRef(full_name: version.repo, html_url: version.repoURL),
+            subject: .init(title: version.title, url: version.url, type: version.type), reason: version.reason,
+            updated_at: version.updatedAt)
+        let item = PendingNotification(
+            thread: notification, id: Self.notificationId(thread: thread, updatedAt: version.updatedAt),
+            updatedAt: updatedAt)
+        guard isResync || !recent.contains(listingKey(item.id)), let fallback = activityFromNotificationAlone(item)
+        else { return }
+        emitFallback(fallback, thread: thread, at: updatedAt)
+    }
+
+    private static func version(of thread: NotificationThread) -> GitHubState.StuckItem.Version {
+        .init(
+            updatedAt: thread.updated_at, reason: thread.reason, type: thread.subject.type, title: thread.subject.title,
+            url: thread.subject.url, repo: thread.repository.full_name, repoURL: thread.repository.html_url)
+    }
+
+    /// Notification activity ids: `github:notification:{thread}:{updated_at}`, one per version of a thread.
+    static let notificationIdPrefix = "github:notification:"
+    static let eventIdPrefix = "github:event:"
+
+    static func notificationId(thread: String, updatedAt: String) -> String {
+        "\(notificationIdPrefix)\(thread):\(updatedAt)"
+    }
+
     /// `{thread}:{updated_at}` of a notification activity id, as the listing dedupes them.
     private func listingKey(_ id: String) -> String {
-        String(id.dropFirst("github:notification:".count))
+        String(id.dropFirst(Self.notificationIdPrefix.count))
     }
 
     /// Emitted notifications (`{thread}:{updated_at}`) still inside the re-read window; older ones are never listed
@@ -561,7 +633,7 @@ struct SyncRun {
             horizon = base.addingTimeInterval(-lagHorizon)
         } else {
             // A state from before ids were compared: its recent ids and the overlap, one last time.
-            known = Set(state.recentIds.filter { $0.hasPrefix("github:event:") }.map { String($0.dropFirst(13)) })
+            known = Set(state.recentIds.filter { $0.hasPrefix(Self.eventIdPrefix) }.map { String($0.dropFirst(Self.eventIdPrefix.count)) })
             horizon = base.addingTimeInterval(-seconds(configuration.overlap))
         }
         let login = username.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? username
@@ -680,7 +752,7 @@ struct SyncRun {
         let commentURL = kind.hasSuffix("_comment") ? payload.comment?.html_url.flatMap(webURLOrNil) : nil
         return Activity(
             text: ActivityText.event(kind: kind, username: username, number: number, title: target.title),
-            sourceURL: sourceURL, id: "github:event:\(event.id)", occurredAt: created, kind: kind,
+            sourceURL: sourceURL, id: "\(Self.eventIdPrefix)\(event.id)", occurredAt: created, kind: kind,
             repo: event.repo.name, number: number, actor: event.actor?.login ?? username,
             accountId: request.accountId, commentURL: commentURL)
     }

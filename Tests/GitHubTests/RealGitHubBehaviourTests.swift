@@ -344,4 +344,48 @@ struct RealGitHubBehaviourTests {
             #expect(final.lastSyncTime != nil && final.lastUserEventTime != nil && final.username == user.login)
         }
     }
+
+    @Test func aThreadReBumpedEverySyncWhileItsSubjectFailsIsStillGivenUpAndNoListedVersionIsLost() async throws {
+        try await SimulatedGitHub.with(
+            { $0.historyItems = 0; $0.threadBumps = true },
+            integration: {
+                $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3
+            }
+        ) { github in
+            let user = github.user
+            let start = Date().addingTimeInterval(-60)
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "assign", repo: "octo/bumpy", number: 5, title: "Keeps moving", at: start)
+            github.simulator.injectFault(.serverError, count: 1_000, pathPrefix: "/repos/octo/bumpy/issues/5")
+            var state: JSONValue?
+            var emitted: [Activity] = []
+            for attempt in 1...3 {
+                if attempt > 1 {
+                    // New activity between syncs: the same thread, a newer updated_at, listed as a new version.
+                    try github.simulator.touchThread(thread, at: start.addingTimeInterval(Double(10 * attempt)))
+                }
+                let outcome = try await github.sync(user, state: state)
+                emitted += outcome.activities
+                state = outcome.state
+                if attempt < 3 {
+                    #expect(outcome.activities.isEmpty, "sync \(attempt) waits for the subject")
+                    #expect(outcome.githubState.stuck[thread]?.failures == attempt, "failures count per thread")
+                }
+            }
+            let final = try GitHubState(json: state)
+            #expect(final.stuck.isEmpty, "given up after three syncs")
+            #expect(
+                (final.lastSyncTime ?? .distantPast) >= start.addingTimeInterval(30).addingTimeInterval(-1),
+                "the watermark moved")
+            let versions = try github.simulator.truth(
+                login: user.login, from: start.addingTimeInterval(-60), to: Date()
+            ).map(\.id)
+            #expect(versions.count == 3)
+            #expect(Set(emitted.map(\.id)) == Set(versions), "every listed version emitted, from the notification")
+            #expect(emitted.count == 3)
+            #expect(emitted.allSatisfy { $0.text == "Issue #5 assigned to \(user.login) in octo/bumpy: Keeps moving" })
+            let fourth = try await github.sync(user, state: state)
+            #expect(fourth.activities.isEmpty, "given up once, not again")
+        }
+    }
 }
