@@ -722,10 +722,14 @@ struct SyncRun {
         state.lastUserEventTime = watermark
         // Remember the ids down to where the next read will look; a complete read saw every one of them.
         let nextHorizon = watermark.addingTimeInterval(-lagHorizon)
-        if listingComplete {
+        if listingComplete, !isResync {
             state.eventIds = listed.filter { $0.created >= nextHorizon }.map(\.id)
+        } else if listingComplete {
+            // A resync read only down to its own `since`: the ids known below it still count, or the next normal
+            // read (down to the lag horizon) would emit them again.
+            state.eventIds = boundedIds(known.union(listed.filter { $0.created >= nextHorizon }.map(\.id)))
         } else {
-            state.eventIds = Array(seenIds.union(listed.map(\.id)))
+            state.eventIds = boundedIds(seenIds.union(listed.map(\.id)))
         }
         // The first page's ETag is kept even when that page does not reach the horizon: an unchanged account must
         // cost no quota. A late event lower down then waits for the first page to change (any new event), and is
@@ -733,6 +737,13 @@ struct SyncRun {
         // where it is, so it cannot slip below it.
         state.eventsETag = listingComplete && halt == nil ? etag : nil
         if let halt { throw halt }
+    }
+
+    /// Event ids in a stable order (oldest first: GitHub's ids grow), at most as many as GitHub keeps, so the state
+    /// stays bounded and its bytes do not depend on set order.
+    private func boundedIds(_ ids: Set<String>) -> [String] {
+        let sorted = ids.sorted { ($0.count, $0) < ($1.count, $1) }
+        return Array(sorted.suffix(max(1, configuration.eventHistoryLimit)))
     }
 
     private func activity(for event: GitHubEvent, username: String, created: Date) -> Activity? {

@@ -388,4 +388,49 @@ struct RealGitHubBehaviourTests {
             #expect(fourth.activities.isEmpty, "given up once, not again")
         }
     }
+
+    @Test func aResyncKeepsTheEventIdsItDidNotReadSoTheNextSyncRepeatsNone() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let now = Date()
+            var old: [String] = []
+            for offset: Double in [18_000, 10_800, 1_800] {
+                old.append(
+                    try github.simulator.addEvent(
+                        for: user.login, type: "IssuesEvent", at: now.addingTimeInterval(-offset)))
+            }
+            let first = try await github.sync(user, state: nil)
+            #expect(Set(first.activities.map(\.id)) == Set(old.map { "github:event:\($0)" }))
+            // A resync of the last hour re-emits (by design) only what it reads: the 30-minute-old event.
+            let resync = try await github.sync(user, state: first.state, since: now.addingTimeInterval(-3_600))
+            #expect(resync.activities.map(\.id) == ["github:event:\(old[2])"])
+            // Something new, so the next read is not a 304 and goes down to the lag horizon again.
+            let newer = try github.simulator.addEvent(for: user.login, type: "IssuesEvent", at: Date())
+            let next = try await github.sync(user, state: resync.state)
+            #expect(next.activities.map(\.id) == ["github:event:\(newer)"], "events known before the resync repeat")
+        }
+    }
+
+    @Test func anIncompleteEventsReadKeepsItsKnownIdsSortedAndBounded() async throws {
+        try await SimulatedGitHub.with(
+            { $0.historyItems = 0 }, integration: { $0.eventHistoryLimit = 4; $0.maxAttempts = 1 }
+        ) { github in
+            let user = github.user
+            let now = Date()
+            var ids: [String] = []
+            for offset in 1...6 {
+                ids.append(
+                    try github.simulator.addEvent(
+                        for: user.login, type: "IssuesEvent", at: now.addingTimeInterval(Double(-60 * offset))))
+            }
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.count == 6)
+            try github.simulator.addEvent(for: user.login, type: "IssuesEvent", at: Date())
+            github.simulator.injectFault(.serverError, count: 1, pathPrefix: "/users/")
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.activities.isEmpty)
+            let sorted = ids.sorted { ($0.count, $0) < ($1.count, $1) }
+            #expect(second.githubState.eventIds == Array(sorted.suffix(4)), "the newest ids, in order")
+        }
+    }
 }
