@@ -416,7 +416,7 @@ struct SyncRun {
 
     enum DiscussionLookup: Sendable {
         case found([DiscussionNode])
-        /// GraphQL answered but cannot resolve (no such repository, no access, an error list): use the fallback.
+        /// GraphQL answered that the repository cannot be read (`NOT_FOUND`, `FORBIDDEN`): use the fallback.
         case unavailable
         /// Failed this time: retried by the next sync, like a subject.
         case failed
@@ -452,9 +452,19 @@ struct SyncRun {
                 DiscussionsAnswer.self, configuration.graphQLURL, body: Array(bytes), credentials: credentials,
                 deadline: deadline)
             guard let nodes = answer.data?.repository?.discussions?.nodes else {
+                let types = Set(answer.errors?.compactMap(\.type) ?? [])
+                let metadata: Logger.Metadata = [
+                    "repo": "\(repo)", "errors": "\(answer.errors?.compactMap(\.message) ?? [])",
+                ]
+                // Only an answer that says the repository cannot be read is final; anything else (RATE_LIMITED,
+                // a timeout, `data: null`) is a failure like a 5xx: retried, and counted towards giving up.
+                guard types.contains("NOT_FOUND") || types.contains("FORBIDDEN") else {
+                    logger.info("GraphQL failed to list the repository's discussions; retried", metadata: metadata)
+                    return (.failed, nil)
+                }
                 logger.info(
                     "GraphQL could not list the repository's discussions; Discussion notifications use the fallback",
-                    metadata: ["repo": "\(repo)", "errors": "\(answer.errors?.compactMap(\.message) ?? [])"])
+                    metadata: metadata)
                 return (.unavailable, nil)
             }
             return (.found(nodes.compactMap { $0 }), nil)

@@ -20,7 +20,10 @@ extension GitHubSimulator {
         var data: DataField?
         var errors: [Message]?
 
-        struct Message: Encodable { var message: String }
+        struct Message: Encodable {
+            var message: String
+            var type: String?
+        }
         struct DataField: Encodable { var repository: Repository? }
         struct Repository: Encodable { var discussions: Connection<Node> }
         struct Connection<T: Encodable>: Encodable { var nodes: [T] }
@@ -58,7 +61,11 @@ extension GitHubSimulator {
             guard let repo = world.repoByName["\(owner)/\(name)".lowercased()] else {
                 return Answer(
                     data: .init(repository: nil),
-                    errors: [.init(message: "Could not resolve to a Repository with the name '\(owner)/\(name)'.")])
+                    errors: [
+                        .init(
+                            message: "Could not resolve to a Repository with the name '\(owner)/\(name)'.",
+                            type: "NOT_FOUND")
+                    ])
             }
             let fullName = world.repos[repo].fullName
             let nodes = world.discussions.values

@@ -165,6 +165,13 @@ extension GitHubSimulator {
             response = rateLimitExceeded(user: user)
         case .unauthorized:
             response = .badCredentials()
+        case .graphQLRateLimited:
+            response = .json(
+                200,
+                Array(
+                    (#"{"data":null,"errors":[{"type":"RATE_LIMITED","code":"graphql_rate_limit","#
+                        + #""message":"API rate limit already exceeded for user ID 1."}]}"#).utf8))
+            response.countsAgainstQuota = false
         default:
             if isTokenExchange {
                 response = try await tokenExchange(request: &request, record: &record)

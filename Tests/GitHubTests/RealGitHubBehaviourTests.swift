@@ -433,4 +433,28 @@ struct RealGitHubBehaviourTests {
             #expect(second.githubState.eventIds == Array(sorted.suffix(4)), "the newest ids, in order")
         }
     }
+
+    @Test func aGraphQLRateLimitAnsweredWith200IsRetriedNotEmittedWithTheFallback() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let before = Date()
+            try github.simulator.addNotification(
+                for: user.login, reason: "comment", subjectType: "Discussion", repo: "octo/app", title: "Roadmap",
+                actor: "ada-sim", commentBody: "Shipping in May", at: before.addingTimeInterval(-30))
+            github.simulator.injectFault(.graphQLRateLimited, count: 1, pathPrefix: "/graphql")
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.isEmpty, "not emitted for good with the fallback text")
+            guard case .partial = first.status else {
+                Issue.record("expected partial, got \(first.status)")
+                return
+            }
+            #expect(first.githubState.stuck.count == 1, "counts towards giving up")
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.isComplete)
+            let truth = try github.simulator.truth(login: user.login, from: before.addingTimeInterval(-60), to: before)
+            #expect(truth.count == 1)
+            let activity = try #require(second.activities.first)
+            expectActivity(activity, matches: try #require(truth.first))
+        }
+    }
 }
