@@ -231,6 +231,20 @@ extension GitHubSimulator {
         record.status = response.status
         record.notModified = response.notModified
         log.withLock { $0.append(record) }
+        if path == "/notifications", response.status == 200, let user {
+            // Test hooks run after the page is made and before it is sent: the client sees this page as it was,
+            // and its next request sees the change.
+            let due = pageHooks.withLock { hooks -> [@Sendable () -> Void] in
+                var due: [@Sendable () -> Void] = []
+                for index in hooks.indices where hooks[index].user == user {
+                    hooks[index].remaining -= 1
+                    if hooks[index].remaining == 0 { due.append(hooks[index].action) }
+                }
+                hooks.removeAll { $0.remaining <= 0 }
+                return due
+            }
+            for action in due { action() }
+        }
         return Response(status: .init(code: response.status), headers: headers, body: .init(byteBuffer: response.body))
     }
 

@@ -28,7 +28,6 @@ struct RealGitHubBehaviourTests {
             {
                 $0.historyItems = 0
                 $0.threadBumps = true
-                $0.latency = .milliseconds(150)
             }, integration: { $0.notificationsPerPage = 3 }
         ) { github in
             let user = github.user
@@ -45,16 +44,18 @@ struct RealGitHubBehaviourTests {
                 try github.simulator.truth(login: user.login, from: now.addingTimeInterval(-3_600), to: now).map(\.id))
             #expect(versionsBefore.count == 12)
             let mark = github.simulator.requests().count
-            async let running = github.sync(user, state: nil)
-            try await eventually("the first page was listed", timeout: .seconds(10), interval: .milliseconds(5)) {
-                github.requests(of: user.login, since: mark).contains { $0.path == "/notifications" }
-            }
-            // New activity on the newest thread, already read on page 1: GitHub moves it to the top, out of the
-            // listing's window. With page numbers, page 2 would now start one thread later and skip one.
+            // New activity on the newest thread right after page 1 (which listed it) was made: GitHub moves it to
+            // the top, out of the listing's window. With page numbers, page 2 would now start one thread later and
+            // skip one.
             let newest = try #require(threads.last)
             let touchedAt = Date()
-            try github.simulator.touchThread(newest, at: touchedAt, commentBody: "bumped", actor: "grace-sim")
-            let first = try await running
+            let simulator = github.simulator
+            try simulator.afterNotificationPages(1, for: user.login) {
+                try? simulator.touchThread(newest, at: touchedAt, commentBody: "bumped", actor: "grace-sim")
+            }
+            let first = try await github.sync(user, state: nil)
+            let bumped = try simulator.truth(login: user.login, from: now.addingTimeInterval(-3_600), to: Date())
+            #expect(bumped.contains { $0.id.hasPrefix("github:notification:\(newest):") && $0.supersededAt != nil })
             #expect(first.isComplete)
             #expect(
                 github.requests(of: user.login, since: mark).filter { $0.path == "/notifications" }.count >= 4,
