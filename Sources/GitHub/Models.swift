@@ -183,6 +183,7 @@ struct DiscussionNode: Decodable, Sendable, Hashable {
     struct Comment: Decodable, Sendable, Hashable {
         var url: String?
         var body: String?
+        var createdAt: String?
         var author: GraphQLActor?
     }
 

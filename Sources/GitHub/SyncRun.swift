@@ -426,7 +426,7 @@ struct SyncRun {
     private static let discussionsQuery =
         "query($owner: String!, $name: String!, $first: Int!) { repository(owner: $owner, name: $name) { "
         + "discussions(first: $first, orderBy: {field: UPDATED_AT, direction: DESC}) { nodes { number title url "
-        + "body updatedAt author { login } comments(last: 1) { nodes { url body author { login } } } } } } }"
+        + "body updatedAt author { login } comments(last: 10) { nodes { url body createdAt author { login } } } } } } }"
 
     private struct GraphQLBody: Encodable {
         struct Variables: Encodable {
@@ -478,14 +478,25 @@ struct SyncRun {
         }
     }
 
-    /// The discussion a notification is about: same title, `updatedAt` nearest to the thread's.
+    /// The discussion a notification is about: the only one with its title, or among several with that title the
+    /// one updated exactly when the thread was. nil when that is ambiguous: a wrong discussion is worse than the
+    /// repository's discussions page.
     private func match(_ thread: NotificationThread, updatedAt: Date, in nodes: [DiscussionNode]) -> DiscussionNode? {
         let title = thread.subject.title ?? ""
-        return nodes.filter { $0.title == title }.min { a, b in
-            let da = a.updatedAt.flatMap(WireFormat.parseDate).map { abs($0.timeIntervalSince(updatedAt)) } ?? .infinity
-            let db = b.updatedAt.flatMap(WireFormat.parseDate).map { abs($0.timeIntervalSince(updatedAt)) } ?? .infinity
-            return da < db
-        }
+        let candidates = nodes.filter { $0.title == title }
+        if candidates.count <= 1 { return candidates.first }
+        let exact = candidates.filter { $0.updatedAt.flatMap(WireFormat.parseDate) == updatedAt }
+        return exact.count == 1 ? exact.first : nil
+    }
+
+    /// The comment that made this version of the thread: the newest created no later than its `updated_at` (a
+    /// comment added since belongs to the next version).
+    private func comment(of node: DiscussionNode?, updatedAt: Date) -> DiscussionNode.Comment? {
+        let comments = node?.comments?.nodes?.compactMap { $0 } ?? []
+        return comments.compactMap { comment -> (Date, DiscussionNode.Comment)? in
+            guard let created = comment.createdAt.flatMap(WireFormat.parseDate), created <= updatedAt else { return nil }
+            return (created, comment)
+        }.max { $0.0 < $1.0 }?.1
     }
 
     private func discussionActivity(_ item: PendingNotification, lookup: DiscussionLookup) -> ItemResult {
@@ -505,7 +516,7 @@ struct SyncRun {
         let thread = item.thread
         let repo = thread.repository.full_name
         let repoPage = thread.repository.html_url ?? "https://github.com/\(repo)"
-        let comment = node?.comments?.nodes?.compactMap { $0 }.last
+        let comment = comment(of: node, updatedAt: item.updatedAt)
         let mentionsActor = ["mention", "comment", "state_change"].contains(thread.reason)
         let actor = (mentionsActor ? comment?.author?.login : nil) ?? node?.author?.login
         let body = (mentionsActor ? comment?.body : nil) ?? node?.body ?? ""

@@ -119,6 +119,13 @@ struct RealGitHubBehaviourTests {
             expectMatchesPolledTruth(emitted, truth)
             let all = try github.simulator.truth(login: user.login, from: start.addingTimeInterval(-86_400), to: Date())
             #expect(all.contains { $0.supersededAt != nil }, "threads really were re-bumped")
+            // Discussions go through GraphQL, answered later than the listing: their texts must still be those of
+            // the version emitted.
+            let expectedById = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+            let discussions = emitted.filter { $0.sourceURL.contains("/discussions") }
+            for activity in discussions {
+                expectActivity(activity, matches: try #require(expectedById[activity.id]))
+            }
             #expect(
                 all.contains { $0.id.hasPrefix("github:event:") && $0.visibleFrom > $0.occurredAt },
                 "events really showed up late")
@@ -456,6 +463,29 @@ struct RealGitHubBehaviourTests {
             #expect(truth.count == 1)
             let activity = try #require(second.activities.first)
             expectActivity(activity, matches: try #require(truth.first))
+        }
+    }
+
+    @Test func aDiscussionActivityShowsTheCommentOfItsVersionNotOneAddedSince() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0; $0.threadBumps = true }) { github in
+            let user = github.user
+            let before = Date()
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "mention", subjectType: "Discussion", repo: "octo/app", title: "RFC: caching",
+                actor: "ada-sim", commentBody: "@\(user.login) thoughts?", at: before.addingTimeInterval(-30))
+            // A newer comment lands after the listing, before the GraphQL query: it belongs to the next version.
+            let simulator = github.simulator
+            try simulator.afterNotificationPages(1, for: user.login) {
+                try? simulator.touchThread(thread, at: Date(), commentBody: "never mind", actor: "grace-sim")
+            }
+            let outcome = try await github.sync(user, state: nil)
+            #expect(outcome.isComplete)
+            let truth = try simulator.truth(
+                login: user.login, from: before.addingTimeInterval(-60), to: before.addingTimeInterval(-30))
+            let expected = try #require(truth.first)
+            let activity = try #require(outcome.activities.first { $0.id == expected.id })
+            expectActivity(activity, matches: expected)
+            #expect(activity.actor == "ada-sim")
         }
     }
 }
