@@ -27,6 +27,8 @@ struct APIResponse {
     var notModified = false
     /// False for answers GitHub does not charge: 304s, auth failures, limits.
     var countsAgainstQuota = true
+    /// Activity ids (as the truth names them) of the thread versions or events this page holds.
+    var served: [String] = []
 
     static func json(_ status: Int, _ bytes: [UInt8], headers: [(String, String)] = []) -> APIResponse {
         APIResponse(status: status, body: ByteBuffer(bytes: bytes), headers: headers)
@@ -211,6 +213,11 @@ extension GitHubSimulator {
         if fault == .malformedJSON, response.status == 200, !isTokenExchange {
             let keep = max(1, response.body.readableBytes / 2)
             response.body = response.body.getSlice(at: response.body.readerIndex, length: keep) ?? ByteBuffer()
+        }
+
+        if response.status == 200, fault != .malformedJSON, let user, !response.served.isEmpty {
+            let time = Date().timeIntervalSince1970
+            world.withLock { $0.recordServed(user, response.served, at: time) }
         }
 
         var headers = HTTPFields()
