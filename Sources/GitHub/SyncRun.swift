@@ -402,7 +402,12 @@ struct SyncRun {
     /// Emitted notifications (`{thread}:{updated_at}`) still inside the re-read window; older ones are never listed
     /// again, so keeping them would only make every state record heavier.
     private func prunedRecentIds() -> [String] {
-        let floor = state.lastSyncTime.map { $0.addingTimeInterval(-seconds(configuration.overlap)) }
+        // The listing's `since` goes out in whole seconds, rounded down: the floor must be too, or a thread in that
+        // first second is listed again but already forgotten.
+        let floor = state.lastSyncTime.map {
+            Date(timeIntervalSince1970: $0.addingTimeInterval(-seconds(configuration.overlap)).timeIntervalSince1970
+                .rounded(.down))
+        }
         return recent.ids.filter { key in
             guard let floor else { return true }
             guard let colon = key.firstIndex(of: ":"),

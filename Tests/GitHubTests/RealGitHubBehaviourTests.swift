@@ -488,4 +488,25 @@ struct RealGitHubBehaviourTests {
             #expect(activity.actor == "ada-sim")
         }
     }
+
+    @Test func aNotificationInTheOverlapsFirstSecondIsNotEmittedTwice() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let first = try await github.sync(user, state: nil)
+            // A first sync of an empty account leaves a watermark with a fraction of a second.
+            let watermark = try #require(first.githubState.lastSyncTime)
+            let floorSecond = Date(timeIntervalSince1970: (watermark.timeIntervalSince1970 - 120).rounded(.down))
+            try #require(floorSecond < watermark.addingTimeInterval(-120), "the watermark has a fraction")
+            // Listed by the next sync's since (whole seconds, rounded down), so it must also be remembered.
+            let edge = try github.simulator.addNotification(
+                for: user.login, reason: "assign", title: "On the edge", at: floorSecond)
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.activities.map(\.id).contains { $0.hasPrefix("github:notification:\(edge):") })
+            let newer = try github.simulator.addNotification(
+                for: user.login, reason: "assign", title: "Newer", at: Date().addingTimeInterval(-5))
+            let third = try await github.sync(user, state: second.state)
+            #expect(third.activities.count == 1, "the edge one again: \(third.activities.map(\.id))")
+            #expect(third.activities.first?.id.hasPrefix("github:notification:\(newer):") == true)
+        }
+    }
 }
