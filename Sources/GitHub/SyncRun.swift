@@ -522,7 +522,7 @@ struct SyncRun {
         let repo = thread.repository.full_name
         let repoPage = thread.repository.html_url ?? "https://github.com/\(repo)"
         let comment = comment(of: node, updatedAt: item.updatedAt)
-        let mentionsActor = ["mention", "comment", "state_change"].contains(thread.reason)
+        let mentionsActor = ActivityText.actorReasons.contains(thread.reason)
         let actor = (mentionsActor ? comment?.author?.login : nil) ?? node?.author?.login
         let body = (mentionsActor ? comment?.body : nil) ?? node?.body ?? ""
         let text = ActivityText.discussion(
@@ -560,7 +560,7 @@ struct SyncRun {
 
     /// The comment URL whose author and body a notification should show, when it names a comment.
     private func commentURL(for thread: NotificationThread) -> String? {
-        guard ["mention", "comment", "state_change"].contains(thread.reason),
+        guard ActivityText.actorReasons.contains(thread.reason),
             let url = thread.subject.latest_comment_url, url != thread.subject.url, namesComment(url)
         else { return nil }
         return url
@@ -617,7 +617,7 @@ struct SyncRun {
             reason: thread.reason, isPullRequest: isPR, username: state.username ?? "", repo: repo,
             number: subject.number, title: subject.title, state: subject.state, actor: actor, body: body)
         guard let text = ActivityText.notification(facts) else { return .skip }
-        let mentionsActor = ["mention", "comment", "state_change"].contains(thread.reason)
+        let mentionsActor = ActivityText.actorReasons.contains(thread.reason)
         return .emit(
             Activity(
                 text: text, sourceURL: webURL(subject, repository: thread.repository, isPR: isPR), id: id,

@@ -36,6 +36,10 @@ extension WorldState {
         "assign", "review_requested", "mention", "state_change", "author", "comment", "team_mention",
     ]
 
+    /// Reasons whose activity names the comment's author and links the comment (the truth's own list, kept apart
+    /// from the client's on purpose).
+    static let actorReasons: Set<String> = ["mention", "comment", "state_change"]
+
     /// The activity id of a thread version: `github:notification:{thread}:{updated_at}`.
     static func notificationActivityId(thread: Int64, updatedAt: Int64) -> String {
         "github:notification:\(thread):\(Timestamp.rfc3339(updatedAt))"
@@ -129,7 +133,7 @@ extension WorldState {
         let id = Self.notificationActivityId(thread: thread.id, updatedAt: version.updatedAt)
         let visibleFrom = Date(timeIntervalSince1970: version.currentFrom)
         let supersededAt = version.supersededAt.isFinite ? Date(timeIntervalSince1970: version.supersededAt) : nil
-        let mentionsActor = ["mention", "comment", "state_change"].contains(version.reason)
+        let mentionsActor = Self.actorReasons.contains(version.reason)
         if thread.subjectType == "Discussion" {
             guard let key = thread.discussion, let discussion = discussions[key] else { return nil }
             let repo = repos[key.repo].fullName
