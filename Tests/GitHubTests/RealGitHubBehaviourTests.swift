@@ -509,4 +509,37 @@ struct RealGitHubBehaviourTests {
             #expect(third.activities.first?.id.hasPrefix("github:notification:\(newer):") == true)
         }
     }
+
+    @Test(arguments: ["assign", "subscribed"])
+    func aFailedVersionIsEmittedFromItsNotificationWhenTheThreadMovesOn(newReason: String) async throws {
+        try await SimulatedGitHub.with(
+            { $0.historyItems = 0; $0.threadBumps = true }, integration: { $0.maxAttempts = 1 }
+        ) { github in
+            let user = github.user
+            let start = Date().addingTimeInterval(-60)
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "assign", repo: "octo/moving", number: 3, title: "Moves on", at: start)
+            github.simulator.injectFault(.serverError, count: 1, pathPrefix: "/repos/octo/moving/issues/3")
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.isEmpty)
+            #expect(first.githubState.stuck[thread]?.superseded.count == 1, "the failed version is kept")
+            // The thread moves on before its subject ever loaded: GitHub will not list the first version again.
+            try github.simulator.touchThread(thread, at: start.addingTimeInterval(20), reason: newReason)
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.isComplete)
+            let versions = try github.simulator.truth(
+                login: user.login, from: start.addingTimeInterval(-60), to: Date()
+            ).map(\.id)
+            #expect(Set(second.activities.map(\.id)) == Set(versions), "every listed version")
+            let firstVersion = "github:notification:\(thread):\(WireFormat.formatDate(start.roundedDownToSecond))"
+            let fallback = try #require(second.activities.first { $0.id == firstVersion })
+            #expect(fallback.text == "Issue #3 assigned to \(user.login) in octo/moving: Moves on")
+            #expect(second.githubState.stuck.isEmpty)
+            #expect(second.githubState.gaps.map(\.source) == ["subject:\(thread)"])
+        }
+    }
+}
+
+extension Date {
+    fileprivate var roundedDownToSecond: Date { Date(timeIntervalSince1970: timeIntervalSince1970.rounded(.down)) }
 }
