@@ -239,13 +239,17 @@ struct RealGitHubBehaviourTests {
         }
     }
 
-    @Test func aSubjectThatFailsEverySyncIsEmittedFromTheNotificationAfterNSyncs() async throws {
+    /// A quiet simulator and a client that gives a subject up after three failed syncs, one attempt each.
+    private func withGiveUpAfterThreeSyncs(
+        threadBumps: Bool = false, _ body: (SimulatedGitHub) async throws -> Void
+    ) async throws {
         try await SimulatedGitHub.with(
-            { $0.historyItems = 0 },
-            integration: {
-                $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3
-            }
-        ) { github in
+            { $0.historyItems = 0; $0.threadBumps = threadBumps },
+            integration: { $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3 }, body)
+    }
+
+    @Test func aSubjectThatFailsEverySyncIsEmittedFromTheNotificationAfterNSyncs() async throws {
+        try await withGiveUpAfterThreeSyncs { github in
             let user = github.user
             let updatedAt = Date().addingTimeInterval(-30)
             let thread = try github.simulator.addNotification(
@@ -354,12 +358,7 @@ struct RealGitHubBehaviourTests {
     }
 
     @Test func aThreadReBumpedEverySyncWhileItsSubjectFailsIsStillGivenUpAndNoListedVersionIsLost() async throws {
-        try await SimulatedGitHub.with(
-            { $0.historyItems = 0; $0.threadBumps = true },
-            integration: {
-                $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3
-            }
-        ) { github in
+        try await withGiveUpAfterThreeSyncs(threadBumps: true) { github in
             let user = github.user
             let start = Date().addingTimeInterval(-60)
             let thread = try github.simulator.addNotification(
@@ -512,9 +511,7 @@ struct RealGitHubBehaviourTests {
 
     @Test(arguments: ["assign", "subscribed"])
     func aFailedVersionIsEmittedFromItsNotificationWhenTheThreadMovesOn(newReason: String) async throws {
-        try await SimulatedGitHub.with(
-            { $0.historyItems = 0; $0.threadBumps = true }, integration: { $0.maxAttempts = 1 }
-        ) { github in
+        try await withGiveUpAfterThreeSyncs(threadBumps: true) { github in
             let user = github.user
             let start = Date().addingTimeInterval(-60)
             let thread = try github.simulator.addNotification(
