@@ -196,7 +196,8 @@ struct SyncRun {
             let isConversation =
                 ActivityText.isPullRequest(subjectType: thread.subject.type) != nil
                 || thread.subject.type == "Discussion"
-            guard ActivityText.keptReasons.contains(thread.reason), isConversation, isResync || !recent.contains(listingKey(id))
+            guard ActivityText.keptReasons.contains(thread.reason), isConversation,
+                isResync || !recent.contains(listingKey(id))
             else {
                 processedMax = later(processedMax, updatedAt)
                 continue
@@ -260,7 +261,8 @@ struct SyncRun {
             let record = prior.removeValue(forKey: threadId)
             let failedNow = verdicts.contains { if case .retry(failed: true) = $0 { true } else { false } }
             let count = (record?.failures ?? 0) + (failedNow ? 1 : 0)
-            let since = record?.since ?? now
+            // The age limit counts from the first failure, not from a sync that stopped before asking.
+            let since = record.flatMap { $0.failures > 0 ? $0.since : nil } ?? now
             let givingUp =
                 failedNow
                 && (count >= configuration.stuckSubjectSyncs
@@ -405,8 +407,9 @@ struct SyncRun {
         // The listing's `since` goes out in whole seconds, rounded down: the floor must be too, or a thread in that
         // first second is listed again but already forgotten.
         let floor = state.lastSyncTime.map {
-            Date(timeIntervalSince1970: $0.addingTimeInterval(-seconds(configuration.overlap)).timeIntervalSince1970
-                .rounded(.down))
+            Date(
+                timeIntervalSince1970: $0.addingTimeInterval(-seconds(configuration.overlap)).timeIntervalSince1970
+                    .rounded(.down))
         }
         return recent.ids.filter { key in
             guard let floor else { return true }
@@ -499,7 +502,9 @@ struct SyncRun {
     private func comment(of node: DiscussionNode?, updatedAt: Date) -> DiscussionNode.Comment? {
         let comments = node?.comments?.nodes?.compactMap { $0 } ?? []
         return comments.compactMap { comment -> (Date, DiscussionNode.Comment)? in
-            guard let created = comment.createdAt.flatMap(WireFormat.parseDate), created <= updatedAt else { return nil }
+            guard let created = comment.createdAt.flatMap(WireFormat.parseDate), created <= updatedAt else {
+                return nil
+            }
             return (created, comment)
         }.max { $0.0 < $1.0 }?.1
     }
@@ -659,7 +664,10 @@ struct SyncRun {
             horizon = base.addingTimeInterval(-lagHorizon)
         } else {
             // A state from before ids were compared: its recent ids and the overlap, one last time.
-            known = Set(state.recentIds.filter { $0.hasPrefix(Self.eventIdPrefix) }.map { String($0.dropFirst(Self.eventIdPrefix.count)) })
+            known = Set(
+                state.recentIds.filter { $0.hasPrefix(Self.eventIdPrefix) }.map {
+                    String($0.dropFirst(Self.eventIdPrefix.count))
+                })
             horizon = base.addingTimeInterval(-seconds(configuration.overlap))
         }
         let login = username.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? username

@@ -244,8 +244,12 @@ struct RealGitHubBehaviourTests {
         threadBumps: Bool = false, _ body: (SimulatedGitHub) async throws -> Void
     ) async throws {
         try await SimulatedGitHub.with(
-            { $0.historyItems = 0; $0.threadBumps = threadBumps },
-            integration: { $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3 }, body)
+            {
+                $0.historyItems = 0; $0.threadBumps = threadBumps
+            },
+            integration: {
+                $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3
+            }, body)
     }
 
     @Test func aSubjectThatFailsEverySyncIsEmittedFromTheNotificationAfterNSyncs() async throws {
@@ -420,7 +424,10 @@ struct RealGitHubBehaviourTests {
 
     @Test func anIncompleteEventsReadKeepsItsKnownIdsSortedAndBounded() async throws {
         try await SimulatedGitHub.with(
-            { $0.historyItems = 0 }, integration: { $0.eventHistoryLimit = 4; $0.maxAttempts = 1 }
+            { $0.historyItems = 0 },
+            integration: {
+                $0.eventHistoryLimit = 4; $0.maxAttempts = 1
+            }
         ) { github in
             let user = github.user
             let now = Date()
@@ -466,7 +473,9 @@ struct RealGitHubBehaviourTests {
     }
 
     @Test func aDiscussionActivityShowsTheCommentOfItsVersionNotOneAddedSince() async throws {
-        try await SimulatedGitHub.with({ $0.historyItems = 0; $0.threadBumps = true }) { github in
+        try await SimulatedGitHub.with({
+            $0.historyItems = 0; $0.threadBumps = true
+        }) { github in
             let user = github.user
             let before = Date()
             let thread = try github.simulator.addNotification(
