@@ -544,6 +544,37 @@ struct RealGitHubBehaviourTests {
             #expect(second.githubState.gaps.map(\.source) == ["subject:\(thread)"])
         }
     }
+
+    @Test func aDiscussionSharingItsTitleIsNeverMatchedToTheWrongOne() async throws {
+        try await SimulatedGitHub.with({
+            $0.historyItems = 0; $0.threadBumps = true
+        }) { github in
+            let user = github.user
+            let now = Date()
+            let first = try github.simulator.addNotification(
+                for: user.login, reason: "comment", subjectType: "Discussion", repo: "octo/team", title: "Weekly sync",
+                actor: "ada-sim", commentBody: "Agenda one", at: now.addingTimeInterval(-40))
+            let second = try github.simulator.addNotification(
+                for: user.login, reason: "comment", subjectType: "Discussion", repo: "octo/team", title: "Weekly sync",
+                actor: "ada-sim", commentBody: "Agenda two", at: now.addingTimeInterval(-20))
+            // The first discussion gets a comment after the listing: its updatedAt no longer names the listed
+            // version, and the other one with that title is nearer in time.
+            let simulator = github.simulator
+            try simulator.afterNotificationPages(1, for: user.login) {
+                try? simulator.touchThread(first, at: Date(), commentBody: "Moved to Friday")
+            }
+            let outcome = try await github.sync(user, state: nil)
+            let truth = try simulator.truth(
+                login: user.login, from: now.addingTimeInterval(-60), to: now.addingTimeInterval(-20))
+            let secondExpected = try #require(truth.first { $0.id.hasPrefix("github:notification:\(second):") })
+            expectActivity(
+                try #require(outcome.activities.first { $0.id == secondExpected.id }), matches: secondExpected)
+            let ambiguous = try #require(outcome.activities.first { $0.id.hasPrefix("github:notification:\(first):") })
+            #expect(
+                ambiguous.sourceURL == "https://github.com/octo/team/discussions", "the fallback, not the other one")
+            #expect(ambiguous.sourceURL != secondExpected.sourceURL)
+        }
+    }
 }
 
 extension Date {
