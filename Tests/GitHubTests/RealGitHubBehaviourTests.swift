@@ -23,6 +23,17 @@ struct RealGitHubBehaviourTests {
         #expect(unseen.isEmpty, "never listed by any poll: \(unseen.sorted())", sourceLocation: sourceLocation)
     }
 
+    /// New activity on `thread` (a comment by grace-sim, at `at` or when it happens) right after the next
+    /// notifications page served to the user was made: deterministically between that page and the next request.
+    private func commentAfterFirstPage(
+        _ github: SimulatedGitHub, on thread: String, _ body: String, at: Date? = nil
+    ) throws {
+        let simulator = github.simulator
+        try simulator.afterNotificationPages(1, for: github.user.login) {
+            try? simulator.touchThread(thread, at: at ?? Date(), commentBody: body, actor: "grace-sim")
+        }
+    }
+
     @Test func aThreadReBumpedDuringAMultiPageListingPushesNothingPastAPageBoundary() async throws {
         try await SimulatedGitHub.with(
             {
@@ -49,10 +60,8 @@ struct RealGitHubBehaviourTests {
             // skip one.
             let newest = try #require(threads.last)
             let touchedAt = Date()
+            try commentAfterFirstPage(github, on: newest, "bumped", at: touchedAt)
             let simulator = github.simulator
-            try simulator.afterNotificationPages(1, for: user.login) {
-                try? simulator.touchThread(newest, at: touchedAt, commentBody: "bumped", actor: "grace-sim")
-            }
             let first = try await github.sync(user, state: nil)
             let bumped = try simulator.truth(login: user.login, from: now.addingTimeInterval(-3_600), to: Date())
             #expect(bumped.contains { $0.id.hasPrefix("github:notification:\(newest):") && $0.supersededAt != nil })
@@ -482,10 +491,8 @@ struct RealGitHubBehaviourTests {
                 for: user.login, reason: "mention", subjectType: "Discussion", repo: "octo/app", title: "RFC: caching",
                 actor: "ada-sim", commentBody: "@\(user.login) thoughts?", at: before.addingTimeInterval(-30))
             // A newer comment lands after the listing, before the GraphQL query: it belongs to the next version.
+            try commentAfterFirstPage(github, on: thread, "never mind")
             let simulator = github.simulator
-            try simulator.afterNotificationPages(1, for: user.login) {
-                try? simulator.touchThread(thread, at: Date(), commentBody: "never mind", actor: "grace-sim")
-            }
             let outcome = try await github.sync(user, state: nil)
             #expect(outcome.isComplete)
             let truth = try simulator.truth(
@@ -559,10 +566,8 @@ struct RealGitHubBehaviourTests {
                 actor: "ada-sim", commentBody: "Agenda two", at: now.addingTimeInterval(-20))
             // The first discussion gets a comment after the listing: its updatedAt no longer names the listed
             // version, and the other one with that title is nearer in time.
+            try commentAfterFirstPage(github, on: first, "Moved to Friday")
             let simulator = github.simulator
-            try simulator.afterNotificationPages(1, for: user.login) {
-                try? simulator.touchThread(first, at: Date(), commentBody: "Moved to Friday")
-            }
             let outcome = try await github.sync(user, state: nil)
             let truth = try simulator.truth(
                 login: user.login, from: now.addingTimeInterval(-60), to: now.addingTimeInterval(-20))
