@@ -63,8 +63,9 @@ public struct GitHubState: Codable, Sendable, Hashable {
         public var since: Date
         /// Syncs in which it failed (any version).
         public var failures: Int
-        /// Versions that failed and were listed, but whose thread has since moved on: GitHub never lists them
-        /// again, so what the notification said is kept here until it is emitted (with that data alone).
+        /// Listed versions whose subject failed and that are not emitted yet (the current one too), with what their
+        /// notification said: once the thread moves on GitHub never lists them again, so they are emitted from this
+        /// data alone when the thread settles or is given up.
         public var superseded: [Version]
 
         public init(since: Date, failures: Int, superseded: [Version] = []) {
