@@ -8,6 +8,10 @@ enum ActivityText {
         "assign", "review_requested", "mention", "state_change", "author", "comment", "team_mention",
     ]
 
+    /// Reasons whose activity names the person who acted (the author of the comment `latest_comment_url` names),
+    /// and carries that comment's permalink; the others name the subject's author.
+    static let actorReasons: Set<String> = ["mention", "comment", "state_change"]
+
     /// The subject types that are issues or pull requests. Discussions have texts of their own
     /// (``discussion(reason:username:repo:number:title:actor:body:)``); others (Release, Commit, CheckSuite, …) are
     /// skipped: the texts only make sense for conversations, and calling a release a PR would be wrong.

@@ -51,8 +51,8 @@ public struct GitHubConfiguration: Sendable {
     /// A read that is not a 304 goes this far below the events watermark and compares event ids, so it costs
     /// more pages only for accounts with more than a page of events in this span; an unchanged feed stays a 304.
     public var eventLagHorizon: Duration = .seconds(6 * 3600)
-    /// A notification whose subject fails on this many syncs in a row is emitted with what the notification
-    /// itself says, and the watermark moves on.
+    /// A notification thread whose subject fails on this many syncs (counted per thread, across the versions
+    /// GitHub re-bumps it to) is emitted with what the notification itself says, and the watermark moves on.
     public var stuckSubjectSyncs: Int = 3
     /// … or when it has been failing for this long, whichever comes first.
     public var stuckSubjectAge: Duration = .seconds(6 * 3600)

@@ -52,17 +52,66 @@ public struct GitHubState: Codable, Sendable, Hashable {
     /// `lastUserEventTime`: an event not among them is new, however late it appeared. nil in a state written before
     /// events were compared by id.
     public var eventIds: [String]?
-    /// Notifications whose subject failed, by activity id: after a few syncs or hours they are emitted anyway.
+    /// Notification threads whose subject failed, by thread id: after a few syncs or hours they are emitted anyway.
+    /// Keyed by thread, not by version, so a thread GitHub re-bumps while its subject keeps failing still counts
+    /// towards giving up.
     public var stuck: [String: StuckItem]
 
-    /// A notification whose subject keeps failing to load.
+    /// A notification thread whose subject keeps failing to load.
     public struct StuckItem: Codable, Sendable, Hashable {
+        /// When the thread's subject first failed (any version).
         public var since: Date
+        /// Syncs in which it failed (any version).
         public var failures: Int
+        /// Listed versions whose subject failed and that are not emitted yet (the current one too), with what their
+        /// notification said: once the thread moves on GitHub never lists them again, so they are emitted from this
+        /// data alone when the thread settles or is given up.
+        public var superseded: [Version]
 
-        public init(since: Date, failures: Int) {
+        public init(since: Date, failures: Int, superseded: [Version] = []) {
             self.since = since
             self.failures = failures
+            self.superseded = superseded
+        }
+
+        private enum CodingKeys: String, CodingKey { case since, failures, superseded }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(since, forKey: .since)
+            try container.encode(failures, forKey: .failures)
+            if !superseded.isEmpty { try container.encode(superseded, forKey: .superseded) }
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            since = try container.decode(Date.self, forKey: .since)
+            failures = try container.decode(Int.self, forKey: .failures)
+            superseded = try container.decodeIfPresent([Version].self, forKey: .superseded) ?? []
+        }
+
+        /// One listed version of the thread: what its fallback activity needs.
+        public struct Version: Codable, Sendable, Hashable {
+            public var updatedAt: String
+            public var reason: String
+            public var type: String
+            public var title: String?
+            public var url: String?
+            public var repo: String
+            public var repoURL: String?
+
+            public init(
+                updatedAt: String, reason: String, type: String, title: String?, url: String?, repo: String,
+                repoURL: String?
+            ) {
+                self.updatedAt = updatedAt
+                self.reason = reason
+                self.type = type
+                self.title = title
+                self.url = url
+                self.repo = repo
+                self.repoURL = repoURL
+            }
         }
     }
 

@@ -161,7 +161,11 @@ struct OAuthTokenResponse: Decodable, Sendable {
 struct DiscussionsAnswer: Decodable, Sendable {
     struct DataField: Decodable, Sendable { var repository: Repository? }
     struct Repository: Decodable, Sendable { var discussions: Nodes<DiscussionNode>? }
-    struct ErrorMessage: Decodable, Sendable { var message: String? }
+    struct ErrorMessage: Decodable, Sendable {
+        var message: String?
+        /// `NOT_FOUND`, `FORBIDDEN`, `RATE_LIMITED`, …
+        var type: String?
+    }
 
     var data: DataField?
     var errors: [ErrorMessage]?
@@ -179,6 +183,7 @@ struct DiscussionNode: Decodable, Sendable, Hashable {
     struct Comment: Decodable, Sendable, Hashable {
         var url: String?
         var body: String?
+        var createdAt: String?
         var author: GraphQLActor?
     }
 

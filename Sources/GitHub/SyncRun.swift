@@ -35,7 +35,7 @@ struct SyncRun {
         self.started = started
         // Stored as `{thread}:{updated_at}`; states written before that hold whole ids (and event ids, which
         // `eventIds` replaces).
-        let notificationPrefix = "github:notification:"
+        let notificationPrefix = Self.notificationIdPrefix
         let keys = state.recentIds.compactMap { id -> String? in
             if id.hasPrefix(notificationPrefix) { return String(id.dropFirst(notificationPrefix.count)) }
             return id.hasPrefix("github:") ? nil : id
@@ -192,11 +192,12 @@ struct SyncRun {
                     "notification with an unreadable updated_at skipped", metadata: ["thread": "\(thread.id)"])
                 continue
             }
-            let id = "github:notification:\(thread.id):\(thread.updated_at)"
+            let id = Self.notificationId(thread: thread.id, updatedAt: thread.updated_at)
             let isConversation =
                 ActivityText.isPullRequest(subjectType: thread.subject.type) != nil
                 || thread.subject.type == "Discussion"
-            guard ActivityText.keptReasons.contains(thread.reason), isConversation, isResync || !recent.contains(listingKey(id))
+            guard ActivityText.keptReasons.contains(thread.reason), isConversation,
+                isResync || !recent.contains(listingKey(id))
             else {
                 processedMax = later(processedMax, updatedAt)
                 continue
@@ -232,56 +233,94 @@ struct SyncRun {
             if let stop { halt = Stop(stop) }
         }
 
+        // Stuck subjects are counted per thread, across its versions: GitHub re-bumps a thread on new activity, and
+        // a subject that keeps failing must still be given up even when every sync lists a newer version.
+        var prior: [String: GitHubState.StuckItem] = [:]
+        for (key, record) in state.stuck {
+            // States written before hold `{thread}:{updated_at}` keys.
+            let thread = String(key.prefix { $0 != ":" })
+            if let existing = prior[thread] {
+                prior[thread] = .init(
+                    since: min(existing.since, record.since), failures: max(existing.failures, record.failures),
+                    superseded: existing.superseded + record.superseded)
+            } else {
+                prior[thread] = record
+            }
+        }
+        var byThread: [String: [PendingNotification]] = [:]
+        for item in pending { byThread[item.thread.id, default: []].append(item) }
         var failures = 0
         var stuck: [String: GitHubState.StuckItem] = [:]
-        for item in pending {
-            let result =
+        for (threadId, items) in byThread.sorted(by: { $0.key < $1.key }) {
+            let versions = items.sorted { $0.updatedAt < $1.updatedAt }
+            let verdicts = versions.map { item -> ItemResult in
                 item.thread.subject.type == "Discussion"
-                ? discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
-                : activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
-            switch result {
-            case .emit(let activity):
-                emit(activity)
-                processedMax = later(processedMax, item.updatedAt)
-            case .skip:
-                processedMax = later(processedMax, item.updatedAt)
-            case .retry(let failed):
-                let prior = state.stuck[item.id]
-                guard failed else {
-                    // Not attempted (the sync stopped): no verdict on this subject yet.
-                    if let prior { stuck[item.id] = prior }
-                    failedMin = earlier(failedMin, item.updatedAt)
-                    continue
-                }
-                let record = GitHubState.StuckItem(since: prior?.since ?? now, failures: (prior?.failures ?? 0) + 1)
-                if record.failures >= configuration.stuckSubjectSyncs
-                    || now.timeIntervalSince(record.since) >= seconds(configuration.stuckSubjectAge),
-                    let fallback = activityFromNotificationAlone(item)
-                {
-                    logger.warning(
-                        "subject kept failing; emitted the notification with what it says itself",
-                        metadata: [
-                            "thread": "\(item.thread.id)", "failures": "\(record.failures)",
-                            "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
-                        ])
-                    state.gaps.append(
-                        .init(from: item.updatedAt, to: item.updatedAt, source: "subject:\(item.thread.id)"))
-                    emit(fallback)
+                    ? discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
+                    : activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
+            }
+            let record = prior.removeValue(forKey: threadId)
+            let failedNow = verdicts.contains { if case .retry(failed: true) = $0 { true } else { false } }
+            let count = (record?.failures ?? 0) + (failedNow ? 1 : 0)
+            // The age limit counts from the first failure, not from a sync that stopped before asking.
+            let since = record.flatMap { $0.failures > 0 ? $0.since : nil } ?? now
+            let givingUp =
+                failedNow
+                && (count >= configuration.stuckSubjectSyncs
+                    || now.timeIntervalSince(since) >= seconds(configuration.stuckSubjectAge))
+            // Versions that failed before and are not listed any more: GitHub moved the thread on.
+            let listed = Set(versions.map(\.thread.updated_at))
+            var kept = (record?.superseded ?? []).filter { !listed.contains($0.updatedAt) }
+            var waiting = false
+            for (item, result) in zip(versions, verdicts) {
+                switch result {
+                case .emit(let activity):
+                    emit(activity)
                     processedMax = later(processedMax, item.updatedAt)
-                } else {
-                    stuck[item.id] = record
-                    failures += 1
-                    failedMin = earlier(failedMin, item.updatedAt)
+                case .skip:
+                    processedMax = later(processedMax, item.updatedAt)
+                case .retry(let failed):
+                    if failed, givingUp {
+                        if let fallback = activityFromNotificationAlone(item) {
+                            logger.warning(
+                                "subject kept failing; emitted the notification with what it says itself",
+                                metadata: [
+                                    "thread": "\(threadId)", "failures": "\(count)",
+                                    "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
+                                ])
+                            emitFallback(fallback, thread: threadId, at: item.updatedAt)
+                        }
+                        processedMax = later(processedMax, item.updatedAt)
+                    } else {
+                        // Kept with what it says, in case the thread moves on before its subject loads.
+                        kept.append(Self.version(of: item.thread))
+                        failedMin = earlier(failedMin, item.updatedAt)
+                        waiting = true
+                    }
                 }
+            }
+            if waiting {
+                stuck[threadId] = .init(since: since, failures: count, superseded: kept)
+                if failedNow { failures += 1 }
+            } else {
+                // The thread is settled: versions it left behind while failing are emitted from their notification.
+                for version in kept { emitSuperseded(version, thread: threadId) }
             }
         }
         if failures > 0, halt == nil {
             problems.append("\(failures) notification subject(s) failed; retried next sync")
         }
-        if !listingComplete {
-            // Items this sync did not reach keep their failure counts.
-            for (id, record) in state.stuck where stuck[id] == nil && !listedIds.contains(listingKey(id)) {
-                stuck[id] = record
+        let listedThreads = Set(threads.map(\.id))
+        for (threadId, record) in prior {
+            if listingComplete, listedThreads.contains(threadId) {
+                // Listed again, but no longer as something to fetch (its new version is not kept, or was emitted):
+                // what it left behind is emitted now, as GitHub will not list it again.
+                for version in record.superseded
+                where !listedIds.contains("\(threadId):\(version.updatedAt)") {
+                    emitSuperseded(version, thread: threadId)
+                }
+            } else {
+                // Not reached by this sync (or not listed at all): the record waits.
+                stuck[threadId] = record
             }
         }
         state.stuck = stuck
@@ -322,15 +361,56 @@ struct SyncRun {
         recent.insert(listingKey(activity.id))
     }
 
+    /// A notification emitted without its subject: recorded as a gap, so the degraded text is not a silent loss.
+    private mutating func emitFallback(_ activity: Activity, thread: String, at updatedAt: Date) {
+        state.gaps.append(.init(from: updatedAt, to: updatedAt, source: "subject:\(thread)"))
+        emit(activity)
+    }
+
+    /// A failed version the thread has moved on from, from what its notification said.
+    private mutating func emitSuperseded(_ version: GitHubState.StuckItem.Version, thread: String) {
+        guard let updatedAt = WireFormat.parseDate(version.updatedAt) else { return }
+        let notification = NotificationThread(
+            id: thread, repository: GitHubRepositoryRef(full_name: version.repo, html_url: version.repoURL),
+            subject: .init(title: version.title, url: version.url, type: version.type), reason: version.reason,
+            updated_at: version.updatedAt)
+        let item = PendingNotification(
+            thread: notification, id: Self.notificationId(thread: thread, updatedAt: version.updatedAt),
+            updatedAt: updatedAt)
+        guard isResync || !recent.contains(listingKey(item.id)), let fallback = activityFromNotificationAlone(item)
+        else { return }
+        emitFallback(fallback, thread: thread, at: updatedAt)
+    }
+
+    private static func version(of thread: NotificationThread) -> GitHubState.StuckItem.Version {
+        .init(
+            updatedAt: thread.updated_at, reason: thread.reason, type: thread.subject.type, title: thread.subject.title,
+            url: thread.subject.url, repo: thread.repository.full_name, repoURL: thread.repository.html_url)
+    }
+
+    /// Notification activity ids: `github:notification:{thread}:{updated_at}`, one per version of a thread.
+    static let notificationIdPrefix = "github:notification:"
+    static let eventIdPrefix = "github:event:"
+
+    static func notificationId(thread: String, updatedAt: String) -> String {
+        "\(notificationIdPrefix)\(thread):\(updatedAt)"
+    }
+
     /// `{thread}:{updated_at}` of a notification activity id, as the listing dedupes them.
     private func listingKey(_ id: String) -> String {
-        String(id.dropFirst("github:notification:".count))
+        String(id.dropFirst(Self.notificationIdPrefix.count))
     }
 
     /// Emitted notifications (`{thread}:{updated_at}`) still inside the re-read window; older ones are never listed
     /// again, so keeping them would only make every state record heavier.
     private func prunedRecentIds() -> [String] {
-        let floor = state.lastSyncTime.map { $0.addingTimeInterval(-seconds(configuration.overlap)) }
+        // The listing's `since` goes out in whole seconds, rounded down: the floor must be too, or a thread in that
+        // first second is listed again but already forgotten.
+        let floor = state.lastSyncTime.map {
+            Date(
+                timeIntervalSince1970: $0.addingTimeInterval(-seconds(configuration.overlap)).timeIntervalSince1970
+                    .rounded(.down))
+        }
         return recent.ids.filter { key in
             guard let floor else { return true }
             guard let colon = key.firstIndex(of: ":"),
@@ -344,7 +424,7 @@ struct SyncRun {
 
     enum DiscussionLookup: Sendable {
         case found([DiscussionNode])
-        /// GraphQL answered but cannot resolve (no such repository, no access, an error list): use the fallback.
+        /// GraphQL answered that the repository cannot be read (`NOT_FOUND`, `FORBIDDEN`): use the fallback.
         case unavailable
         /// Failed this time: retried by the next sync, like a subject.
         case failed
@@ -354,7 +434,7 @@ struct SyncRun {
     private static let discussionsQuery =
         "query($owner: String!, $name: String!, $first: Int!) { repository(owner: $owner, name: $name) { "
         + "discussions(first: $first, orderBy: {field: UPDATED_AT, direction: DESC}) { nodes { number title url "
-        + "body updatedAt author { login } comments(last: 1) { nodes { url body author { login } } } } } } }"
+        + "body updatedAt author { login } comments(last: 10) { nodes { url body createdAt author { login } } } } } } }"
 
     private struct GraphQLBody: Encodable {
         struct Variables: Encodable {
@@ -380,9 +460,19 @@ struct SyncRun {
                 DiscussionsAnswer.self, configuration.graphQLURL, body: Array(bytes), credentials: credentials,
                 deadline: deadline)
             guard let nodes = answer.data?.repository?.discussions?.nodes else {
+                let types = Set(answer.errors?.compactMap(\.type) ?? [])
+                let metadata: Logger.Metadata = [
+                    "repo": "\(repo)", "errors": "\(answer.errors?.compactMap(\.message) ?? [])",
+                ]
+                // Only an answer that says the repository cannot be read is final; anything else (RATE_LIMITED,
+                // a timeout, `data: null`) is a failure like a 5xx: retried, and counted towards giving up.
+                guard types.contains("NOT_FOUND") || types.contains("FORBIDDEN") else {
+                    logger.info("GraphQL failed to list the repository's discussions; retried", metadata: metadata)
+                    return (.failed, nil)
+                }
                 logger.info(
                     "GraphQL could not list the repository's discussions; Discussion notifications use the fallback",
-                    metadata: ["repo": "\(repo)", "errors": "\(answer.errors?.compactMap(\.message) ?? [])"])
+                    metadata: metadata)
                 return (.unavailable, nil)
             }
             return (.found(nodes.compactMap { $0 }), nil)
@@ -396,14 +486,27 @@ struct SyncRun {
         }
     }
 
-    /// The discussion a notification is about: same title, `updatedAt` nearest to the thread's.
+    /// The discussion a notification is about: the only one with its title, or among several with that title the
+    /// one updated exactly when the thread was. nil when that is ambiguous: a wrong discussion is worse than the
+    /// repository's discussions page.
     private func match(_ thread: NotificationThread, updatedAt: Date, in nodes: [DiscussionNode]) -> DiscussionNode? {
         let title = thread.subject.title ?? ""
-        return nodes.filter { $0.title == title }.min { a, b in
-            let da = a.updatedAt.flatMap(WireFormat.parseDate).map { abs($0.timeIntervalSince(updatedAt)) } ?? .infinity
-            let db = b.updatedAt.flatMap(WireFormat.parseDate).map { abs($0.timeIntervalSince(updatedAt)) } ?? .infinity
-            return da < db
-        }
+        let candidates = nodes.filter { $0.title == title }
+        if candidates.count <= 1 { return candidates.first }
+        let exact = candidates.filter { $0.updatedAt.flatMap(WireFormat.parseDate) == updatedAt }
+        return exact.count == 1 ? exact.first : nil
+    }
+
+    /// The comment that made this version of the thread: the newest created no later than its `updated_at` (a
+    /// comment added since belongs to the next version).
+    private func comment(of node: DiscussionNode?, updatedAt: Date) -> DiscussionNode.Comment? {
+        let comments = node?.comments?.nodes?.compactMap { $0 } ?? []
+        return comments.compactMap { comment -> (Date, DiscussionNode.Comment)? in
+            guard let created = comment.createdAt.flatMap(WireFormat.parseDate), created <= updatedAt else {
+                return nil
+            }
+            return (created, comment)
+        }.max { $0.0 < $1.0 }?.1
     }
 
     private func discussionActivity(_ item: PendingNotification, lookup: DiscussionLookup) -> ItemResult {
@@ -423,8 +526,8 @@ struct SyncRun {
         let thread = item.thread
         let repo = thread.repository.full_name
         let repoPage = thread.repository.html_url ?? "https://github.com/\(repo)"
-        let comment = node?.comments?.nodes?.compactMap { $0 }.last
-        let mentionsActor = ["mention", "comment", "state_change"].contains(thread.reason)
+        let comment = comment(of: node, updatedAt: item.updatedAt)
+        let mentionsActor = ActivityText.actorReasons.contains(thread.reason)
         let actor = (mentionsActor ? comment?.author?.login : nil) ?? node?.author?.login
         let body = (mentionsActor ? comment?.body : nil) ?? node?.body ?? ""
         let text = ActivityText.discussion(
@@ -462,7 +565,7 @@ struct SyncRun {
 
     /// The comment URL whose author and body a notification should show, when it names a comment.
     private func commentURL(for thread: NotificationThread) -> String? {
-        guard ["mention", "comment", "state_change"].contains(thread.reason),
+        guard ActivityText.actorReasons.contains(thread.reason),
             let url = thread.subject.latest_comment_url, url != thread.subject.url, namesComment(url)
         else { return nil }
         return url
@@ -519,7 +622,7 @@ struct SyncRun {
             reason: thread.reason, isPullRequest: isPR, username: state.username ?? "", repo: repo,
             number: subject.number, title: subject.title, state: subject.state, actor: actor, body: body)
         guard let text = ActivityText.notification(facts) else { return .skip }
-        let mentionsActor = ["mention", "comment", "state_change"].contains(thread.reason)
+        let mentionsActor = ActivityText.actorReasons.contains(thread.reason)
         return .emit(
             Activity(
                 text: text, sourceURL: webURL(subject, repository: thread.repository, isPR: isPR), id: id,
@@ -561,7 +664,10 @@ struct SyncRun {
             horizon = base.addingTimeInterval(-lagHorizon)
         } else {
             // A state from before ids were compared: its recent ids and the overlap, one last time.
-            known = Set(state.recentIds.filter { $0.hasPrefix("github:event:") }.map { String($0.dropFirst(13)) })
+            known = Set(
+                state.recentIds.filter { $0.hasPrefix(Self.eventIdPrefix) }.map {
+                    String($0.dropFirst(Self.eventIdPrefix.count))
+                })
             horizon = base.addingTimeInterval(-seconds(configuration.overlap))
         }
         let login = username.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? username
@@ -650,10 +756,14 @@ struct SyncRun {
         state.lastUserEventTime = watermark
         // Remember the ids down to where the next read will look; a complete read saw every one of them.
         let nextHorizon = watermark.addingTimeInterval(-lagHorizon)
-        if listingComplete {
+        if listingComplete, !isResync {
             state.eventIds = listed.filter { $0.created >= nextHorizon }.map(\.id)
+        } else if listingComplete {
+            // A resync read only down to its own `since`: the ids known below it still count, or the next normal
+            // read (down to the lag horizon) would emit them again.
+            state.eventIds = boundedIds(known.union(listed.filter { $0.created >= nextHorizon }.map(\.id)))
         } else {
-            state.eventIds = Array(seenIds.union(listed.map(\.id)))
+            state.eventIds = boundedIds(seenIds.union(listed.map(\.id)))
         }
         // The first page's ETag is kept even when that page does not reach the horizon: an unchanged account must
         // cost no quota. A late event lower down then waits for the first page to change (any new event), and is
@@ -661,6 +771,13 @@ struct SyncRun {
         // where it is, so it cannot slip below it.
         state.eventsETag = listingComplete && halt == nil ? etag : nil
         if let halt { throw halt }
+    }
+
+    /// Event ids in a stable order (oldest first: GitHub's ids grow), at most as many as GitHub keeps, so the state
+    /// stays bounded and its bytes do not depend on set order.
+    private func boundedIds(_ ids: Set<String>) -> [String] {
+        let sorted = ids.sorted { ($0.count, $0) < ($1.count, $1) }
+        return Array(sorted.suffix(max(1, configuration.eventHistoryLimit)))
     }
 
     private func activity(for event: GitHubEvent, username: String, created: Date) -> Activity? {
@@ -680,7 +797,7 @@ struct SyncRun {
         let commentURL = kind.hasSuffix("_comment") ? payload.comment?.html_url.flatMap(webURLOrNil) : nil
         return Activity(
             text: ActivityText.event(kind: kind, username: username, number: number, title: target.title),
-            sourceURL: sourceURL, id: "github:event:\(event.id)", occurredAt: created, kind: kind,
+            sourceURL: sourceURL, id: "\(Self.eventIdPrefix)\(event.id)", occurredAt: created, kind: kind,
             repo: event.repo.name, number: number, actor: event.actor?.login ?? username,
             accountId: request.accountId, commentURL: commentURL)
     }

@@ -111,12 +111,13 @@ extension GitHubSimulator {
             case "drop": fault = .drop
             case "rateLimited": fault = .rateLimited
             case "unauthorized": fault = .unauthorized
+            case "graphQLRateLimited": fault = .graphQLRateLimited
             default:
                 return Self.adminError(
                     .badRequest,
                     "fault must be one of serverError, serviceUnavailable, secondaryLimit, "
                         + "secondaryLimitWithoutRetryAfter, tooManyRequests, malformedJSON, drop, rateLimited, "
-                        + "unauthorized"
+                        + "unauthorized, graphQLRateLimited"
                 )
             }
             injectFault(fault, count: count, pathPrefix: query["path_prefix"])

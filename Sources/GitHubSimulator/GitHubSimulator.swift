@@ -50,6 +50,14 @@ public final class GitHubSimulator: Sendable {
     let faults: Mutex<FaultQueue>
     private let server = Mutex<ServerHandle?>(nil)
     let linkBase = Mutex<String?>(nil)
+    let pageHooks = Mutex<[PageHook]>([])
+
+    /// An action due after some number of served notifications pages of one account.
+    struct PageHook: Sendable {
+        var user: Int
+        var remaining: Int
+        var action: @Sendable () -> Void
+    }
 
     /// Creates the world (lazily: nothing per user is generated until it is first asked for).
     public init(configuration: SimulatorConfiguration = .init(), logger: Logger = Logger(label: "github-simulator")) {

@@ -3,7 +3,8 @@ import Hummingbird
 
 /// `POST /graphql`: just enough of GitHub's GraphQL API to resolve a Discussion notification, whose REST
 /// `subject.url` is null. The query text is not parsed: any query naming `discussions` gets
-/// `repository(owner: $owner, name: $name).discussions(first: $first)`, newest update first.
+/// `repository(owner: $owner, name: $name).discussions(first: $first)`, newest update first, each with its last
+/// ten comments (oldest first, as `comments(last: 10)` answers).
 extension GitHubSimulator {
     private struct GraphQLRequest: Decodable {
         struct Variables: Decodable {
@@ -20,7 +21,10 @@ extension GitHubSimulator {
         var data: DataField?
         var errors: [Message]?
 
-        struct Message: Encodable { var message: String }
+        struct Message: Encodable {
+            var message: String
+            var type: String?
+        }
         struct DataField: Encodable { var repository: Repository? }
         struct Repository: Encodable { var discussions: Connection<Node> }
         struct Connection<T: Encodable>: Encodable { var nodes: [T] }
@@ -37,6 +41,7 @@ extension GitHubSimulator {
         struct CommentNode: Encodable {
             var url: String
             var body: String
+            var createdAt: String
             var author: Author
         }
     }
@@ -58,31 +63,35 @@ extension GitHubSimulator {
             guard let repo = world.repoByName["\(owner)/\(name)".lowercased()] else {
                 return Answer(
                     data: .init(repository: nil),
-                    errors: [.init(message: "Could not resolve to a Repository with the name '\(owner)/\(name)'.")])
+                    errors: [
+                        .init(
+                            message: "Could not resolve to a Repository with the name '\(owner)/\(name)'.",
+                            type: "NOT_FOUND")
+                    ])
             }
             let fullName = world.repos[repo].fullName
             let nodes = world.discussions.values
                 .filter { $0.key.repo == repo && $0.createdAt <= now }
                 .map { discussion -> (Int64, Answer.Node) in
                     let page = "\(world.params.htmlBase)/\(fullName)/discussions/\(discussion.key.number)"
-                    let latest = discussion.comments.compactMap { world.discussionComments[$0] }
-                        .last { $0.createdAt <= now }
+                    let shown = discussion.comments.compactMap { world.discussionComments[$0] }
+                        .filter { $0.createdAt <= now }
+                        .suffix(10)
+                    let latest = shown.last
                     let updatedAt =
                         discussion.updatedAt <= now
                         ? discussion.updatedAt : max(discussion.createdAt, latest?.createdAt ?? discussion.createdAt)
-                    let comments = latest.map {
-                        [
-                            Answer.CommentNode(
-                                url: "\(page)#discussioncomment-\($0.id)", body: $0.body,
-                                author: .init(login: $0.author.login))
-                        ]
+                    let comments = shown.map {
+                        Answer.CommentNode(
+                            url: "\(page)#discussioncomment-\($0.id)", body: $0.body,
+                            createdAt: Timestamp.rfc3339($0.createdAt), author: .init(login: $0.author.login))
                     }
                     return (
                         updatedAt,
                         Answer.Node(
                             number: discussion.key.number, title: discussion.title, url: page, body: discussion.body,
                             updatedAt: Timestamp.rfc3339(updatedAt), author: .init(login: discussion.author.login),
-                            comments: .init(nodes: comments ?? []))
+                            comments: .init(nodes: comments))
                     )
                 }
                 .sorted { ($0.0, $0.1.number) > ($1.0, $1.1.number) }

@@ -27,6 +27,8 @@ struct APIResponse {
     var notModified = false
     /// False for answers GitHub does not charge: 304s, auth failures, limits.
     var countsAgainstQuota = true
+    /// Activity ids (as the truth names them) of the thread versions or events this page holds.
+    var served: [String] = []
 
     static func json(_ status: Int, _ bytes: [UInt8], headers: [(String, String)] = []) -> APIResponse {
         APIResponse(status: status, body: ByteBuffer(bytes: bytes), headers: headers)
@@ -165,6 +167,13 @@ extension GitHubSimulator {
             response = rateLimitExceeded(user: user)
         case .unauthorized:
             response = .badCredentials()
+        case .graphQLRateLimited:
+            response = .json(
+                200,
+                Array(
+                    (#"{"data":null,"errors":[{"type":"RATE_LIMITED","code":"graphql_rate_limit","#
+                        + #""message":"API rate limit already exceeded for user ID 1."}]}"#).utf8))
+            response.countsAgainstQuota = false
         default:
             if isTokenExchange {
                 response = try await tokenExchange(request: &request, record: &record)
@@ -206,6 +215,11 @@ extension GitHubSimulator {
             response.body = response.body.getSlice(at: response.body.readerIndex, length: keep) ?? ByteBuffer()
         }
 
+        if response.status == 200, fault != .malformedJSON, let user, !response.served.isEmpty {
+            let time = Date().timeIntervalSince1970
+            world.withLock { $0.recordServed(user, response.served, at: time) }
+        }
+
         var headers = HTTPFields()
         let snapshot = quota ?? QuotaSnapshot(limit: 60, used: 0, remaining: 60, reset: now + 3_600)
         headers[.rateLimitLimit] = "\(snapshot.limit)"
@@ -224,6 +238,20 @@ extension GitHubSimulator {
         record.status = response.status
         record.notModified = response.notModified
         log.withLock { $0.append(record) }
+        if path == "/notifications", response.status == 200, let user {
+            // Test hooks run after the page is made and before it is sent: the client sees this page as it was,
+            // and its next request sees the change.
+            let due = pageHooks.withLock { hooks -> [@Sendable () -> Void] in
+                var due: [@Sendable () -> Void] = []
+                for index in hooks.indices where hooks[index].user == user {
+                    hooks[index].remaining -= 1
+                    if hooks[index].remaining == 0 { due.append(hooks[index].action) }
+                }
+                hooks.removeAll { $0.remaining <= 0 }
+                return due
+            }
+            for action in due { action() }
+        }
         return Response(status: .init(code: response.status), headers: headers, body: .init(byteBuffer: response.body))
     }
 

@@ -141,7 +141,7 @@ extension GitHubSimulator {
 
         enum Outcome {
             case notModified(Int64?)
-            case page([[UInt8]], total: Int, newest: Int64?)
+            case page([[UInt8]], served: [String], total: Int, newest: Int64?)
         }
         let outcome: Outcome = world.withLock { world in
             world.materialize(user, now: now)
@@ -159,6 +159,7 @@ extension GitHubSimulator {
             let top = high - (page - 1) * perPage
             let bottom = max(low, top - perPage)
             var items: [[UInt8]] = []
+            var served: [String] = []
             if top > bottom {
                 for index in stride(from: top - 1, through: bottom, by: -1) {
                     let id = order[index].id
@@ -168,16 +169,17 @@ extension GitHubSimulator {
                         account.threads[id] = thread
                     }
                     items.append(thread.cache ?? [])
+                    served.append(WorldState.notificationActivityId(thread: id, updatedAt: thread.updatedAt))
                 }
             }
-            return .page(items, total: total, newest: newest)
+            return .page(items, served: served, total: total, newest: newest)
         }
         var headers: [(String, String)] = [("X-Poll-Interval", "\(configuration.pollInterval)")]
         switch outcome {
         case .notModified(let newest):
             if let newest { headers.append(("Last-Modified", Timestamp.httpDate(newest))) }
             return .notModified(headers: headers)
-        case .page(let items, let total, let newest):
+        case .page(let items, let served, let total, let newest):
             if let newest { headers.append(("Last-Modified", Timestamp.httpDate(newest))) }
             let lastPage = max(1, (total + perPage - 1) / perPage)
             if let link = linkHeader(
@@ -185,7 +187,9 @@ extension GitHubSimulator {
             {
                 headers.append(link)
             }
-            return APIResponse(status: 200, body: Self.jsonArray(items), headers: headers)
+            var response = APIResponse(status: 200, body: Self.jsonArray(items), headers: headers)
+            response.served = served
+            return response
         }
     }
 
@@ -252,7 +256,9 @@ extension GitHubSimulator {
         if ifNoneMatch(request.headers[.ifNoneMatch], matches: etag) {
             return .notModified(headers: headers)
         }
-        return APIResponse(status: 200, body: Self.jsonArray(result.items), headers: headers)
+        var response = APIResponse(status: 200, body: Self.jsonArray(result.items), headers: headers)
+        response.served = result.ids.map(WorldState.eventActivityId)
+        return response
     }
 
     private func subject(repo fullName: String, number text: String, pull: Bool, request: Request, now: Int64)

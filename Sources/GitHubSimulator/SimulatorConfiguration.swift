@@ -147,6 +147,9 @@ public enum Fault: Sendable, Hashable {
     case unauthorized
     /// Waits this long before answering normally.
     case delay(Duration)
+    /// 200 with `{"data": null, "errors": [{"type": "RATE_LIMITED", …}]}`: how GitHub's GraphQL API answers when
+    /// its own budget is spent (meant for `/graphql`).
+    case graphQLRateLimited
 
     var name: String {
         switch self {
@@ -160,6 +163,7 @@ public enum Fault: Sendable, Hashable {
         case .rateLimited: "rateLimited"
         case .unauthorized: "unauthorized"
         case .delay: "delay"
+        case .graphQLRateLimited: "graphQLRateLimited"
         }
     }
 }

@@ -20,16 +20,32 @@ import Foundation
 /// "Seen by a poll" (`polledTruth`), because a version replaced before any client listed it, or an event not yet
 /// visible, cannot be asked of anyone:
 /// - a thread version was *seen* if it was the current, visible version at the time of some notifications
-///   listing request of the account (served or 304) whose `before` it precedes; it is *required* if it stayed
-///   current from the start of one listing to the start of the next listing (or until now). A listing starts with
-///   a request whose `before` is absent or later than the previous request's; pages of one listing walk `before`
-///   down or keep it. A version replaced in the middle of a multi-page listing may legitimately be missed: GitHub
-///   no longer lists it, and its successor carries the news.
-/// - an event was seen (and is required) if it was visible, past its lag, at some events request of the account.
+///   listing request of the account (served or 304) whose `before` it precedes; it is *required* if a 200 page
+///   actually delivered it to the account (the client was handed it: dropping it is a loss, even when the thread
+///   moved on before the next listing), or if it stayed current from the start of one listing to the start of the
+///   next listing (or until now). A listing starts with a request whose `before` is absent or later than the
+///   previous request's; pages of one listing walk `before` down or keep it. A version replaced in the middle of a
+///   multi-page listing before any page held it may legitimately be missed: GitHub no longer lists it, and its
+///   successor carries the news.
+/// - an event was *seen* if it was visible, past its lag, at some events request of the account; it is
+///   *required* only if a 200 events page delivered it. One below an unchanged first page (a 304, or a page the
+///   client had no reason to read) waits, legitimately, for the next read that goes that deep.
+/// - Pages cut by an injected `malformedJSON` fault deliver nothing.
 extension WorldState {
     static let keptReasons: Set<String> = [
         "assign", "review_requested", "mention", "state_change", "author", "comment", "team_mention",
     ]
+
+    /// Reasons whose activity names the comment's author and links the comment (the truth's own list, kept apart
+    /// from the client's on purpose).
+    static let actorReasons: Set<String> = ["mention", "comment", "state_change"]
+
+    /// The activity id of a thread version: `github:notification:{thread}:{updated_at}`.
+    static func notificationActivityId(thread: Int64, updatedAt: Int64) -> String {
+        "github:notification:\(thread):\(Timestamp.rfc3339(updatedAt))"
+    }
+
+    static func eventActivityId(_ event: Int64) -> String { "github:event:\(event)" }
 
     func truth(user: Int, from: Int64, to: Int64) -> [ExpectedActivity] {
         let account = account(user)
@@ -76,13 +92,14 @@ extension WorldState {
         }
         let listings = account.listings.filter { $0.time <= until }
         let lastEventPoll = account.eventPolls.last { $0 <= until }.map { $0.rounded(.down) }
+        func served(_ activity: ExpectedActivity) -> Bool { (account.served[activity.id] ?? .infinity) <= until }
         var seen: [ExpectedActivity] = []
         var required: [ExpectedActivity] = []
         for activity in all {
             if activity.id.hasPrefix("github:event:") {
                 if let lastEventPoll, activity.visibleFrom.timeIntervalSince1970 <= lastEventPoll {
                     seen.append(activity)
-                    required.append(activity)
+                    if served(activity) { required.append(activity) }
                 }
                 continue
             }
@@ -93,8 +110,13 @@ extension WorldState {
                 from <= request.time && request.time < superseded
                     && (request.before.map { updatedAt < Double($0) } ?? true)
             }
-            guard listings.contains(where: listable) else { continue }
+            let delivered = served(activity)
+            guard delivered || listings.contains(where: listable) else { continue }
             seen.append(activity)
+            if delivered {
+                required.append(activity)
+                continue
+            }
             for (index, start) in starts.enumerated() where start.time <= until && listable(start) {
                 let end = index + 1 < starts.count ? starts[index + 1].time : now
                 if superseded > end {
@@ -108,11 +130,10 @@ extension WorldState {
 
     func expected(_ thread: NotificationThread, version: ThreadVersion, username: String) -> ExpectedActivity? {
         guard Self.keptReasons.contains(version.reason), thread.foreignHost == nil else { return nil }
-        let updatedAt = Timestamp.rfc3339(version.updatedAt)
-        let id = "github:notification:\(thread.id):\(updatedAt)"
+        let id = Self.notificationActivityId(thread: thread.id, updatedAt: version.updatedAt)
         let visibleFrom = Date(timeIntervalSince1970: version.currentFrom)
         let supersededAt = version.supersededAt.isFinite ? Date(timeIntervalSince1970: version.supersededAt) : nil
-        let mentionsActor = ["mention", "comment", "state_change"].contains(version.reason)
+        let mentionsActor = Self.actorReasons.contains(version.reason)
         if thread.subjectType == "Discussion" {
             guard let key = thread.discussion, let discussion = discussions[key] else { return nil }
             let repo = repos[key.repo].fullName
@@ -194,7 +215,7 @@ extension WorldState {
         }
         let commentURL = kind.hasSuffix("_comment") ? event.comment.map(commentHTML) : nil
         return ExpectedActivity(
-            id: "github:event:\(event.id)", kind: kind, occurredAt: Timestamp.date(event.createdAt), text: text,
+            id: Self.eventActivityId(event.id), kind: kind, occurredAt: Timestamp.date(event.createdAt), text: text,
             sourceURL: subjectHTML(subject), repo: repos[subject.key.repo].fullName, number: subject.key.number,
             commentURL: commentURL, visibleFrom: Timestamp.date(event.visibleAt))
     }

@@ -208,6 +208,9 @@ final class Account {
     /// Notification listings and events reads of this account, oldest first, for the "seen by a poll" truth.
     var listings: [ListingRequest] = []
     var eventPolls: [Double] = []
+    /// Activity ids of the thread versions and events that 200 pages actually delivered to this account, with the
+    /// first time each was: a client that was handed one must emit it.
+    var served: [String: Double] = [:]
 
     init(index: Int, person: Person, repos: [Int], start: Int64) {
         self.index = index
@@ -439,6 +442,16 @@ struct WorldState {
         let account = account(user)
         account.listings.append(request)
         if account.listings.count > 50_000 { account.listings.removeFirst(12_500) }
+    }
+
+    /// Remembers what a 200 page delivered to `user`; past 200,000 ids the older half is forgotten.
+    mutating func recordServed(_ user: Int, _ ids: [String], at time: Double) {
+        let account = account(user)
+        for id in ids where account.served[id] == nil { account.served[id] = time }
+        if account.served.count > 200_000 {
+            let cut = account.served.values.sorted()[account.served.count / 2]
+            account.served = account.served.filter { $0.value >= cut }
+        }
     }
 
     mutating func recordEventPoll(_ user: Int, at time: Double) {

@@ -122,6 +122,17 @@ extension GitHubSimulator {
         }
     }
 
+    /// Runs `action` once `pages` more `GET /notifications` pages (200s) have been served to `login`, after the
+    /// last of them was made and before it is sent. Changes the world between two pages of one listing, or between
+    /// a listing and what the client asks next, without relying on timing.
+    /// - Throws: `SimulatorError` for an unknown login.
+    public func afterNotificationPages(
+        _ pages: Int, for login: String, _ action: @escaping @Sendable () -> Void
+    ) throws {
+        let user = try accountIndex(login)
+        pageHooks.withLock { $0.append(.init(user: user, remaining: max(1, pages), action: action)) }
+    }
+
     /// Makes a thread's `subject.url` and `latest_comment_url` name `host` (e.g. `localhost:PORT`, or a full origin
     /// such as `https://127.0.0.1:PORT` for another scheme) instead of the simulator, to prove a client never sends
     /// its token to a host it was not configured with. Such threads are left out of the ground truth.

@@ -116,8 +116,8 @@ final class Pipeline: Sendable {
     }
 
     /// What polls of this run's accounts up to `until` saw (`seen`) and what every correct poller must therefore
-    /// have emitted (`required`: versions still current at the next listing, visible events). See the simulator's
-    /// `Truth.swift`.
+    /// have emitted (`required`: thread versions a 200 page delivered or that stayed current until the next listing,
+    /// events a 200 page delivered). See the simulator's `Truth.swift`.
     func polledTruth(until: Date) throws -> (seen: Set<String>, required: Set<String>) {
         var seen = Set<String>()
         var required = Set<String>()

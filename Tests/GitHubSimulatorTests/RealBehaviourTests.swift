@@ -115,16 +115,55 @@ struct RealBehaviourTests {
             let current = try #require(all.first { $0.supersededAt == nil })
             #expect(polled.seen.map(\.id) == [current.id])
             #expect(polled.required.map(\.id) == [current.id])
-            // Re-bumped after that listing and before the next: the listed version was seen, but it is not required,
-            // since a poller could have been in the middle of a longer listing when it went away.
+            // Re-bumped after that listing and before the next: the version a page delivered stays required (the
+            // client was handed it), and the new one is required too.
             try simulator.touchThread(thread, at: Date(), commentBody: "third")
             _ = try await send("\(simulator.baseURL)/notifications?all=true", token: user.token)
             let later = try simulator.polledTruth(
                 login: user.login, from: Date().addingTimeInterval(-3_600), to: Date())
             #expect(Set(later.seen.map(\.id)).count == 2)
             #expect(later.seen.map(\.id).contains(current.id))
-            #expect(later.required.count == 1)
-            #expect(!later.required.map(\.id).contains(current.id))
+            #expect(later.required.count == 2)
+            #expect(later.required.map(\.id).contains(current.id))
+        }
+    }
+
+    @Test("a version re-bumped between a 304 and the next listing is seen but not required")
+    func polledTruthWithoutDelivery() async throws {
+        try await withSimulator({ $0.historyItems = 0 }) { simulator in
+            let user = simulator.users[0]
+            let url = "\(simulator.baseURL)/notifications?all=true"
+            let thread = try simulator.addNotification(
+                for: user.login, reason: "comment", commentBody: "first", at: Date().addingTimeInterval(-60))
+            let first = try await send(url, token: user.token)
+            let modified = try #require(first.header("last-modified"))
+            try simulator.touchThread(thread, at: Date().addingTimeInterval(-30), commentBody: "second")
+            // A poll whose page was cut delivers nothing; a version only ever listed there is seen, not required.
+            simulator.injectFault(.malformedJSON, count: 1, pathPrefix: "/notifications")
+            _ = try await send(url, token: user.token, headers: [("If-Modified-Since", modified)])
+            try simulator.touchThread(thread, at: Date(), commentBody: "third")
+            let all = try simulator.truth(login: user.login, from: Date().addingTimeInterval(-3_600), to: Date())
+            #expect(all.count == 3)
+            let second = try #require(all.sorted { $0.occurredAt < $1.occurredAt }.dropFirst().first)
+            let polled = try simulator.polledTruth(
+                login: user.login, from: Date().addingTimeInterval(-3_600), to: Date())
+            #expect(polled.seen.map(\.id).contains(second.id))
+            #expect(!polled.required.map(\.id).contains(second.id))
+        }
+    }
+
+    @Test("an event is required once a 200 page delivered it, not merely because it was visible at a poll")
+    func polledTruthOfEvents() async throws {
+        try await withSimulator({ $0.historyItems = 0 }) { simulator in
+            let user = simulator.users[0]
+            let older = try simulator.addEvent(for: user.login, type: "IssuesEvent", at: Date().addingTimeInterval(-20))
+            let newer = try simulator.addEvent(for: user.login, type: "IssuesEvent", at: Date().addingTimeInterval(-10))
+            let page = try await send("\(simulator.baseURL)/users/\(user.login)/events?per_page=1", token: user.token)
+            #expect(page.jsonArray?.compactMap { $0["id"] as? String } == [newer])
+            let polled = try simulator.polledTruth(
+                login: user.login, from: Date().addingTimeInterval(-3_600), to: Date())
+            #expect(Set(polled.seen.map(\.id)) == ["github:event:\(older)", "github:event:\(newer)"])
+            #expect(polled.required.map(\.id) == ["github:event:\(newer)"], "page 2 was never read")
         }
     }
 

@@ -23,12 +23,22 @@ struct RealGitHubBehaviourTests {
         #expect(unseen.isEmpty, "never listed by any poll: \(unseen.sorted())", sourceLocation: sourceLocation)
     }
 
+    /// New activity on `thread` (a comment by grace-sim, at `at` or when it happens) right after the next
+    /// notifications page served to the user was made: deterministically between that page and the next request.
+    private func commentAfterFirstPage(
+        _ github: SimulatedGitHub, on thread: String, _ body: String, at: Date? = nil
+    ) throws {
+        let simulator = github.simulator
+        try simulator.afterNotificationPages(1, for: github.user.login) {
+            try? simulator.touchThread(thread, at: at ?? Date(), commentBody: body, actor: "grace-sim")
+        }
+    }
+
     @Test func aThreadReBumpedDuringAMultiPageListingPushesNothingPastAPageBoundary() async throws {
         try await SimulatedGitHub.with(
             {
                 $0.historyItems = 0
                 $0.threadBumps = true
-                $0.latency = .milliseconds(150)
             }, integration: { $0.notificationsPerPage = 3 }
         ) { github in
             let user = github.user
@@ -45,16 +55,16 @@ struct RealGitHubBehaviourTests {
                 try github.simulator.truth(login: user.login, from: now.addingTimeInterval(-3_600), to: now).map(\.id))
             #expect(versionsBefore.count == 12)
             let mark = github.simulator.requests().count
-            async let running = github.sync(user, state: nil)
-            try await eventually("the first page was listed", timeout: .seconds(10), interval: .milliseconds(5)) {
-                github.requests(of: user.login, since: mark).contains { $0.path == "/notifications" }
-            }
-            // New activity on the newest thread, already read on page 1: GitHub moves it to the top, out of the
-            // listing's window. With page numbers, page 2 would now start one thread later and skip one.
+            // New activity on the newest thread right after page 1 (which listed it) was made: GitHub moves it to
+            // the top, out of the listing's window. With page numbers, page 2 would now start one thread later and
+            // skip one.
             let newest = try #require(threads.last)
             let touchedAt = Date()
-            try github.simulator.touchThread(newest, at: touchedAt, commentBody: "bumped", actor: "grace-sim")
-            let first = try await running
+            try commentAfterFirstPage(github, on: newest, "bumped", at: touchedAt)
+            let simulator = github.simulator
+            let first = try await github.sync(user, state: nil)
+            let bumped = try simulator.truth(login: user.login, from: now.addingTimeInterval(-3_600), to: Date())
+            #expect(bumped.contains { $0.id.hasPrefix("github:notification:\(newest):") && $0.supersededAt != nil })
             #expect(first.isComplete)
             #expect(
                 github.requests(of: user.login, since: mark).filter { $0.path == "/notifications" }.count >= 4,
@@ -118,6 +128,13 @@ struct RealGitHubBehaviourTests {
             expectMatchesPolledTruth(emitted, truth)
             let all = try github.simulator.truth(login: user.login, from: start.addingTimeInterval(-86_400), to: Date())
             #expect(all.contains { $0.supersededAt != nil }, "threads really were re-bumped")
+            // Discussions go through GraphQL, answered later than the listing: their texts must still be those of
+            // the version emitted.
+            let expectedById = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+            let discussions = emitted.filter { $0.sourceURL.contains("/discussions") }
+            for activity in discussions {
+                expectActivity(activity, matches: try #require(expectedById[activity.id]))
+            }
             #expect(
                 all.contains { $0.id.hasPrefix("github:event:") && $0.visibleFrom > $0.occurredAt },
                 "events really showed up late")
@@ -231,13 +248,21 @@ struct RealGitHubBehaviourTests {
         }
     }
 
-    @Test func aSubjectThatFailsEverySyncIsEmittedFromTheNotificationAfterNSyncs() async throws {
+    /// A quiet simulator and a client that gives a subject up after three failed syncs, one attempt each.
+    private func withGiveUpAfterThreeSyncs(
+        threadBumps: Bool = false, _ body: (SimulatedGitHub) async throws -> Void
+    ) async throws {
         try await SimulatedGitHub.with(
-            { $0.historyItems = 0 },
+            {
+                $0.historyItems = 0; $0.threadBumps = threadBumps
+            },
             integration: {
                 $0.maxAttempts = 1; $0.stuckSubjectSyncs = 3
-            }
-        ) { github in
+            }, body)
+    }
+
+    @Test func aSubjectThatFailsEverySyncIsEmittedFromTheNotificationAfterNSyncs() async throws {
+        try await withGiveUpAfterThreeSyncs { github in
             let user = github.user
             let updatedAt = Date().addingTimeInterval(-30)
             let thread = try github.simulator.addNotification(
@@ -344,4 +369,219 @@ struct RealGitHubBehaviourTests {
             #expect(final.lastSyncTime != nil && final.lastUserEventTime != nil && final.username == user.login)
         }
     }
+
+    @Test func aThreadReBumpedEverySyncWhileItsSubjectFailsIsStillGivenUpAndNoListedVersionIsLost() async throws {
+        try await withGiveUpAfterThreeSyncs(threadBumps: true) { github in
+            let user = github.user
+            let start = Date().addingTimeInterval(-60)
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "assign", repo: "octo/bumpy", number: 5, title: "Keeps moving", at: start)
+            github.simulator.injectFault(.serverError, count: 1_000, pathPrefix: "/repos/octo/bumpy/issues/5")
+            var state: JSONValue?
+            var emitted: [Activity] = []
+            for attempt in 1...3 {
+                if attempt > 1 {
+                    // New activity between syncs: the same thread, a newer updated_at, listed as a new version.
+                    try github.simulator.touchThread(thread, at: start.addingTimeInterval(Double(10 * attempt)))
+                }
+                let outcome = try await github.sync(user, state: state)
+                emitted += outcome.activities
+                state = outcome.state
+                if attempt < 3 {
+                    #expect(outcome.activities.isEmpty, "sync \(attempt) waits for the subject")
+                    #expect(outcome.githubState.stuck[thread]?.failures == attempt, "failures count per thread")
+                }
+            }
+            let final = try GitHubState(json: state)
+            #expect(final.stuck.isEmpty, "given up after three syncs")
+            #expect(
+                (final.lastSyncTime ?? .distantPast) >= start.addingTimeInterval(30).addingTimeInterval(-1),
+                "the watermark moved")
+            let versions = try github.simulator.truth(
+                login: user.login, from: start.addingTimeInterval(-60), to: Date()
+            ).map(\.id)
+            #expect(versions.count == 3)
+            #expect(Set(emitted.map(\.id)) == Set(versions), "every listed version emitted, from the notification")
+            #expect(emitted.count == 3)
+            #expect(emitted.allSatisfy { $0.text == "Issue #5 assigned to \(user.login) in octo/bumpy: Keeps moving" })
+            let fourth = try await github.sync(user, state: state)
+            #expect(fourth.activities.isEmpty, "given up once, not again")
+        }
+    }
+
+    @Test func aResyncKeepsTheEventIdsItDidNotReadSoTheNextSyncRepeatsNone() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let now = Date()
+            var old: [String] = []
+            for offset: Double in [18_000, 10_800, 1_800] {
+                old.append(
+                    try github.simulator.addEvent(
+                        for: user.login, type: "IssuesEvent", at: now.addingTimeInterval(-offset)))
+            }
+            let first = try await github.sync(user, state: nil)
+            #expect(Set(first.activities.map(\.id)) == Set(old.map { "github:event:\($0)" }))
+            // A resync of the last hour re-emits (by design) only what it reads: the 30-minute-old event.
+            let resync = try await github.sync(user, state: first.state, since: now.addingTimeInterval(-3_600))
+            #expect(resync.activities.map(\.id) == ["github:event:\(old[2])"])
+            // Something new, so the next read is not a 304 and goes down to the lag horizon again.
+            let newer = try github.simulator.addEvent(for: user.login, type: "IssuesEvent", at: Date())
+            let next = try await github.sync(user, state: resync.state)
+            #expect(next.activities.map(\.id) == ["github:event:\(newer)"], "events known before the resync repeat")
+        }
+    }
+
+    @Test func anIncompleteEventsReadKeepsItsKnownIdsSortedAndBounded() async throws {
+        try await SimulatedGitHub.with(
+            { $0.historyItems = 0 },
+            integration: {
+                $0.eventHistoryLimit = 4; $0.maxAttempts = 1
+            }
+        ) { github in
+            let user = github.user
+            let now = Date()
+            var ids: [String] = []
+            for offset in 1...6 {
+                ids.append(
+                    try github.simulator.addEvent(
+                        for: user.login, type: "IssuesEvent", at: now.addingTimeInterval(Double(-60 * offset))))
+            }
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.count == 6)
+            try github.simulator.addEvent(for: user.login, type: "IssuesEvent", at: Date())
+            github.simulator.injectFault(.serverError, count: 1, pathPrefix: "/users/")
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.activities.isEmpty)
+            let sorted = ids.sorted { ($0.count, $0) < ($1.count, $1) }
+            #expect(second.githubState.eventIds == Array(sorted.suffix(4)), "the newest ids, in order")
+        }
+    }
+
+    @Test func aGraphQLRateLimitAnsweredWith200IsRetriedNotEmittedWithTheFallback() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let before = Date()
+            try github.simulator.addNotification(
+                for: user.login, reason: "comment", subjectType: "Discussion", repo: "octo/app", title: "Roadmap",
+                actor: "ada-sim", commentBody: "Shipping in May", at: before.addingTimeInterval(-30))
+            github.simulator.injectFault(.graphQLRateLimited, count: 1, pathPrefix: "/graphql")
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.isEmpty, "not emitted for good with the fallback text")
+            guard case .partial = first.status else {
+                Issue.record("expected partial, got \(first.status)")
+                return
+            }
+            #expect(first.githubState.stuck.count == 1, "counts towards giving up")
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.isComplete)
+            let truth = try github.simulator.truth(login: user.login, from: before.addingTimeInterval(-60), to: before)
+            #expect(truth.count == 1)
+            let activity = try #require(second.activities.first)
+            expectActivity(activity, matches: try #require(truth.first))
+        }
+    }
+
+    @Test func aDiscussionActivityShowsTheCommentOfItsVersionNotOneAddedSince() async throws {
+        try await SimulatedGitHub.with({
+            $0.historyItems = 0; $0.threadBumps = true
+        }) { github in
+            let user = github.user
+            let before = Date()
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "mention", subjectType: "Discussion", repo: "octo/app", title: "RFC: caching",
+                actor: "ada-sim", commentBody: "@\(user.login) thoughts?", at: before.addingTimeInterval(-30))
+            // A newer comment lands after the listing, before the GraphQL query: it belongs to the next version.
+            try commentAfterFirstPage(github, on: thread, "never mind")
+            let simulator = github.simulator
+            let outcome = try await github.sync(user, state: nil)
+            #expect(outcome.isComplete)
+            let truth = try simulator.truth(
+                login: user.login, from: before.addingTimeInterval(-60), to: before.addingTimeInterval(-30))
+            let expected = try #require(truth.first)
+            let activity = try #require(outcome.activities.first { $0.id == expected.id })
+            expectActivity(activity, matches: expected)
+            #expect(activity.actor == "ada-sim")
+        }
+    }
+
+    @Test func aNotificationInTheOverlapsFirstSecondIsNotEmittedTwice() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let first = try await github.sync(user, state: nil)
+            // A first sync of an empty account leaves a watermark with a fraction of a second.
+            let watermark = try #require(first.githubState.lastSyncTime)
+            let floorSecond = Date(timeIntervalSince1970: (watermark.timeIntervalSince1970 - 120).rounded(.down))
+            try #require(floorSecond < watermark.addingTimeInterval(-120), "the watermark has a fraction")
+            // Listed by the next sync's since (whole seconds, rounded down), so it must also be remembered.
+            let edge = try github.simulator.addNotification(
+                for: user.login, reason: "assign", title: "On the edge", at: floorSecond)
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.activities.map(\.id).contains { $0.hasPrefix("github:notification:\(edge):") })
+            let newer = try github.simulator.addNotification(
+                for: user.login, reason: "assign", title: "Newer", at: Date().addingTimeInterval(-5))
+            let third = try await github.sync(user, state: second.state)
+            #expect(third.activities.count == 1, "the edge one again: \(third.activities.map(\.id))")
+            #expect(third.activities.first?.id.hasPrefix("github:notification:\(newer):") == true)
+        }
+    }
+
+    @Test(arguments: ["assign", "subscribed"])
+    func aFailedVersionIsEmittedFromItsNotificationWhenTheThreadMovesOn(newReason: String) async throws {
+        try await withGiveUpAfterThreeSyncs(threadBumps: true) { github in
+            let user = github.user
+            let start = Date().addingTimeInterval(-60)
+            let thread = try github.simulator.addNotification(
+                for: user.login, reason: "assign", repo: "octo/moving", number: 3, title: "Moves on", at: start)
+            github.simulator.injectFault(.serverError, count: 1, pathPrefix: "/repos/octo/moving/issues/3")
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.isEmpty)
+            #expect(first.githubState.stuck[thread]?.superseded.count == 1, "the failed version is kept")
+            // The thread moves on before its subject ever loaded: GitHub will not list the first version again.
+            try github.simulator.touchThread(thread, at: start.addingTimeInterval(20), reason: newReason)
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.isComplete)
+            let versions = try github.simulator.truth(
+                login: user.login, from: start.addingTimeInterval(-60), to: Date()
+            ).map(\.id)
+            #expect(Set(second.activities.map(\.id)) == Set(versions), "every listed version")
+            let firstVersion = "github:notification:\(thread):\(WireFormat.formatDate(start.roundedDownToSecond))"
+            let fallback = try #require(second.activities.first { $0.id == firstVersion })
+            #expect(fallback.text == "Issue #3 assigned to \(user.login) in octo/moving: Moves on")
+            #expect(second.githubState.stuck.isEmpty)
+            #expect(second.githubState.gaps.map(\.source) == ["subject:\(thread)"])
+        }
+    }
+
+    @Test func aDiscussionSharingItsTitleIsNeverMatchedToTheWrongOne() async throws {
+        try await SimulatedGitHub.with({
+            $0.historyItems = 0; $0.threadBumps = true
+        }) { github in
+            let user = github.user
+            let now = Date()
+            let first = try github.simulator.addNotification(
+                for: user.login, reason: "comment", subjectType: "Discussion", repo: "octo/team", title: "Weekly sync",
+                actor: "ada-sim", commentBody: "Agenda one", at: now.addingTimeInterval(-40))
+            let second = try github.simulator.addNotification(
+                for: user.login, reason: "comment", subjectType: "Discussion", repo: "octo/team", title: "Weekly sync",
+                actor: "ada-sim", commentBody: "Agenda two", at: now.addingTimeInterval(-20))
+            // The first discussion gets a comment after the listing: its updatedAt no longer names the listed
+            // version, and the other one with that title is nearer in time.
+            try commentAfterFirstPage(github, on: first, "Moved to Friday")
+            let simulator = github.simulator
+            let outcome = try await github.sync(user, state: nil)
+            let truth = try simulator.truth(
+                login: user.login, from: now.addingTimeInterval(-60), to: now.addingTimeInterval(-20))
+            let secondExpected = try #require(truth.first { $0.id.hasPrefix("github:notification:\(second):") })
+            expectActivity(
+                try #require(outcome.activities.first { $0.id == secondExpected.id }), matches: secondExpected)
+            let ambiguous = try #require(outcome.activities.first { $0.id.hasPrefix("github:notification:\(first):") })
+            #expect(
+                ambiguous.sourceURL == "https://github.com/octo/team/discussions", "the fallback, not the other one")
+            #expect(ambiguous.sourceURL != secondExpected.sourceURL)
+        }
+    }
+}
+
+extension Date {
+    fileprivate var roundedDownToSecond: Date { Date(timeIntervalSince1970: timeIntervalSince1970.rounded(.down)) }
 }
