@@ -28,6 +28,20 @@ public func eventually(
     }
 }
 
+/// Polls `condition` until it holds or `timeout` passes, and says whether it held — for assertions that name
+/// what they wait for, `#expect(try await eventuallyHolds { … }, "…")`.
+public func eventuallyHolds(
+    within timeout: Duration = .seconds(60), interval: Duration = .milliseconds(100),
+    _ condition: () async throws -> Bool
+) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: interval)
+    }
+    return try await condition()
+}
+
 /// Where things are in a checkout: tests find the repo, `docs/` and the `shared/` folder beside the clone
 /// (CI lays it out the same way).
 public enum RepoPaths {
@@ -39,8 +53,24 @@ public enum RepoPaths {
             .deletingLastPathComponent()
     }()
 
-    /// `../shared` relative to the repository root.
-    public static let shared: URL = root.deletingLastPathComponent().appendingPathComponent("shared")
+    /// The shared folder with the validation schemas: `$ACTIVITY_SYNC_SHARED_DIR`, else `<repo>/../shared`, else
+    /// the nearest ancestor's `shared/` (a git worktree such as `/work/wt/deploy` sits one level deeper than the
+    /// main checkout). Nil when none has `schemas/compose-spec.json`.
+    public static let sharedSchemas: URL? = {
+        let marker = "schemas/compose-spec.json"
+        var candidates: [URL] = []
+        if let explicit = ProcessInfo.processInfo.environment["ACTIVITY_SYNC_SHARED_DIR"], !explicit.isEmpty {
+            candidates.append(URL(fileURLWithPath: explicit))
+        }
+        var directory = root
+        while directory.path != "/" {
+            directory = directory.deletingLastPathComponent()
+            candidates.append(directory.appendingPathComponent("shared"))
+        }
+        return candidates.first {
+            FileManager.default.fileExists(atPath: $0.appendingPathComponent(marker).path)
+        }
+    }()
 
     /// The built `activity-sync` executable: `ACTIVITY_SYNC_BIN` if set, else the one beside the test bundle
     /// (`swift build --build-tests` builds both into the same folder).

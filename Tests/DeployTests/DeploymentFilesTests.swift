@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import Testing
 
@@ -39,7 +40,7 @@ struct DeploymentFilesTests {
 
     @Test("docker-compose.yml validates against the Compose specification")
     func composeFileValidates() async throws {
-        let shared = try RepositoryPaths.sharedOrFail()
+        let shared = try RepoPaths.sharedOrFail()
         let result = try await runProcess(
             "python3",
             [
@@ -52,7 +53,7 @@ struct DeploymentFilesTests {
 
     @Test("every manifest in deploy/k8s validates against the strict Kubernetes and KEDA schemas")
     func kubernetesManifestsValidate() async throws {
-        let shared = try RepositoryPaths.sharedOrFail()
+        let shared = try RepoPaths.sharedOrFail()
         let result = try await runProcess(
             "python3",
             ["-c", Self.kubernetesValidator, shared.appendingPathComponent("schemas/kubernetes").path, "deploy/k8s"])
@@ -68,13 +69,13 @@ struct DeploymentFilesTests {
 
     @Test("the Kubernetes validator rejects a manifest with a misspelled field, so the check above can fail")
     func kubernetesValidatorRejectsUnknownField() async throws {
-        let shared = try RepositoryPaths.sharedOrFail()
+        let shared = try RepoPaths.sharedOrFail()
         let folder = FileManager.default.temporaryDirectory
             .appendingPathComponent("deploytests-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         let worker = try String(
-            contentsOf: RepositoryPaths.root.appendingPathComponent("deploy/k8s/worker.yaml"),
+            contentsOf: RepoPaths.root.appendingPathComponent("deploy/k8s/worker.yaml"),
             encoding: .utf8)
         let broken = worker.replacingOccurrences(of: "terminationGracePeriodSeconds:", with: "terminationGraceSeconds:")
         #expect(broken != worker)

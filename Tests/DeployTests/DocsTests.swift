@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import SyncModel
 import Testing
@@ -6,7 +7,7 @@ import Testing
 /// header that SyncModel defines, so a new topic or header cannot ship undocumented.
 @Suite struct DocsTests {
     func read(_ path: String) throws -> String {
-        try String(contentsOf: RepositoryPaths.root.appendingPathComponent(path), encoding: .utf8)
+        try String(contentsOf: RepoPaths.root.appendingPathComponent(path), encoding: .utf8)
     }
 
     @Test("topics.md documents every topic, header and record type constant")
@@ -28,7 +29,7 @@ import Testing
             #expect(topics.contains(constant), "topics.md does not name \(constant)")
         }
         for schema in try FileManager.default.contentsOfDirectory(
-            atPath: RepositoryPaths.root.appendingPathComponent("docs/schemas").path)
+            atPath: RepoPaths.root.appendingPathComponent("docs/schemas").path)
         where schema.hasSuffix(".schema.json") {
             #expect(topics.contains("schemas/\(schema)"), "topics.md does not link \(schema)")
         }

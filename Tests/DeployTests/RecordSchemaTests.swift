@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import SyncModel
 import Testing
@@ -29,7 +30,7 @@ struct RecordSchemaTests {
     @Test("docs/schemas has one schema per record type")
     func oneSchemaPerRecordType() throws {
         let files = try FileManager.default.contentsOfDirectory(
-            atPath: RepositoryPaths.root.appendingPathComponent("docs/schemas").path)
+            atPath: RepoPaths.root.appendingPathComponent("docs/schemas").path)
         #expect(Set(files.filter { $0.hasSuffix(".schema.json") }) == Set(Self.schemaNames.map { "\($0).schema.json" }))
     }
 
@@ -148,7 +149,7 @@ struct RecordSchemaTests {
     @Test("every example record in docs/topics.md validates against the schema it is tagged with")
     func topicExamplesValidate() async throws {
         let topics = try String(
-            contentsOf: RepositoryPaths.root.appendingPathComponent("docs/topics.md"), encoding: .utf8)
+            contentsOf: RepoPaths.root.appendingPathComponent("docs/topics.md"), encoding: .utf8)
         var lines: [[String: Any]] = []
         var schema: String?
         var block: [Substring]?

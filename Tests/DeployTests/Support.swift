@@ -1,35 +1,11 @@
+import ActivitySyncTesting
 import Foundation
 import Testing
 
-/// Paths of the repository and of the shared schemas folder, found from this file's location so the tests work
-/// from any working directory.
-enum RepositoryPaths {
-    /// `<repo>/Tests/DeployTests/Support.swift` → `<repo>`.
-    static let root: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    /// The shared folder with the validation schemas: `$ACTIVITY_SYNC_SHARED_DIR`, else `<repo>/../shared`, else
-    /// the nearest ancestor's `shared/` (a git worktree such as `/work/wt/deploy` sits one level deeper than the
-    /// main checkout). Nil when none has `schemas/compose-spec.json`.
-    static let shared: URL? = {
-        let marker = "schemas/compose-spec.json"
-        var candidates: [URL] = []
-        if let explicit = ProcessInfo.processInfo.environment["ACTIVITY_SYNC_SHARED_DIR"], !explicit.isEmpty {
-            candidates.append(URL(fileURLWithPath: explicit))
-        }
-        var directory = root
-        while directory.path != "/" {
-            directory = directory.deletingLastPathComponent()
-            candidates.append(directory.appendingPathComponent("shared"))
-        }
-        return candidates.first {
-            FileManager.default.fileExists(atPath: $0.appendingPathComponent(marker).path)
-        }
-    }()
-
+extension RepoPaths {
     static func sharedOrFail(sourceLocation: SourceLocation = #_sourceLocation) throws -> URL {
         try #require(
-            shared,
+            sharedSchemas,
             """
             the shared schemas folder was not found: expected ../shared/schemas next to the repository, or set \
             ACTIVITY_SYNC_SHARED_DIR
@@ -52,7 +28,7 @@ struct ProcessResult: Sendable {
 /// `Process` offers only blocking waits and reads, so the whole exchange runs on a dispatch queue and the test
 /// awaits a continuation: the cooperative pool is never blocked.
 func runProcess(
-    _ executable: String, _ arguments: [String], stdin: Data? = nil, in directory: URL = RepositoryPaths.root
+    _ executable: String, _ arguments: [String], stdin: Data? = nil, in directory: URL = RepoPaths.root
 ) async throws -> ProcessResult {
     try await withCheckedThrowingContinuation { continuation in
         DispatchQueue.global().async {

@@ -14,36 +14,6 @@ import Testing
     "Exactly-once on a real Kafka", .serialized, .timeLimit(.minutes(5)),
     .enabled(if: RealKafka.bootstrap != nil, "set KAFKA_BOOTSTRAP_SERVERS to a real Kafka to run these"))
 struct RealKafkaTests {
-    @Test("an aborted transaction is invisible to read_committed, a committed one is visible")
-    func abortIsInvisible() async throws {
-        let bootstrap = try #require(RealKafka.bootstrap)
-        let logger = Logger(label: "activity-sync.test.real-kafka")
-        let kafka = KafkaConfiguration(bootstrapServers: bootstrap)
-        let topic = "activity-sync-test-txn-\(UUID().uuidString.prefix(8))"
-        let admin = try KafkaAdmin(configuration: kafka, logger: logger)
-        _ = try await admin.createTopics([NewTopic(name: topic, partitions: 3)], timeout: .seconds(30))
-        await admin.close()
-        let producer = try KafkaTransactionalProducer(
-            configuration: TransactionalProducerConfiguration(kafka: kafka, transactionalId: "test-\(topic)"),
-            logger: logger)
-        try await producer.initTransactions(timeout: .seconds(30))
-        let records = { (tag: String) in
-            (0..<10).map { ProducerRecord(topic: topic, key: Array("k\($0)".utf8), value: Array("\(tag)-\($0)".utf8)) }
-        }
-        try producer.beginTransaction()
-        _ = try await producer.send(records("aborted"))
-        try await producer.abortTransaction(timeout: .seconds(30))
-        try producer.beginTransaction()
-        _ = try await producer.send(records("committed"))
-        try await producer.commitTransaction(timeout: .seconds(30))
-        await producer.close()
-
-        let committed = try await TopicReader(bootstrapServers: bootstrap).readAll(topic, partitions: 3)
-        let values = committed.compactMap { $0.value.map { String(decoding: $0, as: UTF8.self) } }
-        #expect(values.count == 10)
-        #expect(values.allSatisfy { $0.hasPrefix("committed-") })
-    }
-
     @Test("a worker killed mid-batch and restarted: read_committed sees every activity exactly once")
     func workerCrashIsExactlyOnce() async throws {
         let bootstrap = try #require(RealKafka.bootstrap)

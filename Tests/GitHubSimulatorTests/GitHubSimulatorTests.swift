@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import GitHubSimulator
 import Testing
@@ -335,7 +336,7 @@ struct APITests {
             $0.activityInterval = .milliseconds(400)
         }) { simulator in
             let user = simulator.users[0]
-            let appeared = try await eventually {
+            let appeared = try await eventuallyHolds(within: .seconds(10)) {
                 let notifications = try await send("\(simulator.baseURL)/notifications?all=true", token: user.token)
                 let events = try await send("\(simulator.baseURL)/users/\(user.login)/events", token: user.token)
                 return (notifications.jsonArray?.count ?? 0) > 0 && (events.jsonArray?.count ?? 0) > 0

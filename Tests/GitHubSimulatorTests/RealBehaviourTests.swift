@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import AsyncHTTPClient
 import Foundation
 import GitHubSimulator
@@ -86,7 +87,7 @@ struct RealBehaviourTests {
             let polled = try simulator.polledTruth(
                 login: user.login, from: Date().addingTimeInterval(-3_600), to: Date())
             #expect(polled.seen.map(\.id) == ["github:event:\(prompt)"], "not yet visible, so no poll saw it")
-            let appeared = try await eventually(timeout: .seconds(10)) {
+            let appeared = try await eventuallyHolds(within: .seconds(10)) {
                 let page = try await send(url, token: user.token, headers: [("If-None-Match", etag)])
                 return page.status == 200 && page.jsonArray?.compactMap { $0["id"] as? String } == [prompt, late]
             }

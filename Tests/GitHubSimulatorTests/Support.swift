@@ -68,18 +68,6 @@ func withSimulator<T>(
     }
 }
 
-/// Polls `condition` until it holds or the deadline passes.
-func eventually(
-    timeout: Duration = .seconds(10), _ condition: () async throws -> Bool
-) async throws -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try await Task.sleep(for: .milliseconds(100))
-    }
-    return try await condition()
-}
-
 /// Follows `rel="next"` from `url` and returns every page.
 func walkPages(_ url: String, token: String, maxPages: Int = 100) async throws -> [HTTPResult] {
     var pages: [HTTPResult] = []

@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import Kafka
 import Testing
@@ -52,7 +53,7 @@ struct ConsumerGroupTests {
         let firstEvents = EventRecorder()
         try first.subscribe(topics: ["jobs"])
         let firstLoop = runMember(first, firstEvents, holdOnRevoke: .seconds(2))
-        try await eventually(timeout: .seconds(20), "first member owns all partitions and read everything") {
+        try await eventually("first member owns all partitions and read everything", timeout: .seconds(20)) {
             firstEvents.owned == all && firstEvents.messages.count == 120
         }
 
@@ -60,7 +61,7 @@ struct ConsumerGroupTests {
         let secondEvents = EventRecorder()
         try second.subscribe(topics: ["jobs"])
         let secondLoop = runMember(second, secondEvents)
-        try await eventually(timeout: .seconds(40), "partitions split between two members") {
+        try await eventually("partitions split between two members", timeout: .seconds(40)) {
             let a = firstEvents.owned
             let b = secondEvents.owned
             return !a.isEmpty && !b.isEmpty && a.isDisjoint(with: b) && a.union(b) == all
@@ -72,7 +73,7 @@ struct ConsumerGroupTests {
         #expect(Set(revoked.partitions) == all)
         // The second member starts where the first committed: every message is read exactly once overall.
         _ = try await produceKeyed(producer, topic: "jobs", keys: 24, perKey: 5, prefix: "second")
-        try await eventually(timeout: .seconds(20), "all 240 messages consumed") {
+        try await eventually("all 240 messages consumed", timeout: .seconds(20)) {
             firstEvents.messages.count + secondEvents.messages.count >= 240
         }
         let positions = (firstEvents.messages + secondEvents.messages).map { "\($0.partition)@\($0.offset)" }
@@ -83,7 +84,7 @@ struct ConsumerGroupTests {
         // The second member leaves: the first gets every partition back.
         await second.close(timeout: .seconds(10))
         await secondLoop.value
-        try await eventually(timeout: .seconds(40), "first member owns all partitions again") {
+        try await eventually("first member owns all partitions again", timeout: .seconds(40)) {
             firstEvents.owned == all
         }
         await first.close(timeout: .seconds(10))

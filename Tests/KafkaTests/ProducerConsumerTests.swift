@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import Kafka
 import Testing
@@ -98,7 +99,7 @@ struct ProducerConsumerTests {
         configuration.kafka.statisticsHandler = { json in statistics.set(json) }
         let producer = try KafkaProducer(configuration: configuration, logger: testLogger)
         _ = try await producer.send(ProducerRecord(topic: "a", key: nil, value: bytes("x")))
-        try await eventually(timeout: .seconds(10), "statistics") {
+        try await eventually("statistics", timeout: .seconds(10)) {
             producer.latestStatistics?.contains("\"type\": \"producer\"") == true && statistics.value != nil
         }
         await producer.close()

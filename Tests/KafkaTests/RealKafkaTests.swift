@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import Kafka
 import Testing
@@ -20,7 +21,7 @@ struct RealKafkaTests {
         #expect(first.created == [name])
         let second = try await admin.createTopics([topic], timeout: .seconds(30))
         #expect(second.alreadyExisted == [name])
-        try await eventually(timeout: .seconds(20), "topic listed") {
+        try await eventually("topic listed", timeout: .seconds(20)) {
             try await admin.listTopics(timeout: .seconds(10))[name] == 3
         }
         await admin.close()

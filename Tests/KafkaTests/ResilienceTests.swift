@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import Kafka
 import Testing
@@ -93,7 +94,7 @@ struct ResilienceTests {
                 if case .assigned(let partitions, _) = event { recorder.record(.assigned, partitions) }
             }
         }
-        try await eventually(timeout: .seconds(20), "assignment") { !recorder.owned.isEmpty }
+        try await eventually("assignment", timeout: .seconds(20)) { !recorder.owned.isEmpty }
 
         var configuration = ProducerConfiguration(kafka: kafka(cluster))
         configuration.messageTimeout = .seconds(60)

@@ -37,20 +37,6 @@ func groupConsumer(_ cluster: EmbeddedKafkaCluster, group: String, isolation: Is
 func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0, as: UTF8.self) } ?? "<nil>" }
 
-/// Polls `condition` until it holds or the deadline passes.
-func eventually(
-    timeout: Duration = .seconds(30), _ what: String = "condition",
-    _ condition: @Sendable () async throws -> Bool
-) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-    Issue.record("timed out after \(timeout) waiting for \(what)")
-    throw CancellationError()
-}
-
 /// Iterates a consumer's events until `done` holds for the messages seen, or `timeout`; returns all messages.
 func collectMessages(
     from consumer: KafkaConsumer, timeout: Duration = .seconds(30),

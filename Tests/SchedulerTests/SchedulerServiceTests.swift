@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import Kafka
 import Logging

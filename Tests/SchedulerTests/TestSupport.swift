@@ -21,35 +21,6 @@ func waitUntil(
     throw CancellationError()
 }
 
-/// Keeps every log message, so tests can assert what an operator would read.
-final class CapturedLogs: Sendable {
-    private let entries = Mutex<[String]>([])
-
-    var all: [String] { entries.withLock { $0 } }
-
-    func append(_ line: String) { entries.withLock { $0.append(line) } }
-
-    func logger(_ label: String) -> Logger {
-        Logger(label: label) { _ in CapturingHandler(logs: self) }
-    }
-}
-
-struct CapturingHandler: LogHandler {
-    let logs: CapturedLogs
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .info
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let merged = self.metadata.merging(event.metadata ?? [:]) { _, new in new }
-        let rendered = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        logs.append("\(event.level) \(event.message) \(rendered)")
-    }
-}
 
 /// An embedded cluster with the accounts and jobs topics.
 struct TestCluster {

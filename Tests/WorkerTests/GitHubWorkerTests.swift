@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import GitHub
 import GitHubSimulator
@@ -38,7 +39,7 @@ import Testing
             integrations: IntegrationRegistry([GitHubIntegration(configuration: github, logger: harness.logs.logger)]),
             sealer: sealer, logger: harness.logs.logger)
         let run = Task { try await worker.run() }
-        let states = try await harness.eventually {
+        let states = try await eventuallyHolds {
             Set(try await harness.read(harness.topics.state).compactMap(\.key)).count == simulator.users.count
         }
         worker.beginShutdown()
@@ -84,7 +85,7 @@ import Testing
             integrations: IntegrationRegistry([GitHubIntegration(configuration: github, logger: harness.logs.logger)]),
             sealer: sealer, logger: harness.logs.logger)
         let run = Task { try await worker.run() }
-        let found = try await harness.eventually {
+        let found = try await eventuallyHolds {
             try await harness.read(harness.topics.status).contains { message in
                 String(decoding: message.value ?? [], as: UTF8.self).contains("needs_reauth")
             }

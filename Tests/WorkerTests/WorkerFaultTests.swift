@@ -27,35 +27,6 @@ final class SlowCountingIntegration: Integration {
     }
 }
 
-/// Log lines with the moment they were written, to check the order of what a worker did.
-final class TimedLogs: Sendable {
-    private let lines = Mutex<[(at: ContinuousClock.Instant, line: String)]>([])
-
-    struct Handler: LogHandler {
-        let sink: TimedLogs
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .info
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            let line = "\(event.message) \(event.metadata ?? [:])"
-            sink.lines.withLock { $0.append((ContinuousClock.now, line)) }
-        }
-    }
-
-    var logger: Logger { Logger(label: "timed") { _ in Handler(sink: self) } }
-
-    func first(containing text: String) -> ContinuousClock.Instant? {
-        lines.withLock { $0.first { $0.line.contains(text) }?.at }
-    }
-
-    func contains(_ text: String) -> Bool { first(containing: text) != nil }
-
-    var all: [String] { lines.withLock { $0.map(\.line) } }
-}
-
 /// Faults injected into the embedded cluster under a running worker: each scenario here stopped, stalled or
 /// repeated output before the worker's state machine and transaction handling were rewritten.
 @Suite(.serialized) struct WorkerFaultTests {
@@ -82,25 +53,25 @@ final class TimedLogs: Sendable {
 
     /// Runs two ticks of four accounts; the request `apiKey` of the second tick's transaction answers after 6 s,
     /// past the worker's 4 s call timeout. Returns once the second tick is committed and the worker stopped.
-    func runWithASlowRequest(apiKey: Int16) async throws -> ([String], WorkerService, TimedLogs) {
+    func runWithASlowRequest(apiKey: Int16) async throws -> ([String], WorkerService, CapturedLogs) {
         let harness = try WorkerHarness()
         let accounts = (1...4).map { "acct-\($0)" }
         var configuration = harness.configuration(delivery: .exactlyOnce)
         configuration.transactionTimeout = .seconds(4)
-        let logs = TimedLogs()
+        let logs = CapturedLogs()
         let worker = WorkerService(
             configuration: configuration, integrations: IntegrationRegistry([CountingIntegration()]),
             sealer: harness.sealer, logger: logs.logger)
         let run = Task { try await worker.run() }
         try await harness.publish(try jobs(harness, accounts: accounts, tick: 1))
-        #expect(try await harness.eventually { try await harness.activityIds().count == accounts.count })
-        #expect(try await harness.eventually { worker.transactionCounts.commits > 0 })
+        #expect(try await eventuallyHolds { try await harness.activityIds().count == accounts.count })
+        #expect(try await eventuallyHolds { worker.transactionCounts.commits > 0 })
         let committed = worker.transactionCounts.commits
         try harness.cluster.delayRequests(apiKey: apiKey, by: .seconds(6))
         try await harness.publish(try jobs(harness, accounts: accounts, tick: 2))
         let expected = harness.expectedIds(accounts: accounts, ticks: 2)
         // (The embedded cluster shows records before their commit: wait for the commit itself.)
-        let done = try await harness.eventually {
+        let done = try await eventuallyHolds {
             try await Set(harness.activityIds()) == expected && worker.transactionCounts.commits > committed
         }
         #expect(done)
@@ -119,7 +90,7 @@ final class TimedLogs: Sendable {
         let worker = harness.worker(harness.configuration(delivery: .exactlyOnce))
         let run = Task { try await worker.run() }
         let expected = harness.expectedIds(accounts: accounts, ticks: 1)
-        #expect(try await harness.eventually { Set(try await harness.activityIds()) == expected })
+        #expect(try await eventuallyHolds { Set(try await harness.activityIds()) == expected })
         worker.beginShutdown()
         try await run.value  // throws if the worker stopped itself
     }
@@ -132,20 +103,20 @@ final class TimedLogs: Sendable {
         var configuration = harness.configuration(delivery: .exactlyOnce)
         configuration.restoreTimeout = .seconds(1)
         configuration.sessionTimeout = .seconds(20)
-        let logs = TimedLogs()
+        let logs = CapturedLogs()
         let worker = WorkerService(
             configuration: configuration, integrations: IntegrationRegistry([CountingIntegration()]),
             sealer: harness.sealer, logger: logs.logger)
         // Every response takes 1.5 s: a state read with a 1 s budget cannot finish.
         try harness.cluster.setRoundTripTime(broker: 1, .milliseconds(1500))
         let run = Task { try await worker.run() }
-        let retried = try await harness.eventually(timeout: .seconds(90)) {
+        let retried = try await eventuallyHolds(within: .seconds(90)) {
             logs.contains("restoring a state partition failed; retrying")
         }
         #expect(retried)
         try harness.cluster.setRoundTripTime(broker: 1, .zero)
         let expected = harness.expectedIds(accounts: accounts, ticks: 1)
-        #expect(try await harness.eventually { Set(try await harness.activityIds()) == expected })
+        #expect(try await eventuallyHolds { Set(try await harness.activityIds()) == expected })
         worker.beginShutdown()
         try await run.value
     }
@@ -157,36 +128,40 @@ final class TimedLogs: Sendable {
         let harness = try WorkerHarness()
         let accounts = (1...8).map { "acct-\($0)" }
         var configuration = harness.configuration(delivery: .exactlyOnce, id: "a")
-        // Long enough for the running jobs (1.5 s) to finish, far shorter than the slow commit (8 s).
-        configuration.revocationDeadline = .seconds(3)
+        // Long enough for the running jobs (1.5 s) to finish even on a loaded machine, far shorter than the slow
+        // commit (15 s): a hand-over bound by this deadline would release the partitions mid-transaction.
+        configuration.revocationDeadline = .seconds(8)
         configuration.transactionTimeout = .seconds(15)
         let commits = Mutex<[ContinuousClock.Instant]>([])
         configuration.onCommit = { _ in commits.withLock { $0.append(.now) } }
-        let logs = TimedLogs()
+        let logs = CapturedLogs()
         let slow = SlowCountingIntegration(delay: .milliseconds(1500))
         let first = WorkerService(
             configuration: configuration, integrations: IntegrationRegistry([slow]),
             sealer: harness.sealer, logger: logs.logger)
         let firstRun = Task { try await first.run() }
         try await harness.publish(try jobs(harness, accounts: accounts, tick: 1))
-        #expect(try await harness.eventually { try await harness.activityIds().count == accounts.count })
+        #expect(try await eventuallyHolds { try await harness.activityIds().count == accounts.count })
         let committedBefore = commits.withLock { $0.count }
-        // The next commit's EndTxn answers after 8 s; a second worker joins while it is in flight.
-        try harness.cluster.delayRequests(apiKey: 26, by: .seconds(8))
+        // The next commit's EndTxn answers after 15 s; a second worker joins while it is in flight.
+        try harness.cluster.delayRequests(apiKey: 26, by: .seconds(15))
         try await harness.publish(try jobs(harness, accounts: accounts, tick: 2))
-        #expect(try await harness.eventually { slow.calls == 2 * accounts.count }, "tick 2 is running")
+        #expect(try await eventuallyHolds { slow.calls == 2 * accounts.count }, "tick 2 is running")
         let second = harness.worker(harness.configuration(delivery: .exactlyOnce, id: "b"))
         let secondRun = Task { try await second.run() }
-        let revoked = try await harness.eventually(timeout: .seconds(60)) { logs.contains("partitions revoked") }
+        let revoked = try await eventuallyHolds(within: .seconds(60)) { logs.contains("info partitions revoked") }
         #expect(revoked)
         let expected = harness.expectedIds(accounts: accounts, ticks: 2)
-        #expect(try await harness.eventually { Set(try await harness.activityIds()) == expected })
-        let revokedAt = try #require(logs.first(containing: "partitions revoked"))
+        #expect(try await eventuallyHolds { Set(try await harness.activityIds()) == expected })
+        let revokedAt = try #require(logs.first(containing: "info partitions revoked"))
         let revocationBegan = try #require(logs.first(containing: "revoking partitions"))
+        #expect(try await eventuallyHolds { commits.withLock { $0.count > committedBefore } }, "the slow commit ended")
         let slowCommitAt = commits.withLock { $0.count > committedBefore ? $0[committedBefore] : nil }
         let committed = try #require(slowCommitAt, "the delayed transaction committed")
         #expect(revocationBegan < committed, "the revocation began while the slow transaction was open")
-        #expect(committed <= revokedAt, "the partitions were released only after the transaction holding them ended")
+        #expect(
+            committed <= revokedAt,
+            "the partitions were released only after the transaction holding them ended")
         first.beginShutdown()
         second.beginShutdown()
         try await firstRun.value
@@ -220,8 +195,8 @@ final class TimedLogs: Sendable {
         let worker = harness.worker(harness.configuration(delivery: delivery))
         let run = Task { try await worker.run() }
         let expected = harness.expectedIds(accounts: accounts, ticks: 2)
-        #expect(try await harness.eventually { Set(try await harness.activityIds()) == expected })
-        let letters = try await harness.eventually {
+        #expect(try await eventuallyHolds { Set(try await harness.activityIds()) == expected })
+        let letters = try await eventuallyHolds {
             try await harness.read(harness.topics.deadLetters).count >= huge.count
         }
         #expect(letters, "both huge jobs are on the dead-letter topic")

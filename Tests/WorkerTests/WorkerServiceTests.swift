@@ -25,32 +25,6 @@ struct CountingIntegration: Integration {
     }
 }
 
-/// Collects every log line so tests can assert what never appears in logs.
-final class CapturedLogs: @unchecked Sendable {
-    // @unchecked: `lines` is only touched under `lock`.
-    private let lock = NSLock()
-    private var lines: [String] = []
-    func append(_ line: String) { lock.withLock { lines.append(line) } }
-    var all: [String] { lock.withLock { lines } }
-
-    struct Handler: LogHandler {
-        let sink: CapturedLogs
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .debug
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            var merged = metadata
-            for (key, value) in event.metadata ?? [:] { merged[key] = value }
-            sink.append("\(event.level) \(event.message) \(merged)")
-        }
-    }
-
-    var logger: Logger { Logger(label: "test") { _ in Handler(sink: self) } }
-}
-
 /// One embedded cluster with activity-sync's topics under a unique prefix.
 struct WorkerHarness {
     let cluster: EmbeddedKafkaCluster
@@ -112,18 +86,6 @@ struct WorkerHarness {
         }
     }
 
-    /// Polls until `condition` holds or the deadline passes.
-    func eventually(
-        timeout: Duration = .seconds(60), _ condition: () async throws -> Bool
-    ) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        return try await condition()
-    }
-
     func expectedIds(accounts: [String], ticks: Int) -> Set<String> {
         Set(accounts.flatMap { account in (1...ticks).map { "fake:\(account):\($0)" } })
     }
@@ -152,7 +114,7 @@ struct WorkerHarness {
         let worker = harness.worker(harness.configuration(delivery: delivery))
         let run = Task { try await worker.run() }
         let expected = harness.expectedIds(accounts: accounts, ticks: ticks)
-        let done = try await harness.eventually { Set(try await harness.activityIds()).isSuperset(of: expected) }
+        let done = try await eventuallyHolds { Set(try await harness.activityIds()).isSuperset(of: expected) }
         worker.beginShutdown()
         try await run.value
         #expect(done, "all expected activities appeared")
@@ -261,7 +223,7 @@ struct WorkerHarness {
         configuration.transactionTimeout = .seconds(5)
         let worker = harness.worker(configuration)
         let run = Task { try? await worker.run() }
-        #expect(try await harness.eventually { try await harness.activityIds().count == 1 })
+        #expect(try await eventuallyHolds { try await harness.activityIds().count == 1 })
         // More work arrives, then the cluster disappears under the worker.
         try await harness.publish([("acct-1", try WireFormat.encode(try harness.job("acct-1", tick: 2)))])
         await harness.cluster.close()
