@@ -228,7 +228,7 @@ struct JobProcessor: Sendable {
         if let refreshed = credentials?.refreshed, case .success(let opened) = sealer.openConfig(refreshed) {
             config = opened
         }
-        let deadline = now.addingTimeInterval(syncTimeout.seconds)
+        let deadline = now.addingTimeInterval(syncTimeout.timeInterval)
         let request = SyncRequest(
             accountId: job.accountId, config: config, state: state?.data, since: job.since, deadline: deadline,
             scheduledAt: job.scheduledAt)
@@ -254,7 +254,7 @@ struct JobProcessor: Sendable {
             } catch {
                 lastError = "\(type(of: error))"
             }
-            if attempt < maxAttempts, Date().addingTimeInterval(retryDelay.seconds * Double(attempt)) < deadline {
+            if attempt < maxAttempts, Date().addingTimeInterval(retryDelay.timeInterval * Double(attempt)) < deadline {
                 try? await Task.sleep(for: retryDelay * attempt)
                 if Task.isCancelled { break }
             }
@@ -478,12 +478,5 @@ struct JobProcessor: Sendable {
             end = text.unicodeScalars.index(after: index)
         }
         return String(text.unicodeScalars[..<end]) + (maxBytes >= ellipsis.utf8.count ? ellipsis : "")
-    }
-}
-
-extension Duration {
-    var seconds: Double {
-        let parts = components
-        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
     }
 }

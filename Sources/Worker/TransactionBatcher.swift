@@ -181,7 +181,7 @@ struct TransactionBatcher: Sendable {
 
     /// Called periodically: commits when the oldest waiting output is older than the commit interval.
     mutating func tick(now: Date = Date()) -> Action {
-        guard let oldest = oldestWaiting, now.timeIntervalSince(oldest) >= configuration.commitInterval.seconds
+        guard let oldest = oldestWaiting, now.timeIntervalSince(oldest) >= configuration.commitInterval.timeInterval
         else { return .none }
         return nextBatch()
     }
@@ -198,7 +198,7 @@ struct TransactionBatcher: Sendable {
         tracker.committed(batch.offsets)
         if let oldest = oldestWaiting,
             isolating > 0 || finishedSinceCommit >= configuration.maxJobs
-                || now.timeIntervalSince(oldest) >= configuration.commitInterval.seconds
+                || now.timeIntervalSince(oldest) >= configuration.commitInterval.timeInterval
         {
             return nextBatch()
         }

@@ -279,7 +279,7 @@ public final class WorkerService: Service, Sendable {
             "partitions assigned and state restored",
             metadata: [
                 "partitions": "\(partitions.sorted())", "stateRecords": "\(records)", "generation": "\(generation)",
-                "undecodable": "\(undecodable)", "ms": "\((ContinuousClock.now - started).milliseconds)",
+                "undecodable": "\(undecodable)", "ms": "\((ContinuousClock.now - started).wholeMilliseconds)",
             ])
     }
 
@@ -419,7 +419,7 @@ public final class WorkerService: Service, Sendable {
         let state = shared.withLock { $0.machine.state(for: queued) }
         let started = ContinuousClock.now
         let processed = await processor.process(queued.job, origin: queued.origin, state: state)
-        metrics.jobDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+        metrics.jobDuration.recordNanoseconds((ContinuousClock.now - started).wholeNanoseconds)
         metrics.job(outcome: processed.outcome)
         if processed.outcome == .needsReauth {
             logger.warning("account needs re-authentication", metadata: ["account": "\(queued.job.accountId)"])
@@ -537,17 +537,5 @@ public final class WorkerService: Service, Sendable {
                 metrics.lag(partition: partition, Int(max(0, high - position)))
             }
         }
-    }
-}
-
-extension Duration {
-    var milliseconds: Int64 {
-        let parts = components
-        return parts.seconds * 1000 + parts.attoseconds / 1_000_000_000_000_000
-    }
-
-    var nanoseconds: Int64 {
-        let parts = components
-        return parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000
     }
 }
