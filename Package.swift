@@ -155,10 +155,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Helpers for our own tests: deadlines, child processes of the built binary.
+        // The project's test kit: deadlines, log capture, the simulator on port 0, child processes of the built
+        // binary, topic reads.
         .target(
             name: "ActivitySyncTesting",
-            dependencies: ["Kafka", "SyncModel", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Kafka", "SyncModel", "GitHubSimulator", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "ActivitySyncTesting"], swiftSettings: swiftSettings),

@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import AsyncHTTPClient
 import Foundation
 import GitHubSimulator
@@ -48,25 +49,6 @@ func send(
     return HTTPResult(status: Int(response.status.code), headers: response.headers, body: Array(buffer: buffer))
 }
 
-/// A simulator on port 0, stopped when `body` returns or throws.
-func withSimulator<T>(
-    _ configure: (inout SimulatorConfiguration) -> Void = { _ in },
-    _ body: (GitHubSimulator) async throws -> T
-) async throws -> T {
-    var configuration = SimulatorConfiguration()
-    configuration.port = 0
-    configure(&configuration)
-    let simulator = GitHubSimulator(configuration: configuration)
-    try await simulator.start()
-    do {
-        let result = try await body(simulator)
-        await simulator.stop()
-        return result
-    } catch {
-        await simulator.stop()
-        throw error
-    }
-}
 
 /// Follows `rel="next"` from `url` and returns every page.
 func walkPages(_ url: String, token: String, maxPages: Int = 100) async throws -> [HTTPResult] {

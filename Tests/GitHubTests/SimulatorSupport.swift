@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import GitHubSimulator
 import Logging
@@ -19,25 +20,19 @@ struct SimulatedGitHub {
         integration tweak: (inout GitHubConfiguration) -> Void = { _ in },
         _ body: (SimulatedGitHub) async throws -> T
     ) async throws -> T {
-        var configuration = SimulatorConfiguration()
-        configuration.pollInterval = 0
-        configuration.activityInterval = .seconds(3600)
-        configure(&configuration)
-        let simulator = GitHubSimulator(configuration: configuration, logger: quiet)
-        try await simulator.start()
-        var github = GitHubConfiguration(baseURL: simulator.baseURL)
-        github.initialBackoff = .milliseconds(20)
-        github.maxBackoff = .milliseconds(200)
-        tweak(&github)
-        let harness = SimulatedGitHub(
-            simulator: simulator, integration: GitHubIntegration(configuration: github, logger: quiet))
-        do {
-            let result = try await body(harness)
-            await simulator.stop()
-            return result
-        } catch {
-            await simulator.stop()
-            throw error
+        try await withSimulator(
+            { configuration in
+                configuration.pollInterval = 0
+                configuration.activityInterval = .seconds(3600)
+                configure(&configuration)
+            }, logger: quiet
+        ) { simulator in
+            var github = GitHubConfiguration(baseURL: simulator.baseURL)
+            github.initialBackoff = .milliseconds(20)
+            github.maxBackoff = .milliseconds(200)
+            tweak(&github)
+            return try await body(
+                SimulatedGitHub(simulator: simulator, integration: GitHubIntegration(configuration: github, logger: quiet)))
         }
     }
 
