@@ -10,13 +10,12 @@ import Testing
 /// cluster.
 @Suite(.serialized) struct EnqueueTests {
     let logger = Logger(label: "AccountsTests", factory: { _ in SwiftLogNoOpLogHandler() })
-    let topics = TopicNames(prefix: "acct-\(UInt32.random(in: 0...UInt32.max))")
+    let prefix = "acct-\(UInt32.random(in: 0...UInt32.max))"
+    var topics: TopicNames { TopicNames(prefix: prefix) }
     static let partitions: Int32 = 6
 
     func cluster() throws -> EmbeddedKafkaCluster {
-        let cluster = try EmbeddedKafkaCluster(brokers: 1, logger: logger)
-        try cluster.createTopics(topics.all.map(\.name), partitions: Self.partitions)
-        return cluster
+        try EmbeddedTopics(partitions: Self.partitions, prefix: prefix, logger: logger).cluster
     }
 
     func account(_ id: String, schedule: String = "*/5 * * * *", enabled: Bool = true) -> AccountRecord {

@@ -24,30 +24,23 @@ func waitUntil(
 
 /// An embedded cluster with the accounts and jobs topics.
 struct TestCluster {
-    let cluster: EmbeddedKafkaCluster
-    let topics: TopicNames
-    let logger: Logger
+    let embedded: EmbeddedTopics
 
     init(partitions: Int32 = 3) throws {
         var logger = Logger(label: "test.cluster")
         logger.logLevel = .error
-        self.logger = logger
-        cluster = try EmbeddedKafkaCluster(brokers: 1, logger: logger)
-        topics = TopicNames(prefix: "t")
-        try cluster.createTopic(topics.accounts, partitions: partitions)
-        try cluster.createTopic(topics.jobs, partitions: partitions)
-        self.partitions = partitions
+        let topics = TopicNames(prefix: "t")
+        embedded = try EmbeddedTopics(
+            partitions: partitions, prefix: "t", only: [topics.accounts, topics.jobs], logger: logger)
     }
 
-    let partitions: Int32
+    var cluster: EmbeddedKafkaCluster { embedded.cluster }
+    var topics: TopicNames { embedded.topics }
+    var partitions: Int32 { embedded.partitions }
+    var logger: Logger { embedded.logger }
+    var kafka: KafkaConfiguration { embedded.kafka }
 
-    var kafka: KafkaConfiguration { KafkaConfiguration(bootstrapServers: cluster.bootstrapServers) }
-
-    func produce(_ records: [ProducerRecord]) async throws {
-        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka), logger: logger)
-        _ = try await producer.send(records)
-        await producer.close(timeout: .seconds(5))
-    }
+    func produce(_ records: [ProducerRecord]) async throws { try await embedded.produce(records) }
 
     func putAccount(_ record: AccountRecord) async throws {
         try await produce([

@@ -27,17 +27,17 @@ struct CountingIntegration: Integration {
 
 /// One embedded cluster with activity-sync's topics under a unique prefix.
 struct WorkerHarness {
-    let cluster: EmbeddedKafkaCluster
-    let topics: TopicNames
-    let partitions: Int32 = 4
+    let kafkaTopics: EmbeddedTopics
     let logs = CapturedLogs()
     let sealer = FakeSealer()
 
     init() throws {
-        cluster = try EmbeddedKafkaCluster(brokers: 1, logger: Logger(label: "cluster") { _ in SwiftLogNoOpLogHandler() })
-        topics = TopicNames(prefix: "t\(UInt32.random(in: 0...UInt32.max))")
-        try cluster.createTopics(topics.all.map(\.name), partitions: partitions)
+        kafkaTopics = try EmbeddedTopics(partitions: 4)
     }
+
+    var cluster: EmbeddedKafkaCluster { kafkaTopics.cluster }
+    var topics: TopicNames { kafkaTopics.topics }
+    var partitions: Int32 { kafkaTopics.partitions }
 
     func token(_ account: String) -> String { "tok-secret-\(account)" }
 
@@ -50,12 +50,8 @@ struct WorkerHarness {
     }
 
     func publish(_ records: [(key: String?, value: [UInt8]?)]) async throws {
-        let producer = try KafkaProducer(
-            configuration: ProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers)),
-            logger: Logger(label: "p") { _ in SwiftLogNoOpLogHandler() })
-        _ = try await producer.send(
+        try await kafkaTopics.produce(
             records.map { ProducerRecord(topic: topics.jobs, key: $0.key.map { Array($0.utf8) }, value: $0.value) })
-        await producer.close(timeout: .seconds(5))
     }
 
     func configuration(delivery: DeliveryMode, id: String = "w1") -> WorkerConfiguration {
@@ -76,9 +72,7 @@ struct WorkerHarness {
             logger: logs.logger)
     }
 
-    func read(_ topic: String) async throws -> [ConsumerMessage] {
-        try await TopicReader(bootstrapServers: cluster.bootstrapServers).readAll(topic, partitions: partitions)
-    }
+    func read(_ topic: String) async throws -> [ConsumerMessage] { try await kafkaTopics.read(topic) }
 
     func activityIds() async throws -> [String] {
         try await read(topics.activities).compactMap { message in
