@@ -76,12 +76,12 @@ struct ExternalPipelineTests {
                     + pipeline.commonArguments)
         }
 
-        func startWorker(_ id: String = "worker-1") throws -> ActivitySyncProcess {
+        func startWorker(_ id: String = "worker-1", delivery: String = "exactly-once") throws -> ActivitySyncProcess {
             try ActivitySyncProcess(
                 id,
                 arguments: [
                     "worker", "--id", id, "--github-url", pipeline.simulator.baseURL, "--commit-interval-ms",
-                    "200", "--integrations-file", integrationsFile,
+                    "200", "--integrations-file", integrationsFile, "--delivery", delivery,
                 ] + pipeline.commonArguments)
         }
 
@@ -214,7 +214,8 @@ struct ExternalPipelineTests {
         // Each sync takes 1.5 s after printing its activities, so a kill lands inside one.
         for account in ["k1", "k2"] { try await run.setUp(account, delayMs: 1500) }
         let scheduler = try run.startScheduler()
-        var worker = try run.startWorker()
+        // At least once, as in PipelineTests' kill test: the embedded cluster does not fence a restarted producer.
+        var worker = try run.startWorker(delivery: "at-least-once")
         do {
             // Kill while a sync is running from the last committed state: the CLI logged its start ("from cursor
             // n", n = the account's highest committed item) and its output is not committed yet.
@@ -230,7 +231,7 @@ struct ExternalPipelineTests {
             worker.send(SIGKILL)
             _ = try await worker.waitForExit()
             let before = try await run.activities()
-            worker = try run.startWorker()
+            worker = try run.startWorker(delivery: "at-least-once")
             try await eventually("progress after the restart", timeout: .seconds(120), interval: .seconds(1)) {
                 let counts = Dictionary(grouping: try await run.activities(), by: \.accountId)
                 return run.accounts.keys.allSatisfy { Set(counts[$0]?.map(\.id) ?? []).count >= 8 }

@@ -65,13 +65,16 @@ struct PipelineTests {
         let pipeline = try await Pipeline(accounts: 4)
         try await pipeline.registerAccounts()
         let scheduler = try pipeline.startScheduler("scheduler-1")
-        var worker = try pipeline.startWorker("worker-1")
+        // At least once: the embedded cluster keeps no offsets sent through a transaction and does not fence a
+        // restarted producer, so a transaction the kill left open can stall the restarted worker's offset fetch
+        // there (seen once under load). The exactly-once crash tests run on a real broker (RealKafkaTests).
+        var worker = try pipeline.startWorker("worker-1", delivery: "at-least-once")
         try await eventually("the first activities", timeout: .seconds(90), interval: .seconds(1)) {
             try await !pipeline.activities().isEmpty
         }
         worker.send(SIGKILL)
         _ = try await worker.waitForExit()
-        worker = try pipeline.startWorker("worker-1")
+        worker = try pipeline.startWorker("worker-1", delivery: "at-least-once")
         let checkpoint = Date().addingTimeInterval(4)
         do {
             try await pipeline.waitForCompleteness(until: checkpoint)
