@@ -15,12 +15,11 @@ public struct TopicReader: Sendable {
 
     /// Every record of `topic` (partitions `0..<partitions`), in partition then offset order.
     public func readAll(_ topic: String, partitions: Int32) async throws -> [ConsumerMessage] {
-        var all: [ConsumerMessage] = []
-        for partition in 0..<partitions {
-            all += try await readPartitionToEnd(
-                configuration: configuration, topic: topic, partition: partition, isolationLevel: isolationLevel,
-                timeout: .seconds(30), logger: Logger(label: "activity-sync.test.reader"))
-        }
-        return all
+        // One client for the whole topic; the read interleaves partitions, so regroup them in partition order.
+        let (_, messages) = try await readPartitionsToEnd(
+            configuration: configuration, topic: topic, partitions: { _ in Array(0..<partitions) },
+            isolationLevel: isolationLevel, timeout: .seconds(30), logger: Logger(label: "activity-sync.test.reader"))
+        let byPartition = Dictionary(grouping: messages, by: \.partition)
+        return (0..<partitions).flatMap { byPartition[$0] ?? [] }
     }
 }

@@ -32,15 +32,9 @@ public func readPartitionToEnd(
     let reader = PartitionReader(
         configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
         logger: logger)
-    let (count, messages) = try await reader.read(topic: topic, timeout: timeout) { _ in [partition] }
-    guard partition < count else {
-        // Unlike a whole-topic read, a partition read names what must exist: a missing state partition is a
-        // misconfiguration (topic prefix, partition count), not an empty state.
-        throw KafkaError.from(
-            count == 0 ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC : RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION,
-            context: "reading \(topic)[\(partition)] (the topic has \(count) partitions)")
-    }
-    return messages
+    // One named partition: its watermarks are asked directly, so a missing topic or partition fails there (a
+    // missing state partition is a misconfiguration, not an empty state) without a metadata request first.
+    return try await reader.read(topic: topic, timeout: timeout, partitions: .one(partition)).messages
 }
 
 /// Reads several partitions of one topic to their high watermarks, like ``readPartitionToEnd(configuration:topic:partition:isolationLevel:timeout:maxBufferedBytes:logger:)``,
@@ -57,7 +51,7 @@ public func readPartitionsToEnd(
     let reader = PartitionReader(
         configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
         logger: logger)
-    return try await reader.read(topic: topic, timeout: timeout, partitions: partitions)
+    return try await reader.read(topic: topic, timeout: timeout, partitions: .fromCount(partitions))
 }
 
 /// What both reads share: the extent of each partition (asked `read_uncommitted`), then one reading client.
@@ -67,6 +61,12 @@ private struct PartitionReader: Sendable {
     let maxBufferedBytes: Int
     let logger: Logger
 
+    /// Which partitions to read: one by number, or a choice made from the topic's partition count.
+    enum Selection: Sendable {
+        case one(Int32)
+        case fromCount(@Sendable (Int32) -> [Int32])
+    }
+
     /// One partition's extent at the start of the read: where it begins and its high watermark.
     struct Extent: Sendable {
         var start: Int64
@@ -74,7 +74,7 @@ private struct PartitionReader: Sendable {
     }
 
     func read(
-        topic: String, timeout: Duration, partitions: @escaping @Sendable (Int32) -> [Int32]
+        topic: String, timeout: Duration, partitions: Selection
     ) async throws(KafkaError) -> (partitionCount: Int32, messages: [ConsumerMessage]) {
         let deadline = ContinuousClock.now + timeout
         let cancelled = CancellationFlag()
@@ -129,17 +129,26 @@ private struct PartitionReader: Sendable {
         return try result.get()
     }
 
-    /// The topic's partition count and the extent of each wanted partition that has records.
+    /// The topic's partition count (the named partition + 1 for `.one`, which asks for no metadata) and the extent
+    /// of each wanted partition that has records.
     private static func extents(
-        _ rk: OpaquePointer, topic: String, partitions: (Int32) -> [Int32], timeout: Duration
+        _ rk: OpaquePointer, topic: String, partitions selection: Selection, timeout: Duration
     ) -> Result<(Int32, [Int32: Extent]), KafkaError> {
         let count: Int32
-        switch listTopicMetadata(rk, timeout: timeout) {
-        case .success(let topics): count = Int32(topics[topic] ?? 0)
-        case .failure(let error): return .failure(error)
+        let wanted: Set<Int32>
+        switch selection {
+        case .one(let partition):
+            count = partition + 1
+            wanted = [partition]
+        case .fromCount(let choose):
+            switch listTopicMetadata(rk, timeout: timeout) {
+            case .success(let topics): count = Int32(topics[topic] ?? 0)
+            case .failure(let error): return .failure(error)
+            }
+            wanted = Set(choose(count).filter { (0..<count).contains($0) })
         }
         var extents: [Int32: Extent] = [:]
-        for partition in Set(partitions(count).filter { (0..<count).contains($0) }) {
+        for partition in wanted {
             switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
             case .success(let watermarks):
                 if watermarks.high > watermarks.low {

@@ -35,8 +35,6 @@ struct OffsetTracker: Sendable {
         for partition in revoked { partitions[partition] = nil }
     }
 
-    var assignedPartitions: [Int32] { partitions.keys.sorted() }
-
     func isAssigned(_ partition: Int32) -> Bool { partitions[partition] != nil }
 
     /// Records that the job at `offset` was taken from the topic.

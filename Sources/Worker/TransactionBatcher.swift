@@ -319,23 +319,13 @@ struct TransactionBatcher: Sendable {
         return partitions.contains { batch.offsets[$0] != nil }
     }
 
-    /// Whether finished jobs of these partitions are not committed yet (waiting, or in the batch in flight).
-    func hasUncommitted(partitions: [Int32]) -> Bool {
-        if inFlightHolds(partitions: partitions) { return true }
-        return partitions.contains { !(waiting[$0]?.isEmpty ?? true) }
-    }
-
     /// Whether a commit is pending or possible for these partitions (used to drain them before a handover).
     func hasCommittable(partitions: [Int32]) -> Bool {
         if inFlightHolds(partitions: partitions) { return true }
         return partitions.contains { tracker.committable(partition: $0) != nil }
     }
 
-    var assignedPartitions: [Int32] { tracker.assignedPartitions }
-
     func committedPosition(partition: Int32) -> Int64? { tracker.committedPosition(partition: partition) }
-
-    func isAssigned(_ partition: Int32) -> Bool { tracker.isAssigned(partition) }
 
     private mutating func nextBatch() -> Action {
         if let stopped { return .stop(stopped) }

@@ -26,9 +26,9 @@ public final class WorkerService: Service, Sendable {
 
     struct Shared: Sendable {
         var machine: WorkerStateMachine
-        /// The group metadata of each assignment, by generation: a batch is committed with the metadata of the
+        /// The current assignment's generation and group metadata: a batch is committed with the metadata of the
         /// assignment it was built in, never with a later one's.
-        var groupMetadata: [Int: ConsumerGroupMetadata] = [:]
+        var assignment: (generation: Int, groupMetadata: ConsumerGroupMetadata)?
         /// Set once shutdown has drained: a commit failing after that is given up, not retried, so a worker whose
         /// cluster is gone still exits (the next owner re-runs those jobs from the committed offsets).
         var abandonCommits = false
@@ -258,7 +258,7 @@ public final class WorkerService: Service, Sendable {
         }
         let generation = shared.withLock { shared in
             let generation = shared.machine.assigned(partitions)
-            shared.groupMetadata = [generation: metadata]
+            shared.assignment = (generation, metadata)
             return generation
         }
         configuration.onReadinessChange?(false)
@@ -474,7 +474,10 @@ public final class WorkerService: Service, Sendable {
         // A batch holding a partition revoked since it was built, or built in an earlier assignment, is not ours to
         // commit any more: writing its records without their offsets would make the next owner repeat them, and
         // its offsets under the new generation would move the new owner's position. Drop it; its jobs run again.
-        let metadata = shared.withLock { $0.machine.mayWrite(batch) ? $0.groupMetadata[batch.generation] : nil }
+        let metadata = shared.withLock { shared in
+            shared.machine.mayWrite(batch) && shared.assignment?.generation == batch.generation
+                ? shared.assignment?.groupMetadata : nil
+        }
         guard let metadata else {
             logger.info("batch abandoned: its partitions were revoked", metadata: ["jobs": "\(batch.jobCount)"])
             handle(shared.withLock { $0.machine.abandon(batch) })

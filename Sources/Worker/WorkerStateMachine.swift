@@ -240,7 +240,7 @@ struct WorkerStateMachine: Sendable {
 
     var counts: (commits: Int, aborts: Int) { batcher.counts }
     var deadLetteredOutputs: Int { batcher.deadLettered }
-    var assignedPartitions: [Int32] { batcher.assignedPartitions }
+    var assignedPartitions: [Int32] { partitions.keys.sorted() }
     func committedPosition(partition: Int32) -> Int64? { batcher.committedPosition(partition: partition) }
 
     // MARK: - Lifecycle
