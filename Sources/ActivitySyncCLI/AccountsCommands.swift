@@ -106,20 +106,14 @@ struct ImportAccounts: AsyncParsableCommand {
             }
             guard envelope.type == "account" else { continue }
             let setup = envelope.data
-            let settings = setup.settings
-            let frequency = settings["schedule"]?["frequency"]?.stringValue ?? "*/5 * * * *"
             do {
-                _ = try CronExpression(frequency)
-            } catch {
-                throw ValidationError("line \(number + 1), account \(setup.accountId): schedule: \(error)")
+                records.append(
+                    try accountRecord(
+                        setup, integration: setup.settings["integration"]?.stringValue ?? integration,
+                        defaultFrequency: nil, sealer: sealer))
+            } catch let error as ValidationError {
+                throw ValidationError("line \(number + 1), \(error.message)")
             }
-            records.append(
-                AccountRecord(
-                    accountId: setup.accountId, integration: settings["integration"]?.stringValue ?? integration,
-                    settings: AccountSettings(
-                        username: settings["username"]?.stringValue, frequency: frequency,
-                        enabled: settings["enabled"]?.boolValue ?? true),
-                    sealedConfig: try sealer.seal(setup.config), updatedAt: Date()))
         }
         guard !records.isEmpty else { throw ValidationError("no `account` messages found in \(file)") }
         let client = try options.accountsClient()
@@ -196,4 +190,23 @@ struct ResyncAccount: AsyncParsableCommand {
         let job = try await options.accountsClient().resync(accountId: id, since: sinceDate)
         print("published job \(job.jobId) (since \(WireFormat.formatDate(sinceDate)))")
     }
+}
+
+/// The account record for an SDK `account` message (`accounts import`, `accounts setup`, dev mode): the config
+/// sealed, the schedule from the account's settings, else `defaultFrequency` (an integration spec's), else `*/5`.
+func accountRecord(
+    _ setup: AccountSetup, integration: String, defaultFrequency: String?, sealer: Sealer
+) throws -> AccountRecord {
+    let frequency = setup.settings["schedule"]?["frequency"]?.stringValue ?? defaultFrequency ?? "*/5 * * * *"
+    do {
+        _ = try CronExpression(frequency)
+    } catch {
+        throw ValidationError("account \(setup.accountId): schedule '\(frequency)': \(error)")
+    }
+    return AccountRecord(
+        accountId: setup.accountId, integration: integration,
+        settings: AccountSettings(
+            username: setup.settings["username"]?.stringValue, frequency: frequency,
+            enabled: setup.settings["enabled"]?.boolValue ?? true),
+        sealedConfig: try sealer.seal(setup.config), updatedAt: Date())
 }

@@ -213,7 +213,7 @@ struct SetupAccount: AsyncParsableCommand {
             throw ValidationError(error.message)
         }
         let records = try accounts.map {
-            try externalAccountRecord($0, integration: key, defaultFrequency: manifest.defaultFrequency, sealer: sealer)
+            try accountRecord($0, integration: key, defaultFrequency: manifest.defaultFrequency, sealer: sealer)
         }
         try await client.put(records)
         for record in records {
@@ -222,25 +222,6 @@ struct SetupAccount: AsyncParsableCommand {
                     + "sealed with key \(sealer.current.id))")
         }
     }
-}
-
-/// The account record for an external integration's `account` message: the config sealed, the schedule from the
-/// account's settings, else the spec's `schedule.frequency`.
-func externalAccountRecord(
-    _ setup: AccountSetup, integration: String, defaultFrequency: String?, sealer: Sealer
-) throws -> AccountRecord {
-    let frequency = setup.settings["schedule"]?["frequency"]?.stringValue ?? defaultFrequency ?? "*/5 * * * *"
-    do {
-        _ = try CronExpression(frequency)
-    } catch {
-        throw ValidationError("account \(setup.accountId): schedule '\(frequency)': \(error)")
-    }
-    return AccountRecord(
-        accountId: setup.accountId, integration: integration,
-        settings: AccountSettings(
-            username: setup.settings["username"]?.stringValue, frequency: frequency,
-            enabled: setup.settings["enabled"]?.boolValue ?? true),
-        sealedConfig: try sealer.seal(setup.config), updatedAt: Date())
 }
 
 /// Columns padded to their widest cell, two spaces apart, as `accounts list` and `integrations list` print them.
@@ -296,7 +277,7 @@ enum DevExternalIntegrations {
                 for setup in try await ExternalIntegration(manifest: manifest, logger: logger).setupAccounts(
                     eventBody: body)
                 {
-                    var record = try externalAccountRecord(
+                    var record = try accountRecord(
                         setup, integration: key, defaultFrequency: manifest.defaultFrequency, sealer: sealer)
                     record.settings.schedule.frequency = schedule  // the demo's pace, like its GitHub accounts
                     records.append(record)

@@ -9,7 +9,6 @@ actor ConcurrencyLimit {
     private var holders = 0
     private var waiters: [(id: Int, continuation: CheckedContinuation<Void, any Error>)] = []
     private var nextId = 0
-    private var cancelledEarly = Set<Int>()
 
     init(limit: Int) { self.limit = max(1, limit) }
 
@@ -23,12 +22,9 @@ actor ConcurrencyLimit {
         let id = nextId
         nextId += 1
         try await withTaskCancellationHandler {
+            // Runs on the actor before it suspends, so the waiter is queued before any `cancel(id)` can run.
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                if cancelledEarly.remove(id) != nil {
-                    continuation.resume(throwing: CancellationError())
-                } else {
-                    waiters.append((id, continuation))
-                }
+                waiters.append((id, continuation))
             }
         } onCancel: {
             Task { await self.cancel(id) }
@@ -57,12 +53,10 @@ actor ConcurrencyLimit {
         }
     }
 
+    /// A waiter that is no longer queued already got its slot: cancellation is then the body's business.
     private func cancel(_ id: Int) {
         if let index = waiters.firstIndex(where: { $0.id == id }) {
             waiters.remove(at: index).continuation.resume(throwing: CancellationError())
-        } else {
-            // Cancelled before it queued (or after it got the slot, when this is a no-op for the caller).
-            cancelledEarly.insert(id)
         }
     }
 }

@@ -21,6 +21,8 @@ public struct ExternalIntegration: Integration {
     private let runner: ProcessRunner
     private let slots: ConcurrencyLimit
     private let logger: Logger
+    /// `--integration-definition`, encoded once: the manifest does not change while the worker runs.
+    private let definitionArgument: Result<String, any Error>
 
     /// - Parameter inherited: the environment `PATH` is taken from (nil: the worker's); nothing else of it is
     ///   passed on.
@@ -30,6 +32,7 @@ public struct ExternalIntegration: Integration {
             environment: ProcessEnvironment.minimal(adding: manifest.environment, inherited: inherited),
             workingDirectory: manifest.workingDirectory)
         self.slots = ConcurrencyLimit(limit: manifest.concurrency)
+        self.definitionArgument = Result { try Self.json(manifest.integrationDefinition) }
         var logger = logger
         logger[metadataKey: "integration"] = "\(manifest.key)"
         self.logger = logger
@@ -51,7 +54,7 @@ public struct ExternalIntegration: Integration {
         let redactor = SecretRedactor(eventBody, manifest.definitionSecrets)
         let arguments = [
             "setup", "--event-body", try Self.json(eventBody), "--integration-definition",
-            try Self.json(manifest.integrationDefinition),
+            try definitionArgument.get(),
         ]
         let messages = try await run(arguments, accountId: nil, redactor: redactor, timeout: manifest.timeout)
         var accounts: [AccountSetup] = []
@@ -79,7 +82,7 @@ public struct ExternalIntegration: Integration {
         let redactor = SecretRedactor(request.config, manifest.definitionSecrets)
         let arguments = [
             "sync", "--config", try Self.json(request.config), "--integration-definition",
-            try Self.json(manifest.integrationDefinition), "--state", try Self.json(request.state ?? [:]),
+            try definitionArgument.get(), "--state", try Self.json(request.state ?? [:]),
         ]
         let messages: [Message]
         do {
@@ -148,8 +151,7 @@ public struct ExternalIntegration: Integration {
     private func run(_ arguments: [String], accountId: String?, redactor: SecretRedactor, timeout: Duration)
         async throws -> [Message]
     {
-        var limits = ProcessLimits(timeout: timeout, maxOutputBytes: manifest.maxOutputBytes)
-        limits.maxStderrLines = 200
+        let limits = ProcessLimits(timeout: timeout, maxOutputBytes: manifest.maxOutputBytes)
         var logger = logger
         if let accountId { logger[metadataKey: "accountId"] = "\(accountId)" }
         let event = arguments[0]

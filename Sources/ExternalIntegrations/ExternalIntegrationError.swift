@@ -41,5 +41,4 @@ public struct ExternalIntegrationError: Error, CustomStringConvertible, Sendable
     /// The integrations file cannot be read or names an integration badly.
     public static func invalidManifest(_ why: String) -> Self { Self(.invalidManifest, why) }
 
-    public var isStartFailure: Bool { code == .cannotStart }
 }

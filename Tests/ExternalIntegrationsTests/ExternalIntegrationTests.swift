@@ -81,11 +81,10 @@ struct ExternalIntegrationTests {
 
     @Test("the CLI's stderr reaches the log with every config string redacted")
     func stderrRedacted() async throws {
-        let log = CapturedLog()
-        let logger = Logger(label: "test") { _ in log }
-        let integration = ExternalIntegration(manifest: try await Self.counter(), logger: logger)
+        let log = CapturedLogs()
+        let integration = ExternalIntegration(manifest: try await Self.counter(), logger: log.logger(level: .trace))
         _ = try await integration.sync(Self.request())
-        let lines = log.lines
+        let lines = log.all
         #expect(lines.contains { $0.contains("counter sync with token [redacted] from cursor 0") }, "\(lines)")
         #expect(!lines.contains { $0.contains(Self.token) })
     }
@@ -161,28 +160,5 @@ struct ExternalIntegrationTests {
         #expect(try IntegrationManifestFile.load(path: path) == file)
         try Data(#"{"integrations":[{"key":"Bad Key","command":["x"]}]}"#.utf8).write(to: URL(fileURLWithPath: path))
         #expect(throws: ExternalIntegrationError.self) { try IntegrationManifestFile.load(path: path) }
-    }
-}
-
-/// Log lines, for checking what a CLI's stderr turns into.
-final class CapturedLog: LogHandler, Sendable {
-    private let store = Mutex<[String]>([])
-    var lines: [String] { store.withLock { $0 } }
-
-    func log(event: LogEvent) {
-        store.withLock { $0.append("\(event.message)") }
-    }
-
-    var metadata: Logger.Metadata {
-        get { [:] }
-        set {}
-    }
-    var logLevel: Logger.Level {
-        get { .trace }
-        set {}
-    }
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { nil }
-        set {}
     }
 }
