@@ -3,9 +3,10 @@
 
 #include <sys/types.h>
 
-/// Starts `path` with `argv` and `envp` in a new process made by fork and exec.
+/// Starts `path` with `argv` and `envp` in a new process (clone with CLONE_VM and CLONE_VFORK, then exec, as
+/// posix_spawn does).
 ///
-/// Between the fork and the exec the child, in this order: puts itself in a new process group when
+/// Before the exec the child, in this order: puts itself in a new process group when
 /// `new_process_group` is non-zero; asks the kernel for SIGKILL when the thread that forked it dies when
 /// `die_with_parent` is non-zero (PR_SET_PDEATHSIG), and exits at once if that parent is already gone; resets every
 /// signal to its default disposition; makes `stdin_fd`, `stdout_fd` and `stderr_fd` its descriptors 0, 1 and 2
