@@ -7,9 +7,9 @@ import Synchronization
 ///
 /// Every process that activity-sync starts — the roles that `dev` runs, the integration CLIs a worker runs, the
 /// binaries the test kit and the benchmarks run — is started here, so all of them share these rules:
-/// - It is made by fork and exec on one long-lived thread with `PR_SET_PDEATHSIG` = SIGKILL: when this process
+/// - It is made (clone and exec, as posix_spawn does) on one long-lived thread with `PR_SET_PDEATHSIG` = SIGKILL: when this process
 ///   dies, even by SIGKILL or a crash, the kernel kills the child (and, since our own children do the same, the
-///   child's children). The signal follows the *thread* that forked, which is why that thread never exits.
+///   child's children). The signal follows the *thread* that created it, which is why that thread never exits.
 /// - Its exit is awaited by a blocking `waitid` on a dedicated thread, never by a SIGCHLD handler or a dispatch
 ///   source, so nothing else in the process is disturbed and no other child is reaped by accident.
 /// - Descriptors other than 0–2 are not inherited, signal dispositions and the mask are reset.
@@ -100,7 +100,7 @@ public final class ChildProcess: Sendable {
         var expired: Set<UInt64> = []
     }
 
-    /// Starts a child. Blocks the caller for the fork (milliseconds), like posix_spawn would.
+    /// Starts a child. Blocks the caller until the child has exec'd (about a millisecond), as posix_spawn does.
     /// - Throws: ``SubprocessError`` when the program cannot be found or started.
     public init(_ configuration: Configuration) throws {
         let executable = try Self.resolve(configuration.executable, environment: configuration.environment)

@@ -1,8 +1,8 @@
 import Foundation
 
-/// The one thread that forks every child.
+/// The one thread that creates every child.
 ///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process: a child forked from a
+/// `PR_SET_PDEATHSIG` fires when the *thread* that created the child exits, not the process: a child created from a
 /// pool thread that the runtime retires after a while would be killed with it. This thread is started once and
 /// never returns, so the signal fires only when the whole process dies.
 final class SpawnerThread: Sendable {
