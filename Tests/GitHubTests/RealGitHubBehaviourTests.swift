@@ -358,7 +358,10 @@ struct RealGitHubBehaviourTests {
                 sizes.append(try WireFormat.encode(record).count)
             }
             #expect(emitted > 100, "a busy account: \(emitted) activities")
-            #expect(sizes.allSatisfy { $0 < 2_048 }, "state record bytes: \(sizes)")
+            // Bounded by what happened within the re-read overlap, not by history: it levels off after the first
+            // syncs (under 2 KB on an idle machine; a loaded one syncs slower, so more falls inside the overlap).
+            #expect(sizes.allSatisfy { $0 < 4_096 }, "state record bytes: \(sizes)")
+            #expect(sizes[3] <= sizes[1] + 512, "no growth with history: \(sizes)")
             let final = try GitHubState(json: state)
             #expect(final.lastSyncTime != nil && final.lastUserEventTime != nil && final.username == user.login)
         }
