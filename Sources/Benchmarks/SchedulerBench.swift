@@ -204,6 +204,9 @@ struct SchedulerBench: AsyncParsableCommand {
             while service.accountsOwned < accounts { try await Task.sleep(for: .milliseconds(50)) }
             let loaded = ContinuousClock.now - started
             let rssLoaded = Self.memory("VmRSS")
+            // The peak so far: loading, with the catch-up jobs it fires meanwhile (the failover case when one
+            // scheduler owns every partition), before the burst below adds its own.
+            let peakLoading = Self.memory("VmHWM")
             print("loaded \(accounts) accounts in \(loaded) (includes the ~3 s first group join)")
             // Burst: one catch-up per account.
             while stats.catchUpsAcknowledged < accounts { try await Task.sleep(for: .milliseconds(50)) }
@@ -235,7 +238,8 @@ struct SchedulerBench: AsyncParsableCommand {
                     + "schedule lag p50 \(steady.lagP50) ms, p99 \(steady.lagP99) ms, max \(steady.lagMax) ms; "
                     + "publish ack p99 \(steady.ackP99) ms")
             print(
-                "RSS: before \(rssBefore / 1024) MB, loaded \(rssLoaded / 1024) MB, end \(rssEnd / 1024) MB, "
+                "RSS: before \(rssBefore / 1024) MB, loaded \(rssLoaded / 1024) MB (peak while loading "
+                    + "\(peakLoading / 1024) MB), end \(rssEnd / 1024) MB, "
                     + "peak \(peak / 1024) MB")
             _ = startedDate
             await group.triggerGracefulShutdown()
