@@ -83,7 +83,7 @@ struct TopicsCreateCommand: AsyncParsableCommand {
         let topics = options.topics.all.map { spec in
             NewTopic(
                 name: spec.name, partitions: partitions, replicationFactor: replicationFactor,
-                configs: spec.compacted ? ["cleanup.policy": "compact"] : [:])
+                configs: spec.configs)
         }
         let result: CreateTopicsResult
         do {

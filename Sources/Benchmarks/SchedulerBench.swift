@@ -24,13 +24,20 @@ struct SchedulerBench: AsyncParsableCommand {
     @Option(help: "Seconds of the steady phase.") var steadySeconds = 60
     /// The mock keeps at most ~5 MB and 100k records per partition, so a million ~450-byte accounts need ~100.
     @Option(help: "Partitions of the accounts and jobs topics.") var partitions: Int32 = 128
+    @Option(help: "Kafka bootstrap servers of a broker with real retention (the accounts topic is filled once and reused); default: the embedded cluster in a child process.")
+    var bootstrap: String?
     @Flag(help: .hidden) var serveCluster = false
+    @Flag(help: .hidden) var fillOnly = false
     @Flag(help: .hidden) var coreOnly = false
     @Option(help: .hidden) var topicPrefix = "bench"
 
     func run() async throws {
         if serveCluster {
             try await serve()
+            return
+        }
+        if fillOnly, let bootstrap {
+            try await fillExternal(bootstrap: bootstrap)
             return
         }
         if coreOnly {
@@ -40,8 +47,23 @@ struct SchedulerBench: AsyncParsableCommand {
         ProcessMemory.limitMallocArenas()
         let command =
             "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
-            + "--partitions \(partitions)"
+            + "--partitions \(partitions)" + (bootstrap.map { " --bootstrap \($0)" } ?? "")
         print("command: \(command)")
+        if let bootstrap {
+            // Filled by a child, so its producer's memory is not counted as the scheduler's.
+            let path = CommandLine.arguments.dropFirst().prefix { $0 != "scheduler" }
+            let filled = try await ChildProcess.run(
+                ChildProcess.Configuration(
+                    executable: "/proc/self/exe",
+                    arguments: path + [
+                        "scheduler", "--fill-only", "--bootstrap", bootstrap, "--accounts", "\(accounts)",
+                        "--partitions", "\(partitions)", "--topic-prefix", topicPrefix,
+                    ]))
+            for line in filled.text.split(separator: "\n") { print("fill: \(line)") }
+            guard filled.termination == .exited(0) else { throw ValidationError("filling the accounts topic failed") }
+            try await measure(bootstrap: bootstrap)
+            return
+        }
         // The same command path this process was started with (`activity-sync bench scheduler` or
         // `activity-sync-bench scheduler`), in child mode.
         let path = CommandLine.arguments.dropFirst().prefix { $0 != "scheduler" }
@@ -86,10 +108,26 @@ struct SchedulerBench: AsyncParsableCommand {
         let topics = TopicNames(prefix: topicPrefix)
         try cluster.createTopic(topics.accounts, partitions: partitions)
         try cluster.createTopic(topics.jobs, partitions: partitions)
+        try await produceAccounts(bootstrap: cluster.bootstrapServers, topic: topics.accounts, logger: logger)
+        print("bootstrap.servers=\(cluster.bootstrapServers)")
+        fflush(nil)
+        // Serve until the parent closes our stdin.
+        let stdin = FileHandle.standardInput
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                _ = stdin.readDataToEndOfFile()
+                continuation.resume()
+            }
+        }
+        await cluster.close()
+    }
+
+    /// Fills `topic` with `accounts` account records (~450 bytes, a GitHub-sized sealed token pair each).
+    private func produceAccounts(bootstrap: String, topic: String, logger: Logger) async throws {
         let started = ContinuousClock.now
         let producer = try KafkaProducer(
             configuration: ProducerConfiguration(
-                kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), linger: .milliseconds(20),
+                kafka: KafkaConfiguration(bootstrapServers: bootstrap), linger: .milliseconds(20),
                 maxQueuedMessages: 1_000_000),
             logger: logger)
         let sealer = Sealer(current: .random(id: "bench"))
@@ -107,7 +145,7 @@ struct SchedulerBench: AsyncParsableCommand {
                 + "\"AES-256-GCM\",\"ciphertext\":\"\(sealed.ciphertext)\",\"keyId\":\"bench\"},\"settings\":"
                 + "{\"enabled\":true,\"schedule\":{\"frequency\":\"*/5 * * * *\"},\"username\":\"user\(number)\"},"
                 + "\"updatedAt\":\"\(updatedAt)\"},\"type\":\"account\"}"
-            batch.append(ProducerRecord(topic: topics.accounts, key: Array(id.utf8), value: Array(value.utf8)))
+            batch.append(ProducerRecord(topic: topic, key: Array(id.utf8), value: Array(value.utf8)))
             if batch.count == 50_000 {
                 _ = try await producer.send(batch)
                 batch.removeAll(keepingCapacity: true)
@@ -116,17 +154,32 @@ struct SchedulerBench: AsyncParsableCommand {
         if !batch.isEmpty { _ = try await producer.send(batch) }
         await producer.close(timeout: .seconds(30))
         print("produced \(accounts) accounts in \(ContinuousClock.now - started)")
-        print("bootstrap.servers=\(cluster.bootstrapServers)")
-        fflush(nil)
-        // Serve until the parent closes our stdin.
-        let stdin = FileHandle.standardInput
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread.detachNewThread {
-                _ = stdin.readDataToEndOfFile()
-                continuation.resume()
-            }
+    }
+
+    /// Child mode with `--bootstrap`: creates the topics on that broker and fills the accounts topic unless it
+    /// already holds `accounts` records.
+    private func fillExternal(bootstrap: String) async throws {
+        var logger = Logger(label: "bench.fill")
+        logger.logLevel = .error
+        let topics = TopicNames(prefix: topicPrefix)
+        let kafka = KafkaConfiguration(bootstrapServers: bootstrap)
+        let admin = try KafkaAdmin(configuration: kafka, logger: logger)
+        try await admin.createTopics(
+            [topics.accounts, topics.jobs].map { NewTopic(name: $0, partitions: partitions) }, timeout: .seconds(30))
+        await admin.close()
+        let probe = try KafkaConsumer(
+            configuration: ConsumerConfiguration(kafka: kafka, groupId: "bench-fill-probe"), logger: logger)
+        var held: Int64 = 0
+        for partition in 0..<partitions {
+            let marks = try await probe.watermarks(topic: topics.accounts, partition: partition, timeout: .seconds(30))
+            held += marks.high - marks.low
         }
-        await cluster.close()
+        await probe.close()
+        if held >= accounts {
+            print("the accounts topic already holds \(held) records; not producing")
+            return
+        }
+        try await produceAccounts(bootstrap: bootstrap, topic: topics.accounts, logger: logger)
     }
 
     private func measure(bootstrap: String) async throws {
@@ -151,6 +204,9 @@ struct SchedulerBench: AsyncParsableCommand {
             while service.accountsOwned < accounts { try await Task.sleep(for: .milliseconds(50)) }
             let loaded = ContinuousClock.now - started
             let rssLoaded = Self.memory("VmRSS")
+            // The peak so far: loading, with the catch-up jobs it fires meanwhile (the failover case when one
+            // scheduler owns every partition), before the burst below adds its own.
+            let peakLoading = Self.memory("VmHWM")
             print("loaded \(accounts) accounts in \(loaded) (includes the ~3 s first group join)")
             // Burst: one catch-up per account.
             while stats.catchUpsAcknowledged < accounts { try await Task.sleep(for: .milliseconds(50)) }
@@ -182,7 +238,8 @@ struct SchedulerBench: AsyncParsableCommand {
                     + "schedule lag p50 \(steady.lagP50) ms, p99 \(steady.lagP99) ms, max \(steady.lagMax) ms; "
                     + "publish ack p99 \(steady.ackP99) ms")
             print(
-                "RSS: before \(rssBefore / 1024) MB, loaded \(rssLoaded / 1024) MB, end \(rssEnd / 1024) MB, "
+                "RSS: before \(rssBefore / 1024) MB, loaded \(rssLoaded / 1024) MB (peak while loading "
+                    + "\(peakLoading / 1024) MB), end \(rssEnd / 1024) MB, "
                     + "peak \(peak / 1024) MB")
             _ = startedDate
             await group.triggerGracefulShutdown()

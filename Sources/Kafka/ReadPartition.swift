@@ -54,6 +54,63 @@ public func readPartitionsToEnd(
     return try await reader.read(topic: topic, timeout: timeout, partitions: .fromCount(partitions))
 }
 
+/// Reads partitions of one topic to their high watermarks like ``readPartitionsToEnd(configuration:topic:partitions:isolationLevel:timeout:maxBufferedBytes:logger:)``,
+/// handing the records over in batches as they arrive instead of keeping them: memory is the batch and
+/// librdkafka's prefetch (`maxBufferedBytes`), whatever the length of the log.
+///
+/// `onBatch` runs on the reading thread, in offset order within each partition, and the next fetch waits for it:
+/// keep it short and non-blocking (decode, fold into a dictionary, apply under a lock). A read that fails may have
+/// delivered batches already; start the fold afresh when retrying.
+/// - Parameters:
+///   - batchBytes: a batch is handed over once its keys and values reach this many bytes (or the partitions end).
+/// - Returns: the topic's partition count, and the offset each read partition ended at (its high watermark at the
+///   start; partitions with no records are absent).
+public func readPartitionsToEnd(
+    configuration: KafkaConfiguration, topic: String, partitions: @escaping @Sendable (Int32) -> [Int32],
+    isolationLevel: IsolationLevel, timeout: Duration, maxBufferedBytes: Int = 16 << 20, batchBytes: Int = 1 << 20,
+    logger: Logger, onBatch: @escaping @Sendable ([ConsumerMessage]) -> Void
+) async throws(KafkaError) -> (partitionCount: Int32, ends: [Int32: Int64]) {
+    let reader = PartitionReader(
+        configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
+        logger: logger)
+    return try await reader.stream(
+        topic: topic, timeout: timeout, partitions: .fromCount(partitions), batchBytes: batchBytes, onBatch: onBatch)
+}
+
+/// Reads one partition to its high watermark keeping only the newest record per key, as compaction will: the
+/// result is bounded by the number of live keys, not by the log's history (a state partition of 200 versions of
+/// each of 2,000 accounts costs 2,000 records here). A tombstone removes its key; records without a key are
+/// dropped.
+/// - Returns: the newest record of every live key, in offset order, and the offset the read ended at.
+public func readNewestPerKey(
+    configuration: KafkaConfiguration, topic: String, partition: Int32, isolationLevel: IsolationLevel,
+    timeout: Duration, maxBufferedBytes: Int = 16 << 20, logger: Logger
+) async throws(KafkaError) -> (messages: [ConsumerMessage], end: Int64) {
+    let reader = PartitionReader(
+        configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
+        logger: logger)
+    let newest = NewestPerKey()
+    let (_, ends) = try await reader.stream(
+        topic: topic, timeout: timeout, partitions: .one(partition), batchBytes: 256 << 10,
+        onBatch: { newest.add($0) })
+    return (newest.messages, ends[partition] ?? 0)
+}
+
+/// The fold behind ``readNewestPerKey(configuration:topic:partition:isolationLevel:timeout:maxBufferedBytes:logger:)``.
+private final class NewestPerKey: @unchecked Sendable {
+    // @unchecked: `add` runs only on the one reading thread, `messages` only after the read has returned.
+    private var byKey: [[UInt8]: ConsumerMessage] = [:]
+
+    func add(_ batch: [ConsumerMessage]) {
+        for message in batch {
+            guard let key = message.key else { continue }
+            if message.value == nil { byKey[key] = nil } else { byKey[key] = message }
+        }
+    }
+
+    var messages: [ConsumerMessage] { byKey.values.sorted { $0.offset < $1.offset } }
+}
+
 /// What both reads share: the extent of each partition (asked `read_uncommitted`), then one reading client.
 private struct PartitionReader: Sendable {
     let configuration: KafkaConfiguration
@@ -76,19 +133,38 @@ private struct PartitionReader: Sendable {
     func read(
         topic: String, timeout: Duration, partitions: Selection
     ) async throws(KafkaError) -> (partitionCount: Int32, messages: [ConsumerMessage]) {
+        let collected = Collected()
+        let (count, _) = try await stream(
+            topic: topic, timeout: timeout, partitions: partitions, batchBytes: 1 << 20,
+            onBatch: { collected.messages += $0 })
+        return (count, collected.messages)
+    }
+
+    /// Every batch kept, for the reads that return an array.
+    private final class Collected: @unchecked Sendable {
+        // @unchecked: appended to only on the reading thread, read only after the read has returned.
+        var messages: [ConsumerMessage] = []
+    }
+
+    func stream(
+        topic: String, timeout: Duration, partitions: Selection, batchBytes: Int,
+        onBatch: @escaping @Sendable ([ConsumerMessage]) -> Void
+    ) async throws(KafkaError) -> (partitionCount: Int32, ends: [Int32: Int64]) {
         let deadline = ContinuousClock.now + timeout
         let cancelled = CancellationFlag()
         let result = await withTaskCancellationHandler {
-            () async -> Result<(partitionCount: Int32, messages: [ConsumerMessage]), KafkaError> in
+            () async -> Result<(partitionCount: Int32, ends: [Int32: Int64]), KafkaError> in
             do throws(KafkaError) {
                 let (count, extents) = try await withClient(.readUncommitted) { rk in
                     Self.extents(rk, topic: topic, partitions: partitions, timeout: timeout)
                 }
-                if extents.isEmpty { return .success((count, [])) }
-                let messages = try await withClient(isolationLevel) { rk in
-                    Self.readToEnd(rk, topic: topic, extents: extents, deadline: deadline, timeout: timeout, cancelled: cancelled)
+                if extents.isEmpty { return .success((count, [:])) }
+                try await withClient(isolationLevel) { rk in
+                    Self.readToEnd(
+                        rk, topic: topic, extents: extents, deadline: deadline, timeout: timeout, cancelled: cancelled,
+                        batchBytes: batchBytes, onBatch: onBatch)
                 }
-                return .success((count, messages))
+                return .success((count, extents.mapValues(\.end)))
             } catch {
                 return .failure(error)
             }
@@ -168,15 +244,16 @@ private struct PartitionReader: Sendable {
     /// watermark in between, the fetch is out of range and `auto.offset.reset=earliest` applies.
     private static func readToEnd(
         _ rk: OpaquePointer, topic: String, extents: [Int32: Extent], deadline: ContinuousClock.Instant,
-        timeout: Duration, cancelled: CancellationFlag
-    ) -> Result<[ConsumerMessage], KafkaError> {
+        timeout: Duration, cancelled: CancellationFlag, batchBytes: Int, onBatch: ([ConsumerMessage]) -> Void
+    ) -> Result<Void, KafkaError> {
         let list = makePartitionList(extents.keys.sorted().map { (topic, $0, extents[$0]!.start) })
         defer { rd_kafka_topic_partition_list_destroy(list) }
         let err = rd_kafka_assign(rk, list)
         if err != RD_KAFKA_RESP_ERR_NO_ERROR {
             return .failure(.from(err, context: "assigning \(topic)\(extents.keys.sorted())"))
         }
-        var messages: [ConsumerMessage] = []
+        var batch: [ConsumerMessage] = []
+        var pendingBytes = 0
         var positions: [Int32: Int64] = [:]
         var unfinished = Set(extents.keys)
         while ContinuousClock.now < deadline {
@@ -187,7 +264,14 @@ private struct PartitionReader: Sendable {
             switch message.pointee.err {
             case RD_KAFKA_RESP_ERR_NO_ERROR:
                 if let end = extents[partition]?.end, message.pointee.offset < end {
-                    messages.append(ConsumerMessage(message))
+                    let record = ConsumerMessage(message)
+                    pendingBytes += (record.key?.count ?? 0) + (record.value?.count ?? 0) + 64
+                    batch.append(record)
+                    if pendingBytes >= batchBytes {
+                        onBatch(batch)
+                        batch.removeAll(keepingCapacity: true)
+                        pendingBytes = 0
+                    }
                 }
                 positions[partition] = message.pointee.offset + 1
             case RD_KAFKA_RESP_ERR__PARTITION_EOF:
@@ -202,7 +286,10 @@ private struct PartitionReader: Sendable {
                 }
             }
             if let end = extents[partition]?.end, (positions[partition] ?? 0) >= end { unfinished.remove(partition) }
-            if unfinished.isEmpty { return .success(messages) }
+            if unfinished.isEmpty {
+                if !batch.isEmpty { onBatch(batch) }
+                return .success(())
+            }
         }
         let late = unfinished.sorted().map { "[\($0)] to offset \(extents[$0]!.end) (reached \(positions[$0] ?? 0))" }
         return .failure(

@@ -216,14 +216,19 @@ public final class SchedulerService: Service, Sendable {
         var attempt = 0
         while true {
             attempt += 1
-            let result = await readAccounts(partition)
+            state.withLock { $0.applied[partition] = 0 }
+            let counted = RecordCount()
+            let result = await readAccounts(partition) { batch in
+                // On the reading thread, batch by batch: a partition's records are never all held at once.
+                // Applying is idempotent in offset order, so a retried read may apply some records twice.
+                counted.records += batch.count
+                self.apply(batch, skippingLoaded: false)
+            }
             switch result {
-            case .success(let messages):
+            case .success(let end):
                 if attempt > 1 { readiness?("scheduler-load", true) }
-                state.withLock { $0.applied[partition] = 0 }
-                apply(messages, skippingLoaded: false)
-                state.withLock { $0.applied[partition] = (messages.last?.offset ?? -1) + 1 }
-                return messages.count
+                state.withLock { $0.applied[partition] = end }
+                return counted.records
             case .failure(let error):
                 // A broker outage or a slow large partition is worth minutes of retrying: giving up ends the
                 // process, and its partitions would move to the next scheduler, which may fail the same way.
@@ -241,16 +246,24 @@ public final class SchedulerService: Service, Sendable {
         }
     }
 
-    private func readAccounts(_ partition: Int32) async -> Result<[ConsumerMessage], KafkaError> {
+    /// Streams one accounts partition into `onBatch`; returns the offset the read ended at.
+    private func readAccounts(
+        _ partition: Int32, onBatch: @escaping @Sendable ([ConsumerMessage]) -> Void
+    ) async -> Result<Int64, KafkaError> {
         do {
-            return .success(
-                try await readPartitionToEnd(
-                    configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts,
-                    partition: partition,
-                    isolationLevel: .readCommitted, timeout: configuration.loadTimeout, logger: logger))
+            let (_, ends) = try await readPartitionsToEnd(
+                configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts,
+                partitions: { _ in [partition] }, isolationLevel: .readCommitted, timeout: configuration.loadTimeout,
+                maxBufferedBytes: 4 << 20, batchBytes: 512 << 10, logger: logger, onBatch: onBatch)
+            return .success(ends[partition] ?? 0)
         } catch {
             return .failure(error)
         }
+    }
+
+    /// Records seen by one partition's load; written on its reading thread only, read after the read returned.
+    private final class RecordCount: @unchecked Sendable {
+        var records = 0
     }
 
     /// Validates outside the lock (parsing is the expensive part), then applies in chunks so the timer is never

@@ -174,6 +174,9 @@ public enum PoisonKind: String, Sendable, CaseIterable, Hashable {
     case outputTooLarge = "output_too_large"
     /// The sync's output cannot be written: its state record cannot be encoded as JSON (e.g. a NaN number).
     case outputNotEncodable = "output_not_encodable"
+    /// The job arrived in a jobs partition other than the one its account id hashes to (murmur2), where the
+    /// account's state does not live: run there, it would start from empty state and repeat a first sync.
+    case wrongPartition = "wrong_partition"
 }
 
 /// A job that can never be processed, and why. The reason is written for an operator and never contains the

@@ -13,12 +13,12 @@ struct StateStore: Sendable {
 
     init() {}
 
-    /// Installs a partition's states from the records read to the end of the state topic's partition.
+    /// Decodes the newest state record of each account (the keys' newest records, as `readNewestPerKey` returns
+    /// them); done outside the worker's lock, since decoding is the expensive part of a restore.
     ///
-    /// - Returns: the number of values that could not be decoded (skipped, so one bad record cannot block a
-    ///   partition; the next sync of that account starts from scratch).
-    @discardableResult
-    mutating func restore(partition: Int32, records: [(key: [UInt8]?, value: [UInt8]?)]) -> Int {
+    /// - Returns: the states, and the number of values that could not be decoded (skipped, so one bad record
+    ///   cannot block a partition; the next sync of that account starts from scratch).
+    static func decode(_ records: [(key: [UInt8]?, value: [UInt8]?)]) -> (states: [String: StateRecord], undecodable: Int) {
         var states: [String: StateRecord] = [:]
         var undecodable = 0
         for record in records {
@@ -31,11 +31,16 @@ struct StateStore: Sendable {
             do {
                 states[accountId] = try WireFormat.decode(StateRecord.self, from: value)
             } catch {
+                states[accountId] = nil
                 undecodable += 1
             }
         }
+        return (states, undecodable)
+    }
+
+    /// Installs a partition's restored states.
+    mutating func restore(partition: Int32, states: [String: StateRecord]) {
         partitions[partition] = states
-        return undecodable
     }
 
     mutating func drop(_ revoked: some Sequence<Int32>) {

@@ -43,6 +43,10 @@ public struct WorkerConfiguration: Sendable {
     /// State partitions read at once, each with a bounded fetch buffer, so a large assignment cannot exhaust
     /// memory or the brokers.
     public var restoreConcurrency = 4
+    /// librdkafka's prefetch per state partition being read. A restore holds at most `restoreConcurrency` times
+    /// this plus the newest record of each account: 4 × 8 MiB and ~1.2 KB per account by default, whatever the
+    /// length of the state log.
+    public var restoreBufferBytes = 8 << 20
     /// Static group membership: the consumer's `group.instance.id` is the transactional id, so a worker restarted
     /// under the same `--id` takes its partitions back without a rebalance (and without waiting for its dead
     /// predecessor's session to time out). Off: dynamic membership, a leaving worker's partitions move at once.
@@ -104,6 +108,7 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
         case transactionFailed
         case restoreFailed
         case kafka
+        case topics
     }
 
     private let code: Code
@@ -123,6 +128,7 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
             "could not restore state: \(message). Check that the state topic exists and is readable, and that no "
                 + "transaction on it stays open longer than transaction.timeout.ms."
         case .kafka: "Kafka failed: \(message)"
+        case .topics: "worker cannot start: \(message)"
         }
     }
 
@@ -140,4 +146,5 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
     }
     static func restoreFailed(_ message: String) -> WorkerError { WorkerError(code: .restoreFailed, message: message) }
     static func kafka(_ message: String) -> WorkerError { WorkerError(code: .kafka, message: message) }
+    static func topics(_ message: String) -> WorkerError { WorkerError(code: .topics, message: message) }
 }

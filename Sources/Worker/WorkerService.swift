@@ -35,6 +35,8 @@ public final class WorkerService: Service, Sendable {
         var startJob: AsyncStream<QueuedJob>.Continuation?
         var commitRequests: AsyncStream<TransactionBatcher.Batch>.Continuation?
         var consumeTask: Task<Void, any Error>?
+        /// Which jobs partition each account's jobs belong in; known once the topics were checked at start.
+        var placement: JobPlacement?
 
         var stopping: Bool { machine.lifecycle != .running }
     }
@@ -78,6 +80,8 @@ public final class WorkerService: Service, Sendable {
     // MARK: - Run
 
     public func run() async throws {
+        let placement = try await checkTopics()
+        shared.withLock { $0.placement = placement }
         let output: any OutputWriter
         switch configuration.delivery {
         case .exactlyOnce:
@@ -263,15 +267,21 @@ public final class WorkerService: Service, Sendable {
         }
         configuration.onReadinessChange?(false)
         let restored = try await restore(partitions)
-        let (records, undecodable, owned) = shared.withLock { shared -> (Int, Int, Int) in
-            var records = 0
-            var undecodable = 0
-            for (partition, messages) in restored {
-                records += messages.count
-                undecodable += shared.machine.restored(
-                    partition: partition, generation: generation, records: messages.map { ($0.key, $0.value) })
+        // Decoded outside the lock: jobs of owned partitions go on meanwhile.
+        var records = 0
+        var undecodable = 0
+        var decoded: [(Int32, [String: StateRecord])] = []
+        for (partition, messages) in restored {
+            let (states, bad) = StateStore.decode(messages.map { ($0.key, $0.value) })
+            records += messages.count
+            undecodable += bad
+            decoded.append((partition, states))
+        }
+        let owned = shared.withLock { shared -> Int in
+            for (partition, states) in decoded {
+                shared.machine.restored(partition: partition, generation: generation, states: states)
             }
-            return (records, undecodable, shared.machine.assignedCount)
+            return shared.machine.assignedCount
         }
         if !shared.withLock({ $0.stopping }) { configuration.onReadinessChange?(true) }
         metrics.assignedPartitions.record(owned)
@@ -319,9 +329,13 @@ public final class WorkerService: Service, Sendable {
                     "state partition \(partition): \(configuration.restoreRetryLimit) spent in \(attempt - 1) attempts")
             }
             do {
-                return try await readPartitionToEnd(
+                // The newest record per account only, as the reader goes: memory follows the number of accounts,
+                // not the length of a state log that compaction has not caught up with.
+                return try await readNewestPerKey(
                     configuration: configuration.kafka, topic: configuration.topics.state, partition: partition,
-                    isolationLevel: .readCommitted, timeout: timeout, logger: logger)
+                    isolationLevel: .readCommitted, timeout: timeout,
+                    maxBufferedBytes: configuration.restoreBufferBytes, logger: logger
+                ).messages
             } catch {
                 let backoff = Duration.milliseconds(min(10_000, 250 << min(attempt, 6)))
                 guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {
@@ -392,6 +406,25 @@ public final class WorkerService: Service, Sendable {
             metadata: ["partitions": "\(partitions.sorted())", "committedAll": "\(settled)"])
     }
 
+    /// Reads the jobs and state topics' partition counts: they must be co-partitioned, and the count places jobs.
+    private func checkTopics() async throws -> JobPlacement {
+        let topics: [String: Int]
+        do {
+            let admin = try KafkaAdmin(configuration: configuration.kafka, logger: logger)
+            let listed: Result<[String: Int], KafkaError>
+            do {
+                listed = .success(try await admin.listTopics(timeout: .seconds(30)))
+            } catch {
+                listed = .failure(error)
+            }
+            await admin.close()
+            topics = try listed.get()
+        } catch {
+            throw WorkerError.kafka("listing the topics: \(error)")
+        }
+        return try JobPlacement.check(topics: topics, jobs: configuration.topics.jobs, state: configuration.topics.state)
+    }
+
     private func accept(_ message: ConsumerMessage) {
         let partition = message.partition
         guard message.topic == configuration.topics.jobs,
@@ -400,7 +433,12 @@ public final class WorkerService: Service, Sendable {
         let origin = JobOrigin(
             topic: message.topic, partition: partition, offset: message.offset, key: message.key,
             value: message.value)
-        switch decoder.decode(key: message.key, value: message.value) {
+        let placement = shared.withLock { $0.placement }
+        let decoded = decoder.decode(key: message.key, value: message.value).flatMap { job -> Result<SyncJob, Poison> in
+            if let misplaced = placement?.poison(for: job, in: partition) { return .failure(misplaced) }
+            return .success(job)
+        }
+        switch decoded {
         case .failure(let poison):
             logger.warning(
                 "poison job sent to the dead-letter topic",

@@ -82,16 +82,13 @@ struct WorkerStateMachine: Sendable {
     /// A partition's state was read to the end: its jobs may run.
     ///
     /// - Returns: the number of state values that could not be decoded.
-    mutating func restored(
-        partition: Int32, generation: Int, records: [(key: [UInt8]?, value: [UInt8]?)]
-    ) -> Int {
+    mutating func restored(partition: Int32, generation: Int, states: [String: StateRecord]) {
         guard var entry = partitions[partition], entry.generation == generation, entry.ownership == .restoring else {
-            return 0
+            return
         }
-        let undecodable = store.restore(partition: partition, records: records)
+        store.restore(partition: partition, states: states)
         entry.ownership = .owned
         partitions[partition] = entry
-        return undecodable
     }
 
     var ownedPartitions: [Int32] { partitions.filter { $0.value.ownership == .owned }.keys.sorted() }

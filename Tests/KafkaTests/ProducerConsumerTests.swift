@@ -84,6 +84,48 @@ struct ProducerConsumerTests {
         await cluster.close()
     }
 
+    @Test("a streamed read hands every record over in bounded batches, in offset order, and says where it ended")
+    func streamedRead() async throws {
+        let cluster = try makeCluster(topics: ["log": 2])
+        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
+        let value = [UInt8](repeating: 120, count: 1000)
+        _ = try await producer.send(
+            (0..<300).map { ProducerRecord(topic: "log", partition: Int32($0 % 2), key: bytes("k\($0)"), value: value) })
+        let batches = BatchLog()
+        let (count, ends) = try await readPartitionsToEnd(
+            configuration: kafka(cluster), topic: "log", partitions: { Array(0..<$0) }, isolationLevel: .readCommitted,
+            timeout: .seconds(20), batchBytes: 16 << 10, logger: testLogger, onBatch: { batch in batches.batches.withLock { $0.append(batch) } })
+        #expect(count == 2)
+        #expect(ends == [0: 150, 1: 150])
+        let all = batches.batches.withLock { $0 }
+        // ~16 KB batches of ~1 KB records: many batches, none much larger than asked.
+        #expect(all.count >= 15)
+        #expect(all.allSatisfy { $0.count <= 17 })
+        for partition: Int32 in [0, 1] {
+            #expect(all.joined().filter { $0.partition == partition }.map(\.offset) == Array(0..<150))
+        }
+        await producer.close()
+        await cluster.close()
+    }
+
+    @Test("readNewestPerKey keeps the newest record of each live key, not the log's history")
+    func newestPerKey() async throws {
+        let cluster = try makeCluster(topics: ["state": 1])
+        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
+        // 40 versions of each of 5 keys, then a tombstone for k3.
+        _ = try await producer.send(
+            (0..<200).map { ProducerRecord(topic: "state", partition: 0, key: bytes("k\($0 % 5)"), value: bytes("v\($0)")) })
+        _ = try await producer.send([ProducerRecord(topic: "state", partition: 0, key: bytes("k3"), value: nil)])
+        let (newest, end) = try await readNewestPerKey(
+            configuration: kafka(cluster), topic: "state", partition: 0, isolationLevel: .readCommitted,
+            timeout: .seconds(20), logger: testLogger)
+        #expect(end == 201)
+        #expect(newest.map { text($0.key) } == ["k0", "k1", "k2", "k4"])
+        #expect(newest.map { text($0.value) } == ["v195", "v196", "v197", "v199"])
+        await producer.close()
+        await cluster.close()
+    }
+
     @Test("admin lists topics with their partition counts; statistics are exposed")
     func adminAndStatistics() async throws {
         let cluster = try makeCluster(brokers: 3, topics: ["a": 3, "b": 12])
@@ -105,6 +147,11 @@ struct ProducerConsumerTests {
         await producer.close()
         await cluster.close()
     }
+}
+
+/// Batches handed over by a streamed read.
+final class BatchLog: Sendable {
+    let batches = Synchronization.Mutex<[[ConsumerMessage]]>([])
 }
 
 final class Statistics: Sendable {

@@ -14,13 +14,12 @@ import Testing
     @Test func restoreKeepsTheLastRecordPerKeyAndHonoursTombstones() throws {
         var store = StateStore()
         #expect(!store.isRestored(2))
-        let undecodable = store.restore(
-            partition: 2,
-            records: [
-                (Array("a".utf8), try state("a", "1")), (Array("b".utf8), try state("b", "1")),
-                (Array("a".utf8), try state("a", "2")), (Array("b".utf8), nil), (Array("c".utf8), Array("{x".utf8)),
-            ])
+        let (states, undecodable) = StateStore.decode([
+            (Array("a".utf8), try state("a", "1")), (Array("b".utf8), try state("b", "1")),
+            (Array("a".utf8), try state("a", "2")), (Array("b".utf8), nil), (Array("c".utf8), Array("{x".utf8)),
+        ])
         #expect(undecodable == 1)
+        store.restore(partition: 2, states: states)
         #expect(store.isRestored(2))
         #expect(store.state(partition: 2, accountId: "a")?.lastJob?.jobId == "2")
         #expect(store.state(partition: 2, accountId: "b") == nil)

@@ -158,6 +158,27 @@ struct WorkerHarness {
         }
     }
 
+    @Test("a valid job in a partition its account does not hash to is dead-lettered as wrong_partition, not run",
+        .timeLimit(.minutes(2)))
+    func aJobInTheWrongPartitionIsDeadLetteredNotRun() async throws {
+        let harness = try WorkerHarness()
+        let home = KeyPartitioner.murmur2(Array("acct-9".utf8), partitionCount: harness.partitions)
+        let elsewhere = (home + 1) % harness.partitions
+        // What an external producer with its own partitioner does: the right key, another partition.
+        try await harness.kafkaTopics.produce([
+            ProducerRecord(
+                topic: harness.topics.jobs, partition: elsewhere, key: Array("acct-9".utf8),
+                value: try WireFormat.encode(try harness.job("acct-9", tick: 1)))
+        ])
+        let (ids, _) = try await runWorker(harness, delivery: .atLeastOnce, accounts: ["acct-1", "acct-2"], ticks: 1)
+        #expect(!ids.contains { $0.hasPrefix("fake:acct-9:") }, "the misplaced job must not run")
+        let letters = try await harness.read(harness.topics.deadLetters)
+        let codes = letters.compactMap { $0.header(DeadLetterHeader.code).map { String(decoding: $0, as: UTF8.self) } }
+        #expect(codes == ["wrong_partition"])
+        let reason = letters.first?.header(DeadLetterHeader.reason).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        #expect(reason.contains("belongs in jobs partition \(home)"), "\(reason)")
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func abortedTransactionsAreRetriedAndTheSetOfIdsStaysExact() async throws {
         let harness = try WorkerHarness()

@@ -28,7 +28,7 @@ import Testing
             concurrency: concurrency, batcher: TransactionBatcher(deadLetter: BatchFixtures.deadLetter))
         let generation = machine.assigned(partitions)
         for partition in partitions {
-            _ = machine.restored(partition: partition, generation: generation, records: [])
+            machine.restored(partition: partition, generation: generation, states: [:])
         }
         return (machine, generation)
     }
@@ -57,9 +57,9 @@ import Testing
         let generation = machine.assigned([0])
         #expect(machine.ownership(0) == .restoring)
         #expect(machine.ownedPartitions.isEmpty)
-        _ = machine.restored(partition: 0, generation: generation + 1, records: [])
+        machine.restored(partition: 0, generation: generation + 1, states: [:])
         #expect(machine.ownership(0) == .restoring, "a restore of another assignment does not count")
-        _ = machine.restored(partition: 0, generation: generation, records: [])
+        machine.restored(partition: 0, generation: generation, states: [:])
         #expect(machine.ownedPartitions == [0])
     }
 
@@ -150,7 +150,7 @@ import Testing
         _ = machine.beginRevocation([0], lost: false)
         machine.finishRevocation([0])  // the revocation deadline passed with the job still running
         let generation = machine.assigned([0])
-        _ = machine.restored(partition: 0, generation: generation, records: [])
+        machine.restored(partition: 0, generation: generation, states: [:])
         let late = machine.finished(queued, result: BatchFixtures.result("a"), statusRecord: nil)
         if case .commit = late.commit { Issue.record("output of the old assignment must not be committed") }
         if case .commit = machine.flush() { Issue.record("nothing of the old assignment is committable") }
