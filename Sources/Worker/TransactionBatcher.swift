@@ -87,10 +87,15 @@ struct TransactionBatcher: Sendable {
     struct StateBefore: Sendable {
         var accountId: String
         var state: StateRecord?
+        /// The state the job left (nil: it did not change it). The store goes back only while it still holds
+        /// this: once a later job of the account has built on it, that job's output stands, and undoing the
+        /// refused job's state under it would make the next job repeat that output.
+        var after: StateRecord?
 
-        init(accountId: String, state: StateRecord?) {
+        init(accountId: String, state: StateRecord?, after: StateRecord? = nil) {
             self.accountId = accountId
             self.state = state
+            self.after = after
         }
     }
 

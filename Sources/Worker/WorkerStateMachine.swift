@@ -178,7 +178,8 @@ struct WorkerStateMachine: Sendable {
             partitions[partition]?.running -= 1
             var result = result
             let before = TransactionBatcher.StateBefore(
-                accountId: queued.job.accountId, state: store.state(partition: partition, accountId: queued.job.accountId))
+                accountId: queued.job.accountId, state: store.state(partition: partition, accountId: queued.job.accountId),
+                after: result.newState)
             if let newState = result.newState { store.update(partition: partition, newState) }
             if let status = result.status, let statusRecord,
                 store.statusChanged(accountId: status.accountId, to: status.status)
@@ -228,8 +229,11 @@ struct WorkerStateMachine: Sendable {
         }
         let next = action(batcher.commitFailed(batchId: batch.id, failure: failure, now: now))
         // A job whose output became a dead letter did not change its account's state: later jobs of the account
-        // start from the state before it, so they read again what it could not write.
-        for (partition, before) in batcher.takeStatesToRestore() {
+        // start from the state before it, so they read again what it could not write. Unless a later job already
+        // ran on its state: that job's output commits (it carries its own state), and going back under it would
+        // make the next job emit that output again; the refused job's own items are then only in its dead letter.
+        for (partition, before) in batcher.takeStatesToRestore()
+        where store.state(partition: partition, accountId: before.accountId) == before.after {
             store.restore(partition: partition, accountId: before.accountId, to: before.state)
         }
         return next

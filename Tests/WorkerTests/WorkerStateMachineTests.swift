@@ -131,6 +131,34 @@ import Testing
         #expect(machine.state(for: second) == nil, "the next job starts from the state before the refused one")
     }
 
+    @Test("a refused job's state is not undone under a later job of the account that already ran on it")
+    func aRefusalDoesNotRollBackUnderALaterJob() throws {
+        var (machine, _) = machine(owning: [0])
+        let at = Date(timeIntervalSince1970: 1_800_000_000)
+        func state(_ tick: Int) -> StateRecord {
+            StateRecord(
+                accountId: "a", integration: "github", lastJob: JobMarker(jobId: "a@\(tick)", scheduledAt: at),
+                updatedAt: at, data: ["watermark": .string("after a@\(tick)")], credentials: nil)
+        }
+        let first = try #require(run(&machine, "a", tick: 1, at: origin(0, 0)))
+        var result = BatchFixtures.result("a1")
+        result.newState = state(1)
+        _ = machine.finished(first, result: result, statusRecord: nil)
+        guard case .commit(let batch) = machine.flush() else { throw BatchExpected() }
+        // While that batch is being written, the account's next job runs on its state (pipelined).
+        let second = try #require(run(&machine, "a", tick: 2, at: origin(0, 1)))
+        #expect(machine.state(for: second) == state(1))
+        var secondResult = BatchFixtures.result("a2")
+        secondResult.newState = state(2)
+        _ = machine.finished(second, result: secondResult, statusRecord: nil)
+        // Now the first batch's output is refused and becomes a dead letter.
+        guard case .commit = machine.commitFailed(batch, failure: BatchFixtures.rejected) else { throw BatchExpected() }
+        // The second job's output (built on the first's state) is still to be committed: the third job must start
+        // from it, not from before the first, or it would emit the second job's items again.
+        let third = try #require(run(&machine, "a", tick: 3, at: origin(0, 2)))
+        #expect(machine.state(for: third) == state(2))
+    }
+
     @Test("outside a revocation a rebalancing failure is retried with the same output")
     func aRebalancingFailureOutsideARevocationIsRetried() throws {
         var (machine, _) = machine(owning: [0])
