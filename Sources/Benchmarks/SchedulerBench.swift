@@ -26,6 +26,10 @@ struct SchedulerBench: AsyncParsableCommand {
     @Option(help: "Partitions of the accounts and jobs topics.") var partitions: Int32 = 128
     @Option(help: "Kafka bootstrap servers of a broker with real retention (the accounts topic is filled once and reused); default: the embedded cluster in a child process.")
     var bootstrap: String?
+    @Option(name: .customLong("load-concurrency"), help: "Accounts partitions the scheduler reads at once (its loadConcurrency).")
+    var loadConcurrency = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "")).loadConcurrency
+    @Option(name: .customLong("max-in-flight-batches"), help: "Job batches awaiting delivery reports at once (its maxInFlightBatches).")
+    var maxInFlightBatches = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "")).maxInFlightBatches
     @Flag(help: .hidden) var serveCluster = false
     @Flag(help: .hidden) var fillOnly = false
     @Flag(help: .hidden) var coreOnly = false
@@ -47,7 +51,8 @@ struct SchedulerBench: AsyncParsableCommand {
         ProcessMemory.limitMallocArenas()
         let command =
             "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
-            + "--partitions \(partitions)" + (bootstrap.map { " --bootstrap \($0)" } ?? "")
+            + "--partitions \(partitions) --load-concurrency \(loadConcurrency) "
+            + "--max-in-flight-batches \(maxInFlightBatches)" + (bootstrap.map { " --bootstrap \($0)" } ?? "")
         print("command: \(command)")
         if let bootstrap {
             // Filled by a child, so its producer's memory is not counted as the scheduler's.
@@ -191,6 +196,8 @@ struct SchedulerBench: AsyncParsableCommand {
         configuration.topics = TopicNames(prefix: topicPrefix)
         configuration.groupId = "bench-scheduler"
         configuration.sessionTimeout = .seconds(6)
+        configuration.loadConcurrency = loadConcurrency
+        configuration.maxInFlightBatches = maxInFlightBatches
         configuration.clock = { clock.now() }
         configuration.onPublished = { jobs, firedAt, acknowledgedAt in stats.record(jobs, firedAt, acknowledgedAt) }
         let service = SchedulerService(configuration: configuration, logger: logger)
