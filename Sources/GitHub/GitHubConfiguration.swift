@@ -76,6 +76,19 @@ public struct GitHubConfiguration: Sendable {
         return trimmed + "/graphql"
     }
 
+    /// The web origin of pages linked from activities (`https://github.com`); nil derives it from `baseURL`: GitHub's
+    /// for `api.github.com` and for any host that is not a GitHub Enterprise Server (`…/api/v3`), whose web pages
+    /// are on the same host without the API path.
+    public var webBaseURL: String? = nil
+
+    /// The web origin actually used when a page must be built from a repository and a number.
+    public var effectiveWebBaseURL: String {
+        if let webBaseURL { return webBaseURL.hasSuffix("/") ? String(webBaseURL.dropLast()) : webBaseURL }
+        let trimmed = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        if trimmed.hasSuffix("/api/v3") { return String(trimmed.dropLast("/api/v3".count)) }
+        return "https://github.com"
+    }
+
     /// The token endpoint actually used for refreshes.
     public var effectiveTokenURL: String {
         if let tokenURL { return tokenURL }

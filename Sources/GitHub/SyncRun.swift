@@ -1,6 +1,11 @@
 import Foundation
 import Logging
+import Metrics
 import SyncModel
+
+/// Events skipped because they do not decode, or are of a type GitHub did not document when this was written.
+private let undecodableEvents = Counter(label: "github_events_undecodable_total")
+private let unknownEvents = Counter(label: "github_events_unknown_type_total")
 
 /// One sync of one account: notifications, then the user's events, then the new state.
 ///
@@ -16,6 +21,8 @@ struct SyncRun {
     private(set) var activities: [Activity] = []
     private var recent: RecentIds
     private var problems: [String] = []
+    /// Subjects this sync already loaded, by URL: a pull request a notification needed serves its events too.
+    private var fetched: [String: FetchResult] = [:]
 
     private var configuration: GitHubConfiguration { client.configuration }
     private var isResync: Bool { request.since != nil }
@@ -219,6 +226,7 @@ struct SyncRun {
         let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
         let (results, fetchStop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
         if let fetchStop, halt == nil { halt = Stop(fetchStop) }
+        fetched.merge(results) { _, new in new }
         // Discussions have no REST subject: one GraphQL query per repository resolves their pages.
         var discussions: [String: DiscussionLookup] = [:]
         for item in pending where item.thread.subject.type == "Discussion" {
@@ -685,12 +693,15 @@ struct SyncRun {
         var seenIds = known
         var etag: String?
         var halt: Stop?
+        var fresh: [(event: GitHubEvent, kind: String, created: Date)] = []
+        var undecodable = 0
+        var unknownTypes: [String: Int] = [:]
         listing: while true {
             let response: GitHubResponse
-            let page: [GitHubEvent]?
+            let decoded: EventPage?
             do {
-                (page, response) = try await client.getJSON(
-                    [GitHubEvent].self, url, credentials: credentials, conditional: pages == 0 ? conditional : [],
+                (decoded, response) = try await client.getJSON(
+                    EventPage.self, url, credentials: credentials, conditional: pages == 0 ? conditional : [],
                     deadline: deadline)
             } catch {
                 if error.httpStatus == 404 {
@@ -709,9 +720,12 @@ struct SyncRun {
                 etag = response.etag
             }
             pages += 1
-            guard let page else { return }  // 304: the first page is unchanged, and it covered the horizon. Free.
-            for event in page {
+            guard let decoded else { return }  // 304: the first page is unchanged, and it covered the horizon. Free.
+            undecodable += decoded.undecodable
+            seenCount += decoded.undecodable
+            for event in decoded.events {
                 seenCount += 1
+                if let type = event.type, !GitHubEvent.knownTypes.contains(type) { unknownTypes[type, default: 0] += 1 }
                 guard let created = event.created_at.flatMap(WireFormat.parseDate) else { continue }
                 oldestSeen = earlier(oldestSeen, created)
                 if created < horizon {
@@ -719,13 +733,11 @@ struct SyncRun {
                     break
                 }
                 processedMax = later(processedMax, created)
-                guard ActivityText.eventKind(event) != nil else { continue }
+                guard let kind = ActivityText.eventKind(event) else { continue }
                 listed.append((event.id, created))
                 guard isResync || !seenIds.contains(event.id) else { continue }
                 seenIds.insert(event.id)
-                if let activity = activity(for: event, username: username, created: created) {
-                    activities.append(activity)
-                }
+                fresh.append((event, kind, created))
             }
             if reachedHorizon {
                 listingComplete = true
@@ -740,6 +752,52 @@ struct SyncRun {
                 break listing
             }
             url = next
+        }
+
+        if undecodable > 0 || !unknownTypes.isEmpty {
+            undecodableEvents.increment(by: undecodable)
+            unknownEvents.increment(by: unknownTypes.values.reduce(0, +))
+            logger.info(
+                "events skipped: not decodable, or of a type this version does not know",
+                metadata: ["undecodable": "\(undecodable)", "unknownTypes": "\(unknownTypes.sorted { $0.key < $1.key })"])
+        }
+
+        // The pull requests whose title or page the trimmed payloads leave out: one request per pull request, through
+        // the subject cache (an unchanged one answers 304, free), none for one this sync already loaded.
+        let targets = fresh.map { target(of: $0.event, kind: $0.kind) }
+        var jobs: [FetchJob] = []
+        var queued = Set<String>()
+        for case let url? in targets.map({ $0?.apiURL }) where fetched[url] == nil && queued.insert(url).inserted {
+            jobs.append(FetchJob(url: url, isComment: false))
+        }
+        if !jobs.isEmpty, halt == nil {
+            let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
+            let (results, stop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
+            if let stop { halt = Stop(stop) }
+            fetched.merge(results) { _, new in new }
+        }
+        var waiting = Set<String>()
+        for (item, target) in zip(fresh, targets) {
+            guard var target else { continue }
+            if let apiURL = target.apiURL {
+                switch fetched[apiURL] ?? .notAttempted {
+                case .subject(let pull):
+                    target.title = target.title ?? pull.title
+                    target.webURL = target.webURL ?? pull.html_url ?? pull.pull_request?.html_url
+                case .gone, .comment:
+                    break  // gone for good (or not a pull request): what the event itself says
+                case .failed, .notAttempted:
+                    // Read again by the next sync, which goes down to the lag horizon below the newest event.
+                    waiting.insert(item.event.id)
+                    continue
+                }
+            }
+            activities.append(activity(for: item.event, kind: item.kind, target: target, username: username, created: item.created))
+        }
+        if !waiting.isEmpty {
+            seenIds.subtract(waiting)
+            listed.removeAll { waiting.contains($0.id) }
+            problems.append("events: \(waiting.count) pull request(s) could not be read; retried next sync")
         }
 
         // GitHub keeps 300 events / 90 days: if we read all it has and never reached the watermark, the events
@@ -769,7 +827,7 @@ struct SyncRun {
         // cost no quota. A late event lower down then waits for the first page to change (any new event), and is
         // emitted by that read, which goes down to the horizon again; while nothing new happens the horizon stays
         // where it is, so it cannot slip below it.
-        state.eventsETag = listingComplete && halt == nil ? etag : nil
+        state.eventsETag = listingComplete && halt == nil && waiting.isEmpty ? etag : nil
         if let halt { throw halt }
     }
 
@@ -780,25 +838,55 @@ struct SyncRun {
         return Array(sorted.suffix(max(1, configuration.eventHistoryLimit)))
     }
 
-    private func activity(for event: GitHubEvent, username: String, created: Date) -> Activity? {
-        guard let kind = ActivityText.eventKind(event), let payload = event.payload else { return nil }
-        let target: IssueOrPull?
-        switch kind {
-        case "pr_opened": target = payload.pull_request
-        case "issue_opened": target = payload.issue
-        case "pr_comment": target = payload.pull_request ?? payload.issue
-        default: target = payload.issue
+    /// What an event's activity says about its issue or pull request.
+    private struct EventTarget {
+        var number: Int
+        var isPullRequest: Bool
+        var title: String?
+        var webURL: String?
+        /// `pull_request.url`, when the payload lacks the title or the page (GitHub's trimmed payloads).
+        var apiURL: String?
+    }
+
+    private func target(of event: GitHubEvent, kind: String) -> EventTarget? {
+        guard let payload = event.payload else { return nil }
+        func issueTarget(_ issue: IssueOrPull) -> EventTarget {
+            EventTarget(
+                number: issue.number, isPullRequest: issue.pull_request != nil, title: issue.title,
+                webURL: issue.html_url ?? issue.pull_request?.html_url)
         }
-        guard let target else { return nil }
-        let number = kind == "pr_opened" ? (payload.number ?? target.number) : target.number
+        func pullTarget(_ pull: GitHubEvent.PullRequestRef) -> EventTarget? {
+            let fromURL = pull.url.flatMap { URLComponents(string: $0)?.path.split(separator: "/").last }
+                .flatMap { Int($0) }
+            guard let number = (kind == "pr_opened" ? payload.number : nil) ?? pull.number ?? fromURL else {
+                return nil
+            }
+            let complete = pull.title != nil && pull.html_url != nil
+            return EventTarget(
+                number: number, isPullRequest: true, title: pull.title, webURL: pull.html_url,
+                apiURL: complete ? nil : pull.url)
+        }
+        switch kind {
+        case "pr_opened": return payload.pull_request.flatMap(pullTarget)
+        case "pr_comment": return payload.pull_request.flatMap(pullTarget) ?? payload.issue.map(issueTarget)
+        default: return payload.issue.map(issueTarget)
+        }
+    }
+
+    private func activity(
+        for event: GitHubEvent, kind: String, target: EventTarget, username: String, created: Date
+    ) -> Activity {
+        let payload = event.payload
         // The issue's or pull request's page, also for comments: the activity is about that conversation. The
-        // comment's own permalink goes beside it.
-        let sourceURL = target.html_url ?? target.pull_request?.html_url ?? payload.comment?.html_url ?? ""
-        let commentURL = kind.hasSuffix("_comment") ? payload.comment?.html_url.flatMap(webURLOrNil) : nil
+        // comment's own permalink goes beside it. Without a page from GitHub, it is built from repository and number.
+        let sourceURL =
+            target.webURL.flatMap(webURLOrNil)
+            ?? "\(configuration.effectiveWebBaseURL)/\(event.repo.name)/\(target.isPullRequest ? "pull" : "issues")/\(target.number)"
+        let commentURL = kind.hasSuffix("_comment") ? payload?.comment?.html_url.flatMap(webURLOrNil) : nil
         return Activity(
-            text: ActivityText.event(kind: kind, username: username, number: number, title: target.title),
+            text: ActivityText.event(kind: kind, username: username, number: target.number, title: target.title ?? ""),
             sourceURL: sourceURL, id: "\(Self.eventIdPrefix)\(event.id)", occurredAt: created, kind: kind,
-            repo: event.repo.name, number: number, actor: event.actor?.login ?? username,
+            repo: event.repo.name, number: target.number, actor: event.actor?.login ?? username,
             accountId: request.accountId, commentURL: commentURL)
     }
 }

@@ -18,6 +18,19 @@ import Synchronization
 /// show up in the events feed a while after they happened. The ground truth then lists every thread version with
 /// when it was superseded, and `polledTruth` says which of them polls of the account could see.
 ///
+/// GitHub as it serves today, by default (each line a habit of the live API that once cost us activities):
+/// - `/users/{u}/events` payloads trimmed as since 2025-10-07: `PullRequestEvent`'s `pull_request` is only `url`,
+///   `id`, `number`, `head`, `base` (no `title`, `html_url`, `body`, `user`); `PushEvent` has no `commits`, `size`
+///   or `distinct_size`. `fullEventPayloads` serves the OpenAPI examples' whole pull request instead, for a test
+///   about that old shape only.
+///
+/// Not modelled (yet), though GitHub does it: events kept 30 days (not only 300); `PullRequestReviewEvent` and `DiscussionEvent` in the events feed (the
+/// client decodes them; `addEvent` can add any type, as noise); a `latest_comment_url` that moves with the newest
+/// comment rather than with the thread version; a thread `reason` that sticks while later bumps have other causes;
+/// subjects answering 403 with `X-GitHub-SSO`; `/notifications` refusing GitHub App and fine-grained tokens; ETags
+/// that differ per token; Commit and Release subjects that can be fetched; review comment events with a trimmed
+/// pull request (GitHub's changelog names only `PullRequestEvent` and `PullRequestReviewEvent`).
+///
 /// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):
 /// - `GET /user`, `GET /users/{login}`, `GET /rate_limit` (free)
 /// - `GET /notifications?all&participating&since&before&per_page&page` — newest first, `per_page` ≤ 50,

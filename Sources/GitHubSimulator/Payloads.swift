@@ -320,13 +320,27 @@ struct EventJSON: Encodable, Sendable {
         var action: String?
         var number: Int?
         var issue: IssueJSON?
-        var pull_request: PullRequestJSON?
+        var pull_request: PullRequest?
         var comment: Comment?
         var repository_id: Int?
         var push_id: Int64?
         var ref: String?
         var head: String?
         var before: String?
+    }
+
+    /// `payload.pull_request`: the whole pull request (before 2025-10-07, and still in review comment events), or
+    /// since then in `PullRequestEvent` and `PullRequestReviewEvent` only its reference.
+    enum PullRequest: Encodable, Sendable {
+        case full(PullRequestJSON)
+        case trimmed(TrimmedPullRequestJSON)
+
+        func encode(to encoder: any Encoder) throws {
+            switch self {
+            case .full(let value): try value.encode(to: encoder)
+            case .trimmed(let value): try value.encode(to: encoder)
+            }
+        }
     }
 
     /// Issue comments and review comments share the `comment` key.
@@ -341,6 +355,21 @@ struct EventJSON: Encodable, Sendable {
             }
         }
     }
+}
+
+/// What GitHub's event payloads have held of a pull request since 2025-10-07: `url`, `id`, `number`, `head`, `base`.
+struct TrimmedPullRequestJSON: Encodable, Sendable {
+    struct Branch: Encodable, Sendable {
+        var ref: String
+        var sha: String
+        var repo: EventJSON.RepoRef
+    }
+
+    var url: String
+    var id: Int64
+    var number: Int
+    var head: Branch
+    var base: Branch
 }
 
 struct ErrorJSON: Encodable, Sendable {
@@ -514,6 +543,17 @@ extension WorldState {
             comments: subject.comments, review_comments: subject.reviewComments)
     }
 
+    /// The pull request as today's event payloads reference it.
+    func trimmedPullJSON(_ subject: Subject) -> TrimmedPullRequestJSON {
+        let repo = repos[subject.key.repo]
+        let repoRef = EventJSON.RepoRef(id: repo.id, name: repo.fullName, url: "\(baseURL)/repos/\(repo.fullName)")
+        return TrimmedPullRequestJSON(
+            url: "\(baseURL)/repos/\(repo.fullName)/pulls/\(subject.key.number)", id: IdSpace.pull + subject.seq,
+            number: subject.key.number,
+            head: .init(ref: "topic-\(subject.key.number)", sha: sha(subject.seq, 0x4EAD), repo: repoRef),
+            base: .init(ref: "main", sha: sha(subject.seq, 0xBA5E), repo: repoRef))
+    }
+
     func issueCommentJSON(_ comment: Comment) -> IssueCommentJSON {
         let repo = repos[comment.subject.repo]
         return IssueCommentJSON(
@@ -578,12 +618,14 @@ extension WorldState {
             payload.issue = event.subject.map(issueJSON)
         case "PullRequestEvent":
             payload.number = event.subject?.key.number
-            payload.pull_request = event.subject.map(pullJSON)
+            payload.pull_request = event.subject.map {
+                params.fullEventPayloads ? .full(pullJSON($0)) : .trimmed(trimmedPullJSON($0))
+            }
         case "IssueCommentEvent":
             payload.issue = event.subject.map(issueJSON)
             payload.comment = event.comment.map { .issue(issueCommentJSON($0)) }
         case "PullRequestReviewCommentEvent":
-            payload.pull_request = event.subject.map(pullJSON)
+            payload.pull_request = event.subject.map { .full(pullJSON($0)) }
             payload.comment = event.comment.map { .review(reviewCommentJSON($0)) }
         case "PushEvent":
             payload.repository_id = repo.id

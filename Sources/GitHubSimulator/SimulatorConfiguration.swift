@@ -48,6 +48,10 @@ public struct SimulatorConfiguration: Sendable {
     /// Each generated event shows up in `/users/{u}/events` a seeded random time between 0 and this after its
     /// `created_at` (GitHub documents 30 s to 6 h). Test-made events use `addEvent(appearsAfter:)` instead.
     public var eventLag: Duration = .zero
+    /// Serve the event payloads of GitHub's OpenAPI examples (a whole pull request in `PullRequestEvent`), as GitHub
+    /// did before 2025-10-07. Off (the default), `payload.pull_request` of `PullRequestEvent` holds only `url`, `id`,
+    /// `number`, `head` and `base`, as GitHub serves it today. Only a test about the old shape should turn this on.
+    public var fullEventPayloads = false
     /// The moment that separates history from live activity.
     public var start = Date()
     /// Where `html_url`s point; never requested by a client, only shown to people.

@@ -246,8 +246,10 @@ struct WorldParameters: Sendable {
     var htmlBase: String
     var threadBumps: Bool
     var eventLagSeconds: Double
+    var fullEventPayloads: Bool
 
     init(_ configuration: SimulatorConfiguration) {
+        fullEventPayloads = configuration.fullEventPayloads
         seed = configuration.seed
         users = max(1, configuration.users)
         start = Timestamp.seconds(configuration.start)

@@ -292,7 +292,26 @@ struct APITests {
             #expect(newest["type"] as? String == "PullRequestEvent")
             let payload = newest["payload"] as? [String: Any]
             #expect(payload?["action"] as? String == "opened")
-            #expect((payload?["pull_request"] as? [String: Any])?["title"] as? String == "Fresh")
+            // GitHub's payload since 2025-10-07: the pull request's reference only; the title is at its `url`.
+            let pull = try #require(payload?["pull_request"] as? [String: Any])
+            #expect(Set(pull.keys) == ["url", "id", "number", "head", "base"])
+            let url = try #require(pull["url"] as? String)
+            #expect(url.hasPrefix(simulator.baseURL))
+            let fetched = try await send(url, token: user.token)
+            #expect(fetched.jsonObject?["title"] as? String == "Fresh")
+        }
+    }
+
+    @Test("full event payloads, as GitHub served them before 2025-10-07, only when asked for")
+    func fullEventPayloads() async throws {
+        try await withSimulator({ $0.fullEventPayloads = true }) { simulator in
+            let user = simulator.users[0]
+            try simulator.addEvent(for: user.login, type: "PullRequestEvent", title: "Old shape")
+            let page = try await send("\(simulator.baseURL)/users/\(user.login)/events", token: user.token)
+            let newest = try #require(page.jsonArray?.first)
+            let pull = (newest["payload"] as? [String: Any])?["pull_request"] as? [String: Any]
+            #expect(pull?["title"] as? String == "Old shape")
+            #expect(pull?["html_url"] is String)
         }
     }
 
@@ -634,6 +653,17 @@ struct ShapeTests {
             }
             let types = Set(events.compactMap { $0["type"] as? String })
             #expect(types.contains("PushEvent") || types.contains("WatchEvent"))
+            // Today's trimmed shapes: pushes without commits, pull request events without title or page.
+            for push in events where push["type"] as? String == "PushEvent" {
+                let payload = try #require(push["payload"] as? [String: Any])
+                #expect(payload["commits"] == nil && payload["size"] == nil && payload["distinct_size"] == nil)
+                #expect(payload["head"] is String)
+            }
+            for pull in events where pull["type"] as? String == "PullRequestEvent" {
+                let reference = (pull["payload"] as? [String: Any])?["pull_request"] as? [String: Any]
+                #expect(reference?["title"] == nil && reference?["html_url"] == nil && reference?["user"] == nil)
+                #expect(reference?["number"] is Int && reference?["url"] is String)
+            }
             if let comment = events.first(where: { $0["type"] as? String == "IssueCommentEvent" }) {
                 let payload = try #require(comment["payload"] as? [String: Any])
                 #expect(payload["action"] as? String == "created")
