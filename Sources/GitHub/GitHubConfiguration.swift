@@ -58,9 +58,12 @@ public struct GitHubConfiguration: Sendable {
     public var stuckSubjectAge: Duration = .seconds(6 * 3600)
     /// Discussions fetched per repository through GraphQL to resolve a Discussion notification's page.
     public var discussionsPerQuery: Int = 50
-    /// GitHub keeps this many events per user (and 90 days); reading that many without reaching the watermark
-    /// means older events are gone.
+    /// GitHub keeps this many events per user; reading that many without reaching the watermark means older events
+    /// are gone.
     public var eventHistoryLimit: Int = 300
+    /// … and only this far back (30 days since 2025-01-30, 90 before): an account not synced for longer records the
+    /// events between its watermark and this age as a gap.
+    public var eventHistoryAge: Duration = .seconds(30 * 86_400)
     /// How many gap markers the state keeps.
     public var gapLimit: Int = 50
 

@@ -11,7 +11,7 @@ public import SyncModel
 /// Kept lean because the worker writes it on every job: ids behind the watermarks are pruned, and empty or default
 /// fields are left out of the JSON, so a typical record is a few hundred bytes.
 public struct GitHubState: Codable, Sendable, Hashable {
-    /// A stretch of time whose activity could not be read (GitHub keeps only 300 events / 90 days, or a sync hit
+    /// A stretch of time whose activity could not be read (GitHub keeps only 300 events / 30 days, or a sync hit
     /// its page limit), recorded instead of pretending coverage.
     public struct Gap: Codable, Sendable, Hashable {
         public var from: Date

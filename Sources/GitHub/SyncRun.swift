@@ -800,14 +800,18 @@ struct SyncRun {
             problems.append("events: \(waiting.count) pull request(s) could not be read; retried next sync")
         }
 
-        // GitHub keeps 300 events / 90 days: if we read all it has and never reached the watermark, the events
-        // between the watermark and the oldest one returned are gone. Say so instead of pretending coverage.
-        if listingComplete, !reachedHorizon, let oldestSeen, oldestSeen > base,
-            seenCount >= configuration.eventHistoryLimit || pages >= configuration.maxPages
-        {
-            state.gaps.append(.init(from: base, to: oldestSeen, source: "events"))
-        } else if listingComplete, !reachedHorizon, base < started.addingTimeInterval(-90 * 86_400) {
-            state.gaps.append(.init(from: base, to: started.addingTimeInterval(-90 * 86_400), source: "events"))
+        // GitHub keeps 300 events and 30 days of them: if we read all it has and never reached the watermark, the
+        // events between the watermark and what is still kept are gone. Say so instead of pretending coverage.
+        if listingComplete, !reachedHorizon {
+            let retained = started.addingTimeInterval(-seconds(configuration.eventHistoryAge))
+            var lostUntil: Date?
+            if let oldestSeen, oldestSeen > base,
+                seenCount >= configuration.eventHistoryLimit || pages >= configuration.maxPages
+            {
+                lostUntil = oldestSeen
+            }
+            if base < retained { lostUntil = max(lostUntil ?? retained, retained) }
+            if let lostUntil { state.gaps.append(.init(from: base, to: lostUntil, source: "events")) }
         }
         var watermark = previous ?? base
         if listingComplete { watermark = max(watermark, processedMax ?? watermark) }

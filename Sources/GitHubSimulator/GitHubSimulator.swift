@@ -23,8 +23,9 @@ import Synchronization
 ///   `id`, `number`, `head`, `base` (no `title`, `html_url`, `body`, `user`); `PushEvent` has no `commits`, `size`
 ///   or `distinct_size`. `fullEventPayloads` serves the OpenAPI examples' whole pull request instead, for a test
 ///   about that old shape only.
+/// - The events feed keeps the newest `eventCap` (300) events and none older than `eventRetention` (30 days).
 ///
-/// Not modelled (yet), though GitHub does it: events kept 30 days (not only 300); `PullRequestReviewEvent` and `DiscussionEvent` in the events feed (the
+/// Not modelled (yet), though GitHub does it: `PullRequestReviewEvent` and `DiscussionEvent` in the events feed (the
 /// client decodes them; `addEvent` can add any type, as noise); a `latest_comment_url` that moves with the newest
 /// comment rather than with the thread version; a thread `reason` that sticks while later bumps have other causes;
 /// subjects answering 403 with `X-GitHub-SSO`; `/notifications` refusing GitHub App and fine-grained tokens; ETags
@@ -42,7 +43,7 @@ import Synchronization
 /// - `GET /repos/{owner}/{repo}/issues/{n}`, `/pulls/{n}`, `/issues/comments/{id}`, `/pulls/comments/{id}` —
 ///   strong `ETag`, `If-None-Match` → 304
 /// - `GET /users/{login}/events?per_page&page` — newest first, `per_page` ≤ 100, only the newest `eventCap`
-///   reachable, `ETag`/`If-None-Match`, `Link`
+///   within `eventRetention` reachable, `ETag`/`If-None-Match`, `Link`
 /// - `POST /graphql` — only `repository(owner, name) { discussions(first, orderBy UPDATED_AT DESC) { nodes { number
 ///   title url body updatedAt author { login } comments(last: 1) { nodes { url body author { login } } } } } }`, with
 ///   `owner`, `name` and `first` passed as variables; counted against the same quota

@@ -222,10 +222,12 @@ extension GitHubSimulator {
             let order = account.eventOrder
             let visibleEnd = order.lowerBound(OrderKey(time: now + 1, id: Int64.min))
             world.recordEventPoll(user, at: Date().timeIntervalSince1970)
-            // Newest first, only events past their visibility lag, at most `cap` of them.
+            // Newest first, only events past their visibility lag, at most `cap` of them and none older than the
+            // retention (GitHub: 30 days).
             var visible: [Int64] = []
             var index = visibleEnd - 1
-            while index >= 0, visible.count < cap {
+            let oldest = now - world.params.eventRetentionSeconds
+            while index >= 0, visible.count < cap, order[index].time >= oldest {
                 let id = order[index].id
                 if let event = account.events[id], event.visibleAt <= now { visible.append(id) }
                 index -= 1

@@ -41,6 +41,8 @@ public struct SimulatorConfiguration: Sendable {
     public var activityInterval: Duration = .seconds(30)
     /// Only the newest `eventCap` events of a user are reachable through `/users/{u}/events`, as on GitHub.
     public var eventCap = 300
+    /// … and only events created within this long before now (30 days since 2025-01-30, 90 before).
+    public var eventRetention: Duration = .seconds(30 * 86_400)
     /// GitHub's thread semantics: one notification thread per subject (issue, pull request, discussion) and user,
     /// re-bumped by new activity (same thread id, new `updated_at`, maybe a new reason and latest comment). Off, every
     /// generated notification gets a thread of its own (the tidy world of earlier tests).

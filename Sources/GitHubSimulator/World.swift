@@ -243,6 +243,7 @@ struct WorldParameters: Sendable {
     var historyItems: Int
     var intervalSeconds: Double
     var eventCap: Int
+    var eventRetentionSeconds: Int64
     var htmlBase: String
     var threadBumps: Bool
     var eventLagSeconds: Double
@@ -260,6 +261,7 @@ struct WorldParameters: Sendable {
         // A zero interval would mean infinitely many items; 50 ms is already far more than any test wants.
         intervalSeconds = max(0.05, seconds)
         eventCap = max(1, configuration.eventCap)
+        eventRetentionSeconds = max(1, configuration.eventRetention.components.seconds)
         threadBumps = configuration.threadBumps
         let lag = configuration.eventLag.components
         eventLagSeconds = max(0, Double(lag.seconds) + Double(lag.attoseconds) / 1e18)

@@ -302,6 +302,21 @@ struct APITests {
         }
     }
 
+    @Test("the events feed keeps 30 days, as GitHub has since 2025-01-30")
+    func eventsWindow() async throws {
+        try await withSimulator({ $0.historyItems = 0 }) { simulator in
+            let user = simulator.users[0]
+            let old = try simulator.addEvent(
+                for: user.login, type: "IssuesEvent", at: Date().addingTimeInterval(-31 * 86_400))
+            let recent = try simulator.addEvent(
+                for: user.login, type: "IssuesEvent", at: Date().addingTimeInterval(-29 * 86_400))
+            let page = try await send("\(simulator.baseURL)/users/\(user.login)/events", token: user.token)
+            let ids = page.jsonArray?.compactMap { $0["id"] as? String } ?? []
+            #expect(ids.contains(recent))
+            #expect(!ids.contains(old))
+        }
+    }
+
     @Test("full event payloads, as GitHub served them before 2025-10-07, only when asked for")
     func fullEventPayloads() async throws {
         try await withSimulator({ $0.fullEventPayloads = true }) { simulator in

@@ -126,6 +126,28 @@ struct FixtureDecodingTests {
         #expect(!GitHubEvent.knownTypes.contains("FutureEvent"))
     }
 
+    /// `DiscussionEvent` (new since 2025) is a documented type: decoded, never counted as unknown.
+    @Test func discussionEventDecodes() throws {
+        let json: JSONValue = .array([
+            .object([
+                "id": "50", "type": "DiscussionEvent", "created_at": "2026-11-30T09:00:00Z",
+                "actor": ["login": "octocat", "id": 583231], "repo": ["id": 1, "name": "octocat/Hello-World"],
+                "payload": [
+                    "action": "created",
+                    "discussion": [
+                        "number": 7, "title": "Ideas", "html_url": "https://github.com/octocat/Hello-World/discussions/7",
+                    ],
+                ],
+            ])
+        ])
+        let page = try Fixtures.decode(EventPage.self, from: json)
+        #expect(page.undecodable == 0)
+        let event = try #require(page.events.first)
+        #expect(GitHubEvent.knownTypes.contains(try #require(event.type)))
+        #expect(event.payload?.discussion?.number == 7)
+        #expect(event.payload?.discussion?.title == "Ideas")
+    }
+
     private func pullRequests(in name: String) throws -> JSONValue {
         guard case .array(let items) = try Fixtures.json(name) else { return .array([]) }
         return .array(items.compactMap { $0["payload"]?["pull_request"] })
