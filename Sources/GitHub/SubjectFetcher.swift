@@ -10,8 +10,11 @@ struct FetchJob: Sendable {
 enum FetchResult: Sendable {
     case subject(IssueOrPull)
     case comment(GitHubComment)
-    /// Permanently unavailable (404, 410, no access) or refused (outside the API origin): skip the item.
+    /// Refused (outside the API origin): the item is skipped.
     case gone(refused: Bool)
+    /// GitHub will not show it to this token (403, e.g. SAML SSO; 404; 410; other client errors): the item is
+    /// emitted from what its notification says, marked as such.
+    case unavailable(status: Int, sso: String?)
     /// Failed this time (5xx, network, bad body): the item is retried by the next sync.
     case failed
     /// Not requested because the sync stopped (rate limit, deadline, rejected token).
@@ -82,9 +85,9 @@ struct SubjectFetcher: Sendable {
             if case .refusedURL = error.code { return (job.url, .gone(refused: true), nil) }
             if let status = error.httpStatus, status < 500, status != 408, status != 409 {
                 logger.info(
-                    "subject unavailable; its notification is skipped",
-                    metadata: ["url": "\(job.url)", "status": "\(status)"])
-                return (job.url, .gone(refused: false), nil)
+                    "subject unavailable; its notification is emitted from what it says itself",
+                    metadata: ["url": "\(job.url)", "status": "\(status)", "sso": "\(error.ssoRequirement ?? "")"])
+                return (job.url, .unavailable(status: status, sso: error.ssoRequirement), nil)
             }
             logger.info(
                 "subject failed; its notification is retried next sync",

@@ -147,6 +147,14 @@ struct SyncRun {
             } catch {
                 if error.stopsSync {
                     halt = Stop(error)
+                } else if error.httpStatus == 403, pages == 0 {
+                    // GitHub App user and installation tokens and fine-grained PATs may not read notifications at
+                    // all; say that plainly (it will not pass by itself), and go on with the events.
+                    problems.append(
+                        "notifications_unsupported_token: GitHub refuses /notifications to this token ("
+                            + (error.serverMessage ?? "HTTP 403")
+                            + "); GitHub App, installation and fine-grained tokens cannot read notifications, so only "
+                            + "the user's events are synced. Connect the account with a classic OAuth token for them")
                 } else {
                     problems.append("notifications: \(error.description)")
                 }
@@ -255,6 +263,8 @@ struct SyncRun {
                 prior[thread] = record
             }
         }
+        var unavailable = 0
+        var ssoRequirements = Set<String>()
         var byThread: [String: [PendingNotification]] = [:]
         for item in pending { byThread[item.thread.id, default: []].append(item) }
         var failures = 0
@@ -284,6 +294,11 @@ struct SyncRun {
                 case .emit(let activity):
                     emit(activity)
                     processedMax = later(processedMax, item.updatedAt)
+                case .unavailable(let activity, let sso):
+                    emit(activity)
+                    processedMax = later(processedMax, item.updatedAt)
+                    unavailable += 1
+                    if let sso { ssoRequirements.insert(sso) }
                 case .skip:
                     processedMax = later(processedMax, item.updatedAt)
                 case .retry(let failed):
@@ -316,6 +331,13 @@ struct SyncRun {
         }
         if failures > 0, halt == nil {
             problems.append("\(failures) notification subject(s) failed; retried next sync")
+        }
+        if !ssoRequirements.isEmpty {
+            problems.append(
+                "subject_unavailable: \(unavailable) notification subject(s) answered 403 because their organization "
+                    + "enforces SAML SSO and the token is not authorized for it (X-GitHub-SSO: "
+                    + ssoRequirements.sorted().joined(separator: ", ")
+                    + "); their activities say only what the notification says")
         }
         let listedThreads = Set(threads.map(\.id))
         for (threadId, record) in prior {
@@ -552,7 +574,7 @@ struct SyncRun {
 
     /// A notification whose subject never loaded: what the notification itself says (reason, repository, title,
     /// the number from the subject URL), so it is not lost.
-    private func activityFromNotificationAlone(_ item: PendingNotification) -> Activity? {
+    private func activityFromNotificationAlone(_ item: PendingNotification, detail: String? = nil) -> Activity? {
         let thread = item.thread
         if thread.subject.type == "Discussion" { return discussionActivity(item, node: nil) }
         guard let isPR = ActivityText.isPullRequest(subjectType: thread.subject.type) else { return nil }
@@ -568,7 +590,7 @@ struct SyncRun {
         return Activity(
             text: text, sourceURL: number.map { "\(repoPage)/\(isPR ? "pull" : "issues")/\($0)" } ?? repoPage,
             id: item.id, occurredAt: item.updatedAt, kind: thread.reason, repo: repo, number: number,
-            accountId: request.accountId)
+            accountId: request.accountId, detail: detail)
     }
 
     /// The comment URL whose author and body a notification should show, when it names a comment.
@@ -588,6 +610,8 @@ struct SyncRun {
 
     private enum ItemResult {
         case emit(Activity)
+        /// GitHub refuses the subject to this token (403, 404, 410): emitted from the notification, marked.
+        case unavailable(Activity, sso: String?)
         case skip
         /// Try again next sync; `failed` when the subject was requested and failed (it counts towards giving up),
         /// not when the sync stopped before requesting it.
@@ -606,6 +630,12 @@ struct SyncRun {
         switch results[subjectURL] ?? .notAttempted {
         case .subject(let value): subject = value
         case .comment, .gone: return .skip
+        case .unavailable(_, let sso):
+            let item = PendingNotification(thread: thread, id: id, updatedAt: updatedAt)
+            guard let fallback = activityFromNotificationAlone(item, detail: Activity.subjectUnavailable) else {
+                return .skip
+            }
+            return .unavailable(fallback, sso: sso)
         case .failed: return .retry(failed: true)
         case .notAttempted: return .retry(failed: false)
         }
@@ -619,8 +649,8 @@ struct SyncRun {
                 body = comment.body ?? ""
                 commentPage = comment.html_url.flatMap(webURLOrNil)
             case .subject: break
-            case .gone(let refused):
-                if refused { return .skip }  // a comment URL outside the API origin: the item is skipped
+            case .gone: return .skip  // a comment URL outside the API origin: the item is skipped
+            case .unavailable: break  // the comment was deleted (or hidden): the subject's author and body
             case .failed: return .retry(failed: true)
             case .notAttempted: return .retry(failed: false)
             }
@@ -784,7 +814,7 @@ struct SyncRun {
                 case .subject(let pull):
                     target.title = target.title ?? pull.title
                     target.webURL = target.webURL ?? pull.html_url ?? pull.pull_request?.html_url
-                case .gone, .comment:
+                case .gone, .unavailable, .comment:
                     break  // gone for good (or not a pull request): what the event itself says
                 case .failed, .notAttempted:
                     // Read again by the next sync, which goes down to the lag horizon below the newest event.

@@ -25,11 +25,16 @@ import Synchronization
 ///   about that old shape only.
 /// - The events feed keeps the newest `eventCap` (300) events and none older than `eventRetention` (30 days).
 ///
+/// Modelled when a test asks (`AccessRules.swift`), since no generated account meets them: subjects of a repository
+/// answering 403 with `X-GitHub-SSO` (SAML SSO), 403, 404 or 410 (`refuseSubjects(in:status:sso:)`); a token that
+/// `/notifications` refuses with 403 "Resource not accessible by integration" (`setTokenKind(_:for:)`). Every
+/// simulated token is treated as a classic one unless a test says otherwise, although its `ghu_` prefix is a GitHub
+/// App user token's.
+///
 /// Not modelled (yet), though GitHub does it: `PullRequestReviewEvent` and `DiscussionEvent` in the events feed (the
 /// client decodes them; `addEvent` can add any type, as noise); a `latest_comment_url` that moves with the newest
 /// comment rather than with the thread version; a thread `reason` that sticks while later bumps have other causes;
-/// subjects answering 403 with `X-GitHub-SSO`; `/notifications` refusing GitHub App and fine-grained tokens; ETags
-/// that differ per token; Commit and Release subjects that can be fetched; review comment events with a trimmed
+/// ETags that differ per token; Commit and Release subjects that can be fetched; review comment events with a trimmed
 /// pull request (GitHub's changelog names only `PullRequestEvent` and `PullRequestReviewEvent`).
 ///
 /// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):
@@ -65,6 +70,7 @@ public final class GitHubSimulator: Sendable {
     private let server = Mutex<ServerHandle?>(nil)
     let linkBase = Mutex<String?>(nil)
     let pageHooks = Mutex<[PageHook]>([])
+    let access = Mutex(AccessRules())
 
     /// An action due after some number of served notifications pages of one account.
     struct PageHook: Sendable {

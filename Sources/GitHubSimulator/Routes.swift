@@ -15,6 +15,11 @@ extension GitHubSimulator {
         case 1 where parts[0] == "rate_limit":
             return rateLimitResponse(user: user, now: now)
         case 1 where parts[0] == "notifications":
+            if refusesNotifications(user: user) {
+                return .error(
+                    403, "Resource not accessible by integration",
+                    docs: "https://docs.github.com/rest/activity/notifications#list-notifications-for-the-authenticated-user")
+            }
             return notifications(request: request, query: query, user: user, now: now)
         case 2 where parts[0] == "users":
             return userResponse(login: parts[1], user: user, request: request)
@@ -23,10 +28,12 @@ extension GitHubSimulator {
         case 3 where parts[0] == "notifications" && parts[1] == "threads":
             return thread(id: parts[2], user: user, now: now)
         case 5 where parts[0] == "repos" && (parts[3] == "issues" || parts[3] == "pulls"):
+            if let refusal = refusal(repo: "\(parts[1])/\(parts[2])") { return refusal }
             return subject(
                 repo: "\(parts[1])/\(parts[2])", number: parts[4], pull: parts[3] == "pulls", request: request, now: now
             )
         case 6 where parts[0] == "repos" && (parts[3] == "issues" || parts[3] == "pulls") && parts[4] == "comments":
+            if let refusal = refusal(repo: "\(parts[1])/\(parts[2])") { return refusal }
             return comment(
                 repo: "\(parts[1])/\(parts[2])", id: parts[5], review: parts[3] == "pulls", request: request, now: now)
         default:

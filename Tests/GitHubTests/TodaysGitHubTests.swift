@@ -47,4 +47,56 @@ struct TodaysGitHubTests {
             #expect(outcome.githubState.gaps.isEmpty)
         }
     }
+
+    /// A subject in an organization that enforces SAML SSO answers 403 with `X-GitHub-SSO`; one that was deleted
+    /// answers 404 or 410. Each notification still becomes an activity, from what it says itself and marked, and
+    /// the SSO one says in the account's status what to do; the watermark moves on (no repeats).
+    @Test(arguments: zip([403, 404, 410], [true, false, false]))
+    func anUnavailableSubjectIsEmittedMarkedNotDropped(status: Int, sso: Bool) async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let repo = "locked-org/secret"
+            try github.simulator.addNotification(
+                for: user.login, reason: "mention", repo: repo, number: 42, title: "Quarterly plan", actor: "grace-sim",
+                commentBody: "@\(user.login) please look", at: Date().addingTimeInterval(-60))
+            github.simulator.refuseSubjects(in: repo, status: status, sso: sso)
+            let first = try await github.sync(user, state: nil)
+            let activity = try #require(first.activities.first { $0.repo == repo }, "not dropped")
+            #expect(activity.detail == "subject_unavailable")
+            #expect(activity.number == 42)
+            #expect(activity.sourceURL == "https://github.com/\(repo)/issues/42")
+            #expect(activity.kind == "mention")
+            if sso {
+                guard case .partial(let reason, _) = first.status else {
+                    Issue.record("expected a status reason for SSO, got \(first.status)")
+                    return
+                }
+                #expect(reason.contains("subject_unavailable"))
+                #expect(reason.contains("SAML SSO"))
+                #expect(reason.contains("https://github.com/orgs/locked-org/sso"))
+            } else {
+                #expect(first.isComplete, "\(first.status)")
+            }
+            let second = try await github.sync(user, state: first.state)
+            #expect(!second.activities.contains { $0.id == activity.id }, "emitted once")
+        }
+    }
+
+    /// GitHub App user and installation tokens and fine-grained PATs get 403 from `/notifications`: the status says
+    /// exactly that, and the user's events still sync.
+    @Test func aTokenThatMayNotReadNotificationsGetsAClearStatusAndEventsStillSync() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            try github.simulator.setTokenKind(.githubAppOrFineGrained, for: user.login)
+            let event = try github.simulator.addEvent(for: user.login, type: "IssuesEvent", title: "Still synced")
+            let outcome = try await github.sync(user, state: nil)
+            guard case .partial(let reason, _) = outcome.status else {
+                Issue.record("expected a status reason, got \(outcome.status)")
+                return
+            }
+            #expect(reason.hasPrefix("notifications_unsupported_token"))
+            #expect(reason.contains("Resource not accessible by integration"))
+            #expect(outcome.activities.map(\.id).contains("github:event:\(event)"))
+        }
+    }
 }
