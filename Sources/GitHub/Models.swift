@@ -70,6 +70,9 @@ struct IssueOrPull: Decodable, Sendable, Hashable {
     var closed_at: String?
     var created_at: String?
     var updated_at: String?
+    /// Who closed the issue (issues only) and who merged the pull request (pull requests only).
+    var closed_by: GitHubAccountRef?
+    var merged_by: GitHubAccountRef?
 }
 
 /// An issue comment or a pull-request review comment (`/issues/comments/{id}`, `/pulls/comments/{id}`).

@@ -655,6 +655,13 @@ struct SyncRun {
             case .notAttempted: return .retry(failed: false)
             }
         }
+        // A state change is told by who made it, when GitHub says: `merged_by` of a merged pull request,
+        // `closed_by` of a closed issue; else whoever commented last (or the author), as before.
+        if thread.reason == "state_change", subject.state == "closed",
+            let closer = subject.merged_by?.login ?? subject.closed_by?.login
+        {
+            actor = closer
+        }
         let repo = thread.repository.full_name
         let facts = ActivityText.NotificationFacts(
             reason: thread.reason, isPullRequest: isPR, username: state.username ?? "", repo: repo,

@@ -181,6 +181,7 @@ struct IssueJSON: Encodable, Sendable {
     var comments: Int
     var pull_request: LinkJSON?
     var closed_at: Nullable<String>
+    var closed_by: Nullable<SimpleUserJSON>
     var created_at: String
     var updated_at: String
     var author_association: String
@@ -498,7 +499,8 @@ extension WorldState {
             comments_url: "\(api)/comments", events_url: "\(api)/events", html_url: subjectHTML(subject),
             number: subject.key.number, state: subject.state, state_reason: .init(stateReason), title: subject.title,
             body: subject.body, user: userJSON(subject.author), comments: subject.comments, pull_request: pull,
-            closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)), created_at: Timestamp.rfc3339(subject.createdAt),
+            closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)), closed_by: .init(subject.closedBy.map(userJSON)),
+            created_at: Timestamp.rfc3339(subject.createdAt),
             updated_at: Timestamp.rfc3339(subject.updatedAt),
             author_association: association(subject.author, repo: repo.index))
     }
@@ -539,7 +541,7 @@ extension WorldState {
             merged_at: .init(mergedAt.map(Timestamp.rfc3339)),
             merge_commit_sha: .init(subject.merged ? sha(subject.seq, 0x3E6E) : nil), head: head, base: base,
             _links: links, author_association: association(subject.author, repo: repo.index), merged: subject.merged,
-            merged_by: .init(subject.merged ? userJSON(repo.owner) : nil),
+            merged_by: .init(subject.merged ? userJSON(subject.closedBy ?? repo.owner) : nil),
             comments: subject.comments, review_comments: subject.reviewComments)
     }
 

@@ -172,6 +172,13 @@ extension WorldState {
             body = comment.body
             if mentionsActor { commentURL = commentHTML(comment) }
         }
+        // A state change is told by who made it: the issue's `closed_by`, the pull request's `merged_by` (a pull
+        // request's JSON does not say who closed it unmerged).
+        if version.reason == "state_change", subject.state == "closed", let closer = subject.closedBy,
+            !isPR || subject.merged
+        {
+            actor = closer.login
+        }
         let number = key.number
         let title = subject.title
         let text: String

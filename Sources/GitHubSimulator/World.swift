@@ -43,6 +43,8 @@ struct Subject: Sendable {
     var createdAt: Int64
     var updatedAt: Int64
     var closedAt: Int64?
+    /// Who closed (or merged) it: GitHub's `closed_by` on the issue, `merged_by` on a merged pull request.
+    var closedBy: Person?
     var comments = 0
     var reviewComments = 0
     var issueCache: CachedBody?
@@ -419,13 +421,15 @@ struct WorldState {
     @discardableResult
     mutating func makeSubject(
         key: SubjectKey, seq: Int64, isPullRequest: Bool, title: String, body: String, author: Person,
-        state: String = "open", merged: Bool = false, createdAt: Int64, updatedAt: Int64
+        state: String = "open", merged: Bool = false, closedBy: Person? = nil, createdAt: Int64, updatedAt: Int64
     ) -> SubjectKey {
         if subjects[key] != nil { return key }
+        // A generated close is the repository owner's unless someone else is named.
         subjects[key] = Subject(
             key: key, seq: seq, isPullRequest: isPullRequest, title: title, body: body, author: author,
             state: state, merged: merged, createdAt: createdAt, updatedAt: updatedAt,
-            closedAt: state == "closed" ? updatedAt : nil)
+            closedAt: state == "closed" ? updatedAt : nil,
+            closedBy: state == "closed" ? (closedBy ?? repos[key.repo].owner) : nil)
         return key
     }
 
@@ -675,6 +679,7 @@ struct WorldState {
                 subject.state = "closed"
                 subject.merged = wantPull
                 subject.closedAt = time
+                subject.closedBy = account.person
                 subject.updatedAt = max(subject.updatedAt, time)
                 subject.issueCache = nil
                 subject.pullCache = nil

@@ -13,6 +13,7 @@ extension GitHubSimulator {
     /// - Parameters:
     ///   - number: nil allocates a new number in `repo`.
     ///   - state: the subject's state when it is created (`open` or `closed`).
+    ///   - closedBy: who closed (a pull request: merged) it, when `state` is `closed`; the repository owner if nil.
     ///   - at: the thread's `updated_at` (whole seconds); a future time hides the thread until then.
     /// With `threadBumps` on, a notification about a subject that already has a thread for `login` re-bumps that
     /// thread (as GitHub does) and returns its id.
@@ -22,7 +23,7 @@ extension GitHubSimulator {
     public func addNotification(
         for login: String, reason: String, subjectType: String = "Issue", repo: String = "acme-labs/sim-tests",
         number: Int? = nil, title: String = "Simulated issue", actor: String = "ada-sim", commentBody: String? = nil,
-        reviewComment: Bool = false, state: String = "open", at: Date = Date()
+        reviewComment: Bool = false, state: String = "open", closedBy: String? = nil, at: Date = Date()
     ) throws -> String {
         let user = try accountIndex(login)
         let time = Timestamp.seconds(at)
@@ -58,7 +59,8 @@ extension GitHubSimulator {
                 world.makeSubject(
                     key: key, seq: seq, isPullRequest: subjectType == "PullRequest", title: title,
                     body: "\(title) — reported by \(actor).", author: author, state: state,
-                    merged: state == "closed" && subjectType == "PullRequest", createdAt: min(time, now) - 60,
+                    merged: state == "closed" && subjectType == "PullRequest",
+                    closedBy: closedBy.map { world.person(login: $0) }, createdAt: min(time, now) - 60,
                     updatedAt: time)
                 thread.subject = key
                 thread.title = world.subjects[key]?.title ?? title

@@ -460,7 +460,7 @@ struct TruthTests {
                 title: "Faster sync", actor: "ken-sim", commentBody: "@user2 please review", at: at)
             let state = try simulator.addNotification(
                 for: login, reason: "state_change", subjectType: "PullRequest", repo: "octo/app", number: 14,
-                title: "Old PR", actor: "radia-sim", state: "closed", at: at)
+                title: "Old PR", actor: "radia-sim", state: "closed", closedBy: "linus-sim", at: at)
             let assign = try simulator.addNotification(
                 for: login, reason: "assign", repo: "octo/app", number: 12, title: "ignored", at: at)
             let review = try simulator.addNotification(
@@ -488,7 +488,8 @@ struct TruthTests {
             func text(_ thread: String) -> String? { byId["github:notification:\(thread):\(stamp)"]?.text }
             #expect(text(comment) == "ada-sim commented on issue #12 in octo/app: Same here")
             #expect(text(mention) == "ken-sim mentioned user2 in octo/app PR #13: @user2 please review")
-            #expect(text(state) == "radia-sim changed PR #14 state to closed in octo/app: Old PR")
+            // Told by who merged it (`merged_by`), not by the author or the latest commenter.
+            #expect(text(state) == "linus-sim changed PR #14 state to closed in octo/app: Old PR")
             #expect(text(assign) == "Issue #12 assigned to user2 in octo/app: Crash on start")
             #expect(text(review) == "user2 requested to review PR #13 in octo/app: Faster sync")
             #expect(text(author) == "GitHub notification for user2 in octo/app")

@@ -99,4 +99,32 @@ struct TodaysGitHubTests {
             #expect(outcome.activities.map(\.id).contains("github:event:\(event)"))
         }
     }
+
+    /// `state_change` used to name the latest commenter (or the author), not who closed the issue or merged the pull
+    /// request; GitHub says who: `closed_by` on the issue, `merged_by` on the pull request.
+    @Test func aStateChangeNamesWhoClosedOrMerged() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let now = Date()
+            try github.simulator.addNotification(
+                for: user.login, reason: "state_change", repo: "octo/app", number: 7, title: "Flaky login",
+                actor: "ada-sim", commentBody: "I can reproduce it", state: "closed", closedBy: "grace-sim",
+                at: now.addingTimeInterval(-60))
+            try github.simulator.addNotification(
+                for: user.login, reason: "state_change", subjectType: "PullRequest", repo: "octo/app", number: 8,
+                title: "Fix login", actor: "ada-sim", state: "closed", closedBy: "linus-sim",
+                at: now.addingTimeInterval(-30))
+            let outcome = try await github.sync(user, state: nil)
+            #expect(outcome.isComplete)
+            let texts = Set(outcome.activities.map(\.text))
+            #expect(texts.contains("grace-sim changed issue #7 state to closed in octo/app: Flaky login"))
+            #expect(texts.contains("linus-sim changed PR #8 state to closed in octo/app: Fix login"))
+            let truth = try github.simulator.truth(
+                login: user.login, from: now.addingTimeInterval(-3_600), to: Date())
+            let byId = Dictionary(uniqueKeysWithValues: outcome.activities.map { ($0.id, $0) })
+            for expected in truth where expected.kind == "state_change" {
+                expectActivity(try #require(byId[expected.id]), matches: expected)
+            }
+        }
+    }
 }
