@@ -342,6 +342,9 @@ public final class GitHubClient: Sendable {
     }
 
     func budgetKey(_ token: String) -> String { String(token.hashValue, radix: 36) }
+
+    /// The subject cache's key: the URL per token, as GitHub's ETags are (the token itself is never kept).
+    func subjectCacheKey(_ url: String, token: String) -> String { budgetKey(token) + " " + url }
 }
 
 /// One HTTP response, body buffered.

@@ -52,7 +52,9 @@ struct SubjectFetcher: Sendable {
     }
 
     private func load(_ job: FetchJob) async -> (String, FetchResult, GitHubError?) {
-        let cached = client.subjectCache.get(job.url)
+        // GitHub's ETags differ per token: a validator is only worth sending with the token that received it.
+        let key = client.subjectCacheKey(job.url, token: await credentials.accessToken)
+        let cached = client.subjectCache.get(key)
         let conditional = cached.map { [("If-None-Match", $0.etag)] } ?? []
         do {
             if job.isComment {
@@ -60,7 +62,7 @@ struct SubjectFetcher: Sendable {
                     GitHubComment.self, job.url, credentials: credentials, conditional: conditional, deadline: deadline)
                 if let value {
                     if let etag = response.etag {
-                        client.subjectCache.put(job.url, .init(etag: etag, body: .comment(value)))
+                        client.subjectCache.put(key, .init(etag: etag, body: .comment(value)))
                     }
                     return (job.url, .comment(value), nil)
                 }
@@ -69,7 +71,7 @@ struct SubjectFetcher: Sendable {
                     IssueOrPull.self, job.url, credentials: credentials, conditional: conditional, deadline: deadline)
                 if let value {
                     if let etag = response.etag {
-                        client.subjectCache.put(job.url, .init(etag: etag, body: .subject(value)))
+                        client.subjectCache.put(key, .init(etag: etag, body: .subject(value)))
                     }
                     return (job.url, .subject(value), nil)
                 }

@@ -41,9 +41,11 @@ extension GitHubSimulator {
         }
     }
 
+    /// A body with an ETag that, as on GitHub, differs per token: one token's validator never matches for another.
     private func cached(_ body: CachedBody, request: Request, extra: [(String, String)] = []) -> APIResponse {
-        var headers = [("ETag", body.etag), ("Last-Modified", Timestamp.httpDate(body.lastModified))] + extra
-        if ifNoneMatch(request.headers[.ifNoneMatch], matches: body.etag) {
+        let etag = JSON.etag(body.etag + " " + (request.headers[.authorization] ?? ""))
+        var headers = [("ETag", etag), ("Last-Modified", Timestamp.httpDate(body.lastModified))] + extra
+        if ifNoneMatch(request.headers[.ifNoneMatch], matches: etag) {
             return .notModified(headers: headers)
         }
         headers.append(("Cache-Control", "private, max-age=60, s-maxage=60"))
@@ -257,7 +259,8 @@ extension GitHubSimulator {
         guard let result else { return .error(404, "Not Found") }
         let lastPage = max(1, (result.total + perPage - 1) / perPage)
         let etag = JSON.etag(
-            "events:\(login):\(perPage):\(page):\(lastPage):" + result.ids.map(String.init).joined(separator: ","))
+            "events:\(login):\(perPage):\(page):\(lastPage):" + result.ids.map(String.init).joined(separator: ",")
+                + " " + (request.headers[.authorization] ?? ""))
         var headers: [(String, String)] = [("ETag", etag), ("X-Poll-Interval", "\(configuration.pollInterval)")]
         if let link = linkHeader(path: request.uri.path, rawQuery: request.uri.query, page: page, lastPage: lastPage) {
             headers.append(link)

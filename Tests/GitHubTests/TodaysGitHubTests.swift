@@ -127,4 +127,33 @@ struct TodaysGitHubTests {
             }
         }
     }
+
+    /// GitHub's ETags differ per token. Two accounts synced by one process that share a subject must each keep their
+    /// own validator: keyed by URL alone, each sync replaced the other's and paid a full request for an unchanged
+    /// subject.
+    @Test func accountsThatShareASubjectEachKeepTheirOwnValidator() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let (first, second) = (github.simulator.users[0], github.simulator.users[1])
+            let at = Date().addingTimeInterval(-60)
+            for user in [first, second] {
+                try github.simulator.addNotification(
+                    for: user.login, reason: "assign", subjectType: "PullRequest", repo: "octo/shared", number: 3,
+                    title: "Shared work", at: at)
+            }
+            // A fresh state re-reads the window, so every round asks for the subject again.
+            for user in [first, second] { _ = try await github.sync(user, state: nil) }
+            let mark = github.simulator.requests().count
+            for _ in 0..<2 {
+                for user in [first, second] {
+                    let outcome = try await github.sync(user, state: nil)
+                    #expect(outcome.activities.contains { $0.repo == "octo/shared" })
+                }
+            }
+            let subjectReads = github.simulator.requests().dropFirst(mark).filter {
+                $0.path == "/repos/octo/shared/pulls/3"
+            }
+            #expect(subjectReads.count == 4)
+            #expect(subjectReads.allSatisfy { $0.notModified && !$0.countedAgainstQuota }, "\(subjectReads.map(\.status))")
+        }
+    }
 }
