@@ -593,9 +593,33 @@ struct SyncRun {
             accountId: request.accountId, detail: detail)
     }
 
-    /// The comment URL whose author and body a notification should show, when it names a comment.
+    /// What made this version of a thread. GitHub keeps a thread's `reason` while later bumps have other causes: an
+    /// assigned issue that someone comments on is listed again with reason `assign`, a plain comment on a thread
+    /// once about a mention with `mention`. When the latest comment was made at the version's `updated_at`, and is
+    /// not itself the mention, that comment made the version, and its template (`comment`) tells it.
+    private func cause(of thread: NotificationThread, updatedAt: Date, comment: GitHubComment?) -> String {
+        guard let comment, let created = comment.created_at.flatMap(WireFormat.parseDate),
+            abs(created.timeIntervalSince(updatedAt)) <= Self.sameMoment
+        else { return thread.reason }
+        switch thread.reason {
+        case "assign", "review_requested", "author", "team_mention":
+            return "comment"
+        case "mention":
+            let login = (state.username ?? "").lowercased()
+            let mentions = !login.isEmpty && (comment.body ?? "").lowercased().contains("@\(login)")
+            return mentions ? "mention" : "comment"
+        default:
+            return thread.reason
+        }
+    }
+
+    /// How far a comment's `created_at` may be from a thread version's `updated_at` and still be what made it.
+    private static let sameMoment: TimeInterval = 2
+
+    /// The comment URL a notification names, when it names a comment: its author and body tell the comment and
+    /// mention reasons, and whether a comment made this version tells the others.
     private func commentURL(for thread: NotificationThread) -> String? {
-        guard ActivityText.actorReasons.contains(thread.reason),
+        guard ActivityText.keptReasons.contains(thread.reason),
             let url = thread.subject.latest_comment_url, url != thread.subject.url, namesComment(url)
         else { return nil }
         return url
@@ -639,15 +663,10 @@ struct SyncRun {
         case .failed: return .retry(failed: true)
         case .notAttempted: return .retry(failed: false)
         }
-        var actor = subject.user?.login ?? ""
-        var body = subject.body ?? ""
-        var commentPage: String?
+        var latestComment: GitHubComment?
         if let commentURL = commentURL(for: thread) {
             switch results[commentURL] ?? .notAttempted {
-            case .comment(let comment):
-                actor = comment.user?.login ?? actor
-                body = comment.body ?? ""
-                commentPage = comment.html_url.flatMap(webURLOrNil)
+            case .comment(let comment): latestComment = comment
             case .subject: break
             case .gone: return .skip  // a comment URL outside the API origin: the item is skipped
             case .unavailable: break  // the comment was deleted (or hidden): the subject's author and body
@@ -655,23 +674,32 @@ struct SyncRun {
             case .notAttempted: return .retry(failed: false)
             }
         }
+        let made = cause(of: thread, updatedAt: updatedAt, comment: latestComment)
+        let mentionsActor = ActivityText.actorReasons.contains(made)
+        var actor = subject.user?.login ?? ""
+        var body = subject.body ?? ""
+        var commentPage: String?
+        if mentionsActor, let comment = latestComment {
+            actor = comment.user?.login ?? actor
+            body = comment.body ?? ""
+            commentPage = comment.html_url.flatMap(webURLOrNil)
+        }
         // A state change is told by who made it, when GitHub says: `merged_by` of a merged pull request,
         // `closed_by` of a closed issue; else whoever commented last (or the author), as before.
-        if thread.reason == "state_change", subject.state == "closed",
+        if made == "state_change", subject.state == "closed",
             let closer = subject.merged_by?.login ?? subject.closed_by?.login
         {
             actor = closer
         }
         let repo = thread.repository.full_name
         let facts = ActivityText.NotificationFacts(
-            reason: thread.reason, isPullRequest: isPR, username: state.username ?? "", repo: repo,
+            reason: made, isPullRequest: isPR, username: state.username ?? "", repo: repo,
             number: subject.number, title: subject.title, state: subject.state, actor: actor, body: body)
         guard let text = ActivityText.notification(facts) else { return .skip }
-        let mentionsActor = ActivityText.actorReasons.contains(thread.reason)
         return .emit(
             Activity(
                 text: text, sourceURL: webURL(subject, repository: thread.repository, isPR: isPR), id: id,
-                occurredAt: updatedAt, kind: thread.reason, repo: repo, number: subject.number,
+                occurredAt: updatedAt, kind: made, repo: repo, number: subject.number,
                 actor: mentionsActor ? actor : subject.user?.login, accountId: request.accountId,
                 commentURL: commentPage))
     }

@@ -25,6 +25,9 @@ import Synchronization
 ///   about that old shape only.
 /// - The events feed keeps the newest `eventCap` (300) events and none older than `eventRetention` (30 days).
 /// - ETags differ per token (the same body has another ETag for another token).
+/// - With `threadBumps`, a thread keeps its reason (`assign`, `review_requested`, `mention`, `team_mention`,
+///   `author`) when a later bump is only a comment; the truth tells that version as the comment it is.
+/// - Issues say who closed them (`closed_by`), merged pull requests who merged them (`merged_by`).
 ///
 /// Modelled when a test asks (`AccessRules.swift`), since no generated account meets them: subjects of a repository
 /// answering 403 with `X-GitHub-SSO` (SAML SSO), 403, 404 or 410 (`refuseSubjects(in:status:sso:)`); a token that
@@ -34,8 +37,7 @@ import Synchronization
 ///
 /// Not modelled (yet), though GitHub does it: `PullRequestReviewEvent` and `DiscussionEvent` in the events feed (the
 /// client decodes them; `addEvent` can add any type, as noise); a `latest_comment_url` that moves with the newest
-/// comment rather than with the thread version; a thread `reason` that sticks while later bumps have other causes;
-/// Commit and Release subjects that can be fetched; review comment events with a trimmed
+/// comment rather than with the thread version; Commit and Release subjects that can be fetched; review comment events with a trimmed
 /// pull request (GitHub's changelog names only `PullRequestEvent` and `PullRequestReviewEvent`).
 ///
 /// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):

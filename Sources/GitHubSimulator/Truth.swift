@@ -56,7 +56,7 @@ extension WorldState {
             versions.append(
                 ThreadVersion(
                     updatedAt: thread.updatedAt, reason: thread.reason, latest: thread.latest,
-                    currentFrom: thread.currentFrom, supersededAt: .infinity))
+                    currentFrom: thread.currentFrom, supersededAt: .infinity, cause: thread.cause))
             for version in versions where version.updatedAt >= from && version.updatedAt <= to {
                 if let activity = expected(thread, version: version, username: username) { result.append(activity) }
             }
@@ -164,17 +164,21 @@ extension WorldState {
         else { return nil }
         let repo = repos[key.repo].fullName
         let isPR = thread.subjectType == "PullRequest"
+        // The template is the one of what made this version: a comment on a thread that keeps its reason is a
+        // comment, not the assignment or mention again.
+        let made = version.cause ?? version.reason
+        let linksComment = Self.actorReasons.contains(made)
         var actor = subject.author.login
         var body = subject.body
         var commentURL: String?
         if case .comment(let id) = version.latest, let comment = comments[id] {
             actor = comment.author.login
             body = comment.body
-            if mentionsActor { commentURL = commentHTML(comment) }
+            if linksComment { commentURL = commentHTML(comment) }
         }
         // A state change is told by who made it: the issue's `closed_by`, the pull request's `merged_by` (a pull
         // request's JSON does not say who closed it unmerged).
-        if version.reason == "state_change", subject.state == "closed", let closer = subject.closedBy,
+        if made == "state_change", subject.state == "closed", let closer = subject.closedBy,
             !isPR || subject.merged
         {
             actor = closer.login
@@ -182,7 +186,7 @@ extension WorldState {
         let number = key.number
         let title = subject.title
         let text: String
-        switch version.reason {
+        switch made {
         case "assign":
             text = "\(isPR ? "PR" : "Issue") #\(number) assigned to \(username) in \(repo): \(title)"
         case "review_requested":
@@ -197,7 +201,7 @@ extension WorldState {
             text = "GitHub notification for \(username) in \(repo)"
         }
         return ExpectedActivity(
-            id: id, kind: version.reason, occurredAt: Timestamp.date(version.updatedAt), text: text,
+            id: id, kind: made, occurredAt: Timestamp.date(version.updatedAt), text: text,
             sourceURL: subjectHTML(subject), repo: repo, number: number, commentURL: commentURL,
             visibleFrom: visibleFrom, supersededAt: supersededAt)
     }

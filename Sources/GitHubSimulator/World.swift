@@ -98,6 +98,10 @@ struct NotificationThread: Sendable {
     /// Set by tests: subject and comment URLs then name this host instead of the simulator.
     var foreignHost: String?
     var cache: [UInt8]?
+    /// What made the current version when `reason` does not say it: GitHub keeps a thread's reason (`assign`,
+    /// `mention`, …) while later bumps have other causes, so a plain comment on an assigned issue is listed with
+    /// reason `assign`. `comment` then; nil when the reason is the cause.
+    var cause: String?
 }
 
 /// A superseded version of a notification thread: what the listing showed between `currentFrom` and
@@ -108,6 +112,8 @@ struct ThreadVersion: Sendable {
     var latest: LatestComment
     var currentFrom: Double
     var supersededAt: Double
+    /// See `NotificationThread.cause`.
+    var cause: String? = nil
 }
 
 /// A GitHub Discussion: no REST subject, reachable through GraphQL `repository.discussions`.
@@ -505,7 +511,8 @@ struct WorldState {
     /// reason and latest comment. The old version is kept for the ground truth with the time it was replaced.
     /// - Parameter switchedAt: when the change happened on the wall clock (the listing shows it from then on).
     mutating func bump(
-        threadId: Int64, user: Int, to time: Int64, switchedAt: Double, reason: String?, latest: LatestComment?
+        threadId: Int64, user: Int, to time: Int64, switchedAt: Double, reason: String?, latest: LatestComment?,
+        cause: String? = nil
     ) {
         let account = account(user)
         guard var thread = account.threads[threadId] else { return }
@@ -516,9 +523,10 @@ struct WorldState {
         thread.previous.append(
             ThreadVersion(
                 updatedAt: thread.updatedAt, reason: thread.reason, latest: thread.latest,
-                currentFrom: thread.currentFrom, supersededAt: current))
+                currentFrom: thread.currentFrom, supersededAt: current, cause: thread.cause))
         thread.updatedAt = time
         thread.currentFrom = current
+        thread.cause = cause
         if let reason { thread.reason = reason }
         if let latest { thread.latest = latest }
         thread.cache = nil
@@ -546,12 +554,24 @@ struct WorldState {
         if params.threadBumps, let key = Self.threadSubjectKey(thread),
             let existing = account(thread.user).threadBySubject[key]
         {
+            let sticky = stickyReason(of: existing, user: thread.user, newReason: thread.reason)
             bump(
                 threadId: existing, user: thread.user, to: thread.updatedAt, switchedAt: Double(thread.updatedAt),
-                reason: thread.reason, latest: thread.latest)
+                reason: sticky ? nil : thread.reason, latest: thread.latest, cause: sticky ? "comment" : nil)
         } else {
             insertThread(thread)
         }
+    }
+
+    /// Reasons GitHub keeps on a thread when a later bump is only a comment.
+    static let stickyReasons: Set<String> = ["assign", "review_requested", "mention", "team_mention", "author"]
+
+    /// Whether bumping `threadId` for a new `comment` keeps the thread's reason (issues and pull requests only).
+    func stickyReason(of threadId: Int64, user: Int, newReason: String) -> Bool {
+        guard newReason == "comment", let existing = account(user).threads[threadId], existing.subject != nil else {
+            return false
+        }
+        return Self.stickyReasons.contains(existing.reason)
     }
 
     private mutating func generateDiscussion(

@@ -81,10 +81,12 @@ extension GitHubSimulator {
             if world.params.threadBumps, let key = WorldState.threadSubjectKey(thread),
                 let existing = world.account(user).threadBySubject[key]
             {
-                // GitHub keeps one thread per subject and user: the existing one is re-bumped instead.
+                // GitHub keeps one thread per subject and user: the existing one is re-bumped instead, and keeps
+                // its reason when the news is only a comment.
+                let sticky = world.stickyReason(of: existing, user: user, newReason: reason)
                 world.bump(
                     threadId: existing, user: user, to: time, switchedAt: Date().timeIntervalSince1970,
-                    reason: reason, latest: thread.latest)
+                    reason: sticky ? nil : reason, latest: thread.latest, cause: sticky ? "comment" : nil)
                 return String(existing)
             }
             world.insertThread(thread)
@@ -93,8 +95,9 @@ extension GitHubSimulator {
     }
 
     /// Re-bumps a thread as GitHub does on new activity: same thread id, a new `updated_at` (so a new activity id),
-    /// optionally a new `reason` and a new comment by `actor` that `latest_comment_url` then names. The previous
-    /// version stays in the ground truth with the moment it was replaced.
+    /// optionally a new `reason` and a new comment by `actor` that `latest_comment_url` then names. A comment without
+    /// a new reason keeps the thread's reason, as GitHub does; the truth then says the comment made that version.
+    /// The previous version stays in the ground truth with the moment it was replaced.
     /// - Throws: `SimulatorError` for an unknown thread.
     public func touchThread(
         _ threadId: String, at: Date = Date(), commentBody: String? = nil, actor: String = "grace-sim",
@@ -117,9 +120,10 @@ extension GitHubSimulator {
                 latest = .comment(commentId)
             }
             world.account(thread.user).threads[thread.id] = thread
+            let commentOnly = reason == nil && latest != nil && thread.subject != nil
             world.bump(
                 threadId: thread.id, user: thread.user, to: time, switchedAt: switchedAt, reason: reason,
-                latest: latest)
+                latest: latest, cause: commentOnly ? "comment" : nil)
             thread = world.account(thread.user).threads[thread.id] ?? thread
         }
     }

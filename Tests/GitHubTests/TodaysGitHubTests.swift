@@ -156,4 +156,40 @@ struct TodaysGitHubTests {
             #expect(subjectReads.allSatisfy { $0.notModified && !$0.countedAgainstQuota }, "\(subjectReads.map(\.status))")
         }
     }
+
+    /// A thread's reason sticks: a comment on an assigned issue is listed again with reason `assign`, and one on a
+    /// thread that once mentioned the user with `mention`. Each such version is the comment, told as one; the
+    /// reason's template stays with the version it describes.
+    @Test func aCommentOnAThreadWithAStickyReasonIsToldAsAComment() async throws {
+        try await SimulatedGitHub.with({
+            $0.historyItems = 0
+            $0.threadBumps = true
+        }) { github in
+            let user = github.user
+            let now = Date()
+            let assigned = try github.simulator.addNotification(
+                for: user.login, reason: "assign", repo: "octo/app", number: 21, title: "Slow start",
+                at: now.addingTimeInterval(-120))
+            let mentioned = try github.simulator.addNotification(
+                for: user.login, reason: "mention", repo: "octo/app", number: 22, title: "Crash", actor: "ada-sim",
+                commentBody: "@\(user.login) can you look?", at: now.addingTimeInterval(-110))
+            let first = try await github.sync(user, state: nil)
+            #expect(first.activities.map(\.text).contains("Issue #21 assigned to \(user.login) in octo/app: Slow start"))
+            #expect(first.activities.map(\.text).contains("ada-sim mentioned \(user.login) in octo/app issue #22: @\(user.login) can you look?"))
+            try github.simulator.touchThread(
+                assigned, at: now.addingTimeInterval(-60), commentBody: "Any news?", actor: "grace-sim")
+            try github.simulator.touchThread(
+                mentioned, at: now.addingTimeInterval(-50), commentBody: "Fixed on main.", actor: "linus-sim")
+            let second = try await github.sync(user, state: first.state)
+            let texts = second.activities.map(\.text)
+            #expect(texts.contains("grace-sim commented on issue #21 in octo/app: Any news?"), "\(texts)")
+            #expect(texts.contains("linus-sim commented on issue #22 in octo/app: Fixed on main."), "\(texts)")
+            #expect(second.activities.allSatisfy { $0.kind == "comment" })
+            let truth = try github.simulator.truth(
+                login: user.login, from: now.addingTimeInterval(-3_600), to: Date())
+            let byId = Dictionary(uniqueKeysWithValues: (first.activities + second.activities).map { ($0.id, $0) })
+            #expect(Set(byId.keys) == Set(truth.map(\.id)))
+            for expected in truth { expectActivity(try #require(byId[expected.id]), matches: expected) }
+        }
+    }
 }
