@@ -84,6 +84,8 @@ enum ActivityText {
         case "IssueCommentEvent" where action == "created":
             return event.payload?.issue?.pull_request != nil ? "pr_comment" : "issue_comment"
         case "PullRequestReviewCommentEvent" where action == "created": return "pr_comment"
+        // The user's own review (often with a body): told like their comments, linked to the review.
+        case "PullRequestReviewEvent" where action == "created": return "pr_review"
         default: return nil
         }
     }
@@ -93,6 +95,7 @@ enum ActivityText {
         case "pr_opened": "\(username) created PR #\(number): \(title)"
         case "issue_opened": "\(username) created issue #\(number): \(title)"
         case "pr_comment": "\(username) commented on PR #\(number): \(title)"
+        case "pr_review": "\(username) reviewed PR #\(number): \(title)"
         default: "\(username) commented on issue #\(number): \(title)"
         }
     }

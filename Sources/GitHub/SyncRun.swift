@@ -936,7 +936,7 @@ struct SyncRun {
                 apiURL: complete ? nil : pull.url)
         }
         switch kind {
-        case "pr_opened": return payload.pull_request.flatMap(pullTarget)
+        case "pr_opened", "pr_review": return payload.pull_request.flatMap(pullTarget)
         case "pr_comment": return payload.pull_request.flatMap(pullTarget) ?? payload.issue.map(issueTarget)
         default: return payload.issue.map(issueTarget)
         }
@@ -951,7 +951,10 @@ struct SyncRun {
         let sourceURL =
             target.webURL.flatMap(webURLOrNil)
             ?? "\(configuration.effectiveWebBaseURL)/\(event.repo.name)/\(target.isPullRequest ? "pull" : "issues")/\(target.number)"
-        let commentURL = kind.hasSuffix("_comment") ? payload?.comment?.html_url.flatMap(webURLOrNil) : nil
+        let commentURL =
+            kind == "pr_review"
+            ? payload?.review?.html_url.flatMap(webURLOrNil)
+            : kind.hasSuffix("_comment") ? payload?.comment?.html_url.flatMap(webURLOrNil) : nil
         return Activity(
             text: ActivityText.event(kind: kind, username: username, number: target.number, title: target.title ?? ""),
             sourceURL: sourceURL, id: "\(Self.eventIdPrefix)\(event.id)", occurredAt: created, kind: kind,

@@ -323,6 +323,7 @@ struct EventJSON: Encodable, Sendable {
         var issue: IssueJSON?
         var pull_request: PullRequest?
         var comment: Comment?
+        var review: ReviewJSON?
         var repository_id: Int?
         var push_id: Int64?
         var ref: String?
@@ -356,6 +357,19 @@ struct EventJSON: Encodable, Sendable {
             }
         }
     }
+}
+
+/// `payload.review` of a `PullRequestReviewEvent`.
+struct ReviewJSON: Encodable, Sendable {
+    var id: Int64
+    var node_id: String
+    var user: SimpleUserJSON
+    var body: String
+    var state: String
+    var html_url: String
+    var pull_request_url: String
+    var submitted_at: String
+    var author_association: String
 }
 
 /// What GitHub's event payloads have held of a pull request since 2025-10-07: `url`, `id`, `number`, `head`, `base`.
@@ -469,6 +483,10 @@ extension WorldState {
 
     func commentAPIPath(_ comment: Comment) -> String {
         "/repos/\(repos[comment.subject.repo].fullName)/\(comment.isReview ? "pulls" : "issues")/comments/\(comment.id)"
+    }
+
+    func reviewHTML(_ review: Review, on subject: Subject) -> String {
+        "\(subjectHTML(subject))#pullrequestreview-\(review.id)"
     }
 
     func commentHTML(_ comment: Comment) -> String {
@@ -629,6 +647,17 @@ extension WorldState {
         case "PullRequestReviewCommentEvent":
             payload.pull_request = event.subject.map { .full(pullJSON($0)) }
             payload.comment = event.comment.map { .review(reviewCommentJSON($0)) }
+        case "PullRequestReviewEvent":
+            payload.pull_request = event.subject.map {
+                params.fullEventPayloads ? .full(pullJSON($0)) : .trimmed(trimmedPullJSON($0))
+            }
+            if let review = event.review, let subject = event.subject {
+                payload.review = ReviewJSON(
+                    id: review.id, node_id: nodeId("017:PullRequestReview", review.id), user: userJSON(person),
+                    body: review.body, state: review.state, html_url: reviewHTML(review, on: subject),
+                    pull_request_url: "\(baseURL)\(subjectAPIPath(subject.key, isPullRequest: true))",
+                    submitted_at: Timestamp.rfc3339(event.createdAt), author_association: "CONTRIBUTOR")
+            }
         case "PushEvent":
             payload.repository_id = repo.id
             payload.push_id = event.id + 11

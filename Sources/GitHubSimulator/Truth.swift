@@ -12,8 +12,9 @@ import Foundation
 ///   Discussions: from the discussion's latest comment, otherwise the discussion; texts `{actor} mentioned {user}
 ///   in {repo} discussion #{n}: {body}`, `{actor} commented on discussion #{n} in {repo}: {body}`, and `GitHub
 ///   notification for {user} in {repo}` for the other reasons; `sourceURL` is the discussion's page.
-/// - Events: `PullRequestEvent`/`IssuesEvent` with action `opened`, `IssueCommentEvent` and
-///   `PullRequestReviewCommentEvent` with action `created`; every event in the window counts, also ones the
+/// - Events: `PullRequestEvent`/`IssuesEvent` with action `opened`, `IssueCommentEvent`,
+///   `PullRequestReviewCommentEvent` and `PullRequestReviewEvent` (`pr_review`: `{user} reviewed PR #{n}: {title}`,
+///   linked to the review) with action `created`; every event in the window counts, also ones the
 ///   300-event cap hides by now.
 /// - Window: `from ≤ time ≤ to`, and never later than now.
 ///
@@ -217,6 +218,9 @@ extension WorldState {
         case ("IssuesEvent", "opened"):
             kind = "issue_opened"
             text = "\(username) created issue #\(subject.key.number): \(subject.title)"
+        case ("PullRequestReviewEvent", "created"):
+            kind = "pr_review"
+            text = "\(username) reviewed PR #\(subject.key.number): \(subject.title)"
         case ("IssueCommentEvent", "created"), ("PullRequestReviewCommentEvent", "created"):
             let isPR = subject.isPullRequest
             kind = isPR ? "pr_comment" : "issue_comment"
@@ -224,7 +228,10 @@ extension WorldState {
         default:
             return nil
         }
-        let commentURL = kind.hasSuffix("_comment") ? event.comment.map(commentHTML) : nil
+        let commentURL =
+            kind == "pr_review"
+            ? event.review.map { reviewHTML($0, on: subject) }
+            : kind.hasSuffix("_comment") ? event.comment.map(commentHTML) : nil
         return ExpectedActivity(
             id: Self.eventActivityId(event.id), kind: kind, occurredAt: Timestamp.date(event.createdAt), text: text,
             sourceURL: subjectHTML(subject), repo: repos[subject.key.repo].fullName, number: subject.key.number,

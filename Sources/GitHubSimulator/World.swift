@@ -143,6 +143,14 @@ struct ListingRequest: Sendable {
     var before: Int64?
 }
 
+/// A pull request review the user submitted.
+struct Review: Sendable {
+    var id: Int64
+    /// `approved`, `commented`, `changes_requested`.
+    var state: String
+    var body: String
+}
+
 struct UserEvent: Sendable {
     var id: Int64
     var user: Int
@@ -152,6 +160,8 @@ struct UserEvent: Sendable {
     /// The issue or pull request as it was when the event happened.
     var subject: Subject?
     var comment: Comment?
+    /// The review a `PullRequestReviewEvent` submitted.
+    var review: Review?
     var createdAt: Int64
     /// When the event shows up in `/users/{u}/events`: GitHub documents 30 s to 6 h after `created_at`.
     var visibleAt: Int64
@@ -236,6 +246,7 @@ enum IdSpace {
     static let comment: Int64 = 1_000_000_000
     static let issue: Int64 = 2_000_000_000
     static let pull: Int64 = 3_000_000_000
+    static let review: Int64 = 5_000_000_000
     static let release: Int64 = 500_000
     /// Test-made things take sequence numbers from here on; they are never decoded.
     static let testSeq: Int64 = 500_000_000_000
@@ -684,7 +695,8 @@ struct WorldState {
     private mutating func generateEvent(user: Int, seq: Int64, at time: Int64, rng: inout SeededGenerator) {
         let account = account(user)
         var kind = rng.weighted([
-            ("pr_opened", 14), ("issue_opened", 14), ("issue_comment", 18), ("review_comment", 10), ("watch", 12),
+            ("pr_opened", 14), ("issue_opened", 14), ("issue_comment", 18), ("review_comment", 10), ("review", 6),
+            ("watch", 12),
             ("push", 20), ("issue_closed", 5), ("pr_closed", 5),
         ])
         let repo = rng.pick(account.repos)
@@ -748,6 +760,25 @@ struct WorldState {
             event.repo = key.repo
             event.subject = subjects[key]?.snapshot
             event.comment = comments[commentId]
+        case "review":
+            let candidates = (account.own + account.watched).filter { subjects[$0]?.isPullRequest == true }
+            let key: SubjectKey
+            if !candidates.isEmpty, rng.unit() < 0.7 {
+                key = rng.pick(candidates)
+            } else {
+                key = makeSubject(
+                    key: SubjectKey(repo: repo, number: Int(seq)), seq: seq, isPullRequest: true, title: title(&rng),
+                    body: rng.pick(Vocabulary.bodies), author: otherPerson(&rng, not: user),
+                    createdAt: time - 60 - Int64(rng.next() % 86_400), updatedAt: time)
+                remember(key, in: &account.watched)
+            }
+            event.type = "PullRequestReviewEvent"
+            event.action = "created"
+            event.repo = key.repo
+            event.subject = subjects[key]?.snapshot
+            event.review = Review(
+                id: IdSpace.review + seq, state: rng.pick(["approved", "commented", "changes_requested"]),
+                body: rng.pick(Vocabulary.comments))
         case "watch":
             event.type = "WatchEvent"
             event.action = "started"

@@ -175,7 +175,9 @@ extension GitHubSimulator {
     /// `PullRequestEvent`/`IssuesEvent` (default action `opened`) create the pull request / issue (authored by
     /// `login`) unless `repo#number` exists; `IssueCommentEvent`/`PullRequestReviewCommentEvent` (default action
     /// `created`) add a comment by `login` to it (created as an issue, or a pull request when `onPullRequest` or
-    /// for review comments). Any other type (`WatchEvent`, `PushEvent`, …) is noise with no subject.
+    /// for review comments). `PullRequestReviewEvent` (default action `created`) submits a review by `login`, with
+    /// `commentBody` as its body, on the pull request. Any other type (`WatchEvent`, `PushEvent`, …) is noise with no
+    /// subject.
     /// `appearsAfter` makes the event show up in `/users/{u}/events` that long after `at` (GitHub documents 30 s to
     /// 6 h), to test late events deliberately; the configured `eventLag` applies to generated events only.
     /// - Throws: `SimulatorError` for an unknown login.
@@ -199,18 +201,21 @@ extension GitHubSimulator {
                 id: IdSpace.event + seq, user: user, type: type, repo: repoIndex, createdAt: time,
                 visibleAt: time + max(0, lagSeconds))
             let isComment = type == "IssueCommentEvent" || type == "PullRequestReviewCommentEvent"
-            let hasSubject = isComment || type == "PullRequestEvent" || type == "IssuesEvent"
+            let isReview = type == "PullRequestReviewEvent"
+            let hasSubject = isComment || isReview || type == "PullRequestEvent" || type == "IssuesEvent"
             if hasSubject {
                 let isPullRequest =
-                    type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || onPullRequest
+                    type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || isReview || onPullRequest
                 let number = number ?? world.allocateNumber(repo: repoIndex)
                 let key = SubjectKey(repo: repoIndex, number: number)
                 if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repoIndex, now: now) }
                 world.makeSubject(
                     key: key, seq: seq, isPullRequest: isPullRequest, title: title, body: "\(title).",
-                    author: isComment ? world.person(login: "ada-sim") : person, createdAt: min(time, now) - 60,
+                    author: isComment || isReview ? world.person(login: "ada-sim") : person,
+                    createdAt: min(time, now) - 60,
                     updatedAt: time)
-                event.action = action ?? (isComment ? "created" : "opened")
+                event.action = action ?? (isComment || isReview ? "created" : "opened")
+                if isReview { event.review = Review(id: IdSpace.review + seq, state: "commented", body: commentBody) }
                 if isComment {
                     let commentId = IdSpace.comment + seq
                     world.addComment(

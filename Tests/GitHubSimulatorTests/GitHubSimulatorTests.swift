@@ -5,7 +5,7 @@ import Testing
 
 private let keptKinds: Set<String> = [
     "assign", "review_requested", "mention", "state_change", "author", "comment", "team_mention", "pr_opened",
-    "issue_opened", "pr_comment", "issue_comment",
+    "issue_opened", "pr_comment", "issue_comment", "pr_review",
 ]
 
 @Suite("World", .timeLimit(.minutes(1)))

@@ -192,4 +192,25 @@ struct TodaysGitHubTests {
             for expected in truth { expectActivity(try #require(byId[expected.id]), matches: expected) }
         }
     }
+
+    /// The user's own review (`PullRequestReviewEvent`, a trimmed pull request in its payload since 2025-10-07)
+    /// is an activity like their comments, linked to the review.
+    @Test func theUsersOwnReviewIsAnActivity() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let review = try github.simulator.addEvent(
+                for: user.login, type: "PullRequestReviewEvent", repo: "octo/app", number: 31, title: "Cache keys",
+                commentBody: "Looks good, one nit.")
+            let outcome = try await github.sync(user, state: nil)
+            #expect(outcome.isComplete)
+            let activity = try #require(outcome.activities.first { $0.id == "github:event:\(review)" })
+            #expect(activity.kind == "pr_review")
+            #expect(activity.text == "\(user.login) reviewed PR #31: Cache keys")
+            #expect(activity.sourceURL == "https://github.com/octo/app/pull/31")
+            #expect(activity.commentURL?.hasPrefix("https://github.com/octo/app/pull/31#pullrequestreview-") == true)
+            let truth = try github.simulator.truth(
+                login: user.login, from: Date().addingTimeInterval(-3_600), to: Date())
+            expectActivity(activity, matches: try #require(truth.first { $0.id == activity.id }))
+        }
+    }
 }
