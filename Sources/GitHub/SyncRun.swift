@@ -210,7 +210,7 @@ struct SyncRun {
             let id = Self.notificationId(thread: thread.id, updatedAt: thread.updated_at)
             let isConversation =
                 ActivityText.isPullRequest(subjectType: thread.subject.type) != nil
-                || thread.subject.type == "Discussion"
+                || ["Discussion", "Release", "Commit"].contains(thread.subject.type)
             guard ActivityText.keptReasons.contains(thread.reason), isConversation,
                 isResync || !recent.contains(listingKey(id))
             else {
@@ -223,7 +223,7 @@ struct SyncRun {
         // One fetch per distinct subject (and comment) URL, in parallel within bounds.
         var jobs: [FetchJob] = []
         var seen = Set<String>()
-        for item in pending where item.thread.subject.type != "Discussion" {
+        for item in pending where ActivityText.isPullRequest(subjectType: item.thread.subject.type) != nil {
             if let subjectURL = item.thread.subject.url, seen.insert(subjectURL).inserted {
                 jobs.append(FetchJob(url: subjectURL, isComment: false))
             }
@@ -272,9 +272,12 @@ struct SyncRun {
         for (threadId, items) in byThread.sorted(by: { $0.key < $1.key }) {
             let versions = items.sorted { $0.updatedAt < $1.updatedAt }
             let verdicts = versions.map { item -> ItemResult in
-                item.thread.subject.type == "Discussion"
-                    ? discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
-                    : activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
+                switch item.thread.subject.type {
+                case "Discussion":
+                    discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
+                case "Release", "Commit": .emit(releaseOrCommitActivity(item))
+                default: activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
+                }
             }
             let record = prior.removeValue(forKey: threadId)
             let failedNow = verdicts.contains { if case .retry(failed: true) = $0 { true } else { false } }
@@ -615,6 +618,26 @@ struct SyncRun {
 
     /// How far a comment's `created_at` may be from a thread version's `updated_at` and still be what made it.
     private static let sameMoment: TimeInterval = 2
+
+    /// A Release or Commit notification (kept reasons only): what it says, linked to the repository's releases page or
+    /// the commit's page. Nothing is fetched, so it costs no quota.
+    private func releaseOrCommitActivity(_ item: PendingNotification) -> Activity {
+        let thread = item.thread
+        let repo = thread.repository.full_name
+        let repoPage = thread.repository.html_url ?? "\(configuration.effectiveWebBaseURL)/\(repo)"
+        var sourceURL = "\(repoPage)/releases"
+        if thread.subject.type == "Commit" {
+            let sha = thread.subject.url.flatMap { URLComponents(string: $0)?.path.split(separator: "/").last }
+                .map(String.init) ?? ""
+            let isSHA = !sha.isEmpty && sha.allSatisfy(\.isHexDigit)
+            sourceURL = isSHA ? "\(repoPage)/commit/\(sha)" : "\(repoPage)/commits"
+        }
+        return Activity(
+            text: ActivityText.otherSubject(
+                username: state.username ?? "", repo: repo, type: thread.subject.type, title: thread.subject.title ?? ""),
+            sourceURL: sourceURL, id: item.id, occurredAt: item.updatedAt, kind: thread.reason, repo: repo,
+            accountId: request.accountId)
+    }
 
     /// The comment URL a notification names, when it names a comment: its author and body tell the comment and
     /// mention reasons, and whether a comment made this version tells the others.

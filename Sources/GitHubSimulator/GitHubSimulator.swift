@@ -29,6 +29,7 @@ import Synchronization
 ///   `author`) when a later bump is only a comment; the truth tells that version as the comment it is.
 /// - Issues say who closed them (`closed_by`), merged pull requests who merged them (`merged_by`).
 /// - The user's own reviews: `PullRequestReviewEvent` with a trimmed `pull_request` and the `review`.
+/// - Commit threads (reasons `author`, `mention`, `comment`, `subscribed`) beside Release threads.
 ///
 /// Modelled when a test asks (`AccessRules.swift`), since no generated account meets them: subjects of a repository
 /// answering 403 with `X-GitHub-SSO` (SAML SSO), 403, 404 or 410 (`refuseSubjects(in:status:sso:)`); a token that
@@ -38,8 +39,9 @@ import Synchronization
 ///
 /// Not modelled (yet), though GitHub does it: `DiscussionEvent` in the events feed (the client decodes it; `addEvent`
 /// can add any type, as noise); a `latest_comment_url` that moves with the newest comment rather than with the
-/// thread version; Commit and Release subjects that can be fetched; review comment events with a trimmed pull
-/// request (GitHub's changelog names only `PullRequestEvent` and `PullRequestReviewEvent`).
+/// thread version; Commit and Release subjects that can be fetched (their threads' `subject.url` answers 404); review
+/// comment events with a trimmed pull request (GitHub's changelog names only `PullRequestEvent` and
+/// `PullRequestReviewEvent`).
 ///
 /// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):
 /// - `GET /user`, `GET /users/{login}`, `GET /rate_limit` (free)

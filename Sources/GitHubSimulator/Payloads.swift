@@ -563,6 +563,9 @@ extension WorldState {
             comments: subject.comments, review_comments: subject.reviewComments)
     }
 
+    /// A commit id, seeded by `seq`.
+    func commitSHA(_ seq: Int64) -> String { sha(seq, 0xC033) }
+
     /// The pull request as today's event payloads reference it.
     func trimmedPullJSON(_ subject: Subject) -> TrimmedPullRequestJSON {
         let repo = repos[subject.key.repo]
@@ -610,6 +613,8 @@ extension WorldState {
             }
         case "Release":
             url = "\(base)/repos/\(repo.fullName)/releases/\(thread.releaseId ?? 0)"
+        case "Commit":
+            url = "\(base)/repos/\(repo.fullName)/commits/\(thread.commitSHA ?? "")"
         default:
             url = nil
         }

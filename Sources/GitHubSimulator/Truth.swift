@@ -4,7 +4,9 @@ import Foundation
 ///
 /// Rules, in one place so tests and the GitHub integration can be checked against them:
 /// - Notifications: kept reasons `assign`, `review_requested`, `mention`, `state_change`, `author`, `comment`,
-///   `team_mention`; kept subject types `Issue`, `PullRequest` and `Discussion`. Threads whose subject URL a test
+///   `team_mention`; kept subject types `Issue`, `PullRequest`, `Discussion`, `Release` and `Commit` (the last two
+///   as `GitHub notification for {user} in {repo} release|commit: {title}`, linked to the repository's releases page
+///   or the commit's page). Threads whose subject URL a test
 ///   moved to another host are excluded (a correct client refuses to follow them). Every *version* of a thread is
 ///   its own activity (`github:notification:{thread}:{updated_at}`): GitHub keeps one thread per subject and user
 ///   and re-bumps it on new activity, so `truth` lists every version with the time it was superseded.
@@ -159,6 +161,17 @@ extension WorldState {
                 id: id, kind: version.reason, occurredAt: Timestamp.date(version.updatedAt), text: text,
                 sourceURL: page, repo: repo, number: key.number, commentURL: commentURL, visibleFrom: visibleFrom,
                 supersededAt: supersededAt)
+        }
+        if thread.subjectType == "Release" || thread.subjectType == "Commit" {
+            // No conversation to quote: what the notification says, in the seed's generic shape.
+            let repo = repos[thread.repo].fullName
+            let page = "\(params.htmlBase)/\(repo)"
+            let isRelease = thread.subjectType == "Release"
+            return ExpectedActivity(
+                id: id, kind: version.reason, occurredAt: Timestamp.date(version.updatedAt),
+                text: "GitHub notification for \(username) in \(repo) \(isRelease ? "release" : "commit"): \(thread.title)",
+                sourceURL: isRelease ? "\(page)/releases" : "\(page)/commit/\(thread.commitSHA ?? "")", repo: repo,
+                number: 0, visibleFrom: visibleFrom, supersededAt: supersededAt)
         }
         guard thread.subjectType == "Issue" || thread.subjectType == "PullRequest",
             let key = thread.subject, let subject = subjects[key]

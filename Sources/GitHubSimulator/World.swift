@@ -89,6 +89,8 @@ struct NotificationThread: Sendable {
     /// For a `Discussion` thread, `.comment` names a discussion comment.
     var latest: LatestComment
     var releaseId: Int64?
+    /// The commit a `Commit` thread is about.
+    var commitSHA: String?
     var updatedAt: Int64
     /// When this version became the one the listing shows (epoch seconds, fractional): its `updated_at`, or the
     /// moment a test changed it when that is later.
@@ -638,6 +640,13 @@ struct WorldState {
         case "ci_activity":
             thread.subjectType = "CheckSuite"
             thread.title = rng.pick(Vocabulary.checkTitles)
+        case "release" where rng.unit() < 0.5:
+            // A commit the user wrote, was mentioned in or commented on.
+            thread.reason = rng.pick(["subscribed", "author", "mention", "comment"])
+            thread.subjectType = "Commit"
+            thread.commitSHA = commitSHA(seq)
+            thread.title = title(&rng)
+            thread.latest = .subject
         case "release":
             thread.reason = rng.pick(["subscribed", "author"])
             thread.subjectType = "Release"

@@ -76,6 +76,9 @@ extension GitHubSimulator {
             } else if subjectType == "Release" {
                 thread.releaseId = IdSpace.release + seq
                 thread.latest = .subject
+            } else if subjectType == "Commit" {
+                thread.commitSHA = world.commitSHA(seq)
+                thread.latest = .subject
             }
             if time <= now { world.noteListChange(user, now: now, previous: world.listLastModified(user, now: now)) }
             if world.params.threadBumps, let key = WorldState.threadSubjectKey(thread),

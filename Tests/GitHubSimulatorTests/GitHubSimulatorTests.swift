@@ -469,8 +469,8 @@ struct TruthTests {
             let author = try simulator.addNotification(
                 for: login, reason: "author", repo: "octo/app", number: 12, at: at)
             _ = try simulator.addNotification(for: login, reason: "subscribed", repo: "octo/app", number: 12, at: at)
-            _ = try simulator.addNotification(
-                for: login, reason: "author", subjectType: "Release", repo: "octo/app", at: at)
+            let release = try simulator.addNotification(
+                for: login, reason: "author", subjectType: "Release", repo: "octo/app", title: "v3.1.0", at: at)
             let opened = try simulator.addEvent(
                 for: login, type: "PullRequestEvent", repo: "octo/app", title: "Add cache", at: at)
             let issueComment = try simulator.addEvent(
@@ -500,7 +500,9 @@ struct TruthTests {
             #expect(byId["github:event:\(prComment)"]?.kind == "pr_comment")
             #expect(
                 byId["github:notification:\(comment):\(stamp)"]?.sourceURL == "https://github.com/octo/app/issues/12")
-            #expect(truth.count == 9)
+            // The user's release (reason author) is an activity too; a subscribed thread is not.
+            #expect(text(release) == "GitHub notification for user2 in octo/app release: v3.1.0")
+            #expect(truth.count == 10)
 
             // Touching a thread re-bumps it: a new version with its own id and, with a comment, its actor and body;
             // the old version stays in the truth, marked with when it was superseded.
@@ -512,7 +514,7 @@ struct TruthTests {
             #expect(
                 touched.first { $0.id == "github:notification:\(comment):\(laterStamp)" }?.text
                     == "dennis-sim commented on issue #12 in octo/app: Fixed in main")
-            #expect(touched.count == 10)
+            #expect(touched.count == 11)
             let old = touched.first { $0.id == "github:notification:\(comment):\(stamp)" }
             #expect(old?.supersededAt != nil)
             #expect(old?.commentURL?.hasPrefix("https://github.com/octo/app/issues/12#issuecomment-") == true)

@@ -72,7 +72,7 @@ func expectActivity(
     #expect(activity.sourceURL == expected.sourceURL, sourceLocation: sourceLocation)
     #expect(activity.commentURL == expected.commentURL, sourceLocation: sourceLocation)
     #expect(activity.repo == expected.repo, sourceLocation: sourceLocation)
-    #expect(activity.number == expected.number, sourceLocation: sourceLocation)
+    #expect((activity.number ?? 0) == expected.number, sourceLocation: sourceLocation)
     #expect(activity.occurredAt == expected.occurredAt, sourceLocation: sourceLocation)
 }
 

@@ -213,4 +213,41 @@ struct TodaysGitHubTests {
             expectActivity(activity, matches: try #require(truth.first { $0.id == activity.id }))
         }
     }
+
+    /// Release and Commit threads with a kept reason (the user's release, a mention in a commit) were dropped. They
+    /// are activities now, from what the notification says, linked to the releases page or the commit; nothing is
+    /// fetched for them.
+    @Test func releaseAndCommitThreadsWithAKeptReasonAreActivities() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let now = Date()
+            try github.simulator.addNotification(
+                for: user.login, reason: "author", subjectType: "Release", repo: "octo/app", title: "v2.0.0",
+                at: now.addingTimeInterval(-60))
+            try github.simulator.addNotification(
+                for: user.login, reason: "mention", subjectType: "Commit", repo: "octo/app", title: "Speed up sync",
+                at: now.addingTimeInterval(-50))
+            try github.simulator.addNotification(
+                for: user.login, reason: "subscribed", subjectType: "Release", repo: "octo/app", title: "v1.9.0",
+                at: now.addingTimeInterval(-40))
+            let mark = github.simulator.requests().count
+            let outcome = try await github.sync(user, state: nil)
+            #expect(outcome.isComplete)
+            let release = try #require(outcome.activities.first { $0.kind == "author" })
+            #expect(release.text == "GitHub notification for \(user.login) in octo/app release: v2.0.0")
+            #expect(release.sourceURL == "https://github.com/octo/app/releases")
+            let commit = try #require(outcome.activities.first { $0.kind == "mention" })
+            #expect(commit.text == "GitHub notification for \(user.login) in octo/app commit: Speed up sync")
+            #expect(commit.sourceURL.hasPrefix("https://github.com/octo/app/commit/"))
+            #expect(outcome.activities.count == 2, "subscribed stays noise")
+            let truth = try github.simulator.truth(
+                login: user.login, from: now.addingTimeInterval(-3_600), to: Date())
+            #expect(Set(truth.map(\.id)) == Set(outcome.activities.map(\.id)))
+            for expected in truth {
+                expectActivity(try #require(outcome.activities.first { $0.id == expected.id }), matches: expected)
+            }
+            let asked = github.requests(of: user.login, since: mark).map(\.path)
+            #expect(!asked.contains { $0.contains("/releases") || $0.contains("/commits") })
+        }
+    }
 }
