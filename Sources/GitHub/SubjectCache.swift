@@ -12,6 +12,7 @@ final class SubjectCache: Sendable {
     enum Body: Sendable, Hashable {
         case subject(IssueOrPull)
         case comment(GitHubComment)
+        case comments([GitHubComment])
     }
 
     struct Entry: Sendable, Hashable {

@@ -5,11 +5,14 @@ import Logging
 struct FetchJob: Sendable {
     var url: String
     var isComment: Bool
+    /// A comment list (`…/issues/{n}/comments?since=…`): read as it is, never cached (its `since` varies).
+    var isList = false
 }
 
 enum FetchResult: Sendable {
     case subject(IssueOrPull)
     case comment(GitHubComment)
+    case comments([GitHubComment])
     /// Refused (outside the API origin): the item is skipped.
     case gone(refused: Bool)
     /// GitHub will not show it to this token (403, e.g. SAML SSO; 404; 410; other client errors): the item is
@@ -57,7 +60,17 @@ struct SubjectFetcher: Sendable {
         let cached = client.subjectCache.get(key)
         let conditional = cached.map { [("If-None-Match", $0.etag)] } ?? []
         do {
-            if job.isComment {
+            if job.isList {
+                let (value, response) = try await client.getJSON(
+                    [GitHubComment].self, job.url, credentials: credentials, conditional: conditional,
+                    deadline: deadline)
+                if let value {
+                    if let etag = response.etag {
+                        client.subjectCache.put(key, .init(etag: etag, body: .comments(value)))
+                    }
+                    return (job.url, .comments(value), nil)
+                }
+            } else if job.isComment {
                 let (value, response) = try await client.getJSON(
                     GitHubComment.self, job.url, credentials: credentials, conditional: conditional, deadline: deadline)
                 if let value {
@@ -80,6 +93,7 @@ struct SubjectFetcher: Sendable {
             switch cached?.body {
             case .subject(let value): return (job.url, .subject(value), nil)
             case .comment(let value): return (job.url, .comment(value), nil)
+            case .comments(let value): return (job.url, .comments(value), nil)
             case nil: return (job.url, .failed, nil)
             }
         } catch {

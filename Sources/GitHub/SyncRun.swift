@@ -232,8 +232,25 @@ struct SyncRun {
             }
         }
         let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
-        let (results, fetchStop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
+        let (fetchedNow, fetchStop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
+        var results = fetchedNow
         if let fetchStop, halt == nil { halt = Stop(fetchStop) }
+        // `latest_comment_url` names the subject's newest comment when GitHub is polled, not the one that made the
+        // version: a reply the user wrote minutes later moves it. A version older than the comment it names reads
+        // the subject's comments around its `updated_at` to find its own.
+        var listJobs: [FetchJob] = []
+        var listed = Set<String>()
+        for item in pending where halt == nil {
+            for url in driftLists(item.thread, updatedAt: item.updatedAt, results: results)
+            where listed.insert(url).inserted {
+                listJobs.append(FetchJob(url: url, isComment: false, isList: true))
+            }
+        }
+        if !listJobs.isEmpty {
+            let (lists, listStop) = await fetcher.fetch(listJobs, parallelism: configuration.subjectParallelism)
+            if let listStop, halt == nil { halt = Stop(listStop) }
+            results.merge(lists) { _, new in new }
+        }
         fetched.merge(results) { _, new in new }
         // Discussions have no REST subject: one GraphQL query per repository resolves their pages.
         var discussions: [String: DiscussionLookup] = [:]
@@ -616,6 +633,27 @@ struct SyncRun {
         }
     }
 
+    /// The comment lists to read when the comment a notification names was made after the version (see
+    /// `syncNotifications`): the issue's comments and, for a pull request, its review comments, since a little
+    /// before the version. Empty when the named comment is the version's own, or not loaded.
+    private func driftLists(_ thread: NotificationThread, updatedAt: Date, results: [String: FetchResult]) -> [String] {
+        guard let isPR = ActivityText.isPullRequest(subjectType: thread.subject.type),
+            let commentURL = commentURL(for: thread), case .comment(let comment) = results[commentURL],
+            let created = comment.created_at.flatMap(WireFormat.parseDate),
+            created > updatedAt.addingTimeInterval(Self.sameMoment), let subjectURL = thread.subject.url,
+            subjectURL.range(of: isPR ? "/pulls/" : "/issues/", options: .backwards) != nil
+        else { return [] }
+        let since = QueryDate.format(updatedAt.addingTimeInterval(-seconds(configuration.overlap)))
+        let query = "/comments?since=\(since)&per_page=100"
+        let issue = isPR ? replacingLast("/pulls/", with: "/issues/", in: subjectURL) : subjectURL
+        return [issue + query] + (isPR ? [subjectURL + query] : [])
+    }
+
+    private func replacingLast(_ target: String, with replacement: String, in text: String) -> String {
+        guard let range = text.range(of: target, options: .backwards) else { return text }
+        return text.replacingCharacters(in: range, with: replacement)
+    }
+
     /// How far a comment's `created_at` may be from a thread version's `updated_at` and still be what made it.
     private static let sameMoment: TimeInterval = 2
 
@@ -676,7 +714,7 @@ struct SyncRun {
         let subject: IssueOrPull
         switch results[subjectURL] ?? .notAttempted {
         case .subject(let value): subject = value
-        case .comment, .gone: return .skip
+        case .comment, .comments, .gone: return .skip
         case .unavailable(_, let sso):
             let item = PendingNotification(thread: thread, id: id, updatedAt: updatedAt)
             guard let fallback = activityFromNotificationAlone(item, detail: Activity.subjectUnavailable) else {
@@ -690,12 +728,32 @@ struct SyncRun {
         if let commentURL = commentURL(for: thread) {
             switch results[commentURL] ?? .notAttempted {
             case .comment(let comment): latestComment = comment
-            case .subject: break
+            case .subject, .comments: break
             case .gone: return .skip  // a comment URL outside the API origin: the item is skipped
             case .unavailable: break  // the comment was deleted (or hidden): the subject's author and body
             case .failed: return .retry(failed: true)
             case .notAttempted: return .retry(failed: false)
             }
+        }
+        let lists = driftLists(thread, updatedAt: updatedAt, results: results)
+        if !lists.isEmpty {
+            // The named comment came after this version: its own is the newest made no later than it, if any.
+            var found: [GitHubComment] = []
+            for url in lists {
+                switch results[url] ?? .notAttempted {
+                case .comments(let comments): found += comments
+                case .failed: return .retry(failed: true)
+                case .notAttempted: return .retry(failed: false)
+                case .subject, .comment, .gone, .unavailable: break
+                }
+            }
+            let limit = updatedAt.addingTimeInterval(Self.sameMoment)
+            latestComment = found.compactMap { comment -> (Date, GitHubComment)? in
+                guard let created = comment.created_at.flatMap(WireFormat.parseDate), created <= limit else {
+                    return nil
+                }
+                return (created, comment)
+            }.max { $0.0 < $1.0 }?.1
         }
         let made = cause(of: thread, updatedAt: updatedAt, comment: latestComment)
         let mentionsActor = ActivityText.actorReasons.contains(made)
@@ -872,7 +930,7 @@ struct SyncRun {
                 case .subject(let pull):
                     target.title = target.title ?? pull.title
                     target.webURL = target.webURL ?? pull.html_url ?? pull.pull_request?.html_url
-                case .gone, .unavailable, .comment:
+                case .gone, .unavailable, .comment, .comments:
                     break  // gone for good (or not a pull request): what the event itself says
                 case .failed, .notAttempted:
                     // Read again by the next sync, which goes down to the lag horizon below the newest event.

@@ -30,6 +30,8 @@ import Synchronization
 /// - Issues say who closed them (`closed_by`), merged pull requests who merged them (`merged_by`).
 /// - The user's own reviews: `PullRequestReviewEvent` with a trimmed `pull_request` and the `review`.
 /// - Commit threads (reasons `author`, `mention`, `comment`, `subscribed`) beside Release threads.
+/// - `latest_comment_url` names the subject's newest comment when polled, not the one that made the thread's version
+///   (a reply the user wrote later moves it); `GET /repos/{o}/{r}/issues|pulls/{n}/comments?since` lists them.
 ///
 /// Modelled when a test asks (`AccessRules.swift`), since no generated account meets them: subjects of a repository
 /// answering 403 with `X-GitHub-SSO` (SAML SSO), 403, 404 or 410 (`refuseSubjects(in:status:sso:)`); a token that
@@ -38,8 +40,7 @@ import Synchronization
 /// App user token's.
 ///
 /// Not modelled (yet), though GitHub does it: `DiscussionEvent` in the events feed (the client decodes it; `addEvent`
-/// can add any type, as noise); a `latest_comment_url` that moves with the newest comment rather than with the
-/// thread version; Commit and Release subjects that can be fetched (their threads' `subject.url` answers 404); review
+/// can add any type, as noise); Commit and Release subjects that can be fetched (their threads' `subject.url` answers 404); review
 /// comment events with a trimmed pull request (GitHub's changelog names only `PullRequestEvent` and
 /// `PullRequestReviewEvent`).
 ///
@@ -53,6 +54,8 @@ import Synchronization
 /// - `GET /notifications/threads/{id}` (only the token owner's threads)
 /// - `GET /repos/{owner}/{repo}/issues/{n}`, `/pulls/{n}`, `/issues/comments/{id}`, `/pulls/comments/{id}` —
 ///   strong `ETag`, `If-None-Match` → 304
+/// - `GET /repos/{owner}/{repo}/issues/{n}/comments`, `/pulls/{n}/comments` — `since`, `per_page` ≤ 100, oldest
+///   first, first page only; `ETag`
 /// - `GET /users/{login}/events?per_page&page` — newest first, `per_page` ≤ 100, only the newest `eventCap`
 ///   within `eventRetention` reachable, `ETag`/`If-None-Match`, `Link`
 /// - `POST /graphql` — only `repository(owner, name) { discussions(first, orderBy UPDATED_AT DESC) { nodes { number

@@ -601,7 +601,21 @@ extension WorldState {
             author_association: association(comment.author, repo: repo.index))
     }
 
-    func threadJSON(_ thread: NotificationThread) -> ThreadJSON {
+    /// The comment `latest_comment_url` names when `now` is polled: as on GitHub, the subject's newest comment, not the
+    /// one that made the thread's current version (a reply the user wrote after it, which notifies nobody, moves it).
+    func latestCommentId(_ thread: NotificationThread, now: Int64) -> Int64? {
+        guard case .comment(let id) = thread.latest else { return nil }
+        guard let key = thread.subject, let subject = subjects[key] else { return id }
+        return subject.commentIds.last { (comments[$0]?.createdAt ?? .max) <= now } ?? id
+    }
+
+    /// Whether the thread's JSON can be cached: not while its `latest_comment_url` may move with new comments.
+    func threadJSONIsStable(_ thread: NotificationThread) -> Bool {
+        if case .comment = thread.latest, thread.subject != nil { return false }
+        return true
+    }
+
+    func threadJSON(_ thread: NotificationThread, now: Int64 = .max) -> ThreadJSON {
         let repo = repos[thread.repo]
         let base = apiBase(foreignHost: thread.foreignHost)
         var url: String?
@@ -621,9 +635,11 @@ extension WorldState {
         switch thread.latest {
         case .none: latest = nil
         case .subject: latest = url
-        case .comment(let id):
+        case .comment:
             // A discussion's comments have no REST URL: GitHub sends null, as for the discussion itself.
-            latest = thread.subjectType == "Discussion" ? nil : comments[id].map { base + commentAPIPath($0) }
+            latest =
+                thread.subjectType == "Discussion"
+                ? nil : latestCommentId(thread, now: now).flatMap { comments[$0] }.map { base + commentAPIPath($0) }
         }
         return ThreadJSON(
             id: String(thread.id), repository: repositoryJSON(thread.repo),

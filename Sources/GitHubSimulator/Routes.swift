@@ -32,6 +32,11 @@ extension GitHubSimulator {
             return subject(
                 repo: "\(parts[1])/\(parts[2])", number: parts[4], pull: parts[3] == "pulls", request: request, now: now
             )
+        case 6 where parts[0] == "repos" && (parts[3] == "issues" || parts[3] == "pulls") && parts[5] == "comments":
+            if let refusal = refusal(repo: "\(parts[1])/\(parts[2])") { return refusal }
+            return commentList(
+                repo: "\(parts[1])/\(parts[2])", number: parts[4], review: parts[3] == "pulls", query: query,
+                request: request, now: now)
         case 6 where parts[0] == "repos" && (parts[3] == "issues" || parts[3] == "pulls") && parts[4] == "comments":
             if let refusal = refusal(repo: "\(parts[1])/\(parts[2])") { return refusal }
             return comment(
@@ -173,11 +178,15 @@ extension GitHubSimulator {
                 for index in stride(from: top - 1, through: bottom, by: -1) {
                     let id = order[index].id
                     guard var thread = account.threads[id] else { continue }
-                    if thread.cache == nil {
-                        thread.cache = JSON.encode(world.threadJSON(thread))
-                        account.threads[id] = thread
+                    if !world.threadJSONIsStable(thread) {
+                        items.append(JSON.encode(world.threadJSON(thread, now: now)))
+                    } else {
+                        if thread.cache == nil {
+                            thread.cache = JSON.encode(world.threadJSON(thread))
+                            account.threads[id] = thread
+                        }
+                        items.append(thread.cache ?? [])
                     }
-                    items.append(thread.cache ?? [])
                     served.append(WorldState.notificationActivityId(thread: id, updatedAt: thread.updatedAt))
                 }
             }
@@ -209,6 +218,7 @@ extension GitHubSimulator {
             guard world.threadOwner[id] == user else { return nil }
             let account = world.account(user)
             guard var thread = account.threads[id], thread.updatedAt <= now else { return nil }
+            if !world.threadJSONIsStable(thread) { return JSON.encode(world.threadJSON(thread, now: now)) }
             if thread.cache == nil {
                 thread.cache = JSON.encode(world.threadJSON(thread))
                 account.threads[id] = thread
@@ -301,6 +311,40 @@ extension GitHubSimulator {
         }
         guard let body else { return .error(404, "Not Found") }
         return cached(body, request: request)
+    }
+
+    /// `GET /repos/{o}/{r}/issues/{n}/comments` (issue comments) and `/pulls/{n}/comments` (review comments): oldest
+    /// first, `since` keeps those updated at or after it (a comment's `updated_at` is its `created_at` here), at most
+    /// `per_page` (≤ 100) of them, first page only.
+    private func commentList(
+        repo fullName: String, number text: String, review: Bool, query: [String: String], request: Request, now: Int64
+    ) -> APIResponse {
+        guard let number = Int(text) else { return .error(404, "Not Found") }
+        var since: Int64 = .min
+        if let value = query["since"] {
+            guard let parsed = Timestamp.parseRFC3339(value) else {
+                return .error(422, "Invalid request. \"\(value)\" is not a valid ISO 8601 timestamp for since.")
+            }
+            since = parsed
+        }
+        let perPage = min(max(1, query["per_page"].flatMap { Int($0) } ?? 30), 100)
+        let items: [[UInt8]]? = world.withLock { world in
+            guard let repo = world.repoByName[fullName.lowercased()] else { return nil }
+            let key = SubjectKey(repo: repo, number: number)
+            if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repo, now: now) }
+            guard let subject = world.subjects[key], subject.createdAt <= now, !review || subject.isPullRequest else {
+                return nil
+            }
+            let listed = subject.commentIds.compactMap { world.comments[$0] }.filter {
+                $0.isReview == review && $0.createdAt >= since && $0.createdAt <= now
+            }
+            return listed.prefix(perPage).map {
+                review ? JSON.encode(world.reviewCommentJSON($0)) : JSON.encode(world.issueCommentJSON($0))
+            }
+        }
+        guard let items else { return .error(404, "Not Found") }
+        let bytes = Array("[".utf8) + Array(items.joined(separator: Array(",".utf8))) + Array("]".utf8)
+        return cached(CachedBody(bytes: bytes, etag: JSON.etag(bytes), lastModified: now), request: request)
     }
 
     private func comment(repo fullName: String, id text: String, review: Bool, request: Request, now: Int64)

@@ -47,6 +47,8 @@ struct Subject: Sendable {
     var closedBy: Person?
     var comments = 0
     var reviewComments = 0
+    /// Its comments (issue and review), oldest first.
+    var commentIds: [Int64] = []
     var issueCache: CachedBody?
     var pullCache: CachedBody?
 
@@ -458,6 +460,7 @@ struct WorldState {
         comments[id] = Comment(id: id, isReview: isReview, subject: key, author: author, body: body, createdAt: time)
         guard var subject = subjects[key] else { return }
         if isReview { subject.reviewComments += 1 } else { subject.comments += 1 }
+        subject.commentIds.append(id)
         subject.updatedAt = max(subject.updatedAt, time)
         subject.issueCache = nil
         subject.pullCache = nil

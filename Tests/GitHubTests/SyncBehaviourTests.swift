@@ -114,11 +114,19 @@ struct SyncBehaviourTests {
             // from the cache with If-None-Match and costs nothing.
             let again = try await github.sync(user, state: nil)
             #expect(!again.activities.isEmpty)
-            let subjects = github.requests(of: user.login, since: mark).filter { $0.path.hasPrefix("/repos/") }
+            // Comment lists are apart: a version whose latest_comment_url moved on reads them once. The simulator
+            // generates the accounts that own the subjects read here only now, and their comments move some threads'
+            // latest_comment_url between these two syncs, so a list may be read for the first time.
+            let requests = github.requests(of: user.login, since: mark).filter { $0.path.hasPrefix("/repos/") }
+            let lists = requests.filter { $0.path.hasSuffix("/comments") }
+            let subjects = requests.filter { !$0.path.hasSuffix("/comments") }
             #expect(!subjects.isEmpty)
-            #expect(subjects.allSatisfy { $0.notModified && !$0.countedAgainstQuota })
-            // Only the listing, the events and /user cost quota.
-            #expect(github.simulator.quotaUsed(token: user.token) - used <= 4)
+            #expect(
+                subjects.allSatisfy { $0.notModified && !$0.countedAgainstQuota },
+                "\(subjects.filter { !$0.notModified }.map { "\($0.status) \($0.path)" })")
+            // Only the listing, the events, /user (and first reads of comment lists) cost quota.
+            let firstListReads = lists.filter { !$0.notModified }.count
+            #expect(github.simulator.quotaUsed(token: user.token) - used <= 4 + firstListReads)
         }
     }
 

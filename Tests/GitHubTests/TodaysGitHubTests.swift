@@ -250,4 +250,32 @@ struct TodaysGitHubTests {
             #expect(!asked.contains { $0.contains("/releases") || $0.contains("/commits") })
         }
     }
+
+    /// `latest_comment_url` names the subject's newest comment when GitHub is polled, not the comment that made the
+    /// thread's version: the user replies within minutes, and the activity said "user commented … <their own
+    /// reply>" while the other person's comment was lost. The version's own comment comes from the subject's list.
+    @Test func theCommentThatMadeAVersionIsToldEvenAfterTheUserReplied() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let now = Date()
+            try github.simulator.addNotification(
+                for: user.login, reason: "comment", repo: "octo/app", number: 41, title: "Deploy failed",
+                actor: "ada-sim", commentBody: "Can you check the logs?", at: now.addingTimeInterval(-120))
+            // The user's own reply notifies nobody, but moves the thread's latest_comment_url.
+            try github.simulator.addEvent(
+                for: user.login, type: "IssueCommentEvent", repo: "octo/app", number: 41,
+                commentBody: "Logs attached.", at: now.addingTimeInterval(-60))
+            let outcome = try await github.sync(user, state: nil)
+            #expect(outcome.isComplete)
+            let texts = outcome.activities.map(\.text)
+            #expect(texts.contains("ada-sim commented on issue #41 in octo/app: Can you check the logs?"), "\(texts)")
+            #expect(!texts.contains { $0.hasSuffix("Logs attached.") && $0.contains("in octo/app") })
+            let truth = try github.simulator.truth(
+                login: user.login, from: now.addingTimeInterval(-3_600), to: Date())
+            #expect(Set(truth.map(\.id)) == Set(outcome.activities.map(\.id)))
+            for expected in truth {
+                expectActivity(try #require(outcome.activities.first { $0.id == expected.id }), matches: expected)
+            }
+        }
+    }
 }
