@@ -665,14 +665,16 @@ struct SyncRun {
         let repoPage = thread.repository.html_url ?? "\(configuration.effectiveWebBaseURL)/\(repo)"
         var sourceURL = "\(repoPage)/releases"
         if thread.subject.type == "Commit" {
-            let sha = thread.subject.url.flatMap { URLComponents(string: $0)?.path.split(separator: "/").last }
+            let sha =
+                thread.subject.url.flatMap { URLComponents(string: $0)?.path.split(separator: "/").last }
                 .map(String.init) ?? ""
             let isSHA = !sha.isEmpty && sha.allSatisfy(\.isHexDigit)
             sourceURL = isSHA ? "\(repoPage)/commit/\(sha)" : "\(repoPage)/commits"
         }
         return Activity(
             text: ActivityText.otherSubject(
-                username: state.username ?? "", repo: repo, type: thread.subject.type, title: thread.subject.title ?? ""),
+                username: state.username ?? "", repo: repo, type: thread.subject.type, title: thread.subject.title ?? ""
+            ),
             sourceURL: sourceURL, id: item.id, occurredAt: item.updatedAt, kind: thread.reason, repo: repo,
             accountId: request.accountId)
     }
@@ -748,12 +750,13 @@ struct SyncRun {
                 }
             }
             let limit = updatedAt.addingTimeInterval(Self.sameMoment)
-            latestComment = found.compactMap { comment -> (Date, GitHubComment)? in
-                guard let created = comment.created_at.flatMap(WireFormat.parseDate), created <= limit else {
-                    return nil
-                }
-                return (created, comment)
-            }.max { $0.0 < $1.0 }?.1
+            latestComment =
+                found.compactMap { comment -> (Date, GitHubComment)? in
+                    guard let created = comment.created_at.flatMap(WireFormat.parseDate), created <= limit else {
+                        return nil
+                    }
+                    return (created, comment)
+                }.max { $0.0 < $1.0 }?.1
         }
         let made = cause(of: thread, updatedAt: updatedAt, comment: latestComment)
         let mentionsActor = ActivityText.actorReasons.contains(made)
@@ -905,7 +908,9 @@ struct SyncRun {
             unknownEvents.increment(by: unknownTypes.values.reduce(0, +))
             logger.info(
                 "events skipped: not decodable, or of a type this version does not know",
-                metadata: ["undecodable": "\(undecodable)", "unknownTypes": "\(unknownTypes.sorted { $0.key < $1.key })"])
+                metadata: [
+                    "undecodable": "\(undecodable)", "unknownTypes": "\(unknownTypes.sorted { $0.key < $1.key })",
+                ])
         }
 
         // The pull requests whose title or page the trimmed payloads leave out: one request per pull request, through
@@ -938,7 +943,8 @@ struct SyncRun {
                     continue
                 }
             }
-            activities.append(activity(for: item.event, kind: item.kind, target: target, username: username, created: item.created))
+            activities.append(
+                activity(for: item.event, kind: item.kind, target: target, username: username, created: item.created))
         }
         if !waiting.isEmpty {
             seenIds.subtract(waiting)

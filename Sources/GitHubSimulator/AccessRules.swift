@@ -48,7 +48,8 @@ extension GitHubSimulator {
                 403,
                 "Resource protected by organization SAML enforcement. You must grant your OAuth token access to "
                     + "this organization.",
-                docs: "https://docs.github.com/articles/authenticating-to-a-github-organization-with-saml-single-sign-on")
+                docs:
+                    "https://docs.github.com/articles/authenticating-to-a-github-organization-with-saml-single-sign-on")
             response.headers.append(
                 ("X-GitHub-SSO", "required; url=https://github.com/orgs/\(owner)/sso?authorization_request=SIM"))
             return response

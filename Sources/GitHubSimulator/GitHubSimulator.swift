@@ -349,7 +349,8 @@ struct Credentials {
     func user(_ index: Int) -> SimulatedUser {
         let pair = current[index] ?? ("", "", 0)
         return SimulatedUser(
-            login: "user\(index)", id: WorldState.userId(index, seed: seed), token: pair.access, refreshToken: pair.refresh)
+            login: "user\(index)", id: WorldState.userId(index, seed: seed), token: pair.access,
+            refreshToken: pair.refresh)
     }
 
     func owner(ofValidToken token: String) -> Int? { access[token] }

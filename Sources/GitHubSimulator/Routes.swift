@@ -18,7 +18,9 @@ extension GitHubSimulator {
             if refusesNotifications(user: user) {
                 return .error(
                     403, "Resource not accessible by integration",
-                    docs: "https://docs.github.com/rest/activity/notifications#list-notifications-for-the-authenticated-user")
+                    docs:
+                        "https://docs.github.com/rest/activity/notifications#list-notifications-for-the-authenticated-user"
+                )
             }
             return notifications(request: request, query: query, user: user, now: now)
         case 2 where parts[0] == "users":

@@ -169,7 +169,8 @@ extension WorldState {
             let isRelease = thread.subjectType == "Release"
             return ExpectedActivity(
                 id: id, kind: version.reason, occurredAt: Timestamp.date(version.updatedAt),
-                text: "GitHub notification for \(username) in \(repo) \(isRelease ? "release" : "commit"): \(thread.title)",
+                text:
+                    "GitHub notification for \(username) in \(repo) \(isRelease ? "release" : "commit"): \(thread.title)",
                 sourceURL: isRelease ? "\(page)/releases" : "\(page)/commit/\(thread.commitSHA ?? "")", repo: repo,
                 number: 0, visibleFrom: visibleFrom, supersededAt: supersededAt)
         }

@@ -518,7 +518,9 @@ struct TruthTests {
             let old = touched.first { $0.id == "github:notification:\(comment):\(stamp)" }
             #expect(old?.supersededAt != nil)
             #expect(old?.commentURL?.hasPrefix("https://github.com/octo/app/issues/12#issuecomment-") == true)
-            #expect(touched.filter { $0.id.hasPrefix("github:notification:\(comment):") && $0.supersededAt == nil }.count == 1)
+            #expect(
+                touched.filter { $0.id.hasPrefix("github:notification:\(comment):") && $0.supersededAt == nil }.count
+                    == 1)
 
             // The admin endpoint serves the same truth.
             let from = ISO8601DateFormatter().string(from: at.addingTimeInterval(-1))

@@ -110,7 +110,9 @@ struct FixtureDecodingTests {
         #expect(opened.payload?.pull_request?.url == "https://api.github.com/repos/octocat/Hello-World/pulls/1347")
         #expect(opened.payload?.pull_request?.number == 1347)
         // The whole page used to fail on the first of these items (`keyNotFound: title`).
-        #expect(throws: (any Error).self) { try Fixtures.decode([IssueOrPull].self, from: pullRequests(in: "user-events-trimmed.json")) }
+        #expect(throws: (any Error).self) {
+            try Fixtures.decode([IssueOrPull].self, from: pullRequests(in: "user-events-trimmed.json"))
+        }
 
         guard case .array(var items) = try Fixtures.json("user-events-trimmed.json") else {
             Issue.record("not an array")
@@ -135,7 +137,8 @@ struct FixtureDecodingTests {
                 "payload": [
                     "action": "created",
                     "discussion": [
-                        "number": 7, "title": "Ideas", "html_url": "https://github.com/octocat/Hello-World/discussions/7",
+                        "number": 7, "title": "Ideas",
+                        "html_url": "https://github.com/octocat/Hello-World/discussions/7",
                     ],
                 ],
             ])

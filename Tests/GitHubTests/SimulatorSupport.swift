@@ -32,7 +32,8 @@ struct SimulatedGitHub {
             github.maxBackoff = .milliseconds(200)
             tweak(&github)
             return try await body(
-                SimulatedGitHub(simulator: simulator, integration: GitHubIntegration(configuration: github, logger: quiet)))
+                SimulatedGitHub(
+                    simulator: simulator, integration: GitHubIntegration(configuration: github, logger: quiet)))
         }
     }
 

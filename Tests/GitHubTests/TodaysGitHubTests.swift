@@ -19,7 +19,8 @@ struct TodaysGitHubTests {
             let gone = try github.simulator.addEvent(
                 for: user.login, type: "IssuesEvent", title: "Forty days ago", at: now.addingTimeInterval(-40 * 86_400))
             let kept = try github.simulator.addEvent(
-                for: user.login, type: "IssuesEvent", title: "Twenty days ago", at: now.addingTimeInterval(-20 * 86_400))
+                for: user.login, type: "IssuesEvent", title: "Twenty days ago", at: now.addingTimeInterval(-20 * 86_400)
+            )
             let pausedAt = now.addingTimeInterval(-45 * 86_400)
             let paused = GitHubState(
                 lastSyncTime: pausedAt, lastUserEventTime: pausedAt, username: user.login, eventIds: [])
@@ -153,7 +154,8 @@ struct TodaysGitHubTests {
                 $0.path == "/repos/octo/shared/pulls/3"
             }
             #expect(subjectReads.count == 4)
-            #expect(subjectReads.allSatisfy { $0.notModified && !$0.countedAgainstQuota }, "\(subjectReads.map(\.status))")
+            #expect(
+                subjectReads.allSatisfy { $0.notModified && !$0.countedAgainstQuota }, "\(subjectReads.map(\.status))")
         }
     }
 
@@ -174,8 +176,11 @@ struct TodaysGitHubTests {
                 for: user.login, reason: "mention", repo: "octo/app", number: 22, title: "Crash", actor: "ada-sim",
                 commentBody: "@\(user.login) can you look?", at: now.addingTimeInterval(-110))
             let first = try await github.sync(user, state: nil)
-            #expect(first.activities.map(\.text).contains("Issue #21 assigned to \(user.login) in octo/app: Slow start"))
-            #expect(first.activities.map(\.text).contains("ada-sim mentioned \(user.login) in octo/app issue #22: @\(user.login) can you look?"))
+            #expect(
+                first.activities.map(\.text).contains("Issue #21 assigned to \(user.login) in octo/app: Slow start"))
+            #expect(
+                first.activities.map(\.text).contains(
+                    "ada-sim mentioned \(user.login) in octo/app issue #22: @\(user.login) can you look?"))
             try github.simulator.touchThread(
                 assigned, at: now.addingTimeInterval(-60), commentBody: "Any news?", actor: "grace-sim")
             try github.simulator.touchThread(
