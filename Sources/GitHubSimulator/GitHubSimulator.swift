@@ -28,7 +28,8 @@ import Synchronization
 /// - With `threadBumps`, a thread keeps its reason (`assign`, `review_requested`, `mention`, `team_mention`,
 ///   `author`) when a later bump is only a comment; the truth tells that version as the comment it is.
 /// - Issues say who closed them (`closed_by`), merged pull requests who merged them (`merged_by`).
-/// - The user's own reviews: `PullRequestReviewEvent` with a trimmed `pull_request` and the `review`.
+/// - The user's own reviews: `PullRequestReviewEvent` with a trimmed `pull_request` and the `review`;
+///   `DiscussionEvent` with its `discussion` (only when a test adds one with `addEvent`; none is generated).
 /// - Commit threads (reasons `author`, `mention`, `comment`, `subscribed`) beside Release threads.
 /// - `latest_comment_url` names the subject's newest comment when polled, not the one that made the thread's version
 ///   (a reply the user wrote later moves it); `GET /repos/{o}/{r}/issues|pulls/{n}/comments?since` lists them.
@@ -39,8 +40,7 @@ import Synchronization
 /// simulated token is treated as a classic one unless a test says otherwise, although its `ghu_` prefix is a GitHub
 /// App user token's.
 ///
-/// Not modelled (yet), though GitHub does it: `DiscussionEvent` in the events feed (the client decodes it; `addEvent`
-/// can add any type, as noise); Commit and Release subjects that can be fetched (their threads' `subject.url` answers 404); review
+/// Not modelled (yet), though GitHub does it: Commit and Release subjects that can be fetched (their threads' `subject.url` answers 404); review
 /// comment events with a trimmed pull request (GitHub's changelog names only `PullRequestEvent` and
 /// `PullRequestReviewEvent`).
 ///

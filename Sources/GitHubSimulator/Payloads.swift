@@ -324,6 +324,7 @@ struct EventJSON: Encodable, Sendable {
         var pull_request: PullRequest?
         var comment: Comment?
         var review: ReviewJSON?
+        var discussion: DiscussionEventJSON?
         var repository_id: Int?
         var push_id: Int64?
         var ref: String?
@@ -357,6 +358,16 @@ struct EventJSON: Encodable, Sendable {
             }
         }
     }
+}
+
+/// `payload.discussion` of a `DiscussionEvent`.
+struct DiscussionEventJSON: Encodable, Sendable {
+    var number: Int
+    var title: String
+    var body: String
+    var html_url: String
+    var user: SimpleUserJSON
+    var created_at: String
 }
 
 /// `payload.review` of a `PullRequestReviewEvent`.
@@ -678,6 +689,13 @@ extension WorldState {
                     body: review.body, state: review.state, html_url: reviewHTML(review, on: subject),
                     pull_request_url: "\(baseURL)\(subjectAPIPath(subject.key, isPullRequest: true))",
                     submitted_at: Timestamp.rfc3339(event.createdAt), author_association: "CONTRIBUTOR")
+            }
+        case "DiscussionEvent":
+            if let key = event.discussion, let discussion = discussions[key] {
+                payload.discussion = DiscussionEventJSON(
+                    number: key.number, title: discussion.title, body: discussion.body,
+                    html_url: "\(params.htmlBase)/\(repos[key.repo].fullName)/discussions/\(key.number)",
+                    user: userJSON(discussion.author), created_at: Timestamp.rfc3339(discussion.createdAt))
             }
         case "PushEvent":
             payload.repository_id = repo.id

@@ -166,6 +166,8 @@ struct UserEvent: Sendable {
     var comment: Comment?
     /// The review a `PullRequestReviewEvent` submitted.
     var review: Review?
+    /// The discussion a `DiscussionEvent` opened.
+    var discussion: SubjectKey?
     var createdAt: Int64
     /// When the event shows up in `/users/{u}/events`: GitHub documents 30 s to 6 h after `created_at`.
     var visibleAt: Int64

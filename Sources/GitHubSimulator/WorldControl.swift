@@ -179,7 +179,8 @@ extension GitHubSimulator {
     /// `login`) unless `repo#number` exists; `IssueCommentEvent`/`PullRequestReviewCommentEvent` (default action
     /// `created`) add a comment by `login` to it (created as an issue, or a pull request when `onPullRequest` or
     /// for review comments). `PullRequestReviewEvent` (default action `created`) submits a review by `login`, with
-    /// `commentBody` as its body, on the pull request. Any other type (`WatchEvent`, `PushEvent`, …) is noise with no
+    /// `commentBody` as its body, on the pull request. `DiscussionEvent` (default action `created`) opens a discussion
+    /// titled `title` in `repo`. Any other type (`WatchEvent`, `PushEvent`, …) is noise with no
     /// subject.
     /// `appearsAfter` makes the event show up in `/users/{u}/events` that long after `at` (GitHub documents 30 s to
     /// 6 h), to test late events deliberately; the configured `eventLag` applies to generated events only.
@@ -227,6 +228,15 @@ extension GitHubSimulator {
                     event.comment = world.comments[commentId]
                 }
                 event.subject = world.subjects[key]?.snapshot
+            } else if type == "DiscussionEvent" {
+                // GitHub's events feed has had this type since 2025; it is noise for the activities.
+                let key = SubjectKey(repo: repoIndex, number: number ?? world.allocateNumber(repo: repoIndex))
+                if world.discussions[key] == nil {
+                    world.discussions[key] = Discussion(
+                        key: key, title: title, body: "\(title).", author: person, createdAt: time, updatedAt: time)
+                }
+                event.action = action ?? "created"
+                event.discussion = key
             } else {
                 event.action = action ?? (type == "WatchEvent" ? "started" : nil)
             }

@@ -317,6 +317,22 @@ struct APITests {
         }
     }
 
+    @Test("a DiscussionEvent carries its discussion")
+    func discussionEvent() async throws {
+        try await withSimulator({ $0.historyItems = 0 }) { simulator in
+            let user = simulator.users[0]
+            try simulator.addEvent(
+                for: user.login, type: "DiscussionEvent", repo: "octo/app", number: 5, title: "Ideas")
+            let page = try await send("\(simulator.baseURL)/users/\(user.login)/events", token: user.token)
+            let newest = try #require(page.jsonArray?.first)
+            #expect(newest["type"] as? String == "DiscussionEvent")
+            let discussion = (newest["payload"] as? [String: Any])?["discussion"] as? [String: Any]
+            #expect(discussion?["number"] as? Int == 5)
+            #expect(discussion?["title"] as? String == "Ideas")
+            #expect(discussion?["html_url"] as? String == "https://github.com/octo/app/discussions/5")
+        }
+    }
+
     @Test("full event payloads, as GitHub served them before 2025-10-07, only when asked for")
     func fullEventPayloads() async throws {
         try await withSimulator({ $0.fullEventPayloads = true }) { simulator in

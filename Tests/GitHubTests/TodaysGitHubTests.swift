@@ -283,4 +283,22 @@ struct TodaysGitHubTests {
             }
         }
     }
+
+    /// A `DiscussionEvent` (a type GitHub added in 2025) among the events is read and left alone: the page still
+    /// yields the other events, and the sync is complete.
+    @Test func aDiscussionEventAmongTheEventsIsNoise() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            let issue = try github.simulator.addEvent(
+                for: user.login, type: "IssuesEvent", repo: "octo/app", title: "Before",
+                at: Date().addingTimeInterval(-20))
+            try github.simulator.addEvent(
+                for: user.login, type: "DiscussionEvent", repo: "octo/app", title: "Ideas for 2027",
+                at: Date().addingTimeInterval(-10))
+            let outcome = try await github.sync(user, state: nil)
+            #expect(outcome.isComplete)
+            #expect(outcome.activities.map(\.id).contains("github:event:\(issue)"))
+            #expect(!outcome.activities.contains { $0.text.contains("Ideas for 2027") })
+        }
+    }
 }
