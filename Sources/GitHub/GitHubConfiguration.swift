@@ -64,6 +64,9 @@ public struct GitHubConfiguration: Sendable {
     /// … and only this far back (30 days since 2025-01-30, 90 before): an account not synced for longer records the
     /// events between its watermark and this age as a gap.
     public var eventHistoryAge: Duration = .seconds(30 * 86_400)
+    /// After `/notifications` refused an account's token (403), it is asked again only this much later: the refusal
+    /// is about the token's type and will not pass by itself, so asking every sync would only spend quota.
+    public var notificationsRefusalRetry: Duration = .seconds(24 * 3600)
     /// How many gap markers the state keeps.
     public var gapLimit: Int = 50
 

@@ -106,6 +106,15 @@ struct SyncRun {
 
     private mutating func syncNotifications() async throws(Stop) {
         let now = Date()
+        if !isResync, let refused = state.notificationsRefused,
+            now < refused.addingTimeInterval(seconds(configuration.notificationsRefusalRetry))
+        {
+            let retry = refused.addingTimeInterval(seconds(configuration.notificationsRefusalRetry))
+            problems.append(
+                Self.unsupportedTokenReason(
+                    "refused at \(WireFormat.formatDate(refused)); asked again after \(WireFormat.formatDate(retry))"))
+            return
+        }
         if !isResync, let next = state.nextNotificationsPoll, next > now {
             logger.debug("notifications skipped until X-Poll-Interval passes", metadata: ["next": "\(next)"])
             return
@@ -149,12 +158,10 @@ struct SyncRun {
                     halt = Stop(error)
                 } else if error.httpStatus == 403, pages == 0 {
                     // GitHub App user and installation tokens and fine-grained PATs may not read notifications at
-                    // all; say that plainly (it will not pass by itself), and go on with the events.
-                    problems.append(
-                        "notifications_unsupported_token: GitHub refuses /notifications to this token ("
-                            + (error.serverMessage ?? "HTTP 403")
-                            + "); GitHub App, installation and fine-grained tokens cannot read notifications, so only "
-                            + "the user's events are synced. Connect the account with a classic OAuth token for them")
+                    // all; say that plainly (it will not pass by itself), go on with the events, and do not ask
+                    // again for a while.
+                    problems.append(Self.unsupportedTokenReason(error.serverMessage ?? "HTTP 403"))
+                    state.notificationsRefused = now
                 } else {
                     problems.append("notifications: \(error.description)")
                 }
@@ -165,6 +172,7 @@ struct SyncRun {
                     state.nextNotificationsPoll = Date().addingTimeInterval(Double(interval))
                 }
                 lastModified = response.lastModified
+                state.notificationsRefused = nil
             }
             pages += 1
             guard let page else {
@@ -398,6 +406,13 @@ struct SyncRun {
             state.notificationsLastModified = nil
         }
         if let halt { throw halt }
+    }
+
+    /// The status reason for a token `/notifications` refuses; `detail` says what GitHub said, or when it is asked again.
+    private static func unsupportedTokenReason(_ detail: String) -> String {
+        "notifications_unsupported_token: GitHub refuses /notifications to this token (\(detail)); GitHub App, "
+            + "installation and fine-grained tokens cannot read notifications, so only the user's events are synced. "
+            + "Connect the account with a classic OAuth token for them"
     }
 
     private struct PendingNotification {

@@ -301,4 +301,25 @@ struct TodaysGitHubTests {
             #expect(!outcome.activities.contains { $0.text.contains("Ideas for 2027") })
         }
     }
+
+    /// The refusal is about the token's type and will not pass by itself: later syncs keep the clear status without
+    /// asking `/notifications` again (no quota), and still sync the events, until a day has passed.
+    @Test func aRefusedTokenIsNotAskedForNotificationsEverySync() async throws {
+        try await SimulatedGitHub.with({ $0.historyItems = 0 }) { github in
+            let user = github.user
+            try github.simulator.setTokenKind(.githubAppOrFineGrained, for: user.login)
+            let first = try await github.sync(user, state: nil)
+            let mark = github.simulator.requests().count
+            let event = try github.simulator.addEvent(for: user.login, type: "IssuesEvent", title: "Later")
+            let second = try await github.sync(user, state: first.state)
+            guard case .partial(let reason, _) = second.status else {
+                Issue.record("expected a status reason, got \(second.status)")
+                return
+            }
+            #expect(reason.hasPrefix("notifications_unsupported_token"))
+            #expect(second.activities.map(\.id) == ["github:event:\(event)"])
+            let asked = github.requests(of: user.login, since: mark).map(\.path)
+            #expect(!asked.contains("/notifications"), "\(asked)")
+        }
+    }
 }
