@@ -5,6 +5,11 @@ import Logging
 import SyncModel
 
 /// `activity-sync integration …`: the integrations' SDK events, runnable by hand, one JSON message per line.
+///
+/// The arguments are the sync-integration SDK's contract (docs/integrations.md): `--config`, `--state`,
+/// `--event-body` and `--integration-definition` carry JSON strings, so a runner that speaks the SDK can run
+/// `activity-sync integration github` like any other integration. A file path (or `@path`) is accepted too, for
+/// people at a shell.
 struct IntegrationCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "integration",
@@ -28,15 +33,27 @@ struct GitHubIntegrationCommand: AsyncParsableCommand {
         @Option(help: "OAuth token URL for refreshes (default: GitHub's, or {github-url}/login/oauth/access_token).")
         var tokenURL: String?
 
+        @Option(
+            help: ArgumentHelp(
+                "The SDK's integration definition (JSON, a file, or @file); `config.client_id` and "
+                    + "`config.client_secret` in it are the OAuth app's, for refreshes."))
+        var integrationDefinition: String?
+
         @Flag(help: "Log debug details to stderr (never tokens).")
         var verbose = false
 
-        func integration() -> GitHubIntegration {
+        func integration() throws -> GitHubIntegration {
             var configuration = GitHubConfiguration(baseURL: githubURL)
             configuration.tokenURL = tokenURL
             let environment = ProcessInfo.processInfo.environment
             configuration.clientId = environment["GITHUB_CLIENT_ID"]
             configuration.clientSecret = environment["GITHUB_CLIENT_SECRET"]
+            if let integrationDefinition {
+                let definition = try readJSON(integrationDefinition, option: "--integration-definition")
+                configuration.clientId = definition["config"]?["client_id"]?.stringValue ?? configuration.clientId
+                configuration.clientSecret =
+                    definition["config"]?["client_secret"]?.stringValue ?? configuration.clientSecret
+            }
             return GitHubIntegration(configuration: configuration, logger: logger())
         }
 
@@ -62,13 +79,15 @@ struct GitHubIntegrationCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Turn an OAuth response into an account message (reads GET /user).")
 
-        @Option(help: "A JSON file with the OAuth response: {access_token, refresh_token?, …}.")
-        var payload: String
+        @Option(
+            name: [.customLong("event-body"), .customLong("payload")],
+            help: "The OAuth response {access_token, refresh_token?, …}: JSON, a file, or @file.")
+        var eventBody: String
 
         @OptionGroup var connection: Connection
 
         func run() async throws {
-            let oauth = try readJSON(payload)
+            let oauth = try readJSON(eventBody, option: "--event-body")
             let account = try await connection.integration().setup(oauthResponse: oauth)
             try printLine(Envelope(type: "account", data: account))
         }
@@ -79,10 +98,13 @@ struct GitHubIntegrationCommand: AsyncParsableCommand {
             abstract: "Sync one account: prints activity messages, an account message if the tokens were "
                 + "refreshed, then exactly one state message.")
 
-        @Option(help: "The account config JSON, or the account message `integration github setup` printed.")
+        @Option(
+            help: ArgumentHelp(
+                "The account config, or the account message `integration github setup` printed: JSON, a file, "
+                    + "or @file."))
         var config: String
 
-        @Option(help: "The previous state JSON (or a state message); omit for a first sync.")
+        @Option(help: "The previous state (or a state message): JSON, a file, or @file; omit or {} for a first sync.")
         var state: String?
 
         @Option(help: "Re-read from this RFC 3339 time instead of the saved watermark.")
@@ -94,14 +116,14 @@ struct GitHubIntegrationCommand: AsyncParsableCommand {
         @OptionGroup var connection: Connection
 
         func run() async throws {
-            let configDocument = try readJSON(config)
+            let configDocument = try readJSON(config, option: "--config")
             let isAccountMessage = configDocument["type"]?.stringValue == "account"
             let accountData = isAccountMessage ? configDocument["data"] ?? .null : configDocument
             let accountConfig = isAccountMessage ? accountData["config"] ?? .null : configDocument
             let accountId = accountData["accountId"]?.stringValue ?? "cli"
             var previous: JSONValue?
             if let state {
-                let document = try readJSON(state)
+                let document = try readJSON(state, option: "--state")
                 previous = document["type"]?.stringValue == "state" ? document["data"] : document
             }
             var sinceDate: Date?
@@ -135,17 +157,31 @@ struct GitHubIntegrationCommand: AsyncParsableCommand {
     }
 }
 
-private func readJSON(_ path: String) throws -> JSONValue {
+/// An argument that is JSON itself (the SDK's contract), or names a file holding it (`@path`, or a path that
+/// exists). Error messages name the option, never its value: it may hold a token.
+func readJSON(_ argument: String, option: String) throws -> JSONValue {
+    let trimmed = argument.trimmingCharacters(in: .whitespacesAndNewlines)
+    var path: String?
+    if trimmed.hasPrefix("@") {
+        path = String(trimmed.dropFirst())
+    } else if !(trimmed.hasPrefix("{") || trimmed.hasPrefix("[")), FileManager.default.fileExists(atPath: argument) {
+        path = argument
+    }
     let data: Data
-    do {
-        data = try Data(contentsOf: URL(fileURLWithPath: path))
-    } catch {
-        throw ValidationError("cannot read \(path): \(error.localizedDescription)")
+    if let path {
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ValidationError("\(option): cannot read \(path): \(error.localizedDescription)")
+        }
+    } else {
+        data = Data(argument.utf8)
     }
     do {
         return try WireFormat.decoder().decode(JSONValue.self, from: data)
     } catch {
-        throw ValidationError("\(path) is not JSON: \(error)")
+        let source = path.map { "the file \($0)" } ?? "the argument"
+        throw ValidationError("\(option): \(source) is not JSON (pass a JSON string, a file path or @file)")
     }
 }
 

@@ -13,14 +13,21 @@ enum ActivityText {
     static let actorReasons: Set<String> = ["mention", "comment", "state_change"]
 
     /// The subject types that are issues or pull requests. Discussions have texts of their own
-    /// (``discussion(reason:username:repo:number:title:actor:body:)``); others (Release, Commit, CheckSuite, …) are
-    /// skipped: the texts only make sense for conversations, and calling a release a PR would be wrong.
+    /// (``discussion(reason:username:repo:number:title:actor:body:)``), Releases and Commits the generic one
+    /// (``otherSubject(username:repo:type:title:)``); others (CheckSuite, …) are skipped: the texts only make sense for
+    /// conversations, and calling a release a PR would be wrong.
     static func isPullRequest(subjectType: String) -> Bool? {
         switch subjectType {
         case "Issue": false
         case "PullRequest": true
         default: nil
         }
+    }
+
+    /// Release and Commit notifications have no conversation to quote: what the notification says, in the generic
+    /// shape the reference uses for `author` and `team_mention`, with the subject's kind and title.
+    static func otherSubject(username: String, repo: String, type: String, title: String) -> String {
+        "GitHub notification for \(username) in \(repo) \(type == "Release" ? "release" : "commit"): \(title)"
     }
 
     struct NotificationFacts {
@@ -84,6 +91,8 @@ enum ActivityText {
         case "IssueCommentEvent" where action == "created":
             return event.payload?.issue?.pull_request != nil ? "pr_comment" : "issue_comment"
         case "PullRequestReviewCommentEvent" where action == "created": return "pr_comment"
+        // The user's own review (often with a body): told like their comments, linked to the review.
+        case "PullRequestReviewEvent" where action == "created": return "pr_review"
         default: return nil
         }
     }
@@ -93,6 +102,7 @@ enum ActivityText {
         case "pr_opened": "\(username) created PR #\(number): \(title)"
         case "issue_opened": "\(username) created issue #\(number): \(title)"
         case "pr_comment": "\(username) commented on PR #\(number): \(title)"
+        case "pr_review": "\(username) reviewed PR #\(number): \(title)"
         default: "\(username) commented on issue #\(number): \(title)"
         }
     }

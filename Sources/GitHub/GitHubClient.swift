@@ -162,7 +162,11 @@ public final class GitHubClient: Sendable {
             attempt += 1
             let response = try await get(url, credentials: credentials, conditional: conditional, deadline: deadline)
             if response.status == 304 { return (nil, response) }
-            guard (200..<300).contains(response.status) else { throw GitHubError(.http(status: response.status)) }
+            guard (200..<300).contains(response.status) else {
+                throw GitHubError(
+                    .http(status: response.status), ssoRequirement: response.headers.first(name: "x-github-sso"),
+                    serverMessage: (try? JSONDecoder().decode(GitHubErrorBody.self, from: response.body))?.message)
+            }
             do {
                 return (try JSONDecoder().decode(T.self, from: response.body), response)
             } catch {
@@ -338,6 +342,9 @@ public final class GitHubClient: Sendable {
     }
 
     func budgetKey(_ token: String) -> String { String(token.hashValue, radix: 36) }
+
+    /// The subject cache's key: the URL per token, as GitHub's ETags are (the token itself is never kept).
+    func subjectCacheKey(_ url: String, token: String) -> String { budgetKey(token) + " " + url }
 }
 
 /// One HTTP response, body buffered.

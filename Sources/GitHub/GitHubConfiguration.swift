@@ -58,9 +58,15 @@ public struct GitHubConfiguration: Sendable {
     public var stuckSubjectAge: Duration = .seconds(6 * 3600)
     /// Discussions fetched per repository through GraphQL to resolve a Discussion notification's page.
     public var discussionsPerQuery: Int = 50
-    /// GitHub keeps this many events per user (and 90 days); reading that many without reaching the watermark
-    /// means older events are gone.
+    /// GitHub keeps this many events per user; reading that many without reaching the watermark means older events
+    /// are gone.
     public var eventHistoryLimit: Int = 300
+    /// … and only this far back (30 days since 2025-01-30, 90 before): an account not synced for longer records the
+    /// events between its watermark and this age as a gap.
+    public var eventHistoryAge: Duration = .seconds(30 * 86_400)
+    /// After `/notifications` refused an account's token (403), it is asked again only this much later: the refusal
+    /// is about the token's type and will not pass by itself, so asking every sync would only spend quota.
+    public var notificationsRefusalRetry: Duration = .seconds(24 * 3600)
     /// How many gap markers the state keeps.
     public var gapLimit: Int = 50
 
@@ -74,6 +80,19 @@ public struct GitHubConfiguration: Sendable {
         let trimmed = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         if trimmed.hasSuffix("/api/v3") { return String(trimmed.dropLast("/v3".count)) + "/graphql" }
         return trimmed + "/graphql"
+    }
+
+    /// The web origin of pages linked from activities (`https://github.com`); nil derives it from `baseURL`: GitHub's
+    /// for `api.github.com` and for any host that is not a GitHub Enterprise Server (`…/api/v3`), whose web pages
+    /// are on the same host without the API path.
+    public var webBaseURL: String? = nil
+
+    /// The web origin actually used when a page must be built from a repository and a number.
+    public var effectiveWebBaseURL: String {
+        if let webBaseURL { return webBaseURL.hasSuffix("/") ? String(webBaseURL.dropLast()) : webBaseURL }
+        let trimmed = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        if trimmed.hasSuffix("/api/v3") { return String(trimmed.dropLast("/api/v3".count)) }
+        return "https://github.com"
     }
 
     /// The token endpoint actually used for refreshes.

@@ -25,8 +25,17 @@ public struct GitHubError: Error, CustomStringConvertible, Sendable {
     }
 
     let code: Code
+    /// `X-GitHub-SSO` of a 403: the organisation enforces SAML SSO and the token is not authorized for it
+    /// (`required; url=…` says where a person authorizes it).
+    var ssoRequirement: String?
+    /// The `message` of GitHub's error body, when it sent one.
+    var serverMessage: String?
 
-    init(_ code: Code) { self.code = code }
+    init(_ code: Code, ssoRequirement: String? = nil, serverMessage: String? = nil) {
+        self.code = code
+        self.ssoRequirement = ssoRequirement
+        self.serverMessage = serverMessage
+    }
 
     /// The HTTP status when GitHub answered with one we don't retry.
     public var httpStatus: Int? {

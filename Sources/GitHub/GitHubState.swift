@@ -11,7 +11,7 @@ public import SyncModel
 /// Kept lean because the worker writes it on every job: ids behind the watermarks are pruned, and empty or default
 /// fields are left out of the JSON, so a typical record is a few hundred bytes.
 public struct GitHubState: Codable, Sendable, Hashable {
-    /// A stretch of time whose activity could not be read (GitHub keeps only 300 events / 90 days, or a sync hit
+    /// A stretch of time whose activity could not be read (GitHub keeps only 300 events / 30 days, or a sync hit
     /// its page limit), recorded instead of pretending coverage.
     public struct Gap: Codable, Sendable, Hashable {
         public var from: Date
@@ -40,6 +40,9 @@ public struct GitHubState: Codable, Sendable, Hashable {
     /// GitHub's `X-Poll-Interval`: the endpoints are not polled before these times.
     public var nextNotificationsPoll: Date?
     public var nextEventsPoll: Date?
+    /// When `/notifications` last refused this account's token (403: GitHub App, installation and fine-grained tokens
+    /// may not read notifications); it is asked again only after `notificationsRefusalRetry`.
+    public var notificationsRefused: Date?
     /// The token was rejected and could not be refreshed.
     public var needsReauth: Bool
     public var gaps: [Gap]
@@ -119,8 +122,9 @@ public struct GitHubState: Codable, Sendable, Hashable {
         lastSyncTime: Date? = nil, lastUserEventTime: Date? = nil, username: String? = nil,
         notificationsLastModified: String? = nil, eventsETag: String? = nil, nextNotificationsPoll: Date? = nil,
         nextEventsPoll: Date? = nil, needsReauth: Bool = false, gaps: [Gap] = [], recentIds: [String] = [],
-        eventIds: [String]? = nil, stuck: [String: StuckItem] = [:]
+        eventIds: [String]? = nil, stuck: [String: StuckItem] = [:], notificationsRefused: Date? = nil
     ) {
+        self.notificationsRefused = notificationsRefused
         self.lastSyncTime = lastSyncTime
         self.lastUserEventTime = lastUserEventTime
         self.username = username
@@ -138,6 +142,7 @@ public struct GitHubState: Codable, Sendable, Hashable {
     private enum CodingKeys: String, CodingKey {
         case lastSyncTime, lastUserEventTime, username, notificationsLastModified, eventsETag
         case nextNotificationsPoll, nextEventsPoll, needsReauth, gaps, recentIds, eventIds, stuck
+        case notificationsRefused
     }
 
     /// Leaves out what is empty or default, so an idle account's state is a handful of fields.
@@ -149,6 +154,7 @@ public struct GitHubState: Codable, Sendable, Hashable {
         try container.encodeIfPresent(notificationsLastModified, forKey: .notificationsLastModified)
         try container.encodeIfPresent(eventsETag, forKey: .eventsETag)
         try container.encodeIfPresent(nextNotificationsPoll, forKey: .nextNotificationsPoll)
+        try container.encodeIfPresent(notificationsRefused, forKey: .notificationsRefused)
         try container.encodeIfPresent(nextEventsPoll, forKey: .nextEventsPoll)
         if needsReauth { try container.encode(needsReauth, forKey: .needsReauth) }
         if !gaps.isEmpty { try container.encode(gaps, forKey: .gaps) }
@@ -168,6 +174,7 @@ public struct GitHubState: Codable, Sendable, Hashable {
         notificationsLastModified = try container.decodeIfPresent(String.self, forKey: .notificationsLastModified)
         eventsETag = try container.decodeIfPresent(String.self, forKey: .eventsETag)
         nextNotificationsPoll = try container.decodeIfPresent(Date.self, forKey: .nextNotificationsPoll)
+        notificationsRefused = try container.decodeIfPresent(Date.self, forKey: .notificationsRefused)
         nextEventsPoll = try container.decodeIfPresent(Date.self, forKey: .nextEventsPoll)
         needsReauth = try container.decodeIfPresent(Bool.self, forKey: .needsReauth) ?? false
         gaps = try container.decodeIfPresent([Gap].self, forKey: .gaps) ?? []

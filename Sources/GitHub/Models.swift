@@ -70,6 +70,9 @@ struct IssueOrPull: Decodable, Sendable, Hashable {
     var closed_at: String?
     var created_at: String?
     var updated_at: String?
+    /// Who closed the issue (issues only) and who merged the pull request (pull requests only).
+    var closed_by: GitHubAccountRef?
+    var merged_by: GitHubAccountRef?
 }
 
 /// An issue comment or a pull-request review comment (`/issues/comments/{id}`, `/pulls/comments/{id}`).
@@ -87,6 +90,10 @@ struct GitHubComment: Decodable, Sendable, Hashable {
 }
 
 /// One entry of `GET /users/{username}/events`. `payload` differs per `type`; only the kept types are read.
+///
+/// Since 2025-10-07 GitHub trims `pull_request` in `PullRequestEvent` and `PullRequestReviewEvent` to `url`, `id`,
+/// `number`, `head` and `base`, and `PushEvent` has no `commits`: nothing here beyond the event's id and repository
+/// is required, and a pull request's title and page come from `pull_request.url` when the payload lacks them.
 struct GitHubEvent: Decodable, Sendable, Hashable {
     struct RepoRef: Decodable, Sendable, Hashable {
         var id: Int?
@@ -94,12 +101,41 @@ struct GitHubEvent: Decodable, Sendable, Hashable {
         var url: String?
     }
 
+    /// `payload.pull_request`: the whole pull request in payloads recorded before 2025-10-07, only its reference
+    /// (`url`, `id`, `number`, `head`, `base`) since.
+    struct PullRequestRef: Decodable, Sendable, Hashable {
+        var url: String?
+        var id: Int?
+        var number: Int?
+        var title: String?
+        var html_url: String?
+        var user: GitHubAccountRef?
+    }
+
+    /// `payload.review` of a `PullRequestReviewEvent`.
+    struct Review: Decodable, Sendable, Hashable {
+        var id: Int?
+        var state: String?
+        var body: String?
+        var html_url: String?
+        var user: GitHubAccountRef?
+    }
+
+    /// `payload.discussion` of a `DiscussionEvent`.
+    struct Discussion: Decodable, Sendable, Hashable {
+        var number: Int?
+        var title: String?
+        var html_url: String?
+    }
+
     struct Payload: Decodable, Sendable, Hashable {
         var action: String?
         var number: Int?
-        var pull_request: IssueOrPull?
+        var pull_request: PullRequestRef?
         var issue: IssueOrPull?
         var comment: GitHubComment?
+        var review: Review?
+        var discussion: Discussion?
     }
 
     var id: String
@@ -110,6 +146,40 @@ struct GitHubEvent: Decodable, Sendable, Hashable {
     var `public`: Bool?
     var created_at: String?
     var org: GitHubAccountRef?
+
+    /// The event types GitHub documents (`docs.github.com/rest/using-the-rest-api/github-event-types`); any other
+    /// is skipped and counted, never a reason to fail the page.
+    static let knownTypes: Set<String> = [
+        "CommitCommentEvent", "CreateEvent", "DeleteEvent", "DiscussionEvent", "ForkEvent", "GollumEvent",
+        "IssueCommentEvent", "IssuesEvent", "MemberEvent", "PublicEvent", "PullRequestEvent",
+        "PullRequestReviewEvent", "PullRequestReviewCommentEvent", "PullRequestReviewThreadEvent", "PushEvent",
+        "ReleaseEvent", "SponsorshipEvent", "WatchEvent",
+    ]
+}
+
+/// A page of `/users/{u}/events`, decoded item by item: one event that does not decode is counted and skipped, so
+/// it can never fail the page (and with it every activity of the account and the page's ETag).
+struct EventPage: Decodable, Sendable {
+    var events: [GitHubEvent] = []
+    /// Items that are not an event this decoder can read.
+    var undecodable = 0
+
+    /// Consumes one array element of any shape.
+    private struct AnyItem: Decodable {
+        init(from decoder: any Decoder) throws {}
+    }
+
+    init(from decoder: any Decoder) throws {
+        var container = try decoder.unkeyedContainer()
+        while !container.isAtEnd {
+            if let event = try? container.decode(GitHubEvent.self) {
+                events.append(event)
+            } else {
+                undecodable += 1
+                _ = try container.decode(AnyItem.self)
+            }
+        }
+    }
 }
 
 /// The `{message, errors?, documentation_url?}` body of GitHub's error responses.

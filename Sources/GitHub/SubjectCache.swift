@@ -1,15 +1,18 @@
 import Foundation
 import Synchronization
 
-/// A bounded, process-wide LRU cache of subject objects (issues, pull requests, comments) by API URL.
+/// A bounded, process-wide LRU cache of subject objects (issues, pull requests, comments) by API URL and token.
 ///
 /// Holding the ETag and the decoded body lets a sync revalidate with `If-None-Match`: GitHub answers 304, which
-/// costs no quota, and the cached body is used. It is shared by every account a process syncs, which is safe
-/// because every use still revalidates with the account's own token (a token without access gets 404, not 304).
+/// costs no quota, and the cached body is used. GitHub's ETags differ per token, so entries are kept per token
+/// (``GitHubClient/subjectCacheKey(_:token:)``): keyed by URL alone, two accounts that share a subject would keep
+/// replacing each other's validator and each pay a full request where a 304 was due. Every use revalidates with the
+/// account's own token (a token without access gets 404, not 304).
 final class SubjectCache: Sendable {
     enum Body: Sendable, Hashable {
         case subject(IssueOrPull)
         case comment(GitHubComment)
+        case comments([GitHubComment])
     }
 
     struct Entry: Sendable, Hashable {

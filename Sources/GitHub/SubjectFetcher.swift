@@ -5,13 +5,19 @@ import Logging
 struct FetchJob: Sendable {
     var url: String
     var isComment: Bool
+    /// A comment list (`…/issues/{n}/comments?since=…`): read as it is, never cached (its `since` varies).
+    var isList = false
 }
 
 enum FetchResult: Sendable {
     case subject(IssueOrPull)
     case comment(GitHubComment)
-    /// Permanently unavailable (404, 410, no access) or refused (outside the API origin): skip the item.
+    case comments([GitHubComment])
+    /// Refused (outside the API origin): the item is skipped.
     case gone(refused: Bool)
+    /// GitHub will not show it to this token (403, e.g. SAML SSO; 404; 410; other client errors): the item is
+    /// emitted from what its notification says, marked as such.
+    case unavailable(status: Int, sso: String?)
     /// Failed this time (5xx, network, bad body): the item is retried by the next sync.
     case failed
     /// Not requested because the sync stopped (rate limit, deadline, rejected token).
@@ -49,15 +55,27 @@ struct SubjectFetcher: Sendable {
     }
 
     private func load(_ job: FetchJob) async -> (String, FetchResult, GitHubError?) {
-        let cached = client.subjectCache.get(job.url)
+        // GitHub's ETags differ per token: a validator is only worth sending with the token that received it.
+        let key = client.subjectCacheKey(job.url, token: await credentials.accessToken)
+        let cached = client.subjectCache.get(key)
         let conditional = cached.map { [("If-None-Match", $0.etag)] } ?? []
         do {
-            if job.isComment {
+            if job.isList {
+                let (value, response) = try await client.getJSON(
+                    [GitHubComment].self, job.url, credentials: credentials, conditional: conditional,
+                    deadline: deadline)
+                if let value {
+                    if let etag = response.etag {
+                        client.subjectCache.put(key, .init(etag: etag, body: .comments(value)))
+                    }
+                    return (job.url, .comments(value), nil)
+                }
+            } else if job.isComment {
                 let (value, response) = try await client.getJSON(
                     GitHubComment.self, job.url, credentials: credentials, conditional: conditional, deadline: deadline)
                 if let value {
                     if let etag = response.etag {
-                        client.subjectCache.put(job.url, .init(etag: etag, body: .comment(value)))
+                        client.subjectCache.put(key, .init(etag: etag, body: .comment(value)))
                     }
                     return (job.url, .comment(value), nil)
                 }
@@ -66,7 +84,7 @@ struct SubjectFetcher: Sendable {
                     IssueOrPull.self, job.url, credentials: credentials, conditional: conditional, deadline: deadline)
                 if let value {
                     if let etag = response.etag {
-                        client.subjectCache.put(job.url, .init(etag: etag, body: .subject(value)))
+                        client.subjectCache.put(key, .init(etag: etag, body: .subject(value)))
                     }
                     return (job.url, .subject(value), nil)
                 }
@@ -75,6 +93,7 @@ struct SubjectFetcher: Sendable {
             switch cached?.body {
             case .subject(let value): return (job.url, .subject(value), nil)
             case .comment(let value): return (job.url, .comment(value), nil)
+            case .comments(let value): return (job.url, .comments(value), nil)
             case nil: return (job.url, .failed, nil)
             }
         } catch {
@@ -82,9 +101,9 @@ struct SubjectFetcher: Sendable {
             if case .refusedURL = error.code { return (job.url, .gone(refused: true), nil) }
             if let status = error.httpStatus, status < 500, status != 408, status != 409 {
                 logger.info(
-                    "subject unavailable; its notification is skipped",
-                    metadata: ["url": "\(job.url)", "status": "\(status)"])
-                return (job.url, .gone(refused: false), nil)
+                    "subject unavailable; its notification is emitted from what it says itself",
+                    metadata: ["url": "\(job.url)", "status": "\(status)", "sso": "\(error.ssoRequirement ?? "")"])
+                return (job.url, .unavailable(status: status, sso: error.ssoRequirement), nil)
             }
             logger.info(
                 "subject failed; its notification is retried next sync",

@@ -1,6 +1,11 @@
 import Foundation
 import Logging
+import Metrics
 import SyncModel
+
+/// Events skipped because they do not decode, or are of a type GitHub did not document when this was written.
+private let undecodableEvents = Counter(label: "github_events_undecodable_total")
+private let unknownEvents = Counter(label: "github_events_unknown_type_total")
 
 /// One sync of one account: notifications, then the user's events, then the new state.
 ///
@@ -16,6 +21,8 @@ struct SyncRun {
     private(set) var activities: [Activity] = []
     private var recent: RecentIds
     private var problems: [String] = []
+    /// Subjects this sync already loaded, by URL: a pull request a notification needed serves its events too.
+    private var fetched: [String: FetchResult] = [:]
 
     private var configuration: GitHubConfiguration { client.configuration }
     private var isResync: Bool { request.since != nil }
@@ -99,6 +106,15 @@ struct SyncRun {
 
     private mutating func syncNotifications() async throws(Stop) {
         let now = Date()
+        if !isResync, let refused = state.notificationsRefused,
+            now < refused.addingTimeInterval(seconds(configuration.notificationsRefusalRetry))
+        {
+            let retry = refused.addingTimeInterval(seconds(configuration.notificationsRefusalRetry))
+            problems.append(
+                Self.unsupportedTokenReason(
+                    "refused at \(WireFormat.formatDate(refused)); asked again after \(WireFormat.formatDate(retry))"))
+            return
+        }
         if !isResync, let next = state.nextNotificationsPoll, next > now {
             logger.debug("notifications skipped until X-Poll-Interval passes", metadata: ["next": "\(next)"])
             return
@@ -140,6 +156,12 @@ struct SyncRun {
             } catch {
                 if error.stopsSync {
                     halt = Stop(error)
+                } else if error.httpStatus == 403, pages == 0 {
+                    // GitHub App user and installation tokens and fine-grained PATs may not read notifications at
+                    // all; say that plainly (it will not pass by itself), go on with the events, and do not ask
+                    // again for a while.
+                    problems.append(Self.unsupportedTokenReason(error.serverMessage ?? "HTTP 403"))
+                    state.notificationsRefused = now
                 } else {
                     problems.append("notifications: \(error.description)")
                 }
@@ -150,6 +172,7 @@ struct SyncRun {
                     state.nextNotificationsPoll = Date().addingTimeInterval(Double(interval))
                 }
                 lastModified = response.lastModified
+                state.notificationsRefused = nil
             }
             pages += 1
             guard let page else {
@@ -195,7 +218,7 @@ struct SyncRun {
             let id = Self.notificationId(thread: thread.id, updatedAt: thread.updated_at)
             let isConversation =
                 ActivityText.isPullRequest(subjectType: thread.subject.type) != nil
-                || thread.subject.type == "Discussion"
+                || ["Discussion", "Release", "Commit"].contains(thread.subject.type)
             guard ActivityText.keptReasons.contains(thread.reason), isConversation,
                 isResync || !recent.contains(listingKey(id))
             else {
@@ -208,7 +231,7 @@ struct SyncRun {
         // One fetch per distinct subject (and comment) URL, in parallel within bounds.
         var jobs: [FetchJob] = []
         var seen = Set<String>()
-        for item in pending where item.thread.subject.type != "Discussion" {
+        for item in pending where ActivityText.isPullRequest(subjectType: item.thread.subject.type) != nil {
             if let subjectURL = item.thread.subject.url, seen.insert(subjectURL).inserted {
                 jobs.append(FetchJob(url: subjectURL, isComment: false))
             }
@@ -217,8 +240,26 @@ struct SyncRun {
             }
         }
         let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
-        let (results, fetchStop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
+        let (fetchedNow, fetchStop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
+        var results = fetchedNow
         if let fetchStop, halt == nil { halt = Stop(fetchStop) }
+        // `latest_comment_url` names the subject's newest comment when GitHub is polled, not the one that made the
+        // version: a reply the user wrote minutes later moves it. A version older than the comment it names reads
+        // the subject's comments around its `updated_at` to find its own.
+        var listJobs: [FetchJob] = []
+        var listed = Set<String>()
+        for item in pending where halt == nil {
+            for url in driftLists(item.thread, updatedAt: item.updatedAt, results: results)
+            where listed.insert(url).inserted {
+                listJobs.append(FetchJob(url: url, isComment: false, isList: true))
+            }
+        }
+        if !listJobs.isEmpty {
+            let (lists, listStop) = await fetcher.fetch(listJobs, parallelism: configuration.subjectParallelism)
+            if let listStop, halt == nil { halt = Stop(listStop) }
+            results.merge(lists) { _, new in new }
+        }
+        fetched.merge(results) { _, new in new }
         // Discussions have no REST subject: one GraphQL query per repository resolves their pages.
         var discussions: [String: DiscussionLookup] = [:]
         for item in pending where item.thread.subject.type == "Discussion" {
@@ -247,6 +288,8 @@ struct SyncRun {
                 prior[thread] = record
             }
         }
+        var unavailable = 0
+        var ssoRequirements = Set<String>()
         var byThread: [String: [PendingNotification]] = [:]
         for item in pending { byThread[item.thread.id, default: []].append(item) }
         var failures = 0
@@ -254,9 +297,12 @@ struct SyncRun {
         for (threadId, items) in byThread.sorted(by: { $0.key < $1.key }) {
             let versions = items.sorted { $0.updatedAt < $1.updatedAt }
             let verdicts = versions.map { item -> ItemResult in
-                item.thread.subject.type == "Discussion"
-                    ? discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
-                    : activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
+                switch item.thread.subject.type {
+                case "Discussion":
+                    discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
+                case "Release", "Commit": .emit(releaseOrCommitActivity(item))
+                default: activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
+                }
             }
             let record = prior.removeValue(forKey: threadId)
             let failedNow = verdicts.contains { if case .retry(failed: true) = $0 { true } else { false } }
@@ -276,6 +322,11 @@ struct SyncRun {
                 case .emit(let activity):
                     emit(activity)
                     processedMax = later(processedMax, item.updatedAt)
+                case .unavailable(let activity, let sso):
+                    emit(activity)
+                    processedMax = later(processedMax, item.updatedAt)
+                    unavailable += 1
+                    if let sso { ssoRequirements.insert(sso) }
                 case .skip:
                     processedMax = later(processedMax, item.updatedAt)
                 case .retry(let failed):
@@ -308,6 +359,13 @@ struct SyncRun {
         }
         if failures > 0, halt == nil {
             problems.append("\(failures) notification subject(s) failed; retried next sync")
+        }
+        if !ssoRequirements.isEmpty {
+            problems.append(
+                "subject_unavailable: \(unavailable) notification subject(s) answered 403 because their organization "
+                    + "enforces SAML SSO and the token is not authorized for it (X-GitHub-SSO: "
+                    + ssoRequirements.sorted().joined(separator: ", ")
+                    + "); their activities say only what the notification says")
         }
         let listedThreads = Set(threads.map(\.id))
         for (threadId, record) in prior {
@@ -348,6 +406,13 @@ struct SyncRun {
             state.notificationsLastModified = nil
         }
         if let halt { throw halt }
+    }
+
+    /// The status reason for a token `/notifications` refuses; `detail` says what GitHub said, or when it is asked again.
+    private static func unsupportedTokenReason(_ detail: String) -> String {
+        "notifications_unsupported_token: GitHub refuses /notifications to this token (\(detail)); GitHub App, "
+            + "installation and fine-grained tokens cannot read notifications, so only the user's events are synced. "
+            + "Connect the account with a classic OAuth token for them"
     }
 
     private struct PendingNotification {
@@ -544,7 +609,7 @@ struct SyncRun {
 
     /// A notification whose subject never loaded: what the notification itself says (reason, repository, title,
     /// the number from the subject URL), so it is not lost.
-    private func activityFromNotificationAlone(_ item: PendingNotification) -> Activity? {
+    private func activityFromNotificationAlone(_ item: PendingNotification, detail: String? = nil) -> Activity? {
         let thread = item.thread
         if thread.subject.type == "Discussion" { return discussionActivity(item, node: nil) }
         guard let isPR = ActivityText.isPullRequest(subjectType: thread.subject.type) else { return nil }
@@ -560,12 +625,79 @@ struct SyncRun {
         return Activity(
             text: text, sourceURL: number.map { "\(repoPage)/\(isPR ? "pull" : "issues")/\($0)" } ?? repoPage,
             id: item.id, occurredAt: item.updatedAt, kind: thread.reason, repo: repo, number: number,
+            accountId: request.accountId, detail: detail)
+    }
+
+    /// What made this version of a thread. GitHub keeps a thread's `reason` while later bumps have other causes: an
+    /// assigned issue that someone comments on is listed again with reason `assign`, a plain comment on a thread
+    /// once about a mention with `mention`. When the latest comment was made at the version's `updated_at`, and is
+    /// not itself the mention, that comment made the version, and its template (`comment`) tells it.
+    private func cause(of thread: NotificationThread, updatedAt: Date, comment: GitHubComment?) -> String {
+        guard let comment, let created = comment.created_at.flatMap(WireFormat.parseDate),
+            abs(created.timeIntervalSince(updatedAt)) <= Self.sameMoment
+        else { return thread.reason }
+        switch thread.reason {
+        case "assign", "review_requested", "author", "team_mention":
+            return "comment"
+        case "mention":
+            let login = (state.username ?? "").lowercased()
+            let mentions = !login.isEmpty && (comment.body ?? "").lowercased().contains("@\(login)")
+            return mentions ? "mention" : "comment"
+        default:
+            return thread.reason
+        }
+    }
+
+    /// The comment lists to read when the comment a notification names was made after the version (see
+    /// `syncNotifications`): the issue's comments and, for a pull request, its review comments, since a little
+    /// before the version. Empty when the named comment is the version's own, or not loaded.
+    private func driftLists(_ thread: NotificationThread, updatedAt: Date, results: [String: FetchResult]) -> [String] {
+        guard let isPR = ActivityText.isPullRequest(subjectType: thread.subject.type),
+            let commentURL = commentURL(for: thread), case .comment(let comment) = results[commentURL],
+            let created = comment.created_at.flatMap(WireFormat.parseDate),
+            created > updatedAt.addingTimeInterval(Self.sameMoment), let subjectURL = thread.subject.url,
+            subjectURL.range(of: isPR ? "/pulls/" : "/issues/", options: .backwards) != nil
+        else { return [] }
+        let since = QueryDate.format(updatedAt.addingTimeInterval(-seconds(configuration.overlap)))
+        let query = "/comments?since=\(since)&per_page=100"
+        let issue = isPR ? replacingLast("/pulls/", with: "/issues/", in: subjectURL) : subjectURL
+        return [issue + query] + (isPR ? [subjectURL + query] : [])
+    }
+
+    private func replacingLast(_ target: String, with replacement: String, in text: String) -> String {
+        guard let range = text.range(of: target, options: .backwards) else { return text }
+        return text.replacingCharacters(in: range, with: replacement)
+    }
+
+    /// How far a comment's `created_at` may be from a thread version's `updated_at` and still be what made it.
+    private static let sameMoment: TimeInterval = 2
+
+    /// A Release or Commit notification (kept reasons only): what it says, linked to the repository's releases page or
+    /// the commit's page. Nothing is fetched, so it costs no quota.
+    private func releaseOrCommitActivity(_ item: PendingNotification) -> Activity {
+        let thread = item.thread
+        let repo = thread.repository.full_name
+        let repoPage = thread.repository.html_url ?? "\(configuration.effectiveWebBaseURL)/\(repo)"
+        var sourceURL = "\(repoPage)/releases"
+        if thread.subject.type == "Commit" {
+            let sha =
+                thread.subject.url.flatMap { URLComponents(string: $0)?.path.split(separator: "/").last }
+                .map(String.init) ?? ""
+            let isSHA = !sha.isEmpty && sha.allSatisfy(\.isHexDigit)
+            sourceURL = isSHA ? "\(repoPage)/commit/\(sha)" : "\(repoPage)/commits"
+        }
+        return Activity(
+            text: ActivityText.otherSubject(
+                username: state.username ?? "", repo: repo, type: thread.subject.type, title: thread.subject.title ?? ""
+            ),
+            sourceURL: sourceURL, id: item.id, occurredAt: item.updatedAt, kind: thread.reason, repo: repo,
             accountId: request.accountId)
     }
 
-    /// The comment URL whose author and body a notification should show, when it names a comment.
+    /// The comment URL a notification names, when it names a comment: its author and body tell the comment and
+    /// mention reasons, and whether a comment made this version tells the others.
     private func commentURL(for thread: NotificationThread) -> String? {
-        guard ActivityText.actorReasons.contains(thread.reason),
+        guard ActivityText.keptReasons.contains(thread.reason),
             let url = thread.subject.latest_comment_url, url != thread.subject.url, namesComment(url)
         else { return nil }
         return url
@@ -580,6 +712,8 @@ struct SyncRun {
 
     private enum ItemResult {
         case emit(Activity)
+        /// GitHub refuses the subject to this token (403, 404, 410): emitted from the notification, marked.
+        case unavailable(Activity, sso: String?)
         case skip
         /// Try again next sync; `failed` when the subject was requested and failed (it counts towards giving up),
         /// not when the sync stopped before requesting it.
@@ -597,36 +731,74 @@ struct SyncRun {
         let subject: IssueOrPull
         switch results[subjectURL] ?? .notAttempted {
         case .subject(let value): subject = value
-        case .comment, .gone: return .skip
+        case .comment, .comments, .gone: return .skip
+        case .unavailable(_, let sso):
+            let item = PendingNotification(thread: thread, id: id, updatedAt: updatedAt)
+            guard let fallback = activityFromNotificationAlone(item, detail: Activity.subjectUnavailable) else {
+                return .skip
+            }
+            return .unavailable(fallback, sso: sso)
         case .failed: return .retry(failed: true)
         case .notAttempted: return .retry(failed: false)
         }
-        var actor = subject.user?.login ?? ""
-        var body = subject.body ?? ""
-        var commentPage: String?
+        var latestComment: GitHubComment?
         if let commentURL = commentURL(for: thread) {
             switch results[commentURL] ?? .notAttempted {
-            case .comment(let comment):
-                actor = comment.user?.login ?? actor
-                body = comment.body ?? ""
-                commentPage = comment.html_url.flatMap(webURLOrNil)
-            case .subject: break
-            case .gone(let refused):
-                if refused { return .skip }  // a comment URL outside the API origin: the item is skipped
+            case .comment(let comment): latestComment = comment
+            case .subject, .comments: break
+            case .gone: return .skip  // a comment URL outside the API origin: the item is skipped
+            case .unavailable: break  // the comment was deleted (or hidden): the subject's author and body
             case .failed: return .retry(failed: true)
             case .notAttempted: return .retry(failed: false)
             }
         }
+        let lists = driftLists(thread, updatedAt: updatedAt, results: results)
+        if !lists.isEmpty {
+            // The named comment came after this version: its own is the newest made no later than it, if any.
+            var found: [GitHubComment] = []
+            for url in lists {
+                switch results[url] ?? .notAttempted {
+                case .comments(let comments): found += comments
+                case .failed: return .retry(failed: true)
+                case .notAttempted: return .retry(failed: false)
+                case .subject, .comment, .gone, .unavailable: break
+                }
+            }
+            let limit = updatedAt.addingTimeInterval(Self.sameMoment)
+            latestComment =
+                found.compactMap { comment -> (Date, GitHubComment)? in
+                    guard let created = comment.created_at.flatMap(WireFormat.parseDate), created <= limit else {
+                        return nil
+                    }
+                    return (created, comment)
+                }.max { $0.0 < $1.0 }?.1
+        }
+        let made = cause(of: thread, updatedAt: updatedAt, comment: latestComment)
+        let mentionsActor = ActivityText.actorReasons.contains(made)
+        var actor = subject.user?.login ?? ""
+        var body = subject.body ?? ""
+        var commentPage: String?
+        if mentionsActor, let comment = latestComment {
+            actor = comment.user?.login ?? actor
+            body = comment.body ?? ""
+            commentPage = comment.html_url.flatMap(webURLOrNil)
+        }
+        // A state change is told by who made it, when GitHub says: `merged_by` of a merged pull request,
+        // `closed_by` of a closed issue; else whoever commented last (or the author), as before.
+        if made == "state_change", subject.state == "closed",
+            let closer = subject.merged_by?.login ?? subject.closed_by?.login
+        {
+            actor = closer
+        }
         let repo = thread.repository.full_name
         let facts = ActivityText.NotificationFacts(
-            reason: thread.reason, isPullRequest: isPR, username: state.username ?? "", repo: repo,
+            reason: made, isPullRequest: isPR, username: state.username ?? "", repo: repo,
             number: subject.number, title: subject.title, state: subject.state, actor: actor, body: body)
         guard let text = ActivityText.notification(facts) else { return .skip }
-        let mentionsActor = ActivityText.actorReasons.contains(thread.reason)
         return .emit(
             Activity(
                 text: text, sourceURL: webURL(subject, repository: thread.repository, isPR: isPR), id: id,
-                occurredAt: updatedAt, kind: thread.reason, repo: repo, number: subject.number,
+                occurredAt: updatedAt, kind: made, repo: repo, number: subject.number,
                 actor: mentionsActor ? actor : subject.user?.login, accountId: request.accountId,
                 commentURL: commentPage))
     }
@@ -685,12 +857,15 @@ struct SyncRun {
         var seenIds = known
         var etag: String?
         var halt: Stop?
+        var fresh: [(event: GitHubEvent, kind: String, created: Date)] = []
+        var undecodable = 0
+        var unknownTypes: [String: Int] = [:]
         listing: while true {
             let response: GitHubResponse
-            let page: [GitHubEvent]?
+            let decoded: EventPage?
             do {
-                (page, response) = try await client.getJSON(
-                    [GitHubEvent].self, url, credentials: credentials, conditional: pages == 0 ? conditional : [],
+                (decoded, response) = try await client.getJSON(
+                    EventPage.self, url, credentials: credentials, conditional: pages == 0 ? conditional : [],
                     deadline: deadline)
             } catch {
                 if error.httpStatus == 404 {
@@ -709,9 +884,12 @@ struct SyncRun {
                 etag = response.etag
             }
             pages += 1
-            guard let page else { return }  // 304: the first page is unchanged, and it covered the horizon. Free.
-            for event in page {
+            guard let decoded else { return }  // 304: the first page is unchanged, and it covered the horizon. Free.
+            undecodable += decoded.undecodable
+            seenCount += decoded.undecodable
+            for event in decoded.events {
                 seenCount += 1
+                if let type = event.type, !GitHubEvent.knownTypes.contains(type) { unknownTypes[type, default: 0] += 1 }
                 guard let created = event.created_at.flatMap(WireFormat.parseDate) else { continue }
                 oldestSeen = earlier(oldestSeen, created)
                 if created < horizon {
@@ -719,13 +897,11 @@ struct SyncRun {
                     break
                 }
                 processedMax = later(processedMax, created)
-                guard ActivityText.eventKind(event) != nil else { continue }
+                guard let kind = ActivityText.eventKind(event) else { continue }
                 listed.append((event.id, created))
                 guard isResync || !seenIds.contains(event.id) else { continue }
                 seenIds.insert(event.id)
-                if let activity = activity(for: event, username: username, created: created) {
-                    activities.append(activity)
-                }
+                fresh.append((event, kind, created))
             }
             if reachedHorizon {
                 listingComplete = true
@@ -742,14 +918,67 @@ struct SyncRun {
             url = next
         }
 
-        // GitHub keeps 300 events / 90 days: if we read all it has and never reached the watermark, the events
-        // between the watermark and the oldest one returned are gone. Say so instead of pretending coverage.
-        if listingComplete, !reachedHorizon, let oldestSeen, oldestSeen > base,
-            seenCount >= configuration.eventHistoryLimit || pages >= configuration.maxPages
-        {
-            state.gaps.append(.init(from: base, to: oldestSeen, source: "events"))
-        } else if listingComplete, !reachedHorizon, base < started.addingTimeInterval(-90 * 86_400) {
-            state.gaps.append(.init(from: base, to: started.addingTimeInterval(-90 * 86_400), source: "events"))
+        if undecodable > 0 || !unknownTypes.isEmpty {
+            undecodableEvents.increment(by: undecodable)
+            unknownEvents.increment(by: unknownTypes.values.reduce(0, +))
+            logger.info(
+                "events skipped: not decodable, or of a type this version does not know",
+                metadata: [
+                    "undecodable": "\(undecodable)", "unknownTypes": "\(unknownTypes.sorted { $0.key < $1.key })",
+                ])
+        }
+
+        // The pull requests whose title or page the trimmed payloads leave out: one request per pull request, through
+        // the subject cache (an unchanged one answers 304, free), none for one this sync already loaded.
+        let targets = fresh.map { target(of: $0.event, kind: $0.kind) }
+        var jobs: [FetchJob] = []
+        var queued = Set<String>()
+        for case let url? in targets.map({ $0?.apiURL }) where fetched[url] == nil && queued.insert(url).inserted {
+            jobs.append(FetchJob(url: url, isComment: false))
+        }
+        if !jobs.isEmpty, halt == nil {
+            let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
+            let (results, stop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
+            if let stop { halt = Stop(stop) }
+            fetched.merge(results) { _, new in new }
+        }
+        var waiting = Set<String>()
+        for (item, target) in zip(fresh, targets) {
+            guard var target else { continue }
+            if let apiURL = target.apiURL {
+                switch fetched[apiURL] ?? .notAttempted {
+                case .subject(let pull):
+                    target.title = target.title ?? pull.title
+                    target.webURL = target.webURL ?? pull.html_url ?? pull.pull_request?.html_url
+                case .gone, .unavailable, .comment, .comments:
+                    break  // gone for good (or not a pull request): what the event itself says
+                case .failed, .notAttempted:
+                    // Read again by the next sync, which goes down to the lag horizon below the newest event.
+                    waiting.insert(item.event.id)
+                    continue
+                }
+            }
+            activities.append(
+                activity(for: item.event, kind: item.kind, target: target, username: username, created: item.created))
+        }
+        if !waiting.isEmpty {
+            seenIds.subtract(waiting)
+            listed.removeAll { waiting.contains($0.id) }
+            problems.append("events: \(waiting.count) pull request(s) could not be read; retried next sync")
+        }
+
+        // GitHub keeps 300 events and 30 days of them: if we read all it has and never reached the watermark, the
+        // events between the watermark and what is still kept are gone. Say so instead of pretending coverage.
+        if listingComplete, !reachedHorizon {
+            let retained = started.addingTimeInterval(-seconds(configuration.eventHistoryAge))
+            var lostUntil: Date?
+            if let oldestSeen, oldestSeen > base,
+                seenCount >= configuration.eventHistoryLimit || pages >= configuration.maxPages
+            {
+                lostUntil = oldestSeen
+            }
+            if base < retained { lostUntil = max(lostUntil ?? retained, retained) }
+            if let lostUntil { state.gaps.append(.init(from: base, to: lostUntil, source: "events")) }
         }
         var watermark = previous ?? base
         if listingComplete { watermark = max(watermark, processedMax ?? watermark) }
@@ -769,7 +998,7 @@ struct SyncRun {
         // cost no quota. A late event lower down then waits for the first page to change (any new event), and is
         // emitted by that read, which goes down to the horizon again; while nothing new happens the horizon stays
         // where it is, so it cannot slip below it.
-        state.eventsETag = listingComplete && halt == nil ? etag : nil
+        state.eventsETag = listingComplete && halt == nil && waiting.isEmpty ? etag : nil
         if let halt { throw halt }
     }
 
@@ -780,25 +1009,58 @@ struct SyncRun {
         return Array(sorted.suffix(max(1, configuration.eventHistoryLimit)))
     }
 
-    private func activity(for event: GitHubEvent, username: String, created: Date) -> Activity? {
-        guard let kind = ActivityText.eventKind(event), let payload = event.payload else { return nil }
-        let target: IssueOrPull?
-        switch kind {
-        case "pr_opened": target = payload.pull_request
-        case "issue_opened": target = payload.issue
-        case "pr_comment": target = payload.pull_request ?? payload.issue
-        default: target = payload.issue
+    /// What an event's activity says about its issue or pull request.
+    private struct EventTarget {
+        var number: Int
+        var isPullRequest: Bool
+        var title: String?
+        var webURL: String?
+        /// `pull_request.url`, when the payload lacks the title or the page (GitHub's trimmed payloads).
+        var apiURL: String?
+    }
+
+    private func target(of event: GitHubEvent, kind: String) -> EventTarget? {
+        guard let payload = event.payload else { return nil }
+        func issueTarget(_ issue: IssueOrPull) -> EventTarget {
+            EventTarget(
+                number: issue.number, isPullRequest: issue.pull_request != nil, title: issue.title,
+                webURL: issue.html_url ?? issue.pull_request?.html_url)
         }
-        guard let target else { return nil }
-        let number = kind == "pr_opened" ? (payload.number ?? target.number) : target.number
+        func pullTarget(_ pull: GitHubEvent.PullRequestRef) -> EventTarget? {
+            let fromURL = pull.url.flatMap { URLComponents(string: $0)?.path.split(separator: "/").last }
+                .flatMap { Int($0) }
+            guard let number = (kind == "pr_opened" ? payload.number : nil) ?? pull.number ?? fromURL else {
+                return nil
+            }
+            let complete = pull.title != nil && pull.html_url != nil
+            return EventTarget(
+                number: number, isPullRequest: true, title: pull.title, webURL: pull.html_url,
+                apiURL: complete ? nil : pull.url)
+        }
+        switch kind {
+        case "pr_opened", "pr_review": return payload.pull_request.flatMap(pullTarget)
+        case "pr_comment": return payload.pull_request.flatMap(pullTarget) ?? payload.issue.map(issueTarget)
+        default: return payload.issue.map(issueTarget)
+        }
+    }
+
+    private func activity(
+        for event: GitHubEvent, kind: String, target: EventTarget, username: String, created: Date
+    ) -> Activity {
+        let payload = event.payload
         // The issue's or pull request's page, also for comments: the activity is about that conversation. The
-        // comment's own permalink goes beside it.
-        let sourceURL = target.html_url ?? target.pull_request?.html_url ?? payload.comment?.html_url ?? ""
-        let commentURL = kind.hasSuffix("_comment") ? payload.comment?.html_url.flatMap(webURLOrNil) : nil
+        // comment's own permalink goes beside it. Without a page from GitHub, it is built from repository and number.
+        let sourceURL =
+            target.webURL.flatMap(webURLOrNil)
+            ?? "\(configuration.effectiveWebBaseURL)/\(event.repo.name)/\(target.isPullRequest ? "pull" : "issues")/\(target.number)"
+        let commentURL =
+            kind == "pr_review"
+            ? payload?.review?.html_url.flatMap(webURLOrNil)
+            : kind.hasSuffix("_comment") ? payload?.comment?.html_url.flatMap(webURLOrNil) : nil
         return Activity(
-            text: ActivityText.event(kind: kind, username: username, number: number, title: target.title),
+            text: ActivityText.event(kind: kind, username: username, number: target.number, title: target.title ?? ""),
             sourceURL: sourceURL, id: "\(Self.eventIdPrefix)\(event.id)", occurredAt: created, kind: kind,
-            repo: event.repo.name, number: number, actor: event.actor?.login ?? username,
+            repo: event.repo.name, number: target.number, actor: event.actor?.login ?? username,
             accountId: request.accountId, commentURL: commentURL)
     }
 }

@@ -18,6 +18,32 @@ import Synchronization
 /// show up in the events feed a while after they happened. The ground truth then lists every thread version with
 /// when it was superseded, and `polledTruth` says which of them polls of the account could see.
 ///
+/// GitHub as it serves today, by default (each line a habit of the live API that once cost us activities):
+/// - `/users/{u}/events` payloads trimmed as since 2025-10-07: `PullRequestEvent`'s `pull_request` is only `url`,
+///   `id`, `number`, `head`, `base` (no `title`, `html_url`, `body`, `user`); `PushEvent` has no `commits`, `size`
+///   or `distinct_size`. `fullEventPayloads` serves the OpenAPI examples' whole pull request instead, for a test
+///   about that old shape only.
+/// - The events feed keeps the newest `eventCap` (300) events and none older than `eventRetention` (30 days).
+/// - ETags differ per token (the same body has another ETag for another token).
+/// - With `threadBumps`, a thread keeps its reason (`assign`, `review_requested`, `mention`, `team_mention`,
+///   `author`) when a later bump is only a comment; the truth tells that version as the comment it is.
+/// - Issues say who closed them (`closed_by`), merged pull requests who merged them (`merged_by`).
+/// - The user's own reviews: `PullRequestReviewEvent` with a trimmed `pull_request` and the `review`;
+///   `DiscussionEvent` with its `discussion` (only when a test adds one with `addEvent`; none is generated).
+/// - Commit threads (reasons `author`, `mention`, `comment`, `subscribed`) beside Release threads.
+/// - `latest_comment_url` names the subject's newest comment when polled, not the one that made the thread's version
+///   (a reply the user wrote later moves it); `GET /repos/{o}/{r}/issues|pulls/{n}/comments?since` lists them.
+///
+/// Modelled when a test asks (`AccessRules.swift`), since no generated account meets them: subjects of a repository
+/// answering 403 with `X-GitHub-SSO` (SAML SSO), 403, 404 or 410 (`refuseSubjects(in:status:sso:)`); a token that
+/// `/notifications` refuses with 403 "Resource not accessible by integration" (`setTokenKind(_:for:)`). Every
+/// simulated token is treated as a classic one unless a test says otherwise, although its `ghu_` prefix is a GitHub
+/// App user token's.
+///
+/// Not modelled (yet), though GitHub does it: Commit and Release subjects that can be fetched (their threads' `subject.url` answers 404); review
+/// comment events with a trimmed pull request (GitHub's changelog names only `PullRequestEvent` and
+/// `PullRequestReviewEvent`).
+///
 /// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):
 /// - `GET /user`, `GET /users/{login}`, `GET /rate_limit` (free)
 /// - `GET /notifications?all&participating&since&before&per_page&page` — newest first, `per_page` ≤ 50,
@@ -28,8 +54,10 @@ import Synchronization
 /// - `GET /notifications/threads/{id}` (only the token owner's threads)
 /// - `GET /repos/{owner}/{repo}/issues/{n}`, `/pulls/{n}`, `/issues/comments/{id}`, `/pulls/comments/{id}` —
 ///   strong `ETag`, `If-None-Match` → 304
+/// - `GET /repos/{owner}/{repo}/issues/{n}/comments`, `/pulls/{n}/comments` — `since`, `per_page` ≤ 100, oldest
+///   first, first page only; `ETag`
 /// - `GET /users/{login}/events?per_page&page` — newest first, `per_page` ≤ 100, only the newest `eventCap`
-///   reachable, `ETag`/`If-None-Match`, `Link`
+///   within `eventRetention` reachable, `ETag`/`If-None-Match`, `Link`
 /// - `POST /graphql` — only `repository(owner, name) { discussions(first, orderBy UPDATED_AT DESC) { nodes { number
 ///   title url body updatedAt author { login } comments(last: 1) { nodes { url body author { login } } } } } }`, with
 ///   `owner`, `name` and `first` passed as variables; counted against the same quota
@@ -51,6 +79,7 @@ public final class GitHubSimulator: Sendable {
     private let server = Mutex<ServerHandle?>(nil)
     let linkBase = Mutex<String?>(nil)
     let pageHooks = Mutex<[PageHook]>([])
+    let access = Mutex(AccessRules())
 
     /// An action due after some number of served notifications pages of one account.
     struct PageHook: Sendable {
@@ -320,7 +349,8 @@ struct Credentials {
     func user(_ index: Int) -> SimulatedUser {
         let pair = current[index] ?? ("", "", 0)
         return SimulatedUser(
-            login: "user\(index)", id: WorldState.userId(index, seed: seed), token: pair.access, refreshToken: pair.refresh)
+            login: "user\(index)", id: WorldState.userId(index, seed: seed), token: pair.access,
+            refreshToken: pair.refresh)
     }
 
     func owner(ofValidToken token: String) -> Int? { access[token] }

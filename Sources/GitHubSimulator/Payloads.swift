@@ -181,6 +181,7 @@ struct IssueJSON: Encodable, Sendable {
     var comments: Int
     var pull_request: LinkJSON?
     var closed_at: Nullable<String>
+    var closed_by: Nullable<SimpleUserJSON>
     var created_at: String
     var updated_at: String
     var author_association: String
@@ -320,13 +321,29 @@ struct EventJSON: Encodable, Sendable {
         var action: String?
         var number: Int?
         var issue: IssueJSON?
-        var pull_request: PullRequestJSON?
+        var pull_request: PullRequest?
         var comment: Comment?
+        var review: ReviewJSON?
+        var discussion: DiscussionEventJSON?
         var repository_id: Int?
         var push_id: Int64?
         var ref: String?
         var head: String?
         var before: String?
+    }
+
+    /// `payload.pull_request`: the whole pull request (before 2025-10-07, and still in review comment events), or
+    /// since then in `PullRequestEvent` and `PullRequestReviewEvent` only its reference.
+    enum PullRequest: Encodable, Sendable {
+        case full(PullRequestJSON)
+        case trimmed(TrimmedPullRequestJSON)
+
+        func encode(to encoder: any Encoder) throws {
+            switch self {
+            case .full(let value): try value.encode(to: encoder)
+            case .trimmed(let value): try value.encode(to: encoder)
+            }
+        }
     }
 
     /// Issue comments and review comments share the `comment` key.
@@ -341,6 +358,44 @@ struct EventJSON: Encodable, Sendable {
             }
         }
     }
+}
+
+/// `payload.discussion` of a `DiscussionEvent`.
+struct DiscussionEventJSON: Encodable, Sendable {
+    var number: Int
+    var title: String
+    var body: String
+    var html_url: String
+    var user: SimpleUserJSON
+    var created_at: String
+}
+
+/// `payload.review` of a `PullRequestReviewEvent`.
+struct ReviewJSON: Encodable, Sendable {
+    var id: Int64
+    var node_id: String
+    var user: SimpleUserJSON
+    var body: String
+    var state: String
+    var html_url: String
+    var pull_request_url: String
+    var submitted_at: String
+    var author_association: String
+}
+
+/// What GitHub's event payloads have held of a pull request since 2025-10-07: `url`, `id`, `number`, `head`, `base`.
+struct TrimmedPullRequestJSON: Encodable, Sendable {
+    struct Branch: Encodable, Sendable {
+        var ref: String
+        var sha: String
+        var repo: EventJSON.RepoRef
+    }
+
+    var url: String
+    var id: Int64
+    var number: Int
+    var head: Branch
+    var base: Branch
 }
 
 struct ErrorJSON: Encodable, Sendable {
@@ -441,6 +496,10 @@ extension WorldState {
         "/repos/\(repos[comment.subject.repo].fullName)/\(comment.isReview ? "pulls" : "issues")/comments/\(comment.id)"
     }
 
+    func reviewHTML(_ review: Review, on subject: Subject) -> String {
+        "\(subjectHTML(subject))#pullrequestreview-\(review.id)"
+    }
+
     func commentHTML(_ comment: Comment) -> String {
         let repo = repos[comment.subject.repo]
         let isPull = subjects[comment.subject]?.isPullRequest ?? comment.isReview
@@ -469,7 +528,8 @@ extension WorldState {
             comments_url: "\(api)/comments", events_url: "\(api)/events", html_url: subjectHTML(subject),
             number: subject.key.number, state: subject.state, state_reason: .init(stateReason), title: subject.title,
             body: subject.body, user: userJSON(subject.author), comments: subject.comments, pull_request: pull,
-            closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)), created_at: Timestamp.rfc3339(subject.createdAt),
+            closed_at: .init(subject.closedAt.map(Timestamp.rfc3339)), closed_by: .init(subject.closedBy.map(userJSON)),
+            created_at: Timestamp.rfc3339(subject.createdAt),
             updated_at: Timestamp.rfc3339(subject.updatedAt),
             author_association: association(subject.author, repo: repo.index))
     }
@@ -510,8 +570,22 @@ extension WorldState {
             merged_at: .init(mergedAt.map(Timestamp.rfc3339)),
             merge_commit_sha: .init(subject.merged ? sha(subject.seq, 0x3E6E) : nil), head: head, base: base,
             _links: links, author_association: association(subject.author, repo: repo.index), merged: subject.merged,
-            merged_by: .init(subject.merged ? userJSON(repo.owner) : nil),
+            merged_by: .init(subject.merged ? userJSON(subject.closedBy ?? repo.owner) : nil),
             comments: subject.comments, review_comments: subject.reviewComments)
+    }
+
+    /// A commit id, seeded by `seq`.
+    func commitSHA(_ seq: Int64) -> String { sha(seq, 0xC033) }
+
+    /// The pull request as today's event payloads reference it.
+    func trimmedPullJSON(_ subject: Subject) -> TrimmedPullRequestJSON {
+        let repo = repos[subject.key.repo]
+        let repoRef = EventJSON.RepoRef(id: repo.id, name: repo.fullName, url: "\(baseURL)/repos/\(repo.fullName)")
+        return TrimmedPullRequestJSON(
+            url: "\(baseURL)/repos/\(repo.fullName)/pulls/\(subject.key.number)", id: IdSpace.pull + subject.seq,
+            number: subject.key.number,
+            head: .init(ref: "topic-\(subject.key.number)", sha: sha(subject.seq, 0x4EAD), repo: repoRef),
+            base: .init(ref: "main", sha: sha(subject.seq, 0xBA5E), repo: repoRef))
     }
 
     func issueCommentJSON(_ comment: Comment) -> IssueCommentJSON {
@@ -538,7 +612,21 @@ extension WorldState {
             author_association: association(comment.author, repo: repo.index))
     }
 
-    func threadJSON(_ thread: NotificationThread) -> ThreadJSON {
+    /// The comment `latest_comment_url` names when `now` is polled: as on GitHub, the subject's newest comment, not the
+    /// one that made the thread's current version (a reply the user wrote after it, which notifies nobody, moves it).
+    func latestCommentId(_ thread: NotificationThread, now: Int64) -> Int64? {
+        guard case .comment(let id) = thread.latest else { return nil }
+        guard let key = thread.subject, let subject = subjects[key] else { return id }
+        return subject.commentIds.last { (comments[$0]?.createdAt ?? .max) <= now } ?? id
+    }
+
+    /// Whether the thread's JSON can be cached: not while its `latest_comment_url` may move with new comments.
+    func threadJSONIsStable(_ thread: NotificationThread) -> Bool {
+        if case .comment = thread.latest, thread.subject != nil { return false }
+        return true
+    }
+
+    func threadJSON(_ thread: NotificationThread, now: Int64 = .max) -> ThreadJSON {
         let repo = repos[thread.repo]
         let base = apiBase(foreignHost: thread.foreignHost)
         var url: String?
@@ -550,15 +638,19 @@ extension WorldState {
             }
         case "Release":
             url = "\(base)/repos/\(repo.fullName)/releases/\(thread.releaseId ?? 0)"
+        case "Commit":
+            url = "\(base)/repos/\(repo.fullName)/commits/\(thread.commitSHA ?? "")"
         default:
             url = nil
         }
         switch thread.latest {
         case .none: latest = nil
         case .subject: latest = url
-        case .comment(let id):
+        case .comment:
             // A discussion's comments have no REST URL: GitHub sends null, as for the discussion itself.
-            latest = thread.subjectType == "Discussion" ? nil : comments[id].map { base + commentAPIPath($0) }
+            latest =
+                thread.subjectType == "Discussion"
+                ? nil : latestCommentId(thread, now: now).flatMap { comments[$0] }.map { base + commentAPIPath($0) }
         }
         return ThreadJSON(
             id: String(thread.id), repository: repositoryJSON(thread.repo),
@@ -578,13 +670,33 @@ extension WorldState {
             payload.issue = event.subject.map(issueJSON)
         case "PullRequestEvent":
             payload.number = event.subject?.key.number
-            payload.pull_request = event.subject.map(pullJSON)
+            payload.pull_request = event.subject.map {
+                params.fullEventPayloads ? .full(pullJSON($0)) : .trimmed(trimmedPullJSON($0))
+            }
         case "IssueCommentEvent":
             payload.issue = event.subject.map(issueJSON)
             payload.comment = event.comment.map { .issue(issueCommentJSON($0)) }
         case "PullRequestReviewCommentEvent":
-            payload.pull_request = event.subject.map(pullJSON)
+            payload.pull_request = event.subject.map { .full(pullJSON($0)) }
             payload.comment = event.comment.map { .review(reviewCommentJSON($0)) }
+        case "PullRequestReviewEvent":
+            payload.pull_request = event.subject.map {
+                params.fullEventPayloads ? .full(pullJSON($0)) : .trimmed(trimmedPullJSON($0))
+            }
+            if let review = event.review, let subject = event.subject {
+                payload.review = ReviewJSON(
+                    id: review.id, node_id: nodeId("017:PullRequestReview", review.id), user: userJSON(person),
+                    body: review.body, state: review.state, html_url: reviewHTML(review, on: subject),
+                    pull_request_url: "\(baseURL)\(subjectAPIPath(subject.key, isPullRequest: true))",
+                    submitted_at: Timestamp.rfc3339(event.createdAt), author_association: "CONTRIBUTOR")
+            }
+        case "DiscussionEvent":
+            if let key = event.discussion, let discussion = discussions[key] {
+                payload.discussion = DiscussionEventJSON(
+                    number: key.number, title: discussion.title, body: discussion.body,
+                    html_url: "\(params.htmlBase)/\(repos[key.repo].fullName)/discussions/\(key.number)",
+                    user: userJSON(discussion.author), created_at: Timestamp.rfc3339(discussion.createdAt))
+            }
         case "PushEvent":
             payload.repository_id = repo.id
             payload.push_id = event.id + 11

@@ -15,6 +15,13 @@ extension GitHubSimulator {
         case 1 where parts[0] == "rate_limit":
             return rateLimitResponse(user: user, now: now)
         case 1 where parts[0] == "notifications":
+            if refusesNotifications(user: user) {
+                return .error(
+                    403, "Resource not accessible by integration",
+                    docs:
+                        "https://docs.github.com/rest/activity/notifications#list-notifications-for-the-authenticated-user"
+                )
+            }
             return notifications(request: request, query: query, user: user, now: now)
         case 2 where parts[0] == "users":
             return userResponse(login: parts[1], user: user, request: request)
@@ -23,10 +30,17 @@ extension GitHubSimulator {
         case 3 where parts[0] == "notifications" && parts[1] == "threads":
             return thread(id: parts[2], user: user, now: now)
         case 5 where parts[0] == "repos" && (parts[3] == "issues" || parts[3] == "pulls"):
+            if let refusal = refusal(repo: "\(parts[1])/\(parts[2])") { return refusal }
             return subject(
                 repo: "\(parts[1])/\(parts[2])", number: parts[4], pull: parts[3] == "pulls", request: request, now: now
             )
+        case 6 where parts[0] == "repos" && (parts[3] == "issues" || parts[3] == "pulls") && parts[5] == "comments":
+            if let refusal = refusal(repo: "\(parts[1])/\(parts[2])") { return refusal }
+            return commentList(
+                repo: "\(parts[1])/\(parts[2])", number: parts[4], review: parts[3] == "pulls", query: query,
+                request: request, now: now)
         case 6 where parts[0] == "repos" && (parts[3] == "issues" || parts[3] == "pulls") && parts[4] == "comments":
+            if let refusal = refusal(repo: "\(parts[1])/\(parts[2])") { return refusal }
             return comment(
                 repo: "\(parts[1])/\(parts[2])", id: parts[5], review: parts[3] == "pulls", request: request, now: now)
         default:
@@ -34,9 +48,11 @@ extension GitHubSimulator {
         }
     }
 
+    /// A body with an ETag that, as on GitHub, differs per token: one token's validator never matches for another.
     private func cached(_ body: CachedBody, request: Request, extra: [(String, String)] = []) -> APIResponse {
-        var headers = [("ETag", body.etag), ("Last-Modified", Timestamp.httpDate(body.lastModified))] + extra
-        if ifNoneMatch(request.headers[.ifNoneMatch], matches: body.etag) {
+        let etag = JSON.etag(body.etag + " " + (request.headers[.authorization] ?? ""))
+        var headers = [("ETag", etag), ("Last-Modified", Timestamp.httpDate(body.lastModified))] + extra
+        if ifNoneMatch(request.headers[.ifNoneMatch], matches: etag) {
             return .notModified(headers: headers)
         }
         headers.append(("Cache-Control", "private, max-age=60, s-maxage=60"))
@@ -164,11 +180,15 @@ extension GitHubSimulator {
                 for index in stride(from: top - 1, through: bottom, by: -1) {
                     let id = order[index].id
                     guard var thread = account.threads[id] else { continue }
-                    if thread.cache == nil {
-                        thread.cache = JSON.encode(world.threadJSON(thread))
-                        account.threads[id] = thread
+                    if !world.threadJSONIsStable(thread) {
+                        items.append(JSON.encode(world.threadJSON(thread, now: now)))
+                    } else {
+                        if thread.cache == nil {
+                            thread.cache = JSON.encode(world.threadJSON(thread))
+                            account.threads[id] = thread
+                        }
+                        items.append(thread.cache ?? [])
                     }
-                    items.append(thread.cache ?? [])
                     served.append(WorldState.notificationActivityId(thread: id, updatedAt: thread.updatedAt))
                 }
             }
@@ -200,6 +220,7 @@ extension GitHubSimulator {
             guard world.threadOwner[id] == user else { return nil }
             let account = world.account(user)
             guard var thread = account.threads[id], thread.updatedAt <= now else { return nil }
+            if !world.threadJSONIsStable(thread) { return JSON.encode(world.threadJSON(thread, now: now)) }
             if thread.cache == nil {
                 thread.cache = JSON.encode(world.threadJSON(thread))
                 account.threads[id] = thread
@@ -222,10 +243,12 @@ extension GitHubSimulator {
             let order = account.eventOrder
             let visibleEnd = order.lowerBound(OrderKey(time: now + 1, id: Int64.min))
             world.recordEventPoll(user, at: Date().timeIntervalSince1970)
-            // Newest first, only events past their visibility lag, at most `cap` of them.
+            // Newest first, only events past their visibility lag, at most `cap` of them and none older than the
+            // retention (GitHub: 30 days).
             var visible: [Int64] = []
             var index = visibleEnd - 1
-            while index >= 0, visible.count < cap {
+            let oldest = now - world.params.eventRetentionSeconds
+            while index >= 0, visible.count < cap, order[index].time >= oldest {
                 let id = order[index].id
                 if let event = account.events[id], event.visibleAt <= now { visible.append(id) }
                 index -= 1
@@ -248,7 +271,8 @@ extension GitHubSimulator {
         guard let result else { return .error(404, "Not Found") }
         let lastPage = max(1, (result.total + perPage - 1) / perPage)
         let etag = JSON.etag(
-            "events:\(login):\(perPage):\(page):\(lastPage):" + result.ids.map(String.init).joined(separator: ","))
+            "events:\(login):\(perPage):\(page):\(lastPage):" + result.ids.map(String.init).joined(separator: ",")
+                + " " + (request.headers[.authorization] ?? ""))
         var headers: [(String, String)] = [("ETag", etag), ("X-Poll-Interval", "\(configuration.pollInterval)")]
         if let link = linkHeader(path: request.uri.path, rawQuery: request.uri.query, page: page, lastPage: lastPage) {
             headers.append(link)
@@ -289,6 +313,40 @@ extension GitHubSimulator {
         }
         guard let body else { return .error(404, "Not Found") }
         return cached(body, request: request)
+    }
+
+    /// `GET /repos/{o}/{r}/issues/{n}/comments` (issue comments) and `/pulls/{n}/comments` (review comments): oldest
+    /// first, `since` keeps those updated at or after it (a comment's `updated_at` is its `created_at` here), at most
+    /// `per_page` (≤ 100) of them, first page only.
+    private func commentList(
+        repo fullName: String, number text: String, review: Bool, query: [String: String], request: Request, now: Int64
+    ) -> APIResponse {
+        guard let number = Int(text) else { return .error(404, "Not Found") }
+        var since: Int64 = .min
+        if let value = query["since"] {
+            guard let parsed = Timestamp.parseRFC3339(value) else {
+                return .error(422, "Invalid request. \"\(value)\" is not a valid ISO 8601 timestamp for since.")
+            }
+            since = parsed
+        }
+        let perPage = min(max(1, query["per_page"].flatMap { Int($0) } ?? 30), 100)
+        let items: [[UInt8]]? = world.withLock { world in
+            guard let repo = world.repoByName[fullName.lowercased()] else { return nil }
+            let key = SubjectKey(repo: repo, number: number)
+            if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repo, now: now) }
+            guard let subject = world.subjects[key], subject.createdAt <= now, !review || subject.isPullRequest else {
+                return nil
+            }
+            let listed = subject.commentIds.compactMap { world.comments[$0] }.filter {
+                $0.isReview == review && $0.createdAt >= since && $0.createdAt <= now
+            }
+            return listed.prefix(perPage).map {
+                review ? JSON.encode(world.reviewCommentJSON($0)) : JSON.encode(world.issueCommentJSON($0))
+            }
+        }
+        guard let items else { return .error(404, "Not Found") }
+        let bytes = Array("[".utf8) + Array(items.joined(separator: Array(",".utf8))) + Array("]".utf8)
+        return cached(CachedBody(bytes: bytes, etag: JSON.etag(bytes), lastModified: now), request: request)
     }
 
     private func comment(repo fullName: String, id text: String, review: Bool, request: Request, now: Int64)

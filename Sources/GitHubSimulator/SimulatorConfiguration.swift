@@ -41,6 +41,8 @@ public struct SimulatorConfiguration: Sendable {
     public var activityInterval: Duration = .seconds(30)
     /// Only the newest `eventCap` events of a user are reachable through `/users/{u}/events`, as on GitHub.
     public var eventCap = 300
+    /// … and only events created within this long before now (30 days since 2025-01-30, 90 before).
+    public var eventRetention: Duration = .seconds(30 * 86_400)
     /// GitHub's thread semantics: one notification thread per subject (issue, pull request, discussion) and user,
     /// re-bumped by new activity (same thread id, new `updated_at`, maybe a new reason and latest comment). Off, every
     /// generated notification gets a thread of its own (the tidy world of earlier tests).
@@ -48,6 +50,10 @@ public struct SimulatorConfiguration: Sendable {
     /// Each generated event shows up in `/users/{u}/events` a seeded random time between 0 and this after its
     /// `created_at` (GitHub documents 30 s to 6 h). Test-made events use `addEvent(appearsAfter:)` instead.
     public var eventLag: Duration = .zero
+    /// Serve the event payloads of GitHub's OpenAPI examples (a whole pull request in `PullRequestEvent`), as GitHub
+    /// did before 2025-10-07. Off (the default), `payload.pull_request` of `PullRequestEvent` holds only `url`, `id`,
+    /// `number`, `head` and `base`, as GitHub serves it today. Only a test about the old shape should turn this on.
+    public var fullEventPayloads = false
     /// The moment that separates history from live activity.
     public var start = Date()
     /// Where `html_url`s point; never requested by a client, only shown to people.

@@ -4,7 +4,9 @@ import Foundation
 ///
 /// Rules, in one place so tests and the GitHub integration can be checked against them:
 /// - Notifications: kept reasons `assign`, `review_requested`, `mention`, `state_change`, `author`, `comment`,
-///   `team_mention`; kept subject types `Issue`, `PullRequest` and `Discussion`. Threads whose subject URL a test
+///   `team_mention`; kept subject types `Issue`, `PullRequest`, `Discussion`, `Release` and `Commit` (the last two
+///   as `GitHub notification for {user} in {repo} release|commit: {title}`, linked to the repository's releases page
+///   or the commit's page). Threads whose subject URL a test
 ///   moved to another host are excluded (a correct client refuses to follow them). Every *version* of a thread is
 ///   its own activity (`github:notification:{thread}:{updated_at}`): GitHub keeps one thread per subject and user
 ///   and re-bumps it on new activity, so `truth` lists every version with the time it was superseded.
@@ -12,8 +14,9 @@ import Foundation
 ///   Discussions: from the discussion's latest comment, otherwise the discussion; texts `{actor} mentioned {user}
 ///   in {repo} discussion #{n}: {body}`, `{actor} commented on discussion #{n} in {repo}: {body}`, and `GitHub
 ///   notification for {user} in {repo}` for the other reasons; `sourceURL` is the discussion's page.
-/// - Events: `PullRequestEvent`/`IssuesEvent` with action `opened`, `IssueCommentEvent` and
-///   `PullRequestReviewCommentEvent` with action `created`; every event in the window counts, also ones the
+/// - Events: `PullRequestEvent`/`IssuesEvent` with action `opened`, `IssueCommentEvent`,
+///   `PullRequestReviewCommentEvent` and `PullRequestReviewEvent` (`pr_review`: `{user} reviewed PR #{n}: {title}`,
+///   linked to the review) with action `created`; every event in the window counts, also ones the
 ///   300-event cap hides by now.
 /// - Window: `from ≤ time ≤ to`, and never later than now.
 ///
@@ -56,7 +59,7 @@ extension WorldState {
             versions.append(
                 ThreadVersion(
                     updatedAt: thread.updatedAt, reason: thread.reason, latest: thread.latest,
-                    currentFrom: thread.currentFrom, supersededAt: .infinity))
+                    currentFrom: thread.currentFrom, supersededAt: .infinity, cause: thread.cause))
             for version in versions where version.updatedAt >= from && version.updatedAt <= to {
                 if let activity = expected(thread, version: version, username: username) { result.append(activity) }
             }
@@ -159,23 +162,46 @@ extension WorldState {
                 sourceURL: page, repo: repo, number: key.number, commentURL: commentURL, visibleFrom: visibleFrom,
                 supersededAt: supersededAt)
         }
+        if thread.subjectType == "Release" || thread.subjectType == "Commit" {
+            // No conversation to quote: what the notification says, in the seed's generic shape.
+            let repo = repos[thread.repo].fullName
+            let page = "\(params.htmlBase)/\(repo)"
+            let isRelease = thread.subjectType == "Release"
+            return ExpectedActivity(
+                id: id, kind: version.reason, occurredAt: Timestamp.date(version.updatedAt),
+                text:
+                    "GitHub notification for \(username) in \(repo) \(isRelease ? "release" : "commit"): \(thread.title)",
+                sourceURL: isRelease ? "\(page)/releases" : "\(page)/commit/\(thread.commitSHA ?? "")", repo: repo,
+                number: 0, visibleFrom: visibleFrom, supersededAt: supersededAt)
+        }
         guard thread.subjectType == "Issue" || thread.subjectType == "PullRequest",
             let key = thread.subject, let subject = subjects[key]
         else { return nil }
         let repo = repos[key.repo].fullName
         let isPR = thread.subjectType == "PullRequest"
+        // The template is the one of what made this version: a comment on a thread that keeps its reason is a
+        // comment, not the assignment or mention again.
+        let made = version.cause ?? version.reason
+        let linksComment = Self.actorReasons.contains(made)
         var actor = subject.author.login
         var body = subject.body
         var commentURL: String?
         if case .comment(let id) = version.latest, let comment = comments[id] {
             actor = comment.author.login
             body = comment.body
-            if mentionsActor { commentURL = commentHTML(comment) }
+            if linksComment { commentURL = commentHTML(comment) }
+        }
+        // A state change is told by who made it: the issue's `closed_by`, the pull request's `merged_by` (a pull
+        // request's JSON does not say who closed it unmerged).
+        if made == "state_change", subject.state == "closed", let closer = subject.closedBy,
+            !isPR || subject.merged
+        {
+            actor = closer.login
         }
         let number = key.number
         let title = subject.title
         let text: String
-        switch version.reason {
+        switch made {
         case "assign":
             text = "\(isPR ? "PR" : "Issue") #\(number) assigned to \(username) in \(repo): \(title)"
         case "review_requested":
@@ -190,7 +216,7 @@ extension WorldState {
             text = "GitHub notification for \(username) in \(repo)"
         }
         return ExpectedActivity(
-            id: id, kind: version.reason, occurredAt: Timestamp.date(version.updatedAt), text: text,
+            id: id, kind: made, occurredAt: Timestamp.date(version.updatedAt), text: text,
             sourceURL: subjectHTML(subject), repo: repo, number: number, commentURL: commentURL,
             visibleFrom: visibleFrom, supersededAt: supersededAt)
     }
@@ -206,6 +232,9 @@ extension WorldState {
         case ("IssuesEvent", "opened"):
             kind = "issue_opened"
             text = "\(username) created issue #\(subject.key.number): \(subject.title)"
+        case ("PullRequestReviewEvent", "created"):
+            kind = "pr_review"
+            text = "\(username) reviewed PR #\(subject.key.number): \(subject.title)"
         case ("IssueCommentEvent", "created"), ("PullRequestReviewCommentEvent", "created"):
             let isPR = subject.isPullRequest
             kind = isPR ? "pr_comment" : "issue_comment"
@@ -213,7 +242,10 @@ extension WorldState {
         default:
             return nil
         }
-        let commentURL = kind.hasSuffix("_comment") ? event.comment.map(commentHTML) : nil
+        let commentURL =
+            kind == "pr_review"
+            ? event.review.map { reviewHTML($0, on: subject) }
+            : kind.hasSuffix("_comment") ? event.comment.map(commentHTML) : nil
         return ExpectedActivity(
             id: Self.eventActivityId(event.id), kind: kind, occurredAt: Timestamp.date(event.createdAt), text: text,
             sourceURL: subjectHTML(subject), repo: repos[subject.key.repo].fullName, number: subject.key.number,

@@ -43,8 +43,12 @@ struct Subject: Sendable {
     var createdAt: Int64
     var updatedAt: Int64
     var closedAt: Int64?
+    /// Who closed (or merged) it: GitHub's `closed_by` on the issue, `merged_by` on a merged pull request.
+    var closedBy: Person?
     var comments = 0
     var reviewComments = 0
+    /// Its comments (issue and review), oldest first.
+    var commentIds: [Int64] = []
     var issueCache: CachedBody?
     var pullCache: CachedBody?
 
@@ -87,6 +91,8 @@ struct NotificationThread: Sendable {
     /// For a `Discussion` thread, `.comment` names a discussion comment.
     var latest: LatestComment
     var releaseId: Int64?
+    /// The commit a `Commit` thread is about.
+    var commitSHA: String?
     var updatedAt: Int64
     /// When this version became the one the listing shows (epoch seconds, fractional): its `updated_at`, or the
     /// moment a test changed it when that is later.
@@ -96,6 +102,10 @@ struct NotificationThread: Sendable {
     /// Set by tests: subject and comment URLs then name this host instead of the simulator.
     var foreignHost: String?
     var cache: [UInt8]?
+    /// What made the current version when `reason` does not say it: GitHub keeps a thread's reason (`assign`,
+    /// `mention`, …) while later bumps have other causes, so a plain comment on an assigned issue is listed with
+    /// reason `assign`. `comment` then; nil when the reason is the cause.
+    var cause: String?
 }
 
 /// A superseded version of a notification thread: what the listing showed between `currentFrom` and
@@ -106,6 +116,8 @@ struct ThreadVersion: Sendable {
     var latest: LatestComment
     var currentFrom: Double
     var supersededAt: Double
+    /// See `NotificationThread.cause`.
+    var cause: String? = nil
 }
 
 /// A GitHub Discussion: no REST subject, reachable through GraphQL `repository.discussions`.
@@ -135,6 +147,14 @@ struct ListingRequest: Sendable {
     var before: Int64?
 }
 
+/// A pull request review the user submitted.
+struct Review: Sendable {
+    var id: Int64
+    /// `approved`, `commented`, `changes_requested`.
+    var state: String
+    var body: String
+}
+
 struct UserEvent: Sendable {
     var id: Int64
     var user: Int
@@ -144,6 +164,10 @@ struct UserEvent: Sendable {
     /// The issue or pull request as it was when the event happened.
     var subject: Subject?
     var comment: Comment?
+    /// The review a `PullRequestReviewEvent` submitted.
+    var review: Review?
+    /// The discussion a `DiscussionEvent` opened.
+    var discussion: SubjectKey?
     var createdAt: Int64
     /// When the event shows up in `/users/{u}/events`: GitHub documents 30 s to 6 h after `created_at`.
     var visibleAt: Int64
@@ -228,6 +252,7 @@ enum IdSpace {
     static let comment: Int64 = 1_000_000_000
     static let issue: Int64 = 2_000_000_000
     static let pull: Int64 = 3_000_000_000
+    static let review: Int64 = 5_000_000_000
     static let release: Int64 = 500_000
     /// Test-made things take sequence numbers from here on; they are never decoded.
     static let testSeq: Int64 = 500_000_000_000
@@ -243,11 +268,14 @@ struct WorldParameters: Sendable {
     var historyItems: Int
     var intervalSeconds: Double
     var eventCap: Int
+    var eventRetentionSeconds: Int64
     var htmlBase: String
     var threadBumps: Bool
     var eventLagSeconds: Double
+    var fullEventPayloads: Bool
 
     init(_ configuration: SimulatorConfiguration) {
+        fullEventPayloads = configuration.fullEventPayloads
         seed = configuration.seed
         users = max(1, configuration.users)
         start = Timestamp.seconds(configuration.start)
@@ -258,6 +286,7 @@ struct WorldParameters: Sendable {
         // A zero interval would mean infinitely many items; 50 ms is already far more than any test wants.
         intervalSeconds = max(0.05, seconds)
         eventCap = max(1, configuration.eventCap)
+        eventRetentionSeconds = max(1, configuration.eventRetention.components.seconds)
         threadBumps = configuration.threadBumps
         let lag = configuration.eventLag.components
         eventLagSeconds = max(0, Double(lag.seconds) + Double(lag.attoseconds) / 1e18)
@@ -415,13 +444,15 @@ struct WorldState {
     @discardableResult
     mutating func makeSubject(
         key: SubjectKey, seq: Int64, isPullRequest: Bool, title: String, body: String, author: Person,
-        state: String = "open", merged: Bool = false, createdAt: Int64, updatedAt: Int64
+        state: String = "open", merged: Bool = false, closedBy: Person? = nil, createdAt: Int64, updatedAt: Int64
     ) -> SubjectKey {
         if subjects[key] != nil { return key }
+        // A generated close is the repository owner's unless someone else is named.
         subjects[key] = Subject(
             key: key, seq: seq, isPullRequest: isPullRequest, title: title, body: body, author: author,
             state: state, merged: merged, createdAt: createdAt, updatedAt: updatedAt,
-            closedAt: state == "closed" ? updatedAt : nil)
+            closedAt: state == "closed" ? updatedAt : nil,
+            closedBy: state == "closed" ? (closedBy ?? repos[key.repo].owner) : nil)
         return key
     }
 
@@ -431,6 +462,7 @@ struct WorldState {
         comments[id] = Comment(id: id, isReview: isReview, subject: key, author: author, body: body, createdAt: time)
         guard var subject = subjects[key] else { return }
         if isReview { subject.reviewComments += 1 } else { subject.comments += 1 }
+        subject.commentIds.append(id)
         subject.updatedAt = max(subject.updatedAt, time)
         subject.issueCache = nil
         subject.pullCache = nil
@@ -497,7 +529,8 @@ struct WorldState {
     /// reason and latest comment. The old version is kept for the ground truth with the time it was replaced.
     /// - Parameter switchedAt: when the change happened on the wall clock (the listing shows it from then on).
     mutating func bump(
-        threadId: Int64, user: Int, to time: Int64, switchedAt: Double, reason: String?, latest: LatestComment?
+        threadId: Int64, user: Int, to time: Int64, switchedAt: Double, reason: String?, latest: LatestComment?,
+        cause: String? = nil
     ) {
         let account = account(user)
         guard var thread = account.threads[threadId] else { return }
@@ -508,9 +541,10 @@ struct WorldState {
         thread.previous.append(
             ThreadVersion(
                 updatedAt: thread.updatedAt, reason: thread.reason, latest: thread.latest,
-                currentFrom: thread.currentFrom, supersededAt: current))
+                currentFrom: thread.currentFrom, supersededAt: current, cause: thread.cause))
         thread.updatedAt = time
         thread.currentFrom = current
+        thread.cause = cause
         if let reason { thread.reason = reason }
         if let latest { thread.latest = latest }
         thread.cache = nil
@@ -538,12 +572,24 @@ struct WorldState {
         if params.threadBumps, let key = Self.threadSubjectKey(thread),
             let existing = account(thread.user).threadBySubject[key]
         {
+            let sticky = stickyReason(of: existing, user: thread.user, newReason: thread.reason)
             bump(
                 threadId: existing, user: thread.user, to: thread.updatedAt, switchedAt: Double(thread.updatedAt),
-                reason: thread.reason, latest: thread.latest)
+                reason: sticky ? nil : thread.reason, latest: thread.latest, cause: sticky ? "comment" : nil)
         } else {
             insertThread(thread)
         }
+    }
+
+    /// Reasons GitHub keeps on a thread when a later bump is only a comment.
+    static let stickyReasons: Set<String> = ["assign", "review_requested", "mention", "team_mention", "author"]
+
+    /// Whether bumping `threadId` for a new `comment` keeps the thread's reason (issues and pull requests only).
+    func stickyReason(of threadId: Int64, user: Int, newReason: String) -> Bool {
+        guard newReason == "comment", let existing = account(user).threads[threadId], existing.subject != nil else {
+            return false
+        }
+        return Self.stickyReasons.contains(existing.reason)
     }
 
     private mutating func generateDiscussion(
@@ -599,6 +645,13 @@ struct WorldState {
         case "ci_activity":
             thread.subjectType = "CheckSuite"
             thread.title = rng.pick(Vocabulary.checkTitles)
+        case "release" where rng.unit() < 0.5:
+            // A commit the user wrote, was mentioned in or commented on.
+            thread.reason = rng.pick(["subscribed", "author", "mention", "comment"])
+            thread.subjectType = "Commit"
+            thread.commitSHA = commitSHA(seq)
+            thread.title = title(&rng)
+            thread.latest = .subject
         case "release":
             thread.reason = rng.pick(["subscribed", "author"])
             thread.subjectType = "Release"
@@ -656,7 +709,8 @@ struct WorldState {
     private mutating func generateEvent(user: Int, seq: Int64, at time: Int64, rng: inout SeededGenerator) {
         let account = account(user)
         var kind = rng.weighted([
-            ("pr_opened", 14), ("issue_opened", 14), ("issue_comment", 18), ("review_comment", 10), ("watch", 12),
+            ("pr_opened", 14), ("issue_opened", 14), ("issue_comment", 18), ("review_comment", 10), ("review", 6),
+            ("watch", 12),
             ("push", 20), ("issue_closed", 5), ("pr_closed", 5),
         ])
         let repo = rng.pick(account.repos)
@@ -671,6 +725,7 @@ struct WorldState {
                 subject.state = "closed"
                 subject.merged = wantPull
                 subject.closedAt = time
+                subject.closedBy = account.person
                 subject.updatedAt = max(subject.updatedAt, time)
                 subject.issueCache = nil
                 subject.pullCache = nil
@@ -719,6 +774,25 @@ struct WorldState {
             event.repo = key.repo
             event.subject = subjects[key]?.snapshot
             event.comment = comments[commentId]
+        case "review":
+            let candidates = (account.own + account.watched).filter { subjects[$0]?.isPullRequest == true }
+            let key: SubjectKey
+            if !candidates.isEmpty, rng.unit() < 0.7 {
+                key = rng.pick(candidates)
+            } else {
+                key = makeSubject(
+                    key: SubjectKey(repo: repo, number: Int(seq)), seq: seq, isPullRequest: true, title: title(&rng),
+                    body: rng.pick(Vocabulary.bodies), author: otherPerson(&rng, not: user),
+                    createdAt: time - 60 - Int64(rng.next() % 86_400), updatedAt: time)
+                remember(key, in: &account.watched)
+            }
+            event.type = "PullRequestReviewEvent"
+            event.action = "created"
+            event.repo = key.repo
+            event.subject = subjects[key]?.snapshot
+            event.review = Review(
+                id: IdSpace.review + seq, state: rng.pick(["approved", "commented", "changes_requested"]),
+                body: rng.pick(Vocabulary.comments))
         case "watch":
             event.type = "WatchEvent"
             event.action = "started"

@@ -13,6 +13,7 @@ extension GitHubSimulator {
     /// - Parameters:
     ///   - number: nil allocates a new number in `repo`.
     ///   - state: the subject's state when it is created (`open` or `closed`).
+    ///   - closedBy: who closed (a pull request: merged) it, when `state` is `closed`; the repository owner if nil.
     ///   - at: the thread's `updated_at` (whole seconds); a future time hides the thread until then.
     /// With `threadBumps` on, a notification about a subject that already has a thread for `login` re-bumps that
     /// thread (as GitHub does) and returns its id.
@@ -22,7 +23,7 @@ extension GitHubSimulator {
     public func addNotification(
         for login: String, reason: String, subjectType: String = "Issue", repo: String = "acme-labs/sim-tests",
         number: Int? = nil, title: String = "Simulated issue", actor: String = "ada-sim", commentBody: String? = nil,
-        reviewComment: Bool = false, state: String = "open", at: Date = Date()
+        reviewComment: Bool = false, state: String = "open", closedBy: String? = nil, at: Date = Date()
     ) throws -> String {
         let user = try accountIndex(login)
         let time = Timestamp.seconds(at)
@@ -58,7 +59,8 @@ extension GitHubSimulator {
                 world.makeSubject(
                     key: key, seq: seq, isPullRequest: subjectType == "PullRequest", title: title,
                     body: "\(title) — reported by \(actor).", author: author, state: state,
-                    merged: state == "closed" && subjectType == "PullRequest", createdAt: min(time, now) - 60,
+                    merged: state == "closed" && subjectType == "PullRequest",
+                    closedBy: closedBy.map { world.person(login: $0) }, createdAt: min(time, now) - 60,
                     updatedAt: time)
                 thread.subject = key
                 thread.title = world.subjects[key]?.title ?? title
@@ -74,15 +76,20 @@ extension GitHubSimulator {
             } else if subjectType == "Release" {
                 thread.releaseId = IdSpace.release + seq
                 thread.latest = .subject
+            } else if subjectType == "Commit" {
+                thread.commitSHA = world.commitSHA(seq)
+                thread.latest = .subject
             }
             if time <= now { world.noteListChange(user, now: now, previous: world.listLastModified(user, now: now)) }
             if world.params.threadBumps, let key = WorldState.threadSubjectKey(thread),
                 let existing = world.account(user).threadBySubject[key]
             {
-                // GitHub keeps one thread per subject and user: the existing one is re-bumped instead.
+                // GitHub keeps one thread per subject and user: the existing one is re-bumped instead, and keeps
+                // its reason when the news is only a comment.
+                let sticky = world.stickyReason(of: existing, user: user, newReason: reason)
                 world.bump(
                     threadId: existing, user: user, to: time, switchedAt: Date().timeIntervalSince1970,
-                    reason: reason, latest: thread.latest)
+                    reason: sticky ? nil : reason, latest: thread.latest, cause: sticky ? "comment" : nil)
                 return String(existing)
             }
             world.insertThread(thread)
@@ -91,8 +98,9 @@ extension GitHubSimulator {
     }
 
     /// Re-bumps a thread as GitHub does on new activity: same thread id, a new `updated_at` (so a new activity id),
-    /// optionally a new `reason` and a new comment by `actor` that `latest_comment_url` then names. The previous
-    /// version stays in the ground truth with the moment it was replaced.
+    /// optionally a new `reason` and a new comment by `actor` that `latest_comment_url` then names. A comment without
+    /// a new reason keeps the thread's reason, as GitHub does; the truth then says the comment made that version.
+    /// The previous version stays in the ground truth with the moment it was replaced.
     /// - Throws: `SimulatorError` for an unknown thread.
     public func touchThread(
         _ threadId: String, at: Date = Date(), commentBody: String? = nil, actor: String = "grace-sim",
@@ -115,9 +123,10 @@ extension GitHubSimulator {
                 latest = .comment(commentId)
             }
             world.account(thread.user).threads[thread.id] = thread
+            let commentOnly = reason == nil && latest != nil && thread.subject != nil
             world.bump(
                 threadId: thread.id, user: thread.user, to: time, switchedAt: switchedAt, reason: reason,
-                latest: latest)
+                latest: latest, cause: commentOnly ? "comment" : nil)
             thread = world.account(thread.user).threads[thread.id] ?? thread
         }
     }
@@ -169,7 +178,10 @@ extension GitHubSimulator {
     /// `PullRequestEvent`/`IssuesEvent` (default action `opened`) create the pull request / issue (authored by
     /// `login`) unless `repo#number` exists; `IssueCommentEvent`/`PullRequestReviewCommentEvent` (default action
     /// `created`) add a comment by `login` to it (created as an issue, or a pull request when `onPullRequest` or
-    /// for review comments). Any other type (`WatchEvent`, `PushEvent`, …) is noise with no subject.
+    /// for review comments). `PullRequestReviewEvent` (default action `created`) submits a review by `login`, with
+    /// `commentBody` as its body, on the pull request. `DiscussionEvent` (default action `created`) opens a discussion
+    /// titled `title` in `repo`. Any other type (`WatchEvent`, `PushEvent`, …) is noise with no
+    /// subject.
     /// `appearsAfter` makes the event show up in `/users/{u}/events` that long after `at` (GitHub documents 30 s to
     /// 6 h), to test late events deliberately; the configured `eventLag` applies to generated events only.
     /// - Throws: `SimulatorError` for an unknown login.
@@ -193,18 +205,21 @@ extension GitHubSimulator {
                 id: IdSpace.event + seq, user: user, type: type, repo: repoIndex, createdAt: time,
                 visibleAt: time + max(0, lagSeconds))
             let isComment = type == "IssueCommentEvent" || type == "PullRequestReviewCommentEvent"
-            let hasSubject = isComment || type == "PullRequestEvent" || type == "IssuesEvent"
+            let isReview = type == "PullRequestReviewEvent"
+            let hasSubject = isComment || isReview || type == "PullRequestEvent" || type == "IssuesEvent"
             if hasSubject {
                 let isPullRequest =
-                    type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || onPullRequest
+                    type == "PullRequestEvent" || type == "PullRequestReviewCommentEvent" || isReview || onPullRequest
                 let number = number ?? world.allocateNumber(repo: repoIndex)
                 let key = SubjectKey(repo: repoIndex, number: number)
                 if world.subjects[key] == nil { world.materializeOwner(ofNumber: number, repo: repoIndex, now: now) }
                 world.makeSubject(
                     key: key, seq: seq, isPullRequest: isPullRequest, title: title, body: "\(title).",
-                    author: isComment ? world.person(login: "ada-sim") : person, createdAt: min(time, now) - 60,
+                    author: isComment || isReview ? world.person(login: "ada-sim") : person,
+                    createdAt: min(time, now) - 60,
                     updatedAt: time)
-                event.action = action ?? (isComment ? "created" : "opened")
+                event.action = action ?? (isComment || isReview ? "created" : "opened")
+                if isReview { event.review = Review(id: IdSpace.review + seq, state: "commented", body: commentBody) }
                 if isComment {
                     let commentId = IdSpace.comment + seq
                     world.addComment(
@@ -213,6 +228,15 @@ extension GitHubSimulator {
                     event.comment = world.comments[commentId]
                 }
                 event.subject = world.subjects[key]?.snapshot
+            } else if type == "DiscussionEvent" {
+                // GitHub's events feed has had this type since 2025; it is noise for the activities.
+                let key = SubjectKey(repo: repoIndex, number: number ?? world.allocateNumber(repo: repoIndex))
+                if world.discussions[key] == nil {
+                    world.discussions[key] = Discussion(
+                        key: key, title: title, body: "\(title).", author: person, createdAt: time, updatedAt: time)
+                }
+                event.action = action ?? "created"
+                event.discussion = key
             } else {
                 event.action = action ?? (type == "WatchEvent" ? "started" : nil)
             }

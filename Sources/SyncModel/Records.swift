@@ -35,11 +35,19 @@ public struct Activity: Codable, Sendable, Hashable {
     public var commentURL: String?
     /// `true` when the worker cut `text` so the record fits in a Kafka message; omitted otherwise.
     public var truncated: Bool?
+    /// Why the activity says less than usual, when it does: ``Activity/subjectUnavailable`` when GitHub refused the
+    /// issue or pull request (403, e.g. SAML SSO; 404; 410) and the text is what the notification itself says.
+    public var detail: String?
+
+    /// `detail` of an activity whose subject GitHub would not show.
+    public static let subjectUnavailable = "subject_unavailable"
 
     public init(
         text: String, sourceURL: String, id: String, occurredAt: Date, kind: String, repo: String? = nil,
-        number: Int? = nil, actor: String? = nil, accountId: String, commentURL: String? = nil, truncated: Bool? = nil
+        number: Int? = nil, actor: String? = nil, accountId: String, commentURL: String? = nil, truncated: Bool? = nil,
+        detail: String? = nil
     ) {
+        self.detail = detail
         self.text = text
         self.sourceURL = sourceURL
         self.id = id

@@ -5,7 +5,7 @@ import Testing
 
 private let keptKinds: Set<String> = [
     "assign", "review_requested", "mention", "state_change", "author", "comment", "team_mention", "pr_opened",
-    "issue_opened", "pr_comment", "issue_comment",
+    "issue_opened", "pr_comment", "issue_comment", "pr_review",
 ]
 
 @Suite("World", .timeLimit(.minutes(1)))
@@ -292,7 +292,57 @@ struct APITests {
             #expect(newest["type"] as? String == "PullRequestEvent")
             let payload = newest["payload"] as? [String: Any]
             #expect(payload?["action"] as? String == "opened")
-            #expect((payload?["pull_request"] as? [String: Any])?["title"] as? String == "Fresh")
+            // GitHub's payload since 2025-10-07: the pull request's reference only; the title is at its `url`.
+            let pull = try #require(payload?["pull_request"] as? [String: Any])
+            #expect(Set(pull.keys) == ["url", "id", "number", "head", "base"])
+            let url = try #require(pull["url"] as? String)
+            #expect(url.hasPrefix(simulator.baseURL))
+            let fetched = try await send(url, token: user.token)
+            #expect(fetched.jsonObject?["title"] as? String == "Fresh")
+        }
+    }
+
+    @Test("the events feed keeps 30 days, as GitHub has since 2025-01-30")
+    func eventsWindow() async throws {
+        try await withSimulator({ $0.historyItems = 0 }) { simulator in
+            let user = simulator.users[0]
+            let old = try simulator.addEvent(
+                for: user.login, type: "IssuesEvent", at: Date().addingTimeInterval(-31 * 86_400))
+            let recent = try simulator.addEvent(
+                for: user.login, type: "IssuesEvent", at: Date().addingTimeInterval(-29 * 86_400))
+            let page = try await send("\(simulator.baseURL)/users/\(user.login)/events", token: user.token)
+            let ids = page.jsonArray?.compactMap { $0["id"] as? String } ?? []
+            #expect(ids.contains(recent))
+            #expect(!ids.contains(old))
+        }
+    }
+
+    @Test("a DiscussionEvent carries its discussion")
+    func discussionEvent() async throws {
+        try await withSimulator({ $0.historyItems = 0 }) { simulator in
+            let user = simulator.users[0]
+            try simulator.addEvent(
+                for: user.login, type: "DiscussionEvent", repo: "octo/app", number: 5, title: "Ideas")
+            let page = try await send("\(simulator.baseURL)/users/\(user.login)/events", token: user.token)
+            let newest = try #require(page.jsonArray?.first)
+            #expect(newest["type"] as? String == "DiscussionEvent")
+            let discussion = (newest["payload"] as? [String: Any])?["discussion"] as? [String: Any]
+            #expect(discussion?["number"] as? Int == 5)
+            #expect(discussion?["title"] as? String == "Ideas")
+            #expect(discussion?["html_url"] as? String == "https://github.com/octo/app/discussions/5")
+        }
+    }
+
+    @Test("full event payloads, as GitHub served them before 2025-10-07, only when asked for")
+    func fullEventPayloads() async throws {
+        try await withSimulator({ $0.fullEventPayloads = true }) { simulator in
+            let user = simulator.users[0]
+            try simulator.addEvent(for: user.login, type: "PullRequestEvent", title: "Old shape")
+            let page = try await send("\(simulator.baseURL)/users/\(user.login)/events", token: user.token)
+            let newest = try #require(page.jsonArray?.first)
+            let pull = (newest["payload"] as? [String: Any])?["pull_request"] as? [String: Any]
+            #expect(pull?["title"] as? String == "Old shape")
+            #expect(pull?["html_url"] is String)
         }
     }
 
@@ -426,7 +476,7 @@ struct TruthTests {
                 title: "Faster sync", actor: "ken-sim", commentBody: "@user2 please review", at: at)
             let state = try simulator.addNotification(
                 for: login, reason: "state_change", subjectType: "PullRequest", repo: "octo/app", number: 14,
-                title: "Old PR", actor: "radia-sim", state: "closed", at: at)
+                title: "Old PR", actor: "radia-sim", state: "closed", closedBy: "linus-sim", at: at)
             let assign = try simulator.addNotification(
                 for: login, reason: "assign", repo: "octo/app", number: 12, title: "ignored", at: at)
             let review = try simulator.addNotification(
@@ -435,8 +485,8 @@ struct TruthTests {
             let author = try simulator.addNotification(
                 for: login, reason: "author", repo: "octo/app", number: 12, at: at)
             _ = try simulator.addNotification(for: login, reason: "subscribed", repo: "octo/app", number: 12, at: at)
-            _ = try simulator.addNotification(
-                for: login, reason: "author", subjectType: "Release", repo: "octo/app", at: at)
+            let release = try simulator.addNotification(
+                for: login, reason: "author", subjectType: "Release", repo: "octo/app", title: "v3.1.0", at: at)
             let opened = try simulator.addEvent(
                 for: login, type: "PullRequestEvent", repo: "octo/app", title: "Add cache", at: at)
             let issueComment = try simulator.addEvent(
@@ -454,7 +504,8 @@ struct TruthTests {
             func text(_ thread: String) -> String? { byId["github:notification:\(thread):\(stamp)"]?.text }
             #expect(text(comment) == "ada-sim commented on issue #12 in octo/app: Same here")
             #expect(text(mention) == "ken-sim mentioned user2 in octo/app PR #13: @user2 please review")
-            #expect(text(state) == "radia-sim changed PR #14 state to closed in octo/app: Old PR")
+            // Told by who merged it (`merged_by`), not by the author or the latest commenter.
+            #expect(text(state) == "linus-sim changed PR #14 state to closed in octo/app: Old PR")
             #expect(text(assign) == "Issue #12 assigned to user2 in octo/app: Crash on start")
             #expect(text(review) == "user2 requested to review PR #13 in octo/app: Faster sync")
             #expect(text(author) == "GitHub notification for user2 in octo/app")
@@ -465,7 +516,9 @@ struct TruthTests {
             #expect(byId["github:event:\(prComment)"]?.kind == "pr_comment")
             #expect(
                 byId["github:notification:\(comment):\(stamp)"]?.sourceURL == "https://github.com/octo/app/issues/12")
-            #expect(truth.count == 9)
+            // The user's release (reason author) is an activity too; a subscribed thread is not.
+            #expect(text(release) == "GitHub notification for user2 in octo/app release: v3.1.0")
+            #expect(truth.count == 10)
 
             // Touching a thread re-bumps it: a new version with its own id and, with a comment, its actor and body;
             // the old version stays in the truth, marked with when it was superseded.
@@ -477,11 +530,13 @@ struct TruthTests {
             #expect(
                 touched.first { $0.id == "github:notification:\(comment):\(laterStamp)" }?.text
                     == "dennis-sim commented on issue #12 in octo/app: Fixed in main")
-            #expect(touched.count == 10)
+            #expect(touched.count == 11)
             let old = touched.first { $0.id == "github:notification:\(comment):\(stamp)" }
             #expect(old?.supersededAt != nil)
             #expect(old?.commentURL?.hasPrefix("https://github.com/octo/app/issues/12#issuecomment-") == true)
-            #expect(touched.filter { $0.id.hasPrefix("github:notification:\(comment):") && $0.supersededAt == nil }.count == 1)
+            #expect(
+                touched.filter { $0.id.hasPrefix("github:notification:\(comment):") && $0.supersededAt == nil }.count
+                    == 1)
 
             // The admin endpoint serves the same truth.
             let from = ISO8601DateFormatter().string(from: at.addingTimeInterval(-1))
@@ -634,6 +689,17 @@ struct ShapeTests {
             }
             let types = Set(events.compactMap { $0["type"] as? String })
             #expect(types.contains("PushEvent") || types.contains("WatchEvent"))
+            // Today's trimmed shapes: pushes without commits, pull request events without title or page.
+            for push in events where push["type"] as? String == "PushEvent" {
+                let payload = try #require(push["payload"] as? [String: Any])
+                #expect(payload["commits"] == nil && payload["size"] == nil && payload["distinct_size"] == nil)
+                #expect(payload["head"] is String)
+            }
+            for pull in events where pull["type"] as? String == "PullRequestEvent" {
+                let reference = (pull["payload"] as? [String: Any])?["pull_request"] as? [String: Any]
+                #expect(reference?["title"] == nil && reference?["html_url"] == nil && reference?["user"] == nil)
+                #expect(reference?["number"] is Int && reference?["url"] is String)
+            }
             if let comment = events.first(where: { $0["type"] as? String == "IssueCommentEvent" }) {
                 let payload = try #require(comment["payload"] as? [String: Any])
                 #expect(payload["action"] as? String == "created")

@@ -95,6 +95,67 @@ struct FixtureDecodingTests {
         #expect(!received.isEmpty)
     }
 
+    /// Today's feed (`user-events-trimmed.json`): every item decodes although no pull request carries a title, and
+    /// one item that is not an event, or of a type nobody documented, never fails the page.
+    @Test func trimmedEventsDecodeItemByItem() throws {
+        let page = try Fixtures.decode(EventPage.self, "user-events-trimmed.json")
+        #expect(page.undecodable == 0)
+        #expect(
+            page.events.map(\.type) == [
+                "PullRequestEvent", "PullRequestReviewEvent", "PushEvent", "IssueCommentEvent", "IssuesEvent",
+            ])
+        let opened = try #require(page.events.first)
+        #expect(ActivityText.eventKind(opened) == "pr_opened")
+        #expect(opened.payload?.pull_request?.title == nil)
+        #expect(opened.payload?.pull_request?.url == "https://api.github.com/repos/octocat/Hello-World/pulls/1347")
+        #expect(opened.payload?.pull_request?.number == 1347)
+        // The whole page used to fail on the first of these items (`keyNotFound: title`).
+        #expect(throws: (any Error).self) {
+            try Fixtures.decode([IssueOrPull].self, from: pullRequests(in: "user-events-trimmed.json"))
+        }
+
+        guard case .array(var items) = try Fixtures.json("user-events-trimmed.json") else {
+            Issue.record("not an array")
+            return
+        }
+        items.insert(.object(["id": "x", "type": "PushEvent"]), at: 1)  // no repo: not an event we can read
+        items.insert(.string("not even an object"), at: 3)
+        items.append(.object(["id": "9", "type": "FutureEvent", "repo": ["name": "octo/new"], "payload": [:]]))
+        let odd = try Fixtures.decode(EventPage.self, from: .array(items))
+        #expect(odd.undecodable == 2)
+        #expect(odd.events.count == page.events.count + 1)
+        #expect(odd.events.last?.type == "FutureEvent")
+        #expect(!GitHubEvent.knownTypes.contains("FutureEvent"))
+    }
+
+    /// `DiscussionEvent` (new since 2025) is a documented type: decoded, never counted as unknown.
+    @Test func discussionEventDecodes() throws {
+        let json: JSONValue = .array([
+            .object([
+                "id": "50", "type": "DiscussionEvent", "created_at": "2026-11-30T09:00:00Z",
+                "actor": ["login": "octocat", "id": 583231], "repo": ["id": 1, "name": "octocat/Hello-World"],
+                "payload": [
+                    "action": "created",
+                    "discussion": [
+                        "number": 7, "title": "Ideas",
+                        "html_url": "https://github.com/octocat/Hello-World/discussions/7",
+                    ],
+                ],
+            ])
+        ])
+        let page = try Fixtures.decode(EventPage.self, from: json)
+        #expect(page.undecodable == 0)
+        let event = try #require(page.events.first)
+        #expect(GitHubEvent.knownTypes.contains(try #require(event.type)))
+        #expect(event.payload?.discussion?.number == 7)
+        #expect(event.payload?.discussion?.title == "Ideas")
+    }
+
+    private func pullRequests(in name: String) throws -> JSONValue {
+        guard case .array(let items) = try Fixtures.json(name) else { return .array([]) }
+        return .array(items.compactMap { $0["payload"]?["pull_request"] })
+    }
+
     @Test func searchAndRateLimit() throws {
         let search = try Fixtures.decode(IssueSearchResult.self, "search-issues.json")
         #expect(search.items.count <= search.total_count)

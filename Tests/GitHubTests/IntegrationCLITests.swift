@@ -104,4 +104,51 @@ struct IntegrationCLITests {
             #expect(!sync.stderr.joined().contains(fresh.token))
         }
     }
+
+    /// The sync-integration SDK runs every integration as `CMD setup --event-body JSON --integration-definition JSON`
+    /// and `CMD sync --config JSON --integration-definition JSON --state JSON`, with the JSON in the arguments.
+    @Test func theSDKContractPassesJSONStrings() async throws {
+        try await SimulatedGitHub.with { github in
+            let user = github.user
+            let definition = #"{"key":"github","slug":"github","name":"GitHub","spec":{},"config":{}}"#
+            let setup = try await run(
+                [
+                    "integration", "github", "setup", "--event-body",
+                    #"{"access_token":"\#(user.token)","refresh_token":"\#(user.refreshToken)"}"#,
+                    "--integration-definition", definition, "--github-url", github.simulator.baseURL,
+                ], last: "account")
+            #expect(setup.status == 0, "\(setup.stderr)")
+            let account = try message(try #require(setup.stdout.first))
+            #expect(account["data"]?["accountId"]?.stringValue == String(user.id))
+
+            let before = Date()
+            let first = try await run(
+                [
+                    "integration", "github", "sync", "--config", #"{"access_token":"\#(user.token)"}"#,
+                    "--integration-definition", definition, "--state", "{}", "--github-url", github.simulator.baseURL,
+                ], last: "state")
+            #expect(first.status == 0, "\(first.stderr)")
+            let messages = try first.stdout.map(message)
+            let truth = try github.simulator.truth(
+                login: user.login, from: before.addingTimeInterval(-86_400), to: before)
+            #expect(!truth.isEmpty)
+            #expect(
+                Set(messages.filter { $0["type"] == "activity" }.compactMap { $0["data"]?["id"]?.stringValue })
+                    == Set(truth.map(\.id)))
+            let state = try #require(messages.last { $0["type"] == "state" }?["data"])
+            let stateJSON = try #require(String(data: Data(try WireFormat.encode(state)), encoding: .utf8))
+
+            let second = try await run(
+                [
+                    "integration", "github", "sync", "--config", #"{"access_token":"\#(user.token)"}"#,
+                    "--integration-definition", definition, "--state", stateJSON, "--github-url",
+                    github.simulator.baseURL,
+                ], last: "state")
+            #expect(second.status == 0, "\(second.stderr)")
+            #expect(second.stdout.count == 1, "nothing new: only the state message")
+            for output in [setup, first, second] {
+                #expect(!output.stderr.joined().contains(user.token))
+            }
+        }
+    }
 }
