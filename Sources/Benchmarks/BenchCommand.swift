@@ -1,4 +1,5 @@
 public import ArgumentParser
+import Logging
 
 /// `activity-sync bench …` (or `activity-sync-bench …`): throughput measurements, kept apart from the tests and
 /// from the roles' code. Each benchmark prints the command it ran and a markdown table of what it measured.
@@ -18,4 +19,17 @@ public struct BenchCommand: AsyncParsableCommand {
     ]
 
     public init() {}
+}
+
+/// The benchmarks' logging: warnings and worse to stderr, so the numbers on stdout stay readable.
+enum BenchLogging {
+    /// Bootstraps the process's logging (once per process) and returns the bench's logger.
+    static func bootstrap() -> Logger {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        return Logger(label: "bench")
+    }
 }

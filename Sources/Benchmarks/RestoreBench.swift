@@ -33,12 +33,7 @@ struct RestoreBench: AsyncParsableCommand {
             + (bootstrap.map { " --bootstrap \($0)" } ?? "") + " --topic-prefix \(topicPrefix)"
             + (workerBinary.map { " --worker-binary \($0)" } ?? "")
         print("command: \(command)")
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
-        let logger = Logger(label: "bench")
+        let logger = BenchLogging.bootstrap()
         var cluster: EmbeddedKafkaCluster?
         let servers: String
         let topics = TopicNames(prefix: topicPrefix)

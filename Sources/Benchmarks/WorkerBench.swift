@@ -33,12 +33,7 @@ struct WorkerBench: AsyncParsableCommand {
             "activity-sync bench worker --accounts \(accounts) --workers \(workers) --latency-ms \(latencyMs) "
             + "--concurrency \(concurrency) --rounds \(rounds) --delivery \(delivery)"
         print("command: \(command)")
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
-        let logger = Logger(label: "bench")
+        let logger = BenchLogging.bootstrap()
         let cluster = try EmbeddedKafkaCluster(brokers: 1, logger: logger)
         let topics = TopicNames()
         try cluster.createTopics(topics.all.map(\.name), partitions: partitions)
