@@ -81,6 +81,8 @@ struct TransactionBatcher: Sendable {
         var rejections = 0
         /// The account and its state before this job, to undo the job's state if its output is dead-lettered.
         var before: StateBefore?
+        /// The output's size when it finished, counted against its partition until committed.
+        var bytes = 0
     }
 
     /// An account's state before a job ran: what the in-memory store goes back to if the job's output is refused.
@@ -120,6 +122,8 @@ struct TransactionBatcher: Sendable {
     private(set) var aborts = 0
     /// Jobs whose output was replaced by a dead letter because the cluster refused it.
     private(set) var deadLettered = 0
+    /// Bytes of finished output not yet committed, per partition (waiting or in the batch being written).
+    private var uncommittedBytes: [Int32: Int] = [:]
     /// States to put back in the store: those of jobs whose output was replaced by a dead letter.
     private var statesToRestore: [(partition: Int32, before: StateBefore)] = []
 
@@ -139,6 +143,7 @@ struct TransactionBatcher: Sendable {
         for partition in partitions {
             tracker.assign(partition)
             waiting[partition] = []
+            uncommittedBytes[partition] = 0
         }
     }
 
@@ -148,7 +153,10 @@ struct TransactionBatcher: Sendable {
             revokedFromInFlight.formUnion(partitions.filter { batch.offsets[$0] != nil })
         }
         tracker.revoke(partitions)
-        for partition in partitions { waiting[partition] = nil }
+        for partition in partitions {
+            waiting[partition] = nil
+            uncommittedBytes[partition] = nil
+        }
     }
 
     /// Drops the uncommitted output of partitions being handed over, which stay assigned until the hand-over
@@ -161,6 +169,7 @@ struct TransactionBatcher: Sendable {
         for partition in partitions where tracker.isAssigned(partition) {
             _ = tracker.rewind(partition: partition)
             waiting[partition] = []
+            uncommittedBytes[partition] = 0
         }
     }
 
@@ -176,8 +185,10 @@ struct TransactionBatcher: Sendable {
     ) -> Action {
         guard tracker.isAssigned(partition) else { return .none }
         tracker.finished(partition: partition, offset: offset)
+        let bytes = (result.records + result.stateRecords).reduce(0) { $0 + $1.estimatedSize }
+        uncommittedBytes[partition, default: 0] += bytes
         waiting[partition, default: []].append(
-            Finished(offset: offset, result: result, at: now, origin: origin, before: before))
+            Finished(offset: offset, result: result, at: now, origin: origin, before: before, bytes: bytes))
         finishedSinceCommit += 1
         if oldestWaiting == nil { oldestWaiting = now }
         if finishedSinceCommit >= configuration.maxJobs { return nextBatch() }
@@ -201,6 +212,9 @@ struct TransactionBatcher: Sendable {
         commits += 1
         if isolating > 0 { isolating = max(0, isolating - batch.jobCount) }
         tracker.committed(batch.offsets)
+        for (partition, entries) in batch.parts where uncommittedBytes[partition] != nil {
+            uncommittedBytes[partition] = max(0, uncommittedBytes[partition]! - entries.reduce(0) { $0 + $1.bytes })
+        }
         if let oldest = oldestWaiting,
             isolating > 0 || finishedSinceCommit >= configuration.maxJobs
                 || now.timeIntervalSince(oldest) >= configuration.commitInterval.timeInterval
@@ -317,6 +331,12 @@ struct TransactionBatcher: Sendable {
     }
 
     var counts: (commits: Int, aborts: Int) { (commits, aborts) }
+
+    /// What a partition holds in memory until its next commit: jobs consumed and not committed (queued, running
+    /// or finished behind an earlier one), and the bytes of their finished output.
+    func uncommitted(partition: Int32) -> (jobs: Int, bytes: Int) {
+        (tracker.uncommittedCount(partition: partition), uncommittedBytes[partition] ?? 0)
+    }
 
     /// Whether the in-flight batch holds any of these partitions.
     func inFlightHolds(partitions: [Int32]) -> Bool {

@@ -34,6 +34,12 @@ public struct WorkerConfiguration: Sendable {
     public var syncTimeout: Duration = .seconds(60)
     /// Consumed jobs held in memory (running, queued or waiting to commit) before consumption pauses.
     public var maxBufferedJobs = 20_000
+    /// A partition stops being consumed when it holds this many jobs not yet committed (queued, running, or
+    /// finished behind an earlier job that still runs), until half of them are committed.
+    public var maxUncommittedJobsPerPartition = 2_000
+    /// …or when the finished output it holds until its next commit reaches this many bytes. Together: a worker
+    /// holds at most its partitions × this much output, whatever one slow job at a partition's head holds up.
+    public var maxUncommittedBytesPerPartition = 16 << 20
     /// How long one read of a state partition may take; it waits for transactions below the high watermark to
     /// resolve, so keep it above `transactionTimeout`.
     public var restoreTimeout: Duration = .seconds(120)

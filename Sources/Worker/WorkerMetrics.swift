@@ -14,6 +14,9 @@ struct WorkerMetrics: Sendable {
     let restoreRetries = Counter(label: "activity_sync_worker_restore_retries_total")
     /// Batches the cluster refused a record of (too large, malformed): split to find the job that made it.
     let rejectedBatches = Counter(label: "activity_sync_worker_rejected_batches_total")
+    /// Times a partition was paused because what it holds until its next commit reached a limit (a slow job at
+    /// its head).
+    let pausedPartitions = Counter(label: "activity_sync_worker_partition_pauses_total")
 
     init() {
         var jobs: [JobResult.Outcome: Counter] = [:]

@@ -241,11 +241,37 @@ public final class WorkerService: Service, Sendable {
                 throw error.isFenced ? WorkerError.fenced("\(error)") : WorkerError.kafkaFatal("\(error)")
             case .messages(let messages):
                 for message in messages { accept(message) }
-                // Bound memory: wait for jobs to finish and commit before taking more.
+                applyBackpressure(consumer)
+                // Bound memory overall too: wait for jobs to finish before taking more.
                 while shared.withLock({ $0.machine.buffered >= configuration.maxBufferedJobs && !$0.stopping }) {
                     try await Task.sleep(for: .milliseconds(5))
                 }
             }
+        }
+    }
+
+    /// Pauses the partitions that hold too much until their next commit, and resumes those that committed it.
+    private func applyBackpressure(_ consumer: KafkaConsumer) {
+        let (pause, resume) = shared.withLock {
+            $0.machine.backpressure(
+                maxJobs: configuration.maxUncommittedJobsPerPartition,
+                maxBytes: configuration.maxUncommittedBytesPerPartition)
+        }
+        let topic = configuration.topics.jobs
+        do {
+            if !pause.isEmpty {
+                try consumer.pause(pause.map { TopicPartition(topic: topic, partition: $0) })
+                metrics.pausedPartitions.increment(by: pause.count)
+                logger.info(
+                    "partitions paused: too much waits for an earlier job to commit", metadata: ["partitions": "\(pause)"])
+            }
+            if !resume.isEmpty {
+                try consumer.resume(resume.map { TopicPartition(topic: topic, partition: $0) })
+                logger.info("partitions resumed", metadata: ["partitions": "\(resume)"])
+            }
+        } catch {
+            // A partition revoked meanwhile cannot be paused; the next assignment starts unpaused anyway.
+            logger.warning("pausing or resuming partitions failed", metadata: ["error": "\(error)"])
         }
     }
 
@@ -536,6 +562,7 @@ public final class WorkerService: Service, Sendable {
                     jobCount: batch.jobCount, recordCount: batch.records.count + batch.stateRecords.count,
                     committedAt: now, scheduledAt: batch.scheduledAt))
             handle(shared.withLock { $0.machine.commitSucceeded(batch) })
+            applyBackpressure(consumer)
             return
         }
         metrics.aborts.increment()

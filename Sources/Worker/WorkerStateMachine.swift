@@ -62,6 +62,8 @@ struct WorkerStateMachine: Sendable {
     private var batcher: TransactionBatcher
     /// Jobs consumed and not yet finished (waiting or running), to bound memory.
     private(set) var buffered = 0
+    /// Partitions whose consumption is paused because what they hold until their next commit reached a limit.
+    private(set) var paused: Set<Int32> = []
     private(set) var fatal: WorkerError?
 
     init(concurrency: Int, batcher: TransactionBatcher) {
@@ -127,7 +129,10 @@ struct WorkerStateMachine: Sendable {
     /// (past the revocation deadline) finishes into nothing. A batch in flight that holds them is abandoned when
     /// it returns.
     mutating func finishRevocation(_ revoked: [Int32]) {
-        for partition in revoked { partitions[partition] = nil }
+        for partition in revoked {
+            partitions[partition] = nil
+            paused.remove(partition)
+        }
         batcher.revoke(revoked)
         store.drop(revoked)
     }
@@ -240,6 +245,29 @@ struct WorkerStateMachine: Sendable {
     }
 
     var counts: (commits: Int, aborts: Int) { batcher.counts }
+
+    /// Per-partition backpressure: a partition whose uncommitted jobs or output bytes reached a limit is paused,
+    /// and resumed once both are below half of it. A slow job at a partition's head holds back every later job's
+    /// output there (offsets commit in order); this bounds that partition alone, while the others go on.
+    ///
+    /// - Returns: the partitions to pause and to resume now (each reported once).
+    mutating func backpressure(maxJobs: Int, maxBytes: Int) -> (pause: [Int32], resume: [Int32]) {
+        var pause: [Int32] = []
+        var resume: [Int32] = []
+        for (partition, entry) in partitions where entry.ownership != .restoring {
+            let held = batcher.uncommitted(partition: partition)
+            if paused.contains(partition) {
+                if held.jobs < maxJobs / 2, held.bytes < maxBytes / 2 {
+                    paused.remove(partition)
+                    resume.append(partition)
+                }
+            } else if held.jobs >= maxJobs || held.bytes >= maxBytes {
+                paused.insert(partition)
+                pause.append(partition)
+            }
+        }
+        return (pause.sorted(), resume.sorted())
+    }
     var deadLetteredOutputs: Int { batcher.deadLettered }
     var assignedPartitions: [Int32] { partitions.keys.sorted() }
     func committedPosition(partition: Int32) -> Int64? { batcher.committedPosition(partition: partition) }

@@ -25,6 +25,21 @@ struct CountingIntegration: Integration {
     }
 }
 
+/// ``CountingIntegration`` with one account that takes `delay` per sync: a slow job at its partition's head.
+struct SlowAccountIntegration: Integration {
+    let key = "github"
+    let slow: String
+    let delay: Duration
+    func spec() -> JSONValue { [:] }
+    func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
+        AccountSetup(accountId: "", config: [:], settings: [:])
+    }
+    func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        if request.accountId == slow { try await Task.sleep(for: delay) }
+        return try await CountingIntegration().sync(request)
+    }
+}
+
 /// One embedded cluster with activity-sync's topics under a unique prefix.
 struct WorkerHarness {
     let kafkaTopics: EmbeddedTopics
@@ -177,6 +192,36 @@ struct WorkerHarness {
         #expect(codes == ["wrong_partition"])
         let reason = letters.first?.header(DeadLetterHeader.reason).map { String(decoding: $0, as: UTF8.self) } ?? ""
         #expect(reason.contains("belongs in jobs partition \(home)"), "\(reason)")
+    }
+
+    @Test("a slow job at a partition's head pauses that partition once it holds the limit, and nothing is lost",
+        .timeLimit(.minutes(2)))
+    func aSlowHeadPausesItsPartitionAndEverythingArrives() async throws {
+        let harness = try WorkerHarness()
+        let home = KeyPartitioner.murmur2(Array("slow".utf8), partitionCount: harness.partitions)
+        // Accounts in the slow one's partition, so their jobs sit behind it.
+        let behind = (1...200).map { "acct-\($0)" }
+            .filter { KeyPartitioner.murmur2(Array($0.utf8), partitionCount: harness.partitions) == home }.prefix(12)
+        try await harness.publish(try jobRecords(harness, accounts: ["slow"] + behind, ticks: 1))
+        var configuration = harness.configuration(delivery: .atLeastOnce)
+        configuration.maxUncommittedJobsPerPartition = 4
+        let worker = WorkerService(
+            configuration: configuration,
+            integrations: IntegrationRegistry([SlowAccountIntegration(slow: "slow", delay: .seconds(3))]),
+            sealer: harness.sealer, logger: harness.logs.logger)
+        let run = Task { try await worker.run() }
+        let expected = harness.expectedIds(accounts: ["slow"] + behind, ticks: 1)
+        let done = try await eventuallyHolds(within: .seconds(60)) {
+            Set(try await harness.activityIds()).isSuperset(of: expected)
+        }
+        worker.beginShutdown()
+        try await run.value
+        #expect(done, "every activity arrived")
+        let ids = try await harness.activityIds()
+        #expect(ids.count == Set(ids).count, "none repeated")
+        let lines = harness.logs.all
+        #expect(lines.contains { $0.contains("partitions paused") && $0.contains("[\(home)]") }, "the slow head paused its partition")
+        #expect(lines.contains { $0.contains("partitions resumed") })
     }
 
     @Test(.timeLimit(.minutes(2)))

@@ -159,6 +159,43 @@ import Testing
         #expect(machine.state(for: third) == state(2))
     }
 
+    @Test("a slow job at a partition's head pauses that partition alone once it holds the limit; its commit resumes it")
+    func aSlowHeadPausesOnlyItsPartition() throws {
+        var (machine, _) = machine(owning: [0, 1], concurrency: 64)
+        // The head job of partition 0 runs on; later jobs of other accounts there finish behind it.
+        let head = try #require(run(&machine, "slow", tick: 1, at: origin(0, 0)))
+        var paused: [[Int32]] = []
+        for offset in 1...6 {
+            let queued = try #require(run(&machine, "a\(offset)", tick: 1, at: origin(0, Int64(offset))))
+            _ = machine.finished(queued, result: BatchFixtures.result("a\(offset)"), statusRecord: nil)
+            paused.append(machine.backpressure(maxJobs: 5, maxBytes: 1 << 20).pause)
+        }
+        // Partition 1 keeps going: its jobs commit.
+        let other = try #require(run(&machine, "b", tick: 1, at: origin(1, 0)))
+        _ = machine.finished(other, result: BatchFixtures.result("b"), statusRecord: nil)
+        #expect(paused.flatMap { $0 } == [0], "paused once, at the fifth uncommitted job of partition 0: \(paused)")
+        #expect(machine.backpressure(maxJobs: 5, maxBytes: 1 << 20).pause.isEmpty, "partition 1 is not paused")
+        // The head finishes; the partition's output commits; it resumes.
+        _ = machine.finished(head, result: BatchFixtures.result("slow"), statusRecord: nil)
+        guard case .commit(let batch) = machine.flush() else { throw BatchExpected() }
+        #expect(batch.offsets[0] == 7)
+        _ = machine.commitSucceeded(batch)
+        #expect(machine.backpressure(maxJobs: 5, maxBytes: 1 << 20).resume == [0])
+    }
+
+    @Test("finished output waiting for its commit counts in bytes, until the commit")
+    func uncommittedOutputBytesPause() throws {
+        var (machine, _) = machine(owning: [0])
+        let queued = try #require(run(&machine, "a", tick: 1, at: origin(0, 0)))
+        #expect(machine.backpressure(maxJobs: 100, maxBytes: 10).pause.isEmpty, "nothing finished yet")
+        _ = machine.finished(queued, result: BatchFixtures.result("a-with-some-output"), statusRecord: nil)
+        #expect(machine.backpressure(maxJobs: 100, maxBytes: 10).pause == [0])
+        guard case .commit(let batch) = machine.flush() else { throw BatchExpected() }
+        #expect(machine.backpressure(maxJobs: 100, maxBytes: 10).resume.isEmpty, "written, not yet committed")
+        _ = machine.commitSucceeded(batch)
+        #expect(machine.backpressure(maxJobs: 100, maxBytes: 10).resume == [0])
+    }
+
     @Test("outside a revocation a rebalancing failure is retried with the same output")
     func aRebalancingFailureOutsideARevocationIsRetried() throws {
         var (machine, _) = machine(owning: [0])
