@@ -55,15 +55,15 @@ struct OffsetTracker: Sendable {
     /// Records that the job at `offset` is done (its output is ready to be written).
     mutating func finished(partition: Int32, offset: Int64) {
         guard var state = partitions[partition] else { return }
-        // Jobs finish roughly in order, so search from the oldest pending entry.
-        var index = state.pendingStart
-        while index < state.pending.count {
-            if state.pending[index].offset == offset {
-                state.pending[index].finished = true
-                break
-            }
-            index += 1
+        // Offsets are consumed in increasing order, so the pending entries are sorted: a binary search, not a scan
+        // of everything that waits behind a slow job.
+        var low = state.pendingStart
+        var high = state.pending.count
+        while low < high {
+            let middle = (low + high) / 2
+            if state.pending[middle].offset < offset { low = middle + 1 } else { high = middle }
         }
+        if low < state.pending.count, state.pending[low].offset == offset { state.pending[low].finished = true }
         partitions[partition] = state
     }
 
