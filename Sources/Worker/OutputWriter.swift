@@ -23,15 +23,28 @@ extension OutgoingRecord {
 }
 
 extension TransactionBatcher.CommitFailure {
-    /// Classifies a Kafka error by librdkafka's own flags and codes, never by its text.
+    /// Classifies a Kafka error by librdkafka's own flags first, then its code (``KafkaError/transactionRecovery``),
+    /// never by its text.
     static func from(_ error: any Error, context: String) -> Self {
         guard let error = error as? KafkaError else {
             return .aborted(reason: "\(context): \(error)", rebalancing: false, recordRejected: false)
         }
-        if error.isFenced { return .fatal(.fenced("\(context): \(error)")) }
-        if error.isFatal { return .fatal(.kafkaFatal("\(context): \(error)")) }
-        return .aborted(
-            reason: "\(context): \(error)", rebalancing: error.isGroupRebalancing, recordRejected: error.isRecordRejected)
+        let reason = "\(context): \(error)"
+        switch error.transactionRecovery {
+        case .fenced:
+            return .fatal(.fenced(reason))
+        case .fatal:
+            return .fatal(.kafkaFatal(reason))
+        case .abortStaleMembership:
+            // The offsets carried the metadata of a membership that is gone — after a broker restart, this worker's
+            // own consumer rejoined under its group.instance.id with a new member id. Nothing else has the id; the
+            // revocation or loss that follows settles which partitions are still ours.
+            return .aborted(reason: reason, rebalancing: true, recordRejected: false)
+        case .abortRecordRejected:
+            return .aborted(reason: reason, rebalancing: false, recordRejected: true)
+        case .abort, .resume:
+            return .aborted(reason: reason, rebalancing: false, recordRejected: false)
+        }
     }
 }
 
@@ -41,7 +54,11 @@ extension TransactionBatcher.CommitFailure {
 ///   a coordinator moving) is answered by calling the *same* function again: the transaction is still in that
 ///   step, and aborting instead fails with `__CONFLICT` and leaves it open.
 /// - An error that requires an abort is answered with `abort_transaction` (itself resumed while retriable); the
-///   batch may then be written again in a new transaction.
+///   batch may then be written again in a new transaction. That includes `FENCED_INSTANCE_ID`,
+///   `ILLEGAL_GENERATION` and `UNKNOWN_MEMBER_ID` on `send_offsets_to_transaction`: librdkafka flags them abortable
+///   because they mean the offsets carry the group metadata of a membership that is gone (after a broker restart,
+///   this worker's own consumer rejoined under its `group.instance.id`), not that another process has the id. The
+///   loss or revocation that follows drops the batch; it is never re-sent under the old metadata.
 /// - A fatal error (fenced by a newer instance with our transactional id, or a broken producer) is final.
 /// - A transaction that can be neither committed nor aborted within the bound is reported fatal: the worker
 ///   stops, and the broker aborts the transaction by `transaction.timeout.ms` or when a restart fences it.
@@ -101,12 +118,11 @@ struct TransactionalWriter: OutputWriter {
             return .fatal(.transactionFailed("the transaction could not be settled: \(error.reason)"))
         } catch {
             failure = .from(error, context: "writing batch \(batch.id)")
-            // A broken producer cannot abort; anything else (FENCED_INSTANCE_ID from the group, say, which stops the
-            // worker too) leaves no transaction open behind it.
+            // A broken or fenced producer cannot abort. Anything else leaves no transaction open behind it.
             if (error as? KafkaError)?.isFatal == true { return failure }
         }
-        // Abortable (a failed delivery, refused offsets, a non-retriable commit error): roll back so the retry
-        // starts a clean transaction.
+        // Abortable (a failed delivery, refused offsets, offsets of a membership that is gone, a non-retriable commit
+        // error): roll back so that nothing of the batch counts, and a retry starts a clean transaction.
         do {
             try await resuming("abortTransaction") { try await producer.abortTransaction(timeout: timeout) }
         } catch let error as Unsettled {

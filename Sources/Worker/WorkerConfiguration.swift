@@ -112,8 +112,8 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch code {
         case .fenced:
-            "worker stopped: \(message). Another worker with the same --id took over; do not run two workers with "
-                + "one id."
+            "worker stopped: \(message). Another process with the same --id took over (its transactional.id or "
+                + "group.instance.id); do not run two workers with one id."
         case .kafkaFatal:
             "worker stopped: \(message). The Kafka client hit an unrecoverable error; restart the worker (it resumes "
                 + "from the last commit) and check the brokers' logs."

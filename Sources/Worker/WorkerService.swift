@@ -233,8 +233,12 @@ public final class WorkerService: Service, Sendable {
             case .lost(let partitions):
                 await revoke(partitions.map(\.partition), lost: true)
             case .fatal(let error):
-                // FENCED_INSTANCE_ID: another process runs with this worker's id (static membership).
-                throw error.isFenced ? WorkerError.fenced("\(error)") : WorkerError.kafkaFatal("\(error)")
+                // The consumer's own fatal FENCED_INSTANCE_ID: another process joined with this worker's id (static
+                // membership). Unlike the abortable FENCED_INSTANCE_ID a transactional offset commit can get after a
+                // broker restart, this one is final.
+                throw error.isFenced
+                    ? WorkerError.fenced("another consumer joined the group with this worker's group.instance.id: \(error)")
+                    : WorkerError.kafkaFatal("\(error)")
             case .messages(let messages):
                 for message in messages { accept(message) }
                 // Bound memory: wait for jobs to finish and commit before taking more.

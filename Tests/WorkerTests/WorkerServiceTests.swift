@@ -173,6 +173,21 @@ struct WorkerHarness {
         print("aborts=\(worker.transactionCounts.aborts) records=\(ids.count) distinct=\(Set(ids).count)")
     }
 
+    /// What a broker restart does to a static member's in-flight batch: its offsets carry the member id from before
+    /// the consumer rejoined, and the group coordinator answers FENCED_INSTANCE_ID — abortable, since nothing else
+    /// has the id. The worker must abort that batch and go on, not stop as if another worker took its id over.
+    @Test(.timeLimit(.minutes(2)))
+    func anAbortableFencedInstanceIdOnTheOffsetCommitDoesNotStopTheWorker() async throws {
+        let harness = try WorkerHarness()
+        let accounts = (1...6).map { "acct-\($0)" }
+        // TxnOffsetCommit (28) fails with FENCED_INSTANCE_ID (82) twice.
+        let (ids, worker) = try await runWorker(harness, delivery: .exactlyOnce, accounts: accounts, ticks: 2) {
+            try harness.cluster.pushRequestErrors(apiKey: 28, errors: [82, 82])
+        }
+        #expect(Set(ids) == harness.expectedIds(accounts: accounts, ticks: 2))
+        #expect(worker.transactionCounts.aborts >= 1, "the injected errors caused aborts")
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func aFencedProducerStopsTheWorkerWithAClearError() async throws {
         let harness = try WorkerHarness()
