@@ -7,9 +7,13 @@ import Synchronization
 protocol OutputWriter: Sendable {
     /// Writes `batch` and commits `offsets` with `groupMetadata`, the metadata of the assignment the batch was
     /// built in. Returns nil on success; otherwise how it failed, after settling the transaction (never left open).
+    ///
+    /// - Parameter isCurrent: whether the batch's partitions are still this worker's in the assignment it was built
+    ///   in. Asked again right before the offsets go out: a write can outlast the assignment (a broker down for
+    ///   longer than the session timeout), and offsets of lost partitions must never be sent.
     func write(
         _ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], groupMetadata: ConsumerGroupMetadata,
-        consumer: KafkaConsumer
+        consumer: KafkaConsumer, isCurrent: @escaping @Sendable () -> Bool
     ) async -> TransactionBatcher.CommitFailure?
     func close() async
 }
@@ -59,6 +63,8 @@ extension TransactionBatcher.CommitFailure {
 ///   because they mean the offsets carry the group metadata of a membership that is gone (after a broker restart,
 ///   this worker's own consumer rejoined under its `group.instance.id`), not that another process has the id. The
 ///   loss or revocation that follows drops the batch; it is never re-sent under the old metadata.
+/// - A batch whose partitions were lost while its records were being delivered is aborted before its offsets go
+///   out.
 /// - A fatal error (fenced by a newer instance with our transactional id, or a broken producer) is final.
 /// - A transaction that can be neither committed nor aborted within the bound is reported fatal: the worker
 ///   stops, and the broker aborts the transaction by `transaction.timeout.ms` or when a restart fences it.
@@ -97,7 +103,7 @@ struct TransactionalWriter: OutputWriter {
 
     func write(
         _ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], groupMetadata: ConsumerGroupMetadata,
-        consumer: KafkaConsumer
+        consumer: KafkaConsumer, isCurrent: @escaping @Sendable () -> Bool
     ) async -> TransactionBatcher.CommitFailure? {
         do {
             try producer.beginTransaction()
@@ -108,6 +114,10 @@ struct TransactionalWriter: OutputWriter {
         do {
             _ = try await producer.send((batch.records + batch.stateRecords).map(\.producerRecord))
             if !offsets.isEmpty {
+                // Delivery can take as long as the cluster is away; the partitions may have been lost meanwhile.
+                // Their offsets must not go out then: abort before sending them rather than learn it from the
+                // group coordinator.
+                guard isCurrent() else { throw Superseded() }
                 try await resuming("sendOffsetsToTransaction") {
                     try await producer.sendOffsetsToTransaction(offsets, groupMetadata: groupMetadata, timeout: timeout)
                 }
@@ -116,6 +126,10 @@ struct TransactionalWriter: OutputWriter {
             return nil
         } catch let error as Unsettled {
             return .fatal(.transactionFailed("the transaction could not be settled: \(error.reason)"))
+        } catch is Superseded {
+            failure = .aborted(
+                reason: "batch \(batch.id): its partitions were revoked or lost while it was being written",
+                rebalancing: true, recordRejected: false)
         } catch {
             failure = .from(error, context: "writing batch \(batch.id)")
             // A broken or fenced producer cannot abort. Anything else leaves no transaction open behind it.
@@ -134,6 +148,9 @@ struct TransactionalWriter: OutputWriter {
         }
         return failure
     }
+
+    /// The batch's partitions are no longer this worker's: the transaction is aborted before its offsets go out.
+    private struct Superseded: Error {}
 
     private struct Unsettled: Error {
         var reason: String
@@ -182,7 +199,7 @@ final class AtLeastOnceWriter: OutputWriter {
 
     func write(
         _ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], groupMetadata: ConsumerGroupMetadata,
-        consumer: KafkaConsumer
+        consumer: KafkaConsumer, isCurrent: @escaping @Sendable () -> Bool
     ) async -> TransactionBatcher.CommitFailure? {
         do {
             if !delivered.withLock({ $0.contains(batch.id) }) {

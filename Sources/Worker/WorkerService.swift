@@ -490,7 +490,12 @@ public final class WorkerService: Service, Sendable {
         let offsets = batch.offsets.map {
             TopicPartitionOffset(topic: configuration.topics.jobs, partition: $0.key, offset: $0.value)
         }
-        guard let failure = await output.write(batch, offsets: offsets, groupMetadata: metadata, consumer: consumer)
+        let isCurrent: @Sendable () -> Bool = { [self] in
+            self.shared.withLock { $0.machine.mayWrite(batch) && $0.assignment?.generation == batch.generation }
+        }
+        guard
+            let failure = await output.write(
+                batch, offsets: offsets, groupMetadata: metadata, consumer: consumer, isCurrent: isCurrent)
         else {
             metrics.commits.increment()
             let now = Date()

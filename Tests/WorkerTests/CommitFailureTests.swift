@@ -84,7 +84,7 @@ import Testing
         }
         // The session timed out while the broker was away.
         _ = machine.beginRevocation([0, 1], lost: true)
-        #expect(!machine.mayWrite(batch))
+        #expect(!machine.mayWrite(batch), "the loss cancels the batch before its offsets go out")
         let next = machine.commitFailed(batch, failure: failure(Self.fencedInstanceId, requiresAbort: true))
         if case .stop(let error) = next { Issue.record("the worker stopped: \(error)") }
         if case .commit = next { Issue.record("a batch of lost partitions was sent again") }
