@@ -88,6 +88,20 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
     /// restart — and then nothing else has the id: the transaction is aborted and the client goes on.
     public var isFenced: Bool { isFatal && Self.isFencingCode(librdkafkaCode) }
 
+    /// The broker no longer accepts this producer's epoch or transaction state (`PRODUCER_FENCED`,
+    /// `INVALID_PRODUCER_EPOCH`, `INVALID_TXN_STATE`, librdkafka's `__FENCED`). Either another producer with the
+    /// same `transactional.id` took over, or the broker aborted the transaction itself because it stayed open past
+    /// `transaction.timeout.ms` and bumped the epoch; only how long the transaction was open tells the two apart.
+    public var isProducerEpochRejected: Bool {
+        switch rd_kafka_resp_err_t(librdkafkaCode) {
+        case RD_KAFKA_RESP_ERR__FENCED, RD_KAFKA_RESP_ERR_PRODUCER_FENCED, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH,
+            RD_KAFKA_RESP_ERR_INVALID_TXN_STATE:
+            return true
+        default:
+            return false
+        }
+    }
+
     /// How a transactional producer answers this error; see
     /// ``transactionRecovery(librdkafkaCode:isRetriable:requiresAbort:isFatal:)``.
     public var transactionRecovery: TransactionRecovery {

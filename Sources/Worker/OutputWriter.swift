@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import Logging
+import SyncModel
 import Synchronization
 
 /// Makes one batch durable: its records and its consumed offsets.
@@ -29,11 +30,24 @@ extension OutgoingRecord {
 extension TransactionBatcher.CommitFailure {
     /// Classifies a Kafka error by librdkafka's own flags first, then its code (``KafkaError/transactionRecovery``),
     /// never by its text.
-    static func from(_ error: any Error, context: String) -> Self {
+    ///
+    /// - Parameters:
+    ///   - openFor: how long the transaction had been open when the error came, with the producer's
+    ///     `transaction.timeout.ms`; nil outside a transaction. A rejected producer epoch after that long is the
+    ///     broker's own abort of a transaction it timed out (a brownout), not another worker with our id.
+    static func from(
+        _ error: any Error, context: String, openFor: (elapsed: Duration, timeout: Duration)? = nil
+    ) -> Self {
         guard let error = error as? KafkaError else {
             return .aborted(reason: "\(context): \(error)", rebalancing: false, recordRejected: false)
         }
         let reason = "\(context): \(error)"
+        if error.isFatal, error.isProducerEpochRejected, let openFor, openFor.elapsed >= openFor.timeout {
+            return .fatal(
+                .transactionExpired(
+                    "\(reason) (the transaction had been open for \(openFor.elapsed.wholeMilliseconds) ms; "
+                        + "transaction.timeout.ms is \(openFor.timeout.wholeMilliseconds))"))
+        }
         switch error.transactionRecovery {
         case .fenced:
             return .fatal(.fenced(reason))
@@ -65,7 +79,9 @@ extension TransactionBatcher.CommitFailure {
 ///   loss or revocation that follows drops the batch; it is never re-sent under the old metadata.
 /// - A batch whose partitions were lost while its records were being delivered is aborted before its offsets go
 ///   out.
-/// - A fatal error (fenced by a newer instance with our transactional id, or a broken producer) is final.
+/// - A fatal error (fenced by a newer instance with our transactional id, or a broken producer) is final. A
+///   rejected epoch after the transaction had been open for `transaction.timeout.ms` is reported as the broker's
+///   own abort of a timed-out transaction, not as another worker.
 /// - A transaction that can be neither committed nor aborted within the bound is reported fatal: the worker
 ///   stops, and the broker aborts the transaction by `transaction.timeout.ms` or when a restart fences it.
 struct TransactionalWriter: OutputWriter {
@@ -74,6 +90,8 @@ struct TransactionalWriter: OutputWriter {
     let logger: Logger
     /// How long one step may be resumed before the transaction is given up as unsettled.
     let stepBound: Duration
+    /// The producer's `transaction.timeout.ms`: a transaction open longer is aborted by the broker itself.
+    let transactionTimeout: Duration
 
     init(configuration: WorkerConfiguration, logger: Logger) async throws {
         let producerConfiguration = TransactionalProducerConfiguration(
@@ -82,6 +100,7 @@ struct TransactionalWriter: OutputWriter {
         producer = try KafkaTransactionalProducer(configuration: producerConfiguration, logger: logger)
         timeout = min(configuration.transactionTimeout, .seconds(10))
         stepBound = configuration.transactionTimeout
+        transactionTimeout = configuration.transactionTimeout
         self.logger = logger
         let initError: KafkaError? = await Self.initTransactions(producer, timeout: configuration.transactionTimeout)
         if let initError {
@@ -110,6 +129,7 @@ struct TransactionalWriter: OutputWriter {
         } catch {
             return .from(error, context: "beginTransaction")
         }
+        let began = ContinuousClock.now
         var failure: TransactionBatcher.CommitFailure
         do {
             _ = try await producer.send((batch.records + batch.stateRecords).map(\.producerRecord))
@@ -131,7 +151,8 @@ struct TransactionalWriter: OutputWriter {
                 reason: "batch \(batch.id): its partitions were revoked or lost while it was being written",
                 rebalancing: true, recordRejected: false)
         } catch {
-            failure = .from(error, context: "writing batch \(batch.id)")
+            failure = .from(
+                error, context: "writing batch \(batch.id)", openFor: (ContinuousClock.now - began, transactionTimeout))
             // A broken or fenced producer cannot abort. Anything else leaves no transaction open behind it.
             if (error as? KafkaError)?.isFatal == true { return failure }
         }
@@ -142,7 +163,8 @@ struct TransactionalWriter: OutputWriter {
         } catch let error as Unsettled {
             return .fatal(.transactionFailed("the transaction could not be aborted: \(error.reason)"))
         } catch {
-            let abortFailure = TransactionBatcher.CommitFailure.from(error, context: "abortTransaction")
+            let abortFailure = TransactionBatcher.CommitFailure.from(
+                error, context: "abortTransaction", openFor: (ContinuousClock.now - began, transactionTimeout))
             if case .fatal = abortFailure { return abortFailure }
             return .fatal(.transactionFailed("the transaction could not be aborted: \(error)"))
         }

@@ -102,6 +102,7 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
         case fenced
         case kafkaFatal
         case transactionFailed
+        case transactionExpired
         case restoreFailed
         case kafka
     }
@@ -119,6 +120,10 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
                 + "from the last commit) and check the brokers' logs."
         case .transactionFailed:
             "worker stopped: \(message). Check the brokers; restarting resumes from the last commit."
+        case .transactionExpired:
+            "worker stopped: \(message). The broker aborted a transaction that stayed open longer than "
+                + "transaction.timeout.ms (the brokers were slow or unreachable) and bumped this producer's epoch; no "
+                + "other worker has this id. Restarting resumes from the last commit."
         case .restoreFailed:
             "could not restore state: \(message). Check that the state topic exists and is readable, and that no "
                 + "transaction on it stays open longer than transaction.timeout.ms."
@@ -137,6 +142,10 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
     static func kafkaFatal(_ message: String) -> WorkerError { WorkerError(code: .kafkaFatal, message: message) }
     static func transactionFailed(_ message: String) -> WorkerError {
         WorkerError(code: .transactionFailed, message: message)
+    }
+    /// The broker timed a transaction out and fenced this producer's epoch; not another worker (exit code 1).
+    static func transactionExpired(_ message: String) -> WorkerError {
+        WorkerError(code: .transactionExpired, message: message)
     }
     static func restoreFailed(_ message: String) -> WorkerError { WorkerError(code: .restoreFailed, message: message) }
     static func kafka(_ message: String) -> WorkerError { WorkerError(code: .kafka, message: message) }

@@ -47,6 +47,7 @@ struct TransactionErrorClassificationTests {
         let error = KafkaError.transaction(librdkafkaCode: code, message: "commitTransaction", isFatal: true)
         #expect(error.transactionRecovery == .fenced)
         #expect(error.isFenced)
+        #expect(error.isProducerEpochRejected)
     }
 
     @Test(

@@ -16,11 +16,14 @@ import Testing
     static let invalidProducerEpoch: Int32 = 47
     static let invalidTxnState: Int32 = 48
 
-    func failure(_ code: Int32, requiresAbort: Bool = false, isFatal: Bool = false) -> TransactionBatcher.CommitFailure {
+    func failure(
+        _ code: Int32, requiresAbort: Bool = false, isFatal: Bool = false,
+        openFor: (elapsed: Duration, timeout: Duration)? = nil
+    ) -> TransactionBatcher.CommitFailure {
         let error = KafkaError.transaction(
             librdkafkaCode: code, message: "sendOffsetsToTransaction: Failed to commit offsets to transaction",
             requiresAbort: requiresAbort, isFatal: isFatal)
-        return .from(error, context: "writing batch 74")
+        return .from(error, context: "writing batch 74", openFor: openFor)
     }
 
     @Test(
@@ -56,6 +59,26 @@ import Testing
         }
         #expect(!error.isFenced)
         #expect(error.exitCode == 1)
+    }
+
+    @Test(
+        "a rejected epoch after the transaction outlived transaction.timeout.ms is the broker's timeout, not another worker",
+        arguments: [producerFenced, invalidProducerEpoch, invalidTxnState])
+    func brownoutIsReportedAsATimedOutTransaction(code: Int32) {
+        guard case .fatal(let error) = failure(code, isFatal: true, openFor: (.seconds(31), .seconds(30))) else {
+            Issue.record("expected fatal")
+            return
+        }
+        #expect(!error.isFenced, "\(error)")
+        #expect(error.exitCode == 1)
+        #expect("\(error)".contains("transaction.timeout.ms"))
+        #expect(!"\(error)".contains("took over"))
+        // The same error within the timeout: the broker had no reason to abort, so another producer took over.
+        guard case .fatal(let early) = failure(code, isFatal: true, openFor: (.seconds(2), .seconds(30))) else {
+            Issue.record("expected fatal")
+            return
+        }
+        #expect(early.isFenced == (code != Self.invalidTxnState))
     }
 
     /// The issue's scenario: a batch built under the old membership is being written when the broker restarts; the
