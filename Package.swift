@@ -40,6 +40,10 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Child processes that die with their parent: fork/exec with PR_SET_PDEATHSIG (C, between fork and exec),
+        // reaped by a thread of their own. Every process activity-sync, its benchmarks or its tests start.
+        .target(name: "CSubprocesses"),
+        .target(name: "Subprocesses", dependencies: ["CSubprocesses"], swiftSettings: swiftSettings),
         // Records that cross topics. No dependencies: everyone imports it.
         .target(name: "SyncModel", swiftSettings: swiftSettings),
         .target(name: "Cron", swiftSettings: swiftSettings),
@@ -79,7 +83,7 @@ let package = Package(
         .target(
             name: "ExternalIntegrations",
             dependencies: [
-                "SyncModel", "Cron",
+                "SyncModel", "Cron", "Subprocesses",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -130,7 +134,7 @@ let package = Package(
         .target(
             name: "Benchmarks",
             dependencies: [
-                "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Scheduler",
+                "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Scheduler", "Subprocesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -146,7 +150,7 @@ let package = Package(
             name: "ActivitySyncCLI",
             dependencies: [
                 "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Telemetry",
-                "Scheduler", "Worker", "Accounts", "Benchmarks", "ExternalIntegrations",
+                "Scheduler", "Worker", "Accounts", "Benchmarks", "ExternalIntegrations", "Subprocesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -159,10 +163,14 @@ let package = Package(
         // binary, topic reads.
         .target(
             name: "ActivitySyncTesting",
-            dependencies: ["Kafka", "SyncModel", "GitHubSimulator", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Kafka", "SyncModel", "GitHubSimulator", "Subprocesses", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "ActivitySyncTesting"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SubprocessesTests", dependencies: ["Subprocesses", "ActivitySyncTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "AccountsTests", dependencies: ["Accounts", "Kafka", "SyncModel", "ActivitySyncTesting"],
@@ -201,7 +209,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "Kafka", "SyncModel", "Sealing", "Accounts", "GitHubSimulator", "ActivitySyncTesting",
-                "ExternalIntegrations",
+                "ExternalIntegrations", "Subprocesses",
             ],
             swiftSettings: swiftSettings
         ),
@@ -210,6 +218,8 @@ let package = Package(
             dependencies: ["ExternalIntegrations", "SyncModel", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "DeployTests", dependencies: ["ActivitySyncTesting", "SyncModel"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "DeployTests", dependencies: ["ActivitySyncTesting", "SyncModel", "Subprocesses"],
+            swiftSettings: swiftSettings),
     ]
 )

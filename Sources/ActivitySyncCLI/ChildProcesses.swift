@@ -1,13 +1,14 @@
 import Foundation
+import Subprocesses
 import Synchronization
 
 /// Child `activity-sync` processes started by `dev` and the benchmarks, so a demo runs the same processes as a
 /// deployment (own address space, own Kafka clients, real signals).
 ///
 /// Output goes to one log file per child: the console stays readable and the logs are there when something
-/// goes wrong.
+/// goes wrong. The children die with this process, also when it is SIGKILLed or crashes (``ChildProcess``).
 final class ChildProcesses: Sendable {
-    private let children = Mutex<[(name: String, process: Process)]>([])
+    private let children = Mutex<[(name: String, process: ChildProcess)]>([])
     let logDirectory: URL
 
     init(logDirectory: URL) throws {
@@ -22,36 +23,37 @@ final class ChildProcesses: Sendable {
 
     @discardableResult
     func start(_ name: String, arguments: [String], environment: [String: String] = [:]) throws -> Int32 {
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let logURL = logDirectory.appendingPathComponent("\(name).log")
-        FileManager.default.createFile(atPath: logURL.path, contents: nil)
-        let log = try FileHandle(forWritingTo: logURL)
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        var configuration = ChildProcess.Configuration(
+            executable: Self.executable.path, arguments: arguments,
+            environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new })
+        let logPath = logDirectory.appendingPathComponent("\(name).log").path
+        configuration.standardOutput = .file(logPath)
+        configuration.standardError = .standardOutput
+        let process = try ChildProcess(configuration)
         children.withLock { $0.append((name, process)) }
-        return process.processIdentifier
+        return process.pid
     }
 
     /// Names of children that have exited, with their status: a demo says so instead of silently degrading.
     func exited() -> [(name: String, status: Int32)] {
         children.withLock { list in
-            list.filter { !$0.process.isRunning }.map { ($0.name, $0.process.terminationStatus) }
+            list.compactMap { child in child.process.termination.map { (child.name, $0.status) } }
         }
     }
 
     /// SIGTERM to every child, then SIGKILL to those still running after `grace`.
     func stopAll(grace: Duration) async {
-        let list = children.withLock { $0 }
-        for child in list where child.process.isRunning { kill(child.process.processIdentifier, SIGTERM) }
-        let deadline = ContinuousClock.now.advanced(by: grace)
-        while ContinuousClock.now < deadline, list.contains(where: { $0.process.isRunning }) {
-            try? await Task.sleep(for: .milliseconds(100))
+        let list = children.withLock { $0.map(\.process) }
+        for child in list { child.send(SIGTERM) }
+        await withTaskGroup(of: Void.self) { group in
+            for child in list {
+                group.addTask {
+                    if await child.wait(timeout: grace) == nil {
+                        child.send(SIGKILL)
+                        _ = await child.wait()
+                    }
+                }
+            }
         }
-        for child in list where child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Subprocesses
 import Synchronization
 
 /// A child `activity-sync` process, as an operator would start it.
@@ -6,13 +7,14 @@ import Synchronization
 /// End-to-end tests run the real binary (scheduler, worker, embedded Kafka) so that they exercise argument
 /// parsing, signal handling and process death exactly as production does. Output is captured line by line so a
 /// test can wait for a line instead of sleeping. The process is killed when this object is released, so a
-/// failing test never leaves children behind.
+/// failing test never leaves children behind, and the kernel kills it when the test process dies, even by a
+/// crash or SIGKILL (``ChildProcess``).
 public final class ActivitySyncProcess: Sendable {
-    private let process: Process
+    private let process: ChildProcess
     private let output: OutputBuffer
     public let name: String
 
-    /// Shared between the pipe handlers (Foundation's threads) and the test.
+    /// Shared between the pump thread and the test.
     private final class OutputBuffer: Sendable {
         let state = Mutex(Output())
     }
@@ -30,53 +32,39 @@ public final class ActivitySyncProcess: Sendable {
     ///   - environment: added to (and overriding) this process's environment.
     public init(_ name: String, arguments: [String], environment: [String: String] = [:]) throws {
         self.name = name
-        let process = Process()
-        process.executableURL = RepoPaths.binary
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
+        var configuration = ChildProcess.Configuration(
+            executable: RepoPaths.binary.path, arguments: arguments,
+            environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new })
+        configuration.standardOutput = .pipe
+        configuration.standardError = .pipe
+        let process = try ChildProcess(configuration)
         self.process = process
-        self.output = OutputBuffer()
-        stdout.fileHandleForReading.readabilityHandler = { [output] handle in
-            let data = handle.availableData
-            guard !data.isEmpty else {
-                handle.readabilityHandler = nil
-                return
-            }
+        let output = OutputBuffer()
+        self.output = output
+        OutputPump.start([process.standardOutput!, process.standardError!], name: "\(name)-output") { index, bytes in
             output.state.withLock { state in
-                ActivitySyncProcess.append(data, to: &state.stdoutPartial, lines: &state.stdoutLines)
+                if index == 0 {
+                    ActivitySyncProcess.append(bytes, to: &state.stdoutPartial, lines: &state.stdoutLines)
+                } else {
+                    ActivitySyncProcess.append(bytes, to: &state.stderrPartial, lines: &state.stderrLines)
+                }
             }
         }
-        stderr.fileHandleForReading.readabilityHandler = { [output] handle in
-            let data = handle.availableData
-            guard !data.isEmpty else {
-                handle.readabilityHandler = nil
-                return
-            }
-            output.state.withLock { state in
-                ActivitySyncProcess.append(data, to: &state.stderrPartial, lines: &state.stderrLines)
-            }
-        }
-        try process.run()
     }
 
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.send(SIGKILL)
     }
 
-    private static func append(_ data: Data, to partial: inout String, lines: inout [String]) {
-        partial += String(decoding: data, as: UTF8.self)
+    private static func append(_ bytes: [UInt8], to partial: inout String, lines: inout [String]) {
+        partial += String(decoding: bytes, as: UTF8.self)
         while let newline = partial.firstIndex(of: "\n") {
             lines.append(String(partial[..<newline]))
             partial = String(partial[partial.index(after: newline)...])
         }
     }
 
-    public var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.pid }
     public var isRunning: Bool { process.isRunning }
     public var stdoutLines: [String] { output.state.withLock { $0.stdoutLines } }
     public var stderrLines: [String] { output.state.withLock { $0.stderrLines } }
@@ -94,7 +82,7 @@ public final class ActivitySyncProcess: Sendable {
             found = stdoutLines.first(where: predicate)
             if found == nil, !isRunning {
                 throw DeadlineExceeded(
-                    description: "\(name) exited with \(process.terminationStatus) before printing the line; stderr: \(stderrLines.suffix(20))")
+                    description: "\(name) \(process.termination.map { "\($0)" } ?? "exited") before printing the line; stderr: \(stderrLines.suffix(20))")
             }
             return found != nil
         }
@@ -103,13 +91,17 @@ public final class ActivitySyncProcess: Sendable {
 
     /// Sends `signal` (SIGTERM, SIGINT, SIGKILL…).
     public func send(_ signal: Int32) {
-        if process.isRunning { kill(process.processIdentifier, signal) }
+        process.send(signal)
     }
 
     /// Waits for the process to exit and returns its exit status (or the signal number for a signalled exit).
     public func waitForExit(timeout: Duration = .seconds(60)) async throws -> Int32 {
         try await eventually("\(name) to exit", timeout: timeout, interval: .milliseconds(50)) { !process.isRunning }
-        return process.terminationStatus
+        switch process.termination {
+        case .exited(let code): return code
+        case .signalled(let signal): return signal
+        case nil: return -1
+        }
     }
 
     /// SIGTERM, then SIGKILL if the process has not exited within `grace`.

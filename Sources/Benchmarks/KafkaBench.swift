@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Kafka
 import Logging
+import Subprocesses
 import SyncModel
 
 /// Our binding against kcat (same librdkafka, same embedded cluster), producing and consuming N records.
@@ -213,9 +214,7 @@ struct KafkaBenchCommand: AsyncParsableCommand {
     }
 
     func produceWithKcat(_ cluster: EmbeddedKafkaCluster, topic: String, input file: URL) throws -> Measurement {
-        let input = try FileHandle(forReadingFrom: file)
-        defer { try? input.close() }
-        let seconds = try runKcat(["-P", "-b", cluster.bootstrapServers, "-t", topic], input: input)
+        let seconds = try runKcat(["-P", "-b", cluster.bootstrapServers, "-t", topic], input: file.path)
         return Measurement(seconds: seconds, count: messages)
     }
 
@@ -225,33 +224,39 @@ struct KafkaBenchCommand: AsyncParsableCommand {
         return Measurement(seconds: seconds, count: messages)
     }
 
-    func runKcat(_ arguments: [String], input: FileHandle?) throws -> Double {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [kcat] + arguments
-        if let input { process.standardInput = input }
-        process.standardOutput = FileHandle.nullDevice
+    /// Runs kcat to completion; blocks the calling task for the measurement, as the binding's side does too.
+    func runKcat(_ arguments: [String], input: String?) throws -> Double {
+        var configuration = ChildProcess.Configuration(executable: kcat, arguments: arguments)
+        if let input { configuration.standardInput = .file(input) }
+        configuration.standardOutput = .null
         let start = ContinuousClock.now
-        try process.run()
-        process.waitUntilExit()
+        let process = try ChildProcess(configuration)
+        let termination = process.waitBlocking()
         let seconds = (ContinuousClock.now - start).timeInterval
-        guard process.terminationStatus == 0 else {
-            throw ValidationError("kcat \(arguments.joined(separator: " ")) exited with \(process.terminationStatus)")
+        guard termination == .exited(0) else {
+            throw ValidationError("kcat \(arguments.joined(separator: " ")) \(termination)")
         }
         return seconds
     }
 
     func kcatVersion() -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [kcat, "-V"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        guard (try? process.run()) != nil else { return "" }
-        process.waitUntilExit()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("Version ") }) else { return "" }
+        var configuration = ChildProcess.Configuration(executable: kcat, arguments: ["-V"])
+        configuration.standardOutput = .pipe
+        configuration.standardError = .standardOutput
+        guard let process = try? ChildProcess(configuration), let output = process.standardOutput else { return "" }
+        // A few lines, read to EOF on this (bench) task, as before.
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(output, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            if count <= 0 { break }
+            bytes += buffer[0..<count]
+        }
+        close(output)
+        _ = process.waitBlocking()
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Version ") }) else { return "" }
         return String(line.split(separator: " ").dropFirst().first ?? "")
     }
 }

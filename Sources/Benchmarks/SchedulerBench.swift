@@ -6,6 +6,7 @@ import Logging
 import Scheduler
 import Sealing
 import ServiceLifecycle
+import Subprocesses
 import Synchronization
 import SyncModel
 
@@ -41,36 +42,39 @@ struct SchedulerBench: AsyncParsableCommand {
             "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
             + "--partitions \(partitions)"
         print("command: \(command)")
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: "/proc/self/exe")
         // The same command path this process was started with (`activity-sync bench scheduler` or
         // `activity-sync-bench scheduler`), in child mode.
         let path = CommandLine.arguments.dropFirst().prefix { $0 != "scheduler" }
-        child.arguments = path + [
-            "scheduler", "--serve-cluster", "--accounts", "\(accounts)", "--partitions", "\(partitions)",
-            "--topic-prefix", topicPrefix,
-        ]
-        let output = Pipe()
-        let input = Pipe()
-        child.standardOutput = output
-        child.standardInput = input
-        try child.run()
+        var configuration = ChildProcess.Configuration(
+            executable: "/proc/self/exe",
+            arguments: path + [
+                "scheduler", "--serve-cluster", "--accounts", "\(accounts)", "--partitions", "\(partitions)",
+                "--topic-prefix", topicPrefix,
+            ])
+        configuration.standardOutput = .pipe
+        configuration.standardInput = .pipe
+        let child = try ChildProcess(configuration)
+        let output = AsyncStream<[UInt8]> { continuation in
+            OutputPump.start(
+                [child.standardOutput!], name: "bench-cluster", onData: { _, bytes in continuation.yield(bytes) },
+                onEnd: { continuation.finish() })
+        }
         defer {
-            try? input.fileHandleForWriting.close()
-            child.terminate()
-            child.waitUntilExit()
+            // Closing stdin ends the cluster process; SIGTERM in case it is stuck.
+            close(child.standardInput!)
+            child.send(SIGTERM)
         }
         var bootstrap: String?
-        var buffer = Data()
-        while bootstrap == nil {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { throw ValidationError("the cluster process exited before printing its address") }
-            buffer.append(chunk)
+        var buffer: [UInt8] = []
+        for await chunk in output {
+            buffer += chunk
             for line in String(decoding: buffer, as: UTF8.self).split(separator: "\n") {
                 if line.hasPrefix("bootstrap.servers=") { bootstrap = String(line.dropFirst(18)) }
                 if line.hasPrefix("produced ") { print("cluster: \(line)") }
             }
+            if bootstrap != nil { break }
         }
+        guard bootstrap != nil else { throw ValidationError("the cluster process exited before printing its address") }
         try await measure(bootstrap: bootstrap!)
     }
 

@@ -4,7 +4,9 @@ import GitHubSimulator
 import Kafka
 import Logging
 import Sealing
+import Subprocesses
 import SyncModel
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -155,7 +157,7 @@ struct WorkerBench: AsyncParsableCommand {
         await reader.close(timeout: .seconds(5))
         await producer.close(timeout: .seconds(5))
         for child in children { child.terminate() }
-        for child in children { child.wait() }
+        for child in children { await child.wait() }
         await simulator.stop()
         await cluster.close()
     }
@@ -180,32 +182,32 @@ struct WorkerBench: AsyncParsableCommand {
 }
 
 /// A worker child process whose stderr is scanned for the assignment log line.
-final class BenchChild: @unchecked Sendable {
-    // @unchecked: `assigned` is only touched under `lock`; `process` is configured before it starts.
-    private let process = Process()
-    private let lock = NSLock()
-    private var assigned = false
+final class BenchChild: Sendable {
+    private let process: ChildProcess
+    private let assigned = Flag()
 
-    init(executable: String, arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let stderr = Pipe()
-        process.standardError = stderr
-        process.standardOutput = FileHandle.nullDevice
-        stderr.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            if data.isEmpty { return }
-            if String(decoding: data, as: UTF8.self).contains("partitions assigned") {
-                self?.lock.withLock { self?.assigned = true }
-            }
-        }
-        try process.run()
+    /// Set by the pump thread, read by the bench.
+    private final class Flag: Sendable {
+        let value = Atomic<Bool>(false)
     }
 
-    var sawAssignment: Bool { lock.withLock { assigned } }
+    init(executable: String, arguments: [String]) throws {
+        var configuration = ChildProcess.Configuration(executable: executable, arguments: arguments)
+        configuration.standardOutput = .null
+        configuration.standardError = .pipe
+        process = try ChildProcess(configuration)
+        OutputPump.start([process.standardError!], name: "bench-worker-\(process.pid)") { [assigned] _, bytes in
+            // A line may straddle two reads; the phrase is short and the log line is written in one call.
+            if String(decoding: bytes, as: UTF8.self).contains("partitions assigned") {
+                assigned.value.store(true, ordering: .relaxed)
+            }
+        }
+    }
+
+    var sawAssignment: Bool { assigned.value.load(ordering: .relaxed) }
 
     func cpuSeconds() -> Double {
-        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+        guard let stat = try? String(contentsOfFile: "/proc/\(process.pid)/stat", encoding: .utf8),
             let close = stat.lastIndex(of: ")")
         else { return 0 }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -214,6 +216,6 @@ final class BenchChild: @unchecked Sendable {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    func terminate() { process.terminate() }
-    func wait() { process.waitUntilExit() }
+    func terminate() { process.send(SIGTERM) }
+    func wait() async { _ = await process.wait() }
 }

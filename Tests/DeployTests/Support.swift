@@ -1,5 +1,6 @@
 import ActivitySyncTesting
 import Foundation
+import Subprocesses
 import Testing
 
 extension RepoPaths {
@@ -23,42 +24,12 @@ struct ProcessResult: Sendable {
     var output: String
 }
 
-/// Runs a program to completion and collects its output.
-///
-/// `Process` offers only blocking waits and reads, so the whole exchange runs on a dispatch queue and the test
-/// awaits a continuation: the cooperative pool is never blocked.
+/// Runs a program (on `PATH`) to completion and collects its output.
 func runProcess(
     _ executable: String, _ arguments: [String], stdin: Data? = nil, in directory: URL = RepoPaths.root
 ) async throws -> ProcessResult {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = [executable] + arguments
-            process.currentDirectoryURL = directory
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = output
-            let input = Pipe()
-            process.standardInput = input
-            do {
-                try process.run()
-            } catch {
-                continuation.resume(throwing: error)
-                return
-            }
-            // Feed stdin from another queue: a child that writes a lot before reading everything must not
-            // deadlock against us.
-            let writer = input.fileHandleForWriting
-            DispatchQueue.global().async {
-                if let stdin { try? writer.write(contentsOf: stdin) }
-                try? writer.close()
-            }
-            let data = output.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            continuation.resume(
-                returning: ProcessResult(
-                    status: process.terminationStatus, output: String(decoding: data, as: UTF8.self)))
-        }
-    }
+    var configuration = ChildProcess.Configuration(executable: executable, arguments: arguments)
+    configuration.workingDirectory = directory.path
+    let output = try await ChildProcess.run(configuration, input: stdin.map { Array($0) })
+    return ProcessResult(status: output.termination.status, output: output.text)
 }

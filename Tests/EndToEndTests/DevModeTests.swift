@@ -17,4 +17,20 @@ struct DevModeTests {
         // The console shows committed activities in the reference wording.
         #expect(dev.stdoutLines.contains { $0.contains("GitHub notification for") || $0.contains(" created ") || $0.contains(" commented on ") })
     }
+
+    @Test("SIGKILL of activity-sync dev leaves none of its children running")
+    func devChildrenDieWithIt() async throws {
+        let dev = try ActivitySyncProcess("dev", arguments: ["dev", "--duration", "0", "--accounts", "2", "--workers", "2"])
+        _ = try await dev.waitForLine(timeout: .seconds(120)) { $0.hasPrefix("  logs ") }
+        var children: [Int32] = []
+        try await eventually("dev's scheduler and two workers to be running", timeout: .seconds(30)) {
+            children = ProcessTable.descendants(of: dev.pid)
+            return children.count >= 3
+        }
+        dev.send(SIGKILL)
+        _ = try await dev.waitForExit(timeout: .seconds(10))
+        try await eventually("dev's children \(children) to die with it", timeout: .seconds(10)) {
+            children.allSatisfy { !ProcessTable.isAlive($0) }
+        }
+    }
 }

@@ -5,6 +5,7 @@ import Kafka
 import Logging
 import Accounts
 import Sealing
+import Subprocesses
 import SyncModel
 
 /// The whole system for one test: an embedded Kafka cluster and a GitHub simulator in the test process, accounts
@@ -235,19 +236,14 @@ final class Pipeline: Sendable {
         let input = FileManager.default.temporaryDirectory.appendingPathComponent("records-\(UUID().uuidString).jsonl")
         try lines.joined(separator: "\n").write(to: input, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: input) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [
-            "python3", RepoPaths.root.appendingPathComponent("scripts/validate-records.py").path,
-            RepoPaths.root.appendingPathComponent("docs/schemas").path, input.path,
-        ]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        let output = try await ChildProcess.run(
+            ChildProcess.Configuration(
+                executable: "python3",
+                arguments: [
+                    RepoPaths.root.appendingPathComponent("scripts/validate-records.py").path,
+                    RepoPaths.root.appendingPathComponent("docs/schemas").path, input.path,
+                ]))
+        return (output.termination.status, output.text)
     }
 
     func shutdown(_ processes: [ActivitySyncProcess]) async {

@@ -195,7 +195,8 @@ struct SyncBehaviourTests {
         }) { github in
             let started = Date()
             let outcome = try await github.sync(github.user, state: nil, timeout: 1.5)
-            #expect(Date().timeIntervalSince(started) < 2.2)
+            // The deadline plus about one request; without it this history takes well over 10 s at this latency.
+            #expect(Date().timeIntervalSince(started) < 3.0)
             if case .complete = outcome.status { Issue.record("expected the sync to stop early") }
         }
     }
@@ -371,7 +372,8 @@ struct SyncBehaviourTests {
             github.simulator.injectFault(.rateLimited, count: 1, pathPrefix: "/notifications")
             let started = Date()
             let outcome = try await github.sync(user, state: nil, timeout: 3)
-            #expect(Date().timeIntervalSince(started) < 3.5)
+            // Its time plus slack for a loaded machine; waiting for the reset would take up to an hour.
+            #expect(Date().timeIntervalSince(started) < 4.5)
             guard case .partial(_, let retryAfter) = outcome.status else {
                 Issue.record("expected partial, got \(outcome.status)")
                 return
