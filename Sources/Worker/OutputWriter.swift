@@ -79,13 +79,27 @@ extension TransactionBatcher.CommitFailure {
 ///   loss or revocation that follows drops the batch; it is never re-sent under the old metadata.
 /// - A batch whose partitions were lost while its records were being delivered is aborted before its offsets go
 ///   out.
-/// - A fatal error (fenced by a newer instance with our transactional id, or a broken producer) is final. A
-///   rejected epoch after the transaction had been open for `transaction.timeout.ms` is reported as the broker's
-///   own abort of a timed-out transaction, not as another worker.
+/// - A rejected producer epoch is not taken as another worker's at once: the broker bumps the epoch itself when it
+///   aborts a transaction (one open past `transaction.timeout.ms`; with some brokers, every one open when they
+///   crashed). The consumer group decides — see ``recover(from:failure:replacing:)``: the producer is re-created
+///   under the same id unless the consumer was fenced meanwhile. Given up, a rejected epoch after the transaction
+///   had been open for `transaction.timeout.ms` is reported as the broker's own abort, not as another worker.
+/// - Any other fatal error (a broken producer) is final.
 /// - A transaction that can be neither committed nor aborted within the bound is reported fatal: the worker
 ///   stops, and the broker aborts the transaction by `transaction.timeout.ms` or when a restart fences it.
-struct TransactionalWriter: OutputWriter {
-    let producer: KafkaTransactionalProducer
+final class TransactionalWriter: OutputWriter {
+    /// The producer in use; replaced when the broker rejected its epoch and nothing else has the id.
+    private let current: Mutex<KafkaTransactionalProducer>
+    private let producerConfiguration: TransactionalProducerConfiguration
+    /// Whether the worker is stopping for good (its consumer was fenced, say): then a rejected epoch is final.
+    private let isStopped: @Sendable () -> Bool
+    /// How long a rejected epoch waits for the consumer group to show another process with this id.
+    private let fencingGrace: Duration
+    /// When the producer was re-created, to bound it: without static membership nothing else would stop two
+    /// processes with one id from fencing each other forever.
+    private let recreations = Mutex<[ContinuousClock.Instant]>([])
+    static let recreationLimit = 10
+    static let recreationWindow = Duration.seconds(600)
     let timeout: Duration
     let logger: Logger
     /// How long one step may be resumed before the transaction is given up as unsettled.
@@ -93,11 +107,19 @@ struct TransactionalWriter: OutputWriter {
     /// The producer's `transaction.timeout.ms`: a transaction open longer is aborted by the broker itself.
     let transactionTimeout: Duration
 
-    init(configuration: WorkerConfiguration, logger: Logger) async throws {
+    /// - Parameter isStopped: whether the worker stops for good (first reason recorded), asked before a producer
+    ///   whose epoch was rejected is replaced.
+    init(configuration: WorkerConfiguration, logger: Logger, isStopped: @escaping @Sendable () -> Bool) async throws {
         let producerConfiguration = TransactionalProducerConfiguration(
             kafka: configuration.producerKafka, transactionalId: configuration.transactionalId,
             transactionTimeout: configuration.transactionTimeout)
-        producer = try KafkaTransactionalProducer(configuration: producerConfiguration, logger: logger)
+        let producer = try KafkaTransactionalProducer(configuration: producerConfiguration, logger: logger)
+        current = Mutex(producer)
+        self.producerConfiguration = producerConfiguration
+        self.isStopped = isStopped
+        // A second process's consumer joins with our group.instance.id right after its producer took the id; ours
+        // learns of it at its next heartbeat (3 s) and fails with a fatal FENCED_INSTANCE_ID.
+        fencingGrace = min(configuration.sessionTimeout, .seconds(8))
         timeout = min(configuration.transactionTimeout, .seconds(10))
         stepBound = configuration.transactionTimeout
         transactionTimeout = configuration.transactionTimeout
@@ -124,6 +146,7 @@ struct TransactionalWriter: OutputWriter {
         _ batch: TransactionBatcher.Batch, offsets: [TopicPartitionOffset], groupMetadata: ConsumerGroupMetadata,
         consumer: KafkaConsumer, isCurrent: @escaping @Sendable () -> Bool
     ) async -> TransactionBatcher.CommitFailure? {
+        let producer = current.withLock { $0 }
         do {
             try producer.beginTransaction()
         } catch {
@@ -154,7 +177,9 @@ struct TransactionalWriter: OutputWriter {
             failure = .from(
                 error, context: "writing batch \(batch.id)", openFor: (ContinuousClock.now - began, transactionTimeout))
             // A broken or fenced producer cannot abort. Anything else leaves no transaction open behind it.
-            if (error as? KafkaError)?.isFatal == true { return failure }
+            if let error = error as? KafkaError, error.isFatal {
+                return await recover(from: error, failure: failure, replacing: producer)
+            }
         }
         // Abortable (a failed delivery, refused offsets, offsets of a membership that is gone, a non-retriable commit
         // error): roll back so that nothing of the batch counts, and a retry starts a clean transaction.
@@ -165,6 +190,9 @@ struct TransactionalWriter: OutputWriter {
         } catch {
             let abortFailure = TransactionBatcher.CommitFailure.from(
                 error, context: "abortTransaction", openFor: (ContinuousClock.now - began, transactionTimeout))
+            if case .fatal = abortFailure, let error = error as? KafkaError {
+                return await recover(from: error, failure: abortFailure, replacing: producer)
+            }
             if case .fatal = abortFailure { return abortFailure }
             return .fatal(.transactionFailed("the transaction could not be aborted: \(error)"))
         }
@@ -173,6 +201,57 @@ struct TransactionalWriter: OutputWriter {
 
     /// The batch's partitions are no longer this worker's: the transaction is aborted before its offsets go out.
     private struct Superseded: Error {}
+
+    /// Answers a fatal error of `old`. A rejected epoch (`PRODUCER_FENCED`, `INVALID_PRODUCER_EPOCH`, …) means either
+    /// that another process took the transactional id over, or that the broker aborted the transaction itself and
+    /// bumped the epoch: after `transaction.timeout.ms`, and, with some brokers, for every transaction that was open
+    /// when they crashed. The consumer group tells the two apart: a second process with this worker's id also joins
+    /// under its `group.instance.id`, and this worker's consumer then fails with a fatal `FENCED_INSTANCE_ID` within
+    /// a heartbeat or two, which stops the worker. So wait that long; if the worker is still going, nothing else has
+    /// the id, and a new producer takes it back (`init_transactions` aborts whatever the old one left open). The
+    /// batch is then written again, in the new producer's first transaction.
+    ///
+    /// - Returns: `failure` when the error is final; an abort (retry the batch) once the producer was replaced.
+    private func recover(
+        from error: KafkaError, failure: TransactionBatcher.CommitFailure, replacing old: KafkaTransactionalProducer
+    ) async -> TransactionBatcher.CommitFailure {
+        guard error.isProducerEpochRejected else { return failure }
+        let now = ContinuousClock.now
+        let recent = recreations.withLock { times in
+            times.removeAll { now - $0 > Self.recreationWindow }
+            return times.count
+        }
+        guard recent < Self.recreationLimit else {
+            logger.error(
+                "the producer's epoch was rejected \(recent + 1) times in \(Self.recreationWindow); giving up",
+                metadata: ["error": "\(error)"])
+            return failure
+        }
+        logger.warning(
+            "the broker rejected this producer's epoch; checking that no other process has this id before taking it back",
+            metadata: ["error": "\(error)", "wait": "\(fencingGrace)"])
+        try? await Task.sleep(for: fencingGrace)
+        guard !isStopped() else { return failure }
+        let fresh: KafkaTransactionalProducer
+        do {
+            fresh = try KafkaTransactionalProducer(configuration: producerConfiguration, logger: logger)
+        } catch {
+            return .fatal(.kafkaFatal("re-creating the producer after \(failure) failed: \(error)"))
+        }
+        if let initError = await Self.initTransactions(fresh, timeout: stepBound) {
+            Task { await fresh.close(timeout: .seconds(5)) }
+            return initError.isFenced
+                ? .fatal(.fenced("re-initialising transactions failed: \(initError)"))
+                : .fatal(.kafkaFatal("re-initialising transactions after \(failure) failed: \(initError)"))
+        }
+        current.withLock { $0 = fresh }
+        recreations.withLock { $0.append(now) }
+        // Not awaited: closing a fenced producer may outlast its timeout (confluentinc/librdkafka#4674).
+        Task { await old.close(timeout: .seconds(5)) }
+        logger.warning("transactions re-initialised under the same id; the batch is written again")
+        return .aborted(
+            reason: "\(failure.description); the producer was re-created", rebalancing: false, recordRejected: false)
+    }
 
     private struct Unsettled: Error {
         var reason: String
@@ -201,7 +280,7 @@ struct TransactionalWriter: OutputWriter {
         }
     }
 
-    func close() async { await producer.close(timeout: .seconds(10)) }
+    func close() async { await current.withLock { $0 }.close(timeout: .seconds(10)) }
 }
 
 /// At-least-once: activities (and dead letters, status), then state, delivery awaited, then the offsets.

@@ -81,7 +81,9 @@ public final class WorkerService: Service, Sendable {
         let output: any OutputWriter
         switch configuration.delivery {
         case .exactlyOnce:
-            output = try await TransactionalWriter(configuration: configuration, logger: logger)
+            output = try await TransactionalWriter(configuration: configuration, logger: logger) { [self] in
+                self.shared.withLock { $0.machine.fatal != nil }
+            }
         case .atLeastOnce:
             output = try AtLeastOnceWriter(configuration: configuration, logger: logger)
         }
@@ -236,9 +238,13 @@ public final class WorkerService: Service, Sendable {
                 // The consumer's own fatal FENCED_INSTANCE_ID: another process joined with this worker's id (static
                 // membership). Unlike the abortable FENCED_INSTANCE_ID a transactional offset commit can get after a
                 // broker restart, this one is final.
-                throw error.isFenced
+                let reason =
+                    error.isFenced
                     ? WorkerError.fenced("another consumer joined the group with this worker's group.instance.id: \(error)")
                     : WorkerError.kafkaFatal("\(error)")
+                // Recorded at once: a write waiting to learn whether another process has this id reads it.
+                shared.withLock { $0.machine.stop(reason) }
+                throw reason
             case .messages(let messages):
                 for message in messages { accept(message) }
                 // Bound memory: wait for jobs to finish and commit before taking more.
