@@ -20,18 +20,31 @@ final class ConsumerPollState: @unchecked Sendable {
     /// One poll-thread iteration: wait up to 100 ms for a message, then take whatever else is ready, as a batch.
     func pollOnce(_ handle: UnsafeHandle) {
         guard let first = rd_kafka_consumer_poll(handle.pointer, 100) else { return }
-        take(first)
+        take(first, rk: handle.pointer)
         while pending.count < maxBatchSize, let message = rd_kafka_consumer_poll(handle.pointer, 0) {
-            take(message)
+            take(message, rk: handle.pointer)
         }
         flushPending()
     }
 
-    private func take(_ message: UnsafeMutablePointer<rd_kafka_message_t>) {
+    private func take(_ message: UnsafeMutablePointer<rd_kafka_message_t>, rk: OpaquePointer) {
         defer { rd_kafka_message_destroy(message) }
         let err = message.pointee.err
         if err == RD_KAFKA_RESP_ERR_NO_ERROR {
             pending.append(ConsumerMessage(message))
+        } else if err == RD_KAFKA_RESP_ERR__FATAL {
+            // A consumer learns of its fatal error (FENCED_INSTANCE_ID, say) here, not through the error callback:
+            // it is the consumer's last event, with the underlying code.
+            var reason = [CChar](repeating: 0, count: 512)
+            let underlying = rd_kafka_fatal_error(rk, &reason, reason.count)
+            var error = KafkaError.from(
+                underlying == RD_KAFKA_RESP_ERR_NO_ERROR ? err : underlying,
+                context: "the consumer failed for good: \(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+            error.isFatal = true
+            error.isRetriable = false
+            logger.error("consumer fatal error", metadata: ["error": "\(error)"])
+            flushPending()
+            channel.push(.fatal(error))
         } else if err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
             let text = rd_kafka_message_errstr(message).map { String(cString: $0) } ?? ""
             logger.warning(

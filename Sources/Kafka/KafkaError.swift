@@ -68,23 +68,102 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         self.requiresAbort = requiresAbort
     }
 
-    /// The consumer group is rebalancing or this member's generation is stale: an offset commit will succeed
-    /// once the rebalance has handed out partitions again, for the partitions still owned. Not a broken cluster,
-    /// so retrying it should not count toward giving up.
-    public var isGroupRebalancing: Bool {
+    /// A transactional call's error as librdkafka reports it: a code and librdkafka's flags. The client builds its
+    /// own from `rd_kafka_error_t`; this one is for tests of how callers answer each combination.
+    public static func transaction(
+        librdkafkaCode: Int32, message: String, isRetriable: Bool = false, requiresAbort: Bool = false,
+        isFatal: Bool = false
+    ) -> KafkaError {
+        KafkaError(
+            code: .transaction, message: message, librdkafkaCode: librdkafkaCode, isRetriable: isRetriable,
+            isFatal: isFatal, requiresAbort: requiresAbort)
+    }
+
+    /// Another process took this client's identity over: a producer with the same `transactional.id` (or this
+    /// producer's epoch was bumped), or a consumer with the same `group.instance.id`. This client must stop for
+    /// good. A fatal error that is *not* fencing means the client itself broke.
+    ///
+    /// Only a *fatal* error fences. The same codes also come back abortable — `FENCED_INSTANCE_ID` on a
+    /// transactional offset commit sent with group metadata from before this consumer's own rejoin, after a broker
+    /// restart — and then nothing else has the id: the transaction is aborted and the client goes on.
+    public var isFenced: Bool { isFatal && Self.isFencingCode(librdkafkaCode) }
+
+    /// The broker no longer accepts this producer's epoch or transaction state (`PRODUCER_FENCED`,
+    /// `INVALID_PRODUCER_EPOCH`, `INVALID_TXN_STATE`, librdkafka's `__FENCED`). Either another producer with the
+    /// same `transactional.id` took over, or the broker aborted the transaction itself because it stayed open past
+    /// `transaction.timeout.ms` and bumped the epoch; only how long the transaction was open tells the two apart.
+    public var isProducerEpochRejected: Bool {
         switch rd_kafka_resp_err_t(librdkafkaCode) {
-        case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
-            RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID, RD_KAFKA_RESP_ERR__ASSIGNMENT_LOST:
+        case RD_KAFKA_RESP_ERR__FENCED, RD_KAFKA_RESP_ERR_PRODUCER_FENCED, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH,
+            RD_KAFKA_RESP_ERR_INVALID_TXN_STATE:
             return true
         default:
             return false
         }
     }
 
-    /// Another producer with the same `transactional.id` took over (or this one's epoch is stale): this process
-    /// must stop producing for good. A fatal error that is *not* fencing means the client itself broke.
-    public var isFenced: Bool {
-        switch rd_kafka_resp_err_t(librdkafkaCode) {
+    /// How a transactional producer answers this error; see
+    /// ``transactionRecovery(librdkafkaCode:isRetriable:requiresAbort:isFatal:)``.
+    public var transactionRecovery: TransactionRecovery {
+        Self.transactionRecovery(
+            librdkafkaCode: librdkafkaCode, isRetriable: isRetriable, requiresAbort: requiresAbort, isFatal: isFatal)
+    }
+
+    /// What a transactional producer does about an error of one of its calls.
+    public enum TransactionRecovery: Sendable, Hashable {
+        /// Call the same step again: the transaction is still in it (a timeout, a coordinator moving).
+        case resume
+        /// Abort the transaction; the same output may be written again in a new one.
+        case abort
+        /// Abort the transaction: the group coordinator refused its offsets because they carry the group metadata
+        /// of a membership that is gone (a stale generation or member id, or a static member that has rejoined
+        /// since). The batch's partitions were lost or reassigned; it must not be sent again under that metadata.
+        case abortStaleMembership
+        /// Abort the transaction: the cluster refused a record for what it is (too large, malformed). Sending the
+        /// same record again fails the same way.
+        case abortRecordRejected
+        /// Stop for good: this producer's epoch is no longer the current one — another producer with the same
+        /// `transactional.id` took over, or the broker bumped it when it aborted a transaction left open past
+        /// `transaction.timeout.ms`.
+        case fenced
+        /// Stop for good: the producer broke (authorization, an unsupported broker, a fatal state).
+        case fatal
+    }
+
+    /// Classifies a transactional call's error by librdkafka's own flags first (`rd_kafka_error_is_fatal`,
+    /// `rd_kafka_error_txn_requires_abort`, `rd_kafka_error_is_retriable`), and by its code only within what they
+    /// say.
+    ///
+    /// librdkafka decides per request what a code means: `FENCED_INSTANCE_ID` is fatal as a consumer's join or
+    /// heartbeat answer (a second process has the id) and abortable as a `TxnOffsetCommit` answer (this process's
+    /// own consumer rejoined after a broker restart and the offsets carry its old member id). A list of codes
+    /// alone cannot tell the two apart; the flags can.
+    ///
+    /// - Parameters:
+    ///   - librdkafkaCode: the `rd_kafka_resp_err_t` value.
+    ///   - isRetriable: `rd_kafka_error_is_retriable`.
+    ///   - requiresAbort: `rd_kafka_error_txn_requires_abort`.
+    ///   - isFatal: `rd_kafka_error_is_fatal`, or the client's fatal error is set.
+    /// - Returns: what to do next.
+    public static func transactionRecovery(
+        librdkafkaCode: Int32, isRetriable: Bool, requiresAbort: Bool, isFatal: Bool
+    ) -> TransactionRecovery {
+        if isFatal { return isFencingCode(librdkafkaCode) ? .fenced : .fatal }
+        if requiresAbort {
+            if isStaleMembershipCode(librdkafkaCode) { return .abortStaleMembership }
+            if isRecordRejectedCode(librdkafkaCode) { return .abortRecordRejected }
+            return .abort
+        }
+        if isRetriable { return .resume }
+        // No flag: librdkafka gave a bare code (a delivery report, a local check). Fencing always raises the
+        // client's fatal error, so none of these fences; the code only says what kind of abort it is.
+        if isRecordRejectedCode(librdkafkaCode) { return .abortRecordRejected }
+        if isStaleMembershipCode(librdkafkaCode) { return .abortStaleMembership }
+        return .abort
+    }
+
+    private static func isFencingCode(_ code: Int32) -> Bool {
+        switch rd_kafka_resp_err_t(code) {
         case RD_KAFKA_RESP_ERR__FENCED, RD_KAFKA_RESP_ERR_PRODUCER_FENCED, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH,
             RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID:
             return true
@@ -93,11 +172,19 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         }
     }
 
-    /// The cluster (or librdkafka before sending) refused a record for what it is, not for the state of the
-    /// cluster: too large, or malformed. Sending the same record again fails the same way, so the caller must
-    /// change what it sends (dead-letter the job that made it) instead of retrying.
-    public var isRecordRejected: Bool {
-        switch rd_kafka_resp_err_t(librdkafkaCode) {
+    private static func isStaleMembershipCode(_ code: Int32) -> Bool {
+        switch rd_kafka_resp_err_t(code) {
+        case RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+            RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+            RD_KAFKA_RESP_ERR__ASSIGNMENT_LOST:
+            return true
+        default:
+            return false
+        }
+    }
+
+    private static func isRecordRejectedCode(_ code: Int32) -> Bool {
+        switch rd_kafka_resp_err_t(code) {
         case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
             RD_KAFKA_RESP_ERR_INVALID_RECORD, RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE, RD_KAFKA_RESP_ERR_INVALID_MSG:
             return true

@@ -105,10 +105,19 @@ final class DeliveryBatch: @unchecked Sendable {
         var error: KafkaError?
         if err != RD_KAFKA_RESP_ERR_NO_ERROR {
             error = KafkaError.from(err, code: .delivery, context: "delivery failed")
-            // After a fatal error (e.g. fenced) every delivery fails; say so, so callers recreate the producer.
-            if let rk, rd_kafka_fatal_error(rk, nil, 0) != RD_KAFKA_RESP_ERR_NO_ERROR {
-                error?.isFatal = true
-                error?.isRetriable = false
+            // After a fatal error (e.g. fenced) every delivery fails, mostly as _PURGE_QUEUE. Report the fatal error
+            // itself, with its code: callers decide from it (a fenced producer is not a broken one).
+            if let rk {
+                var reason = [CChar](repeating: 0, count: 512)
+                let fatal = rd_kafka_fatal_error(rk, &reason, reason.count)
+                if fatal != RD_KAFKA_RESP_ERR_NO_ERROR {
+                    error = KafkaError.from(
+                        fatal, code: .delivery,
+                        context: "delivery failed (\(String(cString: rd_kafka_err2name(err)))): the producer failed for "
+                            + "good: \(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+                    error?.isFatal = true
+                    error?.isRetriable = false
+                }
             }
         }
         batch.complete(index: slot.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)

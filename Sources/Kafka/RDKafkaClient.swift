@@ -69,8 +69,12 @@ final class RDKafkaClient: Sendable {
                 metadata["kafka.fatal"] = "\(String(cString: rd_kafka_err2name(underlying)))"
                 context.logger.error("librdkafka fatal error: \(cString(buffer))", metadata: metadata)
                 // A consumer's application learns of it as its last event (this runs on its poll thread).
-                context.consumer?.channel.push(
-                    .fatal(KafkaError.from(underlying, context: "the consumer failed for good: \(cString(buffer))")))
+                // Fatal whatever the underlying code: that is what makes FENCED_INSTANCE_ID here "another process has
+                // this group.instance.id", unlike the abortable one a transactional offset commit can get.
+                var error = KafkaError.from(underlying, context: "the consumer failed for good: \(cString(buffer))")
+                error.isFatal = true
+                error.isRetriable = false
+                context.consumer?.channel.push(.fatal(error))
             } else {
                 context.logger.warning("librdkafka error: \(reasonText)", metadata: metadata)
             }

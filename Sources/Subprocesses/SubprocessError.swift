@@ -1,4 +1,4 @@
-public import Glibc
+import Glibc
 
 /// A child process could not be started; the message says which program and why.
 public struct SubprocessError: Error, CustomStringConvertible, Sendable {

@@ -112,6 +112,7 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
         case fenced
         case kafkaFatal
         case transactionFailed
+        case transactionExpired
         case restoreFailed
         case kafka
         case topics
@@ -123,13 +124,17 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch code {
         case .fenced:
-            "worker stopped: \(message). Another worker with the same --id took over; do not run two workers with "
-                + "one id."
+            "worker stopped: \(message). Another process with the same --id took over (its transactional.id or "
+                + "group.instance.id); do not run two workers with one id."
         case .kafkaFatal:
             "worker stopped: \(message). The Kafka client hit an unrecoverable error; restart the worker (it resumes "
                 + "from the last commit) and check the brokers' logs."
         case .transactionFailed:
             "worker stopped: \(message). Check the brokers; restarting resumes from the last commit."
+        case .transactionExpired:
+            "worker stopped: \(message). The broker aborted a transaction that stayed open longer than "
+                + "transaction.timeout.ms (the brokers were slow or unreachable) and bumped this producer's epoch; no "
+                + "other worker has this id. Restarting resumes from the last commit."
         case .restoreFailed:
             "could not restore state: \(message). Check that the state topic exists and is readable, and that no "
                 + "transaction on it stays open longer than transaction.timeout.ms."
@@ -149,6 +154,10 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
     static func kafkaFatal(_ message: String) -> WorkerError { WorkerError(code: .kafkaFatal, message: message) }
     static func transactionFailed(_ message: String) -> WorkerError {
         WorkerError(code: .transactionFailed, message: message)
+    }
+    /// The broker timed a transaction out and fenced this producer's epoch; not another worker (exit code 1).
+    static func transactionExpired(_ message: String) -> WorkerError {
+        WorkerError(code: .transactionExpired, message: message)
     }
     static func restoreFailed(_ message: String) -> WorkerError { WorkerError(code: .restoreFailed, message: message) }
     static func kafka(_ message: String) -> WorkerError { WorkerError(code: .kafka, message: message) }

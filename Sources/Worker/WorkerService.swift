@@ -37,6 +37,11 @@ public final class WorkerService: Service, Sendable {
         var consumeTask: Task<Void, any Error>?
         /// Which jobs partition each account's jobs belong in; known once the topics were checked at start.
         var placement: JobPlacement?
+        /// The consumer in use: replaced when it fenced itself (see ``consumeReplacingSelfFenced(_:configuration:)``).
+        var consumer: KafkaConsumer?
+        /// When partitions were last lost (a session timeout): a fatal FENCED_INSTANCE_ID soon after is this
+        /// consumer's own rejoin, not another process.
+        var lastLoss: ContinuousClock.Instant?
 
         var stopping: Bool { machine.lifecycle != .running }
     }
@@ -85,7 +90,9 @@ public final class WorkerService: Service, Sendable {
         let output: any OutputWriter
         switch configuration.delivery {
         case .exactlyOnce:
-            output = try await TransactionalWriter(configuration: configuration, logger: logger)
+            output = try await TransactionalWriter(configuration: configuration, logger: logger) { [self] in
+                self.shared.withLock { $0.machine.fatal != nil }
+            }
         case .atLeastOnce:
             output = try AtLeastOnceWriter(configuration: configuration, logger: logger)
         }
@@ -99,6 +106,8 @@ public final class WorkerService: Service, Sendable {
         if configuration.staticMembership { consumerConfiguration.groupInstanceId = configuration.transactionalId }
         let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
         try consumer.subscribe(topics: [configuration.topics.jobs])
+        shared.withLock { $0.consumer = consumer }
+        let replacementConfiguration = consumerConfiguration
         configuration.onReadinessChange?(true)
         logger.info(
             "worker started",
@@ -119,10 +128,10 @@ public final class WorkerService: Service, Sendable {
         // librdkafka call that has no timeout (an offset commit with the coordinator gone) must not keep a
         // stopping worker alive, so shutdown waits for it only for a bounded time.
         // Consumer lag, every few seconds; unstructured for the same reason (a watermark query to a gone cluster).
-        let lagReporter = Task { await self.reportLag(consumer: consumer) }
+        let lagReporter = Task { await self.reportLag() }
         let committer = Task {
             for await batch in commitStream {
-                await self.perform(batch, output: output, consumer: consumer)
+                await self.perform(batch, output: output)
             }
         }
         try await withGracefulShutdownHandler {
@@ -144,7 +153,9 @@ public final class WorkerService: Service, Sendable {
                     }
                 }
                 // The consumer loop, cancelled on shutdown.
-                let consumeTask = Task { try await self.consume(consumer) }
+                let consumeTask = Task {
+                    try await self.consumeReplacingSelfFenced(consumer, configuration: replacementConfiguration)
+                }
                 self.shared.withLock { $0.consumeTask = consumeTask }
                 if self.shared.withLock({ $0.stopping }) { consumeTask.cancel() }
                 var consumeError: (any Error)?
@@ -175,8 +186,9 @@ public final class WorkerService: Service, Sendable {
         lagReporter.cancel()
         await Self.bounded("the last commit", limit: .seconds(15), logger: logger) { await committer.value }
         await Self.bounded("closing the producer", limit: .seconds(15), logger: logger) { await output.close() }
+        let lastConsumer = shared.withLock { $0.consumer } ?? consumer
         await Self.bounded("leaving the consumer group", limit: .seconds(15), logger: logger) {
-            await consumer.close(timeout: .seconds(10))
+            await lastConsumer.close(timeout: .seconds(10))
         }
         let (fatal, counts) = shared.withLock { ($0.machine.fatal, $0.machine.counts) }
         if let fatal {
@@ -225,6 +237,59 @@ public final class WorkerService: Service, Sendable {
 
     // MARK: - Consuming
 
+    /// The consumer fenced itself: see ``consumeReplacingSelfFenced(_:configuration:)``.
+    private struct SelfFenced: Error {
+        var error: KafkaError
+    }
+
+    /// Runs the consumer loop, replacing a consumer that fenced itself.
+    ///
+    /// librdkafka 2.0.2's static member can fence itself after a broker restart or an outage: its session times out,
+    /// it rejoins under its `group.instance.id` with a new member id, and a request still carrying the old one is
+    /// answered `FENCED_INSTANCE_ID`, which librdkafka makes fatal. A second process with the id causes the same
+    /// error; when it comes tells them apart: right after this consumer lost its partitions (within two session
+    /// timeouts), it is this consumer's own rejoin — a second process takes the id from a healthy member. Then a
+    /// new consumer joins under the same id and the worker goes on, at most 5 times in 10 minutes.
+    private func consumeReplacingSelfFenced(
+        _ first: KafkaConsumer, configuration consumerConfiguration: ConsumerConfiguration
+    ) async throws {
+        var consumer = first
+        var replaced: [ContinuousClock.Instant] = []
+        while true {
+            do {
+                try await consume(consumer)
+                return
+            } catch let fenced as SelfFenced {
+                let now = ContinuousClock.now
+                replaced.removeAll { now - $0 > .seconds(600) }
+                guard replaced.count < 5, !Task.isCancelled, !shared.withLock({ $0.stopping }) else {
+                    throw stopFenced(fenced.error)
+                }
+                replaced.append(now)
+                logger.warning(
+                    "the consumer was fenced by its own rejoin after its session timed out; replacing it under its id",
+                    metadata: ["error": "\(fenced.error)"])
+                let assigned = shared.withLock { $0.machine.assignedPartitions }
+                if !assigned.isEmpty { await revoke(assigned, lost: true) }
+                // Not awaited: closing a failed consumer may outlast its timeout (confluentinc/librdkafka#4674).
+                let old = consumer
+                Task { await old.close(timeout: .seconds(5)) }
+                consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
+                try consumer.subscribe(topics: [configuration.topics.jobs])
+                let current = consumer
+                shared.withLock { $0.consumer = current }
+            }
+        }
+    }
+
+    /// Records "another process has this id" at once — a write waiting to learn whether another process has the id
+    /// reads it — and returns it to throw.
+    private func stopFenced(_ error: KafkaError) -> WorkerError {
+        let reason = WorkerError.fenced("another consumer joined the group with this worker's group.instance.id: \(error)")
+        shared.withLock { $0.machine.stop(reason) }
+        return reason
+    }
+
     private func consume(_ consumer: KafkaConsumer) async throws {
         for await event in consumer.events {
             if Task.isCancelled || shared.withLock({ $0.stopping }) { break }
@@ -237,8 +302,19 @@ public final class WorkerService: Service, Sendable {
             case .lost(let partitions):
                 await revoke(partitions.map(\.partition), lost: true)
             case .fatal(let error):
-                // FENCED_INSTANCE_ID: another process runs with this worker's id (static membership).
-                throw error.isFenced ? WorkerError.fenced("\(error)") : WorkerError.kafkaFatal("\(error)")
+                // The consumer's own fatal FENCED_INSTANCE_ID: another process joined with this worker's id (static
+                // membership). Unlike the abortable FENCED_INSTANCE_ID a transactional offset commit can get after a
+                // broker restart, this one is final.
+                if error.isFenced {
+                    let recentLoss = shared.withLock { $0.lastLoss }.map {
+                        ContinuousClock.now - $0 < configuration.sessionTimeout * 2
+                    }
+                    if recentLoss == true { throw SelfFenced(error: error) }
+                    throw stopFenced(error)
+                }
+                let reason = WorkerError.kafkaFatal("\(error)")
+                shared.withLock { $0.machine.stop(reason) }
+                throw reason
             case .messages(let messages):
                 for message in messages { accept(message) }
                 applyBackpressure(consumer)
@@ -382,7 +458,10 @@ public final class WorkerService: Service, Sendable {
     /// or offsets.
     private func revoke(_ partitions: [Int32], lost: Bool) async {
         guard !partitions.isEmpty else { return }
-        let dropped = shared.withLock { $0.machine.beginRevocation(partitions, lost: lost) }
+        let dropped = shared.withLock { shared in
+            if lost { shared.lastLoss = ContinuousClock.now }
+            return shared.machine.beginRevocation(partitions, lost: lost)
+        }
         logger.info(
             lost ? "partitions lost: dropping them" : "revoking partitions: settling their output first",
             metadata: ["partitions": "\(partitions.sorted())", "droppedQueuedJobs": "\(dropped)"])
@@ -534,15 +613,17 @@ public final class WorkerService: Service, Sendable {
         }
     }
 
-    private func perform(_ batch: TransactionBatcher.Batch, output: any OutputWriter, consumer: KafkaConsumer) async {
+    private func perform(_ batch: TransactionBatcher.Batch, output: any OutputWriter) async {
         // A batch holding a partition revoked since it was built, or built in an earlier assignment, is not ours to
         // commit any more: writing its records without their offsets would make the next owner repeat them, and
         // its offsets under the new generation would move the new owner's position. Drop it; its jobs run again.
-        let metadata = shared.withLock { shared in
-            shared.machine.mayWrite(batch) && shared.assignment?.generation == batch.generation
-                ? shared.assignment?.groupMetadata : nil
+        let (metadata, consumer) = shared.withLock { shared in
+            (
+                shared.machine.mayWrite(batch) && shared.assignment?.generation == batch.generation
+                    ? shared.assignment?.groupMetadata : nil, shared.consumer
+            )
         }
-        guard let metadata else {
+        guard let metadata, let consumer else {
             logger.info("batch abandoned: its partitions were revoked", metadata: ["jobs": "\(batch.jobCount)"])
             handle(shared.withLock { $0.machine.abandon(batch) })
             return
@@ -550,7 +631,12 @@ public final class WorkerService: Service, Sendable {
         let offsets = batch.offsets.map {
             TopicPartitionOffset(topic: configuration.topics.jobs, partition: $0.key, offset: $0.value)
         }
-        guard let failure = await output.write(batch, offsets: offsets, groupMetadata: metadata, consumer: consumer)
+        let isCurrent: @Sendable () -> Bool = { [self] in
+            self.shared.withLock { $0.machine.mayWrite(batch) && $0.assignment?.generation == batch.generation }
+        }
+        guard
+            let failure = await output.write(
+                batch, offsets: offsets, groupMetadata: metadata, consumer: consumer, isCurrent: isCurrent)
         else {
             metrics.commits.increment()
             let now = Date()
@@ -593,9 +679,10 @@ public final class WorkerService: Service, Sendable {
         handle(action)
     }
 
-    private func reportLag(consumer: KafkaConsumer) async {
+    private func reportLag() async {
         while !Task.isCancelled, !shared.withLock({ $0.stopping }) {
             try? await Task.sleep(for: .seconds(5))
+            guard let consumer = shared.withLock({ $0.consumer }) else { continue }
             for partition in shared.withLock({ $0.machine.assignedPartitions }) {
                 guard
                     let (_, high) = try? await consumer.watermarks(

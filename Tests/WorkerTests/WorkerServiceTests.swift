@@ -239,17 +239,35 @@ struct WorkerHarness {
         print("aborts=\(worker.transactionCounts.aborts) records=\(ids.count) distinct=\(Set(ids).count)")
     }
 
+    /// What a broker restart does to a static member's in-flight batch: its offsets carry the member id from before
+    /// the consumer rejoined, and the group coordinator answers FENCED_INSTANCE_ID — abortable, since nothing else
+    /// has the id. The worker must abort that batch and go on, not stop as if another worker took its id over.
     @Test(.timeLimit(.minutes(2)))
-    func aFencedProducerStopsTheWorkerWithAClearError() async throws {
+    func anAbortableFencedInstanceIdOnTheOffsetCommitDoesNotStopTheWorker() async throws {
         let harness = try WorkerHarness()
-        try await harness.publish(try jobRecords(harness, accounts: ["acct-1"], ticks: 1))
-        try harness.cluster.pushRequestErrors(apiKey: 26, errors: [90, 90, 90])  // EndTxn: PRODUCER_FENCED
-        let worker = harness.worker(harness.configuration(delivery: .exactlyOnce))
-        await #expect {
-            try await worker.run()
-        } throws: { error in
-            (error as? WorkerError)?.isFenced == true
+        let accounts = (1...6).map { "acct-\($0)" }
+        // TxnOffsetCommit (28) fails with FENCED_INSTANCE_ID (82) twice.
+        let (ids, worker) = try await runWorker(harness, delivery: .exactlyOnce, accounts: accounts, ticks: 2) {
+            try harness.cluster.pushRequestErrors(apiKey: 28, errors: [82, 82])
         }
+        #expect(Set(ids) == harness.expectedIds(accounts: accounts, ticks: 2))
+        #expect(worker.transactionCounts.aborts >= 1, "the injected errors caused aborts")
+    }
+
+    /// The broker bumps a producer's epoch itself when it aborts a transaction (after transaction.timeout.ms, or for
+    /// every transaction open when it crashed). With no other process on the id — the consumer was not fenced — the
+    /// worker takes the id back with a new producer and writes the batch again, instead of exiting as if another
+    /// worker had taken over. (A real second process is shown on a real broker: BrokerRestartTests.)
+    @Test(.timeLimit(.minutes(2)))
+    func aProducerEpochTheBrokerRejectedWithNoOtherProcessIsTakenBack() async throws {
+        let harness = try WorkerHarness()
+        let accounts = ["acct-1", "acct-2"]
+        let (ids, worker) = try await runWorker(harness, delivery: .exactlyOnce, accounts: accounts, ticks: 2) {
+            try harness.cluster.pushRequestErrors(apiKey: 26, errors: [90])  // EndTxn: PRODUCER_FENCED
+        }
+        #expect(Set(ids) == harness.expectedIds(accounts: accounts, ticks: 2))
+        #expect(worker.transactionCounts.aborts >= 1, "the rejected epoch aborted a batch")
+        #expect(harness.logs.contains("transactions re-initialised under the same id"))
     }
 
     @Test(.timeLimit(.minutes(2)))
