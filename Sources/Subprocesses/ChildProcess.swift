@@ -1,5 +1,5 @@
-import Glibc
 import CSubprocesses
+import Glibc
 import Foundation
 import Synchronization
 
@@ -7,9 +7,10 @@ import Synchronization
 ///
 /// Every process that activity-sync starts — the roles that `dev` runs, the integration CLIs a worker runs, the
 /// binaries the test kit and the benchmarks run — is started here, so all of them share these rules:
-/// - It is made (clone and exec, as posix_spawn does) on one long-lived thread with `PR_SET_PDEATHSIG` = SIGKILL: when this process
-///   dies, even by SIGKILL or a crash, the kernel kills the child (and, since our own children do the same, the
-///   child's children). The signal follows the *thread* that created it, which is why that thread never exits.
+/// - It is made (clone and exec, as posix_spawn does) on one long-lived thread with `PR_SET_PDEATHSIG` = SIGKILL:
+///   when this process dies, even by SIGKILL or a crash, the kernel kills the child (and, since our own children
+///   do the same, the child's children). The signal follows the *thread* that created it, which is why that
+///   thread never exits.
 /// - Its exit is awaited by a blocking `waitid` on a dedicated thread, never by a SIGCHLD handler or a dispatch
 ///   source, so nothing else in the process is disturbed and no other child is reaped by accident.
 /// - Descriptors other than 0–2 are not inherited, signal dispositions and the mask are reset.
@@ -43,7 +44,7 @@ public final class ChildProcess: Sendable {
         public var standardInput: Stream = .null
         public var standardOutput: Stream = .inherit
         public var standardError: Stream = .inherit
-        /// The child leads a process group of its own, so ``signalGroup(_:)`` reaches everything it started.
+        /// The child leads a process group of its own, so ``ChildProcess/send(_:)`` reaches everything it started.
         public var ownProcessGroup = false
         /// When the child exits, SIGKILL whatever is left in its group before reaping it (only with
         /// ``ownProcessGroup``): a program's helpers do not outlive it.

@@ -339,7 +339,8 @@ public final class WorkerService: Service, Sendable {
                 try consumer.pause(pause.map { TopicPartition(topic: topic, partition: $0) })
                 metrics.pausedPartitions.increment(by: pause.count)
                 logger.info(
-                    "partitions paused: too much waits for an earlier job to commit", metadata: ["partitions": "\(pause)"])
+                    "partitions paused: too much waits for an earlier job to commit",
+                    metadata: ["partitions": "\(pause)"])
             }
             if !resume.isEmpty {
                 try consumer.resume(resume.map { TopicPartition(topic: topic, partition: $0) })
@@ -527,7 +528,8 @@ public final class WorkerService: Service, Sendable {
         } catch {
             throw WorkerError.kafka("listing the topics: \(error)")
         }
-        return try JobPlacement.check(topics: topics, jobs: configuration.topics.jobs, state: configuration.topics.state)
+        return try JobPlacement.check(
+            topics: topics, jobs: configuration.topics.jobs, state: configuration.topics.state)
     }
 
     private func accept(_ message: ConsumerMessage) {

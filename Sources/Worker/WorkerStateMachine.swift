@@ -183,8 +183,8 @@ struct WorkerStateMachine: Sendable {
             partitions[partition]?.running -= 1
             var result = result
             let before = TransactionBatcher.StateBefore(
-                accountId: queued.job.accountId, state: store.state(partition: partition, accountId: queued.job.accountId),
-                after: result.newState)
+                accountId: queued.job.accountId,
+                state: store.state(partition: partition, accountId: queued.job.accountId), after: result.newState)
             if let newState = result.newState { store.update(partition: partition, newState) }
             if let status = result.status, let statusRecord,
                 store.statusChanged(accountId: status.accountId, to: status.status)
