@@ -52,7 +52,7 @@ struct RestoreBench: AsyncParsableCommand {
         }
         let kafka = KafkaConfiguration(bootstrapServers: servers)
         let (records, bytes) = try await fill(kafka, topic: topics.state, logger: logger)
-        print(String(format: "state partition: %d records, %.1f MiB", records, Double(bytes) / 1_048_576))
+        print(String(format: "state partition: %d records, ~%.1f MiB (records × one record's size)", records, Double(bytes) / 1_048_576))
 
         let key = SealingKey.random(id: "bench")
         let keyFile = FileManager.default.temporaryDirectory.appendingPathComponent("bench-key-\(UUID().uuidString)")

@@ -77,6 +77,23 @@ public func readPartitionsToEnd(
         topic: topic, timeout: timeout, partitions: .fromCount(partitions), batchBytes: batchBytes, onBatch: onBatch)
 }
 
+/// Reads one partition to its high watermark like ``readPartitionToEnd(configuration:topic:partition:isolationLevel:timeout:maxBufferedBytes:logger:)``,
+/// handing the records to `onBatch` in bounded batches as they arrive (see the many-partition form above for the
+/// rules `onBatch` follows). No metadata request: a missing topic or partition fails the watermark query.
+/// - Returns: the offset the read ended at (the high watermark at the start; 0 for an empty partition).
+public func readPartitionToEnd(
+    configuration: KafkaConfiguration, topic: String, partition: Int32, isolationLevel: IsolationLevel,
+    timeout: Duration, maxBufferedBytes: Int = 16 << 20, batchBytes: Int = 1 << 20, logger: Logger,
+    onBatch: @escaping @Sendable ([ConsumerMessage]) -> Void
+) async throws(KafkaError) -> Int64 {
+    let reader = PartitionReader(
+        configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
+        logger: logger)
+    let (_, ends) = try await reader.stream(
+        topic: topic, timeout: timeout, partitions: .one(partition), batchBytes: batchBytes, onBatch: onBatch)
+    return ends[partition] ?? 0
+}
+
 /// Reads one partition to its high watermark keeping only the newest record per key, as compaction will: the
 /// result is bounded by the number of live keys, not by the log's history (a state partition of 200 versions of
 /// each of 2,000 accounts costs 2,000 records here). A tombstone removes its key; records without a key are
@@ -86,14 +103,12 @@ public func readNewestPerKey(
     configuration: KafkaConfiguration, topic: String, partition: Int32, isolationLevel: IsolationLevel,
     timeout: Duration, maxBufferedBytes: Int = 16 << 20, logger: Logger
 ) async throws(KafkaError) -> (messages: [ConsumerMessage], end: Int64) {
-    let reader = PartitionReader(
-        configuration: configuration, isolationLevel: isolationLevel, maxBufferedBytes: maxBufferedBytes,
-        logger: logger)
     let newest = NewestPerKey()
-    let (_, ends) = try await reader.stream(
-        topic: topic, timeout: timeout, partitions: .one(partition), batchBytes: 256 << 10,
+    let end = try await readPartitionToEnd(
+        configuration: configuration, topic: topic, partition: partition, isolationLevel: isolationLevel,
+        timeout: timeout, maxBufferedBytes: maxBufferedBytes, batchBytes: 256 << 10, logger: logger,
         onBatch: { newest.add($0) })
-    return (newest.messages, ends[partition] ?? 0)
+    return (newest.messages, end)
 }
 
 /// The fold behind ``readNewestPerKey(configuration:topic:partition:isolationLevel:timeout:maxBufferedBytes:logger:)``.

@@ -251,11 +251,12 @@ public final class SchedulerService: Service, Sendable {
         _ partition: Int32, onBatch: @escaping @Sendable ([ConsumerMessage]) -> Void
     ) async -> Result<Int64, KafkaError> {
         do {
-            let (_, ends) = try await readPartitionsToEnd(
-                configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts,
-                partitions: { _ in [partition] }, isolationLevel: .readCommitted, timeout: configuration.loadTimeout,
-                maxBufferedBytes: 4 << 20, batchBytes: 512 << 10, logger: logger, onBatch: onBatch)
-            return .success(ends[partition] ?? 0)
+            // One partition by number: no metadata request per read, and a missing partition is an error.
+            return .success(
+                try await readPartitionToEnd(
+                    configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts,
+                    partition: partition, isolationLevel: .readCommitted, timeout: configuration.loadTimeout,
+                    maxBufferedBytes: 4 << 20, batchBytes: 512 << 10, logger: logger, onBatch: onBatch))
         } catch {
             return .failure(error)
         }
