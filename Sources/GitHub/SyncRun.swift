@@ -168,9 +168,7 @@ struct SyncRun {
                 break listing
             }
             if pages == 0 {
-                if let interval = response.pollInterval {
-                    state.nextNotificationsPoll = Date().addingTimeInterval(Double(interval))
-                }
+                state.nextNotificationsPoll = Self.nextPoll(after: response)
                 lastModified = response.lastModified
                 state.notificationsRefused = nil
             }
@@ -413,6 +411,14 @@ struct SyncRun {
         "notifications_unsupported_token: GitHub refuses /notifications to this token (\(detail)); GitHub App, "
             + "installation and fine-grained tokens cannot read notifications, so only the user's events are synced. "
             + "Connect the account with a classic OAuth token for them"
+    }
+
+    /// When `X-Poll-Interval` lets this listing be read again; nil when it asks for no wait (0, or no header). A
+    /// stored "now" would come back from the state rounded to the millisecond and could make an immediate next sync
+    /// skip the read.
+    private static func nextPoll(after response: GitHubResponse) -> Date? {
+        guard let interval = response.pollInterval, interval > 0 else { return nil }
+        return Date().addingTimeInterval(Double(interval))
     }
 
     private struct PendingNotification {
@@ -878,9 +884,7 @@ struct SyncRun {
                 break listing
             }
             if pages == 0 {
-                if let interval = response.pollInterval {
-                    state.nextEventsPoll = Date().addingTimeInterval(Double(interval))
-                }
+                state.nextEventsPoll = Self.nextPoll(after: response)
                 etag = response.etag
             }
             pages += 1

@@ -317,7 +317,7 @@ struct TodaysGitHubTests {
                 return
             }
             #expect(reason.hasPrefix("notifications_unsupported_token"))
-            #expect(second.activities.map(\.id) == ["github:event:\(event)"])
+            #expect(second.activities.map(\.id) == ["github:event:\(event)"], "\(second.status)")
             let asked = github.requests(of: user.login, since: mark).map(\.path)
             #expect(!asked.contains("/notifications"), "\(asked)")
         }
