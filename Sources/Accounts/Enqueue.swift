@@ -16,8 +16,7 @@ extension SyncJob {
             self.init(account: account, tick: Date(timeIntervalSince1970: TimeInterval(tick)))
         } else {
             self.init(
-                accountId: account.accountId, integration: account.integration,
-                scheduledAt: SyncJob.resyncTime(now), sealedConfig: account.sealedConfig)
+                accountId: account.accountId, integration: account.integration, scheduledAt: SyncJob.resyncTime(now))
         }
     }
 }

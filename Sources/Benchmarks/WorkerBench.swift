@@ -95,6 +95,16 @@ struct WorkerBench: AsyncParsableCommand {
             configuration: ProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers)),
             logger: logger)
 
+        // The accounts the jobs name, where the workers read them (jobs carry no config).
+        _ = try await producer.send(
+            try users.enumerated().map { index, user in
+                let account = AccountRecord(
+                    accountId: String(user.id), integration: "github", settings: AccountSettings(),
+                    sealedConfig: configs[index], updatedAt: Date())
+                return ProducerRecord(
+                    topic: topics.accounts, key: Array(account.accountId.utf8), value: try account.messageBytes())
+            })
+
         var results: [String] = []
         for round in 1...rounds {
             // Let the simulator's X-Poll-Interval (1 s here) pass, or unchanged syncs would be skipped, not measured.
@@ -103,9 +113,8 @@ struct WorkerBench: AsyncParsableCommand {
             let quotaBefore = users.reduce(0) { $0 + simulator.quotaUsed(token: $1.token) }
             let cpuBefore = childrenCPU(children)
             let scheduledAt = Date()
-            let jobs = try users.enumerated().map { index, user -> ProducerRecord in
-                let job = SyncJob(
-                    accountId: String(user.id), integration: "github", scheduledAt: scheduledAt, sealedConfig: configs[index])
+            let jobs = try users.map { user -> ProducerRecord in
+                let job = SyncJob(accountId: String(user.id), integration: "github", scheduledAt: scheduledAt)
                 return ProducerRecord(
                     topic: topics.jobs, key: Array(job.accountId.utf8), value: try WireFormat.encode(job))
             }

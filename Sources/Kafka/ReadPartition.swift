@@ -126,8 +126,8 @@ private final class NewestPerKey: @unchecked Sendable {
     var messages: [ConsumerMessage] { byKey.values.sorted { $0.offset < $1.offset } }
 }
 
-/// What both reads share: the extent of each partition (asked `read_uncommitted`), then one reading client.
-private struct PartitionReader: Sendable {
+/// What the reads share: the extent of each partition (asked `read_uncommitted`), then one reading client.
+struct PartitionReader: Sendable {
     let configuration: KafkaConfiguration
     let isolationLevel: IsolationLevel
     let maxBufferedBytes: Int
@@ -193,6 +193,19 @@ private struct PartitionReader: Sendable {
     private func withClient<T: Sendable>(
         _ isolation: IsolationLevel, _ body: @escaping @Sendable (OpaquePointer) -> Result<T, KafkaError>
     ) async throws(KafkaError) -> T {
+        let client = try makeClient(isolation)
+        let result: Result<T, KafkaError>
+        do {
+            result = .success(try await client.blocking("readPartitionToEnd", body))
+        } catch {
+            result = .failure(error)
+        }
+        await client.destroy(timeout: .seconds(10), pollThread: nil)
+        return try result.get()
+    }
+
+    /// A consumer handle that never joins a group or commits; whoever polls it is its only poller.
+    func makeClient(_ isolation: IsolationLevel) throws(KafkaError) -> RDKafkaClient {
         var properties = configuration.librdkafkaProperties()
         properties.append(contentsOf: [
             // librdkafka 2.0 refuses assign() without a group id; this one never joins (no subscribe) or commits.
@@ -210,14 +223,7 @@ private struct PartitionReader: Sendable {
             type: RD_KAFKA_CONSUMER, properties: properties,
             context: ClientContext(logger: logger, statisticsHandler: configuration.statisticsHandler), callbacks: [])
         rd_kafka_poll_set_consumer(client.pointer)
-        let result: Result<T, KafkaError>
-        do {
-            result = .success(try await client.blocking("readPartitionToEnd", body))
-        } catch {
-            result = .failure(error)
-        }
-        await client.destroy(timeout: .seconds(10), pollThread: nil)
-        return try result.get()
+        return client
     }
 
     /// The topic's partition count (the named partition + 1 for `.one`, which asks for no metadata) and the extent
@@ -257,9 +263,9 @@ private struct PartitionReader: Sendable {
     /// offset (for a compacted topic, the log start), but librdkafka resolves `OFFSET_BEGINNING` with a lookup
     /// before the first fetch, which took ~0.5 s per read on the embedded cluster. Should retention move the low
     /// watermark in between, the fetch is out of range and `auto.offset.reset=earliest` applies.
-    private static func readToEnd(
+    static func readToEnd(
         _ rk: OpaquePointer, topic: String, extents: [Int32: Extent], deadline: ContinuousClock.Instant,
-        timeout: Duration, cancelled: CancellationFlag, batchBytes: Int, onBatch: ([ConsumerMessage]) -> Void
+        timeout: Duration, cancelled: CancellationFlag?, batchBytes: Int, onBatch: ([ConsumerMessage]) -> Void
     ) -> Result<Void, KafkaError> {
         let list = makePartitionList(extents.keys.sorted().map { (topic, $0, extents[$0]!.start) })
         defer { rd_kafka_topic_partition_list_destroy(list) }
@@ -272,7 +278,7 @@ private struct PartitionReader: Sendable {
         var positions: [Int32: Int64] = [:]
         var unfinished = Set(extents.keys)
         while ContinuousClock.now < deadline {
-            if cancelled.isSet { return .failure(.closed("reading \(topic): cancelled")) }
+            if cancelled?.isSet == true { return .failure(.closed("reading \(topic): cancelled")) }
             guard let message = rd_kafka_consumer_poll(rk, 100) else { continue }
             defer { rd_kafka_message_destroy(message) }
             let partition = message.pointee.partition
@@ -315,7 +321,7 @@ private struct PartitionReader: Sendable {
 }
 
 /// Set when the reading task is cancelled; the blocking read checks it between polls.
-private final class CancellationFlag: Sendable {
+final class CancellationFlag: Sendable {
     private let flag = Mutex(false)
     func set() { flag.withLock { $0 = true } }
     var isSet: Bool { flag.withLock { $0 } }

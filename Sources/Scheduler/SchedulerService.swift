@@ -366,7 +366,7 @@ public final class SchedulerService: Service, Sendable {
                             ProducerRecord(
                                 topic: jobsTopic, key: Array(job.accountId.utf8), value: try encoder.encodeTick(
                                     accountId: job.accountId, integration: job.integration,
-                                    scheduledAt: job.scheduledAt, sealedConfig: job.sealedConfig)))
+                                    scheduledAt: job.scheduledAt)))
                     } catch {
                         logger.error("job could not be encoded", metadata: ["account": "\(job.accountId)"])
                     }

@@ -52,9 +52,7 @@ public struct DueJob: Sendable, Hashable {
     }
 
     /// The job as it goes on the jobs topic.
-    public var job: SyncJob {
-        SyncJob(accountId: accountId, integration: integration, scheduledAt: scheduledAt, sealedConfig: sealedConfig)
-    }
+    public var job: SyncJob { SyncJob(accountId: accountId, integration: integration, scheduledAt: scheduledAt) }
 }
 
 /// Tuning of the scheduling core.

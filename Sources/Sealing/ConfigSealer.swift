@@ -13,12 +13,16 @@ public protocol ConfigSealer: Sendable {
 }
 
 extension ConfigSealer {
-    /// Unseals a job's config, or says why the job is poison.
+    /// Unseals an account's config, or says why a job of the account is poison.
     ///
     /// Only the sealing is checked here (the key, the authentication, a JSON object): what the object must hold
     /// is the integration's to say.
     /// - Important: the error never contains plaintext: a tampered ciphertext says so without echoing it.
     public func openConfig(_ sealed: SealedConfig) -> Result<JSONValue, Poison> {
+        guard sealed.algorithm == SealedConfig.algorithm else {
+            return .failure(
+                Poison(.unsupportedAlgorithm, "sealing algorithm \"\(sealed.algorithm.prefix(40))\" is not supported"))
+        }
         guard hasKey(id: sealed.keyId) else {
             return .failure(
                 Poison(

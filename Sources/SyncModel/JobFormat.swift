@@ -5,7 +5,12 @@ public import Foundation
 // Everything that publishes or consumes jobs — scheduler, `enqueue`, `accounts resync`, worker — goes through
 // this file, and `JobFormatTests` pins the bytes.
 
-/// A request to sync one account, as published to the jobs topic (key = accountId).
+/// A request to sync one account, as published to the jobs topic (key = accountId, murmur2 partitioner).
+///
+/// A job carries no secret: the worker owning jobs partition p reads the account's sealed config from accounts
+/// partition p and its state from state partition p (a co-partitioned join), so a token lives in the compacted
+/// accounts topic once instead of in every job on a topic kept for days, and a job always runs with the account's
+/// current config. Jobs written before this (with a `sealedConfig`) are still run: the copy they carry is ignored.
 ///
 /// `jobId` is `"{accountId}@{scheduledAt}"` for a scheduled tick: deterministic, so two schedulers firing the same
 /// tick (or `enqueue` standing in for one) produce the same id and a worker recognises the repeat.
@@ -18,11 +23,10 @@ public struct SyncJob: Codable, Sendable, Hashable {
     public var attempt: Int
     /// A one-off re-read from this time (`accounts resync`); nil for a regular tick.
     public var since: Date?
-    public var sealedConfig: SealedConfig
 
     public init(
         accountId: String, integration: String, scheduledAt: Date, attempt: Int = 1, since: Date? = nil,
-        sealedConfig: SealedConfig, jobId: String? = nil
+        jobId: String? = nil
     ) {
         self.type = "sync"
         self.accountId = accountId
@@ -30,7 +34,6 @@ public struct SyncJob: Codable, Sendable, Hashable {
         self.scheduledAt = scheduledAt
         self.attempt = attempt
         self.since = since
-        self.sealedConfig = sealedConfig
         self.jobId = jobId ?? SyncJob.makeId(accountId: accountId, scheduledAt: scheduledAt)
     }
 
@@ -41,16 +44,14 @@ public struct SyncJob: Codable, Sendable, Hashable {
 
     /// The job of `account`'s tick at `tick`: the very job (same id) a scheduler fires for that tick.
     public init(account: AccountRecord, tick: Date) {
-        self.init(
-            accountId: account.accountId, integration: account.integration, scheduledAt: tick,
-            sealedConfig: account.sealedConfig)
+        self.init(accountId: account.accountId, integration: account.integration, scheduledAt: tick)
     }
 
     /// A one-off job re-reading `account` from `since`, scheduled at ``resyncTime(_:)`` of `now`.
     public init(resyncing account: AccountRecord, since: Date, now: Date = Date()) {
         self.init(
             accountId: account.accountId, integration: account.integration, scheduledAt: Self.resyncTime(now),
-            since: since, sealedConfig: account.sealedConfig)
+            since: since)
     }
 
     /// `now` to the millisecond, never on a whole second.
@@ -78,13 +79,10 @@ public struct JobEncoder: Sendable {
     public init() {}
 
     /// The value bytes of the regular (not resync) job of a tick; the same as `encode(SyncJob(…))`, faster.
-    public mutating func encodeTick(
-        accountId: String, integration: String, scheduledAt: Date, sealedConfig: SealedConfig
-    ) throws -> [UInt8] {
+    public mutating func encodeTick(accountId: String, integration: String, scheduledAt: Date) throws -> [UInt8] {
         let date = format(scheduledAt)
         let job = SyncJob(
-            accountId: accountId, integration: integration, scheduledAt: scheduledAt, sealedConfig: sealedConfig,
-            jobId: "\(accountId)@\(date)")
+            accountId: accountId, integration: integration, scheduledAt: scheduledAt, jobId: "\(accountId)@\(date)")
         return try encode(job, formattedDate: date)
     }
 
@@ -102,16 +100,11 @@ public struct JobEncoder: Sendable {
     }
 
     private func encode(_ job: SyncJob, formattedDate: String) throws -> [UInt8] {
-        guard job.since == nil,
-            [
-                job.accountId, job.integration, job.jobId, job.sealedConfig.algorithm, job.sealedConfig.ciphertext,
-                job.sealedConfig.keyId, job.type,
-            ].allSatisfy(Self.isPlain)
-        else {
+        guard job.since == nil, [job.accountId, job.integration, job.jobId, job.type].allSatisfy(Self.isPlain) else {
             return try WireFormat.encode(job)
         }
         var out: [UInt8] = []
-        out.reserveCapacity(160 + job.sealedConfig.ciphertext.utf8.count + 2 * job.accountId.utf8.count)
+        out.reserveCapacity(120 + 2 * job.accountId.utf8.count)
         func append(_ text: String) { out.append(contentsOf: text.utf8) }
         append("{\"accountId\":\"")
         append(job.accountId)
@@ -123,13 +116,7 @@ public struct JobEncoder: Sendable {
         append(job.jobId)
         append("\",\"scheduledAt\":\"")
         append(formattedDate)
-        append("\",\"sealedConfig\":{\"algorithm\":\"")
-        append(job.sealedConfig.algorithm)
-        append("\",\"ciphertext\":\"")
-        append(job.sealedConfig.ciphertext)
-        append("\",\"keyId\":\"")
-        append(job.sealedConfig.keyId)
-        append("\"},\"type\":\"")
+        append("\",\"type\":\"")
         append(job.type)
         append("\"}")
         return out
@@ -177,6 +164,11 @@ public enum PoisonKind: String, Sendable, CaseIterable, Hashable {
     /// The job arrived in a jobs partition other than the one its account id hashes to (murmur2), where the
     /// account's state does not live: run there, it would start from empty state and repeat a first sync.
     case wrongPartition = "wrong_partition"
+    /// The job's account is not on the accounts topic in the partition its id hashes to (never added, removed, or
+    /// written there by a producer with another partitioner), so there is no config to run it with.
+    case unknownAccount = "unknown_account"
+    /// The job names another integration than its account's record.
+    case integrationMismatch = "integration_mismatch"
 }
 
 /// A job that can never be processed, and why. The reason is written for an operator and never contains the
@@ -207,7 +199,6 @@ public struct JobDecoder: Sendable {
     public var maxFutureSkew: TimeInterval = 24 * 3600
     /// How far in the past `scheduledAt` may lie before it is considered corrupt rather than late.
     public var maxAge: TimeInterval = 365 * 24 * 3600
-    public var supportedAlgorithms: Set<String> = ["AES-256-GCM"]
 
     public init(integrations: Set<String>) {
         self.integrations = integrations
@@ -271,7 +262,8 @@ public struct JobDecoder: Sendable {
                 "\"scheduledAt\" \(scheduledText.prefix(40)) is more than a day ahead or a year behind the worker's clock"
             )
         }
-        guard let attemptValue = object["attempt"] else { throw Poison(.missingField, "\"attempt\" is missing") }
+        // Optional for producers that are not ours: a job is its first attempt unless it says otherwise.
+        let attemptValue = object["attempt"] ?? .number(1)
         guard let attempt = attemptValue.intValue else {
             throw Poison(.wrongFieldType, "\"attempt\" must be an integer")
         }
@@ -283,22 +275,11 @@ public struct JobDecoder: Sendable {
             }
             since = date
         }
-        guard let sealedValue = object["sealedConfig"] else {
-            throw Poison(.missingField, "\"sealedConfig\" is missing")
-        }
-        guard case .object(let sealedObject) = sealedValue else {
-            throw Poison(.wrongFieldType, "\"sealedConfig\" must be an object")
-        }
-        let sealed = SealedConfig(
-            keyId: try string(sealedObject, "keyId", in: "sealedConfig."),
-            algorithm: try string(sealedObject, "algorithm", in: "sealedConfig."),
-            ciphertext: try string(sealedObject, "ciphertext", in: "sealedConfig."))
-        guard supportedAlgorithms.contains(sealed.algorithm) else {
-            throw Poison(.unsupportedAlgorithm, "sealing algorithm \"\(sealed.algorithm.prefix(40))\" is not supported")
-        }
+        // A `sealedConfig` (jobs written before jobs stopped carrying secrets) is not read: the worker runs every job
+        // with the account's current record from the accounts topic.
         return SyncJob(
             accountId: accountId, integration: integration, scheduledAt: scheduledAt, attempt: attempt, since: since,
-            sealedConfig: sealed, jobId: jobId)
+            jobId: jobId)
     }
 
     private func string(_ object: [String: JSONValue], _ field: String, in prefix: String = "") throws -> String {

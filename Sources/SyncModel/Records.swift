@@ -9,7 +9,10 @@ public struct SealedConfig: Codable, Sendable, Hashable {
     public var algorithm: String
     public var ciphertext: String
 
-    public init(keyId: String, algorithm: String = "AES-256-GCM", ciphertext: String) {
+    /// The one algorithm configs are sealed with.
+    public static let algorithm = "AES-256-GCM"
+
+    public init(keyId: String, algorithm: String = SealedConfig.algorithm, ciphertext: String) {
         self.keyId = keyId
         self.algorithm = algorithm
         self.ciphertext = ciphertext

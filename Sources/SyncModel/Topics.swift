@@ -1,8 +1,9 @@
 /// The topics activity-sync reads and writes, and how each must be created.
 ///
-/// Partition alignment matters: jobs and state are keyed by account id with the same partitioner and the same
-/// partition count, so partition p of the jobs topic and partition p of the state topic hold the same accounts.
-/// That is what lets a worker restore exactly the states of the partitions it was assigned.
+/// Partition alignment matters: accounts, jobs and state are keyed by account id with the same partitioner
+/// (murmur2) and the same partition count, so partition p of each holds the same accounts. That is what lets a
+/// worker restore exactly the accounts and states of the jobs partitions it was assigned (a co-partitioned join),
+/// and jobs carry no secret.
 public struct TopicSpec: Sendable, Hashable {
     public var name: String
     /// `cleanup.policy=compact`: only the last record per key matters (accounts, state).
@@ -56,7 +57,7 @@ public struct TopicNames: Sendable, Hashable {
     /// Every topic with its creation rules, in a stable order.
     public var all: [TopicSpec] {
         [
-            TopicSpec(name: accounts, compacted: true, alignedWithJobs: false),
+            TopicSpec(name: accounts, compacted: true, alignedWithJobs: true),
             TopicSpec(name: jobs, compacted: false, alignedWithJobs: true),
             TopicSpec(name: activities, compacted: false, alignedWithJobs: false),
             TopicSpec(name: state, compacted: true, alignedWithJobs: true),

@@ -29,25 +29,28 @@ struct JobPlacement: Sendable, Hashable {
                 + "Java client's default) and no explicit partition")
     }
 
-    /// The placement for topics as the cluster lists them (name → partition count), checking that jobs and state
-    /// are co-partitioned.
-    /// - Throws: ``WorkerError`` naming the topic and the fix when either is missing or their counts differ.
-    static func check(topics: [String: Int], jobs: String, state: String) throws(WorkerError) -> JobPlacement {
-        guard let jobCount = topics[jobs], jobCount > 0 else {
+    /// The placement for topics as the cluster lists them (name → partition count), checking that jobs, state and
+    /// accounts are co-partitioned: the worker owning jobs partition p reads the accounts and states of partition p.
+    /// - Throws: ``WorkerError`` naming the topic and the fix when one is missing or the counts differ.
+    static func check(topics: [String: Int], names: TopicNames) throws(WorkerError) -> JobPlacement {
+        guard let jobCount = topics[names.jobs], jobCount > 0 else {
             throw WorkerError.topics(
-                "the jobs topic \(jobs) does not exist; create the topics first (activity-sync topics create)")
+                "the jobs topic \(names.jobs) does not exist; create the topics first (activity-sync topics create)")
         }
-        guard let stateCount = topics[state], stateCount > 0 else {
-            throw WorkerError.topics(
-                "the state topic \(state) does not exist; create it with \(jobCount) partitions, like \(jobs) "
-                    + "(activity-sync topics create --partitions \(jobCount))")
-        }
-        guard jobCount == stateCount else {
-            throw WorkerError.topics(
-                "\(jobs) has \(jobCount) partitions and \(state) has \(stateCount): they must be equal, because the "
-                    + "state of the accounts in jobs partition p lives in state partition p. Give both the same count "
-                    + "(adding partitions to either moves accounts: do it only with the workers stopped and the state "
-                    + "topic empty)")
+        for (name, role) in [(names.state, "state"), (names.accounts, "accounts")] {
+            guard let count = topics[name], count > 0 else {
+                throw WorkerError.topics(
+                    "the \(role) topic \(name) does not exist; create it with \(jobCount) partitions, like "
+                        + "\(names.jobs) (activity-sync topics create --partitions \(jobCount))")
+            }
+            guard count == jobCount else {
+                throw WorkerError.topics(
+                    "\(names.jobs) has \(jobCount) partitions and \(name) has \(count): they must be equal, because the "
+                        + "\(role == "state" ? "state" : "account record") of the accounts in jobs partition p lives in "
+                        + "\(role) partition p (same key, murmur2). Give both the same count (adding partitions moves "
+                        + "accounts: do it only with schedulers and workers stopped, then write every account again "
+                        + "with activity-sync accounts import and start with an empty state topic)")
+            }
         }
         return JobPlacement(partitionCount: Int32(jobCount))
     }

@@ -50,13 +50,16 @@ struct JobOrigin: Sendable, Hashable {
     var offset: Int64
     var key: [UInt8]?
     var value: [UInt8]?
+    /// The record's timestamp: the account's record must be read at least up to it before the job runs.
+    var timestamp: Date?
 
-    init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8]?) {
+    init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8]?, timestamp: Date? = nil) {
         self.topic = topic
         self.partition = partition
         self.offset = offset
         self.key = key
         self.value = value
+        self.timestamp = timestamp
     }
 }
 
@@ -196,21 +199,46 @@ struct JobProcessor: Sendable {
         return candidate
     }
 
-    /// Runs `job` given the account's current state.
-    func process(_ job: SyncJob, origin: JobOrigin, state: StateRecord?, now: Date = Date()) async -> JobResult {
-        var result = await run(job, origin: origin, state: state, now: now)
+    /// Runs `job` given the account's record (from the accounts topic) and current state.
+    func process(
+        _ job: SyncJob, origin: JobOrigin, account: AccountLookup, state: StateRecord?, now: Date = Date()
+    ) async -> JobResult {
+        var result = await run(job, origin: origin, account: account, state: state, now: now)
         if result.outcome != .deadLettered { result.scheduledAt = job.scheduledAt }
         return result
     }
 
-    private func run(_ job: SyncJob, origin: JobOrigin, state: StateRecord?, now: Date) async -> JobResult {
+    private func run(
+        _ job: SyncJob, origin: JobOrigin, account lookup: AccountLookup, state: StateRecord?, now: Date
+    ) async -> JobResult {
         if DuplicateFire.isDuplicate(job, lastJob: state?.lastJob) {
             return JobResult(outcome: .duplicate)
+        }
+        let account: AccountRecord
+        switch lookup {
+        case .found(let record): account = record
+        case .unknown(let reason): return deadLetter(Poison(.unknownAccount, reason), origin: origin, now: now)
+        case .unavailable(let reason):
+            // The accounts topic could not be read in time: not the job's fault. Nothing is written but the status;
+            // the account's next tick runs it again.
+            var result = JobResult(outcome: .failed)
+            result.status = AccountStatus(
+                accountId: job.accountId, integration: job.integration, status: .failing,
+                reason: "the account's record could not be read: \(reason.prefix(200))", at: now)
+            return result
+        }
+        guard account.integration == job.integration else {
+            return deadLetter(
+                Poison(
+                    .integrationMismatch,
+                    "the job names integration \"\(job.integration.prefix(40))\" but account \(job.accountId.prefix(60)) "
+                        + "is a \"\(account.integration.prefix(40))\" account on the accounts topic"),
+                origin: origin, now: now)
         }
         guard let integration = integrations[job.integration] else {
             return deadLetter(Poison(.unknownIntegration, "integration \"\(job.integration)\" is not loaded"), origin: origin)
         }
-        let tag = Self.configTag(job.sealedConfig)
+        let tag = Self.configTag(account.sealedConfig)
         let credentials = state?.credentials.flatMap { $0.accountConfigTag == tag ? $0 : nil }
         if credentials?.rejected == true {
             // The token was rejected and the account was not reconnected since: asking again only burns requests.
@@ -221,7 +249,7 @@ struct JobProcessor: Sendable {
             return result
         }
         var config: JSONValue
-        switch sealer.openConfig(job.sealedConfig) {
+        switch sealer.openConfig(account.sealedConfig) {
         case .failure(let poison): return deadLetter(poison, origin: origin, now: now)
         case .success(let opened): config = opened
         }

@@ -21,6 +21,8 @@ public final class WorkerService: Service, Sendable {
     /// The one lock: the state machine and the channels to the tasks that act on its decisions.
     private let shared: Mutex<Shared>
     private let metrics: WorkerMetrics
+    /// The owned partitions' accounts: each job's sealed config comes from here, never from the job.
+    private let accounts: AccountDirectory
 
     typealias QueuedJob = WorkerStateMachine.QueuedJob
 
@@ -48,7 +50,7 @@ public final class WorkerService: Service, Sendable {
 
     /// - Parameters:
     ///   - integrations: the integrations this worker runs, by key (e.g. GitHub).
-    ///   - sealer: opens the sealed configs that jobs carry and seals refreshed token pairs.
+    ///   - sealer: opens the accounts' sealed configs and seals refreshed token pairs.
     public init(
         configuration: WorkerConfiguration, integrations: IntegrationRegistry, sealer: any ConfigSealer,
         logger: Logger
@@ -77,6 +79,9 @@ public final class WorkerService: Service, Sendable {
         self.logger = logger
         self.shared = Mutex(Shared(machine: WorkerStateMachine(concurrency: configuration.concurrency, batcher: batcher)))
         self.metrics = WorkerMetrics()
+        self.accounts = AccountDirectory(
+            configuration: configuration.kafka, topic: configuration.topics.accounts,
+            timeout: configuration.restoreTimeout, logger: logger)
     }
 
     /// Commits and aborts so far.
@@ -186,6 +191,9 @@ public final class WorkerService: Service, Sendable {
         lagReporter.cancel()
         await Self.bounded("the last commit", limit: .seconds(15), logger: logger) { await committer.value }
         await Self.bounded("closing the producer", limit: .seconds(15), logger: logger) { await output.close() }
+        await Self.bounded("closing the accounts reader", limit: .seconds(15), logger: logger) {
+            await self.accounts.close()
+        }
         let lastConsumer = shared.withLock { $0.consumer } ?? consumer
         await Self.bounded("leaving the consumer group", limit: .seconds(15), logger: logger) {
             await lastConsumer.close(timeout: .seconds(10))
@@ -373,15 +381,19 @@ public final class WorkerService: Service, Sendable {
         // Decoded outside the lock: jobs of owned partitions go on meanwhile.
         var records = 0
         var undecodable = 0
-        var decoded: [(Int32, [String: StateRecord])] = []
-        for (partition, messages) in restored {
+        var accountCount = 0
+        var decoded: [(Int32, [String: StateRecord], AccountDirectory.Table)] = []
+        for (partition, messages, table) in restored {
             let (states, bad) = StateStore.decode(messages.map { ($0.key, $0.value) })
             records += messages.count
             undecodable += bad
-            decoded.append((partition, states))
+            accountCount += table.entries.count
+            decoded.append((partition, states, table))
         }
         let owned = shared.withLock { shared -> Int in
-            for (partition, states) in decoded {
+            for (partition, states, table) in decoded {
+                // The accounts first: the machine releases the partition's queued jobs once its state is restored.
+                accounts.install(table, partition: partition)
                 shared.machine.restored(partition: partition, generation: generation, states: states)
             }
             return shared.machine.assignedCount
@@ -391,22 +403,26 @@ public final class WorkerService: Service, Sendable {
         logger.info(
             "partitions assigned and state restored",
             metadata: [
-                "partitions": "\(partitions.sorted())", "stateRecords": "\(records)", "generation": "\(generation)",
+                "partitions": "\(partitions.sorted())", "stateRecords": "\(records)", "accounts": "\(accountCount)",
+                "generation": "\(generation)",
                 "undecodable": "\(undecodable)", "ms": "\((ContinuousClock.now - started).wholeMilliseconds)",
             ])
     }
 
-    /// Reads the state partitions, `restoreConcurrency` at a time; a failed read is retried with capped backoff
-    /// for up to `restoreRetryLimit` (a slow state topic or an open transaction that has not timed out yet must
-    /// not turn into a crash loop of every worker).
-    private func restore(_ partitions: [Int32]) async throws -> [(Int32, [ConsumerMessage])] {
+    /// Reads the state and accounts partitions, `restoreConcurrency` at a time; a failed read is retried with
+    /// capped backoff for up to `restoreRetryLimit` (a slow state topic or an open transaction that has not timed
+    /// out yet must not turn into a crash loop of every worker).
+    private func restore(_ partitions: [Int32]) async throws -> [(Int32, [ConsumerMessage], AccountDirectory.Table)] {
         let limit = ContinuousClock.now + configuration.restoreRetryLimit
-        return try await withThrowingTaskGroup(of: (Int32, [ConsumerMessage]).self) { group in
+        return try await withThrowingTaskGroup(of: (Int32, [ConsumerMessage], AccountDirectory.Table).self) { group in
             var pending = partitions[...]
-            var result: [(Int32, [ConsumerMessage])] = []
+            var result: [(Int32, [ConsumerMessage], AccountDirectory.Table)] = []
             func addNext() {
                 guard let partition = pending.popFirst() else { return }
-                group.addTask { (partition, try await self.restorePartition(partition, until: limit)) }
+                group.addTask {
+                    let (states, table) = try await self.restorePartition(partition, until: limit)
+                    return (partition, states, table)
+                }
             }
             for _ in 0..<max(1, configuration.restoreConcurrency) { addNext() }
             while let entry = try await group.next() {
@@ -418,7 +434,7 @@ public final class WorkerService: Service, Sendable {
     }
 
     private func restorePartition(_ partition: Int32, until limit: ContinuousClock.Instant) async throws
-        -> [ConsumerMessage]
+        -> ([ConsumerMessage], AccountDirectory.Table)
     {
         var attempt = 0
         while true {
@@ -434,11 +450,15 @@ public final class WorkerService: Service, Sendable {
             do {
                 // The newest record per account only, as the reader goes: memory follows the number of accounts,
                 // not the length of a state log that compaction has not caught up with.
-                return try await readNewestPerKey(
+                let states = try await readNewestPerKey(
                     configuration: configuration.kafka, topic: configuration.topics.state, partition: partition,
                     isolationLevel: .readCommitted, timeout: timeout,
                     maxBufferedBytes: configuration.restoreBufferBytes, logger: logger
                 ).messages
+                let accounts = try await self.accounts.load(
+                    partition: partition, timeout: min(configuration.restoreTimeout, limit - ContinuousClock.now),
+                    maxBufferedBytes: configuration.restoreBufferBytes)
+                return (states, accounts)
             } catch {
                 let backoff = Duration.milliseconds(min(10_000, 250 << min(attempt, 6)))
                 guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {
@@ -506,6 +526,7 @@ public final class WorkerService: Service, Sendable {
             shared.machine.finishRevocation(partitions)
             return shared.machine.assignedCount
         }
+        accounts.drop(partitions)
         metrics.assignedPartitions.record(owned)
         logger.info(
             lost ? "partitions lost" : "partitions revoked",
@@ -528,8 +549,7 @@ public final class WorkerService: Service, Sendable {
         } catch {
             throw WorkerError.kafka("listing the topics: \(error)")
         }
-        return try JobPlacement.check(
-            topics: topics, jobs: configuration.topics.jobs, state: configuration.topics.state)
+        return try JobPlacement.check(topics: topics, names: configuration.topics)
     }
 
     private func accept(_ message: ConsumerMessage) {
@@ -539,7 +559,7 @@ public final class WorkerService: Service, Sendable {
         else { return }
         let origin = JobOrigin(
             topic: message.topic, partition: partition, offset: message.offset, key: message.key,
-            value: message.value)
+            value: message.value, timestamp: message.timestamp)
         let placement = shared.withLock { $0.placement }
         let decoded = decoder.decode(key: message.key, value: message.value).flatMap { job -> Result<SyncJob, Poison> in
             if let misplaced = placement?.poison(for: job, in: partition) { return .failure(misplaced) }
@@ -563,7 +583,9 @@ public final class WorkerService: Service, Sendable {
     private func runJob(_ queued: QueuedJob) async {
         let state = shared.withLock { $0.machine.state(for: queued) }
         let started = ContinuousClock.now
-        let processed = await processor.process(queued.job, origin: queued.origin, state: state)
+        let account = await accounts.lookup(
+            queued.job.accountId, partition: queued.origin.partition, producedAt: queued.origin.timestamp)
+        let processed = await processor.process(queued.job, origin: queued.origin, account: account, state: state)
         metrics.jobDuration.recordNanoseconds((ContinuousClock.now - started).wholeNanoseconds)
         metrics.job(outcome: processed.outcome)
         if processed.outcome == .needsReauth {
