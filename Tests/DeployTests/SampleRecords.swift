@@ -26,13 +26,13 @@ enum SampleRecords {
         add(
             "job", "regular tick",
             try WireFormat.encode(
-                SyncJob(accountId: "583231", integration: "github", scheduledAt: scheduledAt, sealedConfig: sealed)))
+                SyncJob(accountId: "583231", integration: "github", scheduledAt: scheduledAt)))
         add(
             "job", "resync with since",
             try WireFormat.encode(
                 SyncJob(
                     accountId: "583231", integration: "github", scheduledAt: withMillis, attempt: 2,
-                    since: Date(timeIntervalSince1970: 1_795_000_000), sealedConfig: sealed)))
+                    since: Date(timeIntervalSince1970: 1_795_000_000))))
 
         add(
             "activity", "notification, all fields",

@@ -8,20 +8,20 @@ struct JobFormatTests {
     static let tick = Date(timeIntervalSince1970: 1_796_097_900)  // 2026-12-01T04:05:00Z
     static let sealed = SealedConfig(keyId: "k1", ciphertext: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIj/+x=")
 
-    /// A job's bytes as committed; a change here breaks every consumer that is not ours (docs/topics.md).
+    /// A job's bytes as committed; a change here breaks every consumer that is not ours (docs/topics.md). No
+    /// secret: the worker reads the account's sealed config from the accounts topic.
     static let golden =
         #"{"accountId":"42","attempt":1,"integration":"github","jobId":"42@2026-12-01T04:05:00Z","#
-        + #""scheduledAt":"2026-12-01T04:05:00Z","sealedConfig":{"algorithm":"AES-256-GCM","#
-        + #""ciphertext":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIj/+x=","keyId":"k1"},"type":"sync"}"#
+        + #""scheduledAt":"2026-12-01T04:05:00Z","type":"sync"}"#
 
     @Test func aTickJobHasTheCommittedBytesAndDecodesBack() throws {
         var encoder = JobEncoder()
-        let job = SyncJob(accountId: "42", integration: "github", scheduledAt: Self.tick, sealedConfig: Self.sealed)
+        let job = SyncJob(accountId: "42", integration: "github", scheduledAt: Self.tick)
         let bytes = try encoder.encode(job)
         #expect(String(decoding: bytes, as: UTF8.self) == Self.golden)
         #expect(
             try encoder.encodeTick(
-                accountId: "42", integration: "github", scheduledAt: Self.tick, sealedConfig: Self.sealed) == bytes)
+                accountId: "42", integration: "github", scheduledAt: Self.tick) == bytes)
         #expect(try WireFormat.encode(job) == bytes)
         let decoded = try JobDecoder(integrations: ["github"]).decode(
             key: Array("42".utf8), value: bytes, now: Self.tick
@@ -36,12 +36,12 @@ struct JobFormatTests {
         for scheduledAt in [Self.tick, Self.tick.addingTimeInterval(0.25)] {
             var encoder = JobEncoder()
             let job = SyncJob(
-                accountId: accountId, integration: "github", scheduledAt: scheduledAt, sealedConfig: Self.sealed)
+                accountId: accountId, integration: "github", scheduledAt: scheduledAt)
             let bytes = try encoder.encode(job)
             #expect(bytes == (try WireFormat.encode(job)))
             #expect(
                 try encoder.encodeTick(
-                    accountId: accountId, integration: "github", scheduledAt: scheduledAt, sealedConfig: Self.sealed)
+                    accountId: accountId, integration: "github", scheduledAt: scheduledAt)
                     == bytes)
             #expect(try decoder.decode(key: Array(accountId.utf8), value: bytes, now: scheduledAt).get() == job)
         }

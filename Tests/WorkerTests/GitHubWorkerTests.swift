@@ -23,15 +23,19 @@ import Testing
         let sealer = Sealer(current: SealingKey.random(id: "k"))
         let scheduledAt = Date()
         var records: [(key: String?, value: [UInt8]?)] = []
+        var accounts: [AccountRecord] = []
         for user in simulator.users {
-            let job = SyncJob(
-                accountId: String(user.id), integration: "github", scheduledAt: scheduledAt,
-                sealedConfig: try sealer.seal([
-                    "access_token": .string(user.token), "refresh_token": .string(user.refreshToken),
-                ]))
+            let job = SyncJob(accountId: String(user.id), integration: "github", scheduledAt: scheduledAt)
+            accounts.append(
+                harness.account(
+                    job.accountId,
+                    sealed: try sealer.seal([
+                        "access_token": .string(user.token), "refresh_token": .string(user.refreshToken),
+                    ])))
             records.append((job.accountId, try WireFormat.encode(job)))
         }
-        try await harness.publish(records)
+        try await harness.register(accounts)
+        try await harness.publish(records, registeringAccounts: false)
         var github = GitHubConfiguration()
         github.baseURL = simulator.baseURL
         let worker = WorkerService(
@@ -74,10 +78,11 @@ import Testing
         let user = try #require(simulator.users.first)
         try simulator.expireToken(login: user.login)
         // No refresh token: a 401 cannot be repaired by the worker.
-        let job = SyncJob(
-            accountId: String(user.id), integration: "github", scheduledAt: Date(),
-            sealedConfig: try sealer.seal(["access_token": .string(user.token)]))
-        try await harness.publish([(job.accountId, try WireFormat.encode(job))])
+        let job = SyncJob(accountId: String(user.id), integration: "github", scheduledAt: Date())
+        try await harness.register([
+            harness.account(job.accountId, sealed: try sealer.seal(["access_token": .string(user.token)]))
+        ])
+        try await harness.publish([(job.accountId, try WireFormat.encode(job))], registeringAccounts: false)
         var github = GitHubConfiguration()
         github.baseURL = simulator.baseURL
         let worker = WorkerService(

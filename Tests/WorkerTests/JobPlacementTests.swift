@@ -8,9 +8,7 @@ import Testing
     let placement = JobPlacement(partitionCount: 12)
 
     func job(_ account: String) -> SyncJob {
-        SyncJob(
-            accountId: account, integration: "github", scheduledAt: Date(timeIntervalSince1970: 1_800_000_000),
-            sealedConfig: SealedConfig(keyId: "k", algorithm: "AES-256-GCM", ciphertext: "AA=="))
+        SyncJob(accountId: account, integration: "github", scheduledAt: Date(timeIntervalSince1970: 1_800_000_000))
     }
 
     @Test("a job runs only in the partition murmur2 puts its account in; elsewhere it is wrong_partition")
@@ -24,17 +22,27 @@ import Testing
         #expect(poison?.reason.contains("arrived in partition \(elsewhere)") == true)
     }
 
-    @Test("jobs and state must exist and be co-partitioned; the error names the topics and the fix")
+    @Test("jobs, state and accounts must exist and be co-partitioned; the error names the topics and the fix")
     func topicsAreChecked() throws {
-        #expect(try JobPlacement.check(topics: ["j": 12, "s": 12], jobs: "j", state: "s").partitionCount == 12)
-        #expect { try JobPlacement.check(topics: ["j": 12, "s": 6], jobs: "j", state: "s") } throws: { error in
-            "\(error)".contains("j has 12 partitions and s has 6")
+        let names = TopicNames(prefix: "t")
+        func counts(jobs: Int?, state: Int?, accounts: Int?) -> [String: Int] {
+            var topics: [String: Int] = [:]
+            topics[names.jobs] = jobs
+            topics[names.state] = state
+            topics[names.accounts] = accounts
+            return topics
         }
-        #expect { try JobPlacement.check(topics: ["j": 12], jobs: "j", state: "s") } throws: { error in
-            "\(error)".contains("topics create --partitions 12")
+        #expect(try JobPlacement.check(topics: counts(jobs: 12, state: 12, accounts: 12), names: names).partitionCount == 12)
+        #expect { try JobPlacement.check(topics: counts(jobs: 12, state: 6, accounts: 12), names: names) } throws: {
+            "\($0)".contains("t.jobs has 12 partitions and t.state has 6")
         }
-        #expect { try JobPlacement.check(topics: [:], jobs: "j", state: "s") } throws: { error in
-            "\(error)".contains("does not exist")
+        #expect { try JobPlacement.check(topics: counts(jobs: 12, state: 12, accounts: 4), names: names) } throws: {
+            "\($0)".contains("t.jobs has 12 partitions and t.accounts has 4") && "\($0)".contains("accounts partition p")
         }
+        #expect { try JobPlacement.check(topics: counts(jobs: 12, state: 12, accounts: nil), names: names) } throws: {
+            "\($0)".contains("the accounts topic t.accounts does not exist")
+                && "\($0)".contains("topics create --partitions 12")
+        }
+        #expect { try JobPlacement.check(topics: [:], names: names) } throws: { "\($0)".contains("does not exist") }
     }
 }

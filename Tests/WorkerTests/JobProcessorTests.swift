@@ -18,8 +18,8 @@ import Testing
 
     @Test func aSyncProducesActivitiesWithCloudEventsHeadersThenState() async throws {
         integration.set(.activities(2))
-        let job = try PoisonJobs.validJob()
-        let result = await processor.process(job, origin: origin(), state: nil)
+        let job = PoisonJobs.validJob()
+        let result = await processor.process(job, origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(result.outcome == .synced)
         #expect(result.records.count == 2)
         let first = try #require(result.records.first)
@@ -37,11 +37,11 @@ import Testing
     }
 
     @Test func aDuplicateFireIsSkippedWithoutCallingTheIntegration() async throws {
-        let job = try PoisonJobs.validJob()
+        let job = PoisonJobs.validJob()
         let state = StateRecord(
             accountId: "acct-1", integration: "github",
             lastJob: JobMarker(jobId: job.jobId, scheduledAt: job.scheduledAt), updatedAt: Date(), data: [:])
-        let result = await processor.process(job, origin: origin(), state: state)
+        let result = await processor.process(job, origin: origin(), account: .found(try PoisonJobs.account()), state: state)
         #expect(result.outcome == .duplicate)
         #expect(result.records.isEmpty && result.stateRecords.isEmpty)
         #expect(integration.calls.isEmpty)
@@ -49,29 +49,29 @@ import Testing
 
     @Test func a401MarksTheStateAndTheNextTickDoesNotCallAgain() async throws {
         integration.set(.needsReauth)
-        let job = try PoisonJobs.validJob()
-        let first = await processor.process(job, origin: origin(), state: nil)
+        let job = PoisonJobs.validJob()
+        let first = await processor.process(job, origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(first.outcome == .needsReauth)
         #expect(first.status?.status == .needsReauth)
         #expect(first.newState?.credentials?.rejected == true)
         var later = job
         later.scheduledAt += 300
         later.jobId = SyncJob.makeId(accountId: later.accountId, scheduledAt: later.scheduledAt)
-        let second = await processor.process(later, origin: origin(8), state: first.newState)
+        let second = await processor.process(later, origin: origin(8), account: .found(try PoisonJobs.account()), state: first.newState)
         #expect(second.outcome == .needsReauth)
         #expect(integration.calls.count == 1, "no retry loop against a rejected token")
         // Reconnecting the account (a new sealed config) runs again.
         integration.set(.activities(1))
-        var reconnected = later
+        var reconnected = try PoisonJobs.account()
         reconnected.sealedConfig = try FakeSealer().seal(["access_token": "tok-new"])
-        let third = await processor.process(reconnected, origin: origin(9), state: first.newState)
+        let third = await processor.process(later, origin: origin(9), account: .found(reconnected), state: first.newState)
         #expect(third.outcome == .synced)
     }
 
     @Test func aRefreshedTokenPairIsSealedIntoTheStateAndUsedNextTime() async throws {
         integration.set(.refresh)
-        let job = try PoisonJobs.validJob()
-        let first = await processor.process(job, origin: origin(), state: nil)
+        let job = PoisonJobs.validJob()
+        let first = await processor.process(job, origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         let refreshed = try #require(first.newState?.credentials?.refreshed)
         #expect(!String(decoding: first.stateRecords[0].value!, as: UTF8.self).contains("new-token"))
         #expect(try FakeSealer().open(refreshed)["access_token"] == "new-token")
@@ -79,28 +79,40 @@ import Testing
         var later = job
         later.scheduledAt += 300
         later.jobId = SyncJob.makeId(accountId: later.accountId, scheduledAt: later.scheduledAt)
-        _ = await processor.process(later, origin: origin(8), state: first.newState)
+        _ = await processor.process(later, origin: origin(8), account: .found(try PoisonJobs.account()), state: first.newState)
         #expect(integration.calls.last?.config["access_token"] == "new-token")
     }
 
     @Test func transientErrorsAreRetriedThenReportedWithoutOutput() async throws {
         integration.set(.transientThenOK(2))
-        let ok = await processor.process(try PoisonJobs.validJob(), origin: origin(), state: nil)
+        let ok = await processor.process(PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(ok.outcome == .synced)
         #expect(integration.calls.count == 3)
         let failing = FakeIntegration()
         failing.set(.transientThenOK(100))
         var processor = self.processor
         processor.integrations = IntegrationRegistry([failing])
-        let failed = await processor.process(try PoisonJobs.validJob(), origin: origin(), state: nil)
+        let failed = await processor.process(PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(failed.outcome == .failed)
         #expect(failed.records.isEmpty && failed.stateRecords.isEmpty, "state unchanged: the next tick re-reads")
         #expect(failed.status?.status == .failing)
     }
 
+    /// The accounts topic could not be read in time: not the job's fault, so no dead letter; the integration is not
+    /// called, nothing but the account's status is written, and the next tick runs it.
+    @Test func anAccountRecordThatCannotBeReadFailsTheJobWithoutOutput() async throws {
+        let result = await processor.process(
+            PoisonJobs.validJob(), origin: origin(), account: .unavailable("timed out"), state: nil)
+        #expect(result.outcome == .failed)
+        #expect(result.records.isEmpty && result.stateRecords.isEmpty)
+        #expect(result.status?.status == .failing)
+        #expect(result.status?.reason?.contains("timed out") == true)
+        #expect(integration.calls.isEmpty)
+    }
+
     @Test func permanentFailuresGoToTheDeadLetterTopic() async throws {
         integration.set(.permanent)
-        let result = await processor.process(try PoisonJobs.validJob(), origin: origin(), state: nil)
+        let result = await processor.process(PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(result.outcome == .deadLettered)
         let letter = try #require(result.records.first)
         #expect(letter.topic == "activity-sync.jobs.dlq")

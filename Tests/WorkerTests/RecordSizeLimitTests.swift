@@ -55,9 +55,9 @@ import Testing
     }
 
     func job(_ outcome: @escaping @Sendable (SyncRequest) throws -> SyncOutcome) async throws -> JobResult {
-        let job = try PoisonJobs.validJob()
+        let job = PoisonJobs.validJob()
         let value = try WireFormat.encode(job)
-        return await processor(ScriptedIntegration(outcome)).process(job, origin: origin(value: value), state: nil)
+        return await processor(ScriptedIntegration(outcome)).process(job, origin: origin(value: value), account: .found(try PoisonJobs.account()), state: nil)
     }
 
     // MARK: - Dead letters
@@ -223,7 +223,7 @@ import Testing
 
     @Test("a token pair refreshed by a job whose state is too large is still saved, beside the previous state")
     func refreshedPairSurvivesAnOversizedState() async throws {
-        let job = try PoisonJobs.validJob()
+        let job = PoisonJobs.validJob()
         let previous = StateRecord(
             accountId: "acct-1", integration: "github",
             lastJob: JobMarker(jobId: "acct-1@earlier", scheduledAt: job.scheduledAt - 300), updatedAt: PoisonJobs.now,
@@ -233,7 +233,7 @@ import Testing
             ScriptedIntegration { _ in
                 SyncOutcome(activities: [], state: ["seen": huge], updatedConfig: ["access_token": "new-token"])
             }
-        ).process(job, origin: origin(value: [1]), state: previous)
+        ).process(job, origin: origin(value: [1]), account: .found(try PoisonJobs.account()), state: previous)
 
         #expect(result.outcome == .deadLettered)
         let kept = try #require(result.newState)
@@ -259,7 +259,7 @@ import Testing
 
     @Test("a refreshed token pair that cannot be sealed fails the job and says why, instead of being dropped")
     func unsealableRefreshFailsTheJob() async throws {
-        let job = try PoisonJobs.validJob()
+        let job = PoisonJobs.validJob()
         var processor = processor(
             ScriptedIntegration { _ in
                 SyncOutcome(
@@ -267,7 +267,7 @@ import Testing
                     updatedConfig: ["access_token": "new-token", "refresh_token": "new-refresh"])
             })
         processor.sealer = SealerThatCannotSeal()
-        let result = await processor.process(job, origin: origin(value: [1]), state: nil)
+        let result = await processor.process(job, origin: origin(value: [1]), account: .found(try PoisonJobs.account()), state: nil)
 
         #expect(result.outcome == .failed)
         #expect(result.records.count == 0 && result.stateRecords.count == 0 && result.newState == nil)

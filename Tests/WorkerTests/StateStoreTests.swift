@@ -43,8 +43,7 @@ import Testing
     let t0 = Date(timeIntervalSince1970: 1_800_000_000)
     func job(_ at: Date, since: Date? = nil) -> SyncJob {
         SyncJob(
-            accountId: "a", integration: "github", scheduledAt: at, since: since,
-            sealedConfig: SealedConfig(keyId: "k", ciphertext: "x"))
+            accountId: "a", integration: "github", scheduledAt: at, since: since)
     }
 
     @Test func aTickNotNewerThanTheLastOneIsADuplicate() {

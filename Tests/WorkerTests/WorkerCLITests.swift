@@ -29,13 +29,15 @@ import Testing
         let prefix = String(harness.topics.jobs.dropLast(".jobs".count))
         let scheduledAt = Date()
         var records: [(key: String?, value: [UInt8]?)] = []
+        var accounts: [AccountRecord] = []
         for user in simulator.users {
-            let job = SyncJob(
-                accountId: String(user.id), integration: "github", scheduledAt: scheduledAt,
-                sealedConfig: try sealer.seal(["access_token": .string(user.token)]))
+            let job = SyncJob(accountId: String(user.id), integration: "github", scheduledAt: scheduledAt)
+            accounts.append(
+                harness.account(job.accountId, sealed: try sealer.seal(["access_token": .string(user.token)])))
             records.append((job.accountId, try WireFormat.encode(job)))
         }
-        try await harness.publish(records)
+        try await harness.register(accounts)
+        try await harness.publish(records, registeringAccounts: false)
 
         let worker = try ActivitySyncProcess(
             "worker",

@@ -188,6 +188,7 @@ final class SlowCountingIntegration: Integration {
                 kafka: KafkaConfiguration(
                     bootstrapServers: harness.cluster.bootstrapServers, properties: ["message.max.bytes": "4000000"])),
             logger: Logger(label: "p") { _ in SwiftLogNoOpLogHandler() })
+        try await harness.register(try accounts.map { try harness.account($0) })
         _ = try await producer.send(
             (try jobs(harness, accounts: accounts, tick: 1) + huge + (try jobs(harness, accounts: accounts, tick: 2)))
                 .map { ProducerRecord(topic: harness.topics.jobs, key: $0.key.map { Array($0.utf8) }, value: $0.value) })

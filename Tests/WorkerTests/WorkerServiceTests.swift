@@ -60,11 +60,38 @@ struct WorkerHarness {
         SyncJob(
             accountId: account, integration: "github",
             scheduledAt: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.down) * 60 - 3600
-                + Double(tick) * 60),
-            sealedConfig: try sealer.seal(["access_token": .string(token(account))]))
+                + Double(tick) * 60))
     }
 
-    func publish(_ records: [(key: String?, value: [UInt8]?)]) async throws {
+    /// The account record a worker reads for `account`'s jobs: its token sealed, as `accounts add` writes it.
+    func account(_ account: String, config: JSONValue? = nil, integration: String = "github") throws -> AccountRecord {
+        AccountRecord(
+            accountId: account, integration: integration, settings: AccountSettings(),
+            sealedConfig: try sealer.seal(config ?? ["access_token": .string(token(account))]), updatedAt: Date())
+    }
+
+    /// An account sealed by another sealer (the real one, for GitHub tests).
+    func account(_ account: String, sealed: SealedConfig, integration: String = "github") -> AccountRecord {
+        AccountRecord(
+            accountId: account, integration: integration, settings: AccountSettings(), sealedConfig: sealed,
+            updatedAt: Date())
+    }
+
+    /// Writes account records to the accounts topic (keyed by id, murmur2: the partition of the account's jobs).
+    func register(_ records: [AccountRecord]) async throws {
+        try await kafkaTopics.produce(
+            try records.map {
+                ProducerRecord(topic: topics.accounts, key: Array($0.accountId.utf8), value: try $0.messageBytes())
+            })
+    }
+
+    /// Publishes job records; by default the accounts their keys name are registered first (with ``account(_:config:integration:)``),
+    /// as they would be in a deployment.
+    func publish(_ records: [(key: String?, value: [UInt8]?)], registeringAccounts: Bool = true) async throws {
+        if registeringAccounts {
+            let ids = Set(records.compactMap(\.key).filter { !$0.isEmpty })
+            try await register(try ids.sorted().map { try account($0) })
+        }
         try await kafkaTopics.produce(
             records.map { ProducerRecord(topic: topics.jobs, key: $0.key.map { Array($0.utf8) }, value: $0.value) })
     }
@@ -118,7 +145,10 @@ struct WorkerHarness {
         _ harness: WorkerHarness, delivery: DeliveryMode, accounts: [String], ticks: Int,
         extra: [(key: String?, value: [UInt8]?)] = [], before: (() throws -> Void)? = nil
     ) async throws -> (ids: [String], worker: WorkerService) {
-        try await harness.publish(try jobRecords(harness, accounts: accounts, ticks: ticks) + extra)
+        // The accounts the extra records name are the test's to register.
+        try await harness.register(try accounts.map { try harness.account($0) })
+        try await harness.publish(
+            try jobRecords(harness, accounts: accounts, ticks: ticks) + extra, registeringAccounts: false)
         try before?()
         let worker = harness.worker(harness.configuration(delivery: delivery))
         let run = Task { try await worker.run() }
@@ -158,10 +188,17 @@ struct WorkerHarness {
         let harness = try WorkerHarness()
         let accounts = ["acct-1", "acct-2"]
         let poison = try PoisonJobs.all().filter { $0.0 != .tooLarge }.map { (key: $0.1, value: $0.2) }
+        let accountPoisons = try PoisonJobs.accountPoisons()
         let expectedKinds = Set(try PoisonJobs.all().filter { $0.0 != .tooLarge }.map(\.0.rawValue))
+            .union(accountPoisons.map(\.0.rawValue))
         // Poison first. Not every poison job shares a partition with the good ones (a mismatched or missing key
-        // lands anywhere), so the run ends when both the activities and every dead letter are there.
-        try await harness.publish(poison)
+        // lands anywhere), so the run ends when both the activities and every dead letter are there. The accounts
+        // whose records make their jobs poison are written as they are (one is never written).
+        try await harness.register(accountPoisons.compactMap(\.1))
+        try await harness.publish(poison, registeringAccounts: false)
+        try await harness.publish(
+            try accountPoisons.map { (key: $0.2.accountId, value: try WireFormat.encode($0.2)) },
+            registeringAccounts: false)
         try await harness.publish(try jobRecords(harness, accounts: accounts, ticks: 2))
         let worker = harness.worker(harness.configuration(delivery: .atLeastOnce))
         let run = Task { try await worker.run() }
@@ -188,6 +225,32 @@ struct WorkerHarness {
             #expect(letter.header(DeadLetterHeader.reason).map { !$0.isEmpty } == true)
             #expect(letter.header(DeadLetterHeader.originalOffset) != nil)
         }
+    }
+
+    /// The co-partitioned join: jobs carry no config, so a job runs with its account's record as it is when the job
+    /// runs — here written a moment before the job, which the worker must read before running it.
+    @Test("a job whose account record changed since the last job runs with the new config", .timeLimit(.minutes(2)))
+    func aJobRunsWithTheAccountsCurrentRecord() async throws {
+        let harness = try WorkerHarness()
+        let integration = FakeIntegration()
+        let worker = WorkerService(
+            configuration: harness.configuration(delivery: .exactlyOnce), integrations: IntegrationRegistry([integration]),
+            sealer: harness.sealer, logger: harness.logs.logger)
+        try await harness.register([try harness.account("acct-1", config: ["access_token": "tok-old"])])
+        try await harness.publish(
+            [("acct-1", try WireFormat.encode(try harness.job("acct-1", tick: 1)))], registeringAccounts: false)
+        let run = Task { try await worker.run() }
+        let first = try await eventuallyHolds { integration.calls.count == 1 }
+        // Reconnected: a new token, and at once the next job.
+        try await harness.register([try harness.account("acct-1", config: ["access_token": "tok-new"])])
+        try await harness.publish(
+            [("acct-1", try WireFormat.encode(try harness.job("acct-1", tick: 2)))], registeringAccounts: false)
+        let second = try await eventuallyHolds { integration.calls.count == 2 }
+        worker.beginShutdown()
+        try await run.value
+        #expect(first && second, "both jobs ran")
+        #expect(integration.calls.map { $0.config["access_token"]?.stringValue } == ["tok-old", "tok-new"])
+        #expect(try await harness.read(harness.topics.deadLetters).isEmpty)
     }
 
     @Test("a valid job in a partition its account does not hash to is dead-lettered as wrong_partition, not run",
@@ -305,11 +368,13 @@ struct WorkerHarness {
     func tokensNeverAppearInAnyTopicOrLogLine() async throws {
         let harness = try WorkerHarness()
         let accounts = (1...4).map { "acct-\($0)" }
-        var tampered = try harness.job("acct-1", tick: 9)
+        // An account whose sealed config was tampered with: its job is dead-lettered, with no token in the letter.
+        var tampered = try harness.account("acct-tampered")
         tampered.sealedConfig.ciphertext = "A" + tampered.sealedConfig.ciphertext.dropFirst()
+        try await harness.register([tampered])
         _ = try await runWorker(
             harness, delivery: .atLeastOnce, accounts: accounts, ticks: 2,
-            extra: [("acct-1", try WireFormat.encode(tampered))])
+            extra: [("acct-tampered", try WireFormat.encode(try harness.job("acct-tampered", tick: 9)))])
         for topic in harness.topics.all.map(\.name) {
             for message in try await harness.read(topic) {
                 let raw = (message.key ?? []) + (message.value ?? []) + message.headers.flatMap { Array($0.key.utf8) + ($0.value ?? []) }

@@ -10,7 +10,7 @@ import Testing
         SyncJob(
             accountId: account, integration: "github",
             scheduledAt: Date(timeIntervalSince1970: 1_700_000_000 + Double(tick) * 60),
-            sealedConfig: SealedConfig(keyId: "k1", ciphertext: "x"), jobId: "\(account)@\(tick)")
+            jobId: "\(account)@\(tick)")
     }
 
     func origin(_ partition: Int32, _ offset: Int64) -> JobOrigin {
