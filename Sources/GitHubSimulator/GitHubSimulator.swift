@@ -201,6 +201,18 @@ public final class GitHubSimulator: Sendable {
         credentials.withLock { $0.expireAccessToken(index) }
     }
 
+    /// Issues the account a new token pair and makes the old access and refresh tokens stop working, as a person
+    /// reconnecting the account (a new OAuth authorization) does.
+    /// - Returns: the account with its new pair.
+    @discardableResult
+    public func reconnect(login: String) throws -> SimulatedUser {
+        let index = try accountIndex(login)
+        return credentials.withLock { credentials in
+            credentials.reissue(index)
+            return credentials.user(index)
+        }
+    }
+
     func accountIndex(_ login: String) throws -> Int {
         guard let index = world.withLock({ $0.accountIndex(login: login) }) else {
             throw SimulatorError.unknownUser(login)
@@ -362,16 +374,22 @@ struct Credentials {
         retired[pair.access] = user
     }
 
-    /// Exchanges a refresh token for a new pair; the old access and refresh tokens stop working.
-    mutating func refresh(_ refreshToken: String) -> SimulatedUser? {
-        guard let user = refresh[refreshToken], let pair = current[user], pair.refresh == refreshToken else {
-            return nil
-        }
+    /// A new pair for `user`, whatever its refresh token; the old access and refresh tokens stop working.
+    mutating func reissue(_ user: Int) {
+        guard let pair = current[user] else { return }
         refresh.removeValue(forKey: pair.refresh)
         access.removeValue(forKey: pair.access)
         retired[pair.access] = user
         retired[pair.refresh] = user
         issue(user, generation: pair.generation + 1)
+    }
+
+    /// Exchanges a refresh token for a new pair; the old access and refresh tokens stop working.
+    mutating func refresh(_ refreshToken: String) -> SimulatedUser? {
+        guard let user = refresh[refreshToken], let pair = current[user], pair.refresh == refreshToken else {
+            return nil
+        }
+        reissue(user)
         return self.user(user)
     }
 

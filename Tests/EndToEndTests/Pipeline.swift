@@ -64,12 +64,15 @@ final class Pipeline: Sendable {
     }
 
     /// Publishes every simulated user as an account, as `accounts import` would.
-    func registerAccounts() async throws {
+    func registerAccounts() async throws { try await register(simulator.users) }
+
+    /// Publishes these users' accounts with their current token pairs (again, after a reconnection).
+    func register(_ users: [SimulatedUser]) async throws {
         let client = AccountsTopicClient(
             kafka: KafkaConfiguration(bootstrapServers: bootstrapServers), topics: topics,
             logger: Logger(label: "activity-sync.test.accounts"))
         try await client.put(
-            simulator.users.map { user in
+            users.map { user in
                 AccountRecord(
                     accountId: String(user.id), integration: "github",
                     settings: AccountSettings(username: user.login, frequency: schedule),
@@ -77,6 +80,20 @@ final class Pipeline: Sendable {
                         ["access_token": .string(user.token), "refresh_token": .string(user.refreshToken)]),
                     updatedAt: Date())
             })
+    }
+
+    /// The newest status record of each of this run's accounts, by account id.
+    func statuses() async throws -> [String: AccountStatus] {
+        let accounts = Set(simulator.users.map { String($0.id) })
+        var newest: [String: AccountStatus] = [:]
+        for message in try await reader.readAll(topics.status, partitions: partitions) {
+            guard let value = message.value,
+                let status = try? WireFormat.decode(Envelope<AccountStatus>.self, from: value).data,
+                accounts.contains(status.accountId)
+            else { continue }
+            newest[status.accountId] = status
+        }
+        return newest
     }
 
     var commonArguments: [String] { commonArguments(sessionTimeoutMs: 6000) }

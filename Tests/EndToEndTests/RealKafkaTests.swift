@@ -116,6 +116,47 @@ struct RealKafkaTests {
     }
 }
 
+extension RealKafkaTests {
+    /// The co-partitioned join on a real broker: jobs carry no config, so jobs scheduled while the worker was down —
+    /// before the account was reconnected — run with the reconnected account's token. Run on the old one (retired by
+    /// the reconnection, its refresh token too) they would leave the account in needs_reauth.
+    @Test("jobs scheduled before an account was reconnected run with its new token; still exactly once")
+    func jobsRunWithTheAccountsCurrentRecord() async throws {
+        let bootstrap = try #require(RealKafka.bootstrap)
+        let pipeline = try await Pipeline(accounts: 3, partitions: RealKafka.partitions, realKafka: bootstrap)
+        try await pipeline.registerAccounts()
+        let run = UUID().uuidString.prefix(6)
+        let scheduler = try pipeline.startScheduler("join-scheduler-\(run)")
+        let workerId = "join-worker-\(run)"
+        var worker = try pipeline.startWorker(workerId)
+        try await eventually("the first activities", timeout: .seconds(90), interval: .seconds(1)) {
+            try await !pipeline.activities().isEmpty
+        }
+        worker.send(SIGTERM)
+        _ = try await worker.waitForExit()
+        // Jobs pile up for a few ticks (2 s each), then the account is reconnected, then the worker comes back.
+        try await Task.sleep(for: .seconds(5))
+        let login = try #require(pipeline.simulator.users.first).login
+        let reconnected = try pipeline.simulator.reconnect(login: login)
+        try await pipeline.register([reconnected])
+        worker = try pipeline.startWorker(workerId)
+        try await eventually("the new token is used", timeout: .seconds(90), interval: .seconds(1)) {
+            pipeline.simulator.quotaUsed(token: reconnected.token) > 0
+        }
+        try await pipeline.waitForCompleteness(until: Date().addingTimeInterval(4))
+        let statuses = try await pipeline.statuses()
+        #expect(statuses[String(reconnected.id)]?.status != .needsReauth, "\(String(describing: statuses[String(reconnected.id)]))")
+        let emitted = try await pipeline.activities()
+        #expect(emitted.count == Set(emitted.map(\.id)).count, "a read_committed reader saw repeats")
+        #expect(Set(emitted.map(\.id)).subtracting(try pipeline.truth(until: Date())).isEmpty)
+        let accounts = Set(pipeline.simulator.users.map { String($0.id) })
+        let letters = try await pipeline.reader.readAll(pipeline.topics.deadLetters, partitions: pipeline.partitions)
+            .filter { $0.key.map { accounts.contains(String(decoding: $0, as: UTF8.self)) } ?? false }
+        #expect(letters.isEmpty, "no job of this run was dead-lettered")
+        await pipeline.shutdown([scheduler, worker])
+    }
+}
+
 enum RealKafka {
     static var bootstrap: String? {
         ProcessInfo.processInfo.environment["KAFKA_BOOTSTRAP_SERVERS"].flatMap { $0.isEmpty ? nil : $0 }
