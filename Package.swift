@@ -104,7 +104,7 @@ let package = Package(
         .target(
             name: "Scheduler",
             dependencies: [
-                "Kafka", "SyncModel", "Cron", "Sealing",
+                "Kafka", "SyncModel", "Cron",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),

@@ -11,7 +11,9 @@ struct SchedulerCommand: AsyncParsableCommand {
         abstract: "Fire every account's sync jobs on its cron schedule, sharing the accounts with other schedulers.")
 
     @OptionGroup var options: CommonOptions
-    @OptionGroup var sealing: SealingKeyOptions
+    /// Accepted and ignored, so deployments that still pass the key keep starting: jobs carry no sealed config,
+    /// so the scheduler never reads one and needs no key.
+    @OptionGroup(visibility: .hidden) var sealing: SealingKeyOptions
 
     @Option(help: "Name of this scheduler in logs and Kafka client ids (default: the host name).")
     var id: String?
@@ -47,8 +49,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         configuration.clockOffset = .milliseconds(clockOffsetMs)
         configuration.validator = AccountValidator(
             knownIntegrations: Set(integrations.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-                .union(try external.manifests().map(\.key)),
-            sealer: try sealing.sealer(required: false))
+                .union(try external.manifests().map(\.key)))
 
         let scheduler = SchedulerService(configuration: configuration, logger: logger) { component, ready in
             readiness.set(component, ready: ready)

@@ -257,22 +257,16 @@ struct SchedulerBench: AsyncParsableCommand {
     /// The scheduling core alone, no Kafka: how much memory the accounts themselves take.
     private func coreFootprint() throws {
         let before = Self.memory("VmRSS")
-        let sealed = try Sealer(current: .random(id: "bench")).seal([
-            "access_token": .string("gho_" + String(repeating: "a", count: 36)),
-            "refresh_token": .string("ghr_" + String(repeating: "b", count: 76)),
-        ])
         let expression = try CronExpression("*/5 * * * *")
         var core = SchedulingCore()
         core.reserveCapacity(accounts)
         let started = ContinuousClock.now
         let now = Date()
         for number in 0..<accounts {
-            // A fresh String per account, as decoding each record produces.
-            let ciphertext = String(decoding: Array(sealed.ciphertext.utf8), as: UTF8.self)
             core.upsert(
                 ScheduledAccount(
                     accountId: "acct-\(number)", partition: Int32(number % 128), integration: "github",
-                    schedule: expression, sealedConfig: SealedConfig(keyId: "bench", ciphertext: ciphertext)),
+                    schedule: expression),
                 now: now)
         }
         print(

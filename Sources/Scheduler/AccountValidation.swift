@@ -1,27 +1,24 @@
 public import Cron
 import Foundation
-public import Sealing
-public import SyncModel
+import SyncModel
 
 /// Turns an accounts-topic record into something the scheduler can act on, or says why it cannot.
 ///
-/// The checks are structural: the scheduler fires sealed configs and never needs the tokens. With a sealer it
-/// also confirms the config can be unsealed, so a record sealed under a key the workers lack is reported at the
-/// scheduler rather than failing every job later.
+/// Only what scheduling needs is read and checked: the account id (equal to the record key), a known
+/// integration, a cron schedule that parses, and `enabled`. The sealed config is not read at all — jobs carry
+/// none, and a worker reads the account's current record when it runs a job — so a missing, malformed or
+/// unopenable config is the worker's to report (it dead-letters the job), and the scheduler needs no sealing key.
 public struct AccountValidator: Sendable {
     /// Integration keys jobs may name (a worker has no use for a job for an unknown integration).
     public var knownIntegrations: Set<String>
-    /// When set, records must be unsealable with these keys.
-    public var sealer: Sealer?
 
-    public init(knownIntegrations: Set<String> = ["github"], sealer: Sealer? = nil) {
+    public init(knownIntegrations: Set<String> = ["github"]) {
         self.knownIntegrations = knownIntegrations
-        self.sealer = sealer
     }
 
     /// What a record on the accounts topic means.
     public enum Outcome: Sendable {
-        case upsert(AccountRecord, CronExpression)
+        case upsert(AccountSchedule)
         case remove(accountId: String)
         /// Not usable; `reason` says why, for the log. `accountId` is the record key when there was one.
         case invalid(accountId: String?, reason: String)
@@ -36,66 +33,56 @@ public struct AccountValidator: Sendable {
             }
             return .remove(accountId: keyText)
         }
-        let record: AccountRecord
+        let message: ScheduleFields
         do {
-            record = try AccountRecord.decodeMessage(value)
+            message = try WireFormat.decode(ScheduleFields.self, from: value)
         } catch let error as DecodingError {
             return .invalid(accountId: keyText, reason: "not an account record: \(Self.describe(error))")
         } catch {
             return .invalid(accountId: keyText, reason: "not an account record: \(error)")
         }
-        return validate(record, key: keyText)
-    }
-
-    /// Checks a decoded record; `key` is the record key, which must equal the account id when present.
-    public func validate(_ record: AccountRecord, key: String?) -> Outcome {
-        let id = record.accountId
-        guard !id.isEmpty else { return .invalid(accountId: key, reason: "accountId is empty") }
-        if let key, key != id {
-            return .invalid(accountId: key, reason: "record key '\(key)' differs from accountId '\(id)'")
+        guard message.type == "account" else {
+            let error = RecordError.wrongType(expected: "account", found: message.type)
+            return .invalid(accountId: keyText, reason: "not an account record: \(error)")
         }
-        guard knownIntegrations.contains(record.integration) else {
+        let data = message.data
+        let id = data.accountId
+        guard !id.isEmpty else { return .invalid(accountId: keyText, reason: "accountId is empty") }
+        if let keyText, keyText != id {
+            return .invalid(accountId: keyText, reason: "record key '\(keyText)' differs from accountId '\(id)'")
+        }
+        guard knownIntegrations.contains(data.integration) else {
             return .invalid(
                 accountId: id,
-                reason: "unknown integration '\(record.integration)' (known: "
+                reason: "unknown integration '\(data.integration)' (known: "
                     + "\(knownIntegrations.sorted().joined(separator: ", ")))")
         }
         let expression: CronExpression
         do {
-            expression = try CronExpression(record.settings.schedule.frequency)
+            expression = try CronExpression(data.settings.schedule.frequency)
         } catch {
             return .invalid(accountId: id, reason: "bad schedule: \(error)")
         }
-        let sealed = record.sealedConfig
-        guard !sealed.keyId.isEmpty, !sealed.ciphertext.isEmpty else {
-            return .invalid(accountId: id, reason: "sealed config (the tokens) is missing")
-        }
-        guard sealed.ciphertext.utf8.count <= SchedulingCore.maxCiphertextBytes else {
-            return .invalid(
-                accountId: id,
-                reason: "sealed config is \(sealed.ciphertext.utf8.count) bytes, over the "
-                    + "\(SchedulingCore.maxCiphertextBytes)-byte limit")
-        }
-        guard let bytes = Data(base64Encoded: sealed.ciphertext), bytes.count > 28 else {
-            return .invalid(accountId: id, reason: "sealed config is not base64 of nonce, ciphertext and tag")
-        }
-        if let sealer {
-            guard sealer.canUnseal(keyId: sealed.keyId) else {
-                return .invalid(
-                    accountId: id,
-                    reason: "account sealed with key id \(sealed.keyId) which this process does not have; add it "
-                        + "to the key file")
+        return .upsert(
+            AccountSchedule(
+                accountId: id, integration: data.integration, schedule: expression, enabled: data.settings.enabled))
+    }
+
+    /// The fields of `{"type":"account","data":{…}}` the scheduler reads; the decoder skips the rest (the sealed
+    /// config's strings are never built).
+    private struct ScheduleFields: Decodable {
+        struct Account: Decodable {
+            struct Settings: Decodable {
+                struct Schedule: Decodable { var frequency: String }
+                var schedule: Schedule
+                var enabled: Bool
             }
-            do {
-                let config = try sealer.unseal(sealed)
-                guard config.objectValue.map({ !$0.isEmpty }) == true else {
-                    return .invalid(accountId: id, reason: "sealed config is empty: no token")
-                }
-            } catch {
-                return .invalid(accountId: id, reason: "\(error)")
-            }
+            var accountId: String
+            var integration: String
+            var settings: Settings
         }
-        return .upsert(record, expression)
+        var type: String
+        var data: Account
     }
 
     private static func describe(_ error: DecodingError) -> String {
@@ -111,5 +98,20 @@ public struct AccountValidator: Sendable {
         @unknown default:
             return "\(error)"
         }
+    }
+}
+
+/// A schedulable account as read from its record: what the scheduler keeps of it, no secret.
+public struct AccountSchedule: Sendable, Hashable {
+    public var accountId: String
+    public var integration: String
+    public var schedule: CronExpression
+    public var enabled: Bool
+
+    public init(accountId: String, integration: String, schedule: CronExpression, enabled: Bool) {
+        self.accountId = accountId
+        self.integration = integration
+        self.schedule = schedule
+        self.enabled = enabled
     }
 }

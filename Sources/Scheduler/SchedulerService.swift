@@ -18,7 +18,7 @@ public struct SchedulerConfiguration: Sendable {
     /// A scheduler that stops heartbeating for this long loses its partitions to the others.
     public var sessionTimeout: Duration = .seconds(10)
     public var policy = SchedulingPolicy()
-    /// Which records are schedulable (known integrations, and the sealing keys when given).
+    /// Which records are schedulable (known integrations, a cron schedule that parses).
     public var validator = AccountValidator()
     /// Added to the wall clock; a test hook to fire "tomorrow's" ticks now.
     public var clockOffset: Duration = .zero
@@ -50,9 +50,10 @@ public struct SchedulerConfiguration: Sendable {
 /// the rebalance completes, so two schedulers only ever overlap on a tick they both consider due, and then they
 /// publish the same deterministic job id. Offsets are never committed: every owner reloads from the beginning.
 ///
-/// Records that cannot be scheduled (not JSON, a bad cron, an unknown integration, no sealed config, a sealing
-/// key this process lacks) are logged with the reason and skipped; a bad update leaves the previous version of
-/// the account scheduled.
+/// Records that cannot be scheduled (not JSON, a bad cron, an unknown integration) are logged with the reason and
+/// skipped; a bad update leaves the previous version of the account scheduled. The sealed config is neither read
+/// nor kept: jobs carry none, the worker reads the account's current record with each job and dead-letters a job
+/// whose config it cannot use.
 public final class SchedulerService: Service, Sendable {
     private let configuration: SchedulerConfiguration
     private let logger: Logger
@@ -292,12 +293,12 @@ public final class SchedulerService: Service, Sendable {
                         state.applied[message.partition] = message.offset + 1
                     }
                     switch outcome {
-                    case .upsert(let record, let expression):
+                    case .upsert(let account):
                         state.core.upsert(
                             ScheduledAccount(
-                                accountId: record.accountId, partition: message.partition,
-                                integration: record.integration, schedule: expression,
-                                sealedConfig: record.sealedConfig, enabled: record.settings.enabled),
+                                accountId: account.accountId, partition: message.partition,
+                                integration: account.integration, schedule: account.schedule,
+                                enabled: account.enabled),
                             now: now)
                     case .remove(let accountId):
                         state.core.remove(accountId)

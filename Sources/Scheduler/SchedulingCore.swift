@@ -2,25 +2,23 @@ public import Cron
 public import Foundation
 public import SyncModel
 
-/// What the scheduling core needs to know about one account.
+/// What the scheduling core needs to know about one account: nothing secret. Jobs carry no sealed config (the
+/// worker reads it from the accounts partition beside the job's), so the scheduler never holds one.
 public struct ScheduledAccount: Sendable, Hashable {
     public var accountId: String
     /// The accounts-topic partition the account came from, so a revocation can drop exactly those accounts.
     public var partition: Int32
     public var integration: String
     public var schedule: CronExpression
-    public var sealedConfig: SealedConfig
     public var enabled: Bool
 
     public init(
-        accountId: String, partition: Int32, integration: String, schedule: CronExpression,
-        sealedConfig: SealedConfig, enabled: Bool = true
+        accountId: String, partition: Int32, integration: String, schedule: CronExpression, enabled: Bool = true
     ) {
         self.accountId = accountId
         self.partition = partition
         self.integration = integration
         self.schedule = schedule
-        self.sealedConfig = sealedConfig
         self.enabled = enabled
     }
 }
@@ -36,11 +34,9 @@ public struct DueJob: Sendable, Hashable {
     public var dueAt: Date
     /// True for the one job fired after an account is (re)loaded to cover ticks nobody may have fired.
     public var isCatchUp: Bool
-    public var sealedConfig: SealedConfig
 
     public init(
-        accountId: String, partition: Int32, integration: String, scheduledAt: Date, dueAt: Date, isCatchUp: Bool,
-        sealedConfig: SealedConfig
+        accountId: String, partition: Int32, integration: String, scheduledAt: Date, dueAt: Date, isCatchUp: Bool
     ) {
         self.accountId = accountId
         self.partition = partition
@@ -48,7 +44,6 @@ public struct DueJob: Sendable, Hashable {
         self.scheduledAt = scheduledAt
         self.dueAt = dueAt
         self.isCatchUp = isCatchUp
-        self.sealedConfig = sealedConfig
     }
 
     /// The job as it goes on the jobs topic.
@@ -83,56 +78,47 @@ public struct SchedulingPolicy: Sendable {
 /// due tick, not once per tick it slept through.
 ///
 /// ## Changes
-/// An upserted account keeps its slot: a new sealed config is used by the next fire, a new schedule or a flip of
-/// `enabled` recomputes the next fire from `now`, and a removal discards the pending fire — all effective by the
-/// account's next tick.
+/// An upserted account keeps its slot: a new schedule or a flip of `enabled` recomputes the next fire from `now`,
+/// another integration is used by the next fire, and a removal discards the pending fire — all effective by the
+/// account's next tick. A changed sealed config (a token refresh) is no concern of the core: the worker reads the
+/// account's current record when it runs the job.
 ///
 /// ## Memory
-/// One 64-byte slot per account in a contiguous array, every ciphertext base64-decoded back to back in one
-/// buffer (the integration, key id and algorithm are interned), a `[String: Int32]` index and a binary min-heap of
-/// 16-byte entries (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped
-/// (their generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
+/// Per account: one 56-byte slot in a contiguous array (the integration and cron expression are interned), its id
+/// (inline up to 15 UTF-8 bytes, else a heap string), a `[String: Int32]` index entry and a 16-byte binary min-heap
+/// entry (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped (their
+/// generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
 public struct SchedulingCore: Sendable {
     public let policy: SchedulingPolicy
 
-    /// The largest sealed config (base64 text) an account may have; a GitHub token pair seals to ~230 bytes.
-    public static let maxCiphertextBytes = 65_535
-
-    /// Laid out by hand (64 bytes): optionals and booleans would pad it to ~120, which is 56 MB at 1M accounts.
+    /// Laid out by hand (56 bytes): two optionals and three booleans as such would make it 72, 16 MB more at 1M
+    /// accounts.
     private struct Slot: Sendable {
         var accountId: String
         var spreadHash: UInt64
         private var pendingTickRaw: Int64
         private var lastFiredTickRaw: Int64
         var partition: Int32
-        /// Index into `kinds`: integration, key id and algorithm are shared by many accounts.
-        var kind: Int32
         var expression: Int32
         var generation: UInt32
-        /// Where the sealed config's ciphertext is in `ciphertexts`: base64-decoded (a quarter smaller than the
-        /// text), or its UTF-8 bytes when it was not base64.
-        var ciphertextOffset: UInt32
-        var ciphertextLength: UInt16
+        /// Index into `integrations`: a few integration keys are shared by all accounts.
+        var integration: UInt16
         private var flags: UInt8
 
         init(
-            accountId: String, partition: Int32, kind: Int32, expression: Int32,
-            ciphertext: (offset: UInt32, length: UInt16),
-            ciphertextIsBase64: Bool, spreadHash: UInt64, enabled: Bool, generation: UInt32, pendingTick: Int64?,
-            pendingIsCatchUp: Bool, lastFiredTick: Int64?, live: Bool
+            accountId: String, partition: Int32, integration: UInt16, expression: Int32, spreadHash: UInt64,
+            enabled: Bool, generation: UInt32, pendingTick: Int64?, pendingIsCatchUp: Bool, lastFiredTick: Int64?,
+            live: Bool
         ) {
             self.accountId = accountId
-            self.ciphertextOffset = ciphertext.offset
-            self.ciphertextLength = ciphertext.length
             self.spreadHash = spreadHash
             self.pendingTickRaw = pendingTick ?? .min
             self.lastFiredTickRaw = lastFiredTick ?? .min
             self.partition = partition
-            self.kind = kind
+            self.integration = integration
             self.expression = expression
             self.generation = generation
             self.flags = 0
-            self.ciphertextIsBase64 = ciphertextIsBase64
             self.enabled = enabled
             self.pendingIsCatchUp = pendingIsCatchUp
             self.live = live
@@ -160,10 +146,6 @@ public struct SchedulingCore: Sendable {
             get { flag(2) }
             set { setFlag(2, newValue) }
         }
-        var ciphertextIsBase64: Bool {
-            get { flag(3) }
-            set { setFlag(3, newValue) }
-        }
 
         private func flag(_ bit: UInt8) -> Bool { flags & (1 << bit) != 0 }
         private mutating func setFlag(_ bit: UInt8, _ value: Bool) {
@@ -181,17 +163,9 @@ public struct SchedulingCore: Sendable {
     private var freeSlots: [Int32] = []
     private var index: [String: Int32] = [:]
     private var heap: [HeapEntry] = []
-    /// Every account's ciphertext back to back in one buffer: a million small arrays would cost a malloc chunk
-    /// and header each, and interleave with parsing garbage so freed memory could not go back to the system.
-    private var ciphertexts = CiphertextStore()
     private var expressions: [CronExpression] = []
-    private struct Kind: Hashable, Sendable {
-        var integration: String
-        var keyId: String
-        var algorithm: String
-    }
-    private var kinds: [Kind] = []
-    private var kindIndex: [Kind: Int32] = [:]
+    private var integrations: [String] = []
+    private var integrationIndex: [String: UInt16] = [:]
     private var expressionIndex: [String: Int32] = [:]
     /// Last fired tick of accounts whose partition was revoked, consulted when they come back.
     private var parked: [String: Int64] = [:]
@@ -247,16 +221,10 @@ public struct SchedulingCore: Sendable {
             let scheduleChanged = slot.expression != expression || slot.enabled != account.enabled
             let wasEnabled = slot.enabled
             slot.partition = account.partition
-            slot.kind = intern(account)
-            let compacted = Self.compact(account.sealedConfig.ciphertext)
-            ciphertexts.release(length: slot.ciphertextLength)
-            let stored = ciphertexts.append(compacted.bytes)
-            (slot.ciphertextOffset, slot.ciphertextLength) = (stored.offset, stored.length)
-            slot.ciphertextIsBase64 = compacted.isBase64
+            slot.integration = intern(integration: account.integration)
             slot.expression = expression
             slot.enabled = account.enabled
             slots[Int(slotIndex)] = slot
-            compactCiphertextsIfMostlyGarbage()
             guard scheduleChanged else { return }
             if account.enabled && !wasEnabled {
                 scheduleLoaded(slotIndex, nowMillis: nowMillis)
@@ -265,11 +233,9 @@ public struct SchedulingCore: Sendable {
             }
             return
         }
-        let compacted = Self.compact(account.sealedConfig.ciphertext)
         let slot = Slot(
-            accountId: account.accountId, partition: account.partition, kind: intern(account),
-            expression: expression, ciphertext: ciphertexts.append(compacted.bytes),
-            ciphertextIsBase64: compacted.isBase64,
+            accountId: account.accountId, partition: account.partition,
+            integration: intern(integration: account.integration), expression: expression,
             spreadHash: Self.spreadHash(account.accountId), enabled: account.enabled, generation: 0,
             pendingTick: nil, pendingIsCatchUp: false, lastFiredTick: parked.removeValue(forKey: account.accountId),
             live: true)
@@ -324,17 +290,12 @@ public struct SchedulingCore: Sendable {
             guard slot.live, slot.generation == top.generation, slot.enabled, let tick = slot.pendingTick else {
                 continue
             }
-            let kind = kinds[Int(slot.kind)]
-            let bytes = ciphertexts.bytes(offset: slot.ciphertextOffset, length: slot.ciphertextLength)
-            let ciphertext =
-                slot.ciphertextIsBase64
-                ? Data(bytes).base64EncodedString() : String(decoding: bytes, as: UTF8.self)
             jobs.append(
                 DueJob(
-                    accountId: slot.accountId, partition: slot.partition, integration: kind.integration,
+                    accountId: slot.accountId, partition: slot.partition,
+                    integration: integrations[Int(slot.integration)],
                     scheduledAt: Date(timeIntervalSince1970: TimeInterval(tick)), dueAt: Date(millis: top.dueMillis),
-                    isCatchUp: slot.pendingIsCatchUp,
-                    sealedConfig: SealedConfig(keyId: kind.keyId, algorithm: kind.algorithm, ciphertext: ciphertext)))
+                    isCatchUp: slot.pendingIsCatchUp))
             slot.lastFiredTick = tick
             slot.pendingTick = nil
             slots[Int(slotIndex)] = slot
@@ -434,36 +395,14 @@ public struct SchedulingCore: Sendable {
         return hash ^ (hash >> 31)
     }
 
-    private mutating func intern(_ account: ScheduledAccount) -> Int32 {
-        let kind = Kind(
-            integration: account.integration, keyId: account.sealedConfig.keyId,
-            algorithm: account.sealedConfig.algorithm)
-        if let existing = kindIndex[kind] { return existing }
-        let id = Int32(kinds.count)
-        kinds.append(kind)
-        kindIndex[kind] = id
+    private mutating func intern(integration: String) -> UInt16 {
+        if let existing = integrationIndex[integration] { return existing }
+        // The validator admits only the configured integrations, a handful.
+        precondition(integrations.count < Int(UInt16.max), "more than 65,535 distinct integrations")
+        let id = UInt16(integrations.count)
+        integrations.append(integration)
+        integrationIndex[integration] = id
         return id
-    }
-
-    /// Rewrites the ciphertext store without the bytes of removed or replaced configs once those outweigh the live
-    /// ones (token refreshes replace every account's config a few times a day).
-    private mutating func compactCiphertextsIfMostlyGarbage() {
-        guard ciphertexts.garbage > 16 << 20, ciphertexts.garbage > ciphertexts.live else { return }
-        var fresh = CiphertextStore()
-        fresh.reserve(ciphertexts.live)
-        for index in slots.indices where slots[index].live {
-            let slot = slots[index]
-            let stored = fresh.append(ciphertexts.bytes(offset: slot.ciphertextOffset, length: slot.ciphertextLength))
-            slots[index].ciphertextOffset = stored.offset
-        }
-        ciphertexts = fresh
-    }
-
-    private static func compact(_ ciphertext: String) -> (bytes: [UInt8], isBase64: Bool) {
-        if let data = Data(base64Encoded: ciphertext), data.base64EncodedString() == ciphertext {
-            return (Array(data), true)
-        }
-        return (Array(ciphertext.utf8), false)
     }
 
     private mutating func intern(_ expression: CronExpression) -> Int32 {
@@ -478,11 +417,8 @@ public struct SchedulingCore: Sendable {
         slots[Int(slotIndex)].live = false
         slots[Int(slotIndex)].pendingTick = nil
         slots[Int(slotIndex)].generation &+= 1
-        // Drop the heavy fields now rather than when the slot is reused.
+        // Drop the id's heap string now rather than when the slot is reused.
         slots[Int(slotIndex)].accountId = ""
-        ciphertexts.release(length: slots[Int(slotIndex)].ciphertextLength)
-        slots[Int(slotIndex)].ciphertextLength = 0
-        compactCiphertextsIfMostlyGarbage()
         freeSlots.append(slotIndex)
         compactIfMostlyStale()
     }
@@ -556,32 +492,6 @@ public struct SchedulingCore: Sendable {
             parent = child
         }
         heap[parent] = entry
-    }
-}
-
-/// Append-only byte store with garbage accounting; compacted by the core.
-struct CiphertextStore: Sendable {
-    private var buffer: [UInt8] = []
-    private(set) var garbage = 0
-
-    var live: Int { buffer.count - garbage }
-
-    mutating func reserve(_ count: Int) { buffer.reserveCapacity(count) }
-
-    /// - Important: Configs are at most ``SchedulingCore/maxCiphertextBytes``; the validator rejects larger ones.
-    mutating func append(_ bytes: some Collection<UInt8>) -> (offset: UInt32, length: UInt16) {
-        precondition(bytes.count <= Int(UInt16.max), "sealed config larger than SchedulingCore.maxCiphertextBytes")
-        precondition(buffer.count + bytes.count <= Int(UInt32.max), "ciphertext store beyond 4 GB")
-        let length = UInt16(bytes.count)
-        let offset = UInt32(clamping: buffer.count)
-        buffer.append(contentsOf: bytes)
-        return (offset, length)
-    }
-
-    mutating func release(length: UInt16) { garbage += Int(length) }
-
-    func bytes(offset: UInt32, length: UInt16) -> ArraySlice<UInt8> {
-        buffer[Int(offset)..<Int(offset) + Int(length)]
     }
 }
 

@@ -10,14 +10,14 @@ import Testing
 
 /// Runs a scheduler service for the duration of `body`, then shuts it down gracefully.
 func withScheduler<T: Sendable>(
-    _ cluster: TestCluster, sealer: Sealer?, logs: CapturedLogs, name: String = "s1",
+    _ cluster: TestCluster, logs: CapturedLogs, name: String = "s1",
     _ body: @Sendable (SchedulerService) async throws -> T
 ) async throws -> T {
     var configuration = SchedulerConfiguration(kafka: cluster.kafka)
     configuration.topics = cluster.topics
     configuration.groupId = "scheduler-test"
     configuration.sessionTimeout = .seconds(6)
-    configuration.validator = AccountValidator(knownIntegrations: ["github"], sealer: sealer)
+    configuration.validator = AccountValidator(knownIntegrations: ["github"])
     let service = SchedulerService(configuration: configuration, logger: logs.logger("scheduler.\(name)"))
     let group = ServiceGroup(
         configuration: .init(services: [service], logger: logs.logger("group")))
@@ -46,14 +46,14 @@ struct SchedulerServiceTests {
     let token = "gho_TOKEN_that_must_never_reach_kafka_0123"
 
     @Test(.timeLimit(.minutes(2)))
-    func firesSixFieldCronJobsWithSealedConfigsOnly() async throws {
+    func firesSixFieldCronJobsWithoutSecrets() async throws {
         let cluster = try TestCluster()
         let sealer = Sealer(current: .random(id: "k1"))
         for id in ["alice", "bob", "carol"] {
             try await cluster.putAccount(try account(id, sealer: sealer, token: token))
         }
         let logs = CapturedLogs()
-        try await withScheduler(cluster, sealer: sealer, logs: logs) { service in
+        try await withScheduler(cluster, logs: logs) { service in
             try await waitUntil(timeout: .seconds(60), "three ticks per account") {
                 let jobs = try await cluster.jobs().filter { !$0.jobId.isEmpty }
                 return ["alice", "bob", "carol"].allSatisfy { id in jobs.filter { $0.accountId == id }.count >= 3 }
@@ -77,6 +77,16 @@ struct SchedulerServiceTests {
         let raw = try await cluster.rawRecords(cluster.topics.jobs)
         #expect(raw.allSatisfy { $0.key.map { String(decoding: $0, as: UTF8.self) } != nil })
         #expect(Set(raw.filter { $0.key == Array("alice".utf8) }.map(\.partition)).count == 1)
+        // A job is only what scheduling knows: the worker reads the account's sealed config from its record.
+        let ciphertexts = try await cluster.rawRecords(cluster.topics.accounts).compactMap {
+            try $0.value.map { try AccountRecord.decodeMessage($0).sealedConfig.ciphertext }
+        }
+        #expect(ciphertexts.count == 3)
+        for message in raw {
+            let text = String(decoding: message.value ?? [], as: UTF8.self)
+            #expect(!text.contains("sealedConfig"), "\(text)")
+            #expect(!ciphertexts.contains { text.contains($0) }, "\(text)")
+        }
 
         // Nothing on either topic carries the token, in any record part.
         for topic in [cluster.topics.accounts, cluster.topics.jobs] {
@@ -92,8 +102,11 @@ struct SchedulerServiceTests {
         await cluster.close()
     }
 
+    /// Records the scheduler cannot schedule are logged and skipped; a record whose sealed config is missing,
+    /// empty or sealed under an unknown key is scheduled all the same: the scheduler never reads the config, the
+    /// worker does, and dead-letters the job with its reason.
     @Test(.timeLimit(.minutes(2)))
-    func badAccountRecordsAreLoggedAndSkipped() async throws {
+    func unschedulableRecordsAreSkippedAndConfigsAreLeftToTheWorker() async throws {
         let cluster = try TestCluster()
         let sealer = Sealer(current: .random(id: "k1"))
         let stranger = Sealer(current: .random(id: "other"))
@@ -103,60 +116,55 @@ struct SchedulerServiceTests {
             #"{"type":"account","data":{"accountId":"no-config","integration":"github","#
             + #""settings":{"enabled":true,"schedule":{"frequency":"*/2 * * * * *"}},"#
             + #""updatedAt":"2026-12-01T00:00:00Z"}}"#
+        let noScheduleJSON =
+            #"{"type":"account","data":{"accountId":"no-schedule","integration":"github","#
+            + #""settings":{"enabled":true},"updatedAt":"2026-12-01T00:00:00Z"}}"#
         func raw(_ key: String, _ value: String) -> ProducerRecord {
             ProducerRecord(topic: cluster.topics.accounts, key: Array(key.utf8), value: Array(value.utf8))
+        }
+        func text(_ record: AccountRecord) throws -> String {
+            String(decoding: try record.messageBytes(), as: UTF8.self)
         }
         try await cluster.putAccount(try account("good-before", sealer: sealer, token: token))
         try await cluster.produce([
             raw("garbage", "this is not json"),
-            raw(
-                "bad-cron",
-                String(
-                    decoding: try account("bad-cron", schedule: "0 0 32 * *", sealer: sealer, token: token)
-                        .messageBytes(), as: UTF8.self)),
-            raw(
-                "unknown",
-                String(
-                    decoding: try account("unknown", integration: "gitlab", sealer: sealer, token: token)
-                        .messageBytes(), as: UTF8.self)),
-            raw("no-token", String(decoding: try missingConfig.messageBytes(), as: UTF8.self)),
+            raw("bad-cron", try text(try account("bad-cron", schedule: "0 0 32 * *", sealer: sealer, token: token))),
+            raw("unknown", try text(try account("unknown", integration: "gitlab", sealer: sealer, token: token))),
+            raw("no-schedule", noScheduleJSON),
+            raw("other-key", try text(try account("mismatch", sealer: sealer, token: token))),
+            raw("no-token", try text(missingConfig)),
             raw("no-config", noConfigJSON),
-            raw(
-                "wrong-key",
-                String(decoding: try account("wrong-key", sealer: stranger, token: token).messageBytes(), as: UTF8.self)
-            ),
+            raw("wrong-key", try text(try account("wrong-key", sealer: stranger, token: token))),
         ])
         let logs = CapturedLogs()
-        try await withScheduler(cluster, sealer: sealer, logs: logs) { service in
-            try await waitUntil(timeout: .seconds(60), "the good account firing") {
-                try await cluster.jobs().contains { $0.accountId == "good-before" }
+        let leftToTheWorker: Set = ["no-token", "no-config", "wrong-key"]
+        try await withScheduler(cluster, logs: logs) { service in
+            try await waitUntil(timeout: .seconds(60), "the good account and the ones with unusable configs firing") {
+                Set(try await cluster.jobs().map(\.accountId)).isSuperset(of: leftToTheWorker.union(["good-before"]))
             }
             // An account added after the bad records still gets scheduled: the scheduler kept running.
             try await cluster.putAccount(try account("good-after", sealer: sealer, token: token))
             try await waitUntil(timeout: .seconds(30), "the account added later firing twice") {
                 try await cluster.jobs().filter { $0.accountId == "good-after" }.count >= 2
             }
-            #expect(service.accountsOwned == 2)
+            #expect(service.accountsOwned == 5)
         }
         let fired = Set(try await cluster.jobs().map(\.accountId))
-        #expect(fired == ["good-before", "good-after"])
+        #expect(fired == leftToTheWorker.union(["good-before", "good-after"]))
         let warnings = logs.all.filter { $0.contains("skipping account record") }
         let expectations: [(String, String)] = [
             ("account=garbage", "not an account record: invalid JSON"),
             ("account=bad-cron", "bad schedule: day-of-month field '32': value 32 out of range 1-31"),
             ("account=unknown", "unknown integration 'gitlab'"),
-            ("account=no-token", "sealed config (the tokens) is missing"),
-            ("account=no-config", "missing field 'data.sealedConfig'"),
-            (
-                "account=wrong-key",
-                "account sealed with key id other which this process does not have; add it to the key file"
-            ),
+            ("account=no-schedule", "not an account record: missing field 'data.settings.schedule'"),
+            ("account=other-key", "record key 'other-key' differs from accountId 'mismatch'"),
         ]
         for (account, reason) in expectations {
             #expect(
                 warnings.contains { $0.contains(account) && $0.contains(reason) }, "no warning \(reason) in \(warnings)"
             )
         }
+        for id in leftToTheWorker { #expect(!warnings.contains { $0.contains("account=\(id) ") }, "\(warnings)") }
         await cluster.close()
     }
 
@@ -168,7 +176,7 @@ struct SchedulerServiceTests {
         try await cluster.putAccount(try account("leaves", sealer: sealer, token: token))
         try await cluster.putAccount(try account("slows", sealer: sealer, token: token))
         let logs = CapturedLogs()
-        try await withScheduler(cluster, sealer: sealer, logs: logs) { service in
+        try await withScheduler(cluster, logs: logs) { service in
             try await waitUntil(timeout: .seconds(60), "all three firing") {
                 Set(try await cluster.jobs().map(\.accountId)) == ["stays", "leaves", "slows"]
             }

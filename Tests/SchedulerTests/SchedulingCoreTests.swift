@@ -7,11 +7,12 @@ import Testing
 private func utc(_ text: String) -> Date { try! Date(text, strategy: .iso8601) }
 
 private func account(
-    _ id: String, _ cron: String = "*/5 * * * *", partition: Int32 = 0, keyId: String = "k1", enabled: Bool = true
+    _ id: String, _ cron: String = "*/5 * * * *", partition: Int32 = 0, integration: String = "github",
+    enabled: Bool = true
 ) -> ScheduledAccount {
     ScheduledAccount(
-        accountId: id, partition: partition, integration: "github", schedule: try! CronExpression(cron),
-        sealedConfig: SealedConfig(keyId: keyId, ciphertext: "c2VhbGVk"), enabled: enabled)
+        accountId: id, partition: partition, integration: integration, schedule: try! CronExpression(cron),
+        enabled: enabled)
 }
 
 /// Steps a core through time like the service's timer loop does, collecting every fire.
@@ -139,12 +140,15 @@ struct SchedulingCoreTests {
         _ = core.popDue(now: start)
         core.remove("gone")
         core.upsert(account("slower", "*/10 * * * *"), now: start.addingTimeInterval(1))
-        core.upsert(account("rotated", keyId: "k2"), now: start.addingTimeInterval(1))
+        core.upsert(account("rotated", integration: "gitlab"), now: start.addingTimeInterval(1))
+        // A token refresh rewrites the record unchanged as far as scheduling goes: no extra fire, no reschedule.
+        core.upsert(account("keep"), now: start.addingTimeInterval(1))
         core.upsert(account("paused", enabled: false), now: start.addingTimeInterval(1))
 
         let at0405 = core.popDue(now: utc("2026-12-01T04:05:00Z"))
         #expect(Set(at0405.map(\.accountId)) == ["keep", "rotated"])
-        #expect(at0405.first { $0.accountId == "rotated" }?.sealedConfig.keyId == "k2")
+        #expect(at0405.count == 2)
+        #expect(at0405.first { $0.accountId == "rotated" }?.job.integration == "gitlab")
         let at0410 = core.popDue(now: utc("2026-12-01T04:10:00Z"))
         #expect(Set(at0410.map(\.accountId)) == ["keep", "rotated", "slower"])
         #expect(!core.contains("gone"))
