@@ -38,7 +38,8 @@ public final class PartitionFollower: Sendable {
     /// a fold that keeps the newest record per key.
     /// - Returns: the offset to continue each partition from (its high watermark, or the given offset when the
     ///   partition has nothing new).
-    /// - Throws: `KafkaError` (`.timedOut` when a partition's end was not reached in time).
+    /// - Throws: `KafkaError` (`.timedOut` when a partition's end was not reached in time, `.closed` when the calling
+    ///   task was cancelled: the read stops within about 100 ms, a watermark query in flight within `timeout`).
     public func catchUp(
         from offsets: [Int32: Int64], timeout: Duration, onBatch: @escaping @Sendable ([ConsumerMessage]) -> Void
     ) async throws(KafkaError) -> [Int32: Int64] {
@@ -47,14 +48,39 @@ public final class PartitionFollower: Sendable {
             throw KafkaError.closed("PartitionFollower.catchUp: a catch-up of \(topic) is already running")
         }
         defer { busy.store(false, ordering: .releasing) }
-        let topic = self.topic
         let batchBytes = self.batchBytes
+        let cancelled = CancellationFlag()
+        let result = await withTaskCancellationHandler { () async -> Result<[Int32: Int64], KafkaError> in
+            do throws(KafkaError) {
+                return .success(
+                    try await catchUp(
+                        offsets, timeout: timeout, cancelled: cancelled, batchBytes: batchBytes, onBatch: onBatch))
+            } catch {
+                return .failure(error)
+            }
+        } onCancel: {
+            cancelled.set()
+        }
+        return try result.get()
+    }
+
+    private func catchUp(
+        _ offsets: [Int32: Int64], timeout: Duration, cancelled: CancellationFlag, batchBytes: Int,
+        onBatch: @escaping @Sendable ([ConsumerMessage]) -> Void
+    ) async throws(KafkaError) -> [Int32: Int64] {
+        let topic = self.topic
         return try await client.blocking("catching up \(topic)") { rk in
             let deadline = ContinuousClock.now + timeout
             var extents: [Int32: PartitionReader.Extent] = [:]
             var ends = offsets
-            for (partition, from) in offsets {
-                switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
+            for (partition, from) in offsets.sorted(by: { $0.key < $1.key }) {
+                // The whole call ends by `deadline`, however many partitions are asked (a gone cluster answers none).
+                let remaining = deadline - ContinuousClock.now
+                if cancelled.isSet { return .failure(.closed("catching up \(topic): cancelled")) }
+                guard remaining > .zero else {
+                    return .failure(.timedOut("asking \(topic)'s watermarks", after: timeout))
+                }
+                switch queryWatermarks(rk, topic: topic, partition: partition, timeout: remaining) {
                 case .success(let watermarks):
                     let start = max(from, watermarks.low)
                     if watermarks.high > start {
@@ -67,7 +93,7 @@ public final class PartitionFollower: Sendable {
             }
             guard !extents.isEmpty else { return .success(ends) }
             let read = PartitionReader.readToEnd(
-                rk, topic: topic, extents: extents, deadline: deadline, timeout: timeout, cancelled: nil,
+                rk, topic: topic, extents: extents, deadline: deadline, timeout: timeout, cancelled: cancelled,
                 batchBytes: batchBytes, onBatch: onBatch)
             // Unassigned either way: the next call assigns the partitions it reads at the offsets it is given.
             rd_kafka_assign(rk, nil)

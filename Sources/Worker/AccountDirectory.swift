@@ -13,7 +13,8 @@ import Synchronization
 /// before the job — a reconnected account, a new token, a new integration — is always seen: a job whose account
 /// changed since it was scheduled runs with the new config. Reads are coalesced: one catch-up at a time covers every
 /// owned partition and every job waiting, through one long-lived client (``PartitionFollower``); an idle worker
-/// reads nothing. A job waits for at most two catch-ups.
+/// reads nothing. A job waits for at most two catch-ups, parked, and stops waiting when its task is cancelled
+/// (shutdown, revocation) — a catch-up against a gone cluster never holds a job past its deadline.
 ///
 /// **Memory** is the owned partitions' live accounts (one ``AccountRecord`` each, ~0.5 KB with a token pair),
 /// never the topic's history: a partition is loaded newest-per-key as it streams in, and a tombstone removes its
@@ -63,13 +64,17 @@ final class AccountDirectory: Sendable {
     }
 
     private struct Round: Sendable {
+        var id: UInt64
         var startedAt: Date
         var task: Task<Void, Never>
+        /// Lookups waiting for this round, resumed when it ends or when their task is cancelled.
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     }
 
     private struct State: Sendable {
         var tables: [Int32: Table] = [:]
         var round: Round?
+        var nextId: UInt64 = 1
         var lastError: String?
         var nextEpoch: UInt64 = 1
         var follower: PartitionFollower?
@@ -136,24 +141,27 @@ final class AccountDirectory: Sendable {
         for _ in 0..<3 {
             enum Step {
                 case done(AccountLookup)
-                case wait(Task<Void, Never>)
+                case wait(round: UInt64)
             }
             let step: Step = state.withLock { state in
                 guard let table = state.tables[partition] else {
                     return .done(.unavailable("accounts partition \(partition) is not owned by this worker any more"))
                 }
                 if table.fresh >= needed { return .done(Self.find(accountId, in: table, partition: partition, topic: topic)) }
-                if let round = state.round { return .wait(round.task) }
+                if let round = state.round { return .wait(round: round.id) }
                 if state.closed { return .done(.unavailable("the worker is stopping")) }
                 let startedAt = Date()
+                let id = state.nextId
+                state.nextId += 1
                 let task = Task { await self.catchUp(startedAt: startedAt) }
-                state.round = Round(startedAt: startedAt, task: task)
-                return .wait(task)
+                state.round = Round(id: id, startedAt: startedAt, task: task)
+                return .wait(round: id)
             }
             switch step {
             case .done(let lookup): return lookup
-            case .wait(let task): await task.value
+            case .wait(let round): await wait(for: round)
             }
+            if Task.isCancelled { return .unavailable("the job was cancelled while its account was being read") }
         }
         return state.withLock { state in
             guard let table = state.tables[partition], table.fresh >= needed else {
@@ -161,6 +169,26 @@ final class AccountDirectory: Sendable {
                     "accounts partition \(partition) could not be read: \(state.lastError ?? "no catch-up finished")")
             }
             return Self.find(accountId, in: table, partition: partition, topic: topic)
+        }
+    }
+
+    /// Parks the calling task until round `id` ends or the task is cancelled.
+    private func wait(for id: UInt64) async {
+        let waiter = state.withLock { state in
+            defer { state.nextId += 1 }
+            return state.nextId
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let parked = state.withLock { state -> Bool in
+                    guard state.round?.id == id, !Task.isCancelled else { return false }
+                    state.round?.waiters[waiter] = continuation
+                    return true
+                }
+                if !parked { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.round?.waiters.removeValue(forKey: waiter) }?.resume()
         }
     }
 
@@ -211,18 +239,22 @@ final class AccountDirectory: Sendable {
                 "reading the accounts topic failed; jobs waiting for it fail and run again with their next tick",
                 metadata: ["topic": "\(topic)", "error": "\(failure)"])
         }
-        state.withLock { state in
+        let waiters = state.withLock { state in
             state.lastError = error
-            state.round = nil
+            defer { state.round = nil }
+            return state.round?.waiters.values.map { $0 } ?? []
         }
+        for waiter in waiters { waiter.resume() }
     }
 
-    /// Closes the reading client; later lookups of partitions not fresh enough answer `.unavailable`.
+    /// Stops a catch-up in flight and closes the reading client; later lookups of partitions not fresh enough
+    /// answer `.unavailable`.
     func close() async {
         let (follower, round) = state.withLock { state in
             state.closed = true
             return (state.follower, state.round?.task)
         }
+        round?.cancel()
         await round?.value
         await follower?.close()
     }

@@ -79,9 +79,11 @@ public final class WorkerService: Service, Sendable {
         self.logger = logger
         self.shared = Mutex(Shared(machine: WorkerStateMachine(concurrency: configuration.concurrency, batcher: batcher)))
         self.metrics = WorkerMetrics()
+        // The accounts topic has no transactions to wait behind: a catch-up that takes longer than this is a broker
+        // problem, and the jobs waiting for it fail (to run with their next tick) rather than hang.
         self.accounts = AccountDirectory(
             configuration: configuration.kafka, topic: configuration.topics.accounts,
-            timeout: configuration.restoreTimeout, logger: logger)
+            timeout: min(configuration.restoreTimeout, .seconds(30)), logger: logger)
     }
 
     /// Commits and aborts so far.
