@@ -111,7 +111,7 @@ public final class GitHubClient: Sendable {
             case 401:
                 // Zero retries with the same token; one refresh when the account can.
                 guard !refreshedAfter401,
-                    let fresh = await credentials.tokenAfterUnauthorized(
+                    let fresh = try await credentials.tokenAfterUnauthorized(
                         failed: token, client: self, deadline: deadline)
                 else { throw GitHubError(.unauthorized) }
                 refreshedAfter401 = true

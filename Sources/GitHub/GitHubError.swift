@@ -22,6 +22,8 @@ public struct GitHubError: Error, CustomStringConvertible, Sendable {
         case malformed(String)
         /// The account config lacks the access token.
         case invalidConfig(String)
+        /// A refreshed token pair could not be stored before use; the sync stops without using it.
+        case credentialsNotSaved(String)
     }
 
     let code: Code
@@ -55,7 +57,7 @@ public struct GitHubError: Error, CustomStringConvertible, Sendable {
     /// True for failures a later attempt of the same request may not see.
     public var isTransient: Bool {
         switch code {
-        case .unavailable, .malformed, .rateLimited, .deadlineExceeded: true
+        case .unavailable, .malformed, .rateLimited, .deadlineExceeded, .credentialsNotSaved: true
         case .http(let status): status == 408 || status == 409 || status >= 500
         case .unauthorized, .refusedURL, .invalidConfig: false
         }
@@ -65,7 +67,7 @@ public struct GitHubError: Error, CustomStringConvertible, Sendable {
     /// until after the deadline, or the deadline passed. Other failures only affect their own item or page.
     var stopsSync: Bool {
         switch code {
-        case .unauthorized, .rateLimited, .deadlineExceeded: true
+        case .unauthorized, .rateLimited, .deadlineExceeded, .credentialsNotSaved: true
         default: false
         }
     }
@@ -88,6 +90,9 @@ public struct GitHubError: Error, CustomStringConvertible, Sendable {
             "GitHub sent a body that could not be decoded (\(reason)); the next sync retries"
         case .invalidConfig(let reason):
             "invalid GitHub account config: \(reason)"
+        case .credentialsNotSaved(let reason):
+            "the token pair was refreshed but could not be stored before use (\(reason)); the sync stopped, and the "
+                + "new pair is written with its output"
         }
     }
 }

@@ -106,8 +106,15 @@ public struct GitHubIntegration: Integration {
                 metadata: ["accountId": "\(request.accountId)"])
             state = GitHubState()
         }
+        var savePair: (@Sendable (String, String?) async throws -> Void)?
+        if let save = request.saveRefreshedConfig {
+            let config = request.config
+            savePair = { access, refresh in
+                try await save(Self.config(config, accessToken: access, refreshToken: refresh))
+            }
+        }
         let credentials = AccountCredentials(
-            accessToken: accessToken, refreshToken: request.config["refresh_token"]?.stringValue)
+            accessToken: accessToken, refreshToken: request.config["refresh_token"]?.stringValue, save: savePair)
         var run = SyncRun(
             client: client, logger: logger, request: request, state: state, credentials: credentials,
             started: Date())

@@ -34,10 +34,18 @@ public struct SyncRequest: Sendable {
     /// The job's tick: the same on every re-run of the job, so an integration may derive stable values from it
     /// (external integrations date activities that carry no time with it). Nil outside a worker.
     public var scheduledAt: Date?
+    /// Stores a refreshed config (a new token pair) durably; returns once it is stored.
+    ///
+    /// A refresh invalidates the old pair at once, so a new pair known only to this sync is lost with it when the
+    /// job is cancelled, its partition revoked or its process killed before the output commits — and the account
+    /// then needs a person to reconnect it. An integration that refreshes calls this right after the exchange and
+    /// before it sends the new token anywhere; when it throws, the integration stops the sync (the pair still goes
+    /// out in ``SyncOutcome/updatedConfig``). Nil outside a worker.
+    public var saveRefreshedConfig: (@Sendable (JSONValue) async throws -> Void)?
 
     public init(
         accountId: String, config: JSONValue, state: JSONValue?, since: Date? = nil, deadline: Date,
-        scheduledAt: Date? = nil
+        scheduledAt: Date? = nil, saveRefreshedConfig: (@Sendable (JSONValue) async throws -> Void)? = nil
     ) {
         self.accountId = accountId
         self.config = config
@@ -45,6 +53,7 @@ public struct SyncRequest: Sendable {
         self.since = since
         self.deadline = deadline
         self.scheduledAt = scheduledAt
+        self.saveRefreshedConfig = saveRefreshedConfig
     }
 }
 
@@ -62,8 +71,8 @@ public struct SyncOutcome: Sendable {
     public var activities: [Activity]
     /// The new integration state; the SDK's one `state` message.
     public var state: JSONValue
-    /// A refreshed config (new token pair). Refreshing invalidates the old pair, so this must be saved in the
-    /// same transaction as the sync's other output.
+    /// A refreshed config (new token pair). Refreshing invalidates the old pair, so this is saved with the sync's
+    /// other output (and, when the request has ``SyncRequest/saveRefreshedConfig``, already before it was used).
     public var updatedConfig: JSONValue?
     public var status: Status
 

@@ -199,17 +199,25 @@ struct JobProcessor: Sendable {
         return candidate
     }
 
+    /// Stores a refreshed token pair (sealed, tagged with the account config it refreshed) before the sync uses it.
+    typealias SaveCredentials = @Sendable (CredentialState) async throws -> Void
+
     /// Runs `job` given the account's record (from the accounts topic) and current state.
+    /// - Parameter saveCredentials: stores a pair the sync refreshed before the sync uses it; nil keeps it only in
+    ///   the job's output.
     func process(
-        _ job: SyncJob, origin: JobOrigin, account: AccountLookup, state: StateRecord?, now: Date = Date()
+        _ job: SyncJob, origin: JobOrigin, account: AccountLookup, state: StateRecord?,
+        saveCredentials: SaveCredentials? = nil, now: Date = Date()
     ) async -> JobResult {
-        var result = await run(job, origin: origin, account: account, state: state, now: now)
+        var result = await run(
+            job, origin: origin, account: account, state: state, saveCredentials: saveCredentials, now: now)
         if result.outcome != .deadLettered { result.scheduledAt = job.scheduledAt }
         return result
     }
 
     private func run(
-        _ job: SyncJob, origin: JobOrigin, account lookup: AccountLookup, state: StateRecord?, now: Date
+        _ job: SyncJob, origin: JobOrigin, account lookup: AccountLookup, state: StateRecord?,
+        saveCredentials: SaveCredentials?, now: Date
     ) async -> JobResult {
         if DuplicateFire.isDuplicate(job, lastJob: state?.lastJob) {
             return JobResult(outcome: .duplicate)
@@ -257,9 +265,17 @@ struct JobProcessor: Sendable {
             config = opened
         }
         let deadline = now.addingTimeInterval(syncTimeout.timeInterval)
-        let request = SyncRequest(
+        var request = SyncRequest(
             accountId: job.accountId, config: config, state: state?.data, since: job.since, deadline: deadline,
             scheduledAt: job.scheduledAt)
+        if let saveCredentials {
+            let sealer = self.sealer
+            let rejected = credentials?.rejected ?? false
+            request.saveRefreshedConfig = { refreshed in
+                try await saveCredentials(
+                    CredentialState(accountConfigTag: tag, refreshed: try sealer.seal(refreshed), rejected: rejected))
+            }
+        }
 
         var outcome: SyncOutcome?
         var lastError = ""
@@ -404,20 +420,9 @@ struct JobProcessor: Sendable {
             reason: "the sync's output cannot be written: \(poison.reason); the job is on the dead-letter topic",
             at: now)
         guard let refreshedCredentials else { return result }
-        // The previous state (which was written, so it fits), lastJob included: the job is not marked done.
-        let kept = StateRecord(
-            accountId: job.accountId, integration: job.integration, lastJob: state?.lastJob, updatedAt: now,
-            data: state?.data ?? [:], credentials: refreshedCredentials)
-        let record: OutgoingRecord?
-        do {
-            record = OutgoingRecord(
-                topic: topics.state, partition: origin.partition, key: job.accountId,
-                value: try WireFormat.encode(kept),
-                headers: CloudEvents.headers(for: kept))
-        } catch {
-            record = nil  // logged and counted below
-        }
-        if let record, record.estimatedSize <= maxRecordBytes {
+        if let (kept, record) = credentialsRecord(
+            refreshedCredentials, job: job, partition: origin.partition, state: state, now: now)
+        {
             result.stateRecords = [record]
             result.newState = kept
             return result
@@ -427,6 +432,22 @@ struct JobProcessor: Sendable {
             "the refreshed token pair cannot be saved beside the previous state; the account may need reconnecting",
             metadata: ["account": "\(job.accountId)"])
         return result
+    }
+
+    /// The account's previous state (which was written, so it fits), `lastJob` included — the job is not marked
+    /// done — with `credentials`: how a refreshed token pair is stored apart from a job's output. Nil when it
+    /// cannot be encoded or exceeds ``maxRecordBytes``.
+    func credentialsRecord(
+        _ credentials: CredentialState, job: SyncJob, partition: Int32, state: StateRecord?, now: Date = Date()
+    ) -> (StateRecord, OutgoingRecord)? {
+        let kept = StateRecord(
+            accountId: job.accountId, integration: job.integration, lastJob: state?.lastJob, updatedAt: now,
+            data: state?.data ?? [:], credentials: credentials)
+        guard let value = try? WireFormat.encode(kept) else { return nil }
+        let record = OutgoingRecord(
+            topic: topics.state, partition: partition, key: job.accountId, value: value,
+            headers: CloudEvents.headers(for: kept))
+        return record.estimatedSize <= maxRecordBytes ? (kept, record) : nil
     }
 
     /// An activity's record, its text shortened (and marked `truncated`) when the whole would exceed

@@ -325,6 +325,13 @@ struct TransactionBatcher: Sendable {
     }
 
     /// The states of dead-lettered jobs to put back in the store, once: their new state was never written.
+    /// Whether a state record of `accountId` in `partition` waits to be committed or is being written: a record of
+    /// the account written apart from the batches now could be overwritten by it.
+    func holdsState(of accountId: String, partition: Int32) -> Bool {
+        let pending = (waiting[partition] ?? []) + (inFlight?.parts[partition] ?? [])
+        return pending.contains { $0.before?.accountId == accountId && !$0.result.stateRecords.isEmpty }
+    }
+
     mutating func takeStatesToRestore() -> [(partition: Int32, before: StateBefore)] {
         defer { statesToRestore = [] }
         return statesToRestore

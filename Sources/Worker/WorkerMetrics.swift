@@ -17,6 +17,8 @@ struct WorkerMetrics: Sendable {
     /// Times a partition was paused because what it holds until its next commit reached a limit (a slow job at
     /// its head).
     let pausedPartitions = Counter(label: "activity_sync_worker_partition_pauses_total")
+    /// Token pairs a running sync refreshed and the worker stored before the sync used them.
+    let credentialsStored = Counter(label: "activity_sync_worker_refreshed_credentials_stored_total")
 
     init() {
         var jobs: [JobResult.Outcome: Counter] = [:]

@@ -23,6 +23,8 @@ public final class WorkerService: Service, Sendable {
     private let metrics: WorkerMetrics
     /// The owned partitions' accounts: each job's sealed config comes from here, never from the job.
     private let accounts: AccountDirectory
+    /// Stores token pairs that running syncs refreshed, before they use them (see ``saveCredentials(_:_:)``).
+    private let credentialsProducer = Mutex<KafkaProducer?>(nil)
 
     typealias QueuedJob = WorkerStateMachine.QueuedJob
 
@@ -195,6 +197,11 @@ public final class WorkerService: Service, Sendable {
         await Self.bounded("closing the producer", limit: .seconds(15), logger: logger) { await output.close() }
         await Self.bounded("closing the accounts reader", limit: .seconds(15), logger: logger) {
             await self.accounts.close()
+        }
+        if let producer = credentialsProducer.withLock({ $0 }) {
+            await Self.bounded("closing the credentials producer", limit: .seconds(15), logger: logger) {
+                await producer.close()
+            }
         }
         let lastConsumer = shared.withLock { $0.consumer } ?? consumer
         await Self.bounded("leaving the consumer group", limit: .seconds(15), logger: logger) {
@@ -587,7 +594,9 @@ public final class WorkerService: Service, Sendable {
         let started = ContinuousClock.now
         let account = await accounts.lookup(
             queued.job.accountId, partition: queued.origin.partition, producedAt: queued.origin.timestamp)
-        let processed = await processor.process(queued.job, origin: queued.origin, account: account, state: state)
+        let processed = await processor.process(
+            queued.job, origin: queued.origin, account: account, state: state,
+            saveCredentials: { credentials in try await self.saveCredentials(queued, credentials) })
         metrics.jobDuration.recordNanoseconds((ContinuousClock.now - started).wholeNanoseconds)
         metrics.job(outcome: processed.outcome)
         if processed.outcome == .needsReauth {
@@ -599,6 +608,60 @@ public final class WorkerService: Service, Sendable {
         }
         handle(commit)
         if !next.isEmpty { handle(.start(next)) }
+    }
+
+    /// Stores a token pair `queued`'s sync just refreshed, before the sync uses it: as the account's state record
+    /// (its committed state, `lastJob` included, with the new pair), through an idempotent producer, delivery
+    /// awaited.
+    ///
+    /// The refresh invalidated the old pair, so a pair known only to the running job would be lost with it —
+    /// cancelled by a revocation or shutdown, or the process killed — and the account would need reconnecting. The
+    /// record is written only while no state record of the account waits to be committed (an earlier job's, which
+    /// would otherwise land after it and put the old pair back) and while the partition is still this worker's;
+    /// the job's own state record, later, carries the pair too.
+    /// - Throws: when the partition was lost, an earlier state of the account is not committed within 10 s, or the
+    ///   record cannot be written; the sync then stops without using the pair.
+    private func saveCredentials(_ queued: QueuedJob, _ credentials: CredentialState) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        var state: StateRecord?
+        while true {
+            let (owned, holding, current) = shared.withLock {
+                ($0.machine.owns(queued), $0.machine.holdsState(of: queued), $0.machine.state(for: queued))
+            }
+            guard owned else { throw CredentialsNotStored("partition \(queued.origin.partition) is no longer this worker's") }
+            if !holding {
+                state = current
+                break
+            }
+            guard ContinuousClock.now < deadline else {
+                throw CredentialsNotStored("an earlier state of the account is still not committed")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        guard
+            let (kept, record) = processor.credentialsRecord(
+                credentials, job: queued.job, partition: queued.origin.partition, state: state)
+        else {
+            throw CredentialsNotStored("the account's state with the new pair does not fit in a record")
+        }
+        let producer = try credentialsProducer.withLock { producer -> KafkaProducer in
+            if let producer { return producer }
+            let created = try KafkaProducer(
+                configuration: ProducerConfiguration(kafka: configuration.kafka), logger: logger)
+            producer = created
+            return created
+        }
+        _ = try await producer.send([record.producerRecord])
+        shared.withLock { $0.machine.credentialsStored(queued, record: kept) }
+        metrics.credentialsStored.increment()
+        logger.info(
+            "a refreshed token pair was stored before use", metadata: ["account": "\(queued.job.accountId)"])
+    }
+
+    /// Why a refreshed pair was not stored before use (the sync then stops without using it).
+    private struct CredentialsNotStored: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
     }
 
     /// Waits for running jobs (up to the shutdown deadline, then cancels them by ending the run) and commits.

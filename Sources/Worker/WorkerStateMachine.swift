@@ -201,6 +201,24 @@ struct WorkerStateMachine: Sendable {
         return (next, commit)
     }
 
+    /// Whether `queued`'s partition is still owned in the assignment the job started in.
+    func owns(_ queued: QueuedJob) -> Bool {
+        partitions[queued.origin.partition].map { $0.generation == queued.generation && $0.ownership == .owned }
+            ?? false
+    }
+
+    /// Whether a state record of the running job's account waits to be committed (or is being written).
+    func holdsState(of queued: QueuedJob) -> Bool {
+        batcher.holdsState(of: queued.job.accountId, partition: queued.origin.partition)
+    }
+
+    /// A token pair the running job refreshed was stored (in `record`, the account's state with it): later jobs of
+    /// the account start from it, whether or not this job's own output is ever written.
+    mutating func credentialsStored(_ queued: QueuedJob, record: StateRecord) {
+        guard owns(queued) else { return }
+        store.update(partition: queued.origin.partition, record)
+    }
+
     // MARK: - Committing
 
     mutating func tick(now: Date = Date()) -> Action { action(batcher.tick(now: now)) }

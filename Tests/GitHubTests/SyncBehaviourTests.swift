@@ -2,6 +2,7 @@ import ActivitySyncTesting
 import Foundation
 import GitHubSimulator
 import SyncModel
+import Synchronization
 import Testing
 
 @testable import GitHub
@@ -271,6 +272,52 @@ struct SyncBehaviourTests {
             #expect(config["mcp"]?["tokens"]?["access_token"]?.stringValue == fresh.token)
             #expect(!outcome.activities.isEmpty)
             #expect(!outcome.githubState.needsReauth)
+        }
+    }
+
+    /// The refresh invalidated the old pair at once: the new one is stored (through the worker's hook) before any
+    /// request carries it, so a sync cancelled or killed right after cannot lose it. A pair that cannot be stored
+    /// is not used: the sync stops (not needs_reauth) and still hands the pair over with its outcome.
+    @Test func aRefreshedPairIsStoredBeforeAnyRequestUsesIt() async throws {
+        try await SimulatedGitHub.with { github in
+            let old = github.user
+            try github.simulator.expireToken(login: old.login)
+            let saved = Mutex<[(config: JSONValue, usedBefore: Int)]>([])
+            let simulator = github.simulator
+            var request = SyncRequest(
+                accountId: String(old.id), config: github.config(old, refresh: true), state: nil,
+                deadline: Date().addingTimeInterval(30))
+            request.saveRefreshedConfig = { config in
+                let token = config["access_token"]?.stringValue ?? ""
+                saved.withLock { $0.append((config, simulator.quotaUsed(token: token))) }
+            }
+            let outcome = try await github.integration.sync(request)
+            #expect(outcome.isComplete)
+            let fresh = try #require(github.simulator.user(login: old.login))
+            let stored = saved.withLock { $0 }
+            #expect(stored.count == 1)
+            #expect(stored.first?.config["access_token"]?.stringValue == fresh.token)
+            #expect(stored.first?.config["refresh_token"]?.stringValue == fresh.refreshToken)
+            #expect(stored.first?.usedBefore == 0, "no request used the new token before it was stored")
+            #expect(github.simulator.quotaUsed(token: fresh.token) > 0, "the sync went on with it")
+        }
+        try await SimulatedGitHub.with { github in
+            let old = github.user
+            try github.simulator.expireToken(login: old.login)
+            var request = SyncRequest(
+                accountId: String(old.id), config: github.config(old, refresh: true), state: nil,
+                deadline: Date().addingTimeInterval(30))
+            struct Down: Error {}
+            request.saveRefreshedConfig = { _ in throw Down() }
+            let outcome = try await github.integration.sync(request)
+            let fresh = try #require(github.simulator.user(login: old.login))
+            guard case .partial(let reason, _) = outcome.status else {
+                Issue.record("expected a partial sync, got \(outcome.status)")
+                return
+            }
+            #expect(reason.contains("could not be stored before use"), "\(reason)")
+            #expect(outcome.updatedConfig?["access_token"]?.stringValue == fresh.token)
+            #expect(github.simulator.quotaUsed(token: fresh.token) == 0, "an unstored pair is never used")
         }
     }
 

@@ -40,6 +40,37 @@ struct SlowAccountIntegration: Integration {
     }
 }
 
+/// Refreshes the pair on its first sync (storing it through the worker's hook, as GitHub's integration does) and
+/// then hangs until cancelled; later syncs succeed. Records the config each sync got.
+final class RefreshThenHangIntegration: Integration, @unchecked Sendable {
+    // @unchecked: the fields are only touched under `lock`.
+    let key = "github"
+    private let lock = NSLock()
+    private var seen: [JSONValue] = []
+    private var hung = false
+
+    var configs: [JSONValue] { lock.withLock { seen } }
+    var hanging: Bool { lock.withLock { hung } }
+
+    func spec() -> JSONValue { [:] }
+    func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
+        AccountSetup(accountId: "", config: [:], settings: [:])
+    }
+
+    func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        let first = lock.withLock {
+            seen.append(request.config)
+            return seen.count == 1
+        }
+        guard first else { return try await CountingIntegration().sync(request) }
+        let refreshed: JSONValue = ["access_token": "tok-2", "refresh_token": "ref-2"]
+        try await request.saveRefreshedConfig?(refreshed)
+        lock.withLock { hung = true }
+        try await Task.sleep(for: .seconds(600))
+        return SyncOutcome(activities: [], state: [:], updatedConfig: refreshed)
+    }
+}
+
 /// One embedded cluster with activity-sync's topics under a unique prefix.
 struct WorkerHarness {
     let kafkaTopics: EmbeddedTopics
@@ -251,6 +282,41 @@ struct WorkerHarness {
         #expect(first && second, "both jobs ran")
         #expect(integration.calls.map { $0.config["access_token"]?.stringValue } == ["tok-old", "tok-new"])
         #expect(try await harness.read(harness.topics.deadLetters).isEmpty)
+    }
+
+    /// A sync refreshes the account's pair (invalidating the old one), then its worker stops before the job's output
+    /// is committed. The pair was stored before the sync used it, so the job's re-run — by the next worker — starts
+    /// with the new pair, not with the dead one from the account record.
+    @Test("a pair refreshed by a job that never commits is stored before use: the re-run has it", .timeLimit(.minutes(2)))
+    func aRefreshedPairSurvivesAJobThatNeverCommits() async throws {
+        let harness = try WorkerHarness()
+        let integration = RefreshThenHangIntegration()
+        try await harness.register([
+            try harness.account("acct-1", config: ["access_token": "tok-1", "refresh_token": "ref-1"])
+        ])
+        try await harness.publish(
+            [("acct-1", try WireFormat.encode(try harness.job("acct-1", tick: 1)))], registeringAccounts: false)
+        var configuration = harness.configuration(delivery: .exactlyOnce)
+        configuration.shutdownDeadline = .seconds(1)
+        let first = WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([integration]), sealer: harness.sealer,
+            logger: harness.logs.logger)
+        let firstRun = Task { try await first.run() }
+        #expect(try await eventuallyHolds { integration.hanging })
+        first.beginShutdown()
+        try await firstRun.value
+        #expect(try await harness.activityIds().isEmpty, "the refreshing job committed nothing")
+        let second = WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([integration]), sealer: harness.sealer,
+            logger: harness.logs.logger)
+        let secondRun = Task { try await second.run() }
+        let reran = try await eventuallyHolds { integration.configs.count >= 2 }
+        second.beginShutdown()
+        try await secondRun.value
+        #expect(reran, "the job ran again")
+        #expect(integration.configs.map { $0["access_token"]?.stringValue } == ["tok-1", "tok-2"])
+        #expect(integration.configs.last?["refresh_token"]?.stringValue == "ref-2")
+        #expect(harness.logs.contains("a refreshed token pair was stored before use"))
     }
 
     @Test("a valid job in a partition its account does not hash to is dead-lettered as wrong_partition, not run",
