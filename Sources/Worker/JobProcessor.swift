@@ -304,6 +304,9 @@ struct JobProcessor: Sendable {
             }
         }
         guard let outcome else {
+            // Cancelled (a revocation's deadline, a lost partition, shutdown): not the account's fault, so its status
+            // stays; the job runs again from the committed offset.
+            if Task.isCancelled { return JobResult(outcome: .failed) }
             var result = JobResult(outcome: .failed)
             result.status = AccountStatus(
                 accountId: job.accountId, integration: job.integration, status: .failing,

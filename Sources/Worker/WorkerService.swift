@@ -23,6 +23,10 @@ public final class WorkerService: Service, Sendable {
     private let metrics: WorkerMetrics
     /// The owned partitions' accounts: each job's sealed config comes from here, never from the job.
     private let accounts: AccountDirectory
+    /// The running jobs' syncs by job number, with their partition: a revocation cancels those still running at its
+    /// deadline, a loss at once.
+    private let runningJobs = Mutex<(next: UInt64, tasks: [UInt64: (partition: Int32, task: Task<JobResult, Never>)])>(
+        (1, [:]))
     /// Stores token pairs that running syncs refreshed, before they use them (see ``saveCredentials(_:_:)``).
     private let credentialsProducer = Mutex<KafkaProducer?>(nil)
 
@@ -482,10 +486,19 @@ public final class WorkerService: Service, Sendable {
         }
     }
 
+    /// Cancels the syncs of these partitions that are still running; returns how many.
+    private func cancelJobs(in partitions: [Int32]) -> Int {
+        let set = Set(partitions)
+        let tasks = runningJobs.withLock { $0.tasks.values.filter { set.contains($0.partition) }.map(\.task) }
+        for task in tasks { task.cancel() }
+        return tasks.count
+    }
+
     /// Hands partitions over only once their output is settled: running jobs get `revocationDeadline` to finish,
-    /// what finished is committed, and a batch being written is always waited for (it commits or aborts within
-    /// the writer's bound) — never released while a transaction that holds them may still change their state
-    /// or offsets.
+    /// then are cancelled (a sync ends early with its progress, and a pair it refreshed was stored before use), what
+    /// finished is committed, and a batch being written is always waited for (it commits or aborts within the
+    /// writer's bound) — never released while a transaction that holds them may still change their state or
+    /// offsets. Lost partitions' jobs are cancelled at once: their output cannot count.
     private func revoke(_ partitions: [Int32], lost: Bool) async {
         guard !partitions.isEmpty else { return }
         let dropped = shared.withLock { shared in
@@ -495,6 +508,7 @@ public final class WorkerService: Service, Sendable {
         logger.info(
             lost ? "partitions lost: dropping them" : "revoking partitions: settling their output first",
             metadata: ["partitions": "\(partitions.sorted())", "droppedQueuedJobs": "\(dropped)"])
+        if lost { _ = cancelJobs(in: partitions) }
         var settled = true
         if !lost {
             let deadline = ContinuousClock.now + configuration.revocationDeadline
@@ -503,6 +517,18 @@ public final class WorkerService: Service, Sendable {
                 !Task.isCancelled
             {
                 try? await Task.sleep(for: .milliseconds(5))
+            }
+            if shared.withLock({ $0.machine.isRunning(partitions) }) {
+                let cancelled = cancelJobs(in: partitions)
+                logger.info(
+                    "jobs still running at the revocation deadline were cancelled; what they saved is committed",
+                    metadata: ["partitions": "\(partitions.sorted())", "jobs": "\(cancelled)"])
+                let grace = ContinuousClock.now + .seconds(5)
+                while shared.withLock({ $0.machine.isRunning(partitions) }), ContinuousClock.now < grace,
+                    !Task.isCancelled
+                {
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
             }
             handle(shared.withLock { $0.machine.flush() })
             // A write in flight is waited for past the deadline — it commits or aborts within the writer's bound —
@@ -592,11 +618,21 @@ public final class WorkerService: Service, Sendable {
     private func runJob(_ queued: QueuedJob) async {
         let state = shared.withLock { $0.machine.state(for: queued) }
         let started = ContinuousClock.now
-        let account = await accounts.lookup(
-            queued.job.accountId, partition: queued.origin.partition, producedAt: queued.origin.timestamp)
-        let processed = await processor.process(
-            queued.job, origin: queued.origin, account: account, state: state,
-            saveCredentials: { credentials in try await self.saveCredentials(queued, credentials) })
+        // Its own task, so a revocation can cancel it (shutdown cancels it through this one).
+        let sync = Task { () -> JobResult in
+            let account = await self.accounts.lookup(
+                queued.job.accountId, partition: queued.origin.partition, producedAt: queued.origin.timestamp)
+            return await self.processor.process(
+                queued.job, origin: queued.origin, account: account, state: state,
+                saveCredentials: { credentials in try await self.saveCredentials(queued, credentials) })
+        }
+        let number = runningJobs.withLock { running in
+            defer { running.next += 1 }
+            running.tasks[running.next] = (queued.origin.partition, sync)
+            return running.next
+        }
+        let processed = await withTaskCancellationHandler { await sync.value } onCancel: { sync.cancel() }
+        _ = runningJobs.withLock { $0.tasks.removeValue(forKey: number) }
         metrics.jobDuration.recordNanoseconds((ContinuousClock.now - started).wholeNanoseconds)
         metrics.job(outcome: processed.outcome)
         if processed.outcome == .needsReauth {

@@ -71,6 +71,37 @@ final class RefreshThenHangIntegration: Integration, @unchecked Sendable {
     }
 }
 
+/// Hangs on `account`'s syncs until cancelled, and says when that happened; other accounts sync at once.
+final class HangingIntegration: Integration, @unchecked Sendable {
+    // @unchecked: the flags are only touched under `lock`.
+    let key = "github"
+    let account: String
+    private let lock = NSLock()
+    private var flags = (started: false, cancelled: false)
+
+    init(account: String) { self.account = account }
+
+    var started: Bool { lock.withLock { flags.started } }
+    var cancelled: Bool { lock.withLock { flags.cancelled } }
+
+    func spec() -> JSONValue { [:] }
+    func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
+        AccountSetup(accountId: "", config: [:], settings: [:])
+    }
+
+    func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        guard request.accountId == account else { return try await CountingIntegration().sync(request) }
+        lock.withLock { flags.started = true }
+        do {
+            try await Task.sleep(for: .seconds(600))
+        } catch {
+            lock.withLock { flags.cancelled = true }
+            throw error
+        }
+        return SyncOutcome(activities: [], state: [:])
+    }
+}
+
 /// One embedded cluster with activity-sync's topics under a unique prefix.
 struct WorkerHarness {
     let kafkaTopics: EmbeddedTopics
@@ -317,6 +348,35 @@ struct WorkerHarness {
         #expect(integration.configs.map { $0["access_token"]?.stringValue } == ["tok-1", "tok-2"])
         #expect(integration.configs.last?["refresh_token"]?.stringValue == "ref-2")
         #expect(harness.logs.contains("a refreshed token pair was stored before use"))
+    }
+
+    /// A job still running at the revocation deadline is cancelled, not left running for partitions that are
+    /// someone else's (still calling GitHub with the account's token); the handover then goes on.
+    @Test("a revocation cancels jobs still running at its deadline", .timeLimit(.minutes(2)))
+    func aRevocationCancelsJobsStillRunningAtItsDeadline() async throws {
+        let harness = try WorkerHarness()
+        let integration = HangingIntegration(account: "acct-slow")
+        try await harness.publish(
+            [("acct-slow", try WireFormat.encode(try harness.job("acct-slow", tick: 1)))])
+        var configuration = harness.configuration(delivery: .exactlyOnce)
+        configuration.revocationDeadline = .seconds(1)
+        let first = WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([integration]), sealer: harness.sealer,
+            logger: harness.logs.logger)
+        let firstRun = Task { try await first.run() }
+        #expect(try await eventuallyHolds { integration.started })
+        // A second member: the rebalance revokes the first one's partitions (eager assignor).
+        let second = WorkerService(
+            configuration: harness.configuration(delivery: .exactlyOnce, id: "w2"),
+            integrations: IntegrationRegistry([integration]), sealer: harness.sealer, logger: harness.logs.logger)
+        let secondRun = Task { try await second.run() }
+        let cancelled = try await eventuallyHolds(within: .seconds(30)) { integration.cancelled }
+        first.beginShutdown()
+        second.beginShutdown()
+        try await firstRun.value
+        try await secondRun.value
+        #expect(cancelled, "the hanging sync was cancelled by the revocation")
+        #expect(harness.logs.contains("jobs still running at the revocation deadline were cancelled"))
     }
 
     @Test("a valid job in a partition its account does not hash to is dead-lettered as wrong_partition, not run",
