@@ -11,9 +11,9 @@ Each input line is one JSON object describing one record:
     {"topic": "activity-sync.state", "key": "583231", "value": {...}, "headers": {...}, "where": "e2e#17"}
 
   schema    a schema name: the file SCHEMA_DIR/<schema>.schema.json (job, activity, state, account,
-            account-setup, dead-letter, status). Either this or `topic`.
+            account-setup, dead-letter, status, run). Either this or `topic`.
   topic     a topic name; the schema follows from its suffix: .accounts→account, .jobs→job,
-            .activities→activity, .state→state, .jobs.dlq→dead-letter, .status→status.
+            .activities→activity, .state→state, .jobs.dlq→dead-letter, .status→status, .runs→run.
   value     the decoded record. null is a tombstone: valid on compacted topics (account, state, status) only.
   valueText the record's bytes as a UTF-8 string, instead of `value`.
   key       optional. When given for an accountId-keyed record (all but dead-letter and account-setup), it must
@@ -51,10 +51,11 @@ TOPIC_SUFFIXES = [  # longest first: ".jobs.dlq" must win over ".jobs"
     (".activities", "activity"),
     (".state", "state"),
     (".status", "status"),
+    (".runs", "run"),
 ]
 COMPACTED = {"account", "state", "status"}
-ENVELOPED = {"activity", "account", "account-setup", "dead-letter", "status"}
-KEYED_BY_ACCOUNT = {"job", "activity", "state", "account", "status"}
+ENVELOPED = {"activity", "account", "account-setup", "dead-letter", "status", "run"}
+KEYED_BY_ACCOUNT = {"job", "activity", "state", "account", "status", "run"}
 CLOUD_EVENTS = ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time"]
 DLQ_HEADERS = ["dlq_reason", "dlq_code", "dlq_original_topic", "dlq_original_partition", "dlq_original_offset",
                "dlq_worker_id"]

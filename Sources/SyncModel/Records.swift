@@ -367,3 +367,71 @@ public struct RecordError: Error, CustomStringConvertible, Sendable {
 
     public init(description: String) { self.description = description }
 }
+
+/// What one consumed job did, on `<prefix>.runs` (retention, key = accountId): written in the same transaction as
+/// the job's output and offset, so a `read_committed` reader sees exactly one run record per committed job and none
+/// for work that was aborted. `enqueue --wait` and `accounts show` read them.
+public struct RunRecord: Codable, Sendable, Hashable {
+    public enum Outcome: String, Codable, Sendable, CaseIterable {
+        /// Everything due was read.
+        case succeeded
+        /// Stopped early (deadline, rate limit, a failing page); progress saved, the rest comes with a later job.
+        case partial
+        /// The integration failed transiently on every attempt (or its account record could not be read); nothing
+        /// but this record and the status written; the next tick runs again.
+        case failed
+        /// The token was rejected and could not be refreshed.
+        case needsReauth = "needs_reauth"
+        /// A newer job of the account was waiting behind it: that one ran instead (a backlog after an outage).
+        case coalesced
+        /// Not run: a tick that had already run (a duplicate fire).
+        case skipped
+        /// Poison: the job is on the dead-letter topic with the reason.
+        case deadLettered = "dead_lettered"
+    }
+
+    /// From the record key; nil only for a dead-lettered job without one.
+    public var accountId: String?
+    public var integration: String?
+    /// Nil only for a dead-lettered job whose bytes named none.
+    public var jobId: String?
+    public var scheduledAt: Date?
+    public var outcome: Outcome
+    public var startedAt: Date
+    public var finishedAt: Date
+    /// Activities written by this job.
+    public var activities: Int
+    /// Why, for anything but `succeeded`.
+    public var reason: String?
+    /// Where the job was on the jobs topic.
+    public var partition: Int
+    public var offset: Int64
+    public var workerId: String
+
+    public init(
+        accountId: String?, integration: String?, jobId: String?, scheduledAt: Date?, outcome: Outcome,
+        startedAt: Date, finishedAt: Date, activities: Int, reason: String?, partition: Int, offset: Int64,
+        workerId: String
+    ) {
+        self.accountId = accountId
+        self.integration = integration
+        self.jobId = jobId
+        self.scheduledAt = scheduledAt
+        self.outcome = outcome
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.activities = activities
+        self.reason = reason
+        self.partition = partition
+        self.offset = offset
+        self.workerId = workerId
+    }
+
+    public func messageBytes() throws -> [UInt8] { try WireFormat.encode(Envelope(type: "run", data: self)) }
+
+    public static func decodeMessage(_ bytes: some Collection<UInt8>) throws -> RunRecord {
+        let envelope = try WireFormat.decode(Envelope<RunRecord>.self, from: bytes)
+        guard envelope.type == "run" else { throw RecordError.wrongType(expected: "run", found: envelope.type) }
+        return envelope.data
+    }
+}

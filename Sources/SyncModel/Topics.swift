@@ -41,6 +41,8 @@ public struct TopicNames: Sendable, Hashable {
     public var state: String
     public var deadLetters: String
     public var status: String
+    /// One record per consumed job: what it did (``RunRecord``).
+    public var runs: String
 
     /// The default names; a prefix lets several deployments (or tests) share one cluster.
     public init(prefix: String = "activity-sync") {
@@ -50,6 +52,7 @@ public struct TopicNames: Sendable, Hashable {
         state = "\(prefix).state"
         deadLetters = "\(prefix).jobs.dlq"
         status = "\(prefix).status"
+        runs = "\(prefix).runs"
     }
 
     public static let `default` = TopicNames()
@@ -63,6 +66,7 @@ public struct TopicNames: Sendable, Hashable {
             TopicSpec(name: state, compacted: true, alignedWithJobs: true),
             TopicSpec(name: deadLetters, compacted: false, alignedWithJobs: false),
             TopicSpec(name: status, compacted: true, alignedWithJobs: false),
+            TopicSpec(name: runs, compacted: false, alignedWithJobs: false),
         ]
     }
 }

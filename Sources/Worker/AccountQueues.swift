@@ -57,6 +57,18 @@ struct AccountQueues<Item: Sendable>: Sendable {
         return started
     }
 
+    /// The account's waiting jobs, in arrival order.
+    func waiting(of account: String) -> [Item] { waiting[account] ?? [] }
+
+    /// Drops the account's waiting jobs the predicate selects (e.g. older ticks a newer one supersedes); returns
+    /// them in arrival order.
+    mutating func removeWaiting(of account: String, where shouldRemove: (Item) -> Bool) -> [Item] {
+        guard let queue = waiting[account] else { return [] }
+        let kept = queue.filter { !shouldRemove($0) }
+        waiting[account] = kept.isEmpty ? nil : kept
+        return queue.filter(shouldRemove)
+    }
+
     /// Drops waiting jobs the predicate selects (e.g. those of revoked partitions). Running ones are the caller's.
     mutating func removeWaiting(where shouldRemove: (Item) -> Bool) -> [Item] {
         var removed: [Item] = []

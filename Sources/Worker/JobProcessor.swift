@@ -74,6 +74,8 @@ struct JobResult: Sendable {
         case needsReauth = "needs_reauth"
         /// The integration failed transiently on every attempt; nothing written, the next tick retries.
         case failed
+        /// Not run: a newer job of the account was waiting behind it and ran instead.
+        case coalesced
     }
 
     var outcome: Outcome

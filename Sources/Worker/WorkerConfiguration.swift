@@ -40,6 +40,10 @@ public struct WorkerConfiguration: Sendable {
     /// …or when the finished output it holds until its next commit reaches this many bytes. Together: a worker
     /// holds at most its partitions × this much output, whatever one slow job at a partition's head holds up.
     public var maxUncommittedBytesPerPartition = 16 << 20
+    /// When an account's job finishes and several of its ticks wait behind it (a backlog after an outage), only the
+    /// newest runs; the older ones are committed as `coalesced` with their run records. An outage of K ticks then
+    /// costs each account at most two syncs, not K. Resync jobs always run.
+    public var coalesceBacklog = true
     /// How long one read of a state partition may take; it waits for transactions below the high watermark to
     /// resolve, so keep it above `transactionTimeout`.
     public var restoreTimeout: Duration = .seconds(120)

@@ -28,7 +28,7 @@ struct WorkerMetrics: Sendable {
         self.jobs = jobs
     }
 
-    func job(outcome: JobResult.Outcome) { jobs[outcome]?.increment() }
+    func job(outcome: JobResult.Outcome, count: Int = 1) { jobs[outcome]?.increment(by: count) }
 
     /// A record the worker meant to write and did not; each one is also logged.
     enum DroppedRecord: String, Sendable {

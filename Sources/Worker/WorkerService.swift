@@ -76,14 +76,30 @@ public final class WorkerService: Service, Sendable {
         batcherConfiguration.maxJobs = configuration.maxJobsPerTransaction
         let jobsTopic = configuration.topics.jobs
         let deadLetters = processor
+        let runs = RunRecorder(topic: configuration.topics.runs, workerId: configuration.workerId)
+        let decoder = self.decoder
         let batcher = TransactionBatcher(configuration: batcherConfiguration) { origin, partition, offset, reason in
             let origin = origin ?? JobOrigin(topic: jobsTopic, partition: partition, offset: offset, key: nil, value: nil)
-            return deadLetters.deadLetter(Poison(.outputRejected, reason), origin: origin)
+            var result = deadLetters.deadLetter(Poison(.outputRejected, reason), origin: origin)
+            // The run record that went with the refused output goes with it; the letter gets its own.
+            let job = try? decoder.decode(key: origin.key, value: origin.value).get()
+            let now = Date()
+            if let run = runs.record(
+                job: job, origin: origin, outcome: .deadLettered, reason: result.poison?.description, activities: 0,
+                startedAt: now, finishedAt: now)
+            {
+                result.records.append(run)
+            }
+            return result
         }
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.workerId)"
         self.logger = logger
-        self.shared = Mutex(Shared(machine: WorkerStateMachine(concurrency: configuration.concurrency, batcher: batcher)))
+        self.shared = Mutex(
+            Shared(
+                machine: WorkerStateMachine(
+                    concurrency: configuration.concurrency, batcher: batcher, runs: runs,
+                    coalesce: configuration.coalesceBacklog)))
         self.metrics = WorkerMetrics()
         // The accounts topic has no transactions to wait behind: a catch-up that takes longer than this is a broker
         // problem, and the jobs waiting for it fail (to run with their next tick) rather than hang.
@@ -596,20 +612,19 @@ public final class WorkerService: Service, Sendable {
             topic: message.topic, partition: partition, offset: message.offset, key: message.key,
             value: message.value, timestamp: message.timestamp)
         let placement = shared.withLock { $0.placement }
-        let decoded = decoder.decode(key: message.key, value: message.value).flatMap { job -> Result<SyncJob, Poison> in
-            if let misplaced = placement?.poison(for: job, in: partition) { return .failure(misplaced) }
-            return .success(job)
-        }
-        switch decoded {
-        case .failure(let poison):
+        let decoded = decoder.decode(key: message.key, value: message.value)
+        let misplaced = (try? decoded.get()).flatMap { placement?.poison(for: $0, in: partition) }
+        switch (decoded, misplaced) {
+        case (.success(let job), nil):
+            handle(shared.withLock { $0.machine.accept(job, origin: origin) })
+        case (.failure(let poison), _), (.success, let poison?):
             logger.warning(
                 "poison job sent to the dead-letter topic",
                 metadata: ["code": "\(poison.kind.rawValue)", "partition": "\(partition)", "offset": "\(message.offset)"])
             metrics.job(outcome: .deadLettered)
             let result = processor.deadLetter(poison, origin: origin)
-            handle(shared.withLock { $0.machine.poison(origin: origin, result: result) })
-        case .success(let job):
-            handle(shared.withLock { $0.machine.accept(job, origin: origin) })
+            let job = try? decoded.get()
+            handle(shared.withLock { $0.machine.poison(origin: origin, result: result, job: job) })
         }
     }
 
@@ -618,6 +633,7 @@ public final class WorkerService: Service, Sendable {
     private func runJob(_ queued: QueuedJob) async {
         let state = shared.withLock { $0.machine.state(for: queued) }
         let started = ContinuousClock.now
+        let startedAt = Date()
         // Its own task, so a revocation can cancel it (shutdown cancels it through this one).
         let sync = Task { () -> JobResult in
             let account = await self.accounts.lookup(
@@ -639,8 +655,17 @@ public final class WorkerService: Service, Sendable {
             logger.warning("account needs re-authentication", metadata: ["account": "\(queued.job.accountId)"])
         }
         let statusRecord = processed.status.flatMap { processor.statusRecord($0) }
-        let (next, commit) = shared.withLock {
-            $0.machine.finished(queued, result: processed, statusRecord: statusRecord)
+        let (next, commit, coalesced) = shared.withLock { shared in
+            let before = shared.machine.coalescedCount
+            let (next, commit) = shared.machine.finished(
+                queued, result: processed, statusRecord: statusRecord, startedAt: startedAt)
+            return (next, commit, shared.machine.coalescedCount - before)
+        }
+        if coalesced > 0 {
+            metrics.job(outcome: .coalesced, count: coalesced)
+            logger.info(
+                "older ticks of an account were coalesced into its newest",
+                metadata: ["account": "\(queued.job.accountId)", "coalesced": "\(coalesced)"])
         }
         handle(commit)
         if !next.isEmpty { handle(.start(next)) }

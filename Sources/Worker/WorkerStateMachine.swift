@@ -15,6 +15,8 @@ struct WorkerStateMachine: Sendable {
         var job: SyncJob
         var origin: JobOrigin
         var generation: Int
+        /// When it was consumed: a coalesced job's run record starts and ends there.
+        var consumedAt = Date()
     }
 
     enum Lifecycle: Sendable, Equatable {
@@ -65,10 +67,23 @@ struct WorkerStateMachine: Sendable {
     /// Partitions whose consumption is paused because what they hold until their next commit reached a limit.
     private(set) var paused: Set<Int32> = []
     private(set) var fatal: WorkerError?
+    /// Builds each consumed job's run record; nil writes none.
+    private let runs: RunRecorder?
+    /// Whether an account's older waiting ticks are committed as coalesced when a newer one waits too.
+    private let coalesce: Bool
+    /// Jobs committed as coalesced so far.
+    private(set) var coalescedCount = 0
 
-    init(concurrency: Int, batcher: TransactionBatcher) {
+    /// - Parameters:
+    ///   - runs: builds the run record each consumed job commits with; nil writes none.
+    ///   - coalesce: when an account's job finishes and several of its ticks wait, only the newest runs; the older
+    ///     ones are committed as `coalesced` (a backlog after an outage costs one sync, not one per tick). Resync
+    ///     jobs always run.
+    init(concurrency: Int, batcher: TransactionBatcher, runs: RunRecorder? = nil, coalesce: Bool = false) {
         self.queues = AccountQueues(concurrency: max(1, concurrency))
         self.batcher = batcher
+        self.runs = runs
+        self.coalesce = coalesce
     }
 
     // MARK: - Assignment
@@ -157,9 +172,28 @@ struct WorkerStateMachine: Sendable {
         return .start([start])
     }
 
-    /// A job that is poison: its dead letter is its output.
-    mutating func poison(origin: JobOrigin, result: JobResult) -> Action {
-        action(batcher.finished(partition: origin.partition, offset: origin.offset, result: result, origin: origin))
+    /// A job that is poison: its dead letter (and run record) is its output.
+    /// - Parameter job: the job, when its bytes decoded (a misplaced job, say).
+    mutating func poison(origin: JobOrigin, result: JobResult, job: SyncJob? = nil, now: Date = Date()) -> Action {
+        var result = result
+        appendRun(to: &result, job: job, origin: origin, startedAt: now, now: now)
+        return action(
+            batcher.finished(partition: origin.partition, offset: origin.offset, result: result, origin: origin))
+    }
+
+    /// Adds the job's run record to its output.
+    private func appendRun(
+        to result: inout JobResult, job: SyncJob?, origin: JobOrigin, startedAt: Date, now: Date,
+        reason: String? = nil
+    ) {
+        guard let runs else { return }
+        let (outcome, why) = RunRecorder.outcome(of: result)
+        if let record = runs.record(
+            job: job, origin: origin, outcome: outcome, reason: reason ?? why, activities: result.activityCount,
+            startedAt: startedAt, finishedAt: now)
+        {
+            result.records.append(record)
+        }
     }
 
     /// The state a job starts from.
@@ -172,8 +206,10 @@ struct WorkerStateMachine: Sendable {
     /// - Parameter statusRecord: the record to write if the account's status changed (the caller builds it; the
     ///   machine decides whether it is written).
     /// - Returns: the jobs that may start now and what to commit.
+    /// - Parameter startedAt: when the job started running (for its run record).
     mutating func finished(
-        _ queued: QueuedJob, result: JobResult, statusRecord: OutgoingRecord?, now: Date = Date()
+        _ queued: QueuedJob, result: JobResult, statusRecord: OutgoingRecord?, startedAt: Date? = nil,
+        now: Date = Date()
     ) -> (start: [QueuedJob], commit: Action) {
         let partition = queued.origin.partition
         let current = partitions[partition]?.generation == queued.generation
@@ -191,10 +227,17 @@ struct WorkerStateMachine: Sendable {
             {
                 result.records.append(statusRecord)
             }
+            appendRun(
+                to: &result, job: queued.job, origin: queued.origin, startedAt: startedAt ?? queued.consumedAt,
+                now: now)
             commit = action(
                 batcher.finished(
                     partition: partition, offset: queued.origin.offset, result: result, origin: queued.origin,
                     before: before, now: now))
+        }
+        if coalesce {
+            let superseded = coalesceWaiting(of: queued.job.accountId, now: now)
+            if case .none = commit { commit = superseded }
         }
         let next = queues.finished(account: queued.job.accountId).map(\.item)
         for job in next { partitions[job.origin.partition]?.running += 1 }
@@ -217,6 +260,34 @@ struct WorkerStateMachine: Sendable {
     mutating func credentialsStored(_ queued: QueuedJob, record: StateRecord) {
         guard owns(queued) else { return }
         store.update(partition: queued.origin.partition, record)
+    }
+
+    /// Commits the account's waiting ticks but the newest as `coalesced` (they would re-read what the newest
+    /// reads anyway); resync jobs stay, in their order.
+    private mutating func coalesceWaiting(of accountId: String, now: Date) -> Action {
+        let ticks = queues.waiting(of: accountId).filter { $0.job.since == nil }
+        guard ticks.count > 1,
+            let newest = ticks.max(by: { ($0.job.scheduledAt, $0.origin.offset) < ($1.job.scheduledAt, $1.origin.offset) })
+        else { return .none }
+        let superseded = queues.removeWaiting(of: accountId) {
+            $0.job.since == nil && !($0.origin.partition == newest.origin.partition && $0.origin.offset == newest.origin.offset)
+        }
+        var commit = Action.none
+        for queued in superseded {
+            buffered -= 1
+            guard partitions[queued.origin.partition]?.generation == queued.generation else { continue }
+            coalescedCount += 1
+            var result = JobResult(outcome: .coalesced)
+            appendRun(
+                to: &result, job: queued.job, origin: queued.origin, startedAt: queued.consumedAt, now: now,
+                reason: "superseded by the newer job \(newest.job.jobId), which ran instead")
+            let next = action(
+                batcher.finished(
+                    partition: queued.origin.partition, offset: queued.origin.offset, result: result,
+                    origin: queued.origin, now: now))
+            if case .none = commit { commit = next }
+        }
+        return commit
     }
 
     // MARK: - Committing

@@ -7,7 +7,7 @@ import Testing
 /// the same script the end-to-end test feeds every record it sees.
 @Suite(.enabled(if: pythonChecksEnabled, "ACTIVITY_SYNC_SKIP_PYTHON=1"), .timeLimit(.minutes(2)))
 struct RecordSchemaTests {
-    static let schemaNames = ["account", "account-setup", "activity", "dead-letter", "job", "state", "status"]
+    static let schemaNames = ["account", "account-setup", "activity", "dead-letter", "job", "run", "state", "status"]
 
     /// Runs the validator on JSON lines; returns its exit status and output.
     func validate(_ lines: [[String: Any]]) async throws -> ProcessResult {

@@ -133,6 +133,22 @@ enum SampleRecords {
             try AccountStatus(
                 accountId: "583231", integration: "github", status: .ok, reason: nil, at: scheduledAt
             ).messageBytes())
+
+        add(
+            "run", "succeeded",
+            try RunRecord(
+                accountId: "583231", integration: "github", jobId: "583231@2026-12-01T04:05:00Z",
+                scheduledAt: scheduledAt, outcome: .succeeded, startedAt: withMillis,
+                finishedAt: withMillis.addingTimeInterval(0.5), activities: 3, reason: nil, partition: 7, offset: 1234,
+                workerId: "worker-0"
+            ).messageBytes())
+        add(
+            "run", "dead-lettered without a job id",
+            try RunRecord(
+                accountId: nil, integration: nil, jobId: nil, scheduledAt: nil, outcome: .deadLettered,
+                startedAt: withMillis, finishedAt: withMillis, activities: 0, reason: "not_json: the value is not valid JSON",
+                partition: 0, offset: 0, workerId: "worker-0"
+            ).messageBytes())
         return records
     }
 }

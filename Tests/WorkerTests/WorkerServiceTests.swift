@@ -28,14 +28,15 @@ struct CountingIntegration: Integration {
 /// ``CountingIntegration`` with one account that takes `delay` per sync: a slow job at its partition's head.
 struct SlowAccountIntegration: Integration {
     let key = "github"
-    let slow: String
+    /// The account whose syncs take `delay`; nil: every account's.
+    let slow: String?
     let delay: Duration
     func spec() -> JSONValue { [:] }
     func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
         AccountSetup(accountId: "", config: [:], settings: [:])
     }
     func sync(_ request: SyncRequest) async throws -> SyncOutcome {
-        if request.accountId == slow { try await Task.sleep(for: delay) }
+        if slow == nil || request.accountId == slow { try await Task.sleep(for: delay) }
         return try await CountingIntegration().sync(request)
     }
 }
@@ -167,7 +168,15 @@ struct WorkerHarness {
         configuration.commitInterval = .milliseconds(50)
         configuration.sessionTimeout = .seconds(6)
         configuration.concurrency = 8
+        // These tests count on every tick running (CountingIntegration's ids number its calls); coalescing a
+        // backlog is shown by its own test.
+        configuration.coalesceBacklog = false
         return configuration
+    }
+
+    /// The run records on the runs topic, as a read_committed reader sees them.
+    func runs() async throws -> [RunRecord] {
+        try await read(topics.runs).compactMap { $0.value.flatMap { try? RunRecord.decodeMessage($0) } }
     }
 
     func worker(_ configuration: WorkerConfiguration) -> WorkerService {
@@ -230,6 +239,15 @@ struct WorkerHarness {
         #expect(Set(ids) == harness.expectedIds(accounts: accounts, ticks: 3), "none missing, none invented")
         #expect(ids.count == Set(ids).count, "no repeats without failures (duplicate fires skipped)")
         #expect(worker.transactionCounts.commits > 0)
+        // One run record per consumed job: each tick ran once and its duplicate fire was skipped.
+        let runs = try await harness.runs()
+        #expect(runs.count == accounts.count * 3 * 2, "\(runs.count) run records")
+        for account in accounts {
+            let mine = runs.filter { $0.accountId == account }
+            #expect(mine.filter { $0.outcome == .succeeded }.compactMap(\.jobId).sorted()
+                == (1...3).map { try! harness.job(account, tick: $0).jobId }.sorted())
+            #expect(mine.filter { $0.outcome == .skipped }.count == 3)
+        }
         // Per account, activities appear in order: the jobs of one account ran one after another.
         let activities = try await harness.read(harness.topics.activities)
         var lastK: [String: Int] = [:]
@@ -286,6 +304,48 @@ struct WorkerHarness {
         for letter in letters {
             #expect(letter.header(DeadLetterHeader.reason).map { !$0.isEmpty } == true)
             #expect(letter.header(DeadLetterHeader.originalOffset) != nil)
+        }
+    }
+
+    /// A backlog after an outage: 12 ticks of each account wait in the jobs topic when the worker starts. Each
+    /// account runs at most twice (the first tick it meets, then the newest: the backlog is read in milliseconds
+    /// while the first sync runs), every other tick is committed as `coalesced`, and every job has exactly one run
+    /// record.
+    @Test("a worker back after 12 ticks runs each account at most twice and records every job", .timeLimit(.minutes(2)))
+    func aBacklogIsCoalescedAndEveryJobRecorded() async throws {
+        let harness = try WorkerHarness()
+        let accounts = ["acct-1", "acct-2", "acct-3"]
+        try await harness.publish(
+            try (1...12).flatMap { tick in
+                try accounts.map { ($0, try WireFormat.encode(try harness.job($0, tick: tick))) as (String?, [UInt8]?) }
+            })
+        var configuration = harness.configuration(delivery: .exactlyOnce)
+        configuration.coalesceBacklog = true
+        // A sync takes a moment, as a real one does (GitHub: hundreds of milliseconds).
+        let worker = WorkerService(
+            configuration: configuration,
+            integrations: IntegrationRegistry([SlowAccountIntegration(slow: nil, delay: .milliseconds(300))]),
+            sealer: harness.sealer, logger: harness.logs.logger)
+        let run = Task { try await worker.run() }
+        let recorded = try await eventuallyHolds { try await harness.runs().count >= 36 }
+        worker.beginShutdown()
+        try await run.value
+        #expect(recorded, "a run record for every job")
+        let runs = try await harness.runs()
+        #expect(runs.count == 36)
+        for account in accounts {
+            let mine = runs.filter { $0.accountId == account }
+            let jobIds = Set((1...12).map { try! harness.job(account, tick: $0).jobId })
+            #expect(Set(mine.compactMap(\.jobId)) == jobIds, "each job of \(account) recorded once")
+            let real = mine.filter { $0.outcome == .succeeded }
+            #expect((1...2).contains(real.count), "\(account) ran \(real.count) times")
+            #expect(real.map(\.jobId).contains(try harness.job(account, tick: 12).jobId), "the newest tick ran")
+            #expect(mine.filter { $0.outcome == .coalesced }.count == 12 - real.count)
+            #expect(mine.filter { $0.outcome == .coalesced }.allSatisfy { $0.reason?.contains("superseded") == true })
+        }
+        let activities = try await harness.activityIds()
+        for account in accounts {
+            #expect(activities.filter { $0.hasPrefix("fake:\(account):") }.count <= 2)
         }
     }
 

@@ -286,4 +286,38 @@ import Testing
         #expect(machine.fatal?.isFenced == true)
         #expect(machine.lifecycle == .stopped)
     }
+
+    @Test("a backlog coalesces into the newest tick; resync jobs always run; every job gets a run record")
+    func aBacklogCoalescesIntoTheNewestTick() throws {
+        var machine = WorkerStateMachine(
+            concurrency: 4, batcher: TransactionBatcher(deadLetter: BatchFixtures.deadLetter),
+            runs: RunRecorder(topic: "runs", workerId: "w1"), coalesce: true)
+        let generation = machine.assigned([0])
+        machine.restored(partition: 0, generation: generation, states: [:])
+        let first = try #require(run(&machine, "a", tick: 1, at: origin(0, 0)))
+        for offset in 1...4 {
+            let consumed = machine.consumed(partition: 0, offset: Int64(offset))
+            #expect(consumed)
+            var queued = job("a", tick: offset + 1)
+            if offset == 2 { queued.since = Date(timeIntervalSince1970: 1_600_000_000) }  // a resync in the backlog
+            let action = machine.accept(queued, origin: origin(0, Int64(offset)))
+            #expect(started(action).isEmpty, "waits for tick 1")
+        }
+        let (next, _) = machine.finished(first, result: BatchFixtures.result("a"), statusRecord: nil)
+        // Ticks 2 and 4 are superseded by tick 5; the resync (offset 2) stays and runs first, in arrival order.
+        #expect(machine.coalescedCount == 2)
+        #expect(next.map(\.origin.offset) == [2])
+        let (afterResync, _) = machine.finished(
+            try #require(next.first), result: BatchFixtures.result("a"), statusRecord: nil)
+        #expect(afterResync.map(\.job.jobId) == ["a@5"])
+        _ = machine.finished(try #require(afterResync.first), result: BatchFixtures.result("a"), statusRecord: nil)
+        guard case .commit(let batch) = machine.flush() else {
+            Issue.record("expected a batch")
+            return
+        }
+        let runs = batch.records.filter { $0.topic == "runs" }.compactMap { $0.value.flatMap { try? RunRecord.decodeMessage($0) } }
+        #expect(runs.count == 5, "one run record per consumed job")
+        #expect(runs.filter { $0.outcome == .coalesced }.compactMap(\.jobId).sorted() == ["a@2", "a@4"])
+        #expect(runs.filter { $0.outcome == .succeeded }.count == 3)
+    }
 }
