@@ -312,10 +312,16 @@ struct WorkerStateMachine: Sendable {
 
     /// A write failed. While a partition of the batch is being handed over, an abort is final for it: the
     /// group is moving to a new generation, so retrying could only commit behind the next owner's back.
+    ///
+    /// That rule is for a batch of the current assignment. A batch of an earlier one (still being written when the
+    /// partitions were lost and came back, say after a broker outage longer than the session) holds none of the
+    /// current assignment's jobs: it is dropped alone, and what this assignment finished is still committed before
+    /// the hand-over. Dropping that too would make the next owner run those jobs again, and a GitHub thread version
+    /// they were handed may be gone by then.
     mutating func commitFailed(
         _ batch: TransactionBatcher.Batch, failure: TransactionBatcher.CommitFailure, now: Date = Date()
     ) -> Action {
-        if case .aborted = failure,
+        if case .aborted = failure, batch.generation == generation,
             batch.offsets.keys.contains(where: { partitions[$0]?.ownership == .revoking || partitions[$0] == nil })
         {
             batcher.discard(batch.offsets.keys.filter { partitions[$0]?.ownership != .owned })

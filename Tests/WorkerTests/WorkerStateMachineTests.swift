@@ -96,6 +96,37 @@ import Testing
         #expect(!machine.mayWrite(batch))
     }
 
+    /// The broker-restart run that lost notification versions: a batch was still being written when the broker's
+    /// outage outlasted the session, the partition came back in a new assignment and its jobs ran again, and the old
+    /// batch's failure arrived during the next hand-over. Only the old batch is dropped; the new assignment's output
+    /// is still committed before the hand-over, since its jobs read GitHub already and a thread version they were
+    /// handed may be gone by the time the next owner runs them again.
+    @Test("an earlier assignment's batch failing during a revocation drops only itself; this one's output commits")
+    func aStaleBatchFailingDuringRevocationKeepsTheCurrentOutput() throws {
+        var (machine, _) = machine(owning: [0])
+        let stale = try batchInFlight(&machine)
+        _ = machine.beginRevocation([0], lost: true)
+        let generation = machine.assigned([0])
+        machine.restored(partition: 0, generation: generation, states: [:])
+        let again = try #require(run(&machine, "a", tick: 1, at: origin(0, 0)))
+        let result = BatchFixtures.result("a again")
+        if case .commit = machine.finished(again, result: result, statusRecord: nil).commit {
+            Issue.record("one transaction at a time: the old batch is still in flight")
+        }
+        _ = machine.beginRevocation([0], lost: false)
+        let action = machine.commitFailed(stale, failure: BatchFixtures.rebalancing)
+        guard case .commit(let batch) = action else {
+            Issue.record("this assignment's finished output must still be committed before the hand-over: \(action)")
+            return
+        }
+        #expect(batch.generation == generation)
+        #expect(batch.offsets == [0: 1])
+        #expect(batch.records == result.records)
+        #expect(machine.mayWrite(batch))
+        _ = machine.commitSucceeded(batch)
+        #expect(!machine.hasCommittable([0]), "settled: the partition can be handed over")
+    }
+
     @Test("a fatal failure during a revocation ends the wait: nothing is left in flight")
     func aFatalFailureDuringRevocationLeavesNothingInFlight() throws {
         var (machine, _) = machine(owning: [0])
