@@ -64,6 +64,22 @@ extension AccountsTopicClient {
         return EnqueueResult(jobs: jobs, unknownAccountIds: unknown)
     }
 
+    /// ``enqueue(_:now:)``, then waits up to `timeout` for each published job's run record.
+    /// - Returns: what was published, and the run record of each job that got one in time (by job id).
+    public func enqueue(_ selection: Selection, now: Date = Date(), waitingUpTo timeout: Duration) async throws
+        -> (published: EnqueueResult, runs: [String: RunRecord])
+    {
+        let waiter = try await RunWaiter.start(kafka: kafka, topics: topics, logger: logger)
+        let published: EnqueueResult
+        do {
+            published = try await enqueue(selection, now: now)
+        } catch {
+            await waiter.close()
+            throw error
+        }
+        return (published, try await waiter.wait(for: published.jobs, timeout: timeout))
+    }
+
     /// Publishes a one-off job re-reading `accountId` from `since`; its activities keep their stable ids.
     /// - Throws: ``AccountsError`` when the account is not on the topic.
     public func resync(accountId: String, since: Date, now: Date = Date()) async throws -> SyncJob {

@@ -1,6 +1,7 @@
 import Accounts
 import ArgumentParser
 import Foundation
+import SyncModel
 
 /// `activity-sync enqueue`: publish accounts' sync jobs now, for deployments driven by an external cron.
 struct EnqueueCommand: AsyncParsableCommand {
@@ -12,6 +13,12 @@ struct EnqueueCommand: AsyncParsableCommand {
             partitions of the accounts topic holding those ids are read; --all reads the topic once and skips \
             disabled accounts. Prints `published job ID` per job; exits 1 if an id is not on the accounts topic \
             (the others are still published).
+
+            With --wait, waits for each job's run record (on the runs topic, written in the job's transaction) and \
+            prints `job ID: OUTCOME …` per job. Exit status: 0 when every job succeeded or was skipped as a tick \
+            that had already run; 3 when a job ended otherwise (partial, failed, needs_reauth, coalesced, \
+            dead_lettered); 4 when a job had no run record within --timeout-s; 1 when an id is not on the accounts \
+            topic. The highest applies.
             """)
 
     @OptionGroup var options: CommonOptions
@@ -24,6 +31,12 @@ struct EnqueueCommand: AsyncParsableCommand {
 
     @Option(help: "File of account ids, one per line (blank lines and # comments ignored), or - for stdin.")
     var accountsFile: String?
+
+    @Flag(help: "Wait for each job's run record and print its outcome (exit status: see above).")
+    var wait = false
+
+    @Option(name: .customLong("timeout-s"), help: "With --wait: how long to wait for the run records, in seconds.")
+    var timeoutSeconds = 120
 
     func validate() throws {
         let modes = [!account.isEmpty, all, accountsFile != nil].filter { $0 }.count
@@ -42,12 +55,41 @@ struct EnqueueCommand: AsyncParsableCommand {
             selection = .accounts(account)
         }
         let client = try options.accountsClient()
-        let result = try await client.enqueue(selection)
-        FileHandle.standardOutput.write(Data(result.jobs.map { "published job \($0.jobId)\n" }.joined().utf8))
+        var status: Int32 = 0
+        let result: AccountsTopicClient.EnqueueResult
+        if wait {
+            let (published, runs) = try await client.enqueue(selection, waitingUpTo: .seconds(max(1, timeoutSeconds)))
+            result = published
+            FileHandle.standardOutput.write(Data(published.jobs.map { "published job \($0.jobId)\n" }.joined().utf8))
+            for job in published.jobs {
+                let (line, code) = Self.describe(job, run: runs[job.jobId], timeoutSeconds: timeoutSeconds)
+                FileHandle.standardOutput.write(Data((line + "\n").utf8))
+                status = max(status, code)
+            }
+        } else {
+            result = try await client.enqueue(selection)
+            FileHandle.standardOutput.write(Data(result.jobs.map { "published job \($0.jobId)\n" }.joined().utf8))
+        }
         if !result.unknownAccountIds.isEmpty {
             let error = AccountsError.unknownAccounts(result.unknownAccountIds, topic: client.topics.accounts)
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
-            throw ExitCode(1)
+            status = max(status, 1)
+        }
+        if status != 0 { throw ExitCode(status) }
+    }
+
+    /// The line `--wait` prints for a job, and the exit status it calls for.
+    static func describe(_ job: SyncJob, run: RunRecord?, timeoutSeconds: Int) -> (String, Int32) {
+        guard let run else { return ("job \(job.jobId): no run record within \(timeoutSeconds) s", 4) }
+        let seconds = String(format: "%.1f", run.finishedAt.timeIntervalSince(run.startedAt))
+        let reason = run.reason.map { ": \($0)" } ?? ""
+        switch run.outcome {
+        case .succeeded:
+            return ("job \(job.jobId): succeeded (\(run.activities) activities, \(seconds) s)", 0)
+        case .skipped:
+            return ("job \(job.jobId): skipped, this tick had already run\(reason)", 0)
+        default:
+            return ("job \(job.jobId): \(run.outcome.rawValue) (\(run.activities) activities, \(seconds) s)\(reason)", 3)
         }
     }
 

@@ -101,6 +101,22 @@ public final class PartitionFollower: Sendable {
         }
     }
 
+    /// Each partition's high watermark now (in the client's isolation level): where a follower that wants only what
+    /// comes next starts.
+    public func ends(of partitions: [Int32], timeout: Duration) async throws(KafkaError) -> [Int32: Int64] {
+        let topic = self.topic
+        return try await client.blocking("asking \(topic)'s watermarks") { rk in
+            var ends: [Int32: Int64] = [:]
+            for partition in partitions {
+                switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
+                case .success(let watermarks): ends[partition] = watermarks.high
+                case .failure(let error): return .failure(error)
+                }
+            }
+            return .success(ends)
+        }
+    }
+
     /// Destroys the client (waiting at most `timeout`).
     public func close(timeout: Duration = .seconds(10)) async {
         await client.destroy(timeout: timeout, pollThread: nil)

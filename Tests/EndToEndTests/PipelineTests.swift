@@ -12,6 +12,41 @@ import Testing
 /// RealKafkaTests when KAFKA_BOOTSTRAP_SERVERS is set.
 @Suite("End to end", .serialized, .timeLimit(.minutes(5)))
 struct PipelineTests {
+    /// A cron producer's "did my job run?": `enqueue --wait` prints each job's outcome from its run record, within
+    /// seconds of the run; a tick that already ran is reported as skipped (exit 0); an unknown id exits 1.
+    @Test("enqueue --wait prints each job's outcome from its run record; a repeat is skipped; exit codes")
+    func enqueueWaitsForTheRunRecords() async throws {
+        // A schedule that does not fire during the test: only enqueue publishes jobs.
+        let pipeline = try await Pipeline(accounts: 2, schedule: "0 0 1 1 *")
+        try await pipeline.registerAccounts()
+        let worker = try pipeline.startWorker("worker-wait")
+        try await eventually("the worker owns partitions", timeout: .seconds(60), interval: .milliseconds(200)) {
+            worker.stderrLines.contains { $0.contains("partitions assigned") }
+        }
+        let ids = pipeline.simulator.users.map { String($0.id) }
+        func enqueue(_ ids: [String]) async throws -> (status: Int32, lines: [String], seconds: Double) {
+            let started = Date()
+            let process = try ActivitySyncProcess(
+                "enqueue",
+                arguments: ["enqueue", "--bootstrap", pipeline.bootstrapServers, "--wait", "--timeout-s", "60"]
+                    + ids.flatMap { ["--account", $0] })
+            let status = try await process.waitForExit(timeout: .seconds(90))
+            return (status, process.stdoutLines, Date().timeIntervalSince(started))
+        }
+        let first = try await enqueue(ids)
+        #expect(first.status == 0, "\(first.lines)")
+        for id in ids {
+            #expect(first.lines.contains { $0.hasPrefix("job \(id)@") && $0.contains(": succeeded (") }, "\(first.lines)")
+        }
+        #expect(first.seconds < 30, "took \(first.seconds) s")
+        let again = try await enqueue(ids)
+        #expect(again.status == 0, "\(again.lines)")
+        #expect(again.lines.filter { $0.contains(": skipped, this tick had already run") }.count == ids.count, "\(again.lines)")
+        let unknown = try await enqueue(["nobody-\(UUID().uuidString.prefix(6))"])
+        #expect(unknown.status == 1)
+        await pipeline.shutdown([worker])
+    }
+
     @Test("activity ids equal the simulator's truth: none missing, none invented", arguments: ["exactly-once", "at-least-once"])
     func deliversTruth(delivery: String) async throws {
         let pipeline = try await Pipeline(accounts: 4)
