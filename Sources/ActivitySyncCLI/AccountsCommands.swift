@@ -19,10 +19,10 @@ extension CommonOptions {
 struct AccountsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "accounts",
-        abstract: "Add, import, list, remove and resync accounts on the accounts topic.",
+        abstract: "Add, import, list, show, remove and resync accounts on the accounts topic.",
         subcommands: [
-            AddAccount.self, ImportAccounts.self, ListAccounts.self, RemoveAccount.self, ResyncAccount.self,
-            SetupAccount.self,
+            AddAccount.self, ImportAccounts.self, ListAccounts.self, ShowAccount.self, RemoveAccount.self,
+            ResyncAccount.self, SetupAccount.self,
         ]
     )
 }
@@ -157,6 +157,103 @@ struct ListAccounts: AsyncParsableCommand {
         for (id, reason) in snapshot.invalid {
             FileHandle.standardError.write(Data("unreadable record for \(id ?? "?"): \(reason)\n".utf8))
         }
+    }
+}
+
+struct ShowAccount: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "One account: settings and next ticks, status, state and its last runs (never its token).",
+        discussion: """
+            Reads the account's partition of the accounts, status, state and runs topics; no sealing key needed. \
+            Exits 1 when the account is not on the accounts topic.
+            """)
+
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "Account id.") var id: String
+    @Option(help: "How many of the newest run records to show.") var runs = 10
+    @Flag(help: "One JSON object instead of text.") var json = false
+
+    func run() async throws {
+        let client = try options.accountsClient()
+        guard let overview = try await client.overview(of: id, runs: runs) else {
+            FileHandle.standardError.write(Data("Error: account \(id) is not on \(client.topics.accounts)\n".utf8))
+            throw ExitCode(1)
+        }
+        let account = overview.account
+        if json {
+            var object: [String: JSONValue] = [
+                "accountId": .string(account.accountId), "integration": .string(account.integration),
+                "username": account.settings.username.map(JSONValue.string) ?? .null,
+                "schedule": .string(account.settings.schedule.frequency), "enabled": .bool(account.settings.enabled),
+                "keyId": .string(account.sealedConfig.keyId), "updatedAt": .string(WireFormat.formatDate(account.updatedAt)),
+                "nextTicks": .array(overview.nextTicks.map { .string(WireFormat.formatDate($0)) }),
+            ]
+            object["status"] = try overview.status.map { try JSONValue(encoding: $0) } ?? .null
+            if let state = overview.state {
+                object["state"] = [
+                    "updatedAt": .string(WireFormat.formatDate(state.updatedAt)),
+                    "lastJob": try state.lastJob.map { try JSONValue(encoding: $0) } ?? .null,
+                    "refreshedCredentials": .bool(state.credentials?.refreshed != nil),
+                    "rejectedCredentials": .bool(state.credentials?.rejected == true),
+                    "data": Self.summary(of: state.data),
+                ]
+            } else {
+                object["state"] = .null
+            }
+            object["runs"] = .array(try overview.runs.map { try JSONValue(encoding: $0) })
+            print(String(decoding: try WireFormat.encode(JSONValue.object(object)), as: UTF8.self))
+            return
+        }
+        var lines = [
+            "account      \(account.accountId) (\(account.integration)\(account.settings.username.map { ", \($0)" } ?? ""))",
+            "schedule     \(account.settings.schedule.frequency)\(account.settings.enabled ? "" : " (disabled)")"
+                + "; next: \(overview.nextTicks.map(WireFormat.formatDate).joined(separator: ", "))",
+            "record       updated \(WireFormat.formatDate(account.updatedAt)), sealed with key \(account.sealedConfig.keyId)",
+        ]
+        if let status = overview.status {
+            lines.append(
+                "status       \(status.status.rawValue) at \(WireFormat.formatDate(status.at))"
+                    + (status.reason.map { ": \($0)" } ?? ""))
+        } else {
+            lines.append("status       none yet")
+        }
+        if let state = overview.state {
+            let last = state.lastJob.map { "last tick \(WireFormat.formatDate($0.scheduledAt))" } ?? "no tick yet"
+            let pair = state.credentials?.refreshed != nil ? "; a refreshed token pair is stored" : ""
+            lines.append("state        \(last), updated \(WireFormat.formatDate(state.updatedAt))\(pair)")
+            if case .object(let fields) = Self.summary(of: state.data), !fields.isEmpty {
+                for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+                    lines.append("             \(key) \(value.stringValue ?? String(decoding: (try? WireFormat.encode(value)) ?? [], as: UTF8.self))")
+                }
+            }
+        } else {
+            lines.append("state        none yet (never synced)")
+        }
+        print(lines.joined(separator: "\n"))
+        print("")
+        let header = ["SCHEDULED", "OUTCOME", "ACTIVITIES", "STARTED", "SECONDS", "REASON"]
+        let rows = overview.runs.map { run in
+            [
+                run.scheduledAt.map(WireFormat.formatDate) ?? "-", run.outcome.rawValue, String(run.activities),
+                WireFormat.formatDate(run.startedAt), String(format: "%.1f", run.finishedAt.timeIntervalSince(run.startedAt)),
+                String((run.reason ?? "").prefix(80)),
+            ]
+        }
+        printTable(header: header, rows: rows)
+    }
+
+    /// The state's top-level strings, numbers and booleans (watermarks, usernames, validators' dates): what says how
+    /// far the account has been read, without its id lists.
+    static func summary(of data: JSONValue) -> JSONValue {
+        guard case .object(let fields) = data else { return [:] }
+        return .object(
+            fields.filter {
+                switch $0.value {
+                case .string, .number, .bool: true
+                default: false
+                }
+            })
     }
 }
 

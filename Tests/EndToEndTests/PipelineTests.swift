@@ -39,6 +39,22 @@ struct PipelineTests {
             #expect(first.lines.contains { $0.hasPrefix("job \(id)@") && $0.contains(": succeeded (") }, "\(first.lines)")
         }
         #expect(first.seconds < 30, "took \(first.seconds) s")
+        // `accounts show`: the same run, the account's status and state, without the sealing key.
+        let show = try ActivitySyncProcess(
+            "show", arguments: ["accounts", "show", ids[0], "--json", "--bootstrap", pipeline.bootstrapServers])
+        #expect(try await show.waitForExit(timeout: .seconds(60)) == 0, "\(show.allOutput)")
+        let overview = try WireFormat.decode(JSONValue.self, from: Array(show.stdoutLines.joined().utf8))
+        let tickJob = String(
+            (first.lines.first { $0.hasPrefix("published job \(ids[0])@") } ?? "").dropFirst("published job ".count))
+        var runs: [JSONValue] = []
+        if case .array(let values)? = overview["runs"] { runs = values }
+        let succeeded = runs.filter { $0["jobId"]?.stringValue == tickJob && $0["outcome"]?.stringValue == "succeeded" }
+        #expect(succeeded.count == 1, "\(tickJob) in \(overview)")
+        #expect(overview["status"]?["status"]?.stringValue == "ok")
+        #expect(overview["state"]?["lastJob"]?["jobId"]?.stringValue == tickJob)
+        var ticks: [JSONValue] = []
+        if case .array(let values)? = overview["nextTicks"] { ticks = values }
+        #expect(ticks.count == 3)
         let again = try await enqueue(ids)
         #expect(again.status == 0, "\(again.lines)")
         #expect(again.lines.filter { $0.contains(": skipped, this tick had already run") }.count == ids.count, "\(again.lines)")
