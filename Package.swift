@@ -201,6 +201,7 @@ let package = Package(
             name: "WorkerTests",
             dependencies: [
                 "Worker", "GitHub", "GitHubSimulator", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting",
+                "ExternalIntegrations",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings

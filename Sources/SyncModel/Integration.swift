@@ -20,6 +20,14 @@ public protocol Integration: Sendable {
     ///   those come back as `SyncOutcome.status` with the progress made so far in `state`, so nothing is lost.
     ///   Throw ``IntegrationError`` only when the job itself cannot be processed.
     func sync(_ request: SyncRequest) async throws -> SyncOutcome
+
+    /// How many syncs of this integration a worker runs at once; its other jobs wait in the worker's queue without
+    /// taking one of the worker's slots. Nil (the default): only the worker's `--concurrency` bounds them.
+    var maxConcurrentSyncs: Int? { get }
+}
+
+extension Integration {
+    public var maxConcurrentSyncs: Int? { nil }
 }
 
 public struct SyncRequest: Sendable {

@@ -83,7 +83,16 @@ public final class WorkerService: Service, Sendable {
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.workerId)"
         self.logger = logger
-        self.shared = Mutex(Shared(machine: WorkerStateMachine(concurrency: configuration.concurrency, batcher: batcher)))
+        // An integration with a concurrency of its own (an SDK CLI's) gets at most that many of the worker's slots;
+        // its other jobs wait in the queue, so GitHub's jobs are never stuck behind them.
+        let limits = Dictionary(
+            uniqueKeysWithValues: integrations.keys.compactMap { key in
+                integrations[key]?.maxConcurrentSyncs.map { (key, $0) }
+            })
+        self.shared = Mutex(
+            Shared(
+                machine: WorkerStateMachine(
+                    concurrency: configuration.concurrency, integrationLimits: limits, batcher: batcher)))
         self.metrics = WorkerMetrics()
         // The accounts topic has no transactions to wait behind: a catch-up that takes longer than this is a broker
         // problem, and the jobs waiting for it fail (to run with their next tick) rather than hang.

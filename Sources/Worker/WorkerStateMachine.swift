@@ -66,8 +66,10 @@ struct WorkerStateMachine: Sendable {
     private(set) var paused: Set<Int32> = []
     private(set) var fatal: WorkerError?
 
-    init(concurrency: Int, batcher: TransactionBatcher) {
-        self.queues = AccountQueues(concurrency: max(1, concurrency))
+    /// - Parameter integrationLimits: jobs of an integration that may run at once (an SDK CLI's `concurrency`); the
+    ///   rest wait in the queue without holding one of the `concurrency` slots.
+    init(concurrency: Int, integrationLimits: [String: Int] = [:], batcher: TransactionBatcher) {
+        self.queues = AccountQueues(concurrency: max(1, concurrency), laneLimits: integrationLimits)
         self.batcher = batcher
     }
 
@@ -152,7 +154,7 @@ struct WorkerStateMachine: Sendable {
         }
         buffered += 1
         let queued = QueuedJob(job: job, origin: origin, generation: entry.generation)
-        guard let start = queues.enqueue(queued, account: job.accountId) else { return .none }
+        guard let start = queues.enqueue(queued, account: job.accountId, lane: job.integration) else { return .none }
         partitions[origin.partition]?.running += 1
         return .start([start])
     }

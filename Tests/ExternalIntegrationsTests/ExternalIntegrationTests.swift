@@ -164,3 +164,20 @@ struct ExternalIntegrationTests {
         #expect(throws: ExternalIntegrationError.self) { try IntegrationManifestFile.load(path: path) }
     }
 }
+
+@Suite("External integration runtime", .timeLimit(.minutes(2)))
+struct ExternalIntegrationRuntimeTests {
+    /// The job's deadline is GitHub's 60 s budget; a job that waited for its integration's slot may have spent it.
+    @Test("the max runtime starts when the process starts, not at the job's deadline")
+    func maxRuntimeStartsWithTheProcess() async throws {
+        let integration = ExternalIntegration(
+            manifest: ExternalIntegrationTests.shell(
+                #"sleep 1; echo '{"type":"state","data":{"ran":true}}'"#, timeoutSeconds: 10),
+            logger: Logger(label: "test"))
+        var request = ExternalIntegrationTests.request()
+        request.deadline = Date().addingTimeInterval(-5)
+        let outcome = try await integration.sync(request)
+        #expect(outcome.state == ["ran": true])
+        #expect(integration.maxConcurrentSyncs == 4, "the worker admits no more of its jobs than its concurrency")
+    }
+}
