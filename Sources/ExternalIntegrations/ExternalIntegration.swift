@@ -1,5 +1,6 @@
 import Foundation
 public import Logging
+import Metrics
 import Synchronization
 public import SyncModel
 
@@ -162,6 +163,11 @@ public struct ExternalIntegration: Integration {
             let redacted = redactor(line)
             lastStderr.set(redacted)
             logger.info("\(event) stderr: \(redacted)")
+        }
+        if result.killedDescendants > 0 {
+            Counter(label: "activity_sync_integration_processes_killed_total", dimensions: [("integration", key)])
+                .increment(by: result.killedDescendants)
+            logger.info("\(event): killed \(result.killedDescendants) processes the program left running")
         }
         if result.droppedStderrLines > 0 {
             logger.info("\(event) stderr: \(result.droppedStderrLines) more lines not logged")
