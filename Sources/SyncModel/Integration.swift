@@ -74,6 +74,9 @@ public struct SyncOutcome: Sendable {
         case partial(reason: String, retryAfter: Date?)
         /// The token was rejected and could not be refreshed.
         case needsReauth(reason: String)
+        /// The sync failed, but what it saved before failing is kept: a refreshed config (``updatedConfig``), which
+        /// already replaced the old one at the provider. `state` is unchanged and there are no activities.
+        case failed(reason: String)
     }
 
     public var activities: [Activity]

@@ -82,4 +82,90 @@ struct ExternalWorkerTests {
             slowDoneWhenGitHubWas <= 1,
             "GitHub's jobs committed after \(slowDoneWhenGitHubWas) slow syncs (\(githubTook)); at most one may finish first")
     }
+
+    /// Three steps of 2.5 s, each printing two activities and then its state; the max runtime is 4 s, so one run
+    /// finishes at most one step before it is killed. `$7` is `--state`'s JSON.
+    static let longFirstSync = #"""
+        case "$7" in *'"step":"2"'*) i=3;; *'"step":"1"'*) i=2;; *'"step":"3"'*) i=4;; *) i=1;; esac
+        while [ $i -le 3 ]; do
+          sleep 2.5
+          echo "{\"type\":\"activity\",\"data\":{\"text\":\"item $i-a\",\"sourceURL\":\"https://example.com/$i\"}}"
+          echo "{\"type\":\"activity\",\"data\":{\"text\":\"item $i-b\",\"sourceURL\":\"https://example.com/$i\"}}"
+          echo "{\"type\":\"state\",\"data\":{\"step\":\"$i\"}}"
+          i=$((i+1))
+        done
+        """#
+
+    @Test(
+        "a first sync longer than the max runtime completes over several jobs, every item exactly once",
+        .timeLimit(.minutes(2)))
+    func aLongFirstSyncFinishesThroughCheckpoints() async throws {
+        let harness = try WorkerHarness()
+        let integration = ExternalIntegration(
+            manifest: Self.shell(key: "mailbox", Self.longFirstSync, timeoutSeconds: 4), logger: harness.logs.logger)
+        try await harness.register([try harness.account("box-1", integration: "mailbox")])
+        try await Self.publish(harness, (1...4).map { Self.job("box-1", integration: "mailbox", tick: $0) })
+        let worker = WorkerService(
+            configuration: harness.configuration(delivery: .exactlyOnce), integrations: IntegrationRegistry([integration]),
+            sealer: harness.sealer, logger: harness.logs.logger)
+        let run = Task { try await worker.run() }
+        let expected = (1...3).flatMap { step in
+            ["a", "b"].map {
+                ExternalIntegration.activityId(
+                    key: "mailbox", accountId: "box-1", sourceURL: "https://example.com/\(step)", text: "item \(step)-\($0)")
+            }
+        }
+        let done = try await eventuallyHolds(within: .seconds(60)) {
+            Set(try await harness.activityIds()).isSuperset(of: expected)
+        }
+        worker.beginShutdown()
+        try await run.value
+        #expect(done, "every item of the first sync arrived")
+        let ids = try await harness.activityIds()
+        #expect(ids.sorted() == expected.sorted(), "every item exactly once, nothing else")
+        let states = try await harness.read(harness.topics.state).compactMap {
+            try? WireFormat.decode(StateRecord.self, from: $0.value ?? [])
+        }
+        #expect(states.last?.data == ["step": "3"])
+        #expect(states.count >= 3, "the first sync took several jobs (\(states.count) states written)")
+    }
+
+    @Test("a refreshed config printed before a failure is committed once, and the next job runs with it",
+        .timeLimit(.minutes(2)))
+    func aRefreshedConfigSurvivesAFailingRun() async throws {
+        let harness = try WorkerHarness()
+        // Refreshes tok-1 to tok-2 (the provider retires tok-1 at once), then fails. With tok-2 it syncs.
+        let script = #"""
+            case "$3" in
+              *tok-1*) echo '{"type":"account","data":{"config":{"access_token":"tok-2"}}}'; echo "boom" >&2; exit 1;;
+              *tok-2*) echo '{"type":"activity","data":{"text":"synced with the new token","sourceURL":"https://example.com/ok"}}';;
+            esac
+            """#
+        let integration = ExternalIntegration(
+            manifest: Self.shell(key: "rotating", script), logger: harness.logs.logger)
+        try await harness.register([
+            try harness.account("rot-1", config: ["access_token": "tok-1"], integration: "rotating")
+        ])
+        try await Self.publish(harness, [Self.job("rot-1", integration: "rotating", tick: 1)])
+        let worker = WorkerService(
+            configuration: harness.configuration(delivery: .exactlyOnce), integrations: IntegrationRegistry([integration]),
+            sealer: harness.sealer, logger: harness.logs.logger)
+        let run = Task { try await worker.run() }
+        let failedOnce = try await eventuallyHolds { try await harness.read(harness.topics.state).count == 1 }
+        try await Self.publish(harness, [Self.job("rot-1", integration: "rotating", tick: 2)])
+        let expected = ExternalIntegration.activityId(
+            key: "rotating", accountId: "rot-1", sourceURL: "https://example.com/ok", text: "synced with the new token")
+        let synced = try await eventuallyHolds { try await harness.activityIds().contains(expected) }
+        worker.beginShutdown()
+        try await run.value
+        #expect(failedOnce, "the failing run wrote the account's state with the refreshed config")
+        #expect(synced, "the next job ran with tok-2")
+        let states = try await harness.read(harness.topics.state).compactMap {
+            try? WireFormat.decode(StateRecord.self, from: $0.value ?? [])
+        }
+        #expect(states.count == 2)
+        #expect(states.first?.credentials?.refreshed != nil, "sealed in the failing job's state record")
+        let statuses = try await harness.read(harness.topics.status).map { String(decoding: $0.value ?? [], as: UTF8.self) }
+        #expect(statuses.first?.contains("failing") == true, "the failing run still shows as failing: \(statuses)")
+    }
 }
