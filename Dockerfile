@@ -72,6 +72,8 @@ EXPOSE 9090
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["/usr/local/bin/activity-sync-healthcheck"]
 
+# No init: the worker runs as PID 1 and is its own reaper (PR_SET_CHILD_SUBREAPER; it kills and reaps whatever an
+# integration CLI leaves, setsid descendants included — docs/integrations.md, "What the runtime does").
 ENTRYPOINT ["/usr/local/bin/activity-sync"]
 CMD ["--help"]
 

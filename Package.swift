@@ -86,6 +86,7 @@ let package = Package(
                 "SyncModel", "Cron", "Subprocesses",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -201,6 +202,7 @@ let package = Package(
             name: "WorkerTests",
             dependencies: [
                 "Worker", "GitHub", "GitHubSimulator", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting",
+                "ExternalIntegrations",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings

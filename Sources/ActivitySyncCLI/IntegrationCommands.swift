@@ -152,6 +152,9 @@ struct GitHubIntegrationCommand: AsyncParsableCommand {
             case .needsReauth(let reason):
                 FileHandle.standardError.write(Data("sync needs re-authentication: \(reason)\n".utf8))
                 throw ExitCode(3)
+            case .failed(let reason):
+                FileHandle.standardError.write(Data("sync failed: \(reason)\n".utf8))
+                throw ExitCode(1)
             }
         }
     }

@@ -108,3 +108,7 @@ int activity_sync_spawn(const char *path, char *const argv[], char *const envp[]
     *pid_out = pid;
     return 0;
 }
+
+int activity_sync_become_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : errno;
+}

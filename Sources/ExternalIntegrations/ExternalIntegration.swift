@@ -1,5 +1,6 @@
 import Foundation
 public import Logging
+import Metrics
 import Synchronization
 public import SyncModel
 
@@ -40,6 +41,10 @@ public struct ExternalIntegration: Integration {
 
     public func spec() -> JSONValue { manifest.spec }
 
+    /// The manifest's `concurrency`: the worker starts no more of this integration's jobs at once, so a job never
+    /// waits for a slot of this integration while holding one of the worker's.
+    public var maxConcurrentSyncs: Int? { manifest.concurrency }
+
     /// Runs `setup` with `oauthResponse` as the event body and returns the first account it prints.
     public func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
         guard let first = try await setupAccounts(eventBody: oauthResponse).first else {
@@ -74,25 +79,82 @@ public struct ExternalIntegration: Integration {
     /// refreshed config, saved in the same transaction as the rest.
     /// - Throws: ``SyncModel/IntegrationError`` `.transient` for every failed run (see the type's summary).
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
-        let remaining = request.deadline.timeIntervalSinceNow
-        guard remaining > 0 else {
-            throw IntegrationError(.transient, "\(key) sync not started: the job's deadline has passed")
-        }
-        let timeout = min(manifest.timeout, .milliseconds(Int64(remaining * 1000)))
+        // The integration's own max runtime, counted from the moment its process starts: not the job's deadline
+        // (GitHub's 60 s), which a job waiting for one of this integration's slots would have spent waiting.
+        let timeout = manifest.timeout
         let redactor = SecretRedactor(request.config, manifest.definitionSecrets)
         let arguments = [
             "sync", "--config", try Self.json(request.config), "--integration-definition",
             try definitionArgument.get(), "--state", try Self.json(request.state ?? [:]),
         ]
-        let messages: [Message]
+        let run: Run
         do {
-            messages = try await slots.withSlot {
-                try await run(arguments, accountId: request.accountId, redactor: redactor, timeout: timeout)
+            run = try await slots.withSlot {
+                try await execute(arguments, accountId: request.accountId, redactor: redactor, timeout: timeout)
             }
         } catch let error as ExternalIntegrationError {
             throw IntegrationError(.transient, error.message)
         }
-        return try outcome(of: messages, request: request, redactor: redactor)
+        if run.result.succeeded {
+            let messages: [Message]
+            do {
+                messages = try Self.messages(in: run.result.stdout, event: "\(key) sync", redactor: redactor)
+            } catch let error as ExternalIntegrationError {
+                throw IntegrationError(.transient, error.message)
+            }
+            return try outcome(of: messages, request: request, redactor: redactor)
+        }
+        return try salvage(run, request: request, redactor: redactor)
+    }
+
+    /// A failed run (a non-zero exit, a signal, a limit): what it printed before failing is kept when it is worth
+    /// keeping, else the sync failed (`IntegrationError.transient`) and nothing is written.
+    ///
+    /// - A checkpoint: the activities printed before the last `state` message and that state, outcome `partial` —
+    ///   the next job continues from there, so a first sync longer than the max runtime finishes over several
+    ///   jobs. Activities after that state are dropped (the next run prints them again, with the same ids).
+    /// - A refreshed config (the last `account` message): kept with either, or alone with the unchanged state
+    ///   (outcome `failed`), because the provider already retired the old one.
+    /// Only complete lines count (a killed program may leave half a line), up to the first that is not a message.
+    func salvage(_ run: Run, request: SyncRequest, redactor: SecretRedactor) throws -> SyncOutcome {
+        let failure = "\(key) sync \(run.result.termination)\(run.hint)"
+        var printed = Self.completeMessages(in: run.result.stdout)
+        let lastState = printed.lastIndex { $0.type == "state" }
+        let refreshed = printed.last { $0.type == "account" && $0.data["config"]?.objectValue != nil }
+        guard lastState != nil || refreshed != nil else { throw IntegrationError(.transient, failure) }
+        printed = lastState.map { Array(printed[...$0]).filter { $0.type != "account" } } ?? []
+        if let refreshed { printed.append(refreshed) }
+        var outcome = try self.outcome(of: printed, request: request, redactor: redactor)
+        outcome.status =
+            lastState == nil
+            ? .failed(reason: "\(failure); its refreshed config was kept")
+            : .partial(reason: "stopped early: \(failure); kept up to its last state", retryAfter: nil)
+        logger.info(
+            "sync failed; kept what it printed before",
+            metadata: [
+                "accountId": "\(request.accountId)", "activities": "\(outcome.activities.count)",
+                "checkpoint": "\(lastState != nil)", "refreshedConfig": "\(refreshed != nil)",
+            ])
+        return outcome
+    }
+
+    /// The messages of `stdout`'s complete lines, up to the first line that is not one.
+    static func completeMessages(in stdout: [UInt8]) -> [Message] {
+        guard let end = stdout.lastIndex(of: UInt8(ascii: "\n")) else { return [] }
+        var messages: [Message] = []
+        for (index, raw) in stdout[..<end].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            .enumerated()
+        {
+            guard let parsed = try? Self.messages(in: Array(raw), event: "", redactor: SecretRedactor()) else { break }
+            messages += parsed.map { Message(type: $0.type, data: $0.data, line: index + 1) }
+        }
+        return messages
+    }
+
+    /// How a run ended, with the hint its failure reason carries (the last stderr line, redacted).
+    struct Run: Sendable {
+        var result: ProcessResult
+        var hint: String
     }
 
     /// Turns a successful run's messages into the outcome (exposed for tests).
@@ -151,6 +213,18 @@ public struct ExternalIntegration: Integration {
     private func run(_ arguments: [String], accountId: String?, redactor: SecretRedactor, timeout: Duration)
         async throws -> [Message]
     {
+        let event = arguments[0]
+        let run = try await execute(arguments, accountId: accountId, redactor: redactor, timeout: timeout)
+        guard run.result.succeeded else {
+            throw ExternalIntegrationError.failed("\(key) \(event) \(run.result.termination)\(run.hint)")
+        }
+        return try Self.messages(in: run.result.stdout, event: "\(key) \(event)", redactor: redactor)
+    }
+
+    /// Runs the CLI with `arguments` appended to its command; a cancelled run throws `CancellationError`.
+    private func execute(_ arguments: [String], accountId: String?, redactor: SecretRedactor, timeout: Duration)
+        async throws -> Run
+    {
         let limits = ProcessLimits(timeout: timeout, maxOutputBytes: manifest.maxOutputBytes)
         var logger = logger
         if let accountId { logger[metadataKey: "accountId"] = "\(accountId)" }
@@ -161,15 +235,16 @@ public struct ExternalIntegration: Integration {
             lastStderr.set(redacted)
             logger.info("\(event) stderr: \(redacted)")
         }
+        if result.killedDescendants > 0 {
+            Counter(label: "activity_sync_integration_processes_killed_total", dimensions: [("integration", key)])
+                .increment(by: result.killedDescendants)
+            logger.info("\(event): killed \(result.killedDescendants) processes the program left running")
+        }
         if result.droppedStderrLines > 0 {
             logger.info("\(event) stderr: \(result.droppedStderrLines) more lines not logged")
         }
         if result.termination == .cancelled { throw CancellationError() }
-        guard result.succeeded else {
-            let hint = lastStderr.value.map { " (last stderr line: \($0.prefix(160)))" } ?? ""
-            throw ExternalIntegrationError.failed("\(key) \(event) \(result.termination)\(hint)")
-        }
-        return try Self.messages(in: result.stdout, event: "\(key) \(event)", redactor: redactor)
+        return Run(result: result, hint: lastStderr.value.map { " (last stderr line: \($0.prefix(160)))" } ?? "")
     }
 
     /// Parses stdout: one JSON object per non-blank line with a string `type`; anything else is garbage.

@@ -52,6 +52,9 @@ public struct ProcessResult: Sendable {
     public var stdout: [UInt8]
     /// Stderr lines beyond ``ProcessLimits/maxStderrLines``, not handed on.
     public var droppedStderrLines: Int
+    /// Processes the program started that were still running when it ended or was stopped, and were killed —
+    /// its group's and those that left the group (`setsid`) alike.
+    public var killedDescendants = 0
 
     public var succeeded: Bool { termination == .exited(0) }
 }
@@ -95,6 +98,8 @@ public struct ProcessRunner: Sendable {
                 "argument \(index) is \(argument.utf8.count) bytes; Linux passes at most \(Self.maxArgumentBytes - 1) "
                     + "bytes in one argument (the SDK contract puts the config and the state on the command line)")
         }
+        // Orphans of what we start come to us, not to PID 1, so that they can be killed and reaped.
+        ProcessTree.becomeSubreaper()
         var configuration = ChildProcess.Configuration(
             executable: program, arguments: Array(arguments.dropFirst()), environment: environment)
         configuration.workingDirectory = workingDirectory
@@ -154,6 +159,10 @@ public struct ProcessRunner: Sendable {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         /// When the child exited while something it started still holds a pipe open.
         var exitedAt: ContinuousClock.Instant?
+        /// Everything the child started that was seen running, group or not, snapshotted every 100 ms: what
+        /// escapes the group with `setsid` is killed at the end too.
+        var descendants = Set<ProcessIdentity>()
+        var lastSnapshot = clock.now - .seconds(1)
 
         func emitStderr() {
             if stderrLines < limits.maxStderrLines {
@@ -178,6 +187,10 @@ public struct ProcessRunner: Sendable {
             }
             if let exitedAt, now - exitedAt > .seconds(1) { break }
             if exitedAt == nil, child.hasExited { exitedAt = now }
+            if now - lastSnapshot >= .milliseconds(100) {
+                lastSnapshot = now
+                if exitedAt == nil { descendants.formUnion(ProcessTree.descendants(of: child.pid)) }
+            }
             let wait = min(deadline - now, .milliseconds(100))
             let waitMs = Int32(
                 max(1, wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
@@ -213,6 +226,8 @@ public struct ProcessRunner: Sendable {
         if !stderrLine.isEmpty { emitStderr() }
         // The cancellation handler may have killed the child before this loop saw the flag.
         if verdict == nil, cancelled.raised.load(ordering: .relaxed) { verdict = .cancelled }
+        if !child.hasExited { descendants.formUnion(ProcessTree.descendants(of: child.pid)) }
+        var killed = ProcessTree.kill(descendants)
         // The whole group, whether the child still runs (a limit) or has exited (its helpers): the child's reaper
         // kills the group before it reaps, and `send` stops once the child has exited, so no reused pid is hit.
         child.send(SIGKILL)
@@ -226,7 +241,12 @@ public struct ProcessRunner: Sendable {
             case .signalled(let signal): termination = .signalled(signal)
             }
         }
-        return ProcessResult(termination: termination, stdout: stdout, droppedStderrLines: dropped)
+        // Then what left the group, and whatever was orphaned to us meanwhile; all of it reaped.
+        _ = child.waitBlocking()
+        killed += ProcessTree.killAndReap(descendants)
+        var result = ProcessResult(termination: termination, stdout: stdout, droppedStderrLines: dropped)
+        result.killedDescendants = killed
+        return result
     }
 
 }

@@ -82,6 +82,8 @@ public final class ChildProcess: Sendable {
     }
 
     public let pid: Int32
+    /// Our children that are not reaped yet: ``ProcessTree/sweepOrphans()`` leaves these to their own reaper.
+    static let registry = Mutex<Set<Int32>>([])
     /// Our ends of the pipes asked for with ``Stream/pipe``; the caller owns and closes them.
     public let standardInput: Int32?
     public let standardOutput: Int32?
@@ -151,7 +153,9 @@ public final class ChildProcess: Sendable {
         }
         let descriptors = theirs
         let vectors = CStringVectors(argv: argv, envp: envp)
-        let spawned: (Int32, pid_t) = SpawnerThread.shared.run {
+        // Registered before anyone can see it: an orphan sweep holds the registry and must not reap our child.
+        let spawned: (Int32, pid_t) = Self.registry.withLock { registry in
+            let spawned: (Int32, pid_t) = SpawnerThread.shared.run {
             let (argv, envp) = (vectors.argv, vectors.envp)
             var pid: pid_t = 0
             let error = executable.withCString { path in
@@ -162,6 +166,9 @@ public final class ChildProcess: Sendable {
                 }
             }
             return (error, pid)
+            }
+            if spawned.0 == 0 { registry.insert(spawned.1) }
+            return spawned
         }
         guard spawned.0 == 0 else {
             cleanUpOurs()
@@ -261,6 +268,7 @@ public final class ChildProcess: Sendable {
         while !reaped {
             if waitpid(pid, &status, 0) == pid { reaped = true } else if errno != EINTR { break }
         }
+        if reaped { _ = Self.registry.withLock { $0.remove(pid) } }
         let termination: Termination =
             !reaped ? .exited(-1) : (status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signalled(status & 0x7f))
         exitCondition.lock()

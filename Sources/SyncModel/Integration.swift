@@ -20,6 +20,14 @@ public protocol Integration: Sendable {
     ///   those come back as `SyncOutcome.status` with the progress made so far in `state`, so nothing is lost.
     ///   Throw ``IntegrationError`` only when the job itself cannot be processed.
     func sync(_ request: SyncRequest) async throws -> SyncOutcome
+
+    /// How many syncs of this integration a worker runs at once; its other jobs wait in the worker's queue without
+    /// taking one of the worker's slots. Nil (the default): only the worker's `--concurrency` bounds them.
+    var maxConcurrentSyncs: Int? { get }
+}
+
+extension Integration {
+    public var maxConcurrentSyncs: Int? { nil }
 }
 
 public struct SyncRequest: Sendable {
@@ -66,6 +74,9 @@ public struct SyncOutcome: Sendable {
         case partial(reason: String, retryAfter: Date?)
         /// The token was rejected and could not be refreshed.
         case needsReauth(reason: String)
+        /// The sync failed, but what it saved before failing is kept: a refreshed config (``updatedConfig``), which
+        /// already replaced the old one at the provider. `state` is unchanged and there are no activities.
+        case failed(reason: String)
     }
 
     public var activities: [Activity]

@@ -335,6 +335,11 @@ struct JobProcessor: Sendable {
             result = JobResult(outcome: .partial)
             status = .ok
             reason = why
+        case .failed(let why):
+            // Failed, with something to keep (an SDK CLI's refreshed config): written with the unchanged state.
+            result = JobResult(outcome: .failed)
+            status = .failing
+            reason = "sync failed: \(why.prefix(200))"
         case .needsReauth(let why):
             result = JobResult(outcome: .needsReauth)
             status = .needsReauth

@@ -95,10 +95,16 @@ public final class WorkerService: Service, Sendable {
         var logger = logger
         logger[metadataKey: "worker"] = "\(configuration.workerId)"
         self.logger = logger
+        // An integration with a concurrency of its own (an SDK CLI's) gets at most that many of the worker's slots;
+        // its other jobs wait in the queue, so GitHub's jobs are never stuck behind them.
+        let limits = Dictionary(
+            uniqueKeysWithValues: integrations.keys.compactMap { key in
+                integrations[key]?.maxConcurrentSyncs.map { (key, $0) }
+            })
         self.shared = Mutex(
             Shared(
                 machine: WorkerStateMachine(
-                    concurrency: configuration.concurrency, batcher: batcher, runs: runs,
+                    concurrency: configuration.concurrency, integrationLimits: limits, batcher: batcher, runs: runs,
                     coalesce: configuration.coalesceBacklog)))
         self.metrics = WorkerMetrics()
         // The accounts topic has no transactions to wait behind: a catch-up that takes longer than this is a broker

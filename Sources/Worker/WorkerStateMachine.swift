@@ -75,12 +75,17 @@ struct WorkerStateMachine: Sendable {
     private(set) var coalescedCount = 0
 
     /// - Parameters:
+    ///   - integrationLimits: jobs of an integration that may run at once (an SDK CLI's `concurrency`); the rest
+    ///     wait in the queue without holding one of the `concurrency` slots.
     ///   - runs: builds the run record each consumed job commits with; nil writes none.
     ///   - coalesce: when an account's job finishes and several of its ticks wait, only the newest runs; the older
     ///     ones are committed as `coalesced` (a backlog after an outage costs one sync, not one per tick). Resync
     ///     jobs always run.
-    init(concurrency: Int, batcher: TransactionBatcher, runs: RunRecorder? = nil, coalesce: Bool = false) {
-        self.queues = AccountQueues(concurrency: max(1, concurrency))
+    init(
+        concurrency: Int, integrationLimits: [String: Int] = [:], batcher: TransactionBatcher,
+        runs: RunRecorder? = nil, coalesce: Bool = false
+    ) {
+        self.queues = AccountQueues(concurrency: max(1, concurrency), laneLimits: integrationLimits)
         self.batcher = batcher
         self.runs = runs
         self.coalesce = coalesce
@@ -167,7 +172,7 @@ struct WorkerStateMachine: Sendable {
         }
         buffered += 1
         let queued = QueuedJob(job: job, origin: origin, generation: entry.generation)
-        guard let start = queues.enqueue(queued, account: job.accountId) else { return .none }
+        guard let start = queues.enqueue(queued, account: job.accountId, lane: job.integration) else { return .none }
         partitions[origin.partition]?.running += 1
         return .start([start])
     }

@@ -164,3 +164,48 @@ struct ExternalIntegrationTests {
         #expect(throws: ExternalIntegrationError.self) { try IntegrationManifestFile.load(path: path) }
     }
 }
+
+@Suite("External integration runtime", .timeLimit(.minutes(2)))
+struct ExternalIntegrationRuntimeTests {
+    /// The job's deadline is GitHub's 60 s budget; a job that waited for its integration's slot may have spent it.
+    @Test("the max runtime starts when the process starts, not at the job's deadline")
+    func maxRuntimeStartsWithTheProcess() async throws {
+        let integration = ExternalIntegration(
+            manifest: ExternalIntegrationTests.shell(
+                #"sleep 1; echo '{"type":"state","data":{"ran":true}}'"#, timeoutSeconds: 10),
+            logger: Logger(label: "test"))
+        var request = ExternalIntegrationTests.request()
+        request.deadline = Date().addingTimeInterval(-5)
+        let outcome = try await integration.sync(request)
+        #expect(outcome.state == ["ran": true])
+        #expect(integration.maxConcurrentSyncs == 4, "the worker admits no more of its jobs than its concurrency")
+    }
+
+    @Test("a run that fails after a state keeps what came before that state; after it, and half lines, are dropped")
+    func checkpointOfAFailedRun() async throws {
+        let script = #"""
+            echo '{"type":"activity","data":{"text":"one","sourceURL":"https://example.com/1"}}'
+            echo '{"type":"state","data":{"cursor":"1"}}'
+            echo '{"type":"activity","data":{"text":"two","sourceURL":"https://example.com/2"}}'
+            printf '{"type":"state","da'
+            exit 1
+            """#
+        let integration = ExternalIntegration(
+            manifest: ExternalIntegrationTests.shell(script), logger: Logger(label: "test"))
+        let outcome = try await integration.sync(ExternalIntegrationTests.request())
+        #expect(outcome.activities.map(\.text) == ["one"])
+        #expect(outcome.state == ["cursor": "1"])
+        guard case .partial(let reason, _) = outcome.status else {
+            Issue.record("expected partial, got \(outcome.status)")
+            return
+        }
+        #expect(reason.contains("exited with status 1"))
+        let nothing = ExternalIntegration(
+            manifest: ExternalIntegrationTests.shell(
+                #"echo '{"type":"activity","data":{"text":"one","sourceURL":"https://example.com/1"}}'; exit 1"#),
+            logger: Logger(label: "test"))
+        await #expect(throws: IntegrationError.self, "no state printed: nothing is kept") {
+            _ = try await nothing.sync(ExternalIntegrationTests.request())
+        }
+    }
+}

@@ -38,6 +38,41 @@ struct ProcessRunnerTests {
         try await eventually("the grandchild sleep is gone", timeout: .seconds(5)) { !Self.isAlive(grandchild) }
     }
 
+    /// A pid file's process: not running and not a zombie either — /proc has no entry for it at all.
+    static func leftNothing(_ pidFile: URL) throws -> (pid: Int32, gone: Bool) {
+        let pid = try #require(
+            Int32(try String(contentsOf: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        return (pid, !FileManager.default.fileExists(atPath: "/proc/\(pid)"))
+    }
+
+    @Test("a CLI that forks a setsid grandchild and then times out leaves no process and no zombie")
+    func setsidGrandchildOnTimeout() async throws {
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("escaped-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: pidFile) }
+        let result = try await runner.run(
+            ["/bin/sh", "-c", "setsid sleep 300 > /dev/null 2>&1 & echo $! > \(pidFile.path); sleep 300"],
+            limits: limits(timeout: .seconds(1))
+        ) { _ in }
+        #expect(result.termination == .timedOut(.seconds(1)))
+        // Checked as soon as the run returns: the runner killed and reaped it before returning.
+        let (pid, gone) = try Self.leftNothing(pidFile)
+        #expect(gone, "process \(pid) (left the group with setsid) is still in /proc")
+        #expect(result.killedDescendants >= 1, "what was killed is counted")
+    }
+
+    @Test("a CLI that exits 0 after detaching a daemon (setsid, parent gone at once) leaves nothing either")
+    func detachedDaemonOnExit() async throws {
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("daemon-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: pidFile) }
+        let result = try await runner.run(
+            ["/bin/sh", "-c", "(setsid sleep 300 > /dev/null 2>&1 & echo $! > \(pidFile.path)); exit 0"],
+            limits: limits()
+        ) { _ in }
+        #expect(result.termination == .exited(0))
+        let (pid, gone) = try Self.leftNothing(pidFile)
+        #expect(gone, "daemon \(pid) is still in /proc")
+    }
+
     @Test("stdout past the limit kills the program; memory stays bounded")
     func outputLimit() async throws {
         let result = try await runner.run(["/bin/sh", "-c", "yes"], limits: limits(maxOutputBytes: 64 * 1024)) { _ in }

@@ -52,4 +52,18 @@ import Testing
         let v14 = queues.finished(account: "a")
         #expect(v14.map(\.item.n) == [3])
     }
+
+    @Test("a lane at its limit waits without a worker slot; other lanes pass it, oldest first")
+    func laneLimits() {
+        var queues = AccountQueues<String>(concurrency: 3, laneLimits: ["slow": 1])
+        #expect(queues.enqueue("s1", account: "s1", lane: "slow") == "s1")
+        #expect(queues.enqueue("s2", account: "s2", lane: "slow") == nil, "the lane is full")
+        #expect(queues.enqueue("s3", account: "s3", lane: "slow") == nil)
+        #expect(queues.enqueue("g1", account: "g1", lane: "github") == "g1", "a worker slot was still free")
+        #expect(queues.enqueue("g2", account: "g2", lane: "github") == "g2")
+        #expect(queues.enqueue("g3", account: "g3", lane: "github") == nil, "the worker is full")
+        #expect(queues.finished(account: "g1").map(\.item) == ["g3"], "s2 is older but its lane is full")
+        #expect(queues.finished(account: "s1").map(\.item) == ["s2"])
+        #expect(queues.runningCount(lane: "slow") == 1)
+    }
 }

@@ -18,4 +18,8 @@ int activity_sync_spawn(const char *path, char *const argv[], char *const envp[]
                         int stdin_fd, int stdout_fd, int stderr_fd, int new_process_group, int die_with_parent,
                         pid_t *pid_out);
 
+/// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER): a process whose parent dies
+/// is reparented to it instead of to PID 1. @return 0, or the errno.
+int activity_sync_become_subreaper(void);
+
 #endif
