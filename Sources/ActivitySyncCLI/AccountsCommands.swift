@@ -19,10 +19,10 @@ extension CommonOptions {
 struct AccountsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "accounts",
-        abstract: "Add, import, list, show, remove and resync accounts on the accounts topic.",
+        abstract: "Add, import, list, show, pause, resume, remove and resync accounts on the accounts topic.",
         subcommands: [
-            AddAccount.self, ImportAccounts.self, ListAccounts.self, ShowAccount.self, RemoveAccount.self,
-            ResyncAccount.self, SetupAccount.self,
+            AddAccount.self, ImportAccounts.self, ListAccounts.self, ShowAccount.self, PauseAccounts.self,
+            ResumeAccounts.self, RemoveAccount.self, ResyncAccount.self, SetupAccount.self,
         ]
     )
 }
@@ -187,6 +187,7 @@ struct ShowAccount: AsyncParsableCommand {
                 "username": account.settings.username.map(JSONValue.string) ?? .null,
                 "schedule": .string(account.settings.schedule.frequency), "enabled": .bool(account.settings.enabled),
                 "keyId": .string(account.sealedConfig.keyId), "updatedAt": .string(WireFormat.formatDate(account.updatedAt)),
+                "paused": try account.settings.paused.map { try JSONValue(encoding: $0) } ?? .null,
                 "nextTicks": .array(overview.nextTicks.map { .string(WireFormat.formatDate($0)) }),
             ]
             object["status"] = try overview.status.map { try JSONValue(encoding: $0) } ?? .null
@@ -208,6 +209,9 @@ struct ShowAccount: AsyncParsableCommand {
         var lines = [
             "account      \(account.accountId) (\(account.integration)\(account.settings.username.map { ", \($0)" } ?? ""))",
             "schedule     \(account.settings.schedule.frequency)\(account.settings.enabled ? "" : " (disabled)")"
+                + (account.settings.paused.map {
+                    " (paused, \($0.reason.rawValue), since \(WireFormat.formatDate($0.at))\($0.note.map { ": \($0)" } ?? ""))"
+                } ?? "")
                 + "; next: \(overview.nextTicks.map(WireFormat.formatDate).joined(separator: ", "))",
             "record       updated \(WireFormat.formatDate(account.updatedAt)), sealed with key \(account.sealedConfig.keyId)",
         ]
@@ -255,6 +259,63 @@ struct ShowAccount: AsyncParsableCommand {
                 }
             })
     }
+}
+
+/// The accounts `pause` and `resume` act on.
+struct PauseTarget: ParsableArguments {
+    @Argument(help: "Account ids.") var ids: [String] = []
+    @Option(help: "Every account of this integration instead.") var integration: String?
+
+    func validate() throws {
+        guard ids.isEmpty != (integration == nil) else {
+            throw ValidationError("give account ids or --integration KEY, not both and not neither")
+        }
+    }
+
+    var selection: AccountsTopicClient.PauseSelection {
+        integration.map { .integration($0) } ?? .accounts(ids)
+    }
+}
+
+struct PauseAccounts: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pause",
+        abstract: "Pause accounts (no sealing key needed): no jobs are fired for them, and jobs that still arrive are skipped.",
+        discussion: "Exits 1 when an id is not on the accounts topic (the others are still paused).")
+
+    @OptionGroup var options: CommonOptions
+    @OptionGroup var target: PauseTarget
+    @Option(help: "Why, shown by accounts show and in the skipped jobs' run records.") var note: String?
+
+    func run() async throws {
+        let client = try options.accountsClient()
+        let (changed, unknown) = try await client.pause(target.selection, note: note)
+        for id in changed { print("paused account \(id)") }
+        try reportUnknown(unknown, client: client)
+    }
+}
+
+struct ResumeAccounts: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resume", abstract: "Resume paused accounts: their next tick fires again.",
+        discussion: "Exits 1 when an id is not on the accounts topic (the others are still resumed).")
+
+    @OptionGroup var options: CommonOptions
+    @OptionGroup var target: PauseTarget
+
+    func run() async throws {
+        let client = try options.accountsClient()
+        let (changed, unknown) = try await client.resume(target.selection)
+        for id in changed { print("resumed account \(id)") }
+        try reportUnknown(unknown, client: client)
+    }
+}
+
+private func reportUnknown(_ unknown: [String], client: AccountsTopicClient) throws {
+    guard !unknown.isEmpty else { return }
+    let error = AccountsError.unknownAccounts(unknown, topic: client.topics.accounts)
+    FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+    throw ExitCode(1)
 }
 
 struct RemoveAccount: AsyncParsableCommand {

@@ -17,8 +17,8 @@ struct EnqueueCommand: AsyncParsableCommand {
             With --wait, waits for each job's run record (on the runs topic, written in the job's transaction) and \
             prints `job ID: OUTCOME …` per job. Exit status: 0 when every job succeeded or was skipped as a tick \
             that had already run; 3 when a job ended otherwise (partial, failed, needs_reauth, coalesced, \
-            dead_lettered); 4 when a job had no run record within --timeout-s; 1 when an id is not on the accounts \
-            topic. The highest applies.
+            dead_lettered, skipped because the account is paused); 4 when a job had no run record within \
+            --timeout-s; 1 when an id is not on the accounts topic. The highest applies.
             """)
 
     @OptionGroup var options: CommonOptions
@@ -86,8 +86,8 @@ struct EnqueueCommand: AsyncParsableCommand {
         switch run.outcome {
         case .succeeded:
             return ("job \(job.jobId): succeeded (\(run.activities) activities, \(seconds) s)", 0)
-        case .skipped:
-            return ("job \(job.jobId): skipped, this tick had already run\(reason)", 0)
+        case .skipped where run.reason?.hasPrefix("duplicate") ?? false:
+            return ("job \(job.jobId): skipped, this tick had already run", 0)
         default:
             return ("job \(job.jobId): \(run.outcome.rawValue) (\(run.activities) activities, \(seconds) s)\(reason)", 3)
         }

@@ -65,7 +65,8 @@ public struct AccountValidator: Sendable {
         }
         return .upsert(
             AccountSchedule(
-                accountId: id, integration: data.integration, schedule: expression, enabled: data.settings.enabled))
+                accountId: id, integration: data.integration, schedule: expression,
+                enabled: data.settings.enabled && data.settings.paused == nil))
     }
 
     /// The fields of `{"type":"account","data":{…}}` the scheduler reads; the decoder skips the rest (the sealed
@@ -74,8 +75,11 @@ public struct AccountValidator: Sendable {
         struct Account: Decodable {
             struct Settings: Decodable {
                 struct Schedule: Decodable { var frequency: String }
+                /// Only whether it is there: a paused account is scheduled like a disabled one.
+                struct Paused: Decodable {}
                 var schedule: Schedule
                 var enabled: Bool
+                var paused: Paused?
             }
             var accountId: String
             var integration: String

@@ -158,17 +158,47 @@ public struct AccountSettings: Codable, Sendable, Hashable {
     public var username: String?
     public var schedule: Schedule
     public var enabled: Bool
+    /// Set while the account is paused: schedulers fire no job for it and workers skip jobs that still arrive.
+    /// Absent on a record written by `accounts add`/`import` — reconnecting an account resumes it.
+    public var paused: Pause?
 
     public struct Schedule: Codable, Sendable, Hashable {
         public var frequency: String
         public init(frequency: String) { self.frequency = frequency }
     }
 
-    public init(username: String? = nil, frequency: String = "*/5 * * * *", enabled: Bool = true) {
+    /// Why an account is paused and since when.
+    public struct Pause: Codable, Sendable, Hashable {
+        public enum Reason: String, Codable, Sendable {
+            /// `accounts pause` (by account or integration); `accounts resume` ends it.
+            case manual
+            /// The worker saw the token rejected and not refreshable: no jobs until the account is reconnected.
+            case needsReauth = "needs_reauth"
+        }
+
+        public var reason: Reason
+        public var at: Date
+        /// What the person or worker that paused it said.
+        public var note: String?
+
+        public init(reason: Reason, at: Date, note: String? = nil) {
+            self.reason = reason
+            self.at = at
+            self.note = note
+        }
+    }
+
+    public init(
+        username: String? = nil, frequency: String = "*/5 * * * *", enabled: Bool = true, paused: Pause? = nil
+    ) {
         self.username = username
         self.schedule = Schedule(frequency: frequency)
         self.enabled = enabled
+        self.paused = paused
     }
+
+    /// Whether schedulers fire jobs for the account: enabled and not paused.
+    public var isActive: Bool { enabled && paused == nil }
 }
 
 /// The value on the accounts topic (compacted, key = accountId; a tombstone removes the account).

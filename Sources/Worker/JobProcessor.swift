@@ -76,6 +76,8 @@ struct JobResult: Sendable {
         case failed
         /// Not run: a newer job of the account was waiting behind it and ran instead.
         case coalesced
+        /// Not run: the account is paused (`accounts pause`).
+        case paused
     }
 
     var outcome: Outcome
@@ -89,6 +91,8 @@ struct JobResult: Sendable {
     var status: AccountStatus?
     var activityCount = 0
     var poison: Poison?
+    /// Why the job was not run (a paused account), for its run record.
+    var reason: String?
     /// The job's `scheduledAt`, for scheduled→committed latency; nil for poison.
     var scheduledAt: Date?
 
@@ -235,6 +239,12 @@ struct JobProcessor: Sendable {
             result.status = AccountStatus(
                 accountId: job.accountId, integration: job.integration, status: .failing,
                 reason: "the account's record could not be read: \(reason.prefix(200))", at: now)
+            return result
+        }
+        if let pause = account.settings.paused {
+            var result = JobResult(outcome: .paused)
+            result.reason = "paused: the account was paused (\(pause.reason.rawValue)) at \(WireFormat.formatDate(pause.at))"
+                + (pause.note.map { ": \($0)" } ?? "") + "; activity-sync accounts resume \(job.accountId) ends it"
             return result
         }
         guard account.integration == job.integration else {

@@ -27,7 +27,8 @@ struct RunRecorder: Sendable {
         switch result.outcome {
         case .synced: (.succeeded, nil)
         case .partial: (.partial, result.status?.reason)
-        case .duplicate: (.skipped, "a tick that already ran for this account (a duplicate fire)")
+        case .duplicate: (.skipped, "duplicate: a tick that already ran for this account")
+        case .paused: (.skipped, result.reason ?? "paused")
         case .deadLettered: (.deadLettered, result.poison?.description)
         case .needsReauth: (.needsReauth, result.status?.reason)
         case .failed:

@@ -105,4 +105,30 @@ import Testing
         await #expect(throws: AccountsError.self) { try await client.readAll() }
         await cluster.close()
     }
+
+    /// Pausing needs no sealing key: the record is written again with `settings.paused`, its sealed config as it
+    /// was; `enqueue --all` (like the scheduler) skips a paused account; resuming clears it.
+    @Test(.timeLimit(.minutes(1)))
+    func pauseAndResumeRewriteTheRecordWithoutTheKey() async throws {
+        let cluster = try cluster()
+        let client = AccountsTopicClient(
+            kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), topics: topics, logger: logger)
+        try await client.put(["a-1", "a-2", "a-3"].map { account($0) })
+        let paused = try await client.pause(.accounts(["a-1", "nobody"]), note: "migrating")
+        #expect(paused.changed == ["a-1"] && paused.unknown == ["nobody"])
+        var records = try await client.readAll().accounts
+        #expect(records["a-1"]?.settings.paused?.reason == .manual)
+        #expect(records["a-1"]?.settings.paused?.note == "migrating")
+        #expect(records["a-1"]?.sealedConfig == account("a-1").sealedConfig, "the sealed config is kept as it was")
+        #expect(records["a-2"]?.settings.paused == nil)
+        let enqueued = try await client.enqueue(.all)
+        #expect(Set(enqueued.jobs.map(\.accountId)) == ["a-2", "a-3"], "a paused account gets no job")
+        let again = try await client.pause(.integration("github"))
+        #expect(again.changed == ["a-2", "a-3"], "already paused ones are left alone")
+        let resumed = try await client.resume(.accounts(["a-1"]))
+        #expect(resumed.changed == ["a-1"])
+        records = try await client.readAll().accounts
+        #expect(records["a-1"]?.settings.paused == nil && records["a-2"]?.settings.paused != nil)
+        await cluster.close()
+    }
 }

@@ -187,3 +187,22 @@ struct SchedulingCoreTests {
         #expect(core.nextDue(of: "never") == nil)
     }
 }
+
+/// What the scheduler reads of an account record.
+@Suite struct AccountValidationTests {
+    /// A paused account is scheduled like a disabled one (no jobs); resuming (a record without `paused`) fires again.
+    @Test func aPausedAccountIsNotFired() throws {
+        let validator = AccountValidator(knownIntegrations: ["github"])
+        var record = AccountRecord(
+            accountId: "42", integration: "github", settings: AccountSettings(frequency: "*/5 * * * *"),
+            sealedConfig: SealedConfig(keyId: "k", ciphertext: "AAAA"), updatedAt: Date())
+        func enabled(_ record: AccountRecord) throws -> Bool? {
+            guard case .upsert(let schedule) = validator.validate(key: Array("42".utf8), value: try record.messageBytes())
+            else { return nil }
+            return schedule.enabled
+        }
+        #expect(try enabled(record) == true)
+        record.settings.paused = AccountSettings.Pause(reason: .manual, at: Date())
+        #expect(try enabled(record) == false)
+    }
+}

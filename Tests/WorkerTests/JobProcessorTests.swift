@@ -98,6 +98,19 @@ import Testing
         #expect(failed.status?.status == .failing)
     }
 
+    /// A paused account's job is not run (no request to the integration), writes nothing but its run record, and
+    /// says why; the status stays as it was.
+    @Test func aPausedAccountsJobIsSkipped() async throws {
+        var account = try PoisonJobs.account()
+        account.settings.paused = AccountSettings.Pause(reason: .manual, at: Date(), note: "migrating")
+        let result = await processor.process(PoisonJobs.validJob(), origin: origin(), account: .found(account), state: nil)
+        #expect(result.outcome == .paused)
+        #expect(result.records.isEmpty && result.stateRecords.isEmpty && result.status == nil)
+        #expect(result.reason?.hasPrefix("paused") == true && result.reason?.contains("migrating") == true)
+        #expect(RunRecorder.outcome(of: result).0 == .skipped)
+        #expect(integration.calls.isEmpty)
+    }
+
     /// The accounts topic could not be read in time: not the job's fault, so no dead letter; the integration is not
     /// called, nothing but the account's status is written, and the next tick runs it.
     @Test func anAccountRecordThatCannotBeReadFailsTheJobWithoutOutput() async throws {
