@@ -12,10 +12,10 @@ struct TailCommand: AsyncParsableCommand {
         abstract: "Print committed records of one of activity-sync's topics, one JSON object per line.")
 
     enum Topic: String, ExpressibleByArgument, CaseIterable {
-        case activities, state, jobs, dlq, accounts, status
+        case activities, state, jobs, dlq, accounts, status, runs
     }
 
-    @Argument(help: "activities, state, jobs, dlq, accounts or status.")
+    @Argument(help: "activities, state, jobs, dlq, accounts, status or runs.")
     var topic: Topic
 
     @OptionGroup var options: CommonOptions
@@ -47,6 +47,7 @@ struct TailCommand: AsyncParsableCommand {
             case .dlq: names.deadLetters
             case .accounts: names.accounts
             case .status: names.status
+            case .runs: names.runs
             }
         // A throwaway group: nothing is committed, so tailing never moves anyone's position.
         let consumer = try KafkaConsumer(
