@@ -52,6 +52,12 @@ struct JobPlacement: Sendable, Hashable {
                         + "with activity-sync accounts import and start with an empty state topic)")
             }
         }
+        // Written in every job's transaction: missing, every transaction would fail and no job would commit.
+        for name in [names.activities, names.deadLetters, names.status, names.runs] where (topics[name] ?? 0) == 0 {
+            throw WorkerError.topics(
+                "the topic \(name) does not exist; create the missing topics (activity-sync topics create --partitions "
+                    + "\(jobCount) keeps the existing ones) and start the worker again")
+        }
         return JobPlacement(partitionCount: Int32(jobCount))
     }
 }

@@ -219,6 +219,41 @@ final class Pipeline: Sendable {
         return (expected.count, violations)
     }
 
+    /// Run records against the jobs the group's committed offsets cover: each consumed job of this run's accounts
+    /// (by partition and offset) has exactly one run record, as a read_committed reader sees them — none for aborted
+    /// work, none twice. Meaningful on a broker with real transactions, once everything stopped.
+    func runRecordInvariant(groupId: String = "activity-sync-workers") async throws
+        -> (checked: Int, missing: [String], repeated: [String])
+    {
+        let consumer = try KafkaConsumer(
+            configuration: ConsumerConfiguration(
+                kafka: KafkaConfiguration(bootstrapServers: bootstrapServers), groupId: groupId),
+            logger: Logger(label: "activity-sync.test.runs"))
+        let committed = try await consumer.committed(
+            (0..<partitions).map { TopicPartition(topic: topics.jobs, partition: $0) }, timeout: .seconds(30))
+        await consumer.close()
+        var position: [Int32: Int64] = [:]
+        for entry in committed { position[entry.partition] = entry.offset }
+        let accounts = Set(simulator.users.map { String($0.id) })
+        var consumed: Set<String> = []
+        for message in try await reader.readAll(topics.jobs, partitions: partitions)
+        where message.offset < position[message.partition, default: 0]
+            && message.key.map({ accounts.contains(String(decoding: $0, as: UTF8.self)) }) == true
+        {
+            consumed.insert("\(message.partition)@\(message.offset)")
+        }
+        var seen: [String: Int] = [:]
+        for message in try await reader.readAll(topics.runs, partitions: partitions) {
+            guard let value = message.value, let run = try? RunRecord.decodeMessage(value),
+                let account = run.accountId, accounts.contains(account)
+            else { continue }
+            seen["\(run.partition)@\(run.offset)", default: 0] += 1
+        }
+        let missing = consumed.filter { seen[$0] == nil }.sorted()
+        let repeated = seen.filter { $0.value > 1 }.keys.sorted()
+        return (consumed.count, missing, repeated)
+    }
+
     /// Every token the simulator issued (access and refresh), for secret scans.
     var secrets: [String] { simulator.users.flatMap { [$0.token, $0.refreshToken] } }
 

@@ -78,6 +78,11 @@ struct RealKafkaTests {
             let invariant = try await pipeline.stateInvariant()
             #expect(invariant.checked == pipeline.simulator.users.count, "every account had committed jobs")
             #expect(invariant.violations.isEmpty, "state not that of the last committed job: \(invariant.violations.prefix(5))")
+            // One run record per committed job, none for the killed workers' aborted batches.
+            let runs = try await pipeline.runRecordInvariant()
+            #expect(runs.checked > 0)
+            #expect(runs.missing.isEmpty, "committed jobs without a run record: \(runs.missing.prefix(5))")
+            #expect(runs.repeated.isEmpty, "jobs with more than one run record: \(runs.repeated.prefix(5))")
         } catch {
             for process in processes { Issue.record("\(process.name): \(process.allOutput.suffix(2000))") }
             await pipeline.shutdown(processes)

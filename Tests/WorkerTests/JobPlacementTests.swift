@@ -26,7 +26,7 @@ import Testing
     func topicsAreChecked() throws {
         let names = TopicNames(prefix: "t")
         func counts(jobs: Int?, state: Int?, accounts: Int?) -> [String: Int] {
-            var topics: [String: Int] = [:]
+            var topics: [String: Int] = [names.activities: 12, names.deadLetters: 12, names.status: 12, names.runs: 12]
             topics[names.jobs] = jobs
             topics[names.state] = state
             topics[names.accounts] = accounts
@@ -44,5 +44,10 @@ import Testing
                 && "\($0)".contains("topics create --partitions 12")
         }
         #expect { try JobPlacement.check(topics: [:], names: names) } throws: { "\($0)".contains("does not exist") }
+        var withoutRuns = counts(jobs: 12, state: 12, accounts: 12)
+        withoutRuns[names.runs] = nil
+        #expect { try JobPlacement.check(topics: withoutRuns, names: names) } throws: {
+            "\($0)".contains("the topic t.runs does not exist") && "\($0)".contains("topics create")
+        }
     }
 }
