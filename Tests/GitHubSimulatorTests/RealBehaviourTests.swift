@@ -81,14 +81,14 @@ struct RealBehaviourTests {
             let url = "\(simulator.baseURL)/users/\(user.login)/events?per_page=100"
             let prompt = try simulator.addEvent(for: user.login, type: "IssuesEvent", at: Date().addingTimeInterval(-5))
             let late = try simulator.addEvent(
-                for: user.login, type: "IssuesEvent", at: Date().addingTimeInterval(-600), appearsAfter: .seconds(602))
+                for: user.login, type: "IssuesEvent", at: Date().addingTimeInterval(-600), appearsAfter: .seconds(606))
             let first = try await send(url, token: user.token)
             #expect(first.jsonArray?.compactMap { $0["id"] as? String } == [prompt])
             let etag = try #require(first.header("etag"))
             let polled = try simulator.polledTruth(
                 login: user.login, from: Date().addingTimeInterval(-3_600), to: Date())
             #expect(polled.seen.map(\.id) == ["github:event:\(prompt)"], "not yet visible, so no poll saw it")
-            let appeared = try await eventuallyHolds(within: .seconds(10)) {
+            let appeared = try await eventuallyHolds(within: .seconds(20)) {
                 let page = try await send(url, token: user.token, headers: [("If-None-Match", etag)])
                 return page.status == 200 && page.jsonArray?.compactMap { $0["id"] as? String } == [prompt, late]
             }

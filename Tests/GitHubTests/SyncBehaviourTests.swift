@@ -237,8 +237,9 @@ struct SyncBehaviourTests {
         }) { github in
             let started = Date()
             let outcome = try await github.sync(github.user, state: nil, timeout: 1.5)
-            // The deadline plus about one request; without it this history takes well over 10 s at this latency.
-            #expect(Date().timeIntervalSince(started) < 3.0)
+            // The deadline plus about one request (and slack for a loaded machine); without it this history takes
+            // well over 10 s at this latency.
+            #expect(Date().timeIntervalSince(started) < 4.0)
             if case .complete = outcome.status { Issue.record("expected the sync to stop early") }
         }
     }
@@ -459,14 +460,14 @@ struct SyncBehaviourTests {
             let user = github.user
             github.simulator.injectFault(.rateLimited, count: 1, pathPrefix: "/notifications")
             let started = Date()
-            let outcome = try await github.sync(user, state: nil, timeout: 3)
+            let outcome = try await github.sync(user, state: nil, timeout: 6)
             // Its time plus slack for a loaded machine; waiting for the reset would take up to an hour.
-            #expect(Date().timeIntervalSince(started) < 4.5)
+            #expect(Date().timeIntervalSince(started) < 8)
             guard case .partial(_, let retryAfter) = outcome.status else {
                 Issue.record("expected partial, got \(outcome.status)")
                 return
             }
-            #expect((retryAfter ?? .distantPast) > started.addingTimeInterval(3))
+            #expect((retryAfter ?? .distantPast) > started.addingTimeInterval(6))
             let limited = github.requests(of: user.login).filter { $0.status == 403 }
             #expect(limited.count == 1, "no second request into an exhausted quota")
         }
