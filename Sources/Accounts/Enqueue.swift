@@ -128,10 +128,10 @@ extension AccountsTopicClient {
         }
     }
 
-    /// Resumes paused accounts (whatever paused them); their next tick fires again.
+    /// Resumes accounts: clears a pause, and — as the record is written again — ends a failing account's backoff
+    /// or auto-pause (workers start its failure streak afresh when its record changes). Their next tick runs.
     public func resume(_ selection: PauseSelection) async throws -> (changed: [String], unknown: [String]) {
         try await rewrite(selection) { settings in
-            guard settings.paused != nil else { return false }
             settings.paused = nil
             return true
         }

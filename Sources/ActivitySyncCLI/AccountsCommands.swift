@@ -197,6 +197,7 @@ struct ShowAccount: AsyncParsableCommand {
                     "lastJob": try state.lastJob.map { try JSONValue(encoding: $0) } ?? .null,
                     "refreshedCredentials": .bool(state.credentials?.refreshed != nil),
                     "rejectedCredentials": .bool(state.credentials?.rejected == true),
+                    "failures": try state.failures.map { try JSONValue(encoding: $0) } ?? .null,
                     "data": Self.summary(of: state.data),
                 ]
             } else {
@@ -226,6 +227,11 @@ struct ShowAccount: AsyncParsableCommand {
             let last = state.lastJob.map { "last tick \(WireFormat.formatDate($0.scheduledAt))" } ?? "no tick yet"
             let pair = state.credentials?.refreshed != nil ? "; a refreshed token pair is stored" : ""
             lines.append("state        \(last), updated \(WireFormat.formatDate(state.updatedAt))\(pair)")
+            if let failures = state.failures {
+                lines.append(
+                    "failures     \(failures.count) in a row since \(WireFormat.formatDate(failures.since)), last "
+                        + "\(WireFormat.formatDate(failures.last)) (backing off; a week of them pauses the account)")
+            }
             if case .object(let fields) = Self.summary(of: state.data), !fields.isEmpty {
                 for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
                     lines.append("             \(key) \(value.stringValue ?? String(decoding: (try? WireFormat.encode(value)) ?? [], as: UTF8.self))")

@@ -105,10 +105,12 @@ public struct StateRecord: Codable, Sendable, Hashable {
     public var data: JSONValue
     /// What the worker learned about the account's credentials (a refreshed token pair, a rejected token).
     public var credentials: CredentialState?
+    /// The account's syncs that failed in a row (transient failures, not cancellations); absent after a success.
+    public var failures: FailureStreak?
 
     public init(
         accountId: String, integration: String, lastJob: JobMarker?, updatedAt: Date, data: JSONValue,
-        credentials: CredentialState? = nil
+        credentials: CredentialState? = nil, failures: FailureStreak? = nil
     ) {
         self.type = "state"
         self.accountId = accountId
@@ -117,16 +119,33 @@ public struct StateRecord: Codable, Sendable, Hashable {
         self.updatedAt = updatedAt
         self.data = data
         self.credentials = credentials
+        self.failures = failures
     }
 }
 
-/// The worker's memory of an account's credentials, kept in the state record because the jobs keep carrying
-/// the config from the accounts topic.
+/// Failed syncs of an account in a row: what stretches its effective schedule (backoff) and, after long enough,
+/// pauses it. Any change to the account's record (reconnected, resumed) starts it afresh.
+public struct FailureStreak: Codable, Sendable, Hashable {
+    public var count: Int
+    /// The first failure of the streak.
+    public var since: Date
+    /// The latest failure.
+    public var last: Date
+
+    public init(count: Int, since: Date, last: Date) {
+        self.count = count
+        self.since = since
+        self.last = last
+    }
+}
+
+/// The worker's memory of an account's credentials, kept in the state record beside the account's record on the
+/// accounts topic (which keeps the pair the account was connected with).
 ///
-/// A refreshed token pair invalidates the old one, so until the accounts topic has the new pair the worker must
-/// use the one it saved here; a rejected token must not be retried every tick. Both apply only while the job
-/// still carries the same sealed config (`accountConfigTag`, the GCM tag at the end of its ciphertext, which is
-/// unique per sealing): re-importing the account replaces them.
+/// A refreshed token pair invalidates the old one, so the worker uses the one it saved here from then on; a
+/// rejected token must not be retried every tick. Both apply only while the account's record carries the same
+/// sealed config (`accountConfigTag`, the GCM tag at the end of its ciphertext, which is unique per sealing):
+/// reconnecting the account replaces them.
 public struct CredentialState: Codable, Sendable, Hashable {
     public var accountConfigTag: String
     public var refreshed: SealedConfig?

@@ -78,6 +78,8 @@ struct JobResult: Sendable {
         case coalesced
         /// Not run: the account is paused (`accounts pause`).
         case paused
+        /// Not run: the account's syncs keep failing, and its backoff (or auto-pause) holds this tick back.
+        case backingOff = "backing_off"
     }
 
     var outcome: Outcome
@@ -114,6 +116,14 @@ struct JobProcessor: Sendable {
     var syncTimeout: Duration = .seconds(60)
     /// Attempts for an integration that throws a transient error.
     var maxAttempts = 3
+    /// An account whose syncs fail in a row waits this long after its first failure before the next attempt,
+    /// doubling with each failure up to ``maxFailureBackoff`` (±20 %, fixed per account, so accounts that fail
+    /// together do not come back together). Ticks in between are skipped (run record `skipped`).
+    var failureBackoff: Duration = .seconds(60)
+    var maxFailureBackoff: Duration = .seconds(6 * 3600)
+    /// An account failing for this long is paused (`auto_paused`): no attempt until its record changes
+    /// (reconnected, or `accounts resume`).
+    var autoPauseAfter: Duration = .seconds(7 * 86_400)
     var retryDelay: Duration = .milliseconds(500)
     /// The largest record this processor returns (``OutgoingRecord/estimatedSize``); see
     /// ``WorkerConfiguration/maxRecordBytes``.
@@ -258,6 +268,14 @@ struct JobProcessor: Sendable {
         guard let integration = integrations[job.integration] else {
             return deadLetter(Poison(.unknownIntegration, "integration \"\(job.integration)\" is not loaded"), origin: origin)
         }
+        // A streak counts only while the account's record is the one it failed with: reconnecting or resuming the
+        // account starts afresh.
+        let streak = state?.failures.flatMap { account.updatedAt > $0.last ? nil : $0 }
+        if job.since == nil, let streak, let reason = holdBack(streak, accountId: job.accountId, now: now) {
+            var result = JobResult(outcome: .backingOff)
+            result.reason = reason
+            return result
+        }
         let tag = Self.configTag(account.sealedConfig)
         let credentials = state?.credentials.flatMap { $0.accountConfigTag == tag ? $0 : nil }
         if credentials?.rejected == true {
@@ -320,9 +338,27 @@ struct JobProcessor: Sendable {
             // stays; the job runs again from the committed offset.
             if Task.isCancelled { return JobResult(outcome: .failed) }
             var result = JobResult(outcome: .failed)
+            // The streak goes into the state record (the account's state otherwise as it was): the next ticks back
+            // off, and a week of failures pauses the account.
+            let failures = FailureStreak(count: (streak?.count ?? 0) + 1, since: streak?.since ?? now, last: now)
+            let next = now.addingTimeInterval(backoff(failures.count, accountId: job.accountId).timeInterval)
             result.status = AccountStatus(
                 accountId: job.accountId, integration: job.integration, status: .failing,
-                reason: "sync failed: \(lastError.prefix(200))", at: now)
+                reason: "sync failed: \(lastError.prefix(200)) (\(failures.count) in a row since "
+                    + "\(WireFormat.formatDate(failures.since)); next attempt after \(WireFormat.formatDate(next)))",
+                at: now)
+            var kept = state ?? StateRecord(
+                accountId: job.accountId, integration: job.integration, lastJob: nil, updatedAt: now, data: [:])
+            kept.failures = failures
+            kept.updatedAt = now
+            if let value = try? WireFormat.encode(kept) {
+                result.stateRecords = [
+                    OutgoingRecord(
+                        topic: topics.state, partition: origin.partition, key: job.accountId, value: value,
+                        headers: CloudEvents.headers(for: kept))
+                ]
+                result.newState = kept
+            }
             return result
         }
         return records(for: outcome, job: job, origin: origin, state: state, tag: tag, credentials: credentials, now: now)
@@ -452,6 +488,29 @@ struct JobProcessor: Sendable {
             "the refreshed token pair cannot be saved beside the previous state; the account may need reconnecting",
             metadata: ["account": "\(job.accountId)"])
         return result
+    }
+
+    /// How long after its latest failure an account that failed `count` times in a row waits: ``failureBackoff``
+    /// doubled per failure, capped, with a jitter of ±20 % fixed per account.
+    func backoff(_ count: Int, accountId: String) -> Duration {
+        let base = failureBackoff.timeInterval * pow(2, Double(min(max(0, count - 1), 30)))
+        let capped = min(base, maxFailureBackoff.timeInterval)
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in accountId.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let jitter = 0.8 + 0.4 * Double(hash % 1_000) / 1_000
+        return .milliseconds(Int64(capped * jitter * 1_000))
+    }
+
+    /// Why a failing account's tick is held back now, or nil when it may run.
+    private func holdBack(_ streak: FailureStreak, accountId: String, now: Date) -> String? {
+        if now.timeIntervalSince(streak.since) >= autoPauseAfter.timeInterval {
+            return "auto_paused: failing since \(WireFormat.formatDate(streak.since)) (\(streak.count) syncs in a row); "
+                + "reconnect the account or run activity-sync accounts resume \(accountId) to try again"
+        }
+        let next = streak.last.addingTimeInterval(backoff(streak.count, accountId: accountId).timeInterval)
+        guard now < next else { return nil }
+        return "backing off: \(streak.count) failed syncs in a row since \(WireFormat.formatDate(streak.since)); "
+            + "next attempt after \(WireFormat.formatDate(next))"
     }
 
     /// The account's previous state (which was written, so it fits), `lastJob` included — the job is not marked

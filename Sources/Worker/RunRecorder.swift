@@ -29,6 +29,7 @@ struct RunRecorder: Sendable {
         case .partial: (.partial, result.status?.reason)
         case .duplicate: (.skipped, "duplicate: a tick that already ran for this account")
         case .paused: (.skipped, result.reason ?? "paused")
+        case .backingOff: (.skipped, result.reason ?? "backing off")
         case .deadLettered: (.deadLettered, result.poison?.description)
         case .needsReauth: (.needsReauth, result.status?.reason)
         case .failed:

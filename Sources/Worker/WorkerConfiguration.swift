@@ -44,6 +44,13 @@ public struct WorkerConfiguration: Sendable {
     /// newest runs; the older ones are committed as `coalesced` with their run records. An outage of K ticks then
     /// costs each account at most two syncs, not K. Resync jobs always run.
     public var coalesceBacklog = true
+    /// An account whose syncs fail in a row waits this long after its first failure before the next attempt,
+    /// doubling per failure up to `maxFailureBackoff` (±20 % per account); ticks in between are skipped.
+    public var failureBackoff: Duration = .seconds(60)
+    public var maxFailureBackoff: Duration = .seconds(6 * 3600)
+    /// An account failing for this long gets no attempt (`auto_paused`) until its record changes: reconnected, or
+    /// `accounts resume`.
+    public var autoPauseAfter: Duration = .seconds(7 * 86_400)
     /// How long one read of a state partition may take; it waits for transactions below the high watermark to
     /// resolve, so keep it above `transactionTimeout`.
     public var restoreTimeout: Duration = .seconds(120)

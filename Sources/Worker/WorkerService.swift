@@ -66,6 +66,9 @@ public final class WorkerService: Service, Sendable {
             integrations: integrations, sealer: sealer, topics: configuration.topics, workerId: configuration.workerId)
         processor.syncTimeout = configuration.syncTimeout
         processor.maxRecordBytes = configuration.maxRecordBytes
+        processor.failureBackoff = configuration.failureBackoff
+        processor.maxFailureBackoff = configuration.maxFailureBackoff
+        processor.autoPauseAfter = configuration.autoPauseAfter
         var processorLogger = logger
         processorLogger[metadataKey: "worker"] = "\(configuration.workerId)"
         processor.logger = processorLogger

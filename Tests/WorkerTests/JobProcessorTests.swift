@@ -94,7 +94,10 @@ import Testing
         processor.integrations = IntegrationRegistry([failing])
         let failed = await processor.process(PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(failed.outcome == .failed)
-        #expect(failed.records.isEmpty && failed.stateRecords.isEmpty, "state unchanged: the next tick re-reads")
+        #expect(failed.records.isEmpty, "no activity")
+        // The state as it was (the next attempt re-reads), with the failure streak that backs the next ticks off.
+        #expect(failed.newState?.data == [:] && failed.newState?.lastJob == nil)
+        #expect(failed.newState?.failures?.count == 1)
         #expect(failed.status?.status == .failing)
     }
 
@@ -109,6 +112,61 @@ import Testing
         #expect(result.reason?.hasPrefix("paused") == true && result.reason?.contains("migrating") == true)
         #expect(RunRecorder.outcome(of: result).0 == .skipped)
         #expect(integration.calls.isEmpty)
+    }
+
+    /// A failing account's ticks thin out: after a failure the next ticks are skipped (no request) until its backoff
+    /// passed, doubling per failure; a success ends the streak; a changed account record starts it afresh; a week of
+    /// failures pauses the account.
+    @Test func aFailingAccountBacksOffAndAWeekOfFailuresPausesIt() async throws {
+        integration.set(.transientThenOK(100))
+        var processor = self.processor
+        processor.maxAttempts = 1
+        let account = try PoisonJobs.account()
+        let t0 = Date()
+        func job(_ at: Date) -> SyncJob {
+            let tick = Date(timeIntervalSince1970: at.timeIntervalSince1970.rounded(.down))
+            return SyncJob(accountId: "acct-1", integration: "github", scheduledAt: tick)
+        }
+        let first = await processor.process(job(t0), origin: origin(), account: .found(account), state: nil, now: t0)
+        #expect(first.outcome == .failed && first.newState?.failures?.count == 1)
+        #expect(first.status?.reason?.contains("1 in a row") == true)
+        let wait = processor.backoff(1, accountId: "acct-1").timeInterval
+        #expect((48...72).contains(wait), "a minute ±20 %: \(wait)")
+        // A tick inside the backoff: skipped, GitHub not asked.
+        let soon = t0.addingTimeInterval(wait / 2)
+        let skipped = await processor.process(
+            job(soon), origin: origin(8), account: .found(account), state: first.newState, now: soon)
+        #expect(skipped.outcome == .backingOff && integration.calls.count == 1)
+        #expect(skipped.reason?.hasPrefix("backing off: 1 failed") == true)
+        #expect(RunRecorder.outcome(of: skipped).0 == .skipped)
+        // Past it: attempted again; a second failure doubles the wait.
+        let later = t0.addingTimeInterval(wait + 1)
+        let second = await processor.process(
+            job(later), origin: origin(9), account: .found(account), state: first.newState, now: later)
+        #expect(second.outcome == .failed && second.newState?.failures?.count == 2)
+        #expect(second.newState?.failures?.since == first.newState?.failures?.since)
+        #expect(abs(processor.backoff(2, accountId: "acct-1").timeInterval - 2 * wait) < 1)
+        // The account reconnected (its record changed) after the failures: tried at once.
+        var reconnected = account
+        reconnected.updatedAt = later.addingTimeInterval(1)
+        let fresh = later.addingTimeInterval(2)
+        let retried = await processor.process(
+            job(fresh), origin: origin(10), account: .found(reconnected), state: second.newState, now: fresh)
+        #expect(retried.outcome == .failed && retried.newState?.failures?.count == 1, "a new streak")
+        // A success ends the streak.
+        integration.set(.activities(1))
+        let recovered = t0.addingTimeInterval(3_600)
+        let ok = await processor.process(
+            job(recovered), origin: origin(11), account: .found(account), state: second.newState, now: recovered)
+        #expect(ok.outcome == .synced && ok.newState?.failures == nil)
+        // A week of failures: paused until the record changes.
+        var week = second.newState
+        week?.failures = FailureStreak(count: 40, since: t0.addingTimeInterval(-8 * 86_400), last: t0.addingTimeInterval(-86_400))
+        var connectedLongAgo = account
+        connectedLongAgo.updatedAt = t0.addingTimeInterval(-30 * 86_400)
+        let paused = await processor.process(
+            job(t0), origin: origin(12), account: .found(connectedLongAgo), state: week, now: t0)
+        #expect(paused.outcome == .backingOff && paused.reason?.hasPrefix("auto_paused") == true)
     }
 
     /// The accounts topic could not be read in time: not the job's fault, so no dead letter; the integration is not
