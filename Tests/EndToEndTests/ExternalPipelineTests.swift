@@ -289,8 +289,14 @@ struct ExternalPipelineTests {
             #expect(worker.isRunning, "the worker survived")
             let emitted = try await run.activities()
             #expect(emitted.allSatisfy { $0.accountId == "good" }, "a failed sync published activities")
+            // A failed sync does not advance state: a failing account's record holds only its failure streak (what
+            // backs its next ticks off), no data and no tick.
             let states = try await run.states()
-            #expect(Set(states.keys) == ["good"], "a failed sync advanced state: \(states.keys.sorted())")
+            #expect(states["good"]?.lastJob != nil)
+            for (mode, state) in states where mode != "good" {
+                #expect(state.lastJob == nil && state.data == [:], "a failed sync advanced \(mode)'s state")
+                #expect((state.failures?.count ?? 0) >= 1, "\(mode): \(state)")
+            }
             #expect(worker.allOutput.contains("giving up on purpose (token [redacted])"))
             for token in run.accounts.values { #expect(!worker.allOutput.contains(token), "a token is in the log") }
             let statuses = try await run.statuses()
