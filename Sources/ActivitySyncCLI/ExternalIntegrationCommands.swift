@@ -76,7 +76,9 @@ struct AddIntegration: AsyncParsableCommand {
 
     func run() async throws {
         let path = try file.requiredPath()
-        guard key != "github" else { throw ValidationError("github is built in; choose another key") }
+        guard !IntegrationManifestFile.builtInKeys.contains(key) else {
+            throw ValidationError("\(key) is built in; choose another key")
+        }
         var extra: [String: String] = [:]
         for entry in environment {
             guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex else {

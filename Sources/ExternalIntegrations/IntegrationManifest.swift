@@ -131,6 +131,9 @@ public struct IntegrationManifestFile: Codable, Sendable, Hashable {
 
     public init(integrations: [IntegrationManifest] = []) { self.integrations = integrations }
 
+    /// Keys of the integrations built into the binary: a file entry with one would silently replace it.
+    public static let builtInKeys: Set<String> = ["github"]
+
     /// The environment variable naming the file when no `--integrations-file` is given.
     public static let environmentVariable = "ACTIVITY_SYNC_INTEGRATIONS_FILE"
 
@@ -159,6 +162,11 @@ public struct IntegrationManifestFile: Codable, Sendable, Hashable {
         }
         var seen = Set<String>()
         for manifest in file.integrations {
+            guard !builtInKeys.contains(manifest.key) else {
+                throw ExternalIntegrationError.invalidManifest(
+                    "integrations file \(path) names \(manifest.key), which is built in: remove that entry or give it "
+                        + "another key (activity-sync integrations add refuses it too)")
+            }
             do {
                 try manifest.validate()
             } catch let error as ExternalIntegrationError {

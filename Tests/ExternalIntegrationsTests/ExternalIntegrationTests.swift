@@ -162,6 +162,11 @@ struct ExternalIntegrationTests {
         #expect(try IntegrationManifestFile.load(path: path) == file)
         try Data(#"{"integrations":[{"key":"Bad Key","command":["x"]}]}"#.utf8).write(to: URL(fileURLWithPath: path))
         #expect(throws: ExternalIntegrationError.self) { try IntegrationManifestFile.load(path: path) }
+        // A hand-edited entry for a built-in key would silently replace GitHub's integration.
+        var builtIn = try await Self.counter()
+        builtIn.key = "github"
+        try Data(WireFormat.encode(IntegrationManifestFile(integrations: [builtIn]))).write(to: URL(fileURLWithPath: path))
+        #expect { try IntegrationManifestFile.load(path: path) } throws: { "\($0)".contains("github, which is built in") }
     }
 }
 
