@@ -44,8 +44,14 @@ struct StuckHeadBench: AsyncParsableCommand {
     var workerBinary: String?
     @Option(
         name: .customLong("worker-arg"), parsing: .unconditionalSingleValue,
-        help: "An extra argument for the worker (repeat), e.g. --worker-arg=--max-uncommitted-jobs-per-partition=1000000")
+        help: "An extra argument for the worker (repeat), e.g. --worker-arg=--max-uncommitted-jobs-per-partition=9999999")
     var workerArgs: [String] = []
+    @Flag(
+        name: .customLong("jobs-with-sealed-config"),
+        help: "Jobs also carry the account's sealed config, for a worker from before jobs without secrets (97768ef).")
+    var jobsWithSealedConfig = false
+    @Option(name: .customLong("worker-log"), help: "Write the worker's log (stderr) to this file.")
+    var workerLog: String?
 
     func run() async throws {
         let command =
@@ -53,6 +59,7 @@ struct StuckHeadBench: AsyncParsableCommand {
             + "--concurrency \(concurrency) --latency-ms \(latencyMs) --delivery \(delivery)"
             + (bootstrap.map { " --bootstrap \($0)" } ?? "") + (workerBinary.map { " --worker-binary \($0)" } ?? "")
             + workerArgs.map { " --worker-arg=\($0)" }.joined()
+            + (jobsWithSealedConfig ? " --jobs-with-sealed-config" : "")
         print("command: \(command)")
         let logger = BenchLogging.bootstrap()
         let prefix = "bench-stuck-\(getpid())-\(Int(Date().timeIntervalSince1970))"
@@ -83,6 +90,7 @@ struct StuckHeadBench: AsyncParsableCommand {
         try await simulator.start()
         let users = simulator.users
         let stuckUser = users[0]
+        var sealedConfigs: [Int: SealedConfig] = [:]
         // Longer than any timeout: the stuck account's syncs end only at the worker's sync deadline.
         simulator.injectFault(
             .delay(.seconds(stuckSeconds + 120)), count: 10_000, pathPrefix: "/users/\(stuckUser.login)/")
@@ -97,12 +105,15 @@ struct StuckHeadBench: AsyncParsableCommand {
         let producer = try KafkaProducer(
             configuration: ProducerConfiguration(kafka: kafka, linger: .milliseconds(20), maxQueuedMessages: 200_000),
             logger: logger)
+        for user in users {
+            sealedConfigs[user.id] = try sealer.seal([
+                "access_token": .string(user.token), "refresh_token": .string(user.refreshToken),
+            ])
+        }
         // The accounts the jobs name, where the worker reads them (jobs carry no config).
         _ = try await producer.send(
             try users.map { user in
-                let sealed = try sealer.seal([
-                    "access_token": .string(user.token), "refresh_token": .string(user.refreshToken),
-                ])
+                let sealed = sealedConfigs[user.id]!
                 let account = AccountRecord(
                     accountId: String(user.id), integration: "github", settings: AccountSettings(),
                     sealedConfig: sealed, updatedAt: Date())
@@ -112,7 +123,8 @@ struct StuckHeadBench: AsyncParsableCommand {
             })
 
         // Counts state records as a read_committed reader sees them: none can appear before the head's job ends.
-        let progress = Mutex<(seen: Int, first: ContinuousClock.Instant?, last: ContinuousClock.Instant?)>((0, nil, nil))
+        typealias Progress = (seen: Int, first: ContinuousClock.Instant?, last: ContinuousClock.Instant?)
+        let progress = Mutex<Progress>((0, nil, nil))
         let reader = try KafkaConsumer(
             configuration: ConsumerConfiguration(
                 kafka: KafkaConfiguration(bootstrapServers: servers, properties: ["fetch.wait.max.ms": "50"]),
@@ -144,13 +156,18 @@ struct StuckHeadBench: AsyncParsableCommand {
                 "worker", "--bootstrap", servers, "--topic-prefix", prefix, "--id", "\(prefix)-worker",
                 "--concurrency", "\(concurrency)", "--github-url", simulator.baseURL, "--delivery", delivery,
                 "--sealing-key-file", keyFile.path, "--session-timeout-ms", "6000", "--no-static-membership",
-                "--sync-timeout-s", "\(stuckSeconds)",
-            ] + workerArgs)
+            ]
+                // Only when it is not the default: workers from before the flag existed run the default.
+                + (stuckSeconds == 60 ? [] : ["--sync-timeout-s", "\(stuckSeconds)"]) + workerArgs)
         configuration.standardOutput = .null
         configuration.standardError = .pipe
         let worker = try ChildProcess(configuration)
         let log = Mutex<(assigned: Bool, pauses: Int)>((false, 0))
+        let logFile = workerLog.flatMap { path in
+            FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil
+        }
         OutputPump.start([worker.standardError!], name: "bench-stuck-worker") { _, chunk in
+            logFile?.write(Data(chunk))
             let text = String(decoding: chunk, as: UTF8.self)
             log.withLock {
                 if text.contains("partitions assigned") { $0.assigned = true }
@@ -162,7 +179,8 @@ struct StuckHeadBench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(100))
         }
         guard log.withLock({ $0.assigned }) else {
-            throw ValidationError("the worker was not assigned its partition (\(String(describing: worker.termination)))")
+            throw ValidationError(
+                "the worker was not assigned its partition (\(String(describing: worker.termination)))")
         }
         try await Task.sleep(for: .seconds(1))
 
@@ -173,8 +191,15 @@ struct StuckHeadBench: AsyncParsableCommand {
             let job = SyncJob(
                 accountId: String(user.id), integration: "github",
                 scheduledAt: base.addingTimeInterval(Double(index) / 1000), jobId: "bench-\(index)")
-            return ProducerRecord(
-                topic: topics.jobs, partition: 0, key: Array(job.accountId.utf8), value: try WireFormat.encode(job))
+            var value = try WireFormat.encode(job)
+            if jobsWithSealedConfig {
+                // The job format before jobs without secrets: the same fields plus the account's sealed config.
+                var object = try JSONSerialization.jsonObject(with: Data(value)) as? [String: Any] ?? [:]
+                object["sealedConfig"] = try JSONSerialization.jsonObject(
+                    with: JSONEncoder().encode(sealedConfigs[user.id]!))
+                value = Array(try JSONSerialization.data(withJSONObject: object))
+            }
+            return ProducerRecord(topic: topics.jobs, partition: 0, key: Array(job.accountId.utf8), value: value)
         }
         let cpuStart = Self.cpuSeconds(pid: worker.pid)
         let started = ContinuousClock.now
@@ -208,6 +233,8 @@ struct StuckHeadBench: AsyncParsableCommand {
                 fflush(nil)
             }
             if seen >= jobs { break }
+            // Nothing new committed for a minute after the head's job ended: report what was, do not wait on.
+            if let last = progress.withLock({ $0.last }), ContinuousClock.now - last > .seconds(60) { break }
             try await Task.sleep(for: .milliseconds(200))
         }
         let cpuEnd = Self.cpuSeconds(pid: worker.pid)
@@ -223,7 +250,8 @@ struct StuckHeadBench: AsyncParsableCommand {
         await simulator.stop()
         await cluster?.close()
         guard seen >= jobs, let first, let last else {
-            throw ValidationError("only \(seen) of \(jobs) jobs were committed (\(String(describing: worker.termination)))")
+            throw ValidationError(
+                "only \(seen) of \(jobs) jobs were committed (\(String(describing: worker.termination)))")
         }
         let stuck = (first - started).timeInterval
         let drain = (last - first).timeInterval

@@ -197,7 +197,9 @@ struct TransactionBatcher: Sendable {
         tracker.finished(partition: partition, offset: offset)
         let bytes = (result.records + result.stateRecords).reduce(0) { $0 + $1.estimatedSize }
         uncommittedBytes[partition, default: 0] += bytes
-        add(Finished(offset: offset, result: result, at: now, origin: origin, before: before, bytes: bytes), to: partition)
+        add(
+            Finished(offset: offset, result: result, at: now, origin: origin, before: before, bytes: bytes),
+            to: partition)
         finishedSinceCommit += 1
         if oldestWaiting == nil { oldestWaiting = now }
         if finishedSinceCommit >= configuration.maxJobs { return nextBatch() }

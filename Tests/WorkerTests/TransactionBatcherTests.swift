@@ -262,7 +262,8 @@ enum BatchFixtures {
         for offset in Int64(0)..<8 { _ = batcher.consumed(partition: 0, offset: offset) }
         // 0 is stuck; the others finish in a scrambled order, each a little later.
         for (index, offset) in [5, 2, 7, 1, 3, 6].enumerated() {
-            _ = batcher.finished(partition: 0, offset: Int64(offset), result: result("j\(offset)"), now: t0 + Double(index))
+            _ = batcher.finished(
+                partition: 0, offset: Int64(offset), result: result("j\(offset)"), now: t0 + Double(index))
         }
         #expect(batch(batcher.tick(now: t0 + 100)) == nil, "nothing is committable while 0 runs")
         _ = batcher.finished(partition: 0, offset: 0, result: result("j0"), now: t0 + 100)
@@ -304,7 +305,8 @@ enum BatchFixtures {
         func waiting() -> [(partition: Int32, offset: Int64, at: Date)] {
             consumed.flatMap { partition, jobs in
                 jobs.compactMap { job in
-                    job.at.flatMap { at in inFlight?.offsets[partition].map { job.offset < $0 } == true ? nil : (partition, job.offset, at) }
+                    let inBatch = inFlight?.offsets[partition].map { job.offset < $0 } == true
+                    return job.at.flatMap { at in inBatch ? nil : (partition, job.offset, at) }
                 }
             }
         }
