@@ -53,6 +53,21 @@ struct WorkerCommand: AsyncParsableCommand {
         help: "How long one read of a state partition may take (it waits for open transactions below the end).")
     var restoreTimeoutS = 120
 
+    @Option(
+        name: .customLong("sync-timeout-s"),
+        help: "How long one job's sync may take before it is given up (its status says so).")
+    var syncTimeoutS = 60
+
+    @Option(
+        name: .customLong("max-uncommitted-jobs-per-partition"),
+        help: "A partition is paused while it holds this many jobs not yet committed (behind a slow job at its head).")
+    var maxUncommittedJobsPerPartition = 2_000
+
+    @Option(
+        name: .customLong("max-uncommitted-bytes-per-partition"),
+        help: "…or this many bytes of finished output not yet committed.")
+    var maxUncommittedBytesPerPartition = 16 << 20
+
     @Flag(
         inversion: .prefixedNo,
         help: "Static group membership (group.instance.id = the transactional id): a restart under the same --id takes its partitions back without a rebalance; a stopped worker's partitions move after the session timeout.")
@@ -65,6 +80,10 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("--delivery must be exactly-once or at-least-once")
         }
         guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
+        guard syncTimeoutS > 0 else { throw ValidationError("--sync-timeout-s must be positive") }
+        guard maxUncommittedJobsPerPartition > 0, maxUncommittedBytesPerPartition > 0 else {
+            throw ValidationError("--max-uncommitted-jobs-per-partition and -bytes-per-partition must be positive")
+        }
         guard commitIntervalMs > 0 else { throw ValidationError("--commit-interval-ms must be positive") }
         guard transactionTimeoutS > 0 else { throw ValidationError("--transaction-timeout-s must be positive") }
         guard restoreTimeoutS > transactionTimeoutS else {
@@ -93,6 +112,9 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.transactionTimeout = .seconds(transactionTimeoutS)
         configuration.restoreTimeout = .seconds(restoreTimeoutS)
         configuration.staticMembership = staticMembership
+        configuration.syncTimeout = .seconds(syncTimeoutS)
+        configuration.maxUncommittedJobsPerPartition = maxUncommittedJobsPerPartition
+        configuration.maxUncommittedBytesPerPartition = maxUncommittedBytesPerPartition
         configuration.onReadinessChange = { ready in readiness.set("worker", ready: ready) }
 
         var github = GitHubConfiguration()

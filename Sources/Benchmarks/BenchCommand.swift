@@ -16,6 +16,7 @@ public struct BenchCommand: AsyncParsableCommand {
     /// The benchmarks, as subcommands of whichever command hosts them.
     public static let benchmarks: [any ParsableCommand.Type] = [
         KafkaBenchCommand.self, GitHubBench.self, SchedulerBench.self, WorkerBench.self, RestoreBench.self,
+        StuckHeadBench.self,
     ]
 
     public init() {}

@@ -15,13 +15,30 @@ struct OffsetTracker: Sendable {
         /// Consumed offsets not yet committed, oldest first, with whether the job finished.
         var pending: [(offset: Int64, finished: Bool)] = []
         var pendingStart = 0
+        /// Index of the first unfinished pending entry at or after `pendingStart` (`pending.count` when all
+        /// finished): the committable prefix is `pending[pendingStart..<finishedEnd]`, kept as jobs finish so
+        /// asking for it does not walk the prefix again on every tick.
+        var finishedEnd = 0
         /// Highest offset consumed, to ignore redelivery of offsets we already hold.
         var lastConsumed: Int64?
 
         var inFlight: Int { pending.count - pendingStart }
+
+        mutating func advanceFinishedEnd() {
+            while finishedEnd < pending.count, pending[finishedEnd].finished { finishedEnd += 1 }
+        }
     }
 
     private var partitions: [Int32: Partition] = [:]
+
+    /// Changes a partition's state in place. It is taken out of the dictionary first: a copy
+    /// (`var state = partitions[p]`) would share `pending` with the stored value, and its first write would copy
+    /// every pending offset — per consumed or finished job, the length of what waits behind a slow one.
+    private mutating func withPartition<Result>(_ partition: Int32, _ body: (inout Partition) -> Result) -> Result? {
+        guard var state = partitions.removeValue(forKey: partition) else { return nil }
+        defer { partitions[partition] = state }
+        return body(&state)
+    }
 
     init() {}
 
@@ -43,28 +60,29 @@ struct OffsetTracker: Sendable {
     ///   not assigned); the caller must then drop the message.
     @discardableResult
     mutating func consumed(partition: Int32, offset: Int64) -> Bool {
-        guard var state = partitions[partition] else { return false }
-        if let last = state.lastConsumed, offset <= last { return false }
-        if state.committed == nil { state.committed = offset }
-        state.lastConsumed = offset
-        state.pending.append((offset, false))
-        partitions[partition] = state
-        return true
+        withPartition(partition) { state in
+            if let last = state.lastConsumed, offset <= last { return false }
+            if state.committed == nil { state.committed = offset }
+            state.lastConsumed = offset
+            state.pending.append((offset, false))
+            return true
+        } ?? false
     }
 
     /// Records that the job at `offset` is done (its output is ready to be written).
     mutating func finished(partition: Int32, offset: Int64) {
-        guard var state = partitions[partition] else { return }
-        // Offsets are consumed in increasing order, so the pending entries are sorted: a binary search, not a scan
-        // of everything that waits behind a slow job.
-        var low = state.pendingStart
-        var high = state.pending.count
-        while low < high {
-            let middle = (low + high) / 2
-            if state.pending[middle].offset < offset { low = middle + 1 } else { high = middle }
+        withPartition(partition) { state in
+            // Offsets are consumed in increasing order, so the pending entries are sorted: a binary search, not a
+            // scan of everything that waits behind a slow job.
+            var low = state.pendingStart
+            var high = state.pending.count
+            while low < high {
+                let middle = (low + high) / 2
+                if state.pending[middle].offset < offset { low = middle + 1 } else { high = middle }
+            }
+            if low < state.pending.count, state.pending[low].offset == offset { state.pending[low].finished = true }
+            state.advanceFinishedEnd()
         }
-        if low < state.pending.count, state.pending[low].offset == offset { state.pending[low].finished = true }
-        partitions[partition] = state
     }
 
     /// The offset to commit for each partition whose committable prefix moved past the committed position:
@@ -86,29 +104,27 @@ struct OffsetTracker: Sendable {
     }
 
     private static func nextCommit(_ state: Partition) -> Int64? {
-        var index = state.pendingStart
-        var last: Int64?
-        while index < state.pending.count, state.pending[index].finished {
-            last = state.pending[index].offset
-            index += 1
-        }
-        return last.map { $0 + 1 }
+        guard state.finishedEnd > state.pendingStart else { return nil }
+        return state.pending[state.finishedEnd - 1].offset + 1
     }
 
     /// Records a successful commit: the offsets before each position are done for good.
     mutating func committed(_ offsets: [Int32: Int64]) {
         for (partition, position) in offsets {
-            guard var state = partitions[partition] else { continue }
-            while state.pendingStart < state.pending.count, state.pending[state.pendingStart].offset < position {
-                state.pendingStart += 1
+            withPartition(partition) { state in
+                while state.pendingStart < state.pending.count, state.pending[state.pendingStart].offset < position {
+                    state.pendingStart += 1
+                }
+                state.finishedEnd = max(state.finishedEnd, state.pendingStart)
+                state.advanceFinishedEnd()
+                // Compact now and then so the array does not grow with the partition's history.
+                if state.pendingStart > 1024, state.pendingStart * 2 > state.pending.count {
+                    state.pending.removeFirst(state.pendingStart)
+                    state.finishedEnd -= state.pendingStart
+                    state.pendingStart = 0
+                }
+                if state.committed.map({ position > $0 }) ?? true { state.committed = position }
             }
-            // Compact now and then so the array does not grow with the partition's history.
-            if state.pendingStart > 1024, state.pendingStart * 2 > state.pending.count {
-                state.pending.removeFirst(state.pendingStart)
-                state.pendingStart = 0
-            }
-            if state.committed.map({ position > $0 }) ?? true { state.committed = position }
-            partitions[partition] = state
         }
     }
 
@@ -117,12 +133,14 @@ struct OffsetTracker: Sendable {
     /// - Returns: the offset to seek the consumer to, or nil when nothing was consumed since assignment (the
     ///   consumer's own position is then still right).
     mutating func rewind(partition: Int32) -> Int64? {
-        guard var state = partitions[partition], let committed = state.committed else { return nil }
-        state.pending = []
-        state.pendingStart = 0
-        state.lastConsumed = committed - 1
-        partitions[partition] = state
-        return committed
+        withPartition(partition) { state -> Int64? in
+            guard let committed = state.committed else { return nil }
+            state.pending = []
+            state.pendingStart = 0
+            state.finishedEnd = 0
+            state.lastConsumed = committed - 1
+            return committed
+        } ?? nil
     }
 
     /// Jobs consumed but not yet committed, per partition (in flight or waiting behind a gap).

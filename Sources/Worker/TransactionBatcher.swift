@@ -105,7 +105,14 @@ struct TransactionBatcher: Sendable {
     /// Builds the dead letter that replaces a job whose output the cluster refused.
     private let deadLetter: @Sendable (JobOrigin?, _ partition: Int32, _ offset: Int64, _ reason: String) -> JobResult
     private var tracker = OffsetTracker()
-    private var waiting: [Int32: [Finished]] = [:]
+    /// Finished jobs waiting for their partition's committable prefix to reach them, in offset order. Behind a
+    /// slow job at a partition's head this holds everything finished after it: a tick or a finished job must
+    /// not cost its length, so what a batch needs is indexed (the prefix by offset, the oldest by a heap).
+    private var waiting: [Int32: WaitingJobs] = [:]
+    /// Finished jobs in `waiting`, all partitions.
+    private var waitingCount = 0
+    /// When each waiting job finished, oldest on top; entries of jobs no longer waiting are dropped lazily.
+    private var finishTimes = FinishTimes()
     private var finishedSinceCommit = 0
     private var oldestWaiting: Date?
     private var inFlight: Batch?
@@ -142,7 +149,8 @@ struct TransactionBatcher: Sendable {
         self.generation = generation
         for partition in partitions {
             tracker.assign(partition)
-            waiting[partition] = []
+            waitingCount -= waiting[partition]?.count ?? 0
+            waiting[partition] = WaitingJobs()
             uncommittedBytes[partition] = 0
         }
     }
@@ -154,6 +162,7 @@ struct TransactionBatcher: Sendable {
         }
         tracker.revoke(partitions)
         for partition in partitions {
+            waitingCount -= waiting[partition]?.count ?? 0
             waiting[partition] = nil
             uncommittedBytes[partition] = nil
         }
@@ -168,7 +177,8 @@ struct TransactionBatcher: Sendable {
         }
         for partition in partitions where tracker.isAssigned(partition) {
             _ = tracker.rewind(partition: partition)
-            waiting[partition] = []
+            waitingCount -= waiting[partition]?.count ?? 0
+            waiting[partition] = WaitingJobs()
             uncommittedBytes[partition] = 0
         }
     }
@@ -187,8 +197,9 @@ struct TransactionBatcher: Sendable {
         tracker.finished(partition: partition, offset: offset)
         let bytes = (result.records + result.stateRecords).reduce(0) { $0 + $1.estimatedSize }
         uncommittedBytes[partition, default: 0] += bytes
-        waiting[partition, default: []].append(
-            Finished(offset: offset, result: result, at: now, origin: origin, before: before, bytes: bytes))
+        add(
+            Finished(offset: offset, result: result, at: now, origin: origin, before: before, bytes: bytes),
+            to: partition)
         finishedSinceCommit += 1
         if oldestWaiting == nil { oldestWaiting = now }
         if finishedSinceCommit >= configuration.maxJobs { return nextBatch() }
@@ -315,7 +326,7 @@ struct TransactionBatcher: Sendable {
     /// Puts a batch's jobs back to waiting (for partitions still assigned) and builds the next batch.
     private mutating func giveBack(_ batch: Batch, now: Date) -> Action {
         for (partition, entries) in batch.parts where tracker.isAssigned(partition) {
-            waiting[partition, default: []] += entries
+            for entry in entries { add(entry, to: partition) }
             finishedSinceCommit += entries.count
             oldestWaiting = min(oldestWaiting ?? now, entries.map(\.at).min() ?? now)
         }
@@ -359,6 +370,31 @@ struct TransactionBatcher: Sendable {
 
     func committedPosition(partition: Int32) -> Int64? { tracker.committedPosition(partition: partition) }
 
+    /// Puts a finished job among its partition's waiting ones, and its finish time on the heap.
+    private mutating func add(_ entry: Finished, to partition: Int32) {
+        waiting[partition, default: WaitingJobs()].insert(entry)
+        waitingCount += 1
+        finishTimes.push(.init(at: entry.at, partition: partition, offset: entry.offset))
+        // Entries of jobs that left `waiting` stay on the heap until they reach its top; rebuild it when they
+        // outnumber the live ones, so it stays proportional to what waits (amortised: each rebuild follows as many
+        // removals as it costs).
+        if finishTimes.count > 2 * waitingCount + 64 {
+            finishTimes = FinishTimes(
+                waiting.flatMap { partition, jobs in
+                    jobs.elements.map { FinishTime(at: $0.at, partition: partition, offset: $0.offset) }
+                })
+        }
+    }
+
+    /// When the oldest waiting job finished: the heap's top, once entries of jobs no longer waiting are dropped.
+    private mutating func oldestWaitingNow() -> Date? {
+        while let top = finishTimes.min {
+            if waiting[top.partition]?.finishTime(offset: top.offset) == top.at { return top.at }
+            finishTimes.popMin()
+        }
+        return nil
+    }
+
     private mutating func nextBatch() -> Action {
         if let stopped { return .stop(stopped) }
         guard inFlight == nil else { return .none }
@@ -370,31 +406,29 @@ struct TransactionBatcher: Sendable {
         var jobs = 0
         var parts: [Int32: [Finished]] = [:]
         for (partition, position) in tracker.committable().sorted(by: { $0.key < $1.key }) {
-            guard var entries = waiting[partition] else { continue }
-            // Output in offset order, so a partition's records keep the jobs' order.
-            entries.sort { $0.offset < $1.offset }
+            guard waiting[partition] != nil else { continue }
             var end = position
             if isolating > 0 {
                 // One job only: the first of this partition's committable prefix.
-                guard jobs == 0, let first = entries.first, first.offset < position else { continue }
+                guard jobs == 0, let first = waiting[partition]?.first, first.offset < position else { continue }
                 end = first.offset + 1
             }
-            var taken = 0
-            for entry in entries where entry.offset < end {
-                parts[partition, default: []].append(entry)
+            // Output in offset order, so a partition's records keep the jobs' order. Taken in place: a copy of the
+            // partition's waiting jobs would be copied again on its first write.
+            let taken = waiting[partition]!.removePrefix(below: end)
+            for entry in taken {
                 records += entry.result.records
                 stateRecords += entry.result.stateRecords
                 finishedAt.append(entry.at)
                 if let scheduled = entry.result.scheduledAt { scheduledAt.append(scheduled) }
-                taken += 1
             }
-            entries.removeAll { $0.offset < end }
-            waiting[partition] = entries
-            jobs += taken
+            if !taken.isEmpty { parts[partition] = taken }
+            waitingCount -= taken.count
+            jobs += taken.count
             offsets[partition] = end
         }
-        oldestWaiting = waiting.values.joined().map(\.at).min()
-        finishedSinceCommit = waiting.values.reduce(0) { $0 + $1.count }
+        oldestWaiting = oldestWaitingNow()
+        finishedSinceCommit = waitingCount
         guard !offsets.isEmpty else { return .none }
         let batch = Batch(
             id: nextBatchId, records: records, stateRecords: stateRecords, offsets: offsets, jobCount: jobs,
@@ -403,5 +437,131 @@ struct TransactionBatcher: Sendable {
         inFlight = batch
         revokedFromInFlight = []
         return .commit(batch)
+    }
+}
+
+/// One partition's finished jobs waiting to be committed, sorted by offset.
+///
+/// Jobs finish in about the order they were consumed, so an insertion lands at or near the end; a batch takes a
+/// prefix (everything below the committable position), which only moves `start` (the taken slots are emptied at
+/// once, so their output is freed). So finishing a job costs a binary search, and taking k jobs costs k, whatever
+/// waits behind them.
+struct WaitingJobs: Sendable {
+    /// nil below `start` only.
+    private var entries: [TransactionBatcher.Finished?] = []
+    private var start = 0
+
+    var count: Int { entries.count - start }
+    var first: TransactionBatcher.Finished? { start < entries.count ? entries[start] : nil }
+    var elements: some Sequence<TransactionBatcher.Finished> { entries[start...].lazy.compactMap { $0 } }
+
+    /// Index of the first entry at or above `offset`.
+    private func index(of offset: Int64) -> Int {
+        var low = start
+        var high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if entries[middle]!.offset < offset { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    /// Adds a job (offsets are unique within a partition).
+    mutating func insert(_ entry: TransactionBatcher.Finished) {
+        if entries.last.map({ $0!.offset < entry.offset }) ?? true {
+            entries.append(entry)
+        } else if start > 0, entry.offset < entries[start]!.offset {
+            // Given back from an abandoned batch: below everything still waiting.
+            start -= 1
+            entries[start] = entry
+        } else {
+            entries.insert(entry, at: index(of: entry.offset))
+        }
+    }
+
+    /// When the job at `offset` finished, if it waits here.
+    func finishTime(offset: Int64) -> Date? {
+        let index = index(of: offset)
+        guard index < entries.count, let entry = entries[index], entry.offset == offset else { return nil }
+        return entry.at
+    }
+
+    /// Removes and returns the jobs below `end`, in offset order.
+    mutating func removePrefix(below end: Int64) -> [TransactionBatcher.Finished] {
+        let cut = index(of: end)
+        var taken: [TransactionBatcher.Finished] = []
+        taken.reserveCapacity(cut - start)
+        for index in start..<cut {
+            taken.append(entries[index]!)
+            entries[index] = nil
+        }
+        start = cut
+        if start == entries.count {
+            entries.removeAll()
+            start = 0
+        } else if start > 1024, start * 2 > entries.count {
+            // Compact now and then so the array does not grow with the partition's history.
+            entries.removeFirst(start)
+            start = 0
+        }
+        return taken
+    }
+}
+
+/// A finished job's finish time, for ``FinishTimes``.
+struct FinishTime: Sendable {
+    var at: Date
+    var partition: Int32
+    var offset: Int64
+}
+
+/// A binary min-heap of finish times: the oldest waiting job in O(log n), not a scan of everything waiting.
+struct FinishTimes: Sendable {
+    private var heap: [FinishTime] = []
+
+    init() {}
+
+    init(_ elements: [FinishTime]) {
+        heap = elements
+        var index = heap.count / 2
+        while index > 0 {
+            index -= 1
+            siftDown(index)
+        }
+    }
+
+    var count: Int { heap.count }
+    var min: FinishTime? { heap.first }
+
+    mutating func push(_ element: FinishTime) {
+        heap.append(element)
+        var child = heap.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard heap[child].at < heap[parent].at else { break }
+            heap.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func popMin() {
+        guard !heap.isEmpty else { return }
+        heap.swapAt(0, heap.count - 1)
+        heap.removeLast()
+        siftDown(0)
+    }
+
+    private mutating func siftDown(_ index: Int) {
+        var parent = index
+        while true {
+            var smallest = parent
+            let left = 2 * parent + 1
+            let right = left + 1
+            if left < heap.count, heap[left].at < heap[smallest].at { smallest = left }
+            if right < heap.count, heap[right].at < heap[smallest].at { smallest = right }
+            guard smallest != parent else { return }
+            heap.swapAt(parent, smallest)
+            parent = smallest
+        }
     }
 }

@@ -92,4 +92,40 @@ import Testing
         #expect(tracker.uncommittedCount(partition: 0) == 0)
         #expect(tracker.committedPosition(partition: 0) == 10_000)
     }
+
+    @Test("the committable prefix is kept as jobs finish, across commits, compaction and a rewind")
+    func committablePrefixAcrossCompaction() {
+        var tracker = OffsetTracker()
+        tracker.assign(0)
+        var finished = Set<Int64>()
+        var committed: Int64 = 0
+        var rng = SplitMix(seed: 42)
+        func expected() -> Int64? {
+            var next = committed
+            while finished.contains(next) { next += 1 }
+            return next == committed ? nil : next
+        }
+        for offset in Int64(0)..<5000 { tracker.consumed(partition: 0, offset: offset) }
+        for step in 0..<6000 {
+            // Mostly in order, sometimes far ahead (a slow job holds the head meanwhile).
+            let ahead = rng.next() % 4 == 0 ? Int64(rng.next() % 400) : 0
+            var offset = min(4999, committed + ahead)
+            while finished.contains(offset), offset < 4999 { offset += 1 }
+            finished.insert(offset)
+            tracker.finished(partition: 0, offset: offset)
+            #expect(tracker.committable(partition: 0) == expected(), "step \(step)")
+            if step % 7 == 0, let position = expected() {
+                tracker.committed([0: position])
+                committed = position
+                #expect(tracker.committable(partition: 0) == nil)
+                #expect(tracker.uncommittedCount(partition: 0) == Int(5000 - committed))
+            }
+        }
+        #expect(committed > 2048, "compaction happened (it starts past 1,024 committed entries)")
+        #expect(tracker.rewind(partition: 0) == committed)
+        #expect(tracker.committable(partition: 0) == nil)
+        tracker.consumed(partition: 0, offset: committed)
+        tracker.finished(partition: 0, offset: committed)
+        #expect(tracker.committable(partition: 0) == committed + 1)
+    }
 }

@@ -250,4 +250,163 @@ enum BatchFixtures {
         }
         #expect("\(error)".contains("max.message.bytes"))
     }
+
+    @Test("behind a slow head, jobs finished out of order commit in offset order, timed by the oldest waiting one")
+    func outOfOrderBehindASlowHead() {
+        var configuration = TransactionBatcher.Configuration()
+        configuration.commitInterval = .milliseconds(100)
+        configuration.maxJobs = 1000
+        var batcher = TransactionBatcher(configuration: configuration)
+        let t0 = Date()
+        batcher.assign([0])
+        for offset in Int64(0)..<8 { _ = batcher.consumed(partition: 0, offset: offset) }
+        // 0 is stuck; the others finish in a scrambled order, each a little later.
+        for (index, offset) in [5, 2, 7, 1, 3, 6].enumerated() {
+            _ = batcher.finished(
+                partition: 0, offset: Int64(offset), result: result("j\(offset)"), now: t0 + Double(index))
+        }
+        #expect(batch(batcher.tick(now: t0 + 100)) == nil, "nothing is committable while 0 runs")
+        _ = batcher.finished(partition: 0, offset: 0, result: result("j0"), now: t0 + 100)
+        var first = batch(batcher.tick(now: t0 + 100.2))!
+        #expect(first.offsets == [0: 4], "4 still runs")
+        #expect(first.records.map { String(decoding: $0.key ?? [], as: UTF8.self) } == ["j0", "j1", "j2", "j3"])
+        // Abandoned (as after a revocation of another partition): the jobs go back, still in offset order.
+        first = batch(batcher.abandon(batchId: first.id, now: t0 + 100.3))!
+        #expect(first.records.map { String(decoding: $0.key ?? [], as: UTF8.self) } == ["j0", "j1", "j2", "j3"])
+        _ = batcher.commitSucceeded(batchId: first.id, now: t0 + 100.4)
+        // 5 (finished at t0) and 6, 7 wait; the oldest of them sets the clock: the next tick after 4 finishes commits.
+        _ = batcher.finished(partition: 0, offset: 4, result: result("j4"), now: t0 + 100.5)
+        let second = batch(batcher.tick(now: t0 + 100.51))
+        #expect(second?.offsets == [0: 8])
+        #expect(second?.records.map { String(decoding: $0.key ?? [], as: UTF8.self) } == ["j4", "j5", "j6", "j7"])
+        #expect(batcher.uncommitted(partition: 0).jobs == 4)
+    }
+
+    /// The batcher against a brute-force model of what it decides (every waiting job scanned for the oldest and
+    /// the count, each partition's committable prefix walked): random consumes with gaps, finishes in any order,
+    /// ticks, commits, retried and abandoned batches.
+    @Test("the indexed batcher decides what a full rescan would", arguments: [UInt64(1), 2, 3, 4, 5, 6, 7, 8])
+    func matchesAFullRescan(seed: UInt64) {
+        var rng = SplitMix(seed: seed)
+        var configuration = TransactionBatcher.Configuration()
+        configuration.commitInterval = .milliseconds(100)
+        configuration.maxJobs = 7
+        configuration.maxAttempts = 1_000_000
+        var batcher = TransactionBatcher(configuration: configuration)
+        batcher.assign([0, 1])
+        // Consumed and not committed, per partition, with the finish time once finished.
+        var consumed: [Int32: [(offset: Int64, at: Date?)]] = [0: [], 1: []]
+        var last: [Int32: Int64] = [0: 0, 1: 0]
+        var inFlight: TransactionBatcher.Batch?
+        var now = Date(timeIntervalSince1970: 1_000_000)
+        var committed: [Int32: [Int64]] = [0: [], 1: []]
+
+        /// Finished jobs not in the batch in flight.
+        func waiting() -> [(partition: Int32, offset: Int64, at: Date)] {
+            consumed.flatMap { partition, jobs in
+                jobs.compactMap { job in
+                    let inBatch = inFlight?.offsets[partition].map { job.offset < $0 } == true
+                    return job.at.flatMap { at in inBatch ? nil : (partition, job.offset, at) }
+                }
+            }
+        }
+        func committable() -> [Int32: Int64] {
+            var result: [Int32: Int64] = [:]
+            for (partition, jobs) in consumed {
+                var end: Int64?
+                for job in jobs {
+                    guard let _ = job.at else { break }
+                    end = job.offset + 1
+                }
+                if let end { result[partition] = end }
+            }
+            return result
+        }
+        /// Checks a batch was built exactly when due: `always`, or by the count of waiting jobs, or by the age of
+        /// the oldest one, as the event that returned `action` decides.
+        func check(_ action: TransactionBatcher.Action, byCount: Bool, byAge: Bool, always: Bool = false) {
+            let pending = waiting()
+            let oldest = pending.map(\.at).min()
+            let old = oldest.map { now.timeIntervalSince($0) >= configuration.commitInterval.timeInterval } == true
+            let due =
+                inFlight == nil && !committable().isEmpty
+                && (always || (byCount && pending.count >= configuration.maxJobs) || (byAge && old))
+            guard case .commit(let batch) = action else {
+                #expect(!due, "seed \(seed): a due batch was not built")
+                return
+            }
+            #expect(due, "seed \(seed): a batch was built before it was due")
+            #expect(batch.offsets == committable(), "seed \(seed)")
+            for (partition, end) in batch.offsets {
+                let offsets = batch.records.filter { $0.topic == "p\(partition)" }
+                    .map { Int64(String(decoding: $0.key ?? [], as: UTF8.self))! }
+                #expect(offsets == consumed[partition]!.map(\.offset).filter { $0 < end }, "seed \(seed): offset order")
+            }
+            inFlight = batch
+        }
+        for _ in 0..<4000 {
+            now += Double(rng.next() % 40) / 1000
+            switch rng.next() % 11 {
+            case 0, 1, 2:
+                let partition = Int32(rng.next() % 2)
+                last[partition]! += Int64(1 + rng.next() % 2)  // gaps, as transaction markers leave
+                _ = batcher.consumed(partition: partition, offset: last[partition]!)
+                consumed[partition]!.append((last[partition]!, nil))
+            case 3, 4, 5:
+                let partition = Int32(rng.next() % 2)
+                let open = consumed[partition]!.indices.filter { consumed[partition]![$0].at == nil }
+                guard !open.isEmpty else { continue }
+                // Mostly the oldest running job, sometimes any (the head may be stuck for a while).
+                let index = rng.next() % 3 == 0 ? open[Int(rng.next() % UInt64(open.count))] : open[0]
+                consumed[partition]![index].at = now
+                var output = JobResult(outcome: .synced)
+                output.records = [
+                    OutgoingRecord(topic: "p\(partition)", key: "\(consumed[partition]![index].offset)", value: [])
+                ]
+                let action = batcher.finished(
+                    partition: partition, offset: consumed[partition]![index].offset, result: output, now: now)
+                check(action, byCount: true, byAge: false)
+            case 6, 7:
+                check(batcher.tick(now: now), byCount: false, byAge: true)
+            case 8, 9:
+                guard let batch = inFlight else { continue }
+                inFlight = nil
+                for (partition, end) in batch.offsets {
+                    committed[partition]! += consumed[partition]!.map(\.offset).filter { $0 < end }
+                    consumed[partition]!.removeAll { $0.offset < end }
+                }
+                check(batcher.commitSucceeded(batchId: batch.id, now: now), byCount: true, byAge: true)
+            default:
+                guard let batch = inFlight else { continue }
+                if rng.next() % 2 == 0 {
+                    // Retried: the same batch again.
+                    let again = BatchFixtures.batch(
+                        batcher.commitFailed(batchId: batch.id, failure: BatchFixtures.aborted, now: now))
+                    #expect(again?.offsets == batch.offsets && again?.records.count == batch.records.count)
+                    inFlight = again
+                } else {
+                    // Abandoned: its jobs wait again, and the next batch is built from everything waiting.
+                    inFlight = nil
+                    check(batcher.abandon(batchId: batch.id, now: now), byCount: false, byAge: false, always: true)
+                }
+            }
+        }
+        for (partition, offsets) in committed {
+            #expect(offsets == offsets.sorted() && Set(offsets).count == offsets.count, "seed \(seed), \(partition)")
+        }
+        #expect(committed.values.map(\.count).reduce(0, +) > 500, "the run commits a fair amount")
+    }
+}
+
+/// A small deterministic generator for the model test.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
