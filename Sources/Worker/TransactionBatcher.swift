@@ -339,8 +339,10 @@ struct TransactionBatcher: Sendable {
     /// Whether a state record of `accountId` in `partition` waits to be committed or is being written: a record of
     /// the account written apart from the batches now could be overwritten by it.
     func holdsState(of accountId: String, partition: Int32) -> Bool {
-        let pending = (waiting[partition] ?? []) + (inFlight?.parts[partition] ?? [])
-        return pending.contains { $0.before?.accountId == accountId && !$0.result.stateRecords.isEmpty }
+        // Linear in what the partition holds, but asked only when a sync refreshed a token pair (hours apart).
+        func holds(_ entry: Finished) -> Bool { entry.before?.accountId == accountId && !entry.result.stateRecords.isEmpty }
+        return (waiting[partition]?.elements.contains(where: holds) ?? false)
+            || (inFlight?.parts[partition]?.contains(where: holds) ?? false)
     }
 
     mutating func takeStatesToRestore() -> [(partition: Int32, before: StateBefore)] {
