@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import Sealing
 import SyncModel
+import Synchronization
 
 /// A record the worker will write, independent of the Kafka binding so the deciding code stays I/O-free.
 struct OutgoingRecord: Sendable, Hashable {
@@ -298,12 +299,15 @@ struct JobProcessor: Sendable {
         var request = SyncRequest(
             accountId: job.accountId, config: config, state: state?.data, since: job.since, deadline: deadline,
             scheduledAt: job.scheduledAt)
+        // A pair stored mid-sync is part of the account's state from then on, whatever becomes of the sync.
+        let stored = Mutex<CredentialState?>(nil)
         if let saveCredentials {
             let sealer = self.sealer
             let rejected = credentials?.rejected ?? false
             request.saveRefreshedConfig = { refreshed in
-                try await saveCredentials(
-                    CredentialState(accountConfigTag: tag, refreshed: try sealer.seal(refreshed), rejected: rejected))
+                let pair = CredentialState(accountConfigTag: tag, refreshed: try sealer.seal(refreshed), rejected: rejected)
+                try await saveCredentials(pair)
+                stored.withLock { $0 = pair }
             }
         }
 
@@ -351,6 +355,7 @@ struct JobProcessor: Sendable {
                 accountId: job.accountId, integration: job.integration, lastJob: nil, updatedAt: now, data: [:])
             kept.failures = failures
             kept.updatedAt = now
+            if let pair = stored.withLock({ $0 }) { kept.credentials = pair }
             if let value = try? WireFormat.encode(kept) {
                 result.stateRecords = [
                     OutgoingRecord(

@@ -1,5 +1,6 @@
 import Foundation
 import SyncModel
+import Synchronization
 import Testing
 @testable import Worker
 
@@ -167,6 +168,32 @@ import Testing
         let paused = await processor.process(
             job(t0), origin: origin(12), account: .found(connectedLongAgo), state: week, now: t0)
         #expect(paused.outcome == .backingOff && paused.reason?.hasPrefix("auto_paused") == true)
+    }
+
+    /// A sync that stored a refreshed pair and then failed: its failure record keeps the pair (the old one is dead).
+    @Test func aFailedSyncKeepsThePairItStored() async throws {
+        struct RefreshThenFail: Integration {
+            let key = "github"
+            func spec() -> JSONValue { [:] }
+            func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
+                AccountSetup(accountId: "", config: [:], settings: [:])
+            }
+            func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+                try await request.saveRefreshedConfig?(["access_token": "tok-new"])
+                throw IntegrationError(.transient, "502 after the refresh")
+            }
+        }
+        var processor = self.processor
+        processor.integrations = IntegrationRegistry([RefreshThenFail()])
+        processor.maxAttempts = 1
+        let saved = Mutex<[CredentialState]>([])
+        let result = await processor.process(
+            PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil,
+            saveCredentials: { pair in saved.withLock { $0.append(pair) } })
+        #expect(result.outcome == .failed)
+        let pair = try #require(saved.withLock { $0.first })
+        #expect(result.newState?.credentials == pair, "the failure record keeps the stored pair")
+        #expect(try FakeSealer().open(try #require(pair.refreshed))["access_token"] == "tok-new")
     }
 
     /// The accounts topic could not be read in time: not the job's fault, so no dead letter; the integration is not
