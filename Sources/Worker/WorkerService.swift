@@ -568,6 +568,9 @@ public final class WorkerService: Service, Sendable {
             lost ? "partitions lost: dropping them" : "revoking partitions: settling their output first",
             metadata: ["partitions": "\(partitions.sorted())", "droppedQueuedJobs": "\(dropped)"])
         if lost { _ = cancelJobs(in: partitions) }
+        // Batches aborted meanwhile (any batch: the batcher counts them together) had their output discarded; the
+        // log says so rather than "committed all".
+        let abortsBefore = shared.withLock { $0.machine.counts.aborts }
         var settled = true
         if !lost {
             let deadline = ContinuousClock.now + configuration.revocationDeadline
@@ -622,9 +625,13 @@ public final class WorkerService: Service, Sendable {
         }
         accounts.drop(partitions)
         metrics.assignedPartitions.record(owned)
+        let aborted = shared.withLock { $0.machine.counts.aborts } - abortsBefore
         logger.info(
             lost ? "partitions lost" : "partitions revoked",
-            metadata: ["partitions": "\(partitions.sorted())", "committedAll": "\(settled)"])
+            metadata: [
+                "partitions": "\(partitions.sorted())", "settled": "\(settled)", "abortedBatches": "\(aborted)",
+                "committedAll": "\(settled && !lost && aborted == 0)",
+            ])
     }
 
     /// Reads the jobs and state topics' partition counts: they must be co-partitioned, and the count places jobs.
