@@ -39,7 +39,10 @@ struct BrokerRestartTests {
         let second = try pipeline.startWorker("restart-b-\(run)")
         var processes = [scheduler, first, second]
         func logFile(_ process: ActivitySyncProcess) -> URL {
-            FileManager.default.temporaryDirectory.appendingPathComponent("broker-restart-\(process.name).log")
+            // The second process with a worker's --id shares its name: its log gets its own file.
+            let second = processes.firstIndex { $0 === process }.map { $0 >= 3 } ?? false
+            return FileManager.default.temporaryDirectory.appendingPathComponent(
+                "broker-restart-\(process.name)\(second ? "-second" : "").log")
         }
         func saveOutput() {
             for process in processes { try? process.allOutput.write(to: logFile(process), atomically: true, encoding: .utf8) }
