@@ -25,6 +25,22 @@ public struct CreateTopicsResult: Sendable, Hashable {
 }
 
 /// Cluster administration: create and list topics.
+/// One member of a consumer group, as its coordinator lists it.
+public struct GroupMember: Sendable, Hashable {
+    /// The member id the coordinator gave the member (a static member's starts with its `group.instance.id`).
+    public var memberId: String
+    /// The `client.id` the member joined with.
+    public var clientId: String
+    /// Where the member connected from, as the broker saw it.
+    public var host: String
+
+    public init(memberId: String, clientId: String, host: String) {
+        self.memberId = memberId
+        self.clientId = clientId
+        self.host = host
+    }
+}
+
 public final class KafkaAdmin: Sendable {
     private let client: RDKafkaClient
     private let pollThread: PollThread
@@ -121,6 +137,48 @@ public final class KafkaAdmin: Sendable {
         try await client.blocking("listTopics") { rk in
             listTopicMetadata(rk, timeout: timeout)
         }
+    }
+
+    /// The members of a consumer group as its coordinator lists them (the group's state does not matter: members of a
+    /// group in the middle of a rebalance are listed too). Empty for a group nobody has joined.
+    /// - Throws: the coordinator's error for the group (`COORDINATOR_LOAD_IN_PROGRESS` after a broker restart, say),
+    ///   or the request's (`_TIMED_OUT`, `_TRANSPORT`) when no broker answered.
+    public func groupMembers(_ group: String, timeout: Duration) async throws(KafkaError) -> [GroupMember] {
+        try await client.blocking("groupMembers") { rk in Self.groupMembers(rk, group, timeout: timeout) }
+    }
+
+    private static func groupMembers(_ rk: OpaquePointer, _ group: String, timeout: Duration) -> Result<
+        [GroupMember], KafkaError
+    > {
+        var list: UnsafePointer<rd_kafka_group_list>?
+        // Deprecated in favour of the admin API's DescribeConsumerGroups, but synchronous and enough here: the member
+        // and client ids are what is asked for. Every broker is asked; only the coordinator answers without an error.
+        let err = rd_kafka_list_groups(rk, group, &list, timeout.timeoutMilliseconds)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__PARTIAL, let list else {
+            return .failure(.from(err, context: "describing group \(group)"))
+        }
+        defer { rd_kafka_group_list_destroy(list) }
+        var firstError: rd_kafka_resp_err_t?
+        for index in 0..<Int(list.pointee.group_cnt) {
+            let info = list.pointee.groups[index]
+            guard String(cString: info.group) == group else { continue }
+            guard info.err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                firstError = firstError ?? info.err
+                continue
+            }
+            var members: [GroupMember] = []
+            for m in 0..<Int(info.member_cnt) {
+                let member = info.members[m]
+                members.append(
+                    GroupMember(
+                        memberId: member.member_id.map { String(cString: $0) } ?? "",
+                        clientId: member.client_id.map { String(cString: $0) } ?? "",
+                        host: member.client_host.map { String(cString: $0) } ?? ""))
+            }
+            return .success(members)
+        }
+        return .failure(
+            .from(firstError ?? RD_KAFKA_RESP_ERR__PARTIAL, context: "describing group \(group): no coordinator answered"))
     }
 
     public func close(timeout: Duration = .seconds(10)) async {

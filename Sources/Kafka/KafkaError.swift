@@ -102,6 +102,21 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The client's view of the partition's leader is out of date (`NOT_LEADER_FOR_PARTITION`, `LEADER_NOT_AVAILABLE`,
+    /// `UNKNOWN_TOPIC_OR_PART`, a fenced or unknown leader epoch). librdkafka 2.0.2 can keep a stale leader for a
+    /// watermark query after a broker restart moved it (seen on kfake: minutes of `NOT_LEADER_FOR_PARTITION`); a new
+    /// client asks for fresh metadata.
+    public var isStaleLeader: Bool {
+        switch rd_kafka_resp_err_t(librdkafkaCode) {
+        case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+            RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH,
+            RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH:
+            return true
+        default:
+            return false
+        }
+    }
+
     /// How a transactional producer answers this error; see
     /// ``transactionRecovery(librdkafkaCode:isRetriable:requiresAbort:isFatal:)``.
     public var transactionRecovery: TransactionRecovery {

@@ -23,6 +23,8 @@ final class AccountDirectory: Sendable {
     /// How much a producer's clock may run behind this worker's: a job is matched against the accounts read up to
     /// this long after its timestamp.
     static let clockSkewAllowance: Duration = .seconds(1)
+    /// How often at most a reader stuck on stale partition leaders is replaced.
+    static let followerReplacementInterval: Duration = .seconds(3)
 
     /// One account as its newest record left it.
     enum Entry: Sendable {
@@ -78,6 +80,8 @@ final class AccountDirectory: Sendable {
         var lastError: String?
         var nextEpoch: UInt64 = 1
         var follower: PartitionFollower?
+        /// When a follower stuck on stale partition leaders was last replaced.
+        var followerReplacedAt: ContinuousClock.Instant?
         var closed = false
     }
 
@@ -235,6 +239,24 @@ final class AccountDirectory: Sendable {
             }
         } catch let failure {
             error = "\(failure)"
+            // A client stuck on a partition leader a broker restart moved asks the old leader forever (librdkafka
+            // 2.0.2 does not refresh it for a watermark query): the next catch-up starts a new client, at most every
+            // few seconds.
+            if failure.isStaleLeader {
+                let now = ContinuousClock.now
+                let stale = state.withLock { state -> PartitionFollower? in
+                    guard let follower = state.follower,
+                        state.followerReplacedAt.map({ now - $0 >= Self.followerReplacementInterval }) ?? true
+                    else { return nil }
+                    state.follower = nil
+                    state.followerReplacedAt = now
+                    return follower
+                }
+                if let stale {
+                    logger.info("the accounts reader's partition leaders are stale; a new reader takes over")
+                    Task { await stale.close(timeout: .seconds(5)) }
+                }
+            }
             logger.warning(
                 "reading the accounts topic failed; jobs waiting for it fail and run again with their next tick",
                 metadata: ["topic": "\(topic)", "error": "\(failure)"])

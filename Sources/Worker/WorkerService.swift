@@ -16,6 +16,8 @@ import Synchronization
 public final class WorkerService: Service, Sendable {
     public let configuration: WorkerConfiguration
     private let processor: JobProcessor
+    /// This process's claim on the worker's `group.instance.id`: its consumers' client id carries the token.
+    private let ownership: InstanceOwnership
     private let decoder: JobDecoder
     private let logger: Logger
     /// The one lock: the state machine and the channels to the tasks that act on its decisions.
@@ -47,9 +49,6 @@ public final class WorkerService: Service, Sendable {
         var placement: JobPlacement?
         /// The consumer in use: replaced when it fenced itself (see ``consumeReplacingSelfFenced(_:configuration:)``).
         var consumer: KafkaConsumer?
-        /// When partitions were last lost (a session timeout): a fatal FENCED_INSTANCE_ID soon after is this
-        /// consumer's own rejoin, not another process.
-        var lastLoss: ContinuousClock.Instant?
 
         var stopping: Bool { machine.lifecycle != .running }
     }
@@ -62,6 +61,7 @@ public final class WorkerService: Service, Sendable {
         logger: Logger
     ) {
         self.configuration = configuration
+        self.ownership = InstanceOwnership(instanceId: configuration.transactionalId)
         var processor = JobProcessor(
             integrations: integrations, sealer: sealer, topics: configuration.topics, workerId: configuration.workerId)
         processor.syncTimeout = configuration.syncTimeout
@@ -141,7 +141,11 @@ public final class WorkerService: Service, Sendable {
         // `revocationDeadline`, then a batch being written may take up to a commit and an abort to settle. Releasing
         // partitions before that would hand them over with a transaction still open.
         consumerConfiguration.revocationTimeout = configuration.revocationHandshakeTimeout
-        if configuration.staticMembership { consumerConfiguration.groupInstanceId = configuration.transactionalId }
+        if configuration.staticMembership {
+            consumerConfiguration.groupInstanceId = configuration.transactionalId
+            // Says which process holds the instance id when the consumer is fenced (see InstanceOwnership).
+            consumerConfiguration.kafka.clientId = ownership.clientId
+        }
         let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
         try consumer.subscribe(topics: [configuration.topics.jobs])
         shared.withLock { $0.consumer = consumer }
@@ -286,35 +290,44 @@ public final class WorkerService: Service, Sendable {
     /// The consumer fenced itself: see ``consumeReplacingSelfFenced(_:configuration:)``.
     private struct SelfFenced: Error {
         var error: KafkaError
+        /// Whether the group's member list showed it (else the list could not be read).
+        var shown: Bool
+        var evidence: String
     }
 
     /// Runs the consumer loop, replacing a consumer that fenced itself.
     ///
-    /// librdkafka 2.0.2's static member can fence itself after a broker restart or an outage: its session times out,
-    /// it rejoins under its `group.instance.id` with a new member id, and a request still carrying the old one is
-    /// answered `FENCED_INSTANCE_ID`, which librdkafka makes fatal. A second process with the id causes the same
-    /// error; when it comes tells them apart: right after this consumer lost its partitions (within two session
-    /// timeouts), it is this consumer's own rejoin — a second process takes the id from a healthy member. Then a
-    /// new consumer joins under the same id and the worker goes on, at most 5 times in 10 minutes.
+    /// librdkafka 2.0.2's static member can fence itself after a broker restart or an outage: it rejoins under its
+    /// `group.instance.id` with a new member id, and a request still carrying the old one is answered
+    /// `FENCED_INSTANCE_ID`, which librdkafka makes fatal — sometimes well after the loss (15 s into a revocation on
+    /// kfake). A second process with the id causes the same error. The group's member list tells them apart
+    /// (``InstanceOwnership``): the consumer's client id carries a per-process token, and the coordinator lists the
+    /// client id of whoever holds the instance id now. Held by this process, or by nobody: a new consumer joins under
+    /// the same id and the worker goes on. Held by another process: the worker stops (exit code 3). When the list
+    /// cannot be read (the coordinator still away), the worker also rejoins, but at most 5 times in 10 minutes: if
+    /// another process does have the id, the rejoin fences it and it reads this process's token.
     private func consumeReplacingSelfFenced(
         _ first: KafkaConsumer, configuration consumerConfiguration: ConsumerConfiguration
     ) async throws {
         var consumer = first
-        var replaced: [ContinuousClock.Instant] = []
+        var replaced: [(at: ContinuousClock.Instant, shown: Bool)] = []
         while true {
             do {
                 try await consume(consumer)
                 return
             } catch let fenced as SelfFenced {
                 let now = ContinuousClock.now
-                replaced.removeAll { now - $0 > .seconds(600) }
-                guard replaced.count < 5, !Task.isCancelled, !shared.withLock({ $0.stopping }) else {
-                    throw stopFenced(fenced.error)
+                replaced.removeAll { now - $0.at > .seconds(600) }
+                // Shown self-fencing is bounded only against a loop; unshown, tightly.
+                let limit = fenced.shown ? 30 : 5
+                let count = replaced.filter { $0.shown == fenced.shown }.count
+                guard count < limit, !Task.isCancelled, !shared.withLock({ $0.stopping }) else {
+                    throw stopFenced(fenced.error, holder: "the consumer fenced itself \(count + 1) times in 10 minutes")
                 }
-                replaced.append(now)
+                replaced.append((now, fenced.shown))
                 logger.warning(
-                    "the consumer was fenced by its own rejoin after its session timed out; replacing it under its id",
-                    metadata: ["error": "\(fenced.error)"])
+                    "the consumer was fenced by its own rejoin (no other process holds its id); replacing it under its id",
+                    metadata: ["error": "\(fenced.error)", "evidence": "\(fenced.evidence)"])
                 let assigned = shared.withLock { $0.machine.assignedPartitions }
                 if !assigned.isEmpty { await revoke(assigned, lost: true) }
                 // Not awaited: closing a failed consumer may outlast its timeout (confluentinc/librdkafka#4674).
@@ -330,8 +343,9 @@ public final class WorkerService: Service, Sendable {
 
     /// Records "another process has this id" at once — a write waiting to learn whether another process has the id
     /// reads it — and returns it to throw.
-    private func stopFenced(_ error: KafkaError) -> WorkerError {
-        let reason = WorkerError.fenced("another consumer joined the group with this worker's group.instance.id: \(error)")
+    private func stopFenced(_ error: KafkaError, holder: String) -> WorkerError {
+        let reason = WorkerError.fenced(
+            "another consumer joined the group with this worker's group.instance.id (\(holder)): \(error)")
         shared.withLock { $0.machine.stop(reason) }
         return reason
     }
@@ -352,11 +366,15 @@ public final class WorkerService: Service, Sendable {
                 // membership). Unlike the abortable FENCED_INSTANCE_ID a transactional offset commit can get after a
                 // broker restart, this one is final.
                 if error.isFenced {
-                    let recentLoss = shared.withLock { $0.lastLoss }.map {
-                        ContinuousClock.now - $0 < configuration.sessionTimeout * 2
+                    switch await holderOfThisId() {
+                    case .anotherProcess(let member):
+                        throw stopFenced(
+                            error, holder: "client \(member.clientId) from \(member.host) holds it as \(member.memberId)")
+                    case .thisProcess:
+                        throw SelfFenced(error: error, shown: true, evidence: "the group lists no other process on the id")
+                    case .unknown(let reason):
+                        throw SelfFenced(error: error, shown: false, evidence: "the group's members unknown: \(reason)")
                     }
-                    if recentLoss == true { throw SelfFenced(error: error) }
-                    throw stopFenced(error)
                 }
                 let reason = WorkerError.kafkaFatal("\(error)")
                 shared.withLock { $0.machine.stop(reason) }
@@ -370,6 +388,32 @@ public final class WorkerService: Service, Sendable {
                 }
             }
         }
+    }
+
+    /// Asks the group coordinator who holds this worker's instance id; retried for a few seconds while the
+    /// coordinator is still away (a broker restart is the usual reason the consumer fenced itself).
+    private func holderOfThisId() async -> InstanceOwnership.Verdict {
+        let admin: KafkaAdmin
+        do {
+            admin = try KafkaAdmin(configuration: configuration.kafka, logger: logger)
+        } catch {
+            return .unknown("\(error)")
+        }
+        defer { Task { await admin.close(timeout: .seconds(5)) } }
+        var verdict = InstanceOwnership.Verdict.unknown("not asked")
+        for attempt in 0..<5 {
+            if attempt > 0 { try? await Task.sleep(for: .seconds(2)) }
+            let members: Result<[GroupMember], KafkaError>
+            do {
+                members = .success(try await admin.groupMembers(configuration.groupId, timeout: .seconds(3)))
+            } catch {
+                members = .failure(error)
+            }
+            verdict = ownership.judge(members)
+            if case .unknown = verdict { continue }
+            return verdict
+        }
+        return verdict
     }
 
     /// Pauses the partitions that hold too much until their next commit, and resumes those that committed it.
@@ -527,13 +571,15 @@ public final class WorkerService: Service, Sendable {
     private func revoke(_ partitions: [Int32], lost: Bool) async {
         guard !partitions.isEmpty else { return }
         let dropped = shared.withLock { shared in
-            if lost { shared.lastLoss = ContinuousClock.now }
             return shared.machine.beginRevocation(partitions, lost: lost)
         }
         logger.info(
             lost ? "partitions lost: dropping them" : "revoking partitions: settling their output first",
             metadata: ["partitions": "\(partitions.sorted())", "droppedQueuedJobs": "\(dropped)"])
         if lost { _ = cancelJobs(in: partitions) }
+        // Batches aborted meanwhile (any batch: the batcher counts them together) had their output discarded; the
+        // log says so rather than "committed all".
+        let abortsBefore = shared.withLock { $0.machine.counts.aborts }
         var settled = true
         if !lost {
             let deadline = ContinuousClock.now + configuration.revocationDeadline
@@ -588,9 +634,13 @@ public final class WorkerService: Service, Sendable {
         }
         accounts.drop(partitions)
         metrics.assignedPartitions.record(owned)
+        let aborted = shared.withLock { $0.machine.counts.aborts } - abortsBefore
         logger.info(
             lost ? "partitions lost" : "partitions revoked",
-            metadata: ["partitions": "\(partitions.sorted())", "committedAll": "\(settled)"])
+            metadata: [
+                "partitions": "\(partitions.sorted())", "settled": "\(settled)", "abortedBatches": "\(aborted)",
+                "committedAll": "\(settled && !lost && aborted == 0)",
+            ])
     }
 
     /// Reads the jobs and state topics' partition counts: they must be co-partitioned, and the count places jobs.

@@ -554,6 +554,34 @@ struct WorkerHarness {
         #expect(harness.logs.contains("transactions re-initialised under the same id"))
     }
 
+    /// librdkafka makes a consumer's FENCED_INSTANCE_ID fatal whatever caused it. After a broker restart it is most
+    /// often the consumer's own rejoin under its group.instance.id, and it can come long after the partitions were
+    /// lost (kfake, issue 16: 15 s into a revocation). With no other process on the id, the worker replaces its
+    /// consumer and goes on, however long ago its last loss was. (A real second process: BrokerRestartTests.)
+    @Test(.timeLimit(.minutes(2)))
+    func aFatalFencedInstanceIdWithNoOtherProcessOnTheIdDoesNotStopTheWorker() async throws {
+        let harness = try WorkerHarness()
+        let accounts = ["acct-1", "acct-2"]
+        try await harness.publish(try accounts.map { ($0, try WireFormat.encode(try harness.job($0, tick: 1))) })
+        let worker = harness.worker(harness.configuration(delivery: .exactlyOnce))
+        let run = Task { try await worker.run() }
+        #expect(try await eventuallyHolds {
+            Set(try await harness.activityIds()).isSuperset(of: harness.expectedIds(accounts: accounts, ticks: 1))
+        })
+        // Steady, nothing lost: the next Heartbeat (12) is answered FENCED_INSTANCE_ID (82), fatal for the consumer.
+        try harness.cluster.pushRequestErrors(apiKey: 12, errors: [82])
+        #expect(try await eventuallyHolds { harness.logs.contains("Static consumer fenced") })
+        try await harness.publish(
+            try accounts.map { ($0, try WireFormat.encode(try harness.job($0, tick: 2))) }, registeringAccounts: false)
+        let done = try await eventuallyHolds {
+            Set(try await harness.activityIds()).isSuperset(of: harness.expectedIds(accounts: accounts, ticks: 2))
+        }
+        #expect(done, "the worker went on after its consumer fenced itself")
+        #expect(harness.logs.contains("replacing it under its id"))
+        worker.beginShutdown()
+        await #expect(throws: Never.self) { try await run.value }
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func tokensNeverAppearInAnyTopicOrLogLine() async throws {
         let harness = try WorkerHarness()
