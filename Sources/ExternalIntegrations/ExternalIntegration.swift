@@ -117,10 +117,13 @@ public struct ExternalIntegration: Integration {
     ///   (outcome `failed`), because the provider already retired the old one.
     /// Only complete lines count (a killed program may leave half a line), up to the first that is not a message.
     func salvage(_ run: Run, request: SyncRequest, redactor: SecretRedactor) throws -> SyncOutcome {
-        let failure = "\(key) sync \(run.result.termination)\(run.hint)"
         var printed = Self.completeMessages(in: run.result.stdout)
         let lastState = printed.lastIndex { $0.type == "state" }
         let refreshed = printed.last { $0.type == "account" && $0.data["config"]?.objectValue != nil }
+        // The last stderr line may name the pair the program refreshed: the reason is redacted of it too.
+        let reasonRedactor =
+            refreshed.map { SecretRedactor(request.config, manifest.definitionSecrets, $0.data) } ?? redactor
+        let failure = reasonRedactor("\(key) sync \(run.result.termination)\(run.hint)")
         guard lastState != nil || refreshed != nil else { throw IntegrationError(.transient, failure) }
         printed = lastState.map { Array(printed[...$0]).filter { $0.type != "account" } } ?? []
         if let refreshed { printed.append(refreshed) }

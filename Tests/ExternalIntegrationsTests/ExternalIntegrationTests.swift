@@ -130,6 +130,26 @@ struct ExternalIntegrationTests {
         #expect(outcome.state == ["keep": true], "no state message: the old state is kept")
     }
 
+    /// A program that refreshed its pair and then failed, naming the new token on stderr: the failure's reason is
+    /// redacted of the new token too, not only of the config it was given.
+    @Test("a failure's reason never carries a token the program refreshed before failing")
+    func refreshedTokenIsRedactedFromTheFailure() async throws {
+        let script = #"""
+            echo '{"type":"account","data":{"accountId":"acct-1","config":{"access_token":"brand-new-token-42"}}}'
+            echo 'refresh went fine, now using brand-new-token-42' >&2
+            exit 1
+            """#
+        let integration = ExternalIntegration(manifest: Self.shell(script), logger: Logger(label: "test"))
+        let outcome = try await integration.sync(Self.request())
+        #expect(outcome.updatedConfig?["access_token"]?.stringValue == "brand-new-token-42", "the pair is kept")
+        guard case .failed(let reason) = outcome.status else {
+            Issue.record("expected failed, got \(outcome.status)")
+            return
+        }
+        #expect(reason.contains("[redacted]"), "\(reason)")
+        #expect(!reason.contains("brand-new-token-42"), "\(reason)")
+    }
+
     @Test("an activity without an http(s) sourceURL fails the sync")
     func badActivity() async throws {
         let script = #"echo '{"type":"activity","data":{"text":"t","sourceURL":"file:///etc/passwd"}}'"#
