@@ -26,9 +26,9 @@ extension AccountsTopicClient {
     public func overview(of accountId: String, runs: Int = 10, now: Date = Date()) async throws -> AccountOverview? {
         guard let account = try await read(accountIds: [accountId]).accounts[accountId] else { return nil }
         let key = Array(accountId.utf8)
-        let counts = try await partitionCounts()
+        let counts = try await KafkaAdmin.listTopics(configuration: kafka, timeout: timeout, logger: logger)
         func partition(on topic: String) -> Int32? {
-            counts[topic].map { KeyPartitioner.murmur2(key, partitionCount: Int32($0)) }
+            counts[topic].flatMap { $0 > 0 ? KeyPartitioner.murmur2(key, partitionCount: Int32($0)) : nil }
         }
         let status = try await newest(on: topics.status, partition: partition(on: topics.status), key: key).flatMap {
             try? WireFormat.decode(Envelope<AccountStatus>.self, from: $0).data
@@ -75,18 +75,5 @@ extension AccountsTopicClient {
             for message in batch where message.key == key { newest.withLock { $0 = message.value } }
         }
         return newest.withLock { $0 }
-    }
-
-    /// Every topic's partition count.
-    private func partitionCounts() async throws -> [String: Int] {
-        let admin = try KafkaAdmin(configuration: kafka, logger: logger)
-        let listed: Result<[String: Int], KafkaError>
-        do {
-            listed = .success(try await admin.listTopics(timeout: timeout))
-        } catch {
-            listed = .failure(error)
-        }
-        await admin.close()
-        return try listed.get().filter { $0.value > 0 }
     }
 }

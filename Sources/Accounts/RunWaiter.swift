@@ -24,15 +24,8 @@ public final class RunWaiter: Sendable {
     public static func start(
         kafka: KafkaConfiguration, topics: TopicNames, timeout: Duration = .seconds(30), logger: Logger
     ) async throws -> RunWaiter {
-        let admin = try KafkaAdmin(configuration: kafka, logger: logger)
-        let listed: Result<[String: Int], KafkaError>
-        do {
-            listed = .success(try await admin.listTopics(timeout: timeout))
-        } catch {
-            listed = .failure(error)
-        }
-        await admin.close()
-        guard let count = try listed.get()[topics.runs], count > 0 else {
+        let counts = try await KafkaAdmin.listTopics(configuration: kafka, timeout: timeout, logger: logger)
+        guard let count = counts[topics.runs], count > 0 else {
             throw AccountsError.missingTopic(topics.runs)
         }
         let follower = try PartitionFollower(

@@ -139,6 +139,22 @@ public final class KafkaAdmin: Sendable {
         }
     }
 
+    /// ``listTopics(timeout:)`` through an admin client made for the question and closed after it, for callers that
+    /// ask once (a worker checking its topics at start, a command).
+    public static func listTopics(
+        configuration: KafkaConfiguration, timeout: Duration, logger: Logger
+    ) async throws(KafkaError) -> [String: Int] {
+        let admin = try KafkaAdmin(configuration: configuration, logger: logger)
+        let listed: Result<[String: Int], KafkaError>
+        do {
+            listed = .success(try await admin.listTopics(timeout: timeout))
+        } catch {
+            listed = .failure(error)
+        }
+        await admin.close()
+        return try listed.get()
+    }
+
     /// The members of a consumer group as its coordinator lists them (the group's state does not matter: members of a
     /// group in the middle of a rebalance are listed too). Empty for a group nobody has joined.
     /// - Throws: the coordinator's error for the group (`COORDINATOR_LOAD_IN_PROGRESS` after a broker restart, say),

@@ -351,17 +351,11 @@ struct JobProcessor: Sendable {
                 reason: "sync failed: \(lastError.prefix(200)) (\(failures.count) in a row since "
                     + "\(WireFormat.formatDate(failures.since)); next attempt after \(WireFormat.formatDate(next)))",
                 at: now)
-            var kept = state ?? StateRecord(
-                accountId: job.accountId, integration: job.integration, lastJob: nil, updatedAt: now, data: [:])
+            var kept = Self.kept(state, job: job, now: now)
             kept.failures = failures
-            kept.updatedAt = now
             if let pair = stored.withLock({ $0 }) { kept.credentials = pair }
-            if let value = try? WireFormat.encode(kept) {
-                result.stateRecords = [
-                    OutgoingRecord(
-                        topic: topics.state, partition: origin.partition, key: job.accountId, value: value,
-                        headers: CloudEvents.headers(for: kept))
-                ]
+            if let record = stateRecord(kept, partition: origin.partition) {
+                result.stateRecords = [record]
                 result.newState = kept
             }
             return result
@@ -524,14 +518,28 @@ struct JobProcessor: Sendable {
     func credentialsRecord(
         _ credentials: CredentialState, job: SyncJob, partition: Int32, state: StateRecord?, now: Date = Date()
     ) -> (StateRecord, OutgoingRecord)? {
-        let kept = StateRecord(
-            accountId: job.accountId, integration: job.integration, lastJob: state?.lastJob, updatedAt: now,
-            data: state?.data ?? [:], credentials: credentials)
-        guard let value = try? WireFormat.encode(kept) else { return nil }
+        var kept = Self.kept(state, job: job, now: now)
+        kept.credentials = credentials
+        return stateRecord(kept, partition: partition).map { (kept, $0) }
+    }
+
+    /// The account's state as the job found it (an empty one before its first sync), dated now: what a job that
+    /// does not advance the account writes when it must record something beside it.
+    private static func kept(_ state: StateRecord?, job: SyncJob, now: Date) -> StateRecord {
+        var kept = state
+            ?? StateRecord(accountId: job.accountId, integration: job.integration, lastJob: nil, updatedAt: now, data: [:])
+        kept.updatedAt = now
+        return kept
+    }
+
+    /// `state` as a record of the state topic, in the jobs partition's twin; nil when it cannot be encoded or exceeds
+    /// ``maxRecordBytes``.
+    private func stateRecord(_ state: StateRecord, partition: Int32) -> OutgoingRecord? {
+        guard let value = try? WireFormat.encode(state) else { return nil }
         let record = OutgoingRecord(
-            topic: topics.state, partition: partition, key: job.accountId, value: value,
-            headers: CloudEvents.headers(for: kept))
-        return record.estimatedSize <= maxRecordBytes ? (kept, record) : nil
+            topic: topics.state, partition: partition, key: state.accountId, value: value,
+            headers: CloudEvents.headers(for: state))
+        return record.estimatedSize <= maxRecordBytes ? record : nil
     }
 
     /// An activity's record, its text shortened (and marked `truncated`) when the whole would exceed

@@ -647,15 +647,7 @@ public final class WorkerService: Service, Sendable {
     private func checkTopics() async throws -> JobPlacement {
         let topics: [String: Int]
         do {
-            let admin = try KafkaAdmin(configuration: configuration.kafka, logger: logger)
-            let listed: Result<[String: Int], KafkaError>
-            do {
-                listed = .success(try await admin.listTopics(timeout: .seconds(30)))
-            } catch {
-                listed = .failure(error)
-            }
-            await admin.close()
-            topics = try listed.get()
+            topics = try await KafkaAdmin.listTopics(configuration: configuration.kafka, timeout: .seconds(30), logger: logger)
         } catch {
             throw WorkerError.kafka("listing the topics: \(error)")
         }
