@@ -1,10 +1,14 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 // activity-sync: keeps a knowledge graph fed with what happens in people's GitHub accounts.
 // One module per capability; see docs/architecture.md for why the seams are where they are.
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
-    .enableUpcomingFeature("InternalImportsByDefault")
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    // A member is visible only in files that import its module (SE-0444), so each file says what it uses.
+    .enableUpcomingFeature("MemberImportVisibility"),
+    // A warning is a defect to fix now, not noise to learn to ignore; dependencies keep their own settings.
+    .treatAllWarnings(as: .error),
 ]
 
 let package = Package(

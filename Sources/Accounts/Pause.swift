@@ -1,5 +1,5 @@
 public import Foundation
-public import SyncModel
+import SyncModel
 
 extension AccountsTopicClient {
     /// Which accounts to pause or resume.

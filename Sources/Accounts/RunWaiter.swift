@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import Kafka
 public import Logging
 public import SyncModel

@@ -5,6 +5,7 @@ import Foundation
 import Kafka
 import Sealing
 import SyncModel
+import Logging
 
 extension CommonOptions {
     /// The accounts-topic client of the `accounts` and `enqueue` commands, logging warnings and worse by default.

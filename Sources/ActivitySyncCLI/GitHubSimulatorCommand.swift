@@ -3,6 +3,7 @@ import Foundation
 import GitHubSimulator
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 /// `activity-sync github-sim`: the simulated GitHub as a process, for dev mode, end-to-end tests and benchmarks.
 ///

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Scheduler
 import Telemetry
+import ExternalIntegrations
 
 /// `activity-sync scheduler`: one member of the scheduler group; run several for availability.
 struct SchedulerCommand: AsyncParsableCommand {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Telemetry
+import UnixSignals
 
 /// Runs a long-lived role (scheduler, worker) the way every role runs: beside the health and metrics server when
 /// a port is given, stopping gracefully on SIGTERM or SIGINT.

@@ -1,3 +1,4 @@
+import Synchronization
 /// What the token may not see: repositories whose issues and pull requests GitHub refuses (SAML SSO, deleted, …)
 /// and accounts whose token type `/notifications` refuses. Set by tests; nothing is refused by default.
 struct AccessRules: Sendable {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import Synchronization
 
 /// `/_sim/…`: the simulator's own endpoints, so other processes (workers, dev mode, end-to-end tests) can read the
 /// world's credentials, the ground truth, the request log and quota, and steer faults. Not recorded, never faulted.

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Synchronization
 
 /// `POST /graphql`: just enough of GitHub's GraphQL API to resolve a Discussion notification, whose REST
 /// `subject.url` is null. The query text is not parsed: any query naming `discussions` gets

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Synchronization
 
 /// Request context that keeps the connection, so a "dropped connection" fault can close it without answering.
 struct SimulatorRequestContext: RequestContext {

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Synchronization
 
 /// The GitHub REST endpoints the integration uses.
 extension GitHubSimulator {

@@ -1,4 +1,5 @@
 public import Foundation
+import Synchronization
 
 /// Test control: put specific things into the world at specific times. All of it is thread-safe.
 extension GitHubSimulator {

@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import SyncModel
 import Testing
+import GitHubSimulator
 
 /// An external integration — the Node CLI in Tests/Fixtures/external-integration — registered with
 /// `integrations add`, accounts created with `accounts setup`, and run by scheduler and worker processes on the

@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import SyncModel
 import Testing
+import GitHubSimulator
 
 /// accounts → scheduler → jobs → workers → activities, with real processes on the embedded cluster.
 ///

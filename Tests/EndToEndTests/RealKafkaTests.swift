@@ -4,6 +4,7 @@ import Kafka
 import Logging
 import SyncModel
 import Testing
+import GitHubSimulator
 
 /// What only a real Kafka can show: `read_committed` readers never see aborted or open transactional records.
 ///

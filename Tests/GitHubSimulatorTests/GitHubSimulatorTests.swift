@@ -2,6 +2,7 @@ import ActivitySyncTesting
 import Foundation
 import GitHubSimulator
 import Testing
+import NIOHTTP1
 
 private let keptKinds: Set<String> = [
     "assign", "review_requested", "mention", "state_change", "author", "comment", "team_mention", "pr_opened",

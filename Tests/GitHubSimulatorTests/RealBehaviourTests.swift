@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Foundation
 import GitHubSimulator
 import Testing
+import NIOHTTP1
 
 /// GitHub as it really behaves (issue 10): threads re-bumped by new activity, late events, Discussions through
 /// GraphQL, and a ground truth of what polls could see.

@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 
 @testable import GitHub
+import Logging
 
 /// The texts, word for word, for issue and pull-request subjects (issue 3 is the authority).
 @Suite("Activity texts")

@@ -3,6 +3,7 @@ import SyncModel
 import Testing
 
 @testable import GitHub
+import Logging
 
 /// Every recorded payload in shared/fixtures/github decodes into the types the sync reads.
 @Suite("GitHub fixtures")

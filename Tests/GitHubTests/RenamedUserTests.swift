@@ -3,6 +3,7 @@ import SyncModel
 import Testing
 
 @testable import GitHub
+import GitHubSimulator
 
 /// The state caches the login for the events feed; a renamed account must not lose its events forever.
 @Suite("Renamed user", .timeLimit(.minutes(1)))

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import Worker
+import SyncModel
 
 /// Outputs and batches that the batcher and state machine tests share.
 enum BatchFixtures {

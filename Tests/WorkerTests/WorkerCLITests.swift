@@ -8,6 +8,7 @@ import Sealing
 import SyncModel
 import Testing
 @testable import Worker
+import Kafka
 
 /// The `worker` and `tail` commands as operators and the end-to-end tests run them: child processes of the
 /// built binary on a cluster and simulator owned by the test.
