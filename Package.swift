@@ -199,7 +199,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SchedulerTests",
-            dependencies: ["Scheduler", "Accounts", "Cron", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting"],
+            dependencies: [
+                "Scheduler", "Accounts", "Cron", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting",
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -208,6 +211,7 @@ let package = Package(
                 "Worker", "GitHub", "GitHubSimulator", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting",
                 "ExternalIntegrations",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
