@@ -5,6 +5,7 @@ import Metrics
 import NIOCore
 import NIOHTTP1
 import Synchronization
+import SyncModel
 
 /// GitHub's REST API over async-http-client, with the rules that keep a token safe and quota low.
 ///
@@ -302,8 +303,9 @@ public final class GitHubClient: Sendable {
             logger.info("GitHub request failed after retries", metadata: ["url": "\(url)", "reason": "\(reason)"])
             throw GitHubError(.unavailable(reason))
         }
-        let base = seconds(configuration.initialBackoff) * pow(2, Double(attempt - 1))
-        let delay = min(base, seconds(configuration.maxBackoff)) * Double.random(in: 0.5...1.0)
+        let delay = seconds(
+            Backoff(initial: configuration.initialBackoff, maximum: configuration.maxBackoff)
+                .delay(afterFailures: attempt, scaledBy: Double.random(in: 0.5...1.0)))
         guard Date().addingTimeInterval(delay) < deadline else { throw GitHubError(.unavailable(reason)) }
         try await sleep(seconds: delay)
     }
@@ -327,8 +329,9 @@ public final class GitHubClient: Sendable {
         }
         let message = String(decoding: response.body.prefix(2048), as: UTF8.self).lowercased()
         if response.status == 429 || message.contains("secondary rate limit") || message.contains("abuse") {
-            let minimum = seconds(configuration.secondaryLimitMinimumWait)
-            return (.secondary, minimum * pow(2, Double(secondaryWaits)))
+            let wait = Backoff(initial: configuration.secondaryLimitMinimumWait, maximum: Duration.seconds(HeaderLimits.longestWait))
+                .delay(afterFailures: secondaryWaits + 1)
+            return (.secondary, seconds(wait))
         }
         return nil
     }

@@ -210,6 +210,8 @@ public final class SchedulerService: Service, Sendable {
             ])
     }
 
+    /// Waits between reads of one accounts partition: 1 s doubling to 30 s.
+    static let loadBackoff = Backoff(initial: .seconds(1), maximum: .seconds(30))
     /// Reads of one accounts partition before the scheduler gives up (about 3 minutes of capped backoff).
     static let loadAttempts = 10
 
@@ -235,7 +237,7 @@ public final class SchedulerService: Service, Sendable {
                 // process, and its partitions would move to the next scheduler, which may fail the same way.
                 guard attempt < Self.loadAttempts, !Task.isCancelled else { throw error }
                 readiness?("scheduler-load", false)
-                let backoff = Duration.seconds(min(30, 1 << min(attempt - 1, 5)))
+                let backoff = Self.loadBackoff.delay(afterFailures: attempt)
                 logger.warning(
                     "reading accounts partition failed; retrying",
                     metadata: [

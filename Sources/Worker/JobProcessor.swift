@@ -332,8 +332,9 @@ struct JobProcessor: Sendable {
             } catch {
                 lastError = "\(type(of: error))"
             }
-            if attempt < maxAttempts, Date().addingTimeInterval(retryDelay.timeInterval * Double(attempt)) < deadline {
-                try? await Task.sleep(for: retryDelay * attempt)
+            let wait = Backoff(initial: retryDelay, maximum: retryDelay * 8).delay(afterFailures: attempt)
+            if attempt < maxAttempts, Date().addingTimeInterval(wait.timeInterval) < deadline {
+                try? await Task.sleep(for: wait)
                 if Task.isCancelled { break }
             }
         }
@@ -492,12 +493,10 @@ struct JobProcessor: Sendable {
     /// How long after its latest failure an account that failed `count` times in a row waits: ``failureBackoff``
     /// doubled per failure, capped, with a jitter of ±20 % fixed per account.
     func backoff(_ count: Int, accountId: String) -> Duration {
-        let base = failureBackoff.timeInterval * pow(2, Double(min(max(0, count - 1), 30)))
-        let capped = min(base, maxFailureBackoff.timeInterval)
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in accountId.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
         let jitter = 0.8 + 0.4 * Double(hash % 1_000) / 1_000
-        return .milliseconds(Int64(capped * jitter * 1_000))
+        return Backoff(initial: failureBackoff, maximum: maxFailureBackoff).delay(afterFailures: count, scaledBy: jitter)
     }
 
     /// Why a failing account's tick is held back now, or nil when it may run.

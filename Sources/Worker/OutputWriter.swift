@@ -100,6 +100,8 @@ final class TransactionalWriter: OutputWriter {
     private let recreations = Mutex<[ContinuousClock.Instant]>([])
     static let recreationLimit = 10
     static let recreationWindow = Duration.seconds(600)
+    /// Waits between resumptions of one transactional step: 40 ms doubling to 1 s.
+    static let resumeBackoff = Backoff(initial: .milliseconds(40), maximum: .seconds(1))
     let timeout: Duration
     let logger: Logger
     /// How long one step may be resumed before the transaction is given up as unsettled.
@@ -275,7 +277,7 @@ final class TransactionalWriter: OutputWriter {
                     throw Unsettled(reason: "\(name) still failing after \(attempt) attempts: \(error)")
                 }
                 logger.info("resuming \(name)", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
-                try? await Task.sleep(for: .milliseconds(min(1000, 20 << min(attempt, 6))))
+                try? await Task.sleep(for: Self.resumeBackoff.delay(afterFailures: attempt))
             }
         }
     }

@@ -14,6 +14,10 @@ import Synchronization
 /// deciding parts (``OffsetTracker``, ``AccountQueues``, ``StateStore``, ``TransactionBatcher``,
 /// ``JobProcessor``) are pure; this type only moves bytes between them and Kafka.
 public final class WorkerService: Service, Sendable {
+    /// Waits between reads of a partition being restored: 500 ms doubling to 10 s.
+    static let restoreBackoff = Backoff(initial: .milliseconds(500), maximum: .seconds(10))
+    /// Waits before a failed batch is written again: 100 ms doubling to 5 s.
+    static let commitBackoff = Backoff(initial: .milliseconds(100), maximum: .seconds(5))
     public let configuration: WorkerConfiguration
     private let processor: JobProcessor
     /// This process's claim on the worker's `group.instance.id`: its consumers' client id carries the token.
@@ -542,7 +546,7 @@ public final class WorkerService: Service, Sendable {
                     maxBufferedBytes: configuration.restoreBufferBytes)
                 return (states, accounts)
             } catch {
-                let backoff = Duration.milliseconds(min(10_000, 250 << min(attempt, 6)))
+                let backoff = Self.restoreBackoff.delay(afterFailures: attempt)
                 guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {
                     throw WorkerError.restoreFailed("state partition \(partition) after \(attempt) attempts: \(error)")
                 }
@@ -865,7 +869,7 @@ public final class WorkerService: Service, Sendable {
                 // would only fill the logs with aborted records.
                 try? await Task.sleep(for: .milliseconds(100))
             } else if !recordRejected {
-                try? await Task.sleep(for: .milliseconds(min(5000, 50 << min(batch.attempt, 7))))
+                try? await Task.sleep(for: Self.commitBackoff.delay(afterFailures: batch.attempt))
             }
         }
         let before = shared.withLock { $0.machine.deadLetteredOutputs }
