@@ -141,22 +141,10 @@ public final class WorkerService: Service, Sendable {
         case .atLeastOnce:
             output = try AtLeastOnceWriter(configuration: configuration, logger: logger)
         }
-        var consumerConfiguration = ConsumerConfiguration(
-            kafka: configuration.kafka, groupId: configuration.groupId, isolationLevel: .readCommitted,
-            autoOffsetReset: .earliest, sessionTimeout: configuration.sessionTimeout, assignor: "range")
-        // The consumer's own bound on the revocation handshake must outlast ours: running jobs get
-        // `revocationDeadline`, then a batch being written may take up to a commit and an abort to settle. Releasing
-        // partitions before that would hand them over with a transaction still open.
-        consumerConfiguration.revocationTimeout = configuration.revocationHandshakeTimeout
-        if configuration.staticMembership {
-            consumerConfiguration.groupInstanceId = configuration.transactionalId
-            // Says which process holds the instance id when the consumer is fenced (see InstanceOwnership).
-            consumerConfiguration.kafka.clientId = ownership.clientId
-        }
+        let consumerConfiguration = makeConsumerConfiguration()
         let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
         try consumer.subscribe(topics: [configuration.topics.jobs])
         shared.withLock { $0.consumer = consumer }
-        let replacementConfiguration = consumerConfiguration
         configuration.onReadinessChange?(true)
         logger.info(
             "worker started",
@@ -201,23 +189,7 @@ public final class WorkerService: Service, Sendable {
                         }
                     }
                 }
-                // The consumer loop, cancelled on shutdown.
-                let consumeTask = Task {
-                    try await self.consumeReplacingSelfFenced(consumer, configuration: replacementConfiguration)
-                }
-                self.shared.withLock { $0.consumeTask = consumeTask }
-                if self.shared.withLock({ $0.stopping }) { consumeTask.cancel() }
-                var consumeError: (any Error)?
-                do {
-                    try await withTaskCancellationHandler {
-                        try await consumeTask.value
-                    } onCancel: {
-                        consumeTask.cancel()
-                    }
-                } catch is CancellationError {
-                } catch {
-                    consumeError = error
-                }
+                let consumeError = await self.consumeUntilStopped(consumer, configuration: consumerConfiguration)
                 await self.drain(reason: consumeError == nil ? "shutdown" : "error")
                 startContinuation.finish()
                 commitContinuation.finish()
@@ -233,6 +205,56 @@ public final class WorkerService: Service, Sendable {
             self.beginShutdown()
         }
         lagReporter.cancel()
+        await close(committer: committer, output: output, consumer: consumer)
+        let (fatal, counts) = shared.withLock { ($0.machine.fatal, $0.machine.counts) }
+        if let fatal {
+            logger.error("worker stopped", metadata: ["reason": "\(fatal)"])
+            throw fatal
+        }
+        logger.info("worker stopped", metadata: ["commits": "\(counts.commits)", "aborts": "\(counts.aborts)"])
+    }
+
+    /// The jobs consumer's configuration.
+    private func makeConsumerConfiguration() -> ConsumerConfiguration {
+        var consumerConfiguration = ConsumerConfiguration(
+            kafka: configuration.kafka, groupId: configuration.groupId, isolationLevel: .readCommitted,
+            autoOffsetReset: .earliest, sessionTimeout: configuration.sessionTimeout, assignor: "range")
+        // The consumer's own bound on the revocation handshake must outlast ours: running jobs get
+        // `revocationDeadline`, then a batch being written may take up to a commit and an abort to settle. Releasing
+        // partitions before that would hand them over with a transaction still open.
+        consumerConfiguration.revocationTimeout = configuration.revocationHandshakeTimeout
+        if configuration.staticMembership {
+            consumerConfiguration.groupInstanceId = configuration.transactionalId
+            // Says which process holds the instance id when the consumer is fenced (see InstanceOwnership).
+            consumerConfiguration.kafka.clientId = ownership.clientId
+        }
+        return consumerConfiguration
+    }
+
+    /// Runs the consumer loop until shutdown cancels it or it fails; returns its error, if it failed.
+    private func consumeUntilStopped(
+        _ consumer: KafkaConsumer, configuration consumerConfiguration: ConsumerConfiguration
+    ) async -> (any Error)? {
+        let consumeTask = Task {
+            try await self.consumeReplacingSelfFenced(consumer, configuration: consumerConfiguration)
+        }
+        shared.withLock { $0.consumeTask = consumeTask }
+        if shared.withLock({ $0.stopping }) { consumeTask.cancel() }
+        do {
+            try await withTaskCancellationHandler {
+                try await consumeTask.value
+            } onCancel: {
+                consumeTask.cancel()
+            }
+        } catch is CancellationError {
+        } catch {
+            return error
+        }
+        return nil
+    }
+
+    /// Waits for the last commit and closes every client, each for a bounded time.
+    private func close(committer: Task<Void, Never>, output: any OutputWriter, consumer: KafkaConsumer) async {
         await Self.bounded("the last commit", limit: .seconds(15), logger: logger) { await committer.value }
         await Self.bounded("closing the producer", limit: .seconds(15), logger: logger) { await output.close() }
         await Self.bounded("closing the accounts reader", limit: .seconds(15), logger: logger) {
@@ -247,12 +269,6 @@ public final class WorkerService: Service, Sendable {
         await Self.bounded("leaving the consumer group", limit: .seconds(15), logger: logger) {
             await lastConsumer.close(timeout: .seconds(10))
         }
-        let (fatal, counts) = shared.withLock { ($0.machine.fatal, $0.machine.counts) }
-        if let fatal {
-            logger.error("worker stopped", metadata: ["reason": "\(fatal)"])
-            throw fatal
-        }
-        logger.info("worker stopped", metadata: ["commits": "\(counts.commits)", "aborts": "\(counts.aborts)"])
     }
 
     /// Runs a client's close, waiting at most `limit`: with the cluster gone, librdkafka's close/destroy can outlast
