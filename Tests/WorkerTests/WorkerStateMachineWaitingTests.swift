@@ -16,8 +16,8 @@ import Testing
     func makeMachine(owning partitions: [Int32]) -> WorkerStateMachine {
         var configuration = TransactionBatcher.Configuration()
         configuration.commitInterval = .seconds(3600)
-        var machine = WorkerStateMachine(
-            concurrency: 8, batcher: TransactionBatcher(configuration: configuration, deadLetter: BatchFixtures.deadLetter))
+        let batcher = TransactionBatcher(configuration: configuration, deadLetter: BatchFixtures.deadLetter)
+        var machine = WorkerStateMachine(concurrency: 8, batcher: batcher)
         let generation = machine.assigned(partitions)
         for partition in partitions { machine.restored(partition: partition, generation: generation, states: [:]) }
         return machine
