@@ -120,8 +120,9 @@ struct TransactionBatcher: Sendable {
     private var stopped: WorkerError?
     /// Partitions of the in-flight batch revoked since it was built: the batch may no longer be written.
     private var revokedFromInFlight: Set<Int32> = []
-    /// The current assignment; batches record it.
-    private var generation = 0
+    /// The current assignment's generation, the worker's one record of it: batches record it, and
+    /// ``WorkerStateMachine`` reads it from here.
+    private(set) var generation = 0
     /// While positive, batches hold a single job: a batch whose output the cluster refused is re-sent one job
     /// at a time so that only the job that made the bad record is dead-lettered.
     private var isolating = 0

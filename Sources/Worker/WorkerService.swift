@@ -40,9 +40,9 @@ public final class WorkerService: Service, Sendable {
 
     struct Shared: Sendable {
         var machine: WorkerStateMachine
-        /// The current assignment's generation and group metadata: a batch is committed with the metadata of the
-        /// assignment it was built in, never with a later one's.
-        var assignment: (generation: Int, groupMetadata: ConsumerGroupMetadata)?
+        /// The tasks parked in the machine, by the id it knows them by (see ``wait(for:deadline:flushUntil:)``).
+        var parked: [WorkerStateMachine.WaiterID: Parked] = [:]
+        var nextWaiter: WorkerStateMachine.WaiterID = 1
         /// Set once shutdown has drained: a commit failing after that is given up, not retried, so a worker whose
         /// cluster is gone still exits (the next owner re-runs those jobs from the committed offsets).
         var abandonCommits = false
@@ -55,6 +55,13 @@ public final class WorkerService: Service, Sendable {
         var consumer: KafkaConsumer?
 
         var stopping: Bool { machine.lifecycle != .running }
+    }
+
+    /// A task parked in the machine: resumed once, by the event that settles what it waits for; its deadline timers
+    /// are cancelled then.
+    struct Parked: Sendable {
+        var continuation: CheckedContinuation<WorkerStateMachine.Wakeup, Never>
+        var timers: [Task<Void, Never>]
     }
 
     /// - Parameters:
@@ -138,22 +145,10 @@ public final class WorkerService: Service, Sendable {
         case .atLeastOnce:
             output = try AtLeastOnceWriter(configuration: configuration, logger: logger)
         }
-        var consumerConfiguration = ConsumerConfiguration(
-            kafka: configuration.kafka, groupId: configuration.groupId, isolationLevel: .readCommitted,
-            autoOffsetReset: .earliest, sessionTimeout: configuration.sessionTimeout, assignor: "range")
-        // The consumer's own bound on the revocation handshake must outlast ours: running jobs get
-        // `revocationDeadline`, then a batch being written may take up to a commit and an abort to settle. Releasing
-        // partitions before that would hand them over with a transaction still open.
-        consumerConfiguration.revocationTimeout = configuration.revocationHandshakeTimeout
-        if configuration.staticMembership {
-            consumerConfiguration.groupInstanceId = configuration.transactionalId
-            // Says which process holds the instance id when the consumer is fenced (see InstanceOwnership).
-            consumerConfiguration.kafka.clientId = ownership.clientId
-        }
+        let consumerConfiguration = makeConsumerConfiguration()
         let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
         try consumer.subscribe(topics: [configuration.topics.jobs])
         shared.withLock { $0.consumer = consumer }
-        let replacementConfiguration = consumerConfiguration
         configuration.onReadinessChange?(true)
         logger.info(
             "worker started",
@@ -187,7 +182,7 @@ public final class WorkerService: Service, Sendable {
                     let period = max(self.configuration.commitInterval / 4, .milliseconds(5))
                     while !Task.isCancelled, !self.shared.withLock({ $0.stopping }) {
                         try? await Task.sleep(for: period)
-                        self.handle(self.shared.withLock { $0.machine.tick() })
+                        self.act { $0.tick() }
                     }
                 }
                 // Jobs run as children of this task so shutdown can cancel them together.
@@ -198,27 +193,11 @@ public final class WorkerService: Service, Sendable {
                         }
                     }
                 }
-                // The consumer loop, cancelled on shutdown.
-                let consumeTask = Task {
-                    try await self.consumeReplacingSelfFenced(consumer, configuration: replacementConfiguration)
-                }
-                self.shared.withLock { $0.consumeTask = consumeTask }
-                if self.shared.withLock({ $0.stopping }) { consumeTask.cancel() }
-                var consumeError: (any Error)?
-                do {
-                    try await withTaskCancellationHandler {
-                        try await consumeTask.value
-                    } onCancel: {
-                        consumeTask.cancel()
-                    }
-                } catch is CancellationError {
-                } catch {
-                    consumeError = error
-                }
+                let consumeError = await self.consumeUntilStopped(consumer, configuration: consumerConfiguration)
                 await self.drain(reason: consumeError == nil ? "shutdown" : "error")
                 startContinuation.finish()
                 commitContinuation.finish()
-                self.shared.withLock { shared in
+                self.decide { shared in
                     shared.abandonCommits = true
                     let error = consumeError.map { $0 as? WorkerError ?? WorkerError.kafka("\($0)") }
                     shared.machine.stop(error)
@@ -230,6 +209,56 @@ public final class WorkerService: Service, Sendable {
             self.beginShutdown()
         }
         lagReporter.cancel()
+        await close(committer: committer, output: output, consumer: consumer)
+        let (fatal, counts) = shared.withLock { ($0.machine.fatal, $0.machine.counts) }
+        if let fatal {
+            logger.error("worker stopped", metadata: ["reason": "\(fatal)"])
+            throw fatal
+        }
+        logger.info("worker stopped", metadata: ["commits": "\(counts.commits)", "aborts": "\(counts.aborts)"])
+    }
+
+    /// The jobs consumer's configuration.
+    private func makeConsumerConfiguration() -> ConsumerConfiguration {
+        var consumerConfiguration = ConsumerConfiguration(
+            kafka: configuration.kafka, groupId: configuration.groupId, isolationLevel: .readCommitted,
+            autoOffsetReset: .earliest, sessionTimeout: configuration.sessionTimeout, assignor: "range")
+        // The consumer's own bound on the revocation handshake must outlast ours: running jobs get
+        // `revocationDeadline`, then a batch being written may take up to a commit and an abort to settle. Releasing
+        // partitions before that would hand them over with a transaction still open.
+        consumerConfiguration.revocationTimeout = configuration.revocationHandshakeTimeout
+        if configuration.staticMembership {
+            consumerConfiguration.groupInstanceId = configuration.transactionalId
+            // Says which process holds the instance id when the consumer is fenced (see InstanceOwnership).
+            consumerConfiguration.kafka.clientId = ownership.clientId
+        }
+        return consumerConfiguration
+    }
+
+    /// Runs the consumer loop until shutdown cancels it or it fails; returns its error, if it failed.
+    private func consumeUntilStopped(
+        _ consumer: KafkaConsumer, configuration consumerConfiguration: ConsumerConfiguration
+    ) async -> (any Error)? {
+        let consumeTask = Task {
+            try await self.consumeReplacingSelfFenced(consumer, configuration: consumerConfiguration)
+        }
+        shared.withLock { $0.consumeTask = consumeTask }
+        if shared.withLock({ $0.stopping }) { consumeTask.cancel() }
+        do {
+            try await withTaskCancellationHandler {
+                try await consumeTask.value
+            } onCancel: {
+                consumeTask.cancel()
+            }
+        } catch is CancellationError {
+        } catch {
+            return error
+        }
+        return nil
+    }
+
+    /// Waits for the last commit and closes every client, each for a bounded time.
+    private func close(committer: Task<Void, Never>, output: any OutputWriter, consumer: KafkaConsumer) async {
         await Self.bounded("the last commit", limit: .seconds(15), logger: logger) { await committer.value }
         await Self.bounded("closing the producer", limit: .seconds(15), logger: logger) { await output.close() }
         await Self.bounded("closing the accounts reader", limit: .seconds(15), logger: logger) {
@@ -244,12 +273,6 @@ public final class WorkerService: Service, Sendable {
         await Self.bounded("leaving the consumer group", limit: .seconds(15), logger: logger) {
             await lastConsumer.close(timeout: .seconds(10))
         }
-        let (fatal, counts) = shared.withLock { ($0.machine.fatal, $0.machine.counts) }
-        if let fatal {
-            logger.error("worker stopped", metadata: ["reason": "\(fatal)"])
-            throw fatal
-        }
-        logger.info("worker stopped", metadata: ["commits": "\(counts.commits)", "aborts": "\(counts.aborts)"])
     }
 
     /// Runs a client's close, waiting at most `limit`: with the cluster gone, librdkafka's close/destroy can outlast
@@ -276,7 +299,7 @@ public final class WorkerService: Service, Sendable {
     /// Stops taking jobs; the run loop then drains and commits.
     public func beginShutdown() {
         configuration.onReadinessChange?(false)
-        let task = shared.withLock { shared -> Task<Void, any Error>? in
+        let task = decide { shared -> Task<Void, any Error>? in
             shared.machine.beginDrain()
             return shared.consumeTask
         }
@@ -285,8 +308,79 @@ public final class WorkerService: Service, Sendable {
 
     private func stop(_ error: WorkerError) {
         logger.error("stopping", metadata: ["reason": "\(error)"])
-        shared.withLock { $0.machine.stop(error) }
+        decide { $0.machine.stop(error) }
         beginShutdown()
+    }
+
+    // MARK: - Waiting
+
+    /// Reports an event to the machine and acts on what it settled, in one lock: the parked tasks it wakes are
+    /// resumed and a batch it flushed for them is handed to the committer, outside the lock. Every change of the
+    /// machine goes through here, so no waiter misses the event it waits for.
+    @discardableResult
+    private func decide<T: Sendable>(_ event: (inout Shared) -> T) -> T {
+        let (value, action, resumed) = shared.withLock { shared in
+            let value = event(&shared)
+            let wakeups = shared.machine.wakeups()
+            let resumed = wakeups.resume.compactMap { id, wakeup in
+                shared.parked.removeValue(forKey: id).map { ($0, wakeup) }
+            }
+            return (value, wakeups.action, resumed)
+        }
+        for (parked, wakeup) in resumed {
+            for timer in parked.timers { timer.cancel() }
+            parked.continuation.resume(returning: wakeup)
+        }
+        handle(action)
+        return value
+    }
+
+    /// ``decide(_:)`` for an event whose answer is an action, which is then performed.
+    private func act(_ event: (inout WorkerStateMachine) -> WorkerStateMachine.Action) {
+        handle(decide { event(&$0.machine) })
+    }
+
+    /// Parks the calling task in the machine until `condition` holds, and says why it was resumed. Cancelling the
+    /// task resumes it `.cancelled` (see ``WorkerStateMachine/cancel(_:)`` for the one exception); the worker
+    /// stopping resumes it `.stopped`.
+    /// - Parameters:
+    ///   - deadline: when the wait ends `.timedOut`.
+    ///   - flushUntil: for settled output: when it stops flushing and may end `.released`.
+    private func wait(
+        for condition: WorkerStateMachine.Condition, deadline: ContinuousClock.Instant?,
+        flushUntil: ContinuousClock.Instant? = nil
+    ) async -> WorkerStateMachine.Wakeup {
+        let id = shared.withLock { shared in
+            defer { shared.nextWaiter += 1 }
+            return shared.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                decide { shared in
+                    let now = ContinuousClock.now
+                    shared.machine.park(id, until: condition, flushing: flushUntil.map { now < $0 } ?? true)
+                    var timers: [Task<Void, Never>] = []
+                    if let deadline { timers.append(timer(at: deadline) { $0.expire(id) }) }
+                    if let flushUntil, now < flushUntil { timers.append(timer(at: flushUntil) { $0.stopFlushing(id) }) }
+                    shared.parked[id] = Parked(continuation: continuation, timers: timers)
+                    // Cancelled before parking: the handler found nothing to cancel.
+                    if Task.isCancelled { shared.machine.cancel(id) }
+                }
+            }
+        } onCancel: {
+            decide { $0.machine.cancel(id) }
+        }
+    }
+
+    /// Reports a waiter's deadline to the machine when it comes (cancelled when the waiter is resumed first).
+    private func timer(
+        at instant: ContinuousClock.Instant, _ event: @escaping @Sendable (inout WorkerStateMachine) -> Void
+    ) -> Task<Void, Never> {
+        Task {
+            try? await Task.sleep(until: instant, clock: .continuous)
+            guard !Task.isCancelled else { return }
+            self.decide { event(&$0.machine) }
+        }
     }
 
     // MARK: - Consuming
@@ -350,7 +444,7 @@ public final class WorkerService: Service, Sendable {
     private func stopFenced(_ error: KafkaError, holder: String) -> WorkerError {
         let reason = WorkerError.fenced(
             "another consumer joined the group with this worker's group.instance.id (\(holder)): \(error)")
-        shared.withLock { $0.machine.stop(reason) }
+        decide { $0.machine.stop(reason) }
         return reason
     }
 
@@ -381,14 +475,14 @@ public final class WorkerService: Service, Sendable {
                     }
                 }
                 let reason = WorkerError.kafkaFatal("\(error)")
-                shared.withLock { $0.machine.stop(reason) }
+                decide { $0.machine.stop(reason) }
                 throw reason
             case .messages(let messages):
                 for message in messages { accept(message) }
                 applyBackpressure(consumer)
                 // Bound memory overall too: wait for jobs to finish before taking more.
-                while shared.withLock({ $0.machine.buffered >= configuration.maxBufferedJobs && !$0.stopping }) {
-                    try await Task.sleep(for: .milliseconds(5))
+                if await wait(for: .room(limit: configuration.maxBufferedJobs), deadline: nil) == .cancelled {
+                    throw CancellationError()
                 }
             }
         }
@@ -422,7 +516,7 @@ public final class WorkerService: Service, Sendable {
 
     /// Pauses the partitions that hold too much until their next commit, and resumes those that committed it.
     private func applyBackpressure(_ consumer: KafkaConsumer) {
-        let (pause, resume) = shared.withLock {
+        let (pause, resume) = decide {
             $0.machine.backpressure(
                 maxJobs: configuration.maxUncommittedJobsPerPartition,
                 maxBytes: configuration.maxUncommittedBytesPerPartition)
@@ -457,11 +551,7 @@ public final class WorkerService: Service, Sendable {
         guard let metadata else {
             throw WorkerError.kafka("the consumer gave no group metadata with its assignment (is group.id set?)")
         }
-        let generation = shared.withLock { shared in
-            let generation = shared.machine.assigned(partitions)
-            shared.assignment = (generation, metadata)
-            return generation
-        }
+        let generation = decide { $0.machine.assigned(partitions, groupMetadata: metadata) }
         configuration.onReadinessChange?(false)
         let restored = try await restore(partitions)
         // Decoded outside the lock: jobs of owned partitions go on meanwhile.
@@ -476,7 +566,7 @@ public final class WorkerService: Service, Sendable {
             accountCount += table.entries.count
             decoded.append((partition, states, table))
         }
-        let owned = shared.withLock { shared -> Int in
+        let owned = decide { shared -> Int in
             for (partition, states, table) in decoded {
                 // The accounts first: the machine releases the partition's queued jobs once its state is restored.
                 accounts.install(table, partition: partition)
@@ -574,77 +664,61 @@ public final class WorkerService: Service, Sendable {
     /// offsets. Lost partitions' jobs are cancelled at once: their output cannot count.
     private func revoke(_ partitions: [Int32], lost: Bool) async {
         guard !partitions.isEmpty else { return }
-        let dropped = shared.withLock { shared in
-            return shared.machine.beginRevocation(partitions, lost: lost)
+        // Batches aborted meanwhile (any batch: the batcher counts them together) had their output discarded; the
+        // log says so rather than "committed all".
+        let (dropped, abortsBefore) = decide {
+            ($0.machine.beginRevocation(partitions, lost: lost), $0.machine.counts.aborts)
         }
         logger.info(
             lost ? "partitions lost: dropping them" : "revoking partitions: settling their output first",
             metadata: ["partitions": "\(partitions.sorted())", "droppedQueuedJobs": "\(dropped)"])
         if lost { _ = cancelJobs(in: partitions) }
-        // Batches aborted meanwhile (any batch: the batcher counts them together) had their output discarded; the
-        // log says so rather than "committed all".
-        let abortsBefore = shared.withLock { $0.machine.counts.aborts }
-        var settled = true
-        if !lost {
-            let deadline = ContinuousClock.now + configuration.revocationDeadline
-            // Finish what runs (cancelled by shutdown: the drain takes over, so stop waiting).
-            while shared.withLock({ $0.machine.isRunning(partitions) }), ContinuousClock.now < deadline,
-                !Task.isCancelled
-            {
-                try? await Task.sleep(for: .milliseconds(5))
-            }
-            if shared.withLock({ $0.machine.isRunning(partitions) }) {
-                let cancelled = cancelJobs(in: partitions)
-                logger.info(
-                    "jobs still running at the revocation deadline were cancelled; what they saved is committed",
-                    metadata: ["partitions": "\(partitions.sorted())", "jobs": "\(cancelled)"])
-                let grace = ContinuousClock.now + .seconds(5)
-                while shared.withLock({ $0.machine.isRunning(partitions) }), ContinuousClock.now < grace,
-                    !Task.isCancelled
-                {
-                    try? await Task.sleep(for: .milliseconds(5))
-                }
-            }
-            handle(shared.withLock { $0.machine.flush() })
-            // A write in flight is waited for past the deadline — it commits or aborts within the writer's bound —
-            // but not past the consumer's own handshake bound, after which the partitions are gone anyway.
-            let handshakeEnd = ContinuousClock.now + configuration.revocationHandshakeTimeout - configuration.revocationDeadline
-                - .seconds(5)
-            while true {
-                let (committable, writing, stopped) = shared.withLock {
-                    ($0.machine.hasCommittable(partitions), $0.machine.isWriting(partitions), $0.machine.fatal != nil)
-                }
-                if !committable || stopped { break }
-                if writing, ContinuousClock.now >= handshakeEnd {
-                    logger.error(
-                        "a write holding revoked partitions did not settle in time; releasing them",
-                        metadata: ["partitions": "\(partitions.sorted())"])
-                    settled = false
-                    break
-                }
-                if !writing {
-                    if ContinuousClock.now >= deadline || Task.isCancelled {
-                        settled = false
-                        break
-                    }
-                    handle(shared.withLock { $0.machine.flush() })
-                }
-                try? await Task.sleep(for: .milliseconds(5))
-            }
-        }
-        let owned = shared.withLock { shared in
+        let settled = lost ? true : await settle(partitions)
+        let (owned, aborted) = decide { shared in
             shared.machine.finishRevocation(partitions)
-            return shared.machine.assignedCount
+            return (shared.machine.assignedCount, shared.machine.counts.aborts - abortsBefore)
         }
         accounts.drop(partitions)
         metrics.assignedPartitions.record(owned)
-        let aborted = shared.withLock { $0.machine.counts.aborts } - abortsBefore
         logger.info(
             lost ? "partitions lost" : "partitions revoked",
             metadata: [
                 "partitions": "\(partitions.sorted())", "settled": "\(settled)", "abortedBatches": "\(aborted)",
                 "committedAll": "\(settled && !lost && aborted == 0)",
             ])
+    }
+
+    /// A revocation's wait, parked in the machine: running jobs get `revocationDeadline` to finish (cancelled by
+    /// shutdown: the drain takes over, so stop waiting), then are cancelled and get a few seconds to end; what they
+    /// finished is committed until the deadline, and a batch being written that holds the partitions is waited for
+    /// past it — but not past the consumer's own handshake bound, after which the partitions are gone anyway.
+    /// - Returns: whether all their output was settled.
+    private func settle(_ partitions: [Int32]) async -> Bool {
+        let revoking = Set(partitions)
+        let deadline = ContinuousClock.now + configuration.revocationDeadline
+        _ = await wait(for: .jobsEnded(revoking), deadline: deadline)
+        if shared.withLock({ $0.machine.isRunning(partitions) }) {
+            let cancelled = cancelJobs(in: partitions)
+            logger.info(
+                "jobs still running at the revocation deadline were cancelled; what they saved is committed",
+                metadata: ["partitions": "\(partitions.sorted())", "jobs": "\(cancelled)"])
+            _ = await wait(for: .jobsEnded(revoking), deadline: .now + .seconds(5))
+        }
+        act { $0.flush() }
+        let handshakeEnd =
+            ContinuousClock.now + configuration.revocationHandshakeTimeout - configuration.revocationDeadline
+            - .seconds(5)
+        switch await wait(for: .outputSettled(revoking), deadline: max(handshakeEnd, deadline), flushUntil: deadline) {
+        case .met, .stopped:
+            return true
+        case .released, .cancelled:
+            return false
+        case .timedOut:
+            logger.error(
+                "a write holding revoked partitions did not settle in time; releasing them",
+                metadata: ["partitions": "\(partitions.sorted())"])
+            return false
+        }
     }
 
     /// Reads the jobs and state topics' partition counts: they must be co-partitioned, and the count places jobs.
@@ -661,17 +735,18 @@ public final class WorkerService: Service, Sendable {
     private func accept(_ message: ConsumerMessage) {
         let partition = message.partition
         guard message.topic == configuration.topics.jobs,
-            shared.withLock({ $0.machine.consumed(partition: partition, offset: message.offset) })
+            let placement = decide({ shared -> JobPlacement?? in
+                shared.machine.consumed(partition: partition, offset: message.offset) ? .some(shared.placement) : nil
+            })
         else { return }
         let origin = JobOrigin(
             topic: message.topic, partition: partition, offset: message.offset, key: message.key,
             value: message.value, timestamp: message.timestamp)
-        let placement = shared.withLock { $0.placement }
         let decoded = decoder.decode(key: message.key, value: message.value)
         let misplaced = (try? decoded.get()).flatMap { placement?.poison(for: $0, in: partition) }
         switch (decoded, misplaced) {
         case (.success(let job), nil):
-            handle(shared.withLock { $0.machine.accept(job, origin: origin) })
+            act { $0.accept(job, origin: origin) }
         case (.failure(let poison), _), (.success, let poison?):
             logger.warning(
                 "poison job sent to the dead-letter topic",
@@ -679,7 +754,7 @@ public final class WorkerService: Service, Sendable {
             metrics.job(outcome: .deadLettered)
             let result = processor.deadLetter(poison, origin: origin)
             let job = try? decoded.get()
-            handle(shared.withLock { $0.machine.poison(origin: origin, result: result, job: job) })
+            act { $0.poison(origin: origin, result: result, job: job) }
         }
     }
 
@@ -710,7 +785,7 @@ public final class WorkerService: Service, Sendable {
             logger.warning("account needs re-authentication", metadata: ["account": "\(queued.job.accountId)"])
         }
         let statusRecord = processed.status.flatMap { processor.statusRecord($0) }
-        let (next, commit, coalesced) = shared.withLock { shared in
+        let (next, commit, coalesced) = decide { shared in
             let before = shared.machine.coalescedCount
             let (next, commit) = shared.machine.finished(
                 queued, result: processed, statusRecord: statusRecord, startedAt: startedAt)
@@ -749,10 +824,12 @@ public final class WorkerService: Service, Sendable {
                 state = current
                 break
             }
-            guard ContinuousClock.now < deadline else {
-                throw CredentialsNotStored("an earlier state of the account is still not committed")
+            switch await wait(for: .stateCommitted(queued), deadline: deadline) {
+            case .met, .released: continue
+            case .timedOut: throw CredentialsNotStored("an earlier state of the account is still not committed")
+            case .cancelled: throw CancellationError()
+            case .stopped: throw CredentialsNotStored("the worker is stopping")
             }
-            try await Task.sleep(for: .milliseconds(10))
         }
         guard
             let (kept, record) = processor.credentialsRecord(
@@ -768,7 +845,7 @@ public final class WorkerService: Service, Sendable {
             return created
         }
         _ = try await producer.send([record.producerRecord])
-        shared.withLock { $0.machine.credentialsStored(queued, record: kept) }
+        decide { $0.machine.credentialsStored(queued, record: kept) }
         metrics.credentialsStored.increment()
         logger.info(
             "a refreshed token pair was stored before use", metadata: ["account": "\(queued.job.accountId)"])
@@ -780,28 +857,15 @@ public final class WorkerService: Service, Sendable {
         init(_ description: String) { self.description = description }
     }
 
-    /// Waits for running jobs (up to the shutdown deadline, then cancels them by ending the run) and commits.
+    /// Waits for running jobs (up to the shutdown deadline, then cancels them by ending the run) and commits, both
+    /// parked in the machine.
     private func drain(reason: String) async {
-        let deadline = ContinuousClock.now + configuration.shutdownDeadline
-        shared.withLock { $0.machine.beginDrain() }
-        while shared.withLock({ $0.machine.isRunningAnything && $0.machine.fatal == nil }),
-            ContinuousClock.now < deadline
-        {
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        let commitDeadline = ContinuousClock.now + .seconds(10)
-        handle(shared.withLock { $0.machine.flush() })
-        while true {
-            let (committable, writing, stopped) = shared.withLock {
-                let assigned = $0.machine.assignedPartitions
-                return ($0.machine.hasCommittable(assigned), $0.machine.isWriting(assigned), $0.machine.fatal != nil)
-            }
-            // Leaving, unlike a revocation, need not wait for a write in flight: an open transaction is aborted by
-            // the broker (or fenced by the restart), and at least once only repeats.
-            if !committable || stopped || ContinuousClock.now >= commitDeadline { break }
-            if !writing { handle(shared.withLock { $0.machine.flush() }) }
-            try? await Task.sleep(for: .milliseconds(5))
-        }
+        decide { $0.machine.beginDrain() }
+        _ = await wait(for: .jobsEnded(nil), deadline: .now + configuration.shutdownDeadline)
+        // Leaving, unlike a revocation, need not wait for a write in flight past its deadline: an open transaction is
+        // aborted by the broker (or fenced by the restart), and at least once only repeats.
+        act { $0.flush() }
+        _ = await wait(for: .outputSettled(nil), deadline: .now + .seconds(10))
         logger.info("drained", metadata: ["reason": "\(reason)"])
     }
 
@@ -818,44 +882,47 @@ public final class WorkerService: Service, Sendable {
         }
     }
 
+    /// Asks the machine whether `batch` may be written, writes it, and reports how that went.
     private func perform(_ batch: TransactionBatcher.Batch, output: any OutputWriter) async {
         // A batch holding a partition revoked since it was built, or built in an earlier assignment, is not ours to
         // commit any more: writing its records without their offsets would make the next owner repeat them, and
         // its offsets under the new generation would move the new owner's position. Drop it; its jobs run again.
-        let (metadata, consumer) = shared.withLock { shared in
-            (
-                shared.machine.mayWrite(batch) && shared.assignment?.generation == batch.generation
-                    ? shared.assignment?.groupMetadata : nil, shared.consumer
-            )
+        let permit = decide { shared in
+            shared.consumer.flatMap { consumer in shared.machine.groupMetadata(toWrite: batch).map { ($0, consumer) } }
         }
-        guard let metadata, let consumer else {
+        guard let (metadata, consumer) = permit else {
             logger.info("batch abandoned: its partitions were revoked", metadata: ["jobs": "\(batch.jobCount)"])
-            handle(shared.withLock { $0.machine.abandon(batch) })
+            act { $0.abandon(batch) }
             return
         }
         let offsets = batch.offsets.map {
             TopicPartitionOffset(topic: configuration.topics.jobs, partition: $0.key, offset: $0.value)
         }
-        let isCurrent: @Sendable () -> Bool = { [self] in
-            self.shared.withLock { $0.machine.mayWrite(batch) && $0.assignment?.generation == batch.generation }
+        let isCurrent: @Sendable () -> Bool = { [self] in self.shared.withLock { $0.machine.mayWrite(batch) } }
+        if let failure = await output.write(
+            batch, offsets: offsets, groupMetadata: metadata, consumer: consumer, isCurrent: isCurrent)
+        {
+            await failed(batch, failure)
+        } else {
+            committed(batch, consumer: consumer)
         }
-        guard
-            let failure = await output.write(
-                batch, offsets: offsets, groupMetadata: metadata, consumer: consumer, isCurrent: isCurrent)
-        else {
-            metrics.commits.increment()
-            let now = Date()
-            for scheduled in batch.scheduledAt {
-                metrics.scheduledToCommitted.recordNanoseconds(Int64(max(0, now.timeIntervalSince(scheduled)) * 1e9))
-            }
-            configuration.onCommit?(
-                CommitReport(
-                    jobCount: batch.jobCount, recordCount: batch.records.count + batch.stateRecords.count,
-                    committedAt: now, scheduledAt: batch.scheduledAt))
-            handle(shared.withLock { $0.machine.commitSucceeded(batch) })
-            applyBackpressure(consumer)
-            return
+    }
+
+    private func committed(_ batch: TransactionBatcher.Batch, consumer: KafkaConsumer) {
+        metrics.commits.increment()
+        let now = Date()
+        for scheduled in batch.scheduledAt {
+            metrics.scheduledToCommitted.recordNanoseconds(Int64(max(0, now.timeIntervalSince(scheduled)) * 1e9))
         }
+        configuration.onCommit?(
+            CommitReport(
+                jobCount: batch.jobCount, recordCount: batch.records.count + batch.stateRecords.count,
+                committedAt: now, scheduledAt: batch.scheduledAt))
+        act { $0.commitSucceeded(batch) }
+        applyBackpressure(consumer)
+    }
+
+    private func failed(_ batch: TransactionBatcher.Batch, _ failure: TransactionBatcher.CommitFailure) async {
         metrics.aborts.increment()
         if shared.withLock({ $0.abandonCommits }) {
             logger.warning("commit failed during shutdown; left to the next owner", metadata: ["error": "\(failure)"])
@@ -872,9 +939,11 @@ public final class WorkerService: Service, Sendable {
                 try? await Task.sleep(for: Self.commitBackoff.delay(afterFailures: batch.attempt))
             }
         }
-        let before = shared.withLock { $0.machine.deadLetteredOutputs }
-        let action = shared.withLock { $0.machine.commitFailed(batch, failure: failure) }
-        let deadLettered = shared.withLock { $0.machine.deadLetteredOutputs } - before
+        let (action, deadLettered) = decide { shared in
+            let before = shared.machine.deadLetteredOutputs
+            let action = shared.machine.commitFailed(batch, failure: failure)
+            return (action, shared.machine.deadLetteredOutputs - before)
+        }
         if deadLettered > 0 {
             metrics.job(outcome: .deadLettered)
             logger.error(

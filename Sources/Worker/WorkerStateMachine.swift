@@ -1,4 +1,5 @@
 import Foundation
+import Kafka
 import SyncModel
 
 /// Everything a worker decides, in one place: its lifecycle, which partitions it owns and in which assignment,
@@ -9,6 +10,10 @@ import SyncModel
 /// performs the ``Action`` it gets back. Keeping it in one value is what makes the hand-over rules checkable:
 /// a partition is released only when no batch holding it is in flight, a batch carries the assignment it was
 /// built in, and a job's output counts only if its partition is still owned in the assignment it started in.
+///
+/// Waiting lives here too: a task that waits for jobs to end, for output to settle, for room in the buffer or for a
+/// state to be committed is parked under a ``WaiterID`` with its ``Condition``, and after every event the service
+/// asks ``wakeups()`` whom that event settled (see "Waiting" below).
 struct WorkerStateMachine: Sendable {
     /// A job waiting for its account's turn, with the assignment it was consumed in.
     struct QueuedJob: Sendable {
@@ -58,7 +63,11 @@ struct WorkerStateMachine: Sendable {
 
     private(set) var lifecycle: Lifecycle = .running
     private var partitions: [Int32: Partition] = [:]
-    private var generation = 0
+    /// The current assignment's generation: counted by the batcher, which stamps each batch with it.
+    private var generation: Int { batcher.generation }
+    /// The group metadata the consumer took with the current assignment: a batch is written with it only while it
+    /// is of that assignment (``groupMetadata(toWrite:)``).
+    private var groupMetadata: ConsumerGroupMetadata?
     private var queues: AccountQueues<QueuedJob>
     private var store = StateStore()
     private var batcher: TransactionBatcher
@@ -73,6 +82,8 @@ struct WorkerStateMachine: Sendable {
     private let coalesce: Bool
     /// Jobs committed as coalesced so far.
     private(set) var coalescedCount = 0
+    /// The parked tasks, by the id the service keeps their continuations under.
+    private var waiters: [WaiterID: Waiter] = [:]
 
     /// - Parameters:
     ///   - integrationLimits: jobs of an integration that may run at once (an SDK CLI's `concurrency`); the rest
@@ -94,10 +105,13 @@ struct WorkerStateMachine: Sendable {
     // MARK: - Assignment
 
     /// New partitions: they restore first. Returns the assignment's generation.
-    mutating func assigned(_ assigned: [Int32]) -> Int {
-        generation += 1
+    ///
+    /// - Parameter groupMetadata: what the consumer took with this assignment; its batches are written with it.
+    mutating func assigned(_ assigned: [Int32], groupMetadata: ConsumerGroupMetadata? = nil) -> Int {
+        let generation = generation + 1
         for partition in assigned { partitions[partition] = Partition(generation: generation, ownership: .restoring) }
         batcher.assign(assigned, generation: generation)
+        self.groupMetadata = groupMetadata
         return generation
     }
 
@@ -304,7 +318,14 @@ struct WorkerStateMachine: Sendable {
     /// Whether this batch may be written now: in flight, of the current assignment, none of its partitions
     /// handed over.
     func mayWrite(_ batch: TransactionBatcher.Batch) -> Bool {
-        batcher.isValid(batchId: batch.id) && batch.offsets.keys.allSatisfy { partitions[$0] != nil }
+        batcher.isValid(batchId: batch.id) && batch.generation == generation
+            && batch.offsets.keys.allSatisfy { partitions[$0] != nil }
+    }
+
+    /// The group metadata to write `batch` with, if it may be written (``mayWrite(_:)``): that of the assignment it
+    /// was built in, never a later one's.
+    func groupMetadata(toWrite batch: TransactionBatcher.Batch) -> ConsumerGroupMetadata? {
+        mayWrite(batch) ? groupMetadata : nil
     }
 
     mutating func abandon(_ batch: TransactionBatcher.Batch) -> Action {
@@ -390,6 +411,126 @@ struct WorkerStateMachine: Sendable {
         lifecycle = .stopped
         let removed = queues.removeWaiting { _ in true }
         buffered -= removed.count
+    }
+
+    // MARK: - Waiting
+
+    /// A parked task: the service keeps its continuation under this id, the machine what it waits for.
+    typealias WaiterID = UInt64
+
+    /// What a parked task waits for.
+    enum Condition: Sendable {
+        /// No job of these partitions (nil: of any partition) is running.
+        case jobsEnded(Set<Int32>?)
+        /// No output of these partitions (nil: of every assigned one) waits to be committed or is being written.
+        /// While the waiter flushes, such output that is not being written goes into a batch at once; once it no
+        /// longer does (its first deadline passed, or its task was cancelled), it is released as soon as nothing of
+        /// them is being written — never while a batch holding them is, which only its last deadline ends.
+        case outputSettled(Set<Int32>?)
+        /// Fewer than `limit` jobs are buffered, or the worker takes no more.
+        case room(limit: Int)
+        /// No state record of the running job's account waits to be committed, or its partition is no longer the
+        /// job's.
+        case stateCommitted(QueuedJob)
+    }
+
+    /// Why a parked task was resumed.
+    enum Wakeup: Sendable, Equatable {
+        /// What it waited for holds.
+        case met
+        /// Output still waits, but none of it is being written and the waiter stopped flushing: a revocation hands
+        /// the partitions over with that output left to the next owner.
+        case released
+        /// Its deadline passed first.
+        case timedOut
+        /// Its task was cancelled.
+        case cancelled
+        /// The worker stopped: nothing it waited for will come.
+        case stopped
+    }
+
+    private struct Waiter: Sendable {
+        var condition: Condition
+        var flushing: Bool
+        /// Set by a deadline or a cancellation: resumed with this at the next ``wakeups()``.
+        var forced: Wakeup?
+    }
+
+    /// What the service does after an event: resume these parked tasks, and perform `action` (a batch flushed for
+    /// a waiter, or a stop).
+    struct Wakeups: Sendable {
+        var resume: [(id: WaiterID, wakeup: Wakeup)] = []
+        var action: Action = .none
+    }
+
+    /// Parks a task until `condition` holds. The next ``wakeups()`` (the service asks in the same lock) resumes it
+    /// at once if it holds already.
+    /// - Parameter flushing: for ``Condition/outputSettled(_:)``: whether to flush its output while nothing of it is
+    ///   being written.
+    mutating func park(_ id: WaiterID, until condition: Condition, flushing: Bool = true) {
+        waiters[id] = Waiter(condition: condition, flushing: flushing)
+    }
+
+    /// The waiter's deadline passed: it is resumed `.timedOut`.
+    mutating func expire(_ id: WaiterID) {
+        waiters[id]?.forced = .timedOut
+    }
+
+    /// A settling waiter's first deadline passed: no more flushing; released once nothing of it is being written.
+    mutating func stopFlushing(_ id: WaiterID) {
+        waiters[id]?.flushing = false
+    }
+
+    /// The waiter's task was cancelled: it is resumed `.cancelled` — except a wait for settled output, which only
+    /// stops flushing: a partition is never handed over while a batch holding it is being written, so that part of
+    /// the wait ends only with the write or its last deadline.
+    mutating func cancel(_ id: WaiterID) {
+        guard let waiter = waiters[id] else { return }
+        if case .outputSettled = waiter.condition {
+            waiters[id]?.flushing = false
+        } else {
+            waiters[id]?.forced = .cancelled
+        }
+    }
+
+    /// Whom the last events settled, in the order they parked; every waiter once the worker stopped.
+    mutating func wakeups() -> Wakeups {
+        var wakeups = Wakeups()
+        guard !waiters.isEmpty else { return wakeups }
+        for id in waiters.keys.sorted() {
+            guard let waiter = waiters[id], let wakeup = wakeup(of: waiter, action: &wakeups.action) else { continue }
+            waiters[id] = nil
+            wakeups.resume.append((id, wakeup))
+        }
+        // A flush above may have stopped the worker.
+        if lifecycle == .stopped {
+            for id in waiters.keys.sorted() { wakeups.resume.append((id, .stopped)) }
+            waiters = [:]
+        }
+        return wakeups
+    }
+
+    /// Whether `waiter` is settled now, and how (what it waited for wins over a deadline or a cancellation that came
+    /// with it); flushes output a settling waiter waits for.
+    private mutating func wakeup(of waiter: Waiter, action: inout Action) -> Wakeup? {
+        if lifecycle == .stopped { return .stopped }
+        switch waiter.condition {
+        case .jobsEnded(let set):
+            let running = set.map { isRunning($0.sorted()) } ?? isRunningAnything
+            return running ? waiter.forced : .met
+        case .room(let limit):
+            return buffered < limit || lifecycle != .running ? .met : waiter.forced
+        case .stateCommitted(let queued):
+            return !owns(queued) || !holdsState(of: queued) ? .met : waiter.forced
+        case .outputSettled(let set):
+            let settling = set.map { $0.sorted() } ?? assignedPartitions
+            if !hasCommittable(settling) { return .met }
+            if let forced = waiter.forced { return forced }
+            if isWriting(settling) { return nil }
+            guard waiter.flushing else { return .released }
+            if case .none = action { action = flush() }
+            return lifecycle == .stopped ? .stopped : nil
+        }
     }
 
     private mutating func action(_ action: TransactionBatcher.Action) -> Action {

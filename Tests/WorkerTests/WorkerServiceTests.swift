@@ -606,6 +606,29 @@ struct WorkerHarness {
 }
 
 @Suite struct WorkerShutdownTests {
+    /// The consumer waits for room in the job buffer parked in the worker's state machine; shutdown must let it go,
+    /// and the drain's wait for a job that never ends must end at the shutdown deadline.
+    @Test("a consumer held back by a full job buffer and a job that never ends still stop", .timeLimit(.minutes(2)))
+    func aFullBufferAndAHangingJobStillStop() async throws {
+        let harness = try WorkerHarness()
+        let integration = HangingIntegration(account: "acct-slow")
+        try await harness.publish(
+            try (1...3).map { ("acct-slow", try WireFormat.encode(try harness.job("acct-slow", tick: $0))) })
+        var configuration = harness.configuration(delivery: .exactlyOnce)
+        configuration.maxBufferedJobs = 1
+        configuration.shutdownDeadline = .seconds(2)
+        let worker = WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([integration]), sealer: harness.sealer,
+            logger: harness.logs.logger)
+        let run = Task { try await worker.run() }
+        #expect(try await eventuallyHolds { integration.started })
+        let started = ContinuousClock.now
+        worker.beginShutdown()
+        try await run.value
+        #expect(integration.cancelled, "the hanging sync was cancelled once the drain's deadline passed")
+        #expect(ContinuousClock.now - started < .seconds(30), "nothing waited past its deadline")
+    }
+
     @Test(.timeLimit(.minutes(2)), arguments: [DeliveryMode.atLeastOnce, .exactlyOnce])
     func aWorkerWhoseClusterIsGoneStillStopsWithinItsDeadlines(delivery: DeliveryMode) async throws {
         let harness = try WorkerHarness()
