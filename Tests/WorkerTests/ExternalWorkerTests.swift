@@ -151,7 +151,8 @@ struct ExternalWorkerTests {
             configuration: harness.configuration(delivery: .exactlyOnce), integrations: IntegrationRegistry([integration]),
             sealer: harness.sealer, logger: harness.logs.logger)
         let run = Task { try await worker.run() }
-        let failedOnce = try await eventuallyHolds { try await harness.read(harness.topics.state).count == 1 }
+        // Two state records: the refreshed config stored the moment it was printed, then the failing job's own.
+        let failedOnce = try await eventuallyHolds { try await harness.read(harness.topics.state).count == 2 }
         try await Self.publish(harness, [Self.job("rot-1", integration: "rotating", tick: 2)])
         let expected = ExternalIntegration.activityId(
             key: "rotating", accountId: "rot-1", sourceURL: "https://example.com/ok", text: "synced with the new token")
@@ -163,9 +164,59 @@ struct ExternalWorkerTests {
         let states = try await harness.read(harness.topics.state).compactMap {
             try? WireFormat.decode(StateRecord.self, from: $0.value ?? [])
         }
-        #expect(states.count == 2)
-        #expect(states.first?.credentials?.refreshed != nil, "sealed in the failing job's state record")
+        #expect(states.count == 3)
+        #expect(
+            states.prefix(2).allSatisfy { $0.credentials?.refreshed != nil },
+            "sealed when printed, and in the failing job's state record")
+        #expect(states.first?.lastJob == nil && states.dropFirst().first?.lastJob != nil, "the job's own record came second")
         let statuses = try await harness.read(harness.topics.status).map { String(decoding: $0.value ?? [], as: UTF8.self) }
         #expect(statuses.first?.contains("failing") == true, "the failing run still shows as failing: \(statuses)")
+    }
+
+    /// The worker stops while the CLI, having refreshed tok-1 to tok-2 (the provider retires tok-1 at once), still
+    /// runs: the job is cancelled and commits nothing. The refreshed config was stored the moment it was printed, so
+    /// the job's re-run — by the next worker — runs with tok-2, and the token never reached the log.
+    @Test(
+        "a worker stopped while a CLI that refreshed its token still runs: the re-run has the new token",
+        .timeLimit(.minutes(2)))
+    func aRefreshedConfigIsStoredWhenPrinted() async throws {
+        let harness = try WorkerHarness()
+        let script = #"""
+            case "$3" in
+              *tok-1*) echo '{"type":"account","data":{"config":{"access_token":"tok-2-fresh"}}}'
+                       echo "refreshed to tok-2-fresh, now sleeping" >&2; sleep 60;;
+              *tok-2-fresh*) echo '{"type":"activity","data":{"text":"synced with the new token","sourceURL":"https://example.com/ok"}}';;
+            esac
+            """#
+        let integration = ExternalIntegration(manifest: Self.shell(key: "rotating", script), logger: harness.logs.logger)
+        try await harness.register([
+            try harness.account("rot-1", config: ["access_token": "tok-1"], integration: "rotating")
+        ])
+        try await Self.publish(harness, [Self.job("rot-1", integration: "rotating", tick: 1)])
+        var configuration = harness.configuration(delivery: .exactlyOnce)
+        configuration.shutdownDeadline = .seconds(1)
+        let first = WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([integration]), sealer: harness.sealer,
+            logger: harness.logs.logger)
+        let firstRun = Task { try await first.run() }
+        let sleeping = try await eventuallyHolds { harness.logs.contains("now sleeping") }
+        first.beginShutdown()
+        try await firstRun.value
+        #expect(sleeping, "the CLI refreshed and went to sleep")
+        #expect(try await harness.activityIds().isEmpty, "the stopped job committed nothing")
+        let second = WorkerService(
+            configuration: configuration, integrations: IntegrationRegistry([integration]), sealer: harness.sealer,
+            logger: harness.logs.logger)
+        let secondRun = Task { try await second.run() }
+        let expected = ExternalIntegration.activityId(
+            key: "rotating", accountId: "rot-1", sourceURL: "https://example.com/ok", text: "synced with the new token")
+        let synced = try await eventuallyHolds(within: .seconds(30)) { try await harness.activityIds() == [expected] }
+        second.beginShutdown()
+        try await secondRun.value
+        #expect(synced, "the re-run ran with tok-2-fresh")
+        #expect(harness.logs.contains("refreshed to [redacted], now sleeping"))
+        #expect(!harness.logs.all.contains { $0.contains("tok-2-fresh") }, "the new token is in the log")
+        let raw = try await harness.read(harness.topics.state).map { String(decoding: $0.value ?? [], as: UTF8.self) }
+        #expect(!raw.contains { $0.contains("tok-2-fresh") }, "the state topic holds the config sealed only")
     }
 }
