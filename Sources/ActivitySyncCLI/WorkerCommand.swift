@@ -24,7 +24,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var concurrency = 64
 
     @Option(
-        help: "Consumer group shared by the workers of one pipeline; a second pipeline (its own --topic-prefix) needs its own.")
+        help:
+            "Consumer group shared by the workers of one pipeline; a second pipeline (its own --topic-prefix) needs its own.")
     var group = "activity-sync-workers"
 
     @Option(name: .customLong("github-url"), help: "GitHub API base URL.")

@@ -106,7 +106,8 @@ struct RefreshedConfigTests {
             Issue.record("expected partial, got \(outcome.status)")
             return
         }
-        #expect(reason.contains("could not be stored when it was printed (the state topic is unavailable)"), "\(reason)")
+        #expect(
+            reason.contains("could not be stored when it was printed (the state topic is unavailable)"), "\(reason)")
     }
 
     @Test("a run that exits 0 with unusable output after refreshing keeps its refreshed config")

@@ -109,7 +109,8 @@ struct ExternalWorkerTests {
         try await Self.publish(harness, [Self.job(githubAccount, integration: "github", tick: 1)])
         let github = TimedIntegration()
         let worker = WorkerService(
-            configuration: harness.configuration(delivery: .exactlyOnce), integrations: IntegrationRegistry([github, slow]),
+            configuration: harness.configuration(delivery: .exactlyOnce),
+            integrations: IntegrationRegistry([github, slow]),
             sealer: harness.sealer, logger: harness.logs.logger)
         let run = Task { try await worker.run() }
         var slowBefore = -1
@@ -126,7 +127,9 @@ struct ExternalWorkerTests {
         let started = try #require(harness.logs.first(containing: "slow sync started"))
         let committedAfter = committedAt - started
         let ranAfter = try #require(github.firstSync.withLock { $0 }) - started
-        print("partition head: the GitHub job ran after \(ranAfter), committed after \(committedAfter), behind \(slowBefore) slow syncs")
+        print(
+            "partition head: the GitHub job ran after \(ranAfter), committed after \(committedAfter), "
+                + "behind \(slowBefore) slow syncs")
         #expect(committed)
         #expect(ranAfter < .seconds(2), "fair slots: the GitHub job did not wait for a slot (\(ranAfter))")
         #expect(slowBefore == 6, "it committed after the 6 slow jobs ahead of it in its partition, not before")
@@ -217,7 +220,8 @@ struct ExternalWorkerTests {
         #expect(
             states.prefix(2).allSatisfy { $0.credentials?.refreshed != nil },
             "sealed when printed, and in the failing job's state record")
-        #expect(states.first?.lastJob == nil && states.dropFirst().first?.lastJob != nil, "the job's own record came second")
+        #expect(
+            states.first?.lastJob == nil && states.dropFirst().first?.lastJob != nil, "the job's own record came second")
         let statuses = try await harness.read(harness.topics.status).map { String(decoding: $0.value ?? [], as: UTF8.self) }
         #expect(statuses.first?.contains("failing") == true, "the failing run still shows as failing: \(statuses)")
     }
@@ -237,7 +241,8 @@ struct ExternalWorkerTests {
               *tok-2-fresh*) echo '{"type":"activity","data":{"text":"synced with the new token","sourceURL":"https://example.com/ok"}}';;
             esac
             """#
-        let integration = ExternalIntegration(manifest: Self.shell(key: "rotating", script), logger: harness.logs.logger)
+        let integration = ExternalIntegration(
+            manifest: Self.shell(key: "rotating", script), logger: harness.logs.logger)
         try await harness.register([
             try harness.account("rot-1", config: ["access_token": "tok-1"], integration: "rotating")
         ])
