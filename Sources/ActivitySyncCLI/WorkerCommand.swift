@@ -23,6 +23,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Accounts synced at the same time.")
     var concurrency = 64
 
+    @Option(
+        help:
+            "Consumer group shared by the workers of one pipeline; a second pipeline (its own --topic-prefix) needs its own.")
+    var group = "activity-sync-workers"
+
     @Option(name: .customLong("github-url"), help: "GitHub API base URL.")
     var githubURL = "https://api.github.com"
 
@@ -104,6 +109,7 @@ struct WorkerCommand: AsyncParsableCommand {
             kafka: KafkaConfiguration(bootstrapServers: bootstrap, clientId: "activity-sync-worker-\(workerId)"),
             workerId: workerId)
         configuration.topics = options.topics
+        configuration.groupId = group
         configuration.concurrency = concurrency
         configuration.delivery = DeliveryMode(rawValue: delivery) ?? .exactlyOnce
         configuration.commitInterval = .milliseconds(commitIntervalMs)

@@ -61,7 +61,8 @@ public struct ExternalIntegration: Integration {
             "setup", "--event-body", try Self.json(eventBody), "--integration-definition",
             try definitionArgument.get(),
         ]
-        let messages = try await run(arguments, accountId: nil, redactor: redactor, timeout: manifest.timeout)
+        let messages = try await run(
+            arguments, accountId: nil, secrets: [eventBody, manifest.definitionSecrets], timeout: manifest.timeout)
         var accounts: [AccountSetup] = []
         for message in messages where message.type == "account" {
             accounts.append(try Self.account(from: message, redactor: redactor))
@@ -76,13 +77,14 @@ public struct ExternalIntegration: Integration {
     ///
     /// Activities get stable ids (``activityId(key:accountId:sourceURL:text:occurrence:)``); the last `state`
     /// message is the new state (none: the old one is kept); the last `account` message's config is the
-    /// refreshed config, saved in the same transaction as the rest.
-    /// - Throws: ``SyncModel/IntegrationError`` `.transient` for every failed run (see the type's summary).
+    /// refreshed config, saved in the same transaction as the rest — and, the moment it is printed, stored through
+    /// ``SyncModel/SyncRequest/saveRefreshedConfig`` and redacted from everything logged after it.
+    /// - Throws: ``SyncModel/IntegrationError`` `.transient` for every failed run that printed nothing worth
+    ///   keeping (see the type's summary).
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
         // The integration's own max runtime, counted from the moment its process starts: not the job's deadline
         // (GitHub's 60 s), which a job waiting for one of this integration's slots would have spent waiting.
         let timeout = manifest.timeout
-        let redactor = SecretRedactor(request.config, manifest.definitionSecrets)
         let arguments = [
             "sync", "--config", try Self.json(request.config), "--integration-definition",
             try definitionArgument.get(), "--state", try Self.json(request.state ?? [:]),
@@ -90,21 +92,48 @@ public struct ExternalIntegration: Integration {
         let run: Run
         do {
             run = try await slots.withSlot {
-                try await execute(arguments, accountId: request.accountId, redactor: redactor, timeout: timeout)
+                try await execute(
+                    arguments, accountId: request.accountId, secrets: [request.config, manifest.definitionSecrets],
+                    timeout: timeout, saveRefreshed: request.saveRefreshedConfig)
             }
         } catch let error as ExternalIntegrationError {
             throw IntegrationError(.transient, error.message)
         }
+        var outcome: SyncOutcome
         if run.result.succeeded {
-            let messages: [Message]
             do {
-                messages = try Self.messages(in: run.result.stdout, event: "\(key) sync", redactor: redactor)
-            } catch let error as ExternalIntegrationError {
-                throw IntegrationError(.transient, error.message)
+                let messages = try Self.messages(in: run.result.stdout, event: "\(key) sync", redactor: run.redactor)
+                outcome = try self.outcome(of: messages, request: request, redactor: run.redactor)
+            } catch {
+                let reason = (error as? ExternalIntegrationError)?.message ?? (error as? IntegrationError)?.message
+                guard let reason, let refreshed = run.refreshed else {
+                    throw IntegrationError(.transient, reason ?? "\(key) sync: \(type(of: error))")
+                }
+                // Unusable output, but the provider already retired the old config: keep the new one.
+                outcome = SyncOutcome(
+                    activities: [], state: request.state ?? [:], updatedConfig: refreshed,
+                    status: .failed(reason: "\(reason); its refreshed config was kept"))
             }
-            return try outcome(of: messages, request: request, redactor: redactor)
+        } else {
+            outcome = try salvage(run, request: request)
         }
-        return try salvage(run, request: request, redactor: redactor)
+        // The config last printed, as last stored: what the live watch saw is the one truth of the run.
+        if let refreshed = run.refreshed { outcome.updatedConfig = refreshed }
+        if let failure = run.saveFailure { outcome.status = Self.noting(failure, in: outcome.status) }
+        return outcome
+    }
+
+    /// `status` with a note that the refreshed config could not be stored when it was printed: the account's status
+    /// says so, as GitHub's does for a pair it could not store before use.
+    static func noting(_ failure: String, in status: SyncOutcome.Status) -> SyncOutcome.Status {
+        let note = "the refreshed config could not be stored when it was printed (\(failure.prefix(160))); it is "
+            + "written with this sync's output"
+        switch status {
+        case .complete: return .partial(reason: note, retryAfter: nil)
+        case .partial(let reason, let retryAfter): return .partial(reason: "\(reason); \(note)", retryAfter: retryAfter)
+        case .failed(let reason): return .failed(reason: "\(reason); \(note)")
+        case .needsReauth: return status
+        }
     }
 
     /// A failed run (a non-zero exit, a signal, a limit): what it printed before failing is kept when it is worth
@@ -116,18 +145,18 @@ public struct ExternalIntegration: Integration {
     /// - A refreshed config (the last `account` message): kept with either, or alone with the unchanged state
     ///   (outcome `failed`), because the provider already retired the old one.
     /// Only complete lines count (a killed program may leave half a line), up to the first that is not a message.
-    func salvage(_ run: Run, request: SyncRequest, redactor: SecretRedactor) throws -> SyncOutcome {
+    /// The refreshed config is the last `account` message the run printed at all (``RefreshedConfigs``): it was
+    /// stored when printed, so the job's output must not put an older one back.
+    func salvage(_ run: Run, request: SyncRequest) throws -> SyncOutcome {
         var printed = Self.completeMessages(in: run.result.stdout)
         let lastState = printed.lastIndex { $0.type == "state" }
-        let refreshed = printed.last { $0.type == "account" && $0.data["config"]?.objectValue != nil }
-        // The last stderr line may name the pair the program refreshed: the reason is redacted of it too.
-        let reasonRedactor =
-            refreshed.map { SecretRedactor(request.config, manifest.definitionSecrets, $0.data) } ?? redactor
-        let failure = reasonRedactor("\(key) sync \(run.result.termination)\(run.hint)")
+        let refreshed = run.refreshed
+        // Redacted of every config the program printed, too: its last stderr line may name one.
+        let failure = run.redactor("\(key) sync \(run.result.termination)\(run.hint)")
         guard lastState != nil || refreshed != nil else { throw IntegrationError(.transient, failure) }
         printed = lastState.map { Array(printed[...$0]).filter { $0.type != "account" } } ?? []
-        if let refreshed { printed.append(refreshed) }
-        var outcome = try self.outcome(of: printed, request: request, redactor: redactor)
+        var outcome = try self.outcome(of: printed, request: request, redactor: run.redactor)
+        outcome.updatedConfig = refreshed
         outcome.status =
             lastState == nil
             ? .failed(reason: "\(failure); its refreshed config was kept")
@@ -158,6 +187,12 @@ public struct ExternalIntegration: Integration {
     struct Run: Sendable {
         var result: ProcessResult
         var hint: String
+        /// The config of the last `account` message the program printed (sync: its refreshed config).
+        var refreshed: JSONValue?
+        /// Why the last refreshed config could not be stored when it was printed; nil when it was, or none was.
+        var saveFailure: String?
+        /// Redacts the run's config and every config the program printed.
+        var redactor: SecretRedactor
     }
 
     /// Turns a successful run's messages into the outcome (exposed for tests).
@@ -213,30 +248,60 @@ public struct ExternalIntegration: Integration {
     }
 
     /// Runs the CLI with `arguments` appended to its command and parses stdout into messages.
-    private func run(_ arguments: [String], accountId: String?, redactor: SecretRedactor, timeout: Duration)
+    private func run(_ arguments: [String], accountId: String?, secrets: [JSONValue], timeout: Duration)
         async throws -> [Message]
     {
         let event = arguments[0]
-        let run = try await execute(arguments, accountId: accountId, redactor: redactor, timeout: timeout)
+        let run = try await execute(arguments, accountId: accountId, secrets: secrets, timeout: timeout)
         guard run.result.succeeded else {
-            throw ExternalIntegrationError.failed("\(key) \(event) \(run.result.termination)\(run.hint)")
+            throw ExternalIntegrationError.failed(
+                run.redactor("\(key) \(event) \(run.result.termination)\(run.hint)"))
         }
-        return try Self.messages(in: run.result.stdout, event: "\(key) \(event)", redactor: redactor)
+        return try Self.messages(in: run.result.stdout, event: "\(key) \(event)", redactor: run.redactor)
     }
 
     /// Runs the CLI with `arguments` appended to its command; a cancelled run throws `CancellationError`.
-    private func execute(_ arguments: [String], accountId: String?, redactor: SecretRedactor, timeout: Duration)
-        async throws -> Run
-    {
+    ///
+    /// Stdout is watched as it comes (``RefreshedConfigs``): the strings of every `account` message's config are
+    /// redacted from each later stderr line, and, given `saveRefreshed`, each is stored at once — by a task of its
+    /// own, one at a time, the newest replacing one still waiting, so the pipes never wait for a store. The run
+    /// returns once the last one was stored or failed to be.
+    /// - Parameter secrets: documents whose strings are redacted from stderr and reasons.
+    private func execute(
+        _ arguments: [String], accountId: String?, secrets: [JSONValue], timeout: Duration,
+        saveRefreshed: (@Sendable (JSONValue) async throws -> Void)? = nil
+    ) async throws -> Run {
         let limits = ProcessLimits(timeout: timeout, maxOutputBytes: manifest.maxOutputBytes)
         var logger = logger
         if let accountId { logger[metadataKey: "accountId"] = "\(accountId)" }
         let event = arguments[0]
         let lastStderr = LastLine()
-        let result = try await runner.run(manifest.command + arguments, limits: limits) { [logger] line in
-            let redacted = redactor(line)
-            lastStderr.set(redacted)
-            logger.info("\(event) stderr: \(redacted)")
+        let (toStore, storing) = AsyncStream.makeStream(of: JSONValue.self, bufferingPolicy: .bufferingNewest(1))
+        let refreshes = RefreshedConfigs(secrets: secrets) { config in
+            if saveRefreshed != nil { storing.yield(config) }
+        }
+        async let saveFailure = Self.store(toStore, with: saveRefreshed)
+        let result: ProcessResult
+        do {
+            result = try await runner.run(
+                manifest.command + arguments, limits: limits, onStdoutLine: { refreshes.observe($0) }
+            ) { [logger] line in
+                let redacted = refreshes.redactor(line)
+                lastStderr.set(redacted)
+                logger.info("\(event) stderr: \(redacted)")
+            }
+        } catch {
+            storing.finish()
+            _ = await saveFailure
+            throw error
+        }
+        storing.finish()
+        let redactor = refreshes.redactor
+        let unsaved = await saveFailure.map { redactor($0) }
+        if let unsaved {
+            logger.warning(
+                "\(event): a refreshed config could not be stored when it was printed; it goes out with the output",
+                metadata: ["error": "\(unsaved.prefix(200))"])
         }
         if result.killedDescendants > 0 {
             Counter(label: "activity_sync_integration_processes_killed_total", dimensions: [("integration", key)])
@@ -247,7 +312,27 @@ public struct ExternalIntegration: Integration {
             logger.info("\(event) stderr: \(result.droppedStderrLines) more lines not logged")
         }
         if result.termination == .cancelled { throw CancellationError() }
-        return Run(result: result, hint: lastStderr.value.map { " (last stderr line: \($0.prefix(160)))" } ?? "")
+        return Run(
+            result: result, hint: lastStderr.value.map { " (last stderr line: \($0.prefix(160)))" } ?? "",
+            refreshed: refreshes.latest, saveFailure: unsaved, redactor: redactor)
+    }
+
+    /// Stores each refreshed config `configs` yields, in order; returns why the last one was not stored, if it was
+    /// not (an earlier failure is mended by a later config stored).
+    private static func store(
+        _ configs: AsyncStream<JSONValue>, with save: (@Sendable (JSONValue) async throws -> Void)?
+    ) async -> String? {
+        guard let save else { return nil }
+        var failure: String?
+        for await config in configs {
+            do {
+                try await save(config)
+                failure = nil
+            } catch {
+                failure = "\(error)"
+            }
+        }
+        return failure
     }
 
     /// Parses stdout: one JSON object per non-blank line with a string `type`; anything else is garbage.

@@ -80,11 +80,18 @@ public struct ProcessRunner: Sendable {
     /// Runs `arguments` (the program first) to completion or to a limit.
     ///
     /// - Parameters:
-    ///   - onStderrLine: called on the reader thread with each stderr line (without the newline), in order.
+    ///   - onStdoutLine: called on the reader thread with each stdout line as it arrives (without the newline; the
+    ///     last one also without, at end of file), in order. A slice of the kept stdout: nothing is copied.
+    ///   - onStderrLine: called on the reader thread with each stderr line (without the newline), in order — and
+    ///     only after every stdout line the program wrote before that stderr line was handed to `onStdoutLine`.
+    /// - Important: Both callbacks run on the thread that empties the pipes: one that blocks stops the program at
+    ///   its next write to a full pipe.
     /// - Returns: how it ended and its stdout (at most `limits.maxOutputBytes`).
     /// - Throws: ``ExternalIntegrationError`` when the program cannot be started at all.
     public func run(
-        _ arguments: [String], limits: ProcessLimits, onStderrLine: @escaping @Sendable (String) -> Void
+        _ arguments: [String], limits: ProcessLimits,
+        onStdoutLine: @escaping @Sendable (ArraySlice<UInt8>) -> Void = { _ in },
+        onStderrLine: @escaping @Sendable (String) -> Void
     ) async throws -> ProcessResult {
         guard let program = arguments.first, !program.isEmpty else {
             throw ExternalIntegrationError.cannotStart("the command is empty")
@@ -118,7 +125,9 @@ public struct ProcessRunner: Sendable {
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<ProcessResult, Never>) in
                 let thread = Thread {
-                    let result = Self.supervise(child, limits: limits, cancelled: cancelled, onStderrLine: onStderrLine)
+                    let result = Self.supervise(
+                        child, limits: limits, cancelled: cancelled, onStdoutLine: onStdoutLine,
+                        onStderrLine: onStderrLine)
                     continuation.resume(returning: result)
                 }
                 thread.name = "integration-\(child.pid)"
@@ -142,11 +151,13 @@ public struct ProcessRunner: Sendable {
     /// The reader thread: pumps both pipes until EOF or a limit, kills the group, reaps the child.
     private static func supervise(
         _ child: ChildProcess, limits: ProcessLimits, cancelled: CancellationFlag,
-        onStderrLine: (String) -> Void
+        onStdoutLine: (ArraySlice<UInt8>) -> Void, onStderrLine: (String) -> Void
     ) -> ProcessResult {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: limits.timeout)
         var stdout: [UInt8] = []
+        /// Where the stdout line not yet handed on starts.
+        var stdoutLineStart = 0
         var stderrLine: [UInt8] = []
         var stderrLineCut = false
         var stderrLines = 0
@@ -157,6 +168,7 @@ public struct ProcessRunner: Sendable {
             pollfd(fd: child.standardError!, events: Int16(POLLIN), revents: 0),
         ]
         var buffer = [UInt8](repeating: 0, count: 65_536)
+        var stderrBuffer = [UInt8](repeating: 0, count: 65_536)
         /// When the child exited while something it started still holds a pipe open.
         var exitedAt: ContinuousClock.Instant?
         /// Everything the child started that was seen running, group or not, snapshotted every 100 ms: what
@@ -173,6 +185,53 @@ public struct ProcessRunner: Sendable {
             }
             stderrLine.removeAll(keepingCapacity: true)
             stderrLineCut = false
+        }
+
+        /// Reads what stdout holds (one read) and hands on the lines it completes; false when nothing was read
+        /// (end of file, an error, the output limit: then `verdict` is set).
+        func readStdout() -> Bool {
+            let count = buffer.withUnsafeMutableBytes { read(fds[0].fd, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR || errno == EAGAIN { return true }
+            if count <= 0 {
+                close(fds[0].fd)
+                fds[0].fd = -1
+                // A last line without a newline is complete once the program closed its stdout.
+                if stdoutLineStart < stdout.count { onStdoutLine(stdout[stdoutLineStart...]) }
+                stdoutLineStart = stdout.count
+                return false
+            }
+            guard stdout.count + count <= limits.maxOutputBytes else {
+                verdict = .outputLimitExceeded(limits.maxOutputBytes)
+                return false
+            }
+            let start = stdout.count
+            stdout.append(contentsOf: buffer[0..<count])
+            // memchr: up to 16 MiB pass here, and a byte-wise loop is slow in a debug build.
+            let newlines = buffer.withUnsafeBytes { raw -> [Int] in
+                var found: [Int] = []
+                var offset = 0
+                while offset < count, let hit = memchr(raw.baseAddress! + offset, 0x0A, count - offset) {
+                    let at = raw.baseAddress!.distance(to: UnsafeRawPointer(hit))
+                    found.append(at)
+                    offset = at + 1
+                }
+                return found
+            }
+            for at in newlines {
+                onStdoutLine(stdout[stdoutLineStart..<(start + at)])
+                stdoutLineStart = start + at + 1
+            }
+            return true
+        }
+
+        /// Reads stdout until it holds nothing more: before a stderr line is handed on, so that whatever the
+        /// program printed before it (a refreshed token) is known — the two pipes are polled together, and one read
+        /// takes at most 64 KiB.
+        func drainStdout() {
+            while verdict == nil, fds[0].fd >= 0 {
+                var probe = pollfd(fd: fds[0].fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&probe, 1, 0) > 0, readStdout() else { return }
+            }
         }
 
         loop: while fds.contains(where: { $0.fd >= 0 }) {
@@ -196,29 +255,28 @@ public struct ProcessRunner: Sendable {
                 max(1, wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
             let ready = poll(&fds, nfds_t(fds.count), waitMs)
             if ready < 0, errno != EINTR { break }
-            for index in fds.indices where fds[index].fd >= 0 && fds[index].revents != 0 {
-                let count = buffer.withUnsafeMutableBytes { read(fds[index].fd, $0.baseAddress, $0.count) }
+            guard ready > 0 else { continue }  // after EINTR the revents are stale: a read could block
+            if fds[0].fd >= 0, fds[0].revents != 0 {
+                _ = readStdout()
+                if verdict != nil { break loop }
+            }
+            if fds[1].fd >= 0, fds[1].revents != 0 {
+                let count = stderrBuffer.withUnsafeMutableBytes { read(fds[1].fd, $0.baseAddress, $0.count) }
                 if count < 0, errno == EINTR || errno == EAGAIN { continue }
                 if count <= 0 {
-                    close(fds[index].fd)
-                    fds[index].fd = -1
+                    close(fds[1].fd)
+                    fds[1].fd = -1
                     continue
                 }
-                if index == 0 {
-                    guard stdout.count + count <= limits.maxOutputBytes else {
-                        verdict = .outputLimitExceeded(limits.maxOutputBytes)
-                        break loop
-                    }
-                    stdout.append(contentsOf: buffer[0..<count])
-                } else {
-                    for byte in buffer[0..<count] {
-                        if byte == UInt8(ascii: "\n") {
-                            emitStderr()
-                        } else if stderrLine.count < limits.maxStderrLineBytes {
-                            stderrLine.append(byte)
-                        } else {
-                            stderrLineCut = true
-                        }
+                drainStdout()
+                if verdict != nil { break loop }
+                for byte in stderrBuffer[0..<count] {
+                    if byte == UInt8(ascii: "\n") {
+                        emitStderr()
+                    } else if stderrLine.count < limits.maxStderrLineBytes {
+                        stderrLine.append(byte)
+                    } else {
+                        stderrLineCut = true
                     }
                 }
             }

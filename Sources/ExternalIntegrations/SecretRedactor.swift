@@ -20,6 +20,20 @@ public struct SecretRedactor: Sendable {
     let secrets: [String]
 
     public init(_ documents: JSONValue...) {
+        self.init(documents: documents)
+    }
+
+    init(documents: [JSONValue]) {
+        var found = Set<String>()
+        for document in documents { found.formUnion(Self.secrets(in: document)) }
+        secrets = found.sorted { $0.count != $1.count ? $0.count > $1.count : $0 < $1 }
+        var forms = found
+        for secret in found { forms.formUnion(Self.derivedForms(of: secret)) }
+        self.forms = forms.sorted { $0.count != $1.count ? $0.count > $1.count : $0 < $1 }
+    }
+
+    /// Every string value of `document`, at any depth, that is long enough to redact.
+    static func secrets(in document: JSONValue) -> Set<String> {
         var found = Set<String>()
         func collect(_ value: JSONValue) {
             switch value {
@@ -29,11 +43,8 @@ public struct SecretRedactor: Sendable {
             default: break
             }
         }
-        documents.forEach(collect)
-        secrets = found.sorted { $0.count != $1.count ? $0.count > $1.count : $0 < $1 }
-        var forms = found
-        for secret in found { forms.formUnion(Self.derivedForms(of: secret)) }
-        self.forms = forms.sorted { $0.count != $1.count ? $0.count > $1.count : $0 < $1 }
+        collect(document)
+        return found
     }
 
     public func callAsFunction(_ text: String) -> String {

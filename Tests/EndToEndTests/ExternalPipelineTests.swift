@@ -39,8 +39,10 @@ struct ExternalPipelineTests {
                 "integrations list", arguments: ["integrations", "list", "--integrations-file", integrationsFile])
             _ = try await list.waitForExit(timeout: .seconds(30))
             #expect(
-                list.stdoutLines.contains { $0.hasPrefix("counter") && $0.contains("*/5 * * * *") }, "\(list.allOutput)"
-            )
+                list.stdoutLines.contains {
+                    $0.hasPrefix("counter") && $0.contains("*/5 * * * *") && $0.contains(" \(timeoutSeconds)s ")
+                        && $0.contains(" 8 ")
+                }, "the max runtime and the concurrency are listed: \(list.allOutput)")
             #expect(list.stdoutLines.contains { $0.hasPrefix("github") && $0.contains("(built in)") })
         }
 
@@ -256,6 +258,49 @@ struct ExternalPipelineTests {
             print(
                 "external CLI, worker SIGKILL mid-sync: \(emitted.count) records (\(before.count) before the kill), \(repeats) repeats of seen ids"
             )
+        } catch {
+            Issue.record("worker: \(worker.allOutput.suffix(3000))")
+            await run.shutdown([scheduler, worker])
+            throw error
+        }
+        await run.shutdown([scheduler, worker])
+    }
+
+    /// The fixture's `rotate` mode: a provider that retires a token the moment it is refreshed. The worker is
+    /// SIGKILLed while the CLI, having printed its new config, still runs; the restarted worker's sync must get the
+    /// new token, or the account would be locked out.
+    @Test("a worker SIGKILLed while a CLI that rotated its token still runs: after the restart it syncs with the new token")
+    func rotatedTokenSurvivesSIGKILL() async throws {
+        var run = try await Run()
+        try await run.setUp("r1", mode: "rotate")
+        let token = try #require(run.accounts["r1"])
+        let scheduler = try run.startScheduler()
+        let first = try run.startWorker(delivery: "at-least-once")
+        var worker = first
+        do {
+            try await eventually(
+                "the CLI rotated its token, the worker stored it", timeout: .seconds(90), interval: .milliseconds(50)
+            ) {
+                let lines = worker.stderrLines
+                return lines.contains { $0.contains("refreshed, now using [redacted]; waiting") }
+                    && lines.contains { $0.contains("a refreshed token pair was stored before use") }
+            }
+            worker.send(SIGKILL)
+            _ = try await worker.waitForExit()
+            #expect(try await run.activities().isEmpty, "nothing committed before the kill")
+            worker = try run.startWorker(delivery: "at-least-once")
+            try await eventually("a sync with the rotated token", timeout: .seconds(90), interval: .seconds(1)) {
+                try await run.activities().contains { $0.accountId == "r1" }
+            }
+            _ = await scheduler.stop(grace: .seconds(20))
+            _ = await worker.stop(grace: .seconds(20))
+            #expect(worker.stderrLines.contains { $0.contains("accountId=r1 ") && $0.contains("from cursor 0") })
+            _ = run.checkTruth(try await run.activities())
+            for output in [first.allOutput, worker.allOutput, scheduler.allOutput] {
+                #expect(!output.contains(token), "the token (or the rotated one, which starts with it) is in a log")
+            }
+            let raw = try await run.pipeline.rawTopicBytes()
+            #expect(!raw.contains(token), "a token is on a topic")
         } catch {
             Issue.record("worker: \(worker.allOutput.suffix(3000))")
             await run.shutdown([scheduler, worker])

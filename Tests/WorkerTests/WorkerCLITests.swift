@@ -44,7 +44,8 @@ import Kafka
             "worker",
             arguments: [
                 "worker", "--id", "cli-1", "--github-url", simulator.baseURL, "--delivery", "at-least-once",
-                "--topic-prefix", prefix, "--session-timeout-ms", "6000", "--metrics-port", "0",
+                "--topic-prefix", prefix, "--group", "\(prefix)-workers", "--session-timeout-ms", "6000",
+                "--metrics-port", "0",
             ],
             environment: [
                 "ACTIVITY_SYNC_BOOTSTRAP": harness.cluster.bootstrapServers,

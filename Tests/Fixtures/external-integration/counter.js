@@ -5,7 +5,9 @@
 // state {cursor: n} emits items n+1 … n+perSync and returns {cursor: n+perSync}. So the whole truth of a run is
 // "items 1 … final cursor, once each", and a state that did not round-trip shows up as repeated or missing items.
 //
-// config.mode picks a misbehaviour, to show the worker contains it: hang, exit1, garbage, flood (100 MB on stdout).
+// config.mode picks a misbehaviour, to show the worker contains it: hang, exit1, garbage, flood (100 MB on stdout),
+// rotate (refreshes a token that does not end in "-rotated" — printing the new config — then sleeps a minute; with
+// the rotated one it syncs normally: a provider that retires the old token at once).
 // No dependencies: plain Node.js 18+.
 "use strict";
 
@@ -76,6 +78,15 @@ function sync() {
       process.stdout.write("this line is not JSON\n");
       print("state", { cursor: 1 });
       return;
+    case "rotate":
+      if (!config.access_token.endsWith("-rotated")) {
+        const rotated = `${config.access_token}-rotated`;
+        print("account", { config: { ...config, access_token: rotated } });
+        process.stderr.write(`refreshed, now using ${rotated}; waiting\n`);
+        setTimeout(() => {}, 60000);
+        return;
+      }
+      break;
     case "flood": {
       const chunk = "x".repeat(1 << 20);
       for (let i = 0; i < 100; i++) process.stdout.write(chunk);
