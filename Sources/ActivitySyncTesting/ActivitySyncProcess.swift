@@ -24,6 +24,8 @@ public final class ActivitySyncProcess: Sendable {
         var stderrLines: [String] = []
         var stdoutPartial = ""
         var stderrPartial = ""
+        /// Both pipes reached EOF: every line the process wrote is in the lists above.
+        var ended = false
     }
 
     /// Starts `activity-sync` with `arguments`.
@@ -49,6 +51,8 @@ public final class ActivitySyncProcess: Sendable {
                     ActivitySyncProcess.append(bytes, to: &state.stderrPartial, lines: &state.stderrLines)
                 }
             }
+        } onEnd: {
+            output.state.withLock { $0.ended = true }
         }
     }
 
@@ -78,9 +82,13 @@ public final class ActivitySyncProcess: Sendable {
         timeout: Duration = .seconds(60), where predicate: @escaping @Sendable (String) -> Bool
     ) async throws -> String {
         var found: String?
+        var exitSeen: ContinuousClock.Instant?
         try await eventually("\(name): a stdout line (last stderr: \(stderrLines.suffix(5)))", timeout: timeout) {
             found = stdoutLines.first(where: predicate)
-            if found == nil, !isRunning {
+            if found == nil, !isRunning { exitSeen = exitSeen ?? .now }
+            // An exited process's last lines may still be in the pipe: it has not printed the line only once the
+            // pump read both pipes to their end (or, if a descendant keeps them open, a moment after the exit).
+            if found == nil, let exitSeen, output.state.withLock({ $0.ended }) || .now - exitSeen > .seconds(2) {
                 throw DeadlineExceeded(
                     description: "\(name) \(process.termination.map { "\($0)" } ?? "exited") before printing the line; stderr: \(stderrLines.suffix(20))")
             }
