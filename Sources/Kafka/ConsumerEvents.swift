@@ -39,15 +39,15 @@ public struct KafkaConsumerEvents: AsyncSequence, Sendable {
     }
 }
 
-/// Hands events from the poll thread to the application's task, with backpressure and the revocation handshake.
-// @unchecked Sendable: all mutable state is guarded by `condition`; the poll thread blocks on it (its own thread,
-// never the cooperative pool) while async callers only take the lock briefly.
-final class ConsumerEventChannel: @unchecked Sendable {
-    private let condition = NSCondition()
+/// The rules of the hand-over between the poll thread and the application, without a lock, a thread or a clock:
+/// each call is one step and returns what the caller (``ConsumerEventChannel``) must do. So the revocation
+/// handshake and the backpressure are tested as plain values.
+struct ConsumerEventMachine {
     /// Events not yet taken, each revocation with its handshake number.
     private var buffer: [(event: KafkaConsumerEvent, revocation: UInt64?)] = []
-    private var waiter: CheckedContinuation<KafkaConsumerEvent?, Never>?
-    private var finished = false
+    /// The application is parked in `next()` waiting for an event.
+    private var applicationWaiting = false
+    private(set) var finished = false
     /// Revocations are numbered so that an acknowledgement answers the revocation it was given for: after a
     /// handshake that timed out, the application's late "next" must not release a newer revocation it has not
     /// even seen yet.
@@ -55,10 +55,100 @@ final class ConsumerEventChannel: @unchecked Sendable {
     private var revocationHandedOut: UInt64?
     private var revocationAcknowledged: UInt64 = 0
     /// Events buffered ahead of the application before the poll thread waits.
-    private let capacity: Int
+    let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+    }
+
+    enum OfferAction: Equatable {
+        /// The application is `capacity` events behind: wait for a change, then offer again.
+        case waitForSpace
+        /// Finished: the event is dropped (and a revocation counts as acknowledged).
+        case dropped
+        /// Buffered; the number is the revocation's, to wait for with ``isAcknowledged(_:)``.
+        case buffered(revocation: UInt64?)
+        /// Hand it to the parked application at once.
+        case resumeApplication(revocation: UInt64?)
+    }
+
+    /// The poll thread offers `event` (a revocation when `isRevocation`, which the poll thread then waits on).
+    mutating func offer(_ event: KafkaConsumerEvent, isRevocation: Bool) -> OfferAction {
+        if finished { return .dropped }
+        if buffer.count >= capacity { return .waitForSpace }
+        var number: UInt64?
+        if isRevocation {
+            lastRevocation += 1
+            number = lastRevocation
+        }
+        if applicationWaiting {
+            applicationWaiting = false
+            if let number { revocationHandedOut = number }
+            return .resumeApplication(revocation: number)
+        }
+        buffer.append((event, number))
+        return .buffered(revocation: number)
+    }
+
+    /// Whether the poll thread's revocation `number` is settled: the application asked for the event after it, or
+    /// the channel finished.
+    func isAcknowledged(_ number: UInt64) -> Bool {
+        finished || revocationAcknowledged >= number
+    }
+
+    enum RequestAction {
+        /// Return this event to the application.
+        case deliver(KafkaConsumerEvent)
+        /// Nothing buffered: park the application until an offer resumes it.
+        case park
+        /// The channel finished (or the caller was cancelled): return nil.
+        case end
+    }
+
+    /// The application asks for the next event. Asking means it is done with a revocation handed out before, so
+    /// the step may also have settled the poll thread's wait (and freed buffer space): the caller wakes it.
+    mutating func request(cancelled: Bool) -> RequestAction {
+        if let handedOut = revocationHandedOut {
+            revocationHandedOut = nil
+            revocationAcknowledged = max(revocationAcknowledged, handedOut)
+        }
+        if finished || cancelled { return .end }
+        if !buffer.isEmpty {
+            let next = buffer.removeFirst()
+            if let revocation = next.revocation { revocationHandedOut = revocation }
+            return .deliver(next.event)
+        }
+        applicationWaiting = true
+        return .park
+    }
+
+    /// The application's parked request was cancelled. Returns whether it was parked (the caller resumes it with
+    /// nil); an offer that already took it has resumed it.
+    mutating func cancelRequest() -> Bool {
+        defer { applicationWaiting = false }
+        return applicationWaiting
+    }
+
+    /// No more events. Returns whether the application was parked (the caller resumes it with nil).
+    mutating func finish() -> Bool {
+        finished = true
+        buffer.removeAll()
+        defer { applicationWaiting = false }
+        return applicationWaiting
+    }
+}
+
+/// Hands events from the poll thread to the application's task: ``ConsumerEventMachine`` decides, this shell
+/// blocks the poll thread and parks the application's continuation.
+// @unchecked Sendable: `machine` and `waiter` are guarded by `condition`; the poll thread blocks on it (its own
+// thread, never the cooperative pool) while async callers only take the lock briefly.
+final class ConsumerEventChannel: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var machine: ConsumerEventMachine
+    private var waiter: CheckedContinuation<KafkaConsumerEvent?, Never>?
 
     init(capacity: Int = 4) {
-        self.capacity = capacity
+        machine = ConsumerEventMachine(capacity: capacity)
     }
 
     // MARK: Poll thread side
@@ -67,9 +157,7 @@ final class ConsumerEventChannel: @unchecked Sendable {
     func push(_ event: KafkaConsumerEvent) {
         condition.lock()
         defer { condition.unlock() }
-        waitForSpace()
-        if finished { return }
-        deliver(event, revocation: nil)
+        _ = offer(event, isRevocation: false)
     }
 
     /// Adds a `.revoked`/`.lost` event and waits until the application has taken it and asked for the next
@@ -79,30 +167,30 @@ final class ConsumerEventChannel: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(Double(timeout.wholeMilliseconds) / 1000)
         condition.lock()
         defer { condition.unlock() }
-        waitForSpace()
-        if finished { return true }
-        lastRevocation += 1
-        let number = lastRevocation
-        deliver(event, revocation: number)
-        while revocationAcknowledged < number && !finished {
+        guard let number = offer(event, isRevocation: true) else { return true }
+        while !machine.isAcknowledged(number) {
             if !condition.wait(until: deadline) { return false }
         }
         return true
     }
 
-    private func waitForSpace() {
-        while buffer.count >= capacity && !finished {
-            condition.wait()
-        }
-    }
-
-    private func deliver(_ event: KafkaConsumerEvent, revocation: UInt64?) {
-        if let waiter {
-            self.waiter = nil
-            if let revocation { revocationHandedOut = revocation }
-            waiter.resume(returning: event)
-        } else {
-            buffer.append((event, revocation))
+    /// One offer, waiting for space as the machine says; returns the revocation number (nil: none, or dropped).
+    /// Called with the lock held.
+    private func offer(_ event: KafkaConsumerEvent, isRevocation: Bool) -> UInt64? {
+        while true {
+            switch machine.offer(event, isRevocation: isRevocation) {
+            case .waitForSpace:
+                condition.wait()
+            case .dropped:
+                return nil
+            case .buffered(let number):
+                return number
+            case .resumeApplication(let number):
+                let waiter = self.waiter
+                self.waiter = nil
+                waiter?.resume(returning: event)
+                return number
+            }
         }
     }
 
@@ -110,13 +198,14 @@ final class ConsumerEventChannel: @unchecked Sendable {
     func finish() {
         condition.lock()
         defer { condition.unlock() }
-        finished = true
-        buffer.removeAll()
+        if machine.finish() { resumeWaiter(with: nil) }
         condition.broadcast()
-        if let waiter {
-            self.waiter = nil
-            waiter.resume(returning: nil)
-        }
+    }
+
+    private func resumeWaiter(with event: KafkaConsumerEvent?) {
+        let waiter = self.waiter
+        self.waiter = nil
+        waiter?.resume(returning: event)
     }
 
     // MARK: Application side
@@ -126,30 +215,19 @@ final class ConsumerEventChannel: @unchecked Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<KafkaConsumerEvent?, Never>) in
                 condition.lock()
                 defer { condition.unlock() }
-                if let handedOut = revocationHandedOut {
-                    // Asking for the next event means the application is done with the revoked partitions.
-                    revocationHandedOut = nil
-                    revocationAcknowledged = max(revocationAcknowledged, handedOut)
-                    condition.broadcast()
-                }
-                if finished || Task.isCancelled {
-                    continuation.resume(returning: nil)
-                } else if !buffer.isEmpty {
-                    let next = buffer.removeFirst()
-                    if let revocation = next.revocation { revocationHandedOut = revocation }
-                    condition.broadcast()
-                    continuation.resume(returning: next.event)
-                } else {
-                    waiter = continuation
+                let action = machine.request(cancelled: Task.isCancelled)
+                // The request may have acknowledged a revocation or freed space: the poll thread looks again.
+                condition.broadcast()
+                switch action {
+                case .deliver(let event): continuation.resume(returning: event)
+                case .end: continuation.resume(returning: nil)
+                case .park: waiter = continuation
                 }
             }
         } onCancel: {
             condition.lock()
             defer { condition.unlock() }
-            if let waiter {
-                self.waiter = nil
-                waiter.resume(returning: nil)
-            }
+            if machine.cancelRequest() { resumeWaiter(with: nil) }
         }
     }
 }
