@@ -195,7 +195,11 @@ let package = Package(
         ),
         .testTarget(
             name: "SchedulerTests",
-            dependencies: ["Scheduler", "Accounts", "Cron", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting"],
+            dependencies: [
+                "Scheduler", "Accounts", "Cron", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
