@@ -225,8 +225,7 @@ struct ShowAccount: AsyncParsableCommand {
                     + (status.reason.map { ": \($0)" } ?? ""))
             if overview.isHeldForReauth {
                 lines.append(
-                    "             no jobs until the account's record changes: reconnect it (accounts import), or "
-                        + "accounts resume \(account.accountId) to try its token again")
+                    "             no jobs until the account is reconnected (accounts add or import with new tokens)")
             }
         } else {
             lines.append("status       none yet")

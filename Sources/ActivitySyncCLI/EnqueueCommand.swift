@@ -78,7 +78,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             FileHandle.standardError.write(
                 Data(
                     ("skipped \(result.heldForReauth.count) account(s) waiting for re-authentication (needs_reauth "
-                        + "for their current record; reconnect them or accounts resume): \(shown)\(more)\n").utf8))
+                        + "for their current record; reconnect them with new tokens): \(shown)\(more)\n").utf8))
         }
         if !result.unknownAccountIds.isEmpty {
             let error = AccountsError.unknownAccounts(result.unknownAccountIds, topic: client.topics.accounts)
