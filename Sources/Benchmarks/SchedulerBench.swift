@@ -31,8 +31,10 @@ struct SchedulerBench: AsyncParsableCommand {
     @Option(name: .customLong("max-in-flight-batches"), help: "Job batches awaiting delivery reports at once (its maxInFlightBatches).")
     var maxInFlightBatches = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "")).maxInFlightBatches
     @Flag(
-        help:
-            "Also fill the status topic (embedded cluster only): one status per account, every 20th needs_reauth for its record, so those get no jobs.")
+        help: """
+            Also fill the status topic (embedded cluster only): one status per account, every 20th needs_reauth for \
+            its record, so those get no jobs.
+            """)
     var statuses = false
     @Flag(help: .hidden) var serveCluster = false
     @Flag(help: .hidden) var fillOnly = false
@@ -304,7 +306,8 @@ struct SchedulerBench: AsyncParsableCommand {
                 now: now)
         }
         print(
-            "core only: \(accounts) accounts (\(core.heldAccounts["github"]?.needsReauth ?? 0) held for re-authentication) "
+            "core only: \(accounts) accounts (\(core.heldAccounts["github"]?.needsReauth ?? 0) held for "
+                + "re-authentication) "
                 + "scheduled in \(ContinuousClock.now - started); RSS \(before / 1024) MB -> "
                 + "\(Self.memory("VmRSS") / 1024) MB")
     }

@@ -56,9 +56,10 @@ public struct SchedulerConfiguration: Sendable {
 /// accounts (so a held account gets no catch-up fire) and followed from then on; of a status only the record
 /// version of a `needs_reauth` is kept (``SchedulingCore/applyStatus(of:holdingRecord:statusPartition:now:)``): it
 /// stops the account's jobs while its record is that version, until the record changes. Were the counts unequal,
-/// some accounts' statuses would go to another scheduler and those accounts would keep getting jobs, as before. On `.revoked` or `.lost` it drops those accounts before
-/// the rebalance completes, so two schedulers only ever overlap on a tick they both consider due, and then they
-/// publish the same deterministic job id. Offsets are never committed: every owner reloads from the beginning.
+/// some accounts' statuses would go to another scheduler and those accounts would keep getting jobs, as before.
+///
+/// On `.revoked` or `.lost` it drops those accounts before the rebalance completes, so two schedulers only ever
+/// overlap on a tick they both consider due, and then they publish the same deterministic job id. Offsets are never committed: every owner reloads from the beginning.
 ///
 /// Records that cannot be scheduled (not JSON, a bad cron, an unknown integration) are logged with the reason and
 /// skipped; a bad update leaves the previous version of the account scheduled. The sealed config is neither read
@@ -270,8 +271,10 @@ public final class SchedulerService: Service, Sendable {
     }
 
     /// Reads newly assigned status partitions from the beginning, keeping the record version of each account whose
-    /// newest status is `needs_reauth` (the accounts, loaded next, are held while their record is that version). A partition that cannot be read is logged and left unread (its
-    /// accounts keep getting jobs, as they would without this); the group consumer's later records still apply.
+    /// newest status is `needs_reauth` (the accounts, loaded next, are held while their record is that version).
+    ///
+    /// A partition that cannot be read is logged and not retried here: the group consumer, which starts at the
+    /// beginning too, applies its statuses as they come (meanwhile its held accounts may get their catch-up job).
     private func loadStatuses(_ partitions: [Int32]) async throws {
         guard !partitions.isEmpty else { return }
         let started = ContinuousClock.now

@@ -116,10 +116,12 @@ public struct SchedulingPolicy: Sendable {
 /// slot's `heldForReauth` bit says whether it matches.
 ///
 /// ## Memory
-/// Per account: one 64-byte slot (including the record's 8-byte version) in a contiguous array (the integration and cron expression are interned), its id
-/// (inline up to 15 UTF-8 bytes, else a heap string), a `[String: Int32]` index entry and a 16-byte binary min-heap
-/// entry (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped (their
-/// generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
+/// Per account: one 64-byte slot (including the record's 8-byte version) in a contiguous array (the integration
+/// and cron expression are interned), its id (inline up to 15 UTF-8 bytes, else a heap string), a
+/// `[String: Int32]` index entry and a 16-byte binary min-heap entry (due time, slot, generation). Removed or
+/// rescheduled entries stay in the heap until popped (their generation no longer matches) and the heap is rebuilt
+/// when such garbage outnumbers live entries. Per account whose newest status is `needs_reauth` with a version, a
+/// `judged` entry besides (its id, 8-byte version and 4-byte status partition).
 public struct SchedulingCore: Sendable {
     public let policy: SchedulingPolicy
 

@@ -92,7 +92,7 @@ struct PipelineTests {
         // At most one job may have been fired before the scheduler read the status.
         let held = try await jobs(deadId) + 1
         let aliveBefore = try await jobs(aliveId)
-        try await eventually("four more ticks of the other account", timeout: .seconds(60), interval: .milliseconds(500)) {
+        try await eventually("four more ticks of the other account", timeout: .seconds(60), interval: .seconds(0.5)) {
             try await jobs(aliveId) >= aliveBefore + 4
         }
         let during = try await jobs(deadId)
@@ -107,7 +107,8 @@ struct PipelineTests {
         #expect(try await enqueue.waitForExit(timeout: .seconds(60)) == 0, "\(enqueue.allOutput)")
         #expect(enqueue.stdoutLines.contains { $0.hasPrefix("published job \(aliveId)@") }, "\(enqueue.allOutput)")
         #expect(!enqueue.stdoutLines.contains { $0.contains(deadId) }, "\(enqueue.allOutput)")
-        #expect(enqueue.allOutput.contains("skipped 1 account(s) waiting for re-authentication"), "\(enqueue.allOutput)")
+        #expect(
+            enqueue.allOutput.contains("skipped 1 account(s) waiting for re-authentication"), "\(enqueue.allOutput)")
         // Re-added with the new tokens: jobs fire again at once, and sync with the new token.
         try await pipeline.register([reconnected])
         try await eventually("the reconnected account syncs", timeout: .seconds(60), interval: .milliseconds(500)) {

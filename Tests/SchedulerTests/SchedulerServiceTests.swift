@@ -242,7 +242,9 @@ struct SchedulerServiceTests {
         try await put(paused)
         try await status("held", .needsReauth, version: held)
         try await status("old", .needsReauth, version: nil)  // as written before statuses named a record
-        @Sendable func jobs(_ id: String) async throws -> Int { try await cluster.jobs().filter { $0.accountId == id }.count }
+        @Sendable func jobs(_ id: String) async throws -> Int {
+            try await cluster.jobs().filter { $0.accountId == id }.count
+        }
         let metrics = TestMetrics()
         @Sendable func gauge(_ name: String) throws -> Double? {
             try metrics.expectGauge("activity_sync_scheduler_accounts_\(name)", [("integration", "github")]).lastValue
@@ -265,7 +267,9 @@ struct SchedulerServiceTests {
             #expect(try await jobs("later") <= before + 1, "jobs kept coming after the status")
             // Reconnected: a new record (new sealed config, new updatedAt) fires again at once and on its ticks.
             try await put(try account("held", sealer: sealer, token: token + "-new"))
-            try await eventually("the reconnected account's jobs", timeout: .seconds(30)) { try await jobs("held") >= 2 }
+            try await eventually("the reconnected account's jobs", timeout: .seconds(30)) {
+                try await jobs("held") >= 2
+            }
             try await eventually("the gauge drops") { try gauge("needs_reauth") == 1 }
         }
         await cluster.close()

@@ -281,7 +281,8 @@ struct ReauthHoldTests {
         core.upsert(record("r1", v1), now: now)
         core.upsert(record("ok", v1), now: now)
         core.applyStatus(of: "r1", holdingRecord: v1, statusPartition: 0, now: now)
-        #expect(core.heldAccounts == ["github": HeldAccounts(paused: 2, needsReauth: 1), "crm": HeldAccounts(paused: 1)])
+        #expect(
+            core.heldAccounts == ["github": HeldAccounts(paused: 2, needsReauth: 1), "crm": HeldAccounts(paused: 1)])
         core.upsert(record("p1", v2), now: now)  // resumed
         core.remove("p2")
         core.upsert(record("r1", v2), now: now)  // reconnected
