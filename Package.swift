@@ -202,6 +202,8 @@ let package = Package(
             dependencies: [
                 "Scheduler", "Accounts", "Cron", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting",
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),

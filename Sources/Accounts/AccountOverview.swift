@@ -8,6 +8,8 @@ import Synchronization
 /// state summary and last runs — read from the topics, no sealing key needed.
 public struct AccountOverview: Sendable {
     public var account: AccountRecord
+    /// The version of the account's record as stored, which a status names (``AccountStatus/accountVersion``).
+    public var version: AccountVersion?
     /// The schedule's next ticks after now; empty when the expression has none (or does not parse).
     public var nextTicks: [Date]
     public var status: AccountStatus?
@@ -15,6 +17,10 @@ public struct AccountOverview: Sendable {
     public var state: StateRecord?
     /// The newest run records of the account, oldest first.
     public var runs: [RunRecord]
+
+    /// Whether schedulers fire no job for the account because its status is `needs_reauth` for this very record:
+    /// until the record changes (a reconnect, `accounts resume`).
+    public var isHeldForReauth: Bool { status?.holdsJobs(ofRecord: version) ?? false }
 }
 
 extension AccountsTopicClient {
@@ -24,7 +30,8 @@ extension AccountsTopicClient {
     /// records as they stream by (the last `runs` run records), so memory is that, whatever the topics hold.
     /// - Throws: ``AccountsError`` when the accounts topic does not exist; `KafkaError` when a topic cannot be read.
     public func overview(of accountId: String, runs: Int = 10, now: Date = Date()) async throws -> AccountOverview? {
-        guard let account = try await read(accountIds: [accountId]).accounts[accountId] else { return nil }
+        let snapshot = try await read(accountIds: [accountId])
+        guard let account = snapshot.accounts[accountId] else { return nil }
         let key = Array(accountId.utf8)
         let counts = try await KafkaAdmin.listTopics(configuration: kafka, timeout: timeout, logger: logger)
         func partition(on topic: String) -> Int32? {
@@ -60,7 +67,8 @@ extension AccountsTopicClient {
             }
         }
         return AccountOverview(
-            account: account, nextTicks: ticks, status: status, state: state, runs: kept.withLock { $0 })
+            account: account, version: snapshot.versions[accountId], nextTicks: ticks, status: status, state: state,
+            runs: kept.withLock { $0 })
     }
 
     /// The value of the newest record with `key` in the partition murmur2 gives it on `topic` (nil when there is

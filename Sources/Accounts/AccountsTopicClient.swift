@@ -28,6 +28,8 @@ public struct AccountsTopicClient: Sendable {
     public struct Snapshot: Sendable {
         public var accounts: [String: AccountRecord]
         public var invalid: [(accountId: String?, reason: String)]
+        /// The version of each account's record as stored (``AccountVersion``), which statuses name.
+        public var versions: [String: AccountVersion] = [:]
     }
 
     /// Reads every partition of the accounts topic to its end, through one consumer.
@@ -54,9 +56,11 @@ public struct AccountsTopicClient: Sendable {
             let done = first.partitionsRead
             let rest = try await read { count in (0..<count).filter { !done.contains($0) } }.snapshot
             snapshot.accounts.merge(rest.accounts) { found, _ in found }
+            snapshot.versions.merge(rest.versions) { found, _ in found }
             snapshot.invalid += rest.invalid
         }
         snapshot.accounts = snapshot.accounts.filter { wanted.contains($0.key) }
+        snapshot.versions = snapshot.versions.filter { wanted.contains($0.key) }
         return snapshot
     }
 
@@ -84,7 +88,7 @@ public struct AccountsTopicClient: Sendable {
 
     /// The last record per key wins; a tombstone removes the key.
     static func snapshot(of messages: [ConsumerMessage]) -> Snapshot {
-        var latest: [String: Result<AccountRecord, RecordError>] = [:]
+        var latest: [String: Result<(AccountRecord, AccountVersion), RecordError>] = [:]
         var invalidWithoutKey: [(accountId: String?, reason: String)] = []
         for message in messages {
             let key = message.key.map { String(decoding: $0, as: UTF8.self) }
@@ -94,7 +98,7 @@ public struct AccountsTopicClient: Sendable {
             }
             do {
                 let record = try AccountRecord.decodeMessage(value)
-                latest[key ?? record.accountId] = .success(record)
+                latest[key ?? record.accountId] = .success((record, AccountVersion(recordBytes: value)))
             } catch {
                 let reason = RecordError(description: "not an account record: \(error)")
                 if let key {
@@ -107,7 +111,9 @@ public struct AccountsTopicClient: Sendable {
         var snapshot = Snapshot(accounts: [:], invalid: invalidWithoutKey)
         for (key, entry) in latest {
             switch entry {
-            case .success(let record): snapshot.accounts[key] = record
+            case .success(let (record, version)):
+                snapshot.accounts[key] = record
+                snapshot.versions[key] = version
             case .failure(let reason): snapshot.invalid.append((key, reason.description))
             }
         }

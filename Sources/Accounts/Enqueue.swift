@@ -2,6 +2,7 @@ import Cron
 public import Foundation
 import Kafka
 public import SyncModel
+import Synchronization
 
 extension SyncJob {
     /// The job of `account`'s latest tick at or before `now`: the very job (same id) a scheduler fires for that
@@ -24,9 +25,11 @@ extension SyncJob {
 extension AccountsTopicClient {
     /// Which accounts to publish jobs for.
     public enum Selection: Sendable, Hashable {
-        /// Every enabled account on the topic (disabled ones are skipped, as the scheduler skips them).
+        /// Every enabled account on the topic (disabled, paused and needs_reauth ones are skipped, as the scheduler
+        /// skips them).
         case all
-        /// These accounts, enabled or not; only the partitions holding them are read.
+        /// These accounts, enabled, paused or waiting for re-authentication alike (the worker skips a paused one's
+        /// job and answers a rejected token's without asking GitHub); only the partitions holding them are read.
         case accounts([String])
     }
 
@@ -36,6 +39,9 @@ extension AccountsTopicClient {
         public var jobs: [SyncJob]
         /// Requested ids that are not on the accounts topic (never added, or removed); nothing was published for them.
         public var unknownAccountIds: [String]
+        /// With `.all`: accounts skipped because their status is `needs_reauth` for their current record (a
+        /// scheduler fires nothing for them either, until they are reconnected or resumed).
+        public var heldForReauth: [String] = []
     }
 
     /// Publishes the job of each selected account's latest tick, as a scheduler would, with one producer.
@@ -47,11 +53,17 @@ extension AccountsTopicClient {
     public func enqueue(_ selection: Selection, now: Date = Date()) async throws -> EnqueueResult {
         let accounts: [AccountRecord]
         var unknown: [String] = []
+        var held: [String] = []
         switch selection {
         case .all:
-            accounts = try await readAll().accounts.values.filter(\.settings.isActive).sorted {
-                $0.accountId < $1.accountId
-            }
+            let snapshot = try await readAll()
+            let judged = try await reauthVersions()
+            let active = snapshot.accounts.values.filter(\.settings.isActive)
+            held = active.filter { account in
+                judged[account.accountId].map { $0 == snapshot.versions[account.accountId] } ?? false
+            }.map(\.accountId).sorted()
+            let skipped = Set(held)
+            accounts = active.filter { !skipped.contains($0.accountId) }.sorted { $0.accountId < $1.accountId }
         case .accounts(let ids):
             let found = try await read(accountIds: ids).accounts
             var seen = Set<String>()
@@ -61,7 +73,31 @@ extension AccountsTopicClient {
         }
         let jobs = accounts.map { SyncJob(latestTickOf: $0, atOrBefore: now) }
         try await publish(jobs)
-        return EnqueueResult(jobs: jobs, unknownAccountIds: unknown)
+        return EnqueueResult(jobs: jobs, unknownAccountIds: unknown, heldForReauth: held)
+    }
+
+    /// Per account whose newest status is `needs_reauth` with a record version, that version; read from the whole
+    /// status topic, keeping nothing of other statuses. A missing status topic holds nothing back.
+    func reauthVersions() async throws -> [String: AccountVersion] {
+        let judged = Mutex<[String: AccountVersion]>([:])
+        _ = try await readPartitionsToEnd(
+            configuration: kafka, topic: topics.status, partitions: { Array(0..<$0) }, isolationLevel: .readCommitted,
+            timeout: timeout, logger: logger,
+            onBatch: { batch in
+                judged.withLock { judged in
+                    for message in batch {
+                        guard let key = message.key else { continue }
+                        let accountId = String(decoding: key, as: UTF8.self)
+                        let status = message.value.flatMap {
+                            try? WireFormat.decode(Envelope<AccountStatus>.self, from: $0).data
+                        }
+                        judged[accountId] = status.flatMap { status in
+                            status.status == .needsReauth ? status.accountVersion.flatMap(AccountVersion.init) : nil
+                        }
+                    }
+                }
+            })
+        return judged.withLock { $0 }
     }
 
     /// ``enqueue(_:now:)``, then waits up to `timeout` for each published job's run record.

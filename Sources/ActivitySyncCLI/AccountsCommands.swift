@@ -190,6 +190,8 @@ struct ShowAccount: AsyncParsableCommand {
                 "keyId": .string(account.sealedConfig.keyId), "updatedAt": .string(WireFormat.formatDate(account.updatedAt)),
                 "paused": try account.settings.paused.map { try JSONValue(encoding: $0) } ?? .null,
                 "nextTicks": .array(overview.nextTicks.map { .string(WireFormat.formatDate($0)) }),
+                "accountVersion": overview.version.map { .string($0.description) } ?? .null,
+                "heldForReauth": .bool(overview.isHeldForReauth),
             ]
             object["status"] = try overview.status.map { try JSONValue(encoding: $0) } ?? .null
             if let state = overview.state {
@@ -215,12 +217,17 @@ struct ShowAccount: AsyncParsableCommand {
                     " (paused, \($0.reason.rawValue), since \(WireFormat.formatDate($0.at))\($0.note.map { ": \($0)" } ?? ""))"
                 } ?? "")
                 + "; next: \(overview.nextTicks.map(WireFormat.formatDate).joined(separator: ", "))",
-            "record       updated \(WireFormat.formatDate(account.updatedAt)), sealed with key \(account.sealedConfig.keyId)",
+            "record       updated \(WireFormat.formatDate(account.updatedAt)), sealed with key \(account.sealedConfig.keyId)"
+                + (overview.version.map { ", version \($0)" } ?? ""),
         ]
         if let status = overview.status {
             lines.append(
                 "status       \(status.status.rawValue) at \(WireFormat.formatDate(status.at))"
                     + (status.reason.map { ": \($0)" } ?? ""))
+            if overview.isHeldForReauth {
+                lines.append(
+                    "             no jobs until the account is reconnected (accounts add or import with new tokens)")
+            }
         } else {
             lines.append("status       none yet")
         }

@@ -11,8 +11,10 @@ struct EnqueueCommand: AsyncParsableCommand {
         discussion: """
             All jobs go out through one producer in one pass. With --account or --accounts-file only the \
             partitions of the accounts topic holding those ids are read; --all reads the topic once and skips \
-            disabled accounts. Prints `published job ID` per job; exits 1 if an id is not on the accounts topic \
-            (the others are still published).
+            disabled and paused accounts, and those whose status is needs_reauth for their current record (as the \
+            scheduler does; named on stderr). An account named with --account is published whatever its state. \
+            Prints `published job ID` per job; exits 1 if an id is not on the accounts topic (the others are still \
+            published).
 
             With --wait, waits for each job's run record (on the runs topic, written in the job's transaction) and \
             prints `job ID: OUTCOME …` per job. Exit status: 0 when every job succeeded or was skipped as a tick \
@@ -69,6 +71,14 @@ struct EnqueueCommand: AsyncParsableCommand {
         } else {
             result = try await client.enqueue(selection)
             FileHandle.standardOutput.write(Data(result.jobs.map { "published job \($0.jobId)\n" }.joined().utf8))
+        }
+        if !result.heldForReauth.isEmpty {
+            let shown = result.heldForReauth.prefix(10).joined(separator: ", ")
+            let more = result.heldForReauth.count > 10 ? ", …" : ""
+            FileHandle.standardError.write(
+                Data(
+                    ("skipped \(result.heldForReauth.count) account(s) waiting for re-authentication (needs_reauth "
+                        + "for their current record; reconnect them with new tokens): \(shown)\(more)\n").utf8))
         }
         if !result.unknownAccountIds.isEmpty {
             let error = AccountsError.unknownAccounts(result.unknownAccountIds, topic: client.topics.accounts)

@@ -30,6 +30,12 @@ struct SchedulerBench: AsyncParsableCommand {
     var loadConcurrency = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "")).loadConcurrency
     @Option(name: .customLong("max-in-flight-batches"), help: "Job batches awaiting delivery reports at once (its maxInFlightBatches).")
     var maxInFlightBatches = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "")).maxInFlightBatches
+    @Flag(
+        help: """
+            Also fill the status topic (embedded cluster only): one status per account, every 20th needs_reauth for \
+            its record, so those get no jobs.
+            """)
+    var statuses = false
     @Flag(help: .hidden) var serveCluster = false
     @Flag(help: .hidden) var fillOnly = false
     @Flag(help: .hidden) var coreOnly = false
@@ -53,6 +59,7 @@ struct SchedulerBench: AsyncParsableCommand {
             "activity-sync bench scheduler --accounts \(accounts) --steady-seconds \(steadySeconds) "
             + "--partitions \(partitions) --load-concurrency \(loadConcurrency) "
             + "--max-in-flight-batches \(maxInFlightBatches)" + (bootstrap.map { " --bootstrap \($0)" } ?? "")
+            + (statuses ? " --statuses" : "")
         print("command: \(command)")
         if let bootstrap {
             // Filled by a child, so its producer's memory is not counted as the scheduler's.
@@ -77,7 +84,7 @@ struct SchedulerBench: AsyncParsableCommand {
             arguments: path + [
                 "scheduler", "--serve-cluster", "--accounts", "\(accounts)", "--partitions", "\(partitions)",
                 "--topic-prefix", topicPrefix,
-            ])
+            ] + (statuses ? ["--statuses"] : []))
         configuration.standardOutput = .pipe
         configuration.standardInput = .pipe
         let child = try ChildProcess(configuration)
@@ -113,7 +120,10 @@ struct SchedulerBench: AsyncParsableCommand {
         let topics = TopicNames(prefix: topicPrefix)
         try cluster.createTopic(topics.accounts, partitions: partitions)
         try cluster.createTopic(topics.jobs, partitions: partitions)
-        try await produceAccounts(bootstrap: cluster.bootstrapServers, topic: topics.accounts, logger: logger)
+        if statuses { try cluster.createTopic(topics.status, partitions: partitions) }
+        try await produceAccounts(
+            bootstrap: cluster.bootstrapServers, topic: topics.accounts, statusTopic: statuses ? topics.status : nil,
+            logger: logger)
         print("bootstrap.servers=\(cluster.bootstrapServers)")
         fflush(nil)
         // Serve until the parent closes our stdin.
@@ -127,8 +137,14 @@ struct SchedulerBench: AsyncParsableCommand {
         await cluster.close()
     }
 
-    /// Fills `topic` with `accounts` account records (~450 bytes, a GitHub-sized sealed token pair each).
-    private func produceAccounts(bootstrap: String, topic: String, logger: Logger) async throws {
+    /// Accounts the `--statuses` fill marks needs_reauth for their record (every 20th): they get no jobs.
+    var heldAccounts: Int { statuses ? (accounts + 19) / 20 : 0 }
+
+    /// Fills `topic` with `accounts` account records (~450 bytes, a GitHub-sized sealed token pair each), and
+    /// `statusTopic` with a status per account (every 20th `needs_reauth` naming its record's version).
+    private func produceAccounts(
+        bootstrap: String, topic: String, statusTopic: String? = nil, logger: Logger
+    ) async throws {
         let started = ContinuousClock.now
         let producer = try KafkaProducer(
             configuration: ProducerConfiguration(
@@ -151,7 +167,15 @@ struct SchedulerBench: AsyncParsableCommand {
                 + "{\"enabled\":true,\"schedule\":{\"frequency\":\"*/5 * * * *\"},\"username\":\"user\(number)\"},"
                 + "\"updatedAt\":\"\(updatedAt)\"},\"type\":\"account\"}"
             batch.append(ProducerRecord(topic: topic, key: Array(id.utf8), value: Array(value.utf8)))
-            if batch.count == 50_000 {
+            if let statusTopic {
+                let held = number % 20 == 0
+                let status = AccountStatus(
+                    accountId: id, integration: "github", status: held ? .needsReauth : .ok,
+                    reason: held ? "GitHub rejected the access token (401)" : nil, at: Date(),
+                    accountVersion: AccountVersion(recordBytes: Array(value.utf8)).description)
+                batch.append(ProducerRecord(topic: statusTopic, key: Array(id.utf8), value: try status.messageBytes()))
+            }
+            if batch.count >= 50_000 {
                 _ = try await producer.send(batch)
                 batch.removeAll(keepingCapacity: true)
             }
@@ -190,7 +214,9 @@ struct SchedulerBench: AsyncParsableCommand {
     private func measure(bootstrap: String) async throws {
         var logger = Logger(label: "bench.scheduler")
         logger.logLevel = .warning
-        let stats = BenchStats(expectedCatchUps: accounts)
+        // Accounts held for re-authentication fire nothing, neither on load nor in the burst.
+        let firing = accounts - heldAccounts
+        let stats = BenchStats(expectedCatchUps: firing)
         let clock = BenchClock()
         var configuration = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: bootstrap))
         configuration.topics = TopicNames(prefix: topicPrefix)
@@ -214,22 +240,24 @@ struct SchedulerBench: AsyncParsableCommand {
             // The peak so far: loading, with the catch-up jobs it fires meanwhile (the failover case when one
             // scheduler owns every partition), before the burst below adds its own.
             let peakLoading = Self.memory("VmHWM")
-            print("loaded \(accounts) accounts in \(loaded) (includes the ~3 s first group join)")
+            print(
+                "loaded \(accounts) accounts in \(loaded) (includes the ~3 s first group join)"
+                    + (statuses ? "; \(heldAccounts) held for re-authentication" : ""))
             // Burst: one catch-up per account.
-            while stats.catchUpsAcknowledged < accounts { try await Task.sleep(for: .milliseconds(50)) }
+            while stats.catchUpsAcknowledged < firing { try await Task.sleep(for: .milliseconds(50)) }
             let catchUp = stats.catchUp()
             print(
-                "catch-up while loading: \(accounts) jobs published in \(String(format: "%.2f", catchUp.seconds)) s "
+                "catch-up while loading: \(firing) jobs published in \(String(format: "%.2f", catchUp.seconds)) s "
                     + "(first fire to last acknowledgement, paced by the load)")
             // Burst: jump the clock 5 minutes, so every account is due at once (as after a pause), and time the
             // publishing of one job per account.
             stats.startBurst()
             clock.jump(by: 300)
-            while stats.burstAcknowledged < accounts { try await Task.sleep(for: .milliseconds(20)) }
+            while stats.burstAcknowledged < firing { try await Task.sleep(for: .milliseconds(20)) }
             let burst = stats.burst()
             print(
-                "burst: \(accounts) jobs published in \(String(format: "%.2f", burst.seconds)) s = "
-                    + "\(Int(Double(accounts) / burst.seconds)) jobs/s "
+                "burst: \(firing) jobs published in \(String(format: "%.2f", burst.seconds)) s = "
+                    + "\(Int(Double(firing) / burst.seconds)) jobs/s "
                     + "(all due at once; clock jump to last acknowledgement)"
             )
             // Let the clock-jumped schedule settle onto its next ticks before measuring the steady phase.
@@ -262,15 +290,25 @@ struct SchedulerBench: AsyncParsableCommand {
         core.reserveCapacity(accounts)
         let started = ContinuousClock.now
         let now = Date()
+        // Every record has a version; one account in 20 is held for re-authentication (50,000 of 1M), its status
+        // read before its record as a scheduler loads them.
+        let held = stride(from: 0, to: accounts, by: 20)
+        for number in held {
+            core.applyStatus(
+                of: "acct-\(number)", holdingRecord: AccountVersion(rawValue: UInt64(number)),
+                statusPartition: Int32(number % 128), now: now)
+        }
         for number in 0..<accounts {
             core.upsert(
                 ScheduledAccount(
                     accountId: "acct-\(number)", partition: Int32(number % 128), integration: "github",
-                    schedule: expression),
+                    schedule: expression, version: AccountVersion(rawValue: UInt64(number))),
                 now: now)
         }
         print(
-            "core only: \(accounts) accounts scheduled in \(ContinuousClock.now - started); RSS \(before / 1024) MB -> "
+            "core only: \(accounts) accounts (\(core.heldAccounts["github"]?.needsReauth ?? 0) held for "
+                + "re-authentication) "
+                + "scheduled in \(ContinuousClock.now - started); RSS \(before / 1024) MB -> "
                 + "\(Self.memory("VmRSS") / 1024) MB")
     }
 

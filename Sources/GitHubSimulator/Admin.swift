@@ -98,6 +98,15 @@ extension GitHubSimulator {
             } catch {
                 return Self.adminError(.notFound, "\(error)")
             }
+        case (.post, "/_sim/reconnect"):
+            // A person connected the account again elsewhere: the pair the deployment holds stops working (refresh
+            // token too), so its next sync ends in needs_reauth; the answer is the new pair, to re-add the account.
+            guard let login = query["login"] else { return Self.adminError(.badRequest, "login is required") }
+            do {
+                return Self.adminJSON(.ok, try reconnect(login: login))
+            } catch {
+                return Self.adminError(.notFound, "\(error)")
+            }
         case (.post, "/_sim/faults"):
             let count = query["count"].flatMap(Int.init) ?? 1
             let retryAfter = query["retry_after"].flatMap(Int.init) ?? configuration.secondaryLimitRetryAfter
@@ -130,7 +139,8 @@ extension GitHubSimulator {
             return Self.adminError(
                 .notFound,
                 "unknown admin endpoint; try GET /_sim/users, /_sim/truth?login=&from=&to=[&polled=true], /_sim/requests?after=N, "
-                    + "/_sim/quota?login=, POST /_sim/expire?login=, POST /_sim/faults?fault=&count=")
+                    + "/_sim/quota?login=, POST /_sim/expire?login=, POST /_sim/reconnect?login=, "
+                    + "POST /_sim/faults?fault=&count=")
         }
     }
 }

@@ -1,6 +1,6 @@
 public import Cron
 import Foundation
-import SyncModel
+public import SyncModel
 
 /// Turns an accounts-topic record into something the scheduler can act on, or says why it cannot.
 ///
@@ -66,7 +66,8 @@ public struct AccountValidator: Sendable {
         return .upsert(
             AccountSchedule(
                 accountId: id, integration: data.integration, schedule: expression,
-                enabled: data.settings.enabled && data.settings.paused == nil))
+                enabled: data.settings.enabled && data.settings.paused == nil, paused: data.settings.paused != nil,
+                version: AccountVersion(recordBytes: value)))
     }
 
     /// The fields of `{"type":"account","data":{…}}` the scheduler reads; the decoder skips the rest (the sealed
@@ -110,12 +111,21 @@ public struct AccountSchedule: Sendable, Hashable {
     public var accountId: String
     public var integration: String
     public var schedule: CronExpression
+    /// `settings.enabled` and not paused: whether its ticks fire.
     public var enabled: Bool
+    public var paused: Bool
+    /// The version of the record's bytes, which a `needs_reauth` status names.
+    public var version: AccountVersion
 
-    public init(accountId: String, integration: String, schedule: CronExpression, enabled: Bool) {
+    public init(
+        accountId: String, integration: String, schedule: CronExpression, enabled: Bool, paused: Bool = false,
+        version: AccountVersion
+    ) {
         self.accountId = accountId
         self.integration = integration
         self.schedule = schedule
         self.enabled = enabled
+        self.paused = paused
+        self.version = version
     }
 }

@@ -4,7 +4,7 @@ public import Foundation
 #endif
 public import Kafka
 public import Logging
-import Metrics
+public import Metrics
 public import ServiceLifecycle
 import Synchronization
 public import SyncModel
@@ -37,6 +37,8 @@ public struct SchedulerConfiguration: Sendable {
     /// Called after each batch of jobs is acknowledged (benchmarks, tests), with the fire and acknowledgement
     /// times on the scheduler's clock; runs on the publishing task.
     public var onPublished: (@Sendable (_ jobs: [DueJob], _ firedAt: Date, _ acknowledgedAt: Date) -> Void)?
+    /// Where the metrics go; nil is the bootstrapped `MetricsSystem.factory` (tests pass their own).
+    public var metricsFactory: (any MetricsFactory)?
 
     public init(kafka: KafkaConfiguration) { self.kafka = kafka }
 }
@@ -46,9 +48,18 @@ public struct SchedulerConfiguration: Sendable {
 /// Several schedulers share the work through a consumer group on the accounts topic (eager `range` assignor). On
 /// `.assigned` the service reads those partitions from the beginning (last record per key wins, a tombstone
 /// removes the account) and schedules them — including the one catch-up fire described on ``SchedulingCore`` —
-/// then keeps applying updates from the group consumer. On `.revoked` or `.lost` it drops those accounts before
-/// the rebalance completes, so two schedulers only ever overlap on a tick they both consider due, and then they
-/// publish the same deterministic job id. Offsets are never committed: every owner reloads from the beginning.
+/// then keeps applying updates from the group consumer.
+///
+/// The group also subscribes to the status topic, whose partition count equals the accounts topic's (`topics
+/// create` makes them so and workers refuse to start otherwise), so the `range` assignor gives each scheduler
+/// status partition p with accounts partition p: the statuses of exactly its accounts. Those are read before the
+/// accounts (so a held account gets no catch-up fire) and followed from then on; of a status only the record
+/// version of a `needs_reauth` is kept (``SchedulingCore/applyStatus(of:holdingRecord:statusPartition:now:)``): it
+/// stops the account's jobs while its record is that version, until the record changes. Were the counts unequal,
+/// some accounts' statuses would go to another scheduler and those accounts would keep getting jobs, as before.
+///
+/// On `.revoked` or `.lost` it drops those accounts before the rebalance completes, so two schedulers only ever
+/// overlap on a tick they both consider due, and then they publish the same deterministic job id. Offsets are never committed: every owner reloads from the beginning.
 ///
 /// Records that cannot be scheduled (not JSON, a bad cron, an unknown integration) are logged with the reason and
 /// skipped; a bad update leaves the previous version of the account scheduled. The sealed config is neither read
@@ -63,8 +74,9 @@ public final class SchedulerService: Service, Sendable {
 
     private struct State {
         var core: SchedulingCore
-        /// Per owned partition, the next offset not yet applied (messages below it were loaded already).
-        var applied: [Int32: Int64] = [:]
+        /// Per owned accounts or status partition, the next offset not yet applied (messages below it were loaded
+        /// already).
+        var applied: [TopicPartition: Int64] = [:]
     }
 
     /// Components this service reports to readiness: its producer and its first loaded assignment.
@@ -80,7 +92,7 @@ public final class SchedulerService: Service, Sendable {
         self.logger = logger
         self.readiness = readiness
         self.state = Mutex(State(core: SchedulingCore(policy: configuration.policy)))
-        self.metrics = SchedulerMetrics()
+        self.metrics = SchedulerMetrics(factory: configuration.metricsFactory ?? MetricsSystem.factory)
     }
 
     /// Number of accounts this scheduler owns right now.
@@ -113,7 +125,8 @@ public final class SchedulerService: Service, Sendable {
                     heartbeatInterval: .milliseconds(max(100, min(3000, sessionMillis / 3))),
                     assignor: "range", maxBatchSize: 5000),
                 logger: logger)
-            try consumer.subscribe(topics: [configuration.topics.accounts])
+            // Status too: partition p of it holds the statuses of accounts partition p's accounts (see the type).
+            try consumer.subscribe(topics: [configuration.topics.accounts, configuration.topics.status])
         } catch {
             await producer.close(timeout: .seconds(5))
             throw error
@@ -153,6 +166,10 @@ public final class SchedulerService: Service, Sendable {
             if Task.isCancelled { break }
             switch event {
             case .assigned(let partitions, _):
+                // Statuses first: an account held for re-authentication is then held from the moment it is loaded,
+                // and gets no catch-up fire.
+                let statuses = partitions.filter { $0.topic == configuration.topics.status }
+                try await loadStatuses(statuses.map(\.partition))
                 let mine = partitions.filter { $0.topic == configuration.topics.accounts }
                 try await load(mine.map(\.partition))
                 if firstAssignment {
@@ -160,9 +177,14 @@ public final class SchedulerService: Service, Sendable {
                     readiness?("scheduler-assignment", true)
                 }
             case .revoked(let partitions), .lost(let partitions):
+                let accounts = partitions.filter { $0.topic == configuration.topics.accounts }.map(\.partition)
+                let statuses = partitions.filter { $0.topic == configuration.topics.status }.map(\.partition)
+                let now = now()
                 let dropped = state.withLock { state in
-                    for partition in partitions { state.applied.removeValue(forKey: partition.partition) }
-                    return state.core.removePartitions(Set(partitions.map(\.partition)))
+                    for partition in partitions { state.applied.removeValue(forKey: partition) }
+                    let dropped = state.core.removePartitions(Set(accounts))
+                    state.core.forgetStatuses(ofPartitions: Set(statuses), now: now)
+                    return dropped
                 }
                 updateOwnedGauge()
                 logger.info(
@@ -217,9 +239,10 @@ public final class SchedulerService: Service, Sendable {
 
     private func loadPartition(_ partition: Int32) async throws -> Int {
         var attempt = 0
+        let owned = TopicPartition(topic: configuration.topics.accounts, partition: partition)
         while true {
             attempt += 1
-            state.withLock { $0.applied[partition] = 0 }
+            state.withLock { $0.applied[owned] = 0 }
             let counted = RecordCount()
             let result = await readAccounts(partition) { batch in
                 // On the reading thread, batch by batch: a partition's records are never all held at once.
@@ -230,7 +253,7 @@ public final class SchedulerService: Service, Sendable {
             switch result {
             case .success(let end):
                 if attempt > 1 { readiness?("scheduler-load", true) }
-                state.withLock { $0.applied[partition] = end }
+                state.withLock { $0.applied[owned] = end }
                 return counted.records
             case .failure(let error):
                 // A broker outage or a slow large partition is worth minutes of retrying: giving up ends the
@@ -249,15 +272,60 @@ public final class SchedulerService: Service, Sendable {
         }
     }
 
+    /// Reads newly assigned status partitions from the beginning, keeping the record version of each account whose
+    /// newest status is `needs_reauth` (the accounts, loaded next, are held while their record is that version).
+    ///
+    /// A partition that cannot be read is logged and not retried here: the group consumer, which starts at the
+    /// beginning too, applies its statuses as they come (meanwhile its held accounts may get their catch-up job).
+    private func loadStatuses(_ partitions: [Int32]) async throws {
+        guard !partitions.isEmpty else { return }
+        let started = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+            var pending = partitions.sorted()[...]
+            func startNext(_ group: inout TaskGroup<Void>) {
+                guard let partition = pending.popFirst() else { return }
+                group.addTask {
+                    let owned = TopicPartition(topic: self.configuration.topics.status, partition: partition)
+                    self.state.withLock { $0.applied[owned] = 0 }
+                    switch await self.readPartition(partition, of: self.configuration.topics.status, onBatch: {
+                        self.applyStatuses($0, skippingLoaded: false)
+                    }) {
+                    case .success(let end):
+                        self.state.withLock { $0.applied[owned] = end }
+                    case .failure(let error):
+                        self.logger.warning(
+                            "reading a status partition failed; its needs_reauth accounts keep getting jobs",
+                            metadata: ["partition": "\(partition)", "error": "\(error)"])
+                    }
+                }
+            }
+            for _ in 0..<max(1, configuration.loadConcurrency) { startNext(&group) }
+            while await group.next() != nil { startNext(&group) }
+        }
+        updateOwnedGauge()
+        logger.info(
+            "status partitions loaded",
+            metadata: [
+                "partitions": "\(partitions.sorted())", "took": "\(ContinuousClock.now - started)",
+                "needsReauth": "\(state.withLock { $0.core.judgedCount })",
+            ])
+    }
+
     /// Streams one accounts partition into `onBatch`; returns the offset the read ended at.
     private func readAccounts(
         _ partition: Int32, onBatch: @escaping @Sendable ([ConsumerMessage]) -> Void
+    ) async -> Result<Int64, KafkaError> {
+        await readPartition(partition, of: configuration.topics.accounts, onBatch: onBatch)
+    }
+
+    private func readPartition(
+        _ partition: Int32, of topic: String, onBatch: @escaping @Sendable ([ConsumerMessage]) -> Void
     ) async -> Result<Int64, KafkaError> {
         do {
             // One partition by number: no metadata request per read, and a missing partition is an error.
             return .success(
                 try await readPartitionToEnd(
-                    configuration: configuration.kafka.forPartitionReads, topic: configuration.topics.accounts,
+                    configuration: configuration.kafka.forPartitionReads, topic: topic,
                     partition: partition, isolationLevel: .readCommitted, timeout: configuration.loadTimeout,
                     maxBufferedBytes: 4 << 20, batchBytes: 512 << 10, logger: logger, onBatch: onBatch))
         } catch {
@@ -270,16 +338,86 @@ public final class SchedulerService: Service, Sendable {
         var records = 0
     }
 
+    /// The group consumer starts each partition at the beginning and so re-delivers what the load already applied;
+    /// drops those before paying for parsing them again.
+    private func unapplied(_ messages: [ConsumerMessage]) -> [ConsumerMessage] {
+        let applied = state.withLock { $0.applied }
+        return messages.filter { message in
+            applied[TopicPartition(topic: message.topic, partition: message.partition)].map { message.offset >= $0 }
+                ?? false
+        }
+    }
+
+    /// Claims `message` for applying: false when the load (or an earlier batch) applied it already. Under the lock.
+    private static func claim(_ message: ConsumerMessage, in state: inout State) -> Bool {
+        let owned = TopicPartition(topic: message.topic, partition: message.partition)
+        guard let next = state.applied[owned], message.offset >= next else { return false }
+        state.applied[owned] = message.offset + 1
+        return true
+    }
+
+    /// Applies status records: of each only whether it holds its account back (a `needs_reauth` naming a record
+    /// version). Most statuses say `ok` or `failing` and are not decoded at all.
+    private func applyStatuses(_ incoming: [ConsumerMessage], skippingLoaded: Bool) {
+        let messages = skippingLoaded ? unapplied(incoming) : incoming
+        guard !messages.isEmpty else { return }
+        let judged = messages.map { message -> (String, AccountVersion?)? in
+            guard let key = message.key else { return nil }
+            return (String(decoding: key, as: UTF8.self), message.value.flatMap(Self.reauthVersion))
+        }
+        let now = now()
+        state.withLock { state in
+            for (message, judged) in zip(messages, judged) {
+                if skippingLoaded, !Self.claim(message, in: &state) { continue }
+                guard let (accountId, version) = judged else { continue }
+                state.core.applyStatus(
+                    of: accountId, holdingRecord: version, statusPartition: message.partition, now: now)
+            }
+        }
+        if skippingLoaded { updateOwnedGauge() }
+    }
+
+    private static let needsReauthBytes = Array(#""needs_reauth""#.utf8)
+
+    /// The record version a `needs_reauth` status was judged on; nil for any other status, one without a version
+    /// (written before statuses carried it) or a value that is not a status.
+    static func reauthVersion(_ value: [UInt8]) -> AccountVersion? {
+        guard value.firstRange(of: needsReauthBytes) != nil,
+            let status = try? WireFormat.decode(StatusFields.self, from: value), status.type == "status",
+            status.data.status == AccountStatus.Status.needsReauth.rawValue
+        else { return nil }
+        return status.data.accountVersion.flatMap(AccountVersion.init)
+    }
+
+    /// What the scheduler reads of `{"type":"status","data":{…}}`.
+    private struct StatusFields: Decodable {
+        struct Data: Decodable {
+            var status: String
+            var accountVersion: String?
+        }
+        var type: String
+        var data: Data
+    }
+
+    /// Routes group-consumer or load batches to the accounts or the status path.
+    private func apply(_ incoming: [ConsumerMessage], skippingLoaded: Bool) {
+        let statusTopic = configuration.topics.status
+        guard incoming.contains(where: { $0.topic == statusTopic }) else {
+            applyAccounts(incoming, skippingLoaded: skippingLoaded)
+            return
+        }
+        // Accounts first: a status in the same batch may name the record version just read.
+        applyAccounts(incoming.filter { $0.topic != statusTopic }, skippingLoaded: skippingLoaded)
+        applyStatuses(incoming.filter { $0.topic == statusTopic }, skippingLoaded: skippingLoaded)
+    }
+
     /// Validates outside the lock (parsing is the expensive part), then applies in chunks so the timer is never
     /// held up for long.
-    private func apply(_ incoming: [ConsumerMessage], skippingLoaded: Bool) {
+    private func applyAccounts(_ incoming: [ConsumerMessage], skippingLoaded: Bool) {
         let validator = configuration.validator
         var messages = incoming
         if skippingLoaded {
-            // The group consumer starts each partition at the beginning and so re-delivers what the load already
-            // applied; drop those before paying for parsing them again.
-            let applied = state.withLock { $0.applied }
-            messages.removeAll { message in applied[message.partition].map { message.offset < $0 } ?? true }
+            messages = unapplied(messages)
             if messages.isEmpty { return }
         }
         var start = messages.startIndex
@@ -290,17 +428,14 @@ public final class SchedulerService: Service, Sendable {
             let invalid: [(ConsumerMessage, String?, String)] = state.withLock { state in
                 var invalid: [(ConsumerMessage, String?, String)] = []
                 for (message, outcome) in outcomes {
-                    if skippingLoaded {
-                        guard let next = state.applied[message.partition], message.offset >= next else { continue }
-                        state.applied[message.partition] = message.offset + 1
-                    }
+                    if skippingLoaded, !Self.claim(message, in: &state) { continue }
                     switch outcome {
                     case .upsert(let account):
                         state.core.upsert(
                             ScheduledAccount(
                                 accountId: account.accountId, partition: message.partition,
                                 integration: account.integration, schedule: account.schedule,
-                                enabled: account.enabled),
+                                enabled: account.enabled, paused: account.paused, version: account.version),
                             now: now)
                     case .remove(let accountId):
                         state.core.remove(accountId)
@@ -325,7 +460,9 @@ public final class SchedulerService: Service, Sendable {
     }
 
     private func updateOwnedGauge() {
-        metrics.accountsOwned.record(accountsOwned)
+        let (owned, held) = state.withLock { ($0.core.count, $0.core.heldAccounts) }
+        metrics.accountsOwned.record(owned)
+        metrics.record(held)
     }
 
     #if canImport(Glibc)
@@ -404,13 +541,38 @@ public final class SchedulerService: Service, Sendable {
 
 /// The scheduler's metrics, named for Prometheus.
 struct SchedulerMetrics: Sendable {
-    let accountsOwned = Gauge(label: "activity_sync_scheduler_accounts_owned")
-    let jobsPublished = Counter(label: "activity_sync_scheduler_jobs_published_total")
-    let catchUps = Counter(label: "activity_sync_scheduler_catch_up_jobs_total")
-    let publishErrors = Counter(label: "activity_sync_scheduler_publish_errors_total")
-    let invalidRecords = Counter(label: "activity_sync_scheduler_invalid_account_records_total")
+    let factory: any MetricsFactory
+    let accountsOwned: Gauge
+    let jobsPublished: Counter
+    let catchUps: Counter
+    let publishErrors: Counter
+    let invalidRecords: Counter
     /// Fire time minus due time (tick + spread offset).
-    let scheduleLag = Metrics.Timer(label: "activity_sync_scheduler_schedule_lag_seconds")
+    let scheduleLag: Metrics.Timer
+
+    init(factory: any MetricsFactory) {
+        self.factory = factory
+        accountsOwned = Gauge(label: "activity_sync_scheduler_accounts_owned", factory: factory)
+        jobsPublished = Counter(label: "activity_sync_scheduler_jobs_published_total", factory: factory)
+        catchUps = Counter(label: "activity_sync_scheduler_catch_up_jobs_total", factory: factory)
+        publishErrors = Counter(label: "activity_sync_scheduler_publish_errors_total", factory: factory)
+        invalidRecords = Counter(label: "activity_sync_scheduler_invalid_account_records_total", factory: factory)
+        scheduleLag = Metrics.Timer(label: "activity_sync_scheduler_schedule_lag_seconds", factory: factory)
+    }
+
+    /// Owned accounts that get no jobs: paused ones and those held for re-authentication, per integration.
+    func record(_ held: [String: HeldAccounts]) {
+        for (integration, counts) in held {
+            Gauge(
+                label: "activity_sync_scheduler_accounts_paused", dimensions: [("integration", integration)],
+                factory: factory
+            ).record(counts.paused)
+            Gauge(
+                label: "activity_sync_scheduler_accounts_needs_reauth", dimensions: [("integration", integration)],
+                factory: factory
+            ).record(counts.needsReauth)
+        }
+    }
 }
 
 extension KafkaConfiguration {

@@ -10,16 +10,38 @@ public struct ScheduledAccount: Sendable, Hashable {
     public var partition: Int32
     public var integration: String
     public var schedule: CronExpression
+    /// Whether jobs fire: the record's `enabled`, and not paused.
     public var enabled: Bool
+    /// Paused (`settings.paused`): counted in the paused gauge; `enabled` is false then too.
+    public var paused: Bool
+    /// The version of the record's bytes, which a `needs_reauth` status names to hold the account's jobs back
+    /// (``SchedulingCore/applyStatus(of:holdingRecord:statusPartition:now:)``); nil never matches one.
+    public var version: AccountVersion?
 
     public init(
-        accountId: String, partition: Int32, integration: String, schedule: CronExpression, enabled: Bool = true
+        accountId: String, partition: Int32, integration: String, schedule: CronExpression, enabled: Bool = true,
+        paused: Bool = false, version: AccountVersion? = nil
     ) {
         self.accountId = accountId
         self.partition = partition
         self.integration = integration
         self.schedule = schedule
         self.enabled = enabled
+        self.paused = paused
+        self.version = version
+    }
+}
+
+/// How many owned accounts of one integration are paused or held for re-authentication.
+public struct HeldAccounts: Sendable, Hashable {
+    /// `settings.paused` set (`accounts pause`).
+    public var paused: Int
+    /// Status `needs_reauth` judged on the record the scheduler holds: no jobs until the record changes.
+    public var needsReauth: Int
+
+    public init(paused: Int = 0, needsReauth: Int = 0) {
+        self.paused = paused
+        self.needsReauth = needsReauth
     }
 }
 
@@ -83,19 +105,33 @@ public struct SchedulingPolicy: Sendable {
 /// account's next tick. A changed sealed config (a token refresh) is no concern of the core: the worker reads the
 /// account's current record when it runs the job.
 ///
+/// ## Held for re-authentication
+/// A `needs_reauth` status names the version of the account's record it was judged on
+/// (``applyStatus(of:holdingRecord:statusPartition:now:)``). While the account's current record is that version, no
+/// job fires — not even the catch-up of a newly loaded account: the token was rejected, and only a new record (a
+/// reconnect, `accounts resume`) can change that. Any other version — the record changed before the status
+/// arrived, or changes afterwards — releases the hold, and a released account fires its latest due tick at once,
+/// as a newly loaded one does. A status naming no version holds nothing. The judged version is kept per account
+/// whose newest status holds one (whether or not its record is loaded yet, so statuses may be read first), and the
+/// slot's `heldForReauth` bit says whether it matches.
+///
 /// ## Memory
-/// Per account: one 56-byte slot in a contiguous array (the integration and cron expression are interned), its id
-/// (inline up to 15 UTF-8 bytes, else a heap string), a `[String: Int32]` index entry and a 16-byte binary min-heap
-/// entry (due time, slot, generation). Removed or rescheduled entries stay in the heap until popped (their
-/// generation no longer matches) and the heap is rebuilt when such garbage outnumbers live entries.
+/// Per account: one 64-byte slot (including the record's 8-byte version) in a contiguous array (the integration
+/// and cron expression are interned), its id (inline up to 15 UTF-8 bytes, else a heap string), a
+/// `[String: Int32]` index entry and a 16-byte binary min-heap entry (due time, slot, generation). Removed or
+/// rescheduled entries stay in the heap until popped (their generation no longer matches) and the heap is rebuilt
+/// when such garbage outnumbers live entries. Per account whose newest status is `needs_reauth` with a version, a
+/// `judged` entry besides (its id, 8-byte version and 4-byte status partition).
 public struct SchedulingCore: Sendable {
     public let policy: SchedulingPolicy
 
-    /// Laid out by hand (56 bytes): two optionals and three booleans as such would make it 72, 16 MB more at 1M
+    /// Laid out by hand (64 bytes): three optionals and five booleans as such would make it 88, 24 MB more at 1M
     /// accounts.
     private struct Slot: Sendable {
         var accountId: String
         var spreadHash: UInt64
+        /// ``AccountVersion`` of the record, meaningful when `hasVersion`.
+        var recordVersion: UInt64
         private var pendingTickRaw: Int64
         private var lastFiredTickRaw: Int64
         var partition: Int32
@@ -108,10 +144,11 @@ public struct SchedulingCore: Sendable {
         init(
             accountId: String, partition: Int32, integration: UInt16, expression: Int32, spreadHash: UInt64,
             enabled: Bool, generation: UInt32, pendingTick: Int64?, pendingIsCatchUp: Bool, lastFiredTick: Int64?,
-            live: Bool
+            live: Bool, paused: Bool, version: AccountVersion?
         ) {
             self.accountId = accountId
             self.spreadHash = spreadHash
+            self.recordVersion = version?.rawValue ?? 0
             self.pendingTickRaw = pendingTick ?? .min
             self.lastFiredTickRaw = lastFiredTick ?? .min
             self.partition = partition
@@ -122,6 +159,8 @@ public struct SchedulingCore: Sendable {
             self.enabled = enabled
             self.pendingIsCatchUp = pendingIsCatchUp
             self.live = live
+            self.paused = paused
+            self.hasVersion = version != nil
         }
 
         /// The tick the pending heap entry stands for (seconds since the epoch), or nil when nothing is pending.
@@ -146,6 +185,22 @@ public struct SchedulingCore: Sendable {
             get { flag(2) }
             set { setFlag(2, newValue) }
         }
+        var paused: Bool {
+            get { flag(3) }
+            set { setFlag(3, newValue) }
+        }
+        var hasVersion: Bool {
+            get { flag(4) }
+            set { setFlag(4, newValue) }
+        }
+        /// A `needs_reauth` status named this record's version: no job fires until the record changes.
+        var heldForReauth: Bool {
+            get { flag(5) }
+            set { setFlag(5, newValue) }
+        }
+        /// Whether its ticks fire.
+        var active: Bool { enabled && !heldForReauth }
+        var version: AccountVersion? { hasVersion ? AccountVersion(rawValue: recordVersion) : nil }
 
         private func flag(_ bit: UInt8) -> Bool { flags & (1 << bit) != 0 }
         private mutating func setFlag(_ bit: UInt8, _ value: Bool) {
@@ -169,6 +224,13 @@ public struct SchedulingCore: Sendable {
     private var expressionIndex: [String: Int32] = [:]
     /// Last fired tick of accounts whose partition was revoked, consulted when they come back.
     private var parked: [String: Int64] = [:]
+    /// Per account whose newest status is `needs_reauth` naming a record version: that version, and the status
+    /// partition it came from (dropped when that partition is revoked).
+    private var judged: [String: (version: UInt64, statusPartition: Int32)] = [:]
+    /// Per integration (by interned id), owned accounts paused and held for re-authentication, kept as slots change
+    /// so the gauges cost nothing to read.
+    private var pausedCounts: [Int] = []
+    private var heldCounts: [Int] = []
     /// Per expression: the latest tick at or before `now` and the one before it, computed once per `now`.
     private var recentTicks: [Int32: (now: Int64, latest: Int64?, previous: Int64?)] = [:]
 
@@ -195,11 +257,11 @@ public struct SchedulingCore: Sendable {
     /// The owned account ids, for tests and listings.
     public var accountIds: [String] { Array(index.keys) }
 
-    /// When the account's next fire is due, or nil if it is not owned, disabled or never fires again.
+    /// When the account's next fire is due, or nil if it is not owned, disabled, held or never fires again.
     public func nextDue(of accountId: String) -> Date? {
         guard let slotIndex = index[accountId] else { return nil }
         let slot = slots[Int(slotIndex)]
-        guard slot.enabled, let tick = slot.pendingTick else { return nil }
+        guard slot.active, let tick = slot.pendingTick else { return nil }
         if slot.pendingIsCatchUp { return nil }
         return Date(millis: due(tick: tick, slot: slot))
     }
@@ -212,33 +274,45 @@ public struct SchedulingCore: Sendable {
 
     /// Adds or changes an account.
     ///
-    /// A newly owned account gets the catch-up described on the type; a changed one keeps its progress.
+    /// A newly owned account gets the catch-up described on the type; a changed one keeps its progress. A record of
+    /// another version ends a hold for re-authentication.
     public mutating func upsert(_ account: ScheduledAccount, now: Date) {
         let nowMillis = now.millis
         let expression = intern(account.schedule)
+        let integration = intern(integration: account.integration)
         if let slotIndex = index[account.accountId] {
             var slot = slots[Int(slotIndex)]
+            tally(slot, -1)
             let scheduleChanged = slot.expression != expression || slot.enabled != account.enabled
-            let wasEnabled = slot.enabled
+            let wasActive = slot.active
             slot.partition = account.partition
-            slot.integration = intern(integration: account.integration)
+            slot.integration = integration
             slot.expression = expression
             slot.enabled = account.enabled
+            slot.paused = account.paused
+            if slot.version != account.version {
+                slot.hasVersion = account.version != nil
+                slot.recordVersion = account.version?.rawValue ?? 0
+                slot.heldForReauth = isJudged(account)
+            }
             slots[Int(slotIndex)] = slot
-            guard scheduleChanged else { return }
-            if account.enabled && !wasEnabled {
+            tally(slot, 1)
+            guard scheduleChanged || wasActive != slot.active else { return }
+            if slot.active && !wasActive {
                 scheduleLoaded(slotIndex, nowMillis: nowMillis)
             } else {
                 scheduleNext(slotIndex, after: nil, nowMillis: nowMillis)
             }
             return
         }
-        let slot = Slot(
-            accountId: account.accountId, partition: account.partition,
-            integration: intern(integration: account.integration), expression: expression,
-            spreadHash: Self.spreadHash(account.accountId), enabled: account.enabled, generation: 0,
-            pendingTick: nil, pendingIsCatchUp: false, lastFiredTick: parked.removeValue(forKey: account.accountId),
-            live: true)
+        var slot = Slot(
+            accountId: account.accountId, partition: account.partition, integration: integration,
+            expression: expression, spreadHash: Self.spreadHash(account.accountId), enabled: account.enabled,
+            generation: 0, pendingTick: nil, pendingIsCatchUp: false,
+            lastFiredTick: parked.removeValue(forKey: account.accountId), live: true, paused: account.paused,
+            version: account.version)
+        slot.heldForReauth = isJudged(account)
+        tally(slot, 1)
         let slotIndex: Int32
         if let free = freeSlots.popLast() {
             slotIndex = free
@@ -250,7 +324,61 @@ public struct SchedulingCore: Sendable {
             slots.append(slot)
         }
         index[account.accountId] = slotIndex
-        if account.enabled { scheduleLoaded(slotIndex, nowMillis: nowMillis) }
+        if slots[Int(slotIndex)].active { scheduleLoaded(slotIndex, nowMillis: nowMillis) }
+    }
+
+    private func isJudged(_ account: ScheduledAccount) -> Bool {
+        guard let version = account.version, let judged = judged[account.accountId] else { return false }
+        return judged.version == version.rawValue
+    }
+
+    /// Applies the account's newest status: held for re-authentication while its record is version `judged` (the
+    /// worker found its token rejected with exactly that record). Pass nil for any status that is not
+    /// `needs_reauth` or names no version (an old record): that ends a hold.
+    ///
+    /// The version is kept even when the account is not loaded (yet) or has another record here: the record it
+    /// names may still arrive.
+    /// - Parameter statusPartition: where the status came from, for ``forgetStatuses(ofPartitions:now:)``.
+    /// - Returns: whether the account's hold changed.
+    @discardableResult
+    public mutating func applyStatus(
+        of accountId: String, holdingRecord judged: AccountVersion?, statusPartition: Int32, now: Date
+    ) -> Bool {
+        if let judged {
+            self.judged[accountId] = (judged.rawValue, statusPartition)
+        } else {
+            self.judged.removeValue(forKey: accountId)
+        }
+        guard let slotIndex = index[accountId] else { return false }
+        var slot = slots[Int(slotIndex)]
+        let hold = judged != nil && slot.version == judged
+        guard hold != slot.heldForReauth else { return false }
+        tally(slot, -1)
+        slot.heldForReauth = hold
+        slots[Int(slotIndex)] = slot
+        tally(slot, 1)
+        if hold {
+            invalidate(slotIndex)
+        } else {
+            // Something ran since (an explicit enqueue): the account simply continues with its next tick.
+            scheduleNext(slotIndex, after: slot.lastFiredTick, nowMillis: now.millis)
+        }
+        return true
+    }
+
+    /// Whether the account is held for re-authentication.
+    public func isHeldForReauth(_ accountId: String) -> Bool {
+        index[accountId].map { slots[Int($0)].heldForReauth } ?? false
+    }
+
+    /// Owned accounts paused or held for re-authentication, by integration (every integration seen, zeros
+    /// included, so a gauge that went to zero says so).
+    public var heldAccounts: [String: HeldAccounts] {
+        var counts: [String: HeldAccounts] = [:]
+        for (id, integration) in integrations.enumerated() {
+            counts[integration] = HeldAccounts(paused: pausedCounts[id], needsReauth: heldCounts[id])
+        }
+        return counts
     }
 
     /// Stops scheduling an account (tombstone). Its pending fire is discarded.
@@ -276,6 +404,18 @@ public struct SchedulingCore: Sendable {
         return dropped
     }
 
+    /// Forgets the statuses read from revoked status partitions; the accounts they held are released (if still
+    /// owned, which with aligned partition counts they are not).
+    public mutating func forgetStatuses(ofPartitions partitions: Set<Int32>, now: Date) {
+        let forgotten = judged.filter { partitions.contains($0.value.statusPartition) }.map(\.key)
+        for accountId in forgotten {
+            applyStatus(of: accountId, holdingRecord: nil, statusPartition: 0, now: now)
+        }
+    }
+
+    /// Number of accounts whose newest status holds a record version (loaded here or not).
+    public var judgedCount: Int { judged.count }
+
     /// Forgets what revoked accounts fired; call once an assignment is fully loaded.
     public mutating func forgetParked() { parked = [:] }
 
@@ -287,7 +427,7 @@ public struct SchedulingCore: Sendable {
             popHeap()
             let slotIndex = top.slot
             var slot = slots[Int(slotIndex)]
-            guard slot.live, slot.generation == top.generation, slot.enabled, let tick = slot.pendingTick else {
+            guard slot.live, slot.generation == top.generation, slot.active, let tick = slot.pendingTick else {
                 continue
             }
             jobs.append(
@@ -319,7 +459,7 @@ public struct SchedulingCore: Sendable {
     /// Schedules the first tick after `after` whose due time is later than `now` (skipping ticks slept through).
     private mutating func scheduleNext(_ slotIndex: Int32, after firedTick: Int64?, nowMillis: Int64) {
         let slot = slots[Int(slotIndex)]
-        guard slot.enabled else {
+        guard slot.active else {
             invalidate(slotIndex)
             return
         }
@@ -402,6 +542,8 @@ public struct SchedulingCore: Sendable {
         let id = UInt16(integrations.count)
         integrations.append(integration)
         integrationIndex[integration] = id
+        pausedCounts.append(0)
+        heldCounts.append(0)
         return id
     }
 
@@ -413,7 +555,16 @@ public struct SchedulingCore: Sendable {
         return id
     }
 
+    /// Adds (`delta` 1) or removes (-1) a live slot's part in the paused and held counts; called around every
+    /// change of a slot's integration, pause or hold.
+    private mutating func tally(_ slot: Slot, _ delta: Int) {
+        guard slot.live else { return }
+        if slot.paused { pausedCounts[Int(slot.integration)] += delta }
+        if slot.heldForReauth { heldCounts[Int(slot.integration)] += delta }
+    }
+
     private mutating func release(_ slotIndex: Int32) {
+        tally(slots[Int(slotIndex)], -1)
         slots[Int(slotIndex)].live = false
         slots[Int(slotIndex)].pendingTick = nil
         slots[Int(slotIndex)].generation &+= 1

@@ -265,13 +265,30 @@ public struct AccountStatus: Codable, Sendable, Hashable {
     public var status: Status
     public var reason: String?
     public var at: Date
+    /// The version of the account's record (``AccountVersion``, 16 hex digits) the worker ran the job with. For
+    /// `needs_reauth`, schedulers fire no job for the account while its record is still this version. Absent on
+    /// records written before it existed (and when the record could not be read): those hold nothing back.
+    public var accountVersion: String?
 
-    public init(accountId: String, integration: String, status: Status, reason: String?, at: Date) {
+    public init(
+        accountId: String, integration: String, status: Status, reason: String?, at: Date,
+        accountVersion: String? = nil
+    ) {
         self.accountId = accountId
         self.integration = integration
         self.status = status
         self.reason = reason
         self.at = at
+        self.accountVersion = accountVersion
+    }
+
+    /// Whether this status holds the account's jobs back while its record is `current`: a `needs_reauth` judged on
+    /// that very version. An old record without `accountVersion` never does.
+    public func holdsJobs(ofRecord current: AccountVersion?) -> Bool {
+        guard status == .needsReauth, let judged = accountVersion.flatMap(AccountVersion.init), let current else {
+            return false
+        }
+        return judged == current
     }
 
     public func messageBytes() throws -> [UInt8] { try WireFormat.encode(Envelope(type: "status", data: self)) }

@@ -65,7 +65,9 @@ public struct TopicNames: Sendable, Hashable {
             TopicSpec(name: activities, compacted: false, alignedWithJobs: false),
             TopicSpec(name: state, compacted: true, alignedWithJobs: true),
             TopicSpec(name: deadLetters, compacted: false, alignedWithJobs: false),
-            TopicSpec(name: status, compacted: true, alignedWithJobs: false),
+            // Aligned so that a scheduler owning accounts partition p gets status partition p with it (range
+            // assignor over both topics) and can hold back accounts waiting for re-authentication.
+            TopicSpec(name: status, compacted: true, alignedWithJobs: true),
             TopicSpec(name: runs, compacted: false, alignedWithJobs: false),
         ]
     }

@@ -28,7 +28,8 @@ final class AccountDirectory: Sendable {
 
     /// One account as its newest record left it.
     enum Entry: Sendable {
-        case account(AccountRecord)
+        /// `version` identifies the record's bytes (``AccountVersion``): a status the job writes names it.
+        case account(AccountRecord, version: AccountVersion)
         /// The newest record of this key could not be decoded; jobs of the account are dead-lettered saying so.
         case unreadable(String)
     }
@@ -55,7 +56,8 @@ final class AccountDirectory: Sendable {
                     continue
                 }
                 do {
-                    entries[key] = .account(try AccountRecord.decodeMessage(value))
+                    entries[key] = .account(
+                        try AccountRecord.decodeMessage(value), version: AccountVersion(recordBytes: value))
                 } catch {
                     entries[key] = .unreadable(
                         "its newest record on the accounts topic (offset \(message.offset)) is not an account record "
@@ -198,7 +200,7 @@ final class AccountDirectory: Sendable {
 
     private static func find(_ accountId: String, in table: Table, partition: Int32, topic: String) -> AccountLookup {
         switch table.entries[accountId] {
-        case .account(let record)?: return .found(record)
+        case .account(let record, let version)?: return .found(record, version: version)
         case .unreadable(let reason)?: return .unknown("account \(accountId.prefix(60)): \(reason)")
         case nil:
             return .unknown(

@@ -37,7 +37,9 @@ struct JobPlacement: Sendable, Hashable {
             throw WorkerError.topics(
                 "the jobs topic \(names.jobs) does not exist; create the topics first (activity-sync topics create)")
         }
-        for (name, role) in [(names.state, "state"), (names.accounts, "accounts")] {
+        // Status too: schedulers read status partition p beside accounts partition p (the range assignor pairs them
+        // only when the counts are equal) to hold back accounts waiting for re-authentication.
+        for (name, role) in [(names.state, "state"), (names.accounts, "accounts"), (names.status, "status")] {
             guard let count = topics[name], count > 0 else {
                 throw WorkerError.topics(
                     "the \(role) topic \(name) does not exist; create it with \(jobCount) partitions, like "
@@ -46,14 +48,15 @@ struct JobPlacement: Sendable, Hashable {
             guard count == jobCount else {
                 throw WorkerError.topics(
                     "\(names.jobs) has \(jobCount) partitions and \(name) has \(count): they must be equal, because the "
-                        + "\(role == "state" ? "state" : "account record") of the accounts in jobs partition p lives in "
-                        + "\(role) partition p (same key, murmur2). Give both the same count (adding partitions moves "
+                        + "\(["state": "state", "status": "status"][role] ?? "account record") of the accounts in jobs "
+                        + "partition p lives in \(role) partition p (same key, murmur2). Give both the same count (adding "
+                        + "partitions moves "
                         + "accounts: do it only with schedulers and workers stopped, then write every account again "
                         + "with activity-sync accounts import and start with an empty state topic)")
             }
         }
         // Written in every job's transaction: missing, every transaction would fail and no job would commit.
-        for name in [names.activities, names.deadLetters, names.status, names.runs] where (topics[name] ?? 0) == 0 {
+        for name in [names.activities, names.deadLetters, names.runs] where (topics[name] ?? 0) == 0 {
             throw WorkerError.topics(
                 "the topic \(name) does not exist; create the missing topics (activity-sync topics create --partitions "
                     + "\(jobCount) keeps the existing ones) and start the worker again")

@@ -229,6 +229,11 @@ struct JobProcessor: Sendable {
         var result = await run(
             job, origin: origin, account: account, state: state, saveCredentials: saveCredentials, now: now)
         if result.outcome != .deadLettered { result.scheduledAt = job.scheduledAt }
+        // The status says which record it was judged on: a scheduler holds back a needs_reauth account's jobs
+        // until that record is replaced (the worker never rewrites the record itself: it would race a reconnect).
+        if case .found(_, let version?) = account, result.status != nil {
+            result.status?.accountVersion = version.description
+        }
         return result
     }
 
@@ -241,7 +246,7 @@ struct JobProcessor: Sendable {
         }
         let account: AccountRecord
         switch lookup {
-        case .found(let record): account = record
+        case .found(let record, _): account = record
         case .unknown(let reason): return deadLetter(Poison(.unknownAccount, reason), origin: origin, now: now)
         case .unavailable(let reason):
             // The accounts topic could not be read in time: not the job's fault. Nothing is written but the status;

@@ -126,7 +126,8 @@ enum SampleRecords {
             "status", "needs re-auth",
             try AccountStatus(
                 accountId: "583231", integration: "github", status: .needsReauth,
-                reason: "GitHub answered 401 Bad credentials and the token could not be refreshed", at: withMillis
+                reason: "GitHub answered 401 Bad credentials and the token could not be refreshed", at: withMillis,
+                accountVersion: "9f3a61c0b2d4e857"
             ).messageBytes())
         add(
             "status", "ok without reason",

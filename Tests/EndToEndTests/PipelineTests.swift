@@ -64,6 +64,64 @@ struct PipelineTests {
         await pipeline.shutdown([worker])
     }
 
+    /// "Why are 50,000 dead accounts still costing a job every tick?": once a worker finds an account's token
+    /// rejected, the scheduler fires no job for it while its record is the one judged — `enqueue --all` skips it
+    /// too and `accounts show` says so — and re-adding the account (a reconnect) brings its jobs back, which sync.
+    @Test("a needs_reauth account gets no job on later ticks until it is re-added; then it syncs again")
+    func needsReauthAccountsGetNoJobsUntilReconnected() async throws {
+        let pipeline = try await Pipeline(accounts: 2)
+        try await pipeline.registerAccounts()
+        let scheduler = try pipeline.startScheduler("scheduler-reauth")
+        let worker = try pipeline.startWorker("worker-reauth")
+        let (dead, alive) = (pipeline.simulator.users[0], pipeline.simulator.users[1])
+        let (deadId, aliveId) = (String(dead.id), String(alive.id))
+        try await eventually("both accounts synced", timeout: .seconds(90), interval: .milliseconds(500)) {
+            let statuses = try await pipeline.statuses()
+            return statuses[deadId]?.status == .ok && statuses[aliveId]?.status == .ok
+        }
+        // The person connected the account elsewhere: the tokens on its record stop working (refresh token too).
+        let reconnected = try pipeline.simulator.reconnect(login: dead.login)
+        try await eventually("the account is needs_reauth", timeout: .seconds(60), interval: .milliseconds(500)) {
+            try await pipeline.statuses()[deadId]?.status == .needsReauth
+        }
+        #expect(try await pipeline.statuses()[deadId]?.accountVersion != nil)
+        @Sendable func jobs(_ id: String) async throws -> Int {
+            try await pipeline.reader.readAll(pipeline.topics.jobs, partitions: pipeline.partitions).count {
+                $0.key == Array(id.utf8)
+            }
+        }
+        // At most one job may have been fired before the scheduler read the status.
+        let held = try await jobs(deadId) + 1
+        let aliveBefore = try await jobs(aliveId)
+        try await eventually("four more ticks of the other account", timeout: .seconds(60), interval: .seconds(0.5)) {
+            try await jobs(aliveId) >= aliveBefore + 4
+        }
+        let during = try await jobs(deadId)
+        #expect(during <= held, "the needs_reauth account still got jobs")
+        let show = try ActivitySyncProcess(
+            "show", arguments: ["accounts", "show", deadId, "--json", "--bootstrap", pipeline.bootstrapServers])
+        #expect(try await show.waitForExit(timeout: .seconds(60)) == 0, "\(show.allOutput)")
+        let overview = try WireFormat.decode(JSONValue.self, from: Array(show.stdoutLines.joined().utf8))
+        #expect(overview["heldForReauth"] == .bool(true), "\(overview)")
+        let enqueue = try ActivitySyncProcess(
+            "enqueue", arguments: ["enqueue", "--all", "--bootstrap", pipeline.bootstrapServers])
+        #expect(try await enqueue.waitForExit(timeout: .seconds(60)) == 0, "\(enqueue.allOutput)")
+        #expect(enqueue.stdoutLines.contains { $0.hasPrefix("published job \(aliveId)@") }, "\(enqueue.allOutput)")
+        #expect(!enqueue.stdoutLines.contains { $0.contains(deadId) }, "\(enqueue.allOutput)")
+        #expect(
+            enqueue.allOutput.contains("skipped 1 account(s) waiting for re-authentication"), "\(enqueue.allOutput)")
+        // Re-added with the new tokens: jobs fire again at once, and sync with the new token.
+        try await pipeline.register([reconnected])
+        try await eventually("the reconnected account syncs", timeout: .seconds(60), interval: .milliseconds(500)) {
+            try await pipeline.statuses()[deadId]?.status == .ok
+        }
+        #expect(pipeline.simulator.quotaUsed(token: reconnected.token) > 0)
+        try await eventually("its jobs come on its ticks again", timeout: .seconds(30), interval: .milliseconds(500)) {
+            try await jobs(deadId) >= during + 3
+        }
+        await pipeline.shutdown([scheduler, worker])
+    }
+
     @Test("activity ids equal the simulator's truth: none missing, none invented", arguments: ["exactly-once", "at-least-once"])
     func deliversTruth(delivery: String) async throws {
         let pipeline = try await Pipeline(accounts: 4)

@@ -643,6 +643,14 @@ struct ControlTests {
             #expect(try await send("\(simulator.baseURL)/_sim/expire?login=user1", method: .POST).status == 204)
             #expect(try await send("\(simulator.baseURL)/user", token: user.token).status == 401)
             #expect(try await send("\(simulator.baseURL)/_sim/truth?login=nobody").status == 404)
+            // Reconnected elsewhere: the old pair is dead, the answer holds the new one.
+            let other = simulator.users[1]
+            let reconnect = try await send("\(simulator.baseURL)/_sim/reconnect?login=\(other.login)", method: .POST)
+            #expect(reconnect.status == 200)
+            #expect(try await send("\(simulator.baseURL)/user", token: other.token).status == 401)
+            let renewed = try #require(simulator.user(login: other.login))
+            #expect(renewed.token != other.token && reconnect.text.contains(renewed.token))
+            #expect(try await send("\(simulator.baseURL)/user", token: renewed.token).status == 200)
             // Admin requests are neither recorded nor faulted.
             #expect(simulator.requests().allSatisfy { !$0.path.hasPrefix("/_sim") })
         }

@@ -2,6 +2,8 @@ import ActivitySyncTesting
 import Foundation
 import Kafka
 import Logging
+import Metrics
+import MetricsTestKit
 import Scheduler
 import Sealing
 import ServiceLifecycle
@@ -10,10 +12,11 @@ import Testing
 
 /// Runs a scheduler service for the duration of `body`, then shuts it down gracefully.
 func withScheduler<T: Sendable>(
-    _ cluster: TestCluster, logs: CapturedLogs, name: String = "s1",
+    _ cluster: TestCluster, logs: CapturedLogs, name: String = "s1", metrics: (any MetricsFactory)? = nil,
     _ body: @Sendable (SchedulerService) async throws -> T
 ) async throws -> T {
     var configuration = SchedulerConfiguration(kafka: cluster.kafka)
+    configuration.metricsFactory = metrics
     configuration.topics = cluster.topics
     configuration.groupId = "scheduler-test"
     configuration.sessionTimeout = .seconds(6)
@@ -203,6 +206,71 @@ struct SchedulerServiceTests {
             #expect(!after.contains { $0.accountId == "leaves" })
             let slow = after.filter { $0.accountId == "slows" }
             #expect(slow.allSatisfy { Int($0.scheduledAt.timeIntervalSince1970) % 10 == 0 })
+        }
+        await cluster.close()
+    }
+
+    /// "Why are 50,000 dead accounts still costing a job every tick?": an account whose status is needs_reauth for
+    /// its current record gets no job — not even the catch-up when the scheduler loads it — until its record
+    /// changes; a status written before statuses named a record holds nothing; paused and held accounts are counted.
+    @Test(.timeLimit(.minutes(2)))
+    func needsReauthAccountsGetNoJobsUntilTheirRecordChanges() async throws {
+        let cluster = try TestCluster(status: true)
+        let sealer = Sealer(current: .random(id: "k1"))
+        /// Writes the record and returns its version.
+        @discardableResult
+        @Sendable func put(_ record: AccountRecord) async throws -> AccountVersion {
+            let bytes = try record.messageBytes()
+            try await cluster.produce([
+                ProducerRecord(topic: cluster.topics.accounts, key: Array(record.accountId.utf8), value: bytes)
+            ])
+            return AccountVersion(recordBytes: bytes)
+        }
+        @Sendable func status(_ id: String, _ status: AccountStatus.Status, version: AccountVersion?) async throws {
+            let record = AccountStatus(
+                accountId: id, integration: "github", status: status, reason: "the token was rejected", at: Date(),
+                accountVersion: version?.description)
+            try await cluster.produce([
+                ProducerRecord(topic: cluster.topics.status, key: Array(id.utf8), value: try record.messageBytes())
+            ])
+        }
+        let held = try await put(try account("held", sealer: sealer, token: token))
+        try await put(try account("old", sealer: sealer, token: token))
+        let later = try await put(try account("later", sealer: sealer, token: token))
+        var paused = try account("paused", sealer: sealer, token: token)
+        paused.settings.paused = AccountSettings.Pause(reason: .manual, at: Date())
+        try await put(paused)
+        try await status("held", .needsReauth, version: held)
+        try await status("old", .needsReauth, version: nil)  // as written before statuses named a record
+        @Sendable func jobs(_ id: String) async throws -> Int {
+            try await cluster.jobs().filter { $0.accountId == id }.count
+        }
+        let metrics = TestMetrics()
+        @Sendable func gauge(_ name: String) throws -> Double? {
+            try metrics.expectGauge("activity_sync_scheduler_accounts_\(name)", [("integration", "github")]).lastValue
+        }
+        let logs = CapturedLogs()
+        try await withScheduler(cluster, logs: logs, metrics: metrics) { service in
+            try await eventually("three ticks of the account with an old status", timeout: .seconds(60)) {
+                let (old, notYetHeld) = (try await jobs("old"), try await jobs("later"))
+                return old >= 3 && notYetHeld >= 3
+            }
+            #expect(try await jobs("held") == 0, "a held account got a job")
+            #expect(try await jobs("paused") == 0)
+            #expect(try gauge("paused") == 1)
+            #expect(try gauge("needs_reauth") == 1)
+            // A status arriving while the scheduler runs holds too.
+            try await status("later", .needsReauth, version: later)
+            try await eventually("the gauge counts the second held account") { try gauge("needs_reauth") == 2 }
+            let before = try await jobs("later")
+            try await Task.sleep(for: .seconds(5))  // two ticks of */2 at least
+            #expect(try await jobs("later") <= before + 1, "jobs kept coming after the status")
+            // Reconnected: a new record (new sealed config, new updatedAt) fires again at once and on its ticks.
+            try await put(try account("held", sealer: sealer, token: token + "-new"))
+            try await eventually("the reconnected account's jobs", timeout: .seconds(30)) {
+                try await jobs("held") >= 2
+            }
+            try await eventually("the gauge drops") { try gauge("needs_reauth") == 1 }
         }
         await cluster.close()
     }

@@ -206,3 +206,88 @@ struct SchedulingCoreTests {
         #expect(try enabled(record) == false)
     }
 }
+
+/// Accounts whose token was rejected: no jobs while their record is the one the worker judged.
+@Suite("Scheduling core: held for re-authentication")
+struct ReauthHoldTests {
+    let noSpread = SchedulingPolicy(maxSpread: .zero)
+    let v1 = AccountVersion(recordBytes: Array(#"{"type":"account","v":1}"#.utf8))
+    let v2 = AccountVersion(recordBytes: Array(#"{"type":"account","v":2}"#.utf8))
+
+    private func record(_ id: String, _ version: AccountVersion, paused: Bool = false, integration: String = "github")
+        -> ScheduledAccount
+    {
+        ScheduledAccount(
+            accountId: id, partition: 0, integration: integration, schedule: try! CronExpression("*/5 * * * *"),
+            enabled: !paused, paused: paused, version: version)
+    }
+
+    @Test("needs_reauth for the current record: no job on later ticks; a new record fires at once, then on ticks")
+    func heldUntilTheRecordChanges() {
+        var core = SchedulingCore(policy: noSpread)
+        core.upsert(record("a", v1), now: utc("2026-12-01T04:03:10Z"))
+        #expect(core.popDue(now: utc("2026-12-01T04:03:10Z")).map(\.job.jobId) == ["a@2026-12-01T04:00:00Z"])
+        // The worker ran that job with record v1 and found the token rejected.
+        core.applyStatus(of: "a", holdingRecord: v1, statusPartition: 0, now: utc("2026-12-01T04:03:11Z"))
+        #expect(core.isHeldForReauth("a"))
+        #expect(core.nextDue(of: "a") == nil)
+        var simulation = Simulation(core: core, now: utc("2026-12-01T04:03:12Z"))
+        simulation.run(until: utc("2026-12-01T06:00:00Z"), step: 10)
+        #expect(simulation.fired.isEmpty, "\(simulation.fired.map(\.job.job.jobId))")
+        // The same record read again (a rebalance, a re-delivery) changes nothing.
+        core = simulation.core
+        core.upsert(record("a", v1), now: utc("2026-12-01T06:00:01Z"))
+        #expect(core.popDue(now: utc("2026-12-01T06:00:02Z")).isEmpty)
+        // Reconnected: a new record. Its latest tick fires at once, then the schedule continues.
+        core.upsert(record("a", v2), now: utc("2026-12-01T06:01:00Z"))
+        #expect(!core.isHeldForReauth("a"))
+        #expect(core.popDue(now: utc("2026-12-01T06:01:00Z")).map(\.job.jobId) == ["a@2026-12-01T06:00:00Z"])
+        #expect(core.popDue(now: utc("2026-12-01T06:05:00Z")).map(\.job.jobId) == ["a@2026-12-01T06:05:00Z"])
+    }
+
+    @Test("a status naming no version (an old record) or an older record holds nothing")
+    func oldOrStaleStatusesHoldNothing() {
+        var core = SchedulingCore(policy: noSpread)
+        core.upsert(record("old", v1), now: utc("2026-12-01T04:03:10Z"))
+        core.upsert(record("stale", v2), now: utc("2026-12-01T04:03:10Z"))
+        _ = core.popDue(now: utc("2026-12-01T04:03:10Z"))
+        core.applyStatus(of: "old", holdingRecord: nil, statusPartition: 0, now: utc("2026-12-01T04:03:11Z"))
+        // Judged on v1, but the account was reconnected (v2) before the status arrived.
+        core.applyStatus(of: "stale", holdingRecord: v1, statusPartition: 0, now: utc("2026-12-01T04:03:11Z"))
+        #expect(!core.isHeldForReauth("old") && !core.isHeldForReauth("stale"))
+        #expect(Set(core.popDue(now: utc("2026-12-01T04:05:00Z")).map(\.accountId)) == ["old", "stale"])
+        #expect(core.heldAccounts["github"]?.needsReauth == 0)
+    }
+
+    @Test("a status read before its account's record holds it from the start: no catch-up fire")
+    func statusBeforeRecord() {
+        var core = SchedulingCore(policy: noSpread)
+        core.applyStatus(of: "a", holdingRecord: v1, statusPartition: 3, now: utc("2026-12-01T04:03:10Z"))
+        core.upsert(record("a", v1), now: utc("2026-12-01T04:03:10Z"))
+        #expect(core.popDue(now: utc("2026-12-01T04:10:00Z")).isEmpty)
+        // Its status partition revoked: the judgement is forgotten (the next owner reads it again).
+        core.forgetStatuses(ofPartitions: [3], now: utc("2026-12-01T04:10:01Z"))
+        #expect(core.judgedCount == 0)
+        #expect(core.popDue(now: utc("2026-12-01T04:15:00Z")).map(\.job.jobId) == ["a@2026-12-01T04:15:00Z"])
+    }
+
+    @Test("paused and held accounts are counted per integration, and uncounted when they change or leave")
+    func heldAccountCounts() {
+        var core = SchedulingCore(policy: noSpread)
+        let now = utc("2026-12-01T04:03:10Z")
+        core.upsert(record("p1", v1, paused: true), now: now)
+        core.upsert(record("p2", v1, paused: true), now: now)
+        core.upsert(record("crm", v1, paused: true, integration: "crm"), now: now)
+        core.upsert(record("r1", v1), now: now)
+        core.upsert(record("ok", v1), now: now)
+        core.applyStatus(of: "r1", holdingRecord: v1, statusPartition: 0, now: now)
+        #expect(
+            core.heldAccounts == ["github": HeldAccounts(paused: 2, needsReauth: 1), "crm": HeldAccounts(paused: 1)])
+        core.upsert(record("p1", v2), now: now)  // resumed
+        core.remove("p2")
+        core.upsert(record("r1", v2), now: now)  // reconnected
+        #expect(core.heldAccounts == ["github": HeldAccounts(), "crm": HeldAccounts(paused: 1)])
+        core.removePartitions([0])
+        #expect(core.heldAccounts == ["github": HeldAccounts(), "crm": HeldAccounts()])
+    }
+}

@@ -26,12 +26,14 @@ func waitUntil(
 struct TestCluster {
     let embedded: EmbeddedTopics
 
-    init(partitions: Int32 = 3) throws {
+    /// - Parameter status: also create the status topic (schedulers follow it to hold back needs_reauth accounts).
+    init(partitions: Int32 = 3, status: Bool = false) throws {
         var logger = Logger(label: "test.cluster")
         logger.logLevel = .error
         let topics = TopicNames(prefix: "t")
         embedded = try EmbeddedTopics(
-            partitions: partitions, prefix: "t", only: [topics.accounts, topics.jobs], logger: logger)
+            partitions: partitions, prefix: "t",
+            only: [topics.accounts, topics.jobs] + (status ? [topics.status] : []), logger: logger)
     }
 
     var cluster: EmbeddedKafkaCluster { embedded.cluster }

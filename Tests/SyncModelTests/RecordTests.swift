@@ -144,3 +144,35 @@ struct RecordTests {
         #expect(String(decoding: try activity.messageBytes(), as: UTF8.self).contains(#""truncated":true"#))
     }
 }
+
+/// Which record a needs_reauth status was judged on, and what an old status (without it) means.
+@Suite("Account versions in statuses")
+struct AccountVersionTests {
+    let record = Array(#"{"type":"account","data":{"accountId":"42"}}"#.utf8)
+
+    @Test("a needs_reauth status holds jobs only for the record version it names; an old one without it never")
+    func holdsOnlyItsRecord() throws {
+        let version = AccountVersion(recordBytes: record)
+        #expect(AccountVersion(version.description) == version)
+        #expect(version.description.count == 16)
+        #expect(AccountVersion("not-a-version") == nil)
+        #expect(version != AccountVersion(recordBytes: record + [32]))
+        let old = try WireFormat.decode(
+            Envelope<AccountStatus>.self,
+            from: Array(
+                #"{"type":"status","data":{"accountId":"42","integration":"github","status":"needs_reauth","at":"2026-12-01T04:05:00Z"}}"#
+                    .utf8)
+        ).data
+        #expect(old.accountVersion == nil)
+        #expect(!old.holdsJobs(ofRecord: version))
+        var judged = old
+        judged.accountVersion = version.description
+        #expect(judged.holdsJobs(ofRecord: version))
+        #expect(!judged.holdsJobs(ofRecord: AccountVersion(recordBytes: record + [32])))
+        #expect(!judged.holdsJobs(ofRecord: nil))
+        judged.status = .failing
+        #expect(!judged.holdsJobs(ofRecord: version))
+        // Written only when known: an old reader's schema (additionalProperties: false) still accepts the rest.
+        #expect(!String(decoding: try old.messageBytes(), as: UTF8.self).contains("accountVersion"))
+    }
+}

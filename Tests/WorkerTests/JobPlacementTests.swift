@@ -44,6 +44,12 @@ import Testing
                 && "\($0)".contains("topics create --partitions 12")
         }
         #expect { try JobPlacement.check(topics: [:], names: names) } throws: { "\($0)".contains("does not exist") }
+        // Schedulers pair status partition p with accounts partition p to hold back needs_reauth accounts.
+        var fewerStatus = counts(jobs: 12, state: 12, accounts: 12)
+        fewerStatus[names.status] = 3
+        #expect { try JobPlacement.check(topics: fewerStatus, names: names) } throws: {
+            "\($0)".contains("t.jobs has 12 partitions and t.status has 3") && "\($0)".contains("status partition p")
+        }
         var withoutRuns = counts(jobs: 12, state: 12, accounts: 12)
         withoutRuns[names.runs] = nil
         #expect { try JobPlacement.check(topics: withoutRuns, names: names) } throws: {

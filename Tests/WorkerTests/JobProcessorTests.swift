@@ -69,6 +69,28 @@ import Testing
         #expect(third.outcome == .synced)
     }
 
+    /// The status names the record the job ran with, so that schedulers hold back this record's jobs and only
+    /// this record's: a reconnect (another version) fires again.
+    @Test func aNeedsReauthStatusNamesTheRecordVersionItWasJudgedOn() async throws {
+        integration.set(.needsReauth)
+        let version = AccountVersion(recordBytes: try PoisonJobs.account().messageBytes())
+        let job = PoisonJobs.validJob()
+        let first = await processor.process(
+            job, origin: origin(), account: .found(try PoisonJobs.account(), version: version), state: nil)
+        #expect(first.status?.status == .needsReauth)
+        #expect(first.status?.accountVersion == version.description)
+        #expect(first.status?.holdsJobs(ofRecord: version) == true)
+        var later = job
+        later.scheduledAt += 300
+        later.jobId = SyncJob.makeId(accountId: later.accountId, scheduledAt: later.scheduledAt)
+        // Answered from the remembered rejection, without asking: same record, same version.
+        let second = await processor.process(
+            later, origin: origin(8), account: .found(try PoisonJobs.account(), version: version),
+            state: first.newState)
+        #expect(second.status?.accountVersion == version.description)
+        #expect(integration.calls.count == 1)
+    }
+
     @Test func aRefreshedTokenPairIsSealedIntoTheStateAndUsedNextTime() async throws {
         integration.set(.refresh)
         let job = PoisonJobs.validJob()
