@@ -191,7 +191,9 @@ public struct AccountSettings: Codable, Sendable, Hashable {
         public enum Reason: String, Codable, Sendable {
             /// `accounts pause` (by account or integration); `accounts resume` ends it.
             case manual
-            /// The worker saw the token rejected and not refreshable: no jobs until the account is reconnected.
+            /// Reserved in the format; nothing writes it. A rejected token holds an account's jobs through its status
+            /// record instead (``AccountStatus/holdsJobs(ofRecord:)``): a worker rewriting the account record would
+            /// race a reconnect and could undo it.
             case needsReauth = "needs_reauth"
         }
 
