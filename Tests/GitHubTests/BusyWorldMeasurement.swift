@@ -79,9 +79,11 @@ struct BusyWorldMeasurement {
                 lostRequired.live += requiredIds.live.subtracting(ids)
                 lostRequired.all += requiredIds.all.subtracting(ids)
             }
+            let quota = simulator.users.map { simulator.quotaUsed(token: $0.token) }.reduce(0, +)
             print(
-                "busy world: \(accounts) accounts, \(Int(duration)) s, poll interval 60 s, \(emittedVersions) thread "
-                    + "versions emitted, \(repeats) repeats. Made during the run: \(seen.live) seen by a poll, "
+                "busy world: \(accounts) accounts, \(Int(duration)) s, poll interval 60 s, quota used \(quota) "
+                    + "(\(String(format: "%.1f", Double(quota) / Double(accounts) / (duration / 60))) per account-minute), "
+                    + "\(emittedVersions) thread versions emitted, \(repeats) repeats. Made during the run: \(seen.live) seen by a poll, "
                     + "\(required.live) required; \(lostSeen.live.count) seen and \(lostRequired.live.count) required never emitted. "
                     + "With the first sync's window: \(seen.all) seen, \(required.all) required; \(lostSeen.all.count) seen "
                     + "and \(lostRequired.all.count) required never emitted. Lost sample: \(lostSeen.live.sorted().prefix(5))")
