@@ -133,6 +133,8 @@ struct SyncRun {
         // boundary would never be listed. Whole seconds and an exclusive `before` mean the next window ends one
         // second after the oldest seen, so threads sharing that second are listed again and dropped as repeats.
         var before = started
+        let listedBefore = state.lastListingBefore
+        let beforeSecond = Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down))
         var fallbackURL: String?
         var threads: [NotificationThread] = []
         var listedIds = Set<String>()
@@ -175,6 +177,7 @@ struct SyncRun {
             pages += 1
             guard let page else {
                 // 304: nothing changed since the last complete read. Free.
+                state.lastListingBefore = beforeSecond
                 return
             }
             var oldest: Date?
@@ -246,8 +249,11 @@ struct SyncRun {
         // the subject's comments around its `updated_at` to find its own. And GitHub lists only a thread's newest
         // version: one that appeared after the last listing began and was superseded before this one (or that a
         // sync whose output was rolled back was handed) is told apart by the subject's comments and `closed_at`
-        // since this listing's `since` (see `recoveredVersions`).
-        let recoverySince = WireFormat.parseDate(QueryDate.format(since)) ?? since
+        // (see `recoveredVersions`), from this listing's `since` but not before the last listing's `before`: what
+        // was made earlier was listable then, and a thread the user is notified about only now may have comments
+        // from before they were subscribed to it.
+        let querySince = WireFormat.parseDate(QueryDate.format(since)) ?? since
+        let recoverySince = max(querySince, listedBefore ?? querySince)
         var plans: [String: CommentListPlan] = [:]
         var listJobs: [FetchJob] = []
         var listed = Set<String>()
@@ -318,7 +324,7 @@ struct SyncRun {
             var recovered: [Activity] = []
             var verdicts = listedVerdicts
             if let plan = plans[threadId], let since = plan.recoverySince {
-                switch recoveredVersions(versions, plan: plan, since: since, results: results) {
+                switch recoveredVersions(versions, plan: plan, since: since, results: results, listed: listedIds) {
                 case .found(let activities): recovered = activities
                 case .retry(let failed): verdicts = versions.map { _ in .retry(failed: failed) }
                 }
@@ -417,7 +423,7 @@ struct SyncRun {
         // hide what is still missing (a failed subject, or a thread touched during this sync).
         // HTTP dates have whole seconds and `before` excludes its own second, so a Last-Modified in that second
         // may stand for a thread this sync did not list: only an earlier one is safe to send back.
-        let beforeSecond = Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down))
+        if listingComplete { state.lastListingBefore = beforeSecond }
         if listingComplete, failures == 0, halt == nil, let lastModified,
             let modified = HTTPDate.parse(lastModified), modified < beforeSecond
         {
@@ -698,8 +704,8 @@ struct SyncRun {
     /// The comment lists one thread's versions need, read once per sync.
     private struct CommentListPlan {
         var urls: [String]
-        /// Set when versions between the last listing and this one are looked for: from here on (the listing's
-        /// `since`, in whole seconds).
+        /// Set when versions between the last listing and this one are looked for: from here on (the later of this
+        /// listing's `since` and the last listing's `before`, whole seconds).
         var recoverySince: Date?
     }
 
@@ -768,7 +774,8 @@ struct SyncRun {
     /// change someone else made (`closed_at`, by `merged_by` / `closed_by`), at a second no listed version has and
     /// not emitted before. Their ids are the ones GitHub's listing would have given them.
     private func recoveredVersions(
-        _ versions: [PendingNotification], plan: CommentListPlan, since: Date, results: [String: FetchResult]
+        _ versions: [PendingNotification], plan: CommentListPlan, since: Date, results: [String: FetchResult],
+        listed: Set<String>
     ) -> Recovery {
         guard let newest = versions.last, let subjectURL = newest.thread.subject.url,
             case .subject(let subject) = results[subjectURL],
@@ -801,7 +808,9 @@ struct SyncRun {
                 (actor ?? "").lowercased() != login || login.isEmpty
             else { return }
             let id = Self.notificationId(thread: newest.thread.id, updatedAt: stamp)
-            guard found[id] == nil, isResync || !recent.contains(listingKey(id)), let activity = make(stamp, date)
+            // A version this listing showed is what the listing said, whatever its reason.
+            guard found[id] == nil, !listed.contains(listingKey(id)), isResync || !recent.contains(listingKey(id)),
+                let activity = make(stamp, date)
             else { return }
             found[id] = activity
         }

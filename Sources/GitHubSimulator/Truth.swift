@@ -38,7 +38,8 @@ import Foundation
 ///   the version's `updated_at`; the comment lists of the subject show it), or a state change by someone else (the
 ///   subject's `closed_at`, with `closed_by` / `merged_by`). It is *seen* once a 200 page delivered a later kept
 ///   version of its thread in a listing whose `since` is not later than it, and *required* when that listing is not
-///   the account's first (a first sync has nothing to recover between). This is how a version that appeared after
+///   the account's first (a first sync has nothing to recover between) and the listing before it began with a
+///   `before` not later than it (an older version was listable then). This is how a version that appeared after
 ///   a listing began and was superseded before the next one, or one a client was handed but whose output was
 ///   rolled back (an aborted Kafka transaction) while its thread moved on, is still owed.
 /// - Pages cut by an injected `malformedJSON` fault deliver nothing.
@@ -153,7 +154,12 @@ extension WorldState {
                     Double(since) <= updatedAt
                 else { continue }
                 isSeen = true
-                if listing.time >= secondStart { isRequired = true }
+                // Required from the listing before this one on: what was made earlier was listable then.
+                guard listing.time >= secondStart, let start = starts.lastIndex(where: { $0.time <= listing.time }),
+                    start > 0
+                else { continue }
+                if let previous = starts[start - 1].before, Double(previous) > updatedAt { continue }
+                isRequired = true
             }
             if isSeen, !seenIds.contains(activity.id) { seen.append(activity) }
             if isRequired { required.append(activity) }

@@ -144,4 +144,41 @@ struct VersionsBetweenPollsTests {
                 try simulator.polledTruth(login: user.login, from: start.addingTimeInterval(-120), to: Date()))
         }
     }
+
+    @Test func commentsFromBeforeTheLastListingAreNotToldAsVersionsOfAThreadNotifiedOnlyNow() async throws {
+        try await SimulatedGitHub.with({
+            $0.historyItems = 0
+            $0.threadBumps = true
+            $0.users = 2
+        }) { github in
+            let user = github.user
+            let other = github.simulator.users[1]
+            let simulator = github.simulator
+            let start = Date()
+            let first = try await github.sync(user, state: nil)
+            // Someone comments on an issue the user is not subscribed to (it notifies another account only).
+            try await pastSecond(of: start)
+            let commentedAt = Date()
+            try simulator.addNotification(
+                for: other.login, reason: "comment", repo: "octo/app", number: 7, title: "Long thread",
+                actor: "grace-sim", commentBody: "Any news?", at: commentedAt)
+            try await pastSecond(of: commentedAt)
+            let second = try await github.sync(user, state: first.state)
+            #expect(second.activities.isEmpty)
+            // Then the user is mentioned there: their first notification about it.
+            try await pastSecond(of: Date())
+            let mentionedAt = Date()
+            let thread = try simulator.addNotification(
+                for: user.login, reason: "mention", repo: "octo/app", number: 7, actor: "ada-sim",
+                commentBody: "@\(user.login) could you look?", at: mentionedAt)
+            try await pastSecond(of: mentionedAt)
+            let third = try await github.sync(user, state: second.state)
+            #expect(third.activities.map(\.id).count == 1)
+            #expect(third.activities.allSatisfy { $0.id.hasPrefix("github:notification:\(thread):") })
+            #expect(third.activities.first?.kind == "mention")
+            expectMatchesPolledTruth(
+                first.activities + second.activities + third.activities,
+                try simulator.polledTruth(login: user.login, from: start.addingTimeInterval(-120), to: Date()))
+        }
+    }
 }
