@@ -54,6 +54,8 @@ struct VersionsBetweenPollsTests {
                 at: start.addingTimeInterval(-60))
             let first = try await github.sync(user, state: nil)
             #expect(first.activities.count == 1)
+            // Something that is no activity changes the list, so the second sync reads a page (not a 304).
+            try simulator.addNotification(for: user.login, reason: "subscribed", repo: "octo/app", title: "New issue")
             // While the second sync lists (after its page was made, so after its `before`): a comment makes a new
             // version of the thread, and someone closes another issue, which notifies the user (a new thread).
             let closed = Mutex<String?>(nil)
