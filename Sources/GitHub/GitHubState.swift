@@ -37,6 +37,10 @@ public struct GitHubState: Codable, Sendable, Hashable {
     public var notificationsLastModified: String?
     /// `ETag` of the last complete events read, sent back as `If-None-Match`.
     public var eventsETag: String?
+    /// The `before` (whole seconds) of the last notifications listing read to its end or answered 304: a thread version
+    /// made before it was listable then, so versions GitHub no longer lists are recovered only from here on (a
+    /// thread first notified now may have had comments before the user was subscribed to it).
+    public var lastListingBefore: Date?
     /// GitHub's `X-Poll-Interval`: the endpoints are not polled before these times.
     public var nextNotificationsPoll: Date?
     public var nextEventsPoll: Date?
@@ -122,9 +126,11 @@ public struct GitHubState: Codable, Sendable, Hashable {
         lastSyncTime: Date? = nil, lastUserEventTime: Date? = nil, username: String? = nil,
         notificationsLastModified: String? = nil, eventsETag: String? = nil, nextNotificationsPoll: Date? = nil,
         nextEventsPoll: Date? = nil, needsReauth: Bool = false, gaps: [Gap] = [], recentIds: [String] = [],
-        eventIds: [String]? = nil, stuck: [String: StuckItem] = [:], notificationsRefused: Date? = nil
+        eventIds: [String]? = nil, stuck: [String: StuckItem] = [:], notificationsRefused: Date? = nil,
+        lastListingBefore: Date? = nil
     ) {
         self.notificationsRefused = notificationsRefused
+        self.lastListingBefore = lastListingBefore
         self.lastSyncTime = lastSyncTime
         self.lastUserEventTime = lastUserEventTime
         self.username = username
@@ -142,7 +148,7 @@ public struct GitHubState: Codable, Sendable, Hashable {
     private enum CodingKeys: String, CodingKey {
         case lastSyncTime, lastUserEventTime, username, notificationsLastModified, eventsETag
         case nextNotificationsPoll, nextEventsPoll, needsReauth, gaps, recentIds, eventIds, stuck
-        case notificationsRefused
+        case notificationsRefused, lastListingBefore
     }
 
     /// Leaves out what is empty or default, so an idle account's state is a handful of fields.
@@ -154,6 +160,7 @@ public struct GitHubState: Codable, Sendable, Hashable {
         try container.encodeIfPresent(notificationsLastModified, forKey: .notificationsLastModified)
         try container.encodeIfPresent(eventsETag, forKey: .eventsETag)
         try container.encodeIfPresent(nextNotificationsPoll, forKey: .nextNotificationsPoll)
+        try container.encodeIfPresent(lastListingBefore, forKey: .lastListingBefore)
         try container.encodeIfPresent(notificationsRefused, forKey: .notificationsRefused)
         try container.encodeIfPresent(nextEventsPoll, forKey: .nextEventsPoll)
         if needsReauth { try container.encode(needsReauth, forKey: .needsReauth) }
@@ -174,6 +181,7 @@ public struct GitHubState: Codable, Sendable, Hashable {
         notificationsLastModified = try container.decodeIfPresent(String.self, forKey: .notificationsLastModified)
         eventsETag = try container.decodeIfPresent(String.self, forKey: .eventsETag)
         nextNotificationsPoll = try container.decodeIfPresent(Date.self, forKey: .nextNotificationsPoll)
+        lastListingBefore = try container.decodeIfPresent(Date.self, forKey: .lastListingBefore)
         notificationsRefused = try container.decodeIfPresent(Date.self, forKey: .notificationsRefused)
         nextEventsPoll = try container.decodeIfPresent(Date.self, forKey: .nextEventsPoll)
         needsReauth = try container.decodeIfPresent(Bool.self, forKey: .needsReauth) ?? false

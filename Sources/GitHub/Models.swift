@@ -73,6 +73,10 @@ struct IssueOrPull: Decodable, Sendable, Hashable {
     /// Who closed the issue (issues only) and who merged the pull request (pull requests only).
     var closed_by: GitHubAccountRef?
     var merged_by: GitHubAccountRef?
+    /// How many issue comments and (pull requests only) review comments it has: whether its comment lists can hold a
+    /// version of the thread that was not listed.
+    var comments: Int?
+    var review_comments: Int?
 }
 
 /// An issue comment or a pull-request review comment (`/issues/comments/{id}`, `/pulls/comments/{id}`).

@@ -133,6 +133,8 @@ struct SyncRun {
         // boundary would never be listed. Whole seconds and an exclusive `before` mean the next window ends one
         // second after the oldest seen, so threads sharing that second are listed again and dropped as repeats.
         var before = started
+        let listedBefore = state.lastListingBefore
+        let beforeSecond = Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down))
         var fallbackURL: String?
         var threads: [NotificationThread] = []
         var listedIds = Set<String>()
@@ -175,6 +177,7 @@ struct SyncRun {
             pages += 1
             guard let page else {
                 // 304: nothing changed since the last complete read. Free.
+                state.lastListingBefore = beforeSecond
                 return
             }
             var oldest: Date?
@@ -243,12 +246,24 @@ struct SyncRun {
         if let fetchStop, halt == nil { halt = Stop(fetchStop) }
         // `latest_comment_url` names the subject's newest comment when GitHub is polled, not the one that made the
         // version: a reply the user wrote minutes later moves it. A version older than the comment it names reads
-        // the subject's comments around its `updated_at` to find its own.
+        // the subject's comments around its `updated_at` to find its own. And GitHub lists only a thread's newest
+        // version: one that appeared after the last listing began and was superseded before this one (or that a
+        // sync whose output was rolled back was handed) is told apart by the subject's comments and `closed_at`
+        // (see `recoveredVersions`), from this listing's `since` but not before the last listing's `before`: what
+        // was made earlier was listable then, and a thread the user is notified about only now may have comments
+        // from before they were subscribed to it.
+        let querySince = WireFormat.parseDate(QueryDate.format(since)) ?? since
+        let recoverySince = max(querySince, listedBefore ?? querySince)
+        var plans: [String: CommentListPlan] = [:]
         var listJobs: [FetchJob] = []
         var listed = Set<String>()
-        for item in pending where halt == nil {
-            for url in driftLists(item.thread, updatedAt: item.updatedAt, results: results)
-            where listed.insert(url).inserted {
+        for (threadId, items) in Dictionary(grouping: pending, by: { $0.thread.id }) where halt == nil {
+            guard
+                let plan = commentListPlan(
+                    items, results: results, recoverySince: previous != nil || isResync ? recoverySince : nil)
+            else { continue }
+            plans[threadId] = plan
+            for url in plan.urls where listed.insert(url).inserted {
                 listJobs.append(FetchJob(url: url, isComment: false, isList: true))
             }
         }
@@ -294,12 +309,24 @@ struct SyncRun {
         var stuck: [String: GitHubState.StuckItem] = [:]
         for (threadId, items) in byThread.sorted(by: { $0.key < $1.key }) {
             let versions = items.sorted { $0.updatedAt < $1.updatedAt }
-            let verdicts = versions.map { item -> ItemResult in
+            let listedVerdicts = versions.map { item -> ItemResult in
                 switch item.thread.subject.type {
                 case "Discussion":
                     discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
                 case "Release", "Commit": .emit(releaseOrCommitActivity(item))
-                default: activity(for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results)
+                default:
+                    activity(
+                        for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results,
+                        lists: plans[threadId]?.urls ?? [])
+                }
+            }
+            // Versions between the last listing and this one, told by the subject's comments and state.
+            var recovered: [Activity] = []
+            var verdicts = listedVerdicts
+            if let plan = plans[threadId], let since = plan.recoverySince {
+                switch recoveredVersions(versions, plan: plan, since: since, results: results, listed: listedIds) {
+                case .found(let activities): recovered = activities
+                case .retry(let failed): verdicts = versions.map { _ in .retry(failed: failed) }
                 }
             }
             let record = prior.removeValue(forKey: threadId)
@@ -315,6 +342,7 @@ struct SyncRun {
             let listed = Set(versions.map(\.thread.updated_at))
             var kept = (record?.superseded ?? []).filter { !listed.contains($0.updatedAt) }
             var waiting = false
+            for activity in recovered { emit(activity) }
             for (item, result) in zip(versions, verdicts) {
                 switch result {
                 case .emit(let activity):
@@ -395,7 +423,7 @@ struct SyncRun {
         // hide what is still missing (a failed subject, or a thread touched during this sync).
         // HTTP dates have whole seconds and `before` excludes its own second, so a Last-Modified in that second
         // may stand for a thread this sync did not list: only an earlier one is safe to send back.
-        let beforeSecond = Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down))
+        if listingComplete { state.lastListingBefore = beforeSecond }
         if listingComplete, failures == 0, halt == nil, let lastModified,
             let modified = HTTPDate.parse(lastModified), modified < beforeSecond
         {
@@ -638,13 +666,21 @@ struct SyncRun {
     /// assigned issue that someone comments on is listed again with reason `assign`, a plain comment on a thread
     /// once about a mention with `mention`. When the latest comment was made at the version's `updated_at`, and is
     /// not itself the mention, that comment made the version, and its template (`comment`) tells it.
-    private func cause(of thread: NotificationThread, updatedAt: Date, comment: GitHubComment?) -> String {
+    /// A thread about a state change that is bumped by a comment is told as the comment, unless the subject was
+    /// closed at that moment too (closed with a comment).
+    private func cause(
+        of thread: NotificationThread, updatedAt: Date, comment: GitHubComment?, closedAt: Date? = nil
+    ) -> String {
         guard let comment, let created = comment.created_at.flatMap(WireFormat.parseDate),
             abs(created.timeIntervalSince(updatedAt)) <= Self.sameMoment
         else { return thread.reason }
         switch thread.reason {
         case "assign", "review_requested", "author", "team_mention":
             return "comment"
+        case "state_change":
+            // Closed in that same second: a close with a comment (a second later is already another version).
+            let closedNow = closedAt.map { abs($0.timeIntervalSince(updatedAt)) < 1 } ?? false
+            return closedNow ? "state_change" : "comment"
         case "mention":
             let login = (state.username ?? "").lowercased()
             let mentions = !login.isEmpty && (comment.body ?? "").lowercased().contains("@\(login)")
@@ -654,20 +690,166 @@ struct SyncRun {
         }
     }
 
-    /// The comment lists to read when the comment a notification names was made after the version (see
-    /// `syncNotifications`): the issue's comments and, for a pull request, its review comments, since a little
-    /// before the version. Empty when the named comment is the version's own, or not loaded.
-    private func driftLists(_ thread: NotificationThread, updatedAt: Date, results: [String: FetchResult]) -> [String] {
-        guard let isPR = ActivityText.isPullRequest(subjectType: thread.subject.type),
+    /// Whether the comment a notification names was made after the version (see `syncNotifications`): its own
+    /// comment is then found in the subject's comment lists. False when the named comment is the version's own, or
+    /// not loaded.
+    private func drifted(_ thread: NotificationThread, updatedAt: Date, results: [String: FetchResult]) -> Bool {
+        guard ActivityText.isPullRequest(subjectType: thread.subject.type) != nil,
             let commentURL = commentURL(for: thread), case .comment(let comment) = results[commentURL],
-            let created = comment.created_at.flatMap(WireFormat.parseDate),
-            created > updatedAt.addingTimeInterval(Self.sameMoment), let subjectURL = thread.subject.url,
-            subjectURL.range(of: isPR ? "/pulls/" : "/issues/", options: .backwards) != nil
-        else { return [] }
-        let since = QueryDate.format(updatedAt.addingTimeInterval(-seconds(configuration.overlap)))
-        let query = "/comments?since=\(since)&per_page=100"
-        let issue = isPR ? replacingLast("/pulls/", with: "/issues/", in: subjectURL) : subjectURL
-        return [issue + query] + (isPR ? [subjectURL + query] : [])
+            let created = comment.created_at.flatMap(WireFormat.parseDate)
+        else { return false }
+        return created > updatedAt.addingTimeInterval(Self.sameMoment)
+    }
+
+    /// The comment lists one thread's versions need, read once per sync.
+    private struct CommentListPlan {
+        var urls: [String]
+        /// Set when versions between the last listing and this one are looked for: from here on (the later of this
+        /// listing's `since` and the last listing's `before`, whole seconds).
+        var recoverySince: Date?
+    }
+
+    /// Which of the subject's comment lists to read for one thread's listed versions, since when: for a version
+    /// whose named comment came later (its own comment is in there), and — given `recoverySince`, not on a first
+    /// sync — when the subject has more comments than the listed versions account for, so some may have made
+    /// versions GitHub no longer lists. nil when none is needed: an unchanged subject costs nothing extra.
+    private func commentListPlan(
+        _ items: [PendingNotification], results: [String: FetchResult], recoverySince: Date?
+    ) -> CommentListPlan? {
+        guard let thread = items.first?.thread, let isPR = ActivityText.isPullRequest(subjectType: thread.subject.type),
+            let subjectURL = thread.subject.url,
+            subjectURL.range(of: isPR ? "/pulls/" : "/issues/", options: .backwards) != nil,
+            case .subject(let subject) = results[subjectURL]
+        else { return nil }
+        let overlap = seconds(configuration.overlap)
+        var since: Date?
+        var issueList = false
+        var reviewList = false
+        for item in items where drifted(item.thread, updatedAt: item.updatedAt, results: results) {
+            since = earlier(since, item.updatedAt.addingTimeInterval(-overlap))
+            issueList = true
+            reviewList = isPR
+        }
+        var recovering: Date?
+        if let recoverySince {
+            // Comments the listed versions name as their own are accounted for; any other may be a lost version.
+            let own = items.filter { item in
+                guard let url = commentURL(for: item.thread), case .comment(let comment) = results[url],
+                    let created = comment.created_at.flatMap(WireFormat.parseDate)
+                else { return false }
+                return abs(created.timeIntervalSince(item.updatedAt)) <= Self.sameMoment
+            }.count
+            let issueComments = subject.comments ?? 1
+            let reviewComments = isPR ? (subject.review_comments ?? 1) : 0
+            let closedBetween =
+                subject.closed_at.flatMap(WireFormat.parseDate).map { closed in
+                    closed >= recoverySince && items.contains { closed < $0.updatedAt }
+                } ?? false
+            if issueComments + reviewComments > own {
+                since = earlier(since, recoverySince)
+                issueList = issueList || issueComments > 0
+                reviewList = reviewList || reviewComments > 0
+                recovering = recoverySince
+            } else if closedBetween {
+                recovering = recoverySince
+            }
+        }
+        guard since != nil || recovering != nil else { return nil }
+        var urls: [String] = []
+        if let since {
+            let query = "/comments?since=\(QueryDate.format(since))&per_page=100"
+            if issueList { urls.append((isPR ? replacingLast("/pulls/", with: "/issues/", in: subjectURL) : subjectURL) + query) }
+            if reviewList { urls.append(subjectURL + query) }
+        }
+        return CommentListPlan(urls: urls, recoverySince: recovering)
+    }
+
+    private enum Recovery {
+        case found([Activity])
+        case retry(failed: Bool)
+    }
+
+    /// The versions of a thread between `since` and its newest listed version that GitHub no longer lists, from its
+    /// subject: each comment someone else made (a `comment`, or a `mention` when it names the user) and a state
+    /// change someone else made (`closed_at`, by `merged_by` / `closed_by`), at a second no listed version has and
+    /// not emitted before. Their ids are the ones GitHub's listing would have given them.
+    private func recoveredVersions(
+        _ versions: [PendingNotification], plan: CommentListPlan, since: Date, results: [String: FetchResult],
+        listed: Set<String>
+    ) -> Recovery {
+        guard let newest = versions.last, let subjectURL = newest.thread.subject.url,
+            case .subject(let subject) = results[subjectURL],
+            let isPR = ActivityText.isPullRequest(subjectType: newest.thread.subject.type)
+        else { return .found([]) }
+        var comments: [GitHubComment] = []
+        for url in plan.urls {
+            switch results[url] ?? .notAttempted {
+            case .comments(let list): comments += list
+            case .failed: return .retry(failed: true)
+            case .notAttempted: return .retry(failed: false)
+            case .subject, .comment, .gone, .unavailable: break
+            }
+        }
+        let login = (state.username ?? "").lowercased()
+        let listedSeconds = Set(versions.map { $0.updatedAt.timeIntervalSince1970.rounded(.down) })
+        var named = Set<Int>()
+        for item in versions {
+            if let url = commentURL(for: item.thread), case .comment(let comment) = results[url],
+                let created = comment.created_at.flatMap(WireFormat.parseDate),
+                abs(created.timeIntervalSince(item.updatedAt)) <= Self.sameMoment
+            {
+                named.insert(comment.id)
+            }
+        }
+        var found: [String: Activity] = [:]
+        func consider(_ stamp: String?, by actor: String?, make: (String, Date) -> Activity?) {
+            guard let stamp, let date = WireFormat.parseDate(stamp), date >= since, date < newest.updatedAt,
+                !listedSeconds.contains(date.timeIntervalSince1970.rounded(.down)),
+                (actor ?? "").lowercased() != login || login.isEmpty
+            else { return }
+            let id = Self.notificationId(thread: newest.thread.id, updatedAt: stamp)
+            // A version this listing showed is what the listing said, whatever its reason.
+            guard found[id] == nil, !listed.contains(listingKey(id)), isResync || !recent.contains(listingKey(id)),
+                let activity = make(stamp, date)
+            else { return }
+            found[id] = activity
+        }
+        for comment in comments where !named.contains(comment.id) {
+            consider(comment.created_at, by: comment.user?.login) { stamp, date in
+                let body = comment.body ?? ""
+                let mentions = !login.isEmpty && body.lowercased().contains("@\(login)")
+                return recoveredActivity(
+                    newest.thread, subject: subject, isPR: isPR, stamp: stamp, date: date,
+                    made: mentions ? "mention" : "comment", actor: comment.user?.login, body: body,
+                    commentPage: comment.html_url.flatMap(webURLOrNil))
+            }
+        }
+        if subject.state == "closed" {
+            let closer = subject.merged_by?.login ?? subject.closed_by?.login
+            consider(subject.closed_at, by: closer) { stamp, date in
+                recoveredActivity(
+                    newest.thread, subject: subject, isPR: isPR, stamp: stamp, date: date, made: "state_change",
+                    actor: closer ?? subject.user?.login, body: subject.body ?? "", commentPage: nil)
+            }
+        }
+        return .found(found.values.sorted { ($0.occurredAt, $0.id) < ($1.occurredAt, $1.id) })
+    }
+
+    /// A recovered version of `thread` (see `recoveredVersions`), told as what made it.
+    private func recoveredActivity(
+        _ thread: NotificationThread, subject: IssueOrPull, isPR: Bool, stamp: String, date: Date, made: String,
+        actor: String?, body: String, commentPage: String?
+    ) -> Activity? {
+        let repo = thread.repository.full_name
+        let facts = ActivityText.NotificationFacts(
+            reason: made, isPullRequest: isPR, username: state.username ?? "", repo: repo, number: subject.number,
+            title: subject.title, state: subject.state, actor: actor ?? subject.user?.login ?? "", body: body)
+        guard let text = ActivityText.notification(facts) else { return nil }
+        return Activity(
+            text: text, sourceURL: webURL(subject, repository: thread.repository, isPR: isPR),
+            id: Self.notificationId(thread: thread.id, updatedAt: stamp), occurredAt: date, kind: made, repo: repo,
+            number: subject.number, actor: actor ?? subject.user?.login, accountId: request.accountId,
+            commentURL: commentPage)
     }
 
     private func replacingLast(_ target: String, with replacement: String, in text: String) -> String {
@@ -727,7 +909,7 @@ struct SyncRun {
     }
 
     private func activity(
-        for thread: NotificationThread, id: String, updatedAt: Date, results: [String: FetchResult]
+        for thread: NotificationThread, id: String, updatedAt: Date, results: [String: FetchResult], lists: [String]
     ) -> ItemResult {
         guard let isPR = ActivityText.isPullRequest(subjectType: thread.subject.type) else { return .skip }
         guard let subjectURL = thread.subject.url else {
@@ -758,8 +940,7 @@ struct SyncRun {
             case .notAttempted: return .retry(failed: false)
             }
         }
-        let lists = driftLists(thread, updatedAt: updatedAt, results: results)
-        if !lists.isEmpty {
+        if drifted(thread, updatedAt: updatedAt, results: results), !lists.isEmpty {
             // The named comment came after this version: its own is the newest made no later than it, if any.
             var found: [GitHubComment] = []
             for url in lists {
@@ -779,7 +960,9 @@ struct SyncRun {
                     return (created, comment)
                 }.max { $0.0 < $1.0 }?.1
         }
-        let made = cause(of: thread, updatedAt: updatedAt, comment: latestComment)
+        let made = cause(
+            of: thread, updatedAt: updatedAt, comment: latestComment,
+            closedAt: subject.closed_at.flatMap(WireFormat.parseDate))
         let mentionsActor = ActivityText.actorReasons.contains(made)
         var actor = subject.user?.login ?? ""
         var body = subject.body ?? ""

@@ -13,19 +13,24 @@ import Synchronization
 /// deterministic world (same seed, same history, same ground truth), injects the faults real GitHub shows, and
 /// records every request so tests can assert on what a client actually did.
 ///
-/// GitHub as it really behaves, when configured to (`threadBumps`, `eventLag`): one notification thread per subject
-/// and user, re-bumped by new activity (the listing shows each thread's current version only), and events that
-/// show up in the events feed a while after they happened. The ground truth then lists every thread version with
-/// when it was superseded, and `polledTruth` says which of them polls of the account could see.
-///
 /// GitHub as it serves today, by default (each line a habit of the live API that once cost us activities):
+/// - One notification thread per subject and user, re-bumped by new activity (`threadBumps`, on by default): same
+///   thread id, a new `updated_at`, the listing shows each thread's current version only. The ground truth lists
+///   every version with when it was superseded, and `polledTruth` says which of them polls of the account could
+///   see, and which superseded ones a client can still recover from the subject's comments and `closed_at`. In the
+///   generated world every comment someone else makes on an issue or pull request is a version of the user's thread
+///   with a kept reason (`comment`, `mention`, or a kept reason that sticks): `subscribed` notifications are about
+///   new issues and pull requests only and never re-bump a thread. Off, every generated notification gets a thread
+///   and a subject of its own (the tidy world some tests still ask for).
+/// - Events show up in the events feed a while after they happened, when `eventLag` says so (off by default: a
+///   test that asserts on a first sync's events would otherwise have to wait for them).
 /// - `/users/{u}/events` payloads trimmed as since 2025-10-07: `PullRequestEvent`'s `pull_request` is only `url`,
 ///   `id`, `number`, `head`, `base` (no `title`, `html_url`, `body`, `user`); `PushEvent` has no `commits`, `size`
 ///   or `distinct_size`. `fullEventPayloads` serves the OpenAPI examples' whole pull request instead, for a test
 ///   about that old shape only.
 /// - The events feed keeps the newest `eventCap` (300) events and none older than `eventRetention` (30 days).
 /// - ETags differ per token (the same body has another ETag for another token).
-/// - With `threadBumps`, a thread keeps its reason (`assign`, `review_requested`, `mention`, `team_mention`,
+/// - A re-bumped thread keeps its reason (`assign`, `review_requested`, `mention`, `team_mention`,
 ///   `author`) when a later bump is only a comment; the truth tells that version as the comment it is.
 /// - Issues say who closed them (`closed_by`), merged pull requests who merged them (`merged_by`).
 /// - The user's own reviews: `PullRequestReviewEvent` with a trimmed `pull_request` and the `review`;
@@ -40,9 +45,14 @@ import Synchronization
 /// simulated token is treated as a classic one unless a test says otherwise, although its `ghu_` prefix is a GitHub
 /// App user token's.
 ///
-/// Not modelled (yet), though GitHub does it: Commit and Release subjects that can be fetched (their threads' `subject.url` answers 404); review
-/// comment events with a trimmed pull request (GitHub's changelog names only `PullRequestEvent` and
-/// `PullRequestReviewEvent`).
+/// Not modelled (yet), though GitHub does it: Commit and Release subjects that can be fetched (their threads'
+/// `subject.url` answers 404); review comment events with a trimmed pull request (GitHub's changelog names only
+/// `PullRequestEvent` and `PullRequestReviewEvent`); an issue's events and timeline (`/issues/{n}/events`,
+/// `/timeline`: who assigned, requested a review, mentioned in the body), so a version made by one of those and
+/// superseded before any poll cannot be recovered; thread subscriptions (`/notifications/threads/{id}/subscription`);
+/// edited comments (a comment's `updated_at` is its `created_at`); more than one page of a comment list;
+/// notifications about a subject to every participant (a test-made comment bumps only the thread it names);
+/// the GraphQL budget apart from the REST quota.
 ///
 /// Endpoints (all need `Authorization: Bearer T` or `token T`, except the token exchange):
 /// - `GET /user`, `GET /users/{login}`, `GET /rate_limit` (free)

@@ -166,7 +166,7 @@ extension GitHubSimulator {
             let order = account.threadOrder
             let visibleEnd = order.lowerBound(OrderKey(time: now + 1, id: Int64.min))
             let newest = world.listLastModified(user, now: now)
-            world.recordListing(user, ListingRequest(time: Date().timeIntervalSince1970, before: before))
+            world.recordListing(user, ListingRequest(time: Date().timeIntervalSince1970, before: before, since: since))
             if let ifModifiedSince, (newest ?? Int64.min) <= ifModifiedSince {
                 return .notModified(newest)
             }

@@ -43,10 +43,11 @@ public struct SimulatorConfiguration: Sendable {
     public var eventCap = 300
     /// … and only events created within this long before now (30 days since 2025-01-30, 90 before).
     public var eventRetention: Duration = .seconds(30 * 86_400)
-    /// GitHub's thread semantics: one notification thread per subject (issue, pull request, discussion) and user,
-    /// re-bumped by new activity (same thread id, new `updated_at`, maybe a new reason and latest comment). Off, every
-    /// generated notification gets a thread of its own (the tidy world of earlier tests).
-    public var threadBumps = false
+    /// GitHub's thread semantics (the default, as GitHub does it): one notification thread per subject (issue, pull
+    /// request, discussion) and user, re-bumped by new activity (same thread id, new `updated_at`, maybe a new reason
+    /// and latest comment). Off, every generated notification gets a thread and a subject of its own (a tidy world,
+    /// for a test that counts threads or needs the seed's history without re-bumps).
+    public var threadBumps = true
     /// Each generated event shows up in `/users/{u}/events` a seeded random time between 0 and this after its
     /// `created_at` (GitHub documents 30 s to 6 h). Test-made events use `addEvent(appearsAfter:)` instead.
     public var eventLag: Duration = .zero

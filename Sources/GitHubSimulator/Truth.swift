@@ -33,6 +33,15 @@ import Foundation
 /// - an event was *seen* if it was visible, past its lag, at some events request of the account; it is
 ///   *required* only if a 200 events page delivered it. One below an unchanged first page (a 304, or a page the
 ///   client had no reason to read) waits, legitimately, for the next read that goes that deep.
+/// - a superseded version that GitHub's data tells apart once a later version of its thread is listed is
+///   *recoverable*: one made by someone else's comment on the issue or pull request (the comment's `created_at` is
+///   the version's `updated_at`; the comment lists of the subject show it), or a state change by someone else (the
+///   subject's `closed_at`, with `closed_by` / `merged_by`). It is *seen* once a 200 page delivered a later kept
+///   version of its thread in a listing whose `since` is not later than it, and *required* when that listing is not
+///   the account's first (a first sync has nothing to recover between) and the listing before it began with a
+///   `before` not later than it (an older version was listable then). This is how a version that appeared after
+///   a listing began and was superseded before the next one, or one a client was handed but whose output was
+///   rolled back (an aborted Kafka transaction) while its thread moved on, is still owed.
 /// - Pages cut by an injected `malformedJSON` fault deliver nothing.
 extension WorldState {
     static let keptReasons: Set<String> = [
@@ -128,7 +137,63 @@ extension WorldState {
                 }
             }
         }
+        // Superseded versions a client recovers when it lists a later version of the thread (see the rules above).
+        let secondStart = starts.count > 1 ? starts[1].time : .infinity
+        let seenIds = Set(seen.map(\.id))
+        let requiredIds = Set(required.map(\.id))
+        let expectedIds = Set(all.map(\.id))
+        let laterVersions = recoverableVersions(user: user)
+        for activity in all where !requiredIds.contains(activity.id) {
+            guard let later = laterVersions[activity.id] else { continue }
+            let updatedAt = activity.occurredAt.timeIntervalSince1970
+            var isSeen = false
+            var isRequired = false
+            for id in later where expectedIds.contains(id) {
+                guard let servedAt = account.served[id], servedAt <= until,
+                    let listing = account.listings.last(where: { $0.time <= servedAt }), let since = listing.since,
+                    Double(since) <= updatedAt
+                else { continue }
+                isSeen = true
+                // Required from the listing before this one on: what was made earlier was listable then.
+                guard listing.time >= secondStart, let start = starts.lastIndex(where: { $0.time <= listing.time }),
+                    start > 0
+                else { continue }
+                if let previous = starts[start - 1].before, Double(previous) > updatedAt { continue }
+                isRequired = true
+            }
+            if isSeen, !seenIds.contains(activity.id) { seen.append(activity) }
+            if isRequired { required.append(activity) }
+        }
         return PolledTruth(seen: seen, required: required)
+    }
+
+    /// Superseded versions of `user`'s issue and pull request threads that GitHub's data lets a client recover (see
+    /// the rules above), by activity id, each with the ids of the later versions of its thread.
+    func recoverableVersions(user: Int) -> [String: [String]] {
+        let account = account(user)
+        let login = account.person.login.lowercased()
+        var result: [String: [String]] = [:]
+        for thread in account.threads.values where !thread.previous.isEmpty && thread.foreignHost == nil {
+            guard let key = thread.subject, let subject = subjects[key] else { continue }
+            let versions = thread.previous.map { ($0.updatedAt, $0.reason, $0.latest, $0.cause) } + [
+                (thread.updatedAt, thread.reason, thread.latest, thread.cause)
+            ]
+            let ids = versions.map { Self.notificationActivityId(thread: thread.id, updatedAt: $0.0) }
+            for (index, version) in versions.enumerated().dropLast() where Self.keptReasons.contains(version.1) {
+                var recoverable = false
+                if case .comment(let id) = version.2, let comment = comments[id], comment.createdAt == version.0,
+                    comment.author.login.lowercased() != login
+                {
+                    recoverable = true
+                } else if (version.3 ?? version.1) == "state_change", subject.state == "closed",
+                    subject.closedAt == version.0, subject.closedBy?.login.lowercased() != login
+                {
+                    recoverable = true
+                }
+                if recoverable { result[ids[index]] = Array(ids[(index + 1)...]) }
+            }
+        }
+        return result
     }
 
     func expected(_ thread: NotificationThread, version: ThreadVersion, username: String) -> ExpectedActivity? {

@@ -145,6 +145,8 @@ struct ListingRequest: Sendable {
     var time: Double
     /// The `before` the client sent (exclusive), if any.
     var before: Int64?
+    /// The `since` the client sent, if any: how far back a client can look for what happened between two versions.
+    var since: Int64? = nil
 }
 
 /// A pull request review the user submitted.
@@ -663,12 +665,19 @@ struct WorldState {
         default:
             let isPullRequest = kind == "review_requested" || rng.unit() < 0.5
             let mentionInBody = kind == "mention" && rng.unit() < 0.3
+            // With one thread per subject (thread bumps), every comment someone else makes on a subject is a version
+            // of the user's thread about it with a kept reason: `subscribed` (watching the repository) is news about
+            // a new issue or pull request, never a comment, and never re-bumps a thread the user takes part in. A
+            // client can then tell the versions between two polls from the subject's comments. Without bumps, a
+            // notification never shares its subject with another thread (GitHub keeps one thread per subject).
             let wantsComment =
                 kind == "comment" || (kind == "mention" && !mentionInBody)
-                || (kind == "subscribed" && rng.unit() < 0.5)
+                || (kind == "subscribed" && !params.threadBumps && rng.unit() < 0.5)
             let candidates = account.watched.filter { subjects[$0]?.isPullRequest == isPullRequest }
             let key: SubjectKey
-            if kind != "state_change", !mentionInBody, !candidates.isEmpty, rng.unit() < 0.3 {
+            if params.threadBumps, kind != "state_change", kind != "subscribed", !mentionInBody, !candidates.isEmpty,
+                rng.unit() < 0.3
+            {
                 key = rng.pick(candidates)
             } else {
                 let author = kind == "author" ? account.person : otherPerson(&rng, not: user)

@@ -466,6 +466,8 @@ struct TruthTests {
     func texts() async throws {
         try await withSimulator({
             $0.historyItems = 0; $0.activityInterval = .seconds(3_600)
+            // One thread per notification: each reason's text is checked on a thread of its own, at one moment.
+            $0.threadBumps = false
         }) { simulator in
             let login = "user2"
             let at = Date().addingTimeInterval(-30)

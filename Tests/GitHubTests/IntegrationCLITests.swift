@@ -23,7 +23,8 @@ struct IntegrationCLITests {
     }
 
     @Test func specSetupAndTwoSyncs() async throws {
-        try await SimulatedGitHub.with { github in
+        // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+        try await SimulatedGitHub.with({ $0.threadBumps = false }) { github in
             let user = github.user
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gh-cli-\(UUID())")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -108,7 +109,8 @@ struct IntegrationCLITests {
     /// The sync-integration SDK runs every integration as `CMD setup --event-body JSON --integration-definition JSON`
     /// and `CMD sync --config JSON --integration-definition JSON --state JSON`, with the JSON in the arguments.
     @Test func theSDKContractPassesJSONStrings() async throws {
-        try await SimulatedGitHub.with { github in
+        // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+        try await SimulatedGitHub.with({ $0.threadBumps = false }) { github in
             let user = github.user
             let definition = #"{"key":"github","slug":"github","name":"GitHub","spec":{},"config":{}}"#
             let setup = try await run(

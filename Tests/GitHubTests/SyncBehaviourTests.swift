@@ -14,6 +14,8 @@ struct SyncBehaviourTests {
         try await SimulatedGitHub.with(
             {
                 $0.users = 2; $0.historyItems = 40
+                // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+                $0.threadBumps = false
             },
             integration: {
                 $0.notificationsPerPage = 5
@@ -135,6 +137,8 @@ struct SyncBehaviourTests {
         try await SimulatedGitHub.with({
             $0.activityInterval = .milliseconds(400)
             $0.latency = .milliseconds(15)
+            // Compared with the whole truth (the busy world with re-bumps is RealGitHubBehaviourTests'): no re-bumps.
+            $0.threadBumps = false
         }) { github in
             let user = github.user
             let start = Date()
@@ -163,7 +167,8 @@ struct SyncBehaviourTests {
     }
 
     @Test func subjectThatFailedIsEmittedNextTime() async throws {
-        try await SimulatedGitHub.with(integration: { $0.maxAttempts = 1 }) { github in
+        // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+        try await SimulatedGitHub.with({ $0.threadBumps = false }, integration: { $0.maxAttempts = 1 }) { github in
             let user = github.user
             github.simulator.injectFault(.serverError, count: 2, pathPrefix: "/repos/")
             let before = Date()
@@ -323,7 +328,8 @@ struct SyncBehaviourTests {
     }
 
     @Test func malformedBodiesAndDroppedConnectionsAreRetried() async throws {
-        try await SimulatedGitHub.with { github in
+        // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+        try await SimulatedGitHub.with({ $0.threadBumps = false }) { github in
             let user = github.user
             github.simulator.injectFault(.malformedJSON, count: 1, pathPrefix: "/notifications")
             github.simulator.injectFault(.drop, count: 1, pathPrefix: "/repos/")
@@ -375,7 +381,8 @@ struct SyncBehaviourTests {
     }
 
     @Test func subjectURLOnAnotherHostIsNeverRequested() async throws {
-        try await SimulatedGitHub.with { github in
+        // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+        try await SimulatedGitHub.with({ $0.threadBumps = false }) { github in
             let user = github.user
             let thread = try github.simulator.addNotification(
                 for: user.login, reason: "comment", subjectType: "Issue", title: "Moved elsewhere",
@@ -424,8 +431,10 @@ struct SyncBehaviourTests {
     }
 
     @Test func paginationLinkToAnotherHostIsNeverFollowed() async throws {
-        try await SimulatedGitHub.with({ $0.historyItems = 40 }, integration: { $0.notificationsPerPage = 3 }) {
-            github in
+        // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+        try await SimulatedGitHub.with(
+            { $0.historyItems = 40; $0.threadBumps = false }, integration: { $0.notificationsPerPage = 3 }
+        ) { github in
             let user = github.user
             github.simulator.setPaginationLinkHost("localhost:\(github.simulator.port)")
             let before = Date()
@@ -474,7 +483,8 @@ struct SyncBehaviourTests {
     }
 
     @Test func resyncReemitsTheSameIds() async throws {
-        try await SimulatedGitHub.with { github in
+        // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+        try await SimulatedGitHub.with({ $0.threadBumps = false }) { github in
             let user = github.user
             let first = try await github.sync(user, state: nil)
             let resync = try await github.sync(user, state: first.state, since: Date().addingTimeInterval(-86_400))

@@ -17,6 +17,8 @@ import Testing
         var simulatorConfiguration = SimulatorConfiguration()
         simulatorConfiguration.users = 5
         simulatorConfiguration.activityInterval = .seconds(24 * 3600)  // a still world: truth is fixed
+        // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+        simulatorConfiguration.threadBumps = false
         let simulator = GitHubSimulator(configuration: simulatorConfiguration, logger: harness.logs.logger)
         try await simulator.start()
         defer { Task { await simulator.stop() } }

@@ -19,6 +19,9 @@ import Kafka
         var simulatorConfiguration = SimulatorConfiguration()
         simulatorConfiguration.users = 3
         simulatorConfiguration.activityInterval = .seconds(24 * 3600)
+        // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
+        simulatorConfiguration.threadBumps = false
+
         let simulator = GitHubSimulator(configuration: simulatorConfiguration, logger: harness.logs.logger)
         try await simulator.start()
         defer { Task { await simulator.stop() } }
