@@ -169,13 +169,15 @@ let package = Package(
         .target(
             name: "ActivitySyncTesting",
             dependencies: [
-                "Kafka", "SyncModel", "GitHubSimulator", "Subprocesses", .product(name: "Logging", package: "swift-log"),
+                "Kafka", "SyncModel", "GitHubSimulator", "Subprocesses",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "ActivitySyncTesting"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "SubprocessesTests", dependencies: ["Subprocesses", "ActivitySyncTesting"], swiftSettings: swiftSettings),
+            name: "SubprocessesTests", dependencies: ["Subprocesses", "ActivitySyncTesting"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "AccountsTests", dependencies: ["Accounts", "Kafka", "SyncModel", "ActivitySyncTesting"],

@@ -50,7 +50,9 @@ extension AccountsTopicClient {
                 configuration: kafka, topic: topics.runs, partition: partition, isolationLevel: .readCommitted,
                 timeout: timeout, maxBufferedBytes: 4 << 20, logger: logger
             ) { batch in
-                let mine = batch.filter { $0.key == key }.compactMap { $0.value.flatMap { try? RunRecord.decodeMessage($0) } }
+                let mine = batch.filter { $0.key == key }.compactMap {
+                    $0.value.flatMap { try? RunRecord.decodeMessage($0) }
+                }
                 guard !mine.isEmpty else { return }
                 kept.withLock { runs in
                     runs.append(contentsOf: mine)

@@ -187,7 +187,8 @@ struct ShowAccount: AsyncParsableCommand {
                 "accountId": .string(account.accountId), "integration": .string(account.integration),
                 "username": account.settings.username.map(JSONValue.string) ?? .null,
                 "schedule": .string(account.settings.schedule.frequency), "enabled": .bool(account.settings.enabled),
-                "keyId": .string(account.sealedConfig.keyId), "updatedAt": .string(WireFormat.formatDate(account.updatedAt)),
+                "keyId": .string(account.sealedConfig.keyId),
+                "updatedAt": .string(WireFormat.formatDate(account.updatedAt)),
                 "paused": try account.settings.paused.map { try JSONValue(encoding: $0) } ?? .null,
                 "nextTicks": .array(overview.nextTicks.map { .string(WireFormat.formatDate($0)) }),
                 "accountVersion": overview.version.map { .string($0.description) } ?? .null,
@@ -242,7 +243,9 @@ struct ShowAccount: AsyncParsableCommand {
             }
             if case .object(let fields) = Self.summary(of: state.data), !fields.isEmpty {
                 for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-                    lines.append("             \(key) \(value.stringValue ?? String(decoding: (try? WireFormat.encode(value)) ?? [], as: UTF8.self))")
+                    lines.append(
+                        "             \(key) \(value.stringValue ?? String(decoding: (try? WireFormat.encode(value)) ?? [], as: UTF8.self))"
+                    )
                 }
             }
         } else {
@@ -254,7 +257,8 @@ struct ShowAccount: AsyncParsableCommand {
         let rows = overview.runs.map { run in
             [
                 run.scheduledAt.map(WireFormat.formatDate) ?? "-", run.outcome.rawValue, String(run.activities),
-                WireFormat.formatDate(run.startedAt), String(format: "%.1f", run.finishedAt.timeIntervalSince(run.startedAt)),
+                WireFormat.formatDate(run.startedAt),
+                String(format: "%.1f", run.finishedAt.timeIntervalSince(run.startedAt)),
                 String((run.reason ?? "").prefix(80)),
             ]
         }
@@ -294,7 +298,8 @@ struct PauseTarget: ParsableArguments {
 struct PauseAccounts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pause",
-        abstract: "Pause accounts (no sealing key needed): no jobs are fired for them, and jobs that still arrive are skipped.",
+        abstract:
+            "Pause accounts (no sealing key needed): no jobs are fired for them, and jobs that still arrive are skipped.",
         discussion: "Exits 1 when an id is not on the accounts topic (the others are still paused).")
 
     @OptionGroup var options: CommonOptions

@@ -35,7 +35,10 @@ struct DevCommand: AsyncParsableCommand {
     @Option(help: "Partitions per topic on the embedded cluster.")
     var partitions: Int32 = 12
 
-    @Option(help: "Delivery mode for the workers. The embedded cluster's transactions are not real, so the default here is at-least-once.")
+    @Option(
+        help:
+            "Delivery mode for the workers. The embedded cluster's transactions are not real, so the default here is at-least-once."
+    )
     var delivery: String = "at-least-once"
 
     @Option(help: "Use this GitHub API instead of the simulator (with --token-file).")
@@ -52,7 +55,9 @@ struct DevCommand: AsyncParsableCommand {
 
     @Option(
         name: .customLong("integration"),
-        help: "KEY=COMMAND: also run this external integration (SDK CLI); its setup's accounts join the demo (repeatable).")
+        help:
+            "KEY=COMMAND: also run this external integration (SDK CLI); its setup's accounts join the demo (repeatable)."
+    )
     var externalIntegrations: [String] = []
 
     @Option(help: "JSON file: the setup event body for --integration (default {}).")
@@ -125,8 +130,10 @@ struct DevCommand: AsyncParsableCommand {
             simulator = sim
             apiURL = sim.baseURL
             demoAccounts = sim.users.map { user in
-                (String(user.id), user.login,
-                    ["access_token": .string(user.token), "refresh_token": .string(user.refreshToken)])
+                (
+                    String(user.id), user.login,
+                    ["access_token": .string(user.token), "refresh_token": .string(user.refreshToken)]
+                )
             }
         }
 
@@ -156,17 +163,26 @@ struct DevCommand: AsyncParsableCommand {
         let common =
             ["--bootstrap", cluster.bootstrapServers, "--sealing-key-file", keyFile.path]
             + (external.map { ["--integrations-file", $0.file] } ?? [])
-        try children.start("scheduler", arguments: ["scheduler", "--id", "dev-scheduler", "--session-timeout-ms", "6000"] + common)
+        try children.start(
+            "scheduler", arguments: ["scheduler", "--id", "dev-scheduler", "--session-timeout-ms", "6000"] + common)
         for index in 1...workers {
             try children.start(
                 "worker-\(index)",
-                arguments: ["worker", "--id", "dev-worker-\(index)", "--github-url", apiURL, "--delivery", delivery,
-                    "--session-timeout-ms", "6000"] + common)
+                arguments: [
+                    "worker", "--id", "dev-worker-\(index)", "--github-url", apiURL, "--delivery", delivery,
+                    "--session-timeout-ms", "6000",
+                ] + common)
         }
 
         print("activity-sync dev: \(demoAccounts.count) accounts every \(every), \(workers) worker(s)")
-        if let external { print("  external   \(external.accounts) account(s) of \(externalIntegrations.count) integration(s), \(external.file)") }
-        print("  kafka      \(cluster.bootstrapServers)   (activity-sync tail activities --bootstrap \(cluster.bootstrapServers))")
+        if let external {
+            print(
+                "  external   \(external.accounts) account(s) of \(externalIntegrations.count) integration(s), \(external.file)"
+            )
+        }
+        print(
+            "  kafka      \(cluster.bootstrapServers)   (activity-sync tail activities --bootstrap \(cluster.bootstrapServers))"
+        )
         print("  github     \(apiURL)")
         print("  logs       \(children.logDirectory.path)")
         print(duration > 0 ? "  stopping after \(duration)s" : "  Ctrl-C to stop")
@@ -214,7 +230,9 @@ struct DevCommand: AsyncParsableCommand {
                 + "distinct=\(summary.distinctActivities) githubQuotaUsed=\(quota()) "
                 + "seconds=\(Int(Date().timeIntervalSince(started)))")
         if !crashed.isEmpty {
-            print("children that exited with an error: \(crashed.map { "\($0.name)=\($0.status)" }.joined(separator: ", ")) — see \(children.logDirectory.path)")
+            print(
+                "children that exited with an error: \(crashed.map { "\($0.name)=\($0.status)" }.joined(separator: ", ")) — see \(children.logDirectory.path)"
+            )
             throw ExitCode(1)
         }
     }

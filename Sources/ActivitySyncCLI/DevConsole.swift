@@ -60,7 +60,9 @@ final class DevConsole: Sendable {
                                 + "jobs lag \(lag.map(String.init) ?? "?") · GitHub quota used \(quotaUsed())")
                         for child in children.exited() where child.status != 0 && !reported.contains(child.name) {
                             reported.insert(child.name)
-                            print("! \(child.name) exited with status \(child.status); its log is in \(children.logDirectory.path)")
+                            print(
+                                "! \(child.name) exited with status \(child.status); its log is in \(children.logDirectory.path)"
+                            )
                         }
                         fflush(nil)
                     }
@@ -104,7 +106,9 @@ final class DevConsole: Sendable {
         guard let committed = try? await probe.committed(list, timeout: .seconds(2)) else { return nil }
         var total: Int64 = 0
         for entry in committed {
-            guard let marks = try? await probe.watermarks(topic: entry.topic, partition: entry.partition, timeout: .seconds(2))
+            guard
+                let marks = try? await probe.watermarks(
+                    topic: entry.topic, partition: entry.partition, timeout: .seconds(2))
             else { return nil }
             total += marks.high - max(entry.offset, marks.low)
         }

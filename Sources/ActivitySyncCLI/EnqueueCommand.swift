@@ -99,7 +99,9 @@ struct EnqueueCommand: AsyncParsableCommand {
         case .skipped where run.reason?.hasPrefix("duplicate") ?? false:
             return ("job \(job.jobId): skipped, this tick had already run", 0)
         default:
-            return ("job \(job.jobId): \(run.outcome.rawValue) (\(run.activities) activities, \(seconds) s)\(reason)", 3)
+            return (
+                "job \(job.jobId): \(run.outcome.rawValue) (\(run.activities) activities, \(seconds) s)\(reason)", 3
+            )
         }
     }
 

@@ -67,7 +67,8 @@ struct GitHubSimulatorCommand: AsyncParsableCommand {
 
     @Option(
         name: .customLong("event-lag"),
-        help: "Events show up in /users/{u}/events a seeded random 0…S seconds after they happen (GitHub: 30 s to 6 h).")
+        help: "Events show up in /users/{u}/events a seeded random 0…S seconds after they happen (GitHub: 30 s to 6 h)."
+    )
     var eventLagSeconds = 0.0
 
     @Flag(

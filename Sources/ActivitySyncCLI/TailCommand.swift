@@ -67,7 +67,13 @@ struct TailCommand: AsyncParsableCommand {
                     var out = ""
                     for message in messages {
                         out += TailCommand.line(for: message) + "\n"
-                        if let limit, progress.printed.withLock({ $0 += 1; return $0 }) >= limit { break }
+                        if let limit,
+                            progress.printed.withLock({
+                                $0 += 1; return $0
+                            }) >= limit
+                        {
+                            break
+                        }
                     }
                     FileHandle.standardOutput.write(Data(out.utf8))
                     progress.lastActivity.withLock { $0 = ContinuousClock.now }
@@ -78,7 +84,11 @@ struct TailCommand: AsyncParsableCommand {
                 group.addTask {
                     while true {
                         try await Task.sleep(for: .milliseconds(100))
-                        if ContinuousClock.now - progress.lastActivity.withLock({ $0 }) >= .milliseconds(Int64(idle * 1000)) { return }
+                        if ContinuousClock.now - progress.lastActivity.withLock({ $0 })
+                            >= .milliseconds(Int64(idle * 1000))
+                        {
+                            return
+                        }
                     }
                 }
             }
@@ -95,7 +105,8 @@ struct TailCommand: AsyncParsableCommand {
         }
         let value: JSONValue
         if let bytes = message.value {
-            value = (try? WireFormat.decode(JSONValue.self, from: bytes)) ?? .string(String(decoding: bytes, as: UTF8.self))
+            value =
+                (try? WireFormat.decode(JSONValue.self, from: bytes)) ?? .string(String(decoding: bytes, as: UTF8.self))
         } else {
             value = .null
         }

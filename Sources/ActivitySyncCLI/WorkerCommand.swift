@@ -25,7 +25,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Consumer group shared by the workers of one pipeline; a second pipeline (its own --topic-prefix) needs its own.")
+            "Consumer group shared by the workers of one pipeline; a second pipeline (its own --topic-prefix) needs its own."
+    )
     var group = "activity-sync-workers"
 
     @Option(name: .customLong("github-url"), help: "GitHub API base URL.")
@@ -75,7 +76,9 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Flag(
         inversion: .prefixedNo,
-        help: "Static group membership (group.instance.id = the transactional id): a restart under the same --id takes its partitions back without a rebalance; a stopped worker's partitions move after the session timeout.")
+        help:
+            "Static group membership (group.instance.id = the transactional id): a restart under the same --id takes its partitions back without a rebalance; a stopped worker's partitions move after the session timeout."
+    )
     var staticMembership = true
 
     @OptionGroup var external: ExternalIntegrationOptions
@@ -149,5 +152,3 @@ struct WorkerCommand: AsyncParsableCommand {
         return host.isEmpty ? "worker" : host
     }
 }
-
-

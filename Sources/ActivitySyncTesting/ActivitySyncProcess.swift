@@ -74,7 +74,9 @@ public final class ActivitySyncProcess: Sendable {
     public var stderrLines: [String] { output.state.withLock { $0.stderrLines } }
     /// Everything written so far, both streams, for failure messages and secret scans.
     public var allOutput: String {
-        output.state.withLock { ($0.stdoutLines + [$0.stdoutPartial] + $0.stderrLines + [$0.stderrPartial]).joined(separator: "\n") }
+        output.state.withLock {
+            ($0.stdoutLines + [$0.stdoutPartial] + $0.stderrLines + [$0.stderrPartial]).joined(separator: "\n")
+        }
     }
 
     /// Waits for a stdout line satisfying `predicate` and returns it.
@@ -90,7 +92,9 @@ public final class ActivitySyncProcess: Sendable {
             // pump read both pipes to their end (or, if a descendant keeps them open, a moment after the exit).
             if found == nil, let exitSeen, output.state.withLock({ $0.ended }) || .now - exitSeen > .seconds(2) {
                 throw DeadlineExceeded(
-                    description: "\(name) \(process.termination.map { "\($0)" } ?? "exited") before printing the line; stderr: \(stderrLines.suffix(20))")
+                    description:
+                        "\(name) \(process.termination.map { "\($0)" } ?? "exited") before printing the line; stderr: \(stderrLines.suffix(20))"
+                )
             }
             return found != nil
         }

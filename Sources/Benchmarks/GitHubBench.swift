@@ -144,7 +144,8 @@ struct GitHubBench: AsyncParsableCommand {
         let command =
             "activity-sync bench github --accounts \(accounts) --rounds \(rounds) --latency-ms \(latencyMs) "
             + "--pause-ms \(pauseMs) --activity-seconds \(activitySeconds) --seed \(seed)"
-            + (historyItems != 30 ? " --history-items \(historyItems)" : "") + (threadBumps ? " --thread-bumps" : "") + (eventLagSeconds > 0 ? " --event-lag-s \(eventLagSeconds)" : "")
+            + (historyItems != 30 ? " --history-items \(historyItems)" : "") + (threadBumps ? " --thread-bumps" : "")
+            + (eventLagSeconds > 0 ? " --event-lag-s \(eventLagSeconds)" : "")
         print("command: \(command)")
         print("syncs: \(samples.count), incomplete: \(samples.filter { !$0.complete }.count)")
         print(
@@ -168,7 +169,8 @@ struct GitHubBench: AsyncParsableCommand {
         }
         // State records as the worker writes them: after the first sync, and after the last round.
         for (name, group) in [
-            ("after first sync", samples.filter { $0.round == 1 }), ("after last round", samples.filter { $0.round == rounds }),
+            ("after first sync", samples.filter { $0.round == 1 }),
+            ("after last round", samples.filter { $0.round == rounds }),
         ] where !group.isEmpty {
             let sizes = group.map(\.stateBytes).sorted()
             print(

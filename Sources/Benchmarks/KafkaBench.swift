@@ -111,7 +111,8 @@ struct KafkaBenchCommand: AsyncParsableCommand {
                 bindingConsume.rate / kcatConsume.rate))
         print("")
         print(
-            "\(messages) records × \(size) bytes, \(partitions) partitions, \(brokers) mock broker(s); best of \(rounds) rounds.")
+            "\(messages) records × \(size) bytes, \(partitions) partitions, \(brokers) mock broker(s); best of \(rounds) rounds."
+        )
         print(
             "Consumed: \(bindingConsume.count) (binding) and \(kcatConsume.count) (kcat) records, all the mock retained "
                 + "(it keeps at most ~5 MB / 100k records per partition).")
@@ -120,7 +121,8 @@ struct KafkaBenchCommand: AsyncParsableCommand {
     }
 
     /// Idempotent producer with our defaults; a few `send` batches in flight so the queue never runs dry.
-    func produceWithBinding(_ cluster: EmbeddedKafkaCluster, topic: String, logger: Logger) async throws -> Measurement {
+    func produceWithBinding(_ cluster: EmbeddedKafkaCluster, topic: String, logger: Logger) async throws -> Measurement
+    {
         var configuration = ProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers))
         configuration.maxQueuedMessages = max(100_000, batch * inFlight)
         configuration.idempotent = idempotent
@@ -153,7 +155,8 @@ struct KafkaBenchCommand: AsyncParsableCommand {
 
     /// A group consumer; timed from its assignment (the mock's ~3 s group join is not throughput) to the last
     /// record.
-    func consumeWithBinding(_ cluster: EmbeddedKafkaCluster, topic: String, logger: Logger) async throws -> Measurement {
+    func consumeWithBinding(_ cluster: EmbeddedKafkaCluster, topic: String, logger: Logger) async throws -> Measurement
+    {
         var configuration = ConsumerConfiguration(
             kafka: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers), groupId: "bench-\(topic)")
         configuration.maxBatchSize = 10_000

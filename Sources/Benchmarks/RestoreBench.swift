@@ -24,7 +24,11 @@ struct RestoreBench: AsyncParsableCommand {
     @Option(name: .customLong("state-bytes"), help: "Approximate size of one state record.") var stateBytes = 1200
     @Option(name: .customLong("topic-prefix"), help: "Prefix of the bench's topics (one partition each).")
     var topicPrefix = "bench-restore"
-    @Option(name: .customLong("worker-binary"), help: "The activity-sync binary to run the worker from (e.g. an older build, for before/after); default: this one.")
+    @Option(
+        name: .customLong("worker-binary"),
+        help:
+            "The activity-sync binary to run the worker from (e.g. an older build, for before/after); default: this one."
+    )
     var workerBinary: String?
 
     func run() async throws {
@@ -52,7 +56,10 @@ struct RestoreBench: AsyncParsableCommand {
         }
         let kafka = KafkaConfiguration(bootstrapServers: servers)
         let (records, bytes) = try await fill(kafka, topic: topics.state, logger: logger)
-        print(String(format: "state partition: %d records, ~%.1f MiB (records × one record's size)", records, Double(bytes) / 1_048_576))
+        print(
+            String(
+                format: "state partition: %d records, ~%.1f MiB (records × one record's size)", records,
+                Double(bytes) / 1_048_576))
 
         let key = SealingKey.random(id: "bench")
         let keyFile = FileManager.default.temporaryDirectory.appendingPathComponent("bench-key-\(UUID().uuidString)")

@@ -24,11 +24,18 @@ struct SchedulerBench: AsyncParsableCommand {
     @Option(help: "Seconds of the steady phase.") var steadySeconds = 60
     /// The mock keeps at most ~5 MB and 100k records per partition, so a million ~450-byte accounts need ~100.
     @Option(help: "Partitions of the accounts and jobs topics.") var partitions: Int32 = 128
-    @Option(help: "Kafka bootstrap servers of a broker with real retention (the accounts topic is filled once and reused); default: the embedded cluster in a child process.")
+    @Option(
+        help:
+            "Kafka bootstrap servers of a broker with real retention (the accounts topic is filled once and reused); default: the embedded cluster in a child process."
+    )
     var bootstrap: String?
-    @Option(name: .customLong("load-concurrency"), help: "Accounts partitions the scheduler reads at once (its loadConcurrency).")
+    @Option(
+        name: .customLong("load-concurrency"),
+        help: "Accounts partitions the scheduler reads at once (its loadConcurrency).")
     var loadConcurrency = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "")).loadConcurrency
-    @Option(name: .customLong("max-in-flight-batches"), help: "Job batches awaiting delivery reports at once (its maxInFlightBatches).")
+    @Option(
+        name: .customLong("max-in-flight-batches"),
+        help: "Job batches awaiting delivery reports at once (its maxInFlightBatches).")
     var maxInFlightBatches = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "")).maxInFlightBatches
     @Flag(
         help: """

@@ -44,7 +44,8 @@ struct StuckHeadBench: AsyncParsableCommand {
     var workerBinary: String?
     @Option(
         name: .customLong("worker-arg"), parsing: .unconditionalSingleValue,
-        help: "An extra argument for the worker (repeat), e.g. --worker-arg=--max-uncommitted-jobs-per-partition=9999999")
+        help:
+            "An extra argument for the worker (repeat), e.g. --worker-arg=--max-uncommitted-jobs-per-partition=9999999")
     var workerArgs: [String] = []
     @Flag(
         name: .customLong("jobs-with-sealed-config"),

@@ -126,7 +126,8 @@ public struct ExternalIntegration: Integration {
     /// `status` with a note that the refreshed config could not be stored when it was printed: the account's status
     /// says so, as GitHub's does for a pair it could not store before use.
     static func noting(_ failure: String, in status: SyncOutcome.Status) -> SyncOutcome.Status {
-        let note = "the refreshed config could not be stored when it was printed (\(failure.prefix(160))); it is "
+        let note =
+            "the refreshed config could not be stored when it was printed (\(failure.prefix(160))); it is "
             + "written with this sync's output"
         switch status {
         case .complete: return .partial(reason: note, retryAfter: nil)

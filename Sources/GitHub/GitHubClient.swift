@@ -329,8 +329,10 @@ public final class GitHubClient: Sendable {
         }
         let message = String(decoding: response.body.prefix(2048), as: UTF8.self).lowercased()
         if response.status == 429 || message.contains("secondary rate limit") || message.contains("abuse") {
-            let wait = Backoff(initial: configuration.secondaryLimitMinimumWait, maximum: Duration.seconds(HeaderLimits.longestWait))
-                .delay(afterFailures: secondaryWaits + 1)
+            let wait = Backoff(
+                initial: configuration.secondaryLimitMinimumWait, maximum: Duration.seconds(HeaderLimits.longestWait)
+            )
+            .delay(afterFailures: secondaryWaits + 1)
             return (.secondary, seconds(wait))
         }
         return nil

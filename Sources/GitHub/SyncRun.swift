@@ -758,7 +758,9 @@ struct SyncRun {
         var urls: [String] = []
         if let since {
             let query = "/comments?since=\(QueryDate.format(since))&per_page=100"
-            if issueList { urls.append((isPR ? replacingLast("/pulls/", with: "/issues/", in: subjectURL) : subjectURL) + query) }
+            if issueList {
+                urls.append((isPR ? replacingLast("/pulls/", with: "/issues/", in: subjectURL) : subjectURL) + query)
+            }
             if reviewList { urls.append(subjectURL + query) }
         }
         return CommentListPlan(urls: urls, recoverySince: recovering)

@@ -175,9 +175,10 @@ extension WorldState {
         var result: [String: [String]] = [:]
         for thread in account.threads.values where !thread.previous.isEmpty && thread.foreignHost == nil {
             guard let key = thread.subject, let subject = subjects[key] else { continue }
-            let versions = thread.previous.map { ($0.updatedAt, $0.reason, $0.latest, $0.cause) } + [
-                (thread.updatedAt, thread.reason, thread.latest, thread.cause)
-            ]
+            let versions =
+                thread.previous.map { ($0.updatedAt, $0.reason, $0.latest, $0.cause) } + [
+                    (thread.updatedAt, thread.reason, thread.latest, thread.cause)
+                ]
             let ids = versions.map { Self.notificationActivityId(thread: thread.id, updatedAt: $0.0) }
             for (index, version) in versions.enumerated().dropLast() where Self.keptReasons.contains(version.1) {
                 var recoverable = false

@@ -103,7 +103,9 @@ public final class KafkaAdmin: Sendable {
         }
         guard let event = rd_kafka_queue_poll(queue, timeout.timeoutMilliseconds + 1000) else {
             return .failure(
-                .timedOut("creating topics (does the cluster support CreateTopics? the embedded mock does not)", after: timeout))
+                .timedOut(
+                    "creating topics (does the cluster support CreateTopics? the embedded mock does not)",
+                    after: timeout))
         }
         defer { rd_kafka_event_destroy(event) }
         let eventError = rd_kafka_event_error(event)
@@ -194,7 +196,9 @@ public final class KafkaAdmin: Sendable {
             return .success(members)
         }
         return .failure(
-            .from(firstError ?? RD_KAFKA_RESP_ERR__PARTIAL, context: "describing group \(group): no coordinator answered"))
+            .from(
+                firstError ?? RD_KAFKA_RESP_ERR__PARTIAL, context: "describing group \(group): no coordinator answered")
+        )
     }
 
     public func close(timeout: Duration = .seconds(10)) async {

@@ -39,7 +39,9 @@ final class ConsumerPollState: @unchecked Sendable {
             let underlying = rd_kafka_fatal_error(rk, &reason, reason.count)
             var error = KafkaError.from(
                 underlying == RD_KAFKA_RESP_ERR_NO_ERROR ? err : underlying,
-                context: "the consumer failed for good: \(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+                context:
+                    "the consumer failed for good: \(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
+            )
             error.isFatal = true
             error.isRetriable = false
             logger.error("consumer fatal error", metadata: ["error": "\(error)"])

@@ -62,7 +62,8 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         self.code = code
         self.message = message
         self.librdkafkaCode = librdkafkaCode
-        self.librdkafkaName = librdkafkaCode == 0 ? "" : String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(librdkafkaCode)))
+        self.librdkafkaName =
+            librdkafkaCode == 0 ? "" : String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(librdkafkaCode)))
         self.isRetriable = isRetriable
         self.isFatal = isFatal
         self.requiresAbort = requiresAbort

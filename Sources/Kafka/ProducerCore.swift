@@ -113,14 +113,17 @@ final class DeliveryBatch: @unchecked Sendable {
                 if fatal != RD_KAFKA_RESP_ERR_NO_ERROR {
                     error = KafkaError.from(
                         fatal, code: .delivery,
-                        context: "delivery failed (\(String(cString: rd_kafka_err2name(err)))): the producer failed for "
-                            + "good: \(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+                        context:
+                            "delivery failed (\(String(cString: rd_kafka_err2name(err)))): the producer failed for "
+                            + "good: \(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
+                    )
                     error?.isFatal = true
                     error?.isRetriable = false
                 }
             }
         }
-        batch.complete(index: slot.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)
+        batch.complete(
+            index: slot.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)
     }
 }
 
@@ -163,7 +166,9 @@ final class ProducerCore: Sendable {
                             cachedName = record.topic
                             cachedTopic = topicHandle(rk, record.topic)
                         }
-                        if let error = Self.enqueue(record, rk: rk, topic: cachedTopic!, opaque: batch.opaque(for: next)) {
+                        if let error = Self.enqueue(
+                            record, rk: rk, topic: cachedTopic!, opaque: batch.opaque(for: next))
+                        {
                             if error.librdkafkaCode == RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue {
                                 return .queueFull
                             }
@@ -231,7 +236,8 @@ final class ProducerCore: Sendable {
             for header in record.headers {
                 if let value = header.value {
                     value.withUnsafeBytes { bytes in
-                        _ = rd_kafka_header_add(list, header.key, -1, bytes.baseAddress ?? UnsafeRawPointer(emptyPayload), bytes.count)
+                        _ = rd_kafka_header_add(
+                            list, header.key, -1, bytes.baseAddress ?? UnsafeRawPointer(emptyPayload), bytes.count)
                     }
                 } else {
                     _ = rd_kafka_header_add(list, header.key, -1, nil, 0)
@@ -240,35 +246,47 @@ final class ProducerCore: Sendable {
             headers = list
         }
         let error: OpaquePointer? = withBytes(record.key) { key, keyLength in
-                withBytes(record.value) { value, valueLength in
-                    withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 7) { buffer in
-                        var count = 0
-                        func add(_ configure: (inout rd_kafka_vu_t) -> Void) {
-                            var vu = rd_kafka_vu_t()
-                            configure(&vu)
-                            buffer.initializeElement(at: count, to: vu)
-                            count += 1
-                        }
-                        add { $0.vtype = RD_KAFKA_VTYPE_RKT; $0.u.rkt = topic }
-                        add {
-                            $0.vtype = RD_KAFKA_VTYPE_PARTITION
-                            $0.u.i32 = record.partition ?? RD_KAFKA_PARTITION_UA
-                        }
-                        add { $0.vtype = RD_KAFKA_VTYPE_MSGFLAGS; $0.u.i = RD_KAFKA_MSG_F_COPY }
-                        add { $0.vtype = RD_KAFKA_VTYPE_OPAQUE; $0.u.ptr = opaque }
-                        if let value {
-                            add { $0.vtype = RD_KAFKA_VTYPE_VALUE; $0.u.mem.ptr = value; $0.u.mem.size = valueLength }
-                        }
-                        if let key {
-                            add { $0.vtype = RD_KAFKA_VTYPE_KEY; $0.u.mem.ptr = key; $0.u.mem.size = keyLength }
-                        }
-                        if let headers {
-                            add { $0.vtype = RD_KAFKA_VTYPE_HEADERS; $0.u.headers = headers }
-                        }
-                        defer { buffer.baseAddress!.deinitialize(count: count) }
-                        return rd_kafka_produceva(rk, buffer.baseAddress, count)
+            withBytes(record.value) { value, valueLength in
+                withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 7) { buffer in
+                    var count = 0
+                    func add(_ configure: (inout rd_kafka_vu_t) -> Void) {
+                        var vu = rd_kafka_vu_t()
+                        configure(&vu)
+                        buffer.initializeElement(at: count, to: vu)
+                        count += 1
                     }
+                    add {
+                        $0.vtype = RD_KAFKA_VTYPE_RKT; $0.u.rkt = topic
+                    }
+                    add {
+                        $0.vtype = RD_KAFKA_VTYPE_PARTITION
+                        $0.u.i32 = record.partition ?? RD_KAFKA_PARTITION_UA
+                    }
+                    add {
+                        $0.vtype = RD_KAFKA_VTYPE_MSGFLAGS; $0.u.i = RD_KAFKA_MSG_F_COPY
+                    }
+                    add {
+                        $0.vtype = RD_KAFKA_VTYPE_OPAQUE; $0.u.ptr = opaque
+                    }
+                    if let value {
+                        add {
+                            $0.vtype = RD_KAFKA_VTYPE_VALUE; $0.u.mem.ptr = value; $0.u.mem.size = valueLength
+                        }
+                    }
+                    if let key {
+                        add {
+                            $0.vtype = RD_KAFKA_VTYPE_KEY; $0.u.mem.ptr = key; $0.u.mem.size = keyLength
+                        }
+                    }
+                    if let headers {
+                        add {
+                            $0.vtype = RD_KAFKA_VTYPE_HEADERS; $0.u.headers = headers
+                        }
+                    }
+                    defer { buffer.baseAddress!.deinitialize(count: count) }
+                    return rd_kafka_produceva(rk, buffer.baseAddress, count)
                 }
+            }
         }
         guard let error else { return nil }  // librdkafka owns the headers now
         if let headers { rd_kafka_headers_destroy(headers) }
@@ -301,7 +319,8 @@ final class ProducerCore: Sendable {
             defer { destroyTopicHandles() }
             if rd_kafka_flush(rk, flushTimeout.timeoutMilliseconds) != RD_KAFKA_RESP_ERR_NO_ERROR {
                 logger.warning(
-                    "closing the producer with \(rd_kafka_outq_len(rk)) records undelivered; they fail with a purge error")
+                    "closing the producer with \(rd_kafka_outq_len(rk)) records undelivered; they fail with a purge error"
+                )
                 rd_kafka_purge(rk, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
                 // Serve the purge delivery reports so every waiting `send` gets its error.
                 _ = rd_kafka_flush(rk, 100)

@@ -56,13 +56,17 @@ final class RDKafkaClient: Sendable {
             let facilityText = facility.map { String(cString: $0) } ?? ""
             context.logger.log(
                 level: Logger.Level(syslog: level), "\(text)",
-                metadata: ["kafka.facility": "\(facilityText)", "kafka.client": "\(String(cString: rd_kafka_name(rk)))"],
+                metadata: [
+                    "kafka.facility": "\(facilityText)", "kafka.client": "\(String(cString: rd_kafka_name(rk)))",
+                ],
                 source: "librdkafka")
         }
         rd_kafka_conf_set_error_cb(conf) { rk, err, reason, opaque in
             guard let context = ClientContext.from(opaque) else { return }
             let reasonText = reason.map { String(cString: $0) } ?? ""
-            var metadata: Logger.Metadata = ["kafka.error": "\(String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(err))))"]
+            var metadata: Logger.Metadata = [
+                "kafka.error": "\(String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(err))))"
+            ]
             if err == RD_KAFKA_RESP_ERR__FATAL.rawValue, let rk {
                 var buffer = [CChar](repeating: 0, count: 512)
                 let underlying = rd_kafka_fatal_error(rk, &buffer, buffer.count)
@@ -150,7 +154,8 @@ final class RDKafkaClient: Sendable {
     /// same thread. Returns false if the handle had to be leaked.
     @discardableResult
     func destroy(
-        timeout: Duration, pollThread: PollThread?, beforeDestroy: @escaping @Sendable (OpaquePointer) -> Void = { _ in }
+        timeout: Duration, pollThread: PollThread?,
+        beforeDestroy: @escaping @Sendable (OpaquePointer) -> Void = { _ in }
     ) async -> Bool {
         if destroyed.exchange(true, ordering: .acquiringAndReleasing) { return true }
         pollThread?.requestStop()
@@ -177,7 +182,8 @@ final class RDKafkaClient: Sendable {
     }
 
     /// Best-effort destruction when the owner was dropped without `close`.
-    func destroyDetached(pollThread: PollThread?, beforeDestroy: @escaping @Sendable (OpaquePointer) -> Void = { _ in }) {
+    func destroyDetached(pollThread: PollThread?, beforeDestroy: @escaping @Sendable (OpaquePointer) -> Void = { _ in })
+    {
         Task.detached { [self] in
             await self.destroy(timeout: .seconds(30), pollThread: pollThread, beforeDestroy: beforeDestroy)
         }

@@ -287,9 +287,12 @@ public final class SchedulerService: Service, Sendable {
                 group.addTask {
                     let owned = TopicPartition(topic: self.configuration.topics.status, partition: partition)
                     self.state.withLock { $0.applied[owned] = 0 }
-                    switch await self.readPartition(partition, of: self.configuration.topics.status, onBatch: {
-                        self.applyStatuses($0, skippingLoaded: false)
-                    }) {
+                    switch await self.readPartition(
+                        partition, of: self.configuration.topics.status,
+                        onBatch: {
+                            self.applyStatuses($0, skippingLoaded: false)
+                        })
+                    {
                     case .success(let end):
                         self.state.withLock { $0.applied[owned] = end }
                     case .failure(let error):
@@ -504,7 +507,8 @@ public final class SchedulerService: Service, Sendable {
                     do {
                         records.append(
                             ProducerRecord(
-                                topic: jobsTopic, key: Array(job.accountId.utf8), value: try encoder.encodeTick(
+                                topic: jobsTopic, key: Array(job.accountId.utf8),
+                                value: try encoder.encodeTick(
                                     accountId: job.accountId, integration: job.integration,
                                     scheduledAt: job.scheduledAt)))
                     } catch {

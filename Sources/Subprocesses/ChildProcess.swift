@@ -156,16 +156,16 @@ public final class ChildProcess: Sendable {
         // Registered before anyone can see it: an orphan sweep holds the registry and must not reap our child.
         let spawned: (Int32, pid_t) = Self.registry.withLock { registry in
             let spawned: (Int32, pid_t) = SpawnerThread.shared.run {
-            let (argv, envp) = (vectors.argv, vectors.envp)
-            var pid: pid_t = 0
-            let error = executable.withCString { path in
-                Self.withOptionalCString(configuration.workingDirectory) { directory in
-                    activity_sync_spawn(
-                        path, argv, envp, directory, descriptors[0], descriptors[1], descriptors[2],
-                        configuration.ownProcessGroup ? 1 : 0, configuration.diesWithParent ? 1 : 0, &pid)
+                let (argv, envp) = (vectors.argv, vectors.envp)
+                var pid: pid_t = 0
+                let error = executable.withCString { path in
+                    Self.withOptionalCString(configuration.workingDirectory) { directory in
+                        activity_sync_spawn(
+                            path, argv, envp, directory, descriptors[0], descriptors[1], descriptors[2],
+                            configuration.ownProcessGroup ? 1 : 0, configuration.diesWithParent ? 1 : 0, &pid)
+                    }
                 }
-            }
-            return (error, pid)
+                return (error, pid)
             }
             if spawned.0 == 0 { registry.insert(spawned.1) }
             return spawned

@@ -23,7 +23,8 @@ public enum WireFormat {
             let text = try container.decode(String.self)
             guard let date = parseDate(text) else {
                 throw DecodingError.dataCorruptedError(
-                    in: container, debugDescription: "expected an RFC 3339 date such as 2026-12-01T04:05:00Z, got \(text)")
+                    in: container,
+                    debugDescription: "expected an RFC 3339 date such as 2026-12-01T04:05:00Z, got \(text)")
             }
             return date
         }

@@ -153,7 +153,9 @@ final class AccountDirectory: Sendable {
                 guard let table = state.tables[partition] else {
                     return .done(.unavailable("accounts partition \(partition) is not owned by this worker any more"))
                 }
-                if table.fresh >= needed { return .done(Self.find(accountId, in: table, partition: partition, topic: topic)) }
+                if table.fresh >= needed {
+                    return .done(Self.find(accountId, in: table, partition: partition, topic: topic))
+                }
                 if let round = state.round { return .wait(round: round.id) }
                 if state.closed { return .done(.unavailable("the worker is stopping")) }
                 let startedAt = Date()
@@ -212,7 +214,8 @@ final class AccountDirectory: Sendable {
 
     /// One coalesced catch-up of every owned partition.
     private func catchUp(startedAt: Date) async {
-        let (from, epochs, follower) = state.withLock { state -> ([Int32: Int64], [Int32: UInt64], PartitionFollower?) in
+        let (from, epochs, follower) = state.withLock {
+            state -> ([Int32: Int64], [Int32: UInt64], PartitionFollower?) in
             (state.tables.mapValues(\.next), state.tables.mapValues(\.epoch), state.follower)
         }
         var error: String?

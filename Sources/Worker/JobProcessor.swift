@@ -259,7 +259,8 @@ struct JobProcessor: Sendable {
         }
         if let pause = account.settings.paused {
             var result = JobResult(outcome: .paused)
-            result.reason = "paused: the account was paused (\(pause.reason.rawValue)) at \(WireFormat.formatDate(pause.at))"
+            result.reason =
+                "paused: the account was paused (\(pause.reason.rawValue)) at \(WireFormat.formatDate(pause.at))"
                 + (pause.note.map { ": \($0)" } ?? "") + "; activity-sync accounts resume \(job.accountId) ends it"
             return result
         }
@@ -272,7 +273,8 @@ struct JobProcessor: Sendable {
                 origin: origin, now: now)
         }
         guard let integration = integrations[job.integration] else {
-            return deadLetter(Poison(.unknownIntegration, "integration \"\(job.integration)\" is not loaded"), origin: origin)
+            return deadLetter(
+                Poison(.unknownIntegration, "integration \"\(job.integration)\" is not loaded"), origin: origin)
         }
         // A streak counts only while the account's record is the one it failed with: reconnecting or resuming the
         // account starts afresh.
@@ -310,7 +312,8 @@ struct JobProcessor: Sendable {
             let sealer = self.sealer
             let rejected = credentials?.rejected ?? false
             request.saveRefreshedConfig = { refreshed in
-                let pair = CredentialState(accountConfigTag: tag, refreshed: try sealer.seal(refreshed), rejected: rejected)
+                let pair = CredentialState(
+                    accountConfigTag: tag, refreshed: try sealer.seal(refreshed), rejected: rejected)
                 try await saveCredentials(pair)
                 stored.withLock { $0 = pair }
             }
@@ -366,7 +369,8 @@ struct JobProcessor: Sendable {
             }
             return result
         }
-        return records(for: outcome, job: job, origin: origin, state: state, tag: tag, credentials: credentials, now: now)
+        return records(
+            for: outcome, job: job, origin: origin, state: state, tag: tag, credentials: credentials, now: now)
     }
 
     private func records(
@@ -501,13 +505,15 @@ struct JobProcessor: Sendable {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in accountId.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
         let jitter = 0.8 + 0.4 * Double(hash % 1_000) / 1_000
-        return Backoff(initial: failureBackoff, maximum: maxFailureBackoff).delay(afterFailures: count, scaledBy: jitter)
+        return Backoff(initial: failureBackoff, maximum: maxFailureBackoff).delay(
+            afterFailures: count, scaledBy: jitter)
     }
 
     /// Why a failing account's tick is held back now, or nil when it may run.
     private func holdBack(_ streak: FailureStreak, accountId: String, now: Date) -> String? {
         if now.timeIntervalSince(streak.since) >= autoPauseAfter.timeInterval {
-            return "auto_paused: failing since \(WireFormat.formatDate(streak.since)) (\(streak.count) syncs in a row); "
+            return
+                "auto_paused: failing since \(WireFormat.formatDate(streak.since)) (\(streak.count) syncs in a row); "
                 + "reconnect the account or run activity-sync accounts resume \(accountId) to try again"
         }
         let next = streak.last.addingTimeInterval(backoff(streak.count, accountId: accountId).timeInterval)
@@ -530,8 +536,10 @@ struct JobProcessor: Sendable {
     /// The account's state as the job found it (an empty one before its first sync), dated now: what a job that
     /// does not advance the account writes when it must record something beside it.
     private static func kept(_ state: StateRecord?, job: SyncJob, now: Date) -> StateRecord {
-        var kept = state
-            ?? StateRecord(accountId: job.accountId, integration: job.integration, lastJob: nil, updatedAt: now, data: [:])
+        var kept =
+            state
+            ?? StateRecord(
+                accountId: job.accountId, integration: job.integration, lastJob: nil, updatedAt: now, data: [:])
         kept.updatedAt = now
         return kept
     }

@@ -148,7 +148,6 @@ struct OffsetTracker: Sendable {
         partitions[partition]?.inFlight ?? 0
     }
 
-
     /// The committed (or first consumed) position of a partition.
     func committedPosition(partition: Int32) -> Int64? { partitions[partition]?.committed }
 }

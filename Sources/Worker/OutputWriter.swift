@@ -135,7 +135,8 @@ final class TransactionalWriter: OutputWriter {
         }
     }
 
-    private static func initTransactions(_ producer: KafkaTransactionalProducer, timeout: Duration) async -> KafkaError? {
+    private static func initTransactions(_ producer: KafkaTransactionalProducer, timeout: Duration) async -> KafkaError?
+    {
         do {
             try await producer.initTransactions(timeout: timeout)
             return nil
@@ -296,7 +297,8 @@ final class AtLeastOnceWriter: OutputWriter {
         // Bounded delivery: a record the cluster cannot take within this fails the batch (which is retried)
         // instead of holding the commit loop, and shutdown, for librdkafka's default five minutes.
         producer = try KafkaProducer(
-            configuration: ProducerConfiguration(kafka: configuration.producerKafka, messageTimeout: configuration.transactionTimeout),
+            configuration: ProducerConfiguration(
+                kafka: configuration.producerKafka, messageTimeout: configuration.transactionTimeout),
             logger: logger)
     }
 

@@ -18,7 +18,9 @@ struct StateStore: Sendable {
     ///
     /// - Returns: the states, and the number of values that could not be decoded (skipped, so one bad record
     ///   cannot block a partition; the next sync of that account starts from scratch).
-    static func decode(_ records: [(key: [UInt8]?, value: [UInt8]?)]) -> (states: [String: StateRecord], undecodable: Int) {
+    static func decode(_ records: [(key: [UInt8]?, value: [UInt8]?)]) -> (
+        states: [String: StateRecord], undecodable: Int
+    ) {
         var states: [String: StateRecord] = [:]
         var undecodable = 0
         for record in records {

@@ -290,7 +290,8 @@ struct TransactionBatcher: Sendable {
                 return .commit(batch)
             }
             guard batch.attempt < configuration.maxAttempts else {
-                return stop(WorkerError.transactionFailed("a transaction failed \(batch.attempt) times, last: \(reason)"))
+                return stop(
+                    WorkerError.transactionFailed("a transaction failed \(batch.attempt) times, last: \(reason)"))
             }
             batch.attempt += 1
             inFlight = batch
@@ -341,7 +342,9 @@ struct TransactionBatcher: Sendable {
     /// the account written apart from the batches now could be overwritten by it.
     func holdsState(of accountId: String, partition: Int32) -> Bool {
         // Linear in what the partition holds, but asked only when a sync refreshed a token pair (hours apart).
-        func holds(_ entry: Finished) -> Bool { entry.before?.accountId == accountId && !entry.result.stateRecords.isEmpty }
+        func holds(_ entry: Finished) -> Bool {
+            entry.before?.accountId == accountId && !entry.result.stateRecords.isEmpty
+        }
         return (waiting[partition]?.elements.contains(where: holds) ?? false)
             || (inFlight?.parts[partition]?.contains(where: holds) ?? false)
     }

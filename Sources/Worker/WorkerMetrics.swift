@@ -23,7 +23,8 @@ struct WorkerMetrics: Sendable {
     init() {
         var jobs: [JobResult.Outcome: Counter] = [:]
         for outcome in JobResult.Outcome.allCases {
-            jobs[outcome] = Counter(label: "activity_sync_worker_jobs_total", dimensions: [("outcome", outcome.rawValue)])
+            jobs[outcome] = Counter(
+                label: "activity_sync_worker_jobs_total", dimensions: [("outcome", outcome.rawValue)])
         }
         self.jobs = jobs
     }

@@ -93,7 +93,8 @@ public final class WorkerService: Service, Sendable {
         let runs = RunRecorder(topic: configuration.topics.runs, workerId: configuration.workerId)
         let decoder = self.decoder
         let batcher = TransactionBatcher(configuration: batcherConfiguration) { origin, partition, offset, reason in
-            let origin = origin ?? JobOrigin(topic: jobsTopic, partition: partition, offset: offset, key: nil, value: nil)
+            let origin =
+                origin ?? JobOrigin(topic: jobsTopic, partition: partition, offset: offset, key: nil, value: nil)
             var result = deadLetters.deadLetter(Poison(.outputRejected, reason), origin: origin)
             // The run record that went with the refused output goes with it; the letter gets its own.
             let job = try? decoder.decode(key: origin.key, value: origin.value).get()
@@ -420,7 +421,8 @@ public final class WorkerService: Service, Sendable {
                 let limit = fenced.shown ? 30 : 5
                 let count = replaced.filter { $0.shown == fenced.shown }.count
                 guard count < limit, !Task.isCancelled, !shared.withLock({ $0.stopping }) else {
-                    throw stopFenced(fenced.error, holder: "the consumer fenced itself \(count + 1) times in 10 minutes")
+                    throw stopFenced(
+                        fenced.error, holder: "the consumer fenced itself \(count + 1) times in 10 minutes")
                 }
                 replaced.append((now, fenced.shown))
                 logger.warning(
@@ -467,9 +469,11 @@ public final class WorkerService: Service, Sendable {
                     switch await holderOfThisId() {
                     case .anotherProcess(let member):
                         throw stopFenced(
-                            error, holder: "client \(member.clientId) from \(member.host) holds it as \(member.memberId)")
+                            error,
+                            holder: "client \(member.clientId) from \(member.host) holds it as \(member.memberId)")
                     case .thisProcess:
-                        throw SelfFenced(error: error, shown: true, evidence: "the group lists no other process on the id")
+                        throw SelfFenced(
+                            error: error, shown: true, evidence: "the group lists no other process on the id")
                     case .unknown(let reason):
                         throw SelfFenced(error: error, shown: false, evidence: "the group's members unknown: \(reason)")
                     }
@@ -725,7 +729,8 @@ public final class WorkerService: Service, Sendable {
     private func checkTopics() async throws -> JobPlacement {
         let topics: [String: Int]
         do {
-            topics = try await KafkaAdmin.listTopics(configuration: configuration.kafka, timeout: .seconds(30), logger: logger)
+            topics = try await KafkaAdmin.listTopics(
+                configuration: configuration.kafka, timeout: .seconds(30), logger: logger)
         } catch {
             throw WorkerError.kafka("listing the topics: \(error)")
         }
@@ -750,7 +755,9 @@ public final class WorkerService: Service, Sendable {
         case (.failure(let poison), _), (.success, let poison?):
             logger.warning(
                 "poison job sent to the dead-letter topic",
-                metadata: ["code": "\(poison.kind.rawValue)", "partition": "\(partition)", "offset": "\(message.offset)"])
+                metadata: [
+                    "code": "\(poison.kind.rawValue)", "partition": "\(partition)", "offset": "\(message.offset)",
+                ])
             metrics.job(outcome: .deadLettered)
             let result = processor.deadLetter(poison, origin: origin)
             let job = try? decoded.get()
@@ -777,7 +784,11 @@ public final class WorkerService: Service, Sendable {
             running.tasks[running.next] = (queued.origin.partition, sync)
             return running.next
         }
-        let processed = await withTaskCancellationHandler { await sync.value } onCancel: { sync.cancel() }
+        let processed = await withTaskCancellationHandler {
+            await sync.value
+        } onCancel: {
+            sync.cancel()
+        }
         _ = runningJobs.withLock { $0.tasks.removeValue(forKey: number) }
         metrics.jobDuration.recordNanoseconds((ContinuousClock.now - started).wholeNanoseconds)
         metrics.job(outcome: processed.outcome)
@@ -819,7 +830,9 @@ public final class WorkerService: Service, Sendable {
             let (owned, holding, current) = shared.withLock {
                 ($0.machine.owns(queued), $0.machine.holdsState(of: queued), $0.machine.state(for: queued))
             }
-            guard owned else { throw CredentialsNotStored("partition \(queued.origin.partition) is no longer this worker's") }
+            guard owned else {
+                throw CredentialsNotStored("partition \(queued.origin.partition) is no longer this worker's")
+            }
             if !holding {
                 state = current
                 break

@@ -286,10 +286,13 @@ struct WorkerStateMachine: Sendable {
     private mutating func coalesceWaiting(of accountId: String, now: Date) -> Action {
         let ticks = queues.waiting(of: accountId).filter { $0.job.since == nil }
         guard ticks.count > 1,
-            let newest = ticks.max(by: { ($0.job.scheduledAt, $0.origin.offset) < ($1.job.scheduledAt, $1.origin.offset) })
+            let newest = ticks.max(by: {
+                ($0.job.scheduledAt, $0.origin.offset) < ($1.job.scheduledAt, $1.origin.offset)
+            })
         else { return .none }
         let superseded = queues.removeWaiting(of: accountId) {
-            $0.job.since == nil && !($0.origin.partition == newest.origin.partition && $0.origin.offset == newest.origin.offset)
+            $0.job.since == nil
+                && !($0.origin.partition == newest.origin.partition && $0.origin.offset == newest.origin.offset)
         }
         var commit = Action.none
         for queued in superseded {

@@ -47,12 +47,14 @@ struct CronExpressionTests {
     @Test("a step larger than the field selects only the first value and never overflows")
     func hugeSteps() throws {
         // A record with such a schedule once crashed the scheduler (Int overflow while expanding the step).
-        #expect(try fires("0 0 */9223372036854775807 * *", after: "2026-12-01T00:00:00Z", count: 2) == [
-            "2027-01-01T00:00:00Z", "2027-02-01T00:00:00Z",
-        ])
-        #expect(try fires("1/9223372036854775807 * * * *", after: "2026-12-01T00:00:00Z", count: 1) == [
-            "2026-12-01T00:01:00Z"
-        ])
+        #expect(
+            try fires("0 0 */9223372036854775807 * *", after: "2026-12-01T00:00:00Z", count: 2) == [
+                "2027-01-01T00:00:00Z", "2027-02-01T00:00:00Z",
+            ])
+        #expect(
+            try fires("1/9223372036854775807 * * * *", after: "2026-12-01T00:00:00Z", count: 1) == [
+                "2026-12-01T00:01:00Z"
+            ])
         #expect(try fires("*/100 0 1 1 *", after: "2026-12-01T00:00:00Z", count: 1) == ["2027-01-01T00:00:00Z"])
     }
 

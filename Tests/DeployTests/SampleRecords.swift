@@ -147,7 +147,8 @@ enum SampleRecords {
             "run", "dead-lettered without a job id",
             try RunRecord(
                 accountId: nil, integration: nil, jobId: nil, scheduledAt: nil, outcome: .deadLettered,
-                startedAt: withMillis, finishedAt: withMillis, activities: 0, reason: "not_json: the value is not valid JSON",
+                startedAt: withMillis, finishedAt: withMillis, activities: 0,
+                reason: "not_json: the value is not valid JSON",
                 partition: 0, offset: 0, workerId: "worker-0"
             ).messageBytes())
         return records

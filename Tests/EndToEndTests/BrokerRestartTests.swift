@@ -45,13 +45,16 @@ struct BrokerRestartTests {
                 "broker-restart-\(process.name)\(second ? "-second" : "").log")
         }
         func saveOutput() {
-            for process in processes { try? process.allOutput.write(to: logFile(process), atomically: true, encoding: .utf8) }
+            for process in processes {
+                try? process.allOutput.write(to: logFile(process), atomically: true, encoding: .utf8)
+            }
         }
         func failWithOutput() {
             // The whole output of each process goes to a file; the failure shows where and how it ended.
             saveOutput()
             for process in processes {
-                Issue.record("\(process.name) (all of it in \(logFile(process).path)): \(process.allOutput.suffix(3000))")
+                Issue.record(
+                    "\(process.name) (all of it in \(logFile(process).path)): \(process.allOutput.suffix(3000))")
             }
             Issue.record("broker: \(broker.output.suffix(2000))")
         }

@@ -269,7 +269,9 @@ struct ExternalPipelineTests {
     /// The fixture's `rotate` mode: a provider that retires a token the moment it is refreshed. The worker is
     /// SIGKILLed while the CLI, having printed its new config, still runs; the restarted worker's sync must get the
     /// new token, or the account would be locked out.
-    @Test("a worker SIGKILLed while a CLI that rotated its token still runs: after the restart it syncs with the new token")
+    @Test(
+        "a worker SIGKILLed while a CLI that rotated its token still runs: after the restart it syncs with the new token"
+    )
     func rotatedTokenSurvivesSIGKILL() async throws {
         var run = try await Run()
         try await run.setUp("r1", mode: "rotate")

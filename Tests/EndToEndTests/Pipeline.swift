@@ -39,7 +39,8 @@ final class Pipeline: Sendable {
             bootstrapServers = realKafka
         } else {
             let cluster = try EmbeddedKafkaCluster(brokers: brokers, logger: logger)
-            try cluster.createTopics(topics.all.map(\.name), partitions: partitions, replicationFactor: Int32(min(brokers, 3)))
+            try cluster.createTopics(
+                topics.all.map(\.name), partitions: partitions, replicationFactor: Int32(min(brokers, 3)))
             embedded = cluster
             bootstrapServers = cluster.bootstrapServers
         }
@@ -59,7 +60,8 @@ final class Pipeline: Sendable {
         try await simulator.start()
         let key = SealingKey.random()
         sealer = Sealer(current: key)
-        keyFile = FileManager.default.temporaryDirectory.appendingPathComponent("activity-sync-e2e-\(UUID().uuidString).key")
+        keyFile = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "activity-sync-e2e-\(UUID().uuidString).key")
         try Data((key.base64 + "\n").utf8).write(to: keyFile)
     }
 
@@ -99,7 +101,10 @@ final class Pipeline: Sendable {
     var commonArguments: [String] { commonArguments(sessionTimeoutMs: 6000) }
 
     func commonArguments(sessionTimeoutMs: Int) -> [String] {
-        ["--bootstrap", bootstrapServers, "--sealing-key-file", keyFile.path, "--session-timeout-ms", "\(sessionTimeoutMs)"]
+        [
+            "--bootstrap", bootstrapServers, "--sealing-key-file", keyFile.path, "--session-timeout-ms",
+            "\(sessionTimeoutMs)",
+        ]
     }
 
     func startScheduler(_ id: String) throws -> ActivitySyncProcess {
@@ -111,8 +116,10 @@ final class Pipeline: Sendable {
     {
         try ActivitySyncProcess(
             id,
-            arguments: ["worker", "--id", id, "--github-url", simulator.baseURL, "--delivery", delivery,
-                "--commit-interval-ms", "200"] + commonArguments(sessionTimeoutMs: sessionTimeoutMs))
+            arguments: [
+                "worker", "--id", id, "--github-url", simulator.baseURL, "--delivery", delivery,
+                "--commit-interval-ms", "200",
+            ] + commonArguments(sessionTimeoutMs: sessionTimeoutMs))
     }
 
     var reader: TopicReader { TopicReader(bootstrapServers: bootstrapServers) }
@@ -199,7 +206,9 @@ final class Pipeline: Sendable {
                 let job = try? WireFormat.decode(SyncJob.self, from: value), job.since == nil,
                 accounts.contains(job.accountId)
             else { continue }
-            if expected[job.accountId].map({ job.scheduledAt > $0.scheduledAt }) ?? true { expected[job.accountId] = job }
+            if expected[job.accountId].map({ job.scheduledAt > $0.scheduledAt }) ?? true {
+                expected[job.accountId] = job
+            }
         }
         var latest: [String: StateRecord] = [:]
         for message in try await reader.readAll(topics.state, partitions: partitions) {
@@ -278,10 +287,14 @@ final class Pipeline: Sendable {
         var lines: [String] = []
         for spec in topics.all {
             for message in try await reader.readAll(spec.name, partitions: partitions) {
-                var line: [String: Any] = ["topic": spec.name, "where": "\(spec.name)/\(message.partition)@\(message.offset)"]
+                var line: [String: Any] = [
+                    "topic": spec.name, "where": "\(spec.name)/\(message.partition)@\(message.offset)",
+                ]
                 line["key"] = message.key.map { String(decoding: $0, as: UTF8.self) }
                 line["valueText"] = message.value.map { String(decoding: $0, as: UTF8.self) } ?? NSNull()
-                line["headers"] = message.headers.map { [$0.key, $0.value.map { String(decoding: $0, as: UTF8.self) } ?? ""] }
+                line["headers"] = message.headers.map {
+                    [$0.key, $0.value.map { String(decoding: $0, as: UTF8.self) } ?? ""]
+                }
                 lines.append(String(decoding: try JSONSerialization.data(withJSONObject: line), as: UTF8.self))
             }
         }

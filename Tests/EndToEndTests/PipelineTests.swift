@@ -37,7 +37,8 @@ struct PipelineTests {
         let first = try await enqueue(ids)
         #expect(first.status == 0, "\(first.lines)")
         for id in ids {
-            #expect(first.lines.contains { $0.hasPrefix("job \(id)@") && $0.contains(": succeeded (") }, "\(first.lines)")
+            #expect(
+                first.lines.contains { $0.hasPrefix("job \(id)@") && $0.contains(": succeeded (") }, "\(first.lines)")
         }
         #expect(first.seconds < 30, "took \(first.seconds) s")
         // `accounts show`: the same run, the account's status and state, without the sealing key.
@@ -58,7 +59,9 @@ struct PipelineTests {
         #expect(ticks.count == 3)
         let again = try await enqueue(ids)
         #expect(again.status == 0, "\(again.lines)")
-        #expect(again.lines.filter { $0.contains(": skipped, this tick had already run") }.count == ids.count, "\(again.lines)")
+        #expect(
+            again.lines.filter { $0.contains(": skipped, this tick had already run") }.count == ids.count,
+            "\(again.lines)")
         let unknown = try await enqueue(["nobody-\(UUID().uuidString.prefix(6))"])
         #expect(unknown.status == 1)
         await pipeline.shutdown([worker])
@@ -122,7 +125,9 @@ struct PipelineTests {
         await pipeline.shutdown([scheduler, worker])
     }
 
-    @Test("activity ids equal the simulator's truth: none missing, none invented", arguments: ["exactly-once", "at-least-once"])
+    @Test(
+        "activity ids equal the simulator's truth: none missing, none invented",
+        arguments: ["exactly-once", "at-least-once"])
     func deliversTruth(delivery: String) async throws {
         let pipeline = try await Pipeline(accounts: 4)
         try await pipeline.registerAccounts()
@@ -148,7 +153,8 @@ struct PipelineTests {
             let raw = try await pipeline.rawTopicBytes()
             for secret in pipeline.secrets {
                 #expect(!raw.contains(secret), "a token is on a topic")
-                #expect(!scheduler.allOutput.contains(secret) && !worker.allOutput.contains(secret), "a token is in a log")
+                #expect(
+                    !scheduler.allOutput.contains(secret) && !worker.allOutput.contains(secret), "a token is in a log")
             }
             // Once everything stopped (and committed), each account's state is that of its last committed job.
             _ = await scheduler.stop(grace: .seconds(20))
@@ -160,7 +166,9 @@ struct PipelineTests {
                 #expect(invariant.checked == 0, "the embedded cluster started storing transactional offsets")
             } else {
                 #expect(invariant.checked == pipeline.simulator.users.count, "every account had committed jobs")
-                #expect(invariant.violations.isEmpty, "state behind or ahead of the committed offsets: \(invariant.violations)")
+                #expect(
+                    invariant.violations.isEmpty,
+                    "state behind or ahead of the committed offsets: \(invariant.violations)")
             }
         } catch {
             Issue.record("scheduler: \(scheduler.allOutput.suffix(3000))\nworker: \(worker.allOutput.suffix(3000))")

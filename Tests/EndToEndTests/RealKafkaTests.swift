@@ -78,7 +78,9 @@ struct RealKafkaTests {
             for process in processes { _ = await process.stop(grace: .seconds(30)) }
             let invariant = try await pipeline.stateInvariant()
             #expect(invariant.checked == pipeline.simulator.users.count, "every account had committed jobs")
-            #expect(invariant.violations.isEmpty, "state not that of the last committed job: \(invariant.violations.prefix(5))")
+            #expect(
+                invariant.violations.isEmpty,
+                "state not that of the last committed job: \(invariant.violations.prefix(5))")
             // One run record per committed job, none for the killed workers' aborted batches.
             let runs = try await pipeline.runRecordInvariant()
             #expect(runs.checked > 0)
@@ -113,7 +115,9 @@ struct RealKafkaTests {
         let restarted = ContinuousClock.now
         worker = try pipeline.startWorker("real-y-\(run)", sessionTimeoutMs: session)
         let comeback = worker
-        try await eventually("the restarted worker owns partitions again", timeout: .seconds(90), interval: .milliseconds(200)) {
+        try await eventually(
+            "the restarted worker owns partitions again", timeout: .seconds(90), interval: .milliseconds(200)
+        ) {
             comeback.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
         }
         let waited = ContinuousClock.now - restarted
@@ -151,7 +155,9 @@ extension RealKafkaTests {
         }
         try await pipeline.waitForCompleteness(until: Date().addingTimeInterval(4))
         let statuses = try await pipeline.statuses()
-        #expect(statuses[String(reconnected.id)]?.status != .needsReauth, "\(String(describing: statuses[String(reconnected.id)]))")
+        #expect(
+            statuses[String(reconnected.id)]?.status != .needsReauth,
+            "\(String(describing: statuses[String(reconnected.id)]))")
         let emitted = try await pipeline.activities()
         #expect(emitted.count == Set(emitted.map(\.id)).count, "a read_committed reader saw repeats")
         #expect(Set(emitted.map(\.id)).subtracting(try pipeline.truth(until: Date())).isEmpty)

@@ -185,8 +185,11 @@ struct ExternalIntegrationTests {
         // A hand-edited entry for a built-in key would silently replace GitHub's integration.
         var builtIn = try await Self.counter()
         builtIn.key = "github"
-        try Data(WireFormat.encode(IntegrationManifestFile(integrations: [builtIn]))).write(to: URL(fileURLWithPath: path))
-        #expect { try IntegrationManifestFile.load(path: path) } throws: { "\($0)".contains("github, which is built in") }
+        try Data(WireFormat.encode(IntegrationManifestFile(integrations: [builtIn]))).write(
+            to: URL(fileURLWithPath: path))
+        #expect { try IntegrationManifestFile.load(path: path) } throws: {
+            "\($0)".contains("github, which is built in")
+        }
     }
 }
 

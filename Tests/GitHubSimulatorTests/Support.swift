@@ -49,7 +49,6 @@ func send(
     return HTTPResult(status: Int(response.status.code), headers: response.headers, body: Array(buffer: buffer))
 }
 
-
 /// Follows `rel="next"` from `url` and returns every page.
 func walkPages(_ url: String, token: String, maxPages: Int = 100) async throws -> [HTTPResult] {
     var pages: [HTTPResult] = []

@@ -86,7 +86,8 @@ struct BusyWorldMeasurement {
                     + "\(emittedVersions) thread versions emitted, \(repeats) repeats. Made during the run: \(seen.live) seen by a poll, "
                     + "\(required.live) required; \(lostSeen.live.count) seen and \(lostRequired.live.count) required never emitted. "
                     + "With the first sync's window: \(seen.all) seen, \(required.all) required; \(lostSeen.all.count) seen "
-                    + "and \(lostRequired.all.count) required never emitted. Lost sample: \(lostSeen.live.sorted().prefix(5))")
+                    + "and \(lostRequired.all.count) required never emitted. Lost sample: \(lostSeen.live.sorted().prefix(5))"
+            )
             #expect(repeats == 0)
         }
     }

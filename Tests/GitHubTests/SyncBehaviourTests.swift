@@ -433,7 +433,9 @@ struct SyncBehaviourTests {
     @Test func paginationLinkToAnotherHostIsNeverFollowed() async throws {
         // Compared with the whole truth, which holds versions re-bumped before any poll: one thread per notification.
         try await SimulatedGitHub.with(
-            { $0.historyItems = 40; $0.threadBumps = false }, integration: { $0.notificationsPerPage = 3 }
+            {
+                $0.historyItems = 40; $0.threadBumps = false
+            }, integration: { $0.notificationsPerPage = 3 }
         ) { github in
             let user = github.user
             github.simulator.setPaginationLinkHost("localhost:\(github.simulator.port)")

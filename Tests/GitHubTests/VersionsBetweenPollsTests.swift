@@ -77,7 +77,8 @@ struct VersionsBetweenPollsTests {
             try await pastSecond(of: madeAt)
             let movedAt = Date()
             try simulator.touchThread(thread, at: movedAt, commentBody: "Fixed on main.", actor: "ada-sim")
-            try simulator.touchThread(closedThread, at: movedAt, commentBody: "Reopen if it comes back.", actor: "ada-sim")
+            try simulator.touchThread(
+                closedThread, at: movedAt, commentBody: "Reopen if it comes back.", actor: "ada-sim")
             try await pastSecond(of: movedAt)
             let third = try await github.sync(user, state: second.state)
             #expect(third.isComplete)
@@ -111,7 +112,8 @@ struct VersionsBetweenPollsTests {
             #expect(committed.activities.count == 1)
             try await pastSecond(of: start)
             let secondAt = Date()
-            try simulator.touchThread(thread, at: secondAt, commentBody: "Rebased on the latest main.", actor: "grace-sim")
+            try simulator.touchThread(
+                thread, at: secondAt, commentBody: "Rebased on the latest main.", actor: "grace-sim")
             try await pastSecond(of: secondAt)
             // A job runs, is handed the new version, and its output is rolled back (its transaction aborted).
             let aborted = try await github.sync(user, state: committed.state)
@@ -123,7 +125,8 @@ struct VersionsBetweenPollsTests {
                 reason: "mention")
             try await pastSecond(of: thirdAt)
             let fourthAt = Date()
-            try simulator.touchThread(thread, at: fourthAt, commentBody: "Merging once CI is green.", actor: "linus-sim")
+            try simulator.touchThread(
+                thread, at: fourthAt, commentBody: "Merging once CI is green.", actor: "linus-sim")
             try await pastSecond(of: fourthAt)
             let mark = simulator.requests().count
             let rerun = try await github.sync(user, state: committed.state)

@@ -33,7 +33,8 @@ struct ConsumerGroupTests {
                     Issue.record("consumer failed: \(error)")
                 case .messages(let messages):
                     for message in messages {
-                        processed[TopicPartition(topic: message.topic, partition: message.partition)] = message.offset + 1
+                        processed[TopicPartition(topic: message.topic, partition: message.partition)] =
+                            message.offset + 1
                     }
                     try? await consumer.commit(messages.map(\.nextOffset))
                     recorder.record(messages)
@@ -42,10 +43,12 @@ struct ConsumerGroupTests {
         }
     }
 
-    @Test("two members split the partitions, revocation comes before the partitions move, and one leaving hands all back")
+    @Test(
+        "two members split the partitions, revocation comes before the partitions move, and one leaving hands all back")
     func splitAndRebalance() async throws {
         let cluster = try makeCluster(topics: ["jobs": 12])
-        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
         _ = try await produceKeyed(producer, topic: "jobs", keys: 24, perKey: 5)
         let all = Set((0..<12).map { TopicPartition(topic: "jobs", partition: Int32($0)) })
 
@@ -96,7 +99,8 @@ struct ConsumerGroupTests {
     @Test("committed offsets survive a restart of the consumer")
     func committedOffsetsSurviveRestart() async throws {
         let cluster = try makeCluster(topics: ["jobs": 3])
-        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
         _ = try await produceKeyed(producer, topic: "jobs", keys: 6, perKey: 10, prefix: "before")
 
         let consumer = try groupConsumer(cluster, group: "restart")
@@ -104,8 +108,11 @@ struct ConsumerGroupTests {
         let firstRun = await collectMessages(from: consumer) { $0.count >= 60 }
         #expect(firstRun.count == 60)
         var next: [TopicPartition: Int64] = [:]
-        for message in firstRun { next[TopicPartition(topic: message.topic, partition: message.partition)] = message.offset + 1 }
-        try await consumer.commit(next.map { TopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value) })
+        for message in firstRun {
+            next[TopicPartition(topic: message.topic, partition: message.partition)] = message.offset + 1
+        }
+        try await consumer.commit(
+            next.map { TopicPartitionOffset(topic: $0.key.topic, partition: $0.key.partition, offset: $0.value) })
         let committed = try await consumer.committed(Array(next.keys), timeout: .seconds(10))
         #expect(Set(committed.map(\.offset)) == Set(next.values))
         await consumer.close()
@@ -124,7 +131,8 @@ struct ConsumerGroupTests {
     @Test("pause, resume, seek and watermarks")
     func pauseSeekWatermarks() async throws {
         let cluster = try makeCluster(topics: ["t": 1])
-        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
         _ = try await producer.send((0..<10).map { ProducerRecord(topic: "t", key: nil, value: bytes("\($0)")) })
         let consumer = try groupConsumer(cluster, group: "seek")
         try consumer.subscribe(topics: ["t"])

@@ -8,7 +8,8 @@ struct ProducerConsumerTests {
     @Test("round trip with keys and headers across 12 partitions keeps per-key order")
     func roundTrip() async throws {
         let cluster = try makeCluster(topics: ["events": 12])
-        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
         var records: [ProducerRecord] = []
         for sequence in 0..<8 {
             for key in 0..<100 {
@@ -41,7 +42,8 @@ struct ProducerConsumerTests {
         var lastSequence: [String: Int] = [:]
         for message in messages where message.key != nil && message.value != nil && message.key != bytes("tombstone") {
             let key = text(message.key)
-            #expect(partitionOfKey[key, default: message.partition] == message.partition, "a key stays on one partition")
+            #expect(
+                partitionOfKey[key, default: message.partition] == message.partition, "a key stays on one partition")
             partitionOfKey[key] = message.partition
             let sequence = Int(text(message.value).split(separator: ":")[1])!
             #expect(sequence == lastSequence[key, default: -1] + 1, "per-key order for \(key)")
@@ -56,9 +58,13 @@ struct ProducerConsumerTests {
         let tombstone = messages.first { $0.key == bytes("tombstone") }
         #expect(tombstone != nil && tombstone?.value == nil, "a nil value arrives as a tombstone")
         // Offsets reported by delivery reports are where the records are.
-        let byPosition = Dictionary(uniqueKeysWithValues: messages.map { (TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: $0.offset), $0) })
+        let byPosition = Dictionary(
+            uniqueKeysWithValues: messages.map {
+                (TopicPartitionOffset(topic: $0.topic, partition: $0.partition, offset: $0.offset), $0)
+            })
         for (record, landed) in zip(records, metadata) {
-            let found = byPosition[TopicPartitionOffset(topic: landed.topic, partition: landed.partition, offset: landed.offset)]
+            let found = byPosition[
+                TopicPartitionOffset(topic: landed.topic, partition: landed.partition, offset: landed.offset)]
             #expect(found?.value == record.value)
         }
         await cluster.close()
@@ -72,9 +78,12 @@ struct ProducerConsumerTests {
             timeout: .seconds(20), logger: testLogger)
         #expect(empty.isEmpty)
 
-        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
         _ = try await producer.send(
-            (0..<50).map { ProducerRecord(topic: "state", partition: 0, key: bytes("k\($0 % 7)"), value: bytes("\($0)")) })
+            (0..<50).map {
+                ProducerRecord(topic: "state", partition: 0, key: bytes("k\($0 % 7)"), value: bytes("\($0)"))
+            })
         let read = try await readPartitionToEnd(
             configuration: kafka(cluster), topic: "state", partition: 0, isolationLevel: .readCommitted,
             timeout: .seconds(20), logger: testLogger)
@@ -87,14 +96,17 @@ struct ProducerConsumerTests {
     @Test("a streamed read hands every record over in bounded batches, in offset order, and says where it ended")
     func streamedRead() async throws {
         let cluster = try makeCluster(topics: ["log": 2])
-        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
         let value = [UInt8](repeating: 120, count: 1000)
         _ = try await producer.send(
-            (0..<300).map { ProducerRecord(topic: "log", partition: Int32($0 % 2), key: bytes("k\($0)"), value: value) })
+            (0..<300).map { ProducerRecord(topic: "log", partition: Int32($0 % 2), key: bytes("k\($0)"), value: value) }
+        )
         let batches = BatchLog()
         let (count, ends) = try await readPartitionsToEnd(
             configuration: kafka(cluster), topic: "log", partitions: { Array(0..<$0) }, isolationLevel: .readCommitted,
-            timeout: .seconds(20), batchBytes: 16 << 10, logger: testLogger, onBatch: { batch in batches.batches.withLock { $0.append(batch) } })
+            timeout: .seconds(20), batchBytes: 16 << 10, logger: testLogger,
+            onBatch: { batch in batches.batches.withLock { $0.append(batch) } })
         #expect(count == 2)
         #expect(ends == [0: 150, 1: 150])
         let all = batches.batches.withLock { $0 }
@@ -111,10 +123,13 @@ struct ProducerConsumerTests {
     @Test("readNewestPerKey keeps the newest record of each live key, not the log's history")
     func newestPerKey() async throws {
         let cluster = try makeCluster(topics: ["state": 1])
-        let producer = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
+        let producer = try KafkaProducer(
+            configuration: ProducerConfiguration(kafka: kafka(cluster)), logger: testLogger)
         // 40 versions of each of 5 keys, then a tombstone for k3.
         _ = try await producer.send(
-            (0..<200).map { ProducerRecord(topic: "state", partition: 0, key: bytes("k\($0 % 5)"), value: bytes("v\($0)")) })
+            (0..<200).map {
+                ProducerRecord(topic: "state", partition: 0, key: bytes("k\($0 % 5)"), value: bytes("v\($0)"))
+            })
         _ = try await producer.send([ProducerRecord(topic: "state", partition: 0, key: bytes("k3"), value: nil)])
         let (newest, end) = try await readNewestPerKey(
             configuration: kafka(cluster), topic: "state", partition: 0, isolationLevel: .readCommitted,

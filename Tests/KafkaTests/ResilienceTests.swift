@@ -17,7 +17,8 @@ struct ResilienceTests {
             var delivered = 0
             for batch in 0..<30 {
                 let records = (0..<100).map { index in
-                    ProducerRecord(topic: "events", key: bytes("k\(index % 17)"), value: bytes("\(batch * 100 + index)"))
+                    ProducerRecord(
+                        topic: "events", key: bytes("k\(index % 17)"), value: bytes("\(batch * 100 + index)"))
                 }
                 delivered += try await producer.send(records).count
                 try await Task.sleep(for: .milliseconds(50))
@@ -112,7 +113,9 @@ struct ResilienceTests {
         let consumerClose = await clock.measure { await consumer.close(timeout: .seconds(3)) }
         #expect(consumerClose < .seconds(5))
         await loop.value  // events end when the consumer is closed
-        await #expect(throws: KafkaError.self) { try await consumer.commit([TopicPartitionOffset(topic: "t", partition: 0, offset: 1)]) }
+        await #expect(throws: KafkaError.self) {
+            try await consumer.commit([TopicPartitionOffset(topic: "t", partition: 0, offset: 1)])
+        }
         await cluster.close()
     }
 }

@@ -36,7 +36,8 @@ struct RevocationHandshakeTests {
     func finishReleasesBothSides() async {
         let channel = ConsumerEventChannel()
         async let released = onPollThread {
-            channel.pushAndAwaitAcknowledgement(.revoked([TopicPartition(topic: "jobs", partition: 0)]), timeout: .seconds(20))
+            channel.pushAndAwaitAcknowledgement(
+                .revoked([TopicPartition(topic: "jobs", partition: 0)]), timeout: .seconds(20))
         }
         guard case .revoked = await channel.next() else {
             Issue.record("expected the revocation")

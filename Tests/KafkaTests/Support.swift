@@ -105,7 +105,8 @@ func produceKeyed(
     for sequence in 0..<perKey {
         for key in 0..<keys {
             records.append(
-                ProducerRecord(topic: topic, key: bytes("\(prefix)\(key)"), value: bytes("\(prefix)\(key):\(sequence)")))
+                ProducerRecord(topic: topic, key: bytes("\(prefix)\(key)"), value: bytes("\(prefix)\(key):\(sequence)"))
+            )
         }
     }
     return try await producer.send(records)

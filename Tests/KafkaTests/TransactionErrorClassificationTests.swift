@@ -28,7 +28,8 @@ struct TransactionErrorClassificationTests {
         "an abortable stale-membership error on send_offsets_to_transaction aborts the batch",
         arguments: [Code.fencedInstanceId, Code.illegalGeneration, Code.unknownMemberId, Code.rebalanceInProgress])
     func abortableStaleMembership(code: Int32) {
-        let error = KafkaError.transaction(librdkafkaCode: code, message: "sendOffsetsToTransaction", requiresAbort: true)
+        let error = KafkaError.transaction(
+            librdkafkaCode: code, message: "sendOffsetsToTransaction", requiresAbort: true)
         #expect(error.transactionRecovery == .abortStaleMembership)
         #expect(!error.isFenced, "nothing else has the id: \(error)")
     }

@@ -17,10 +17,12 @@ struct TransactionTests {
         try await producer.initTransactions(timeout: .seconds(20))
 
         try producer.beginTransaction()
-        let delivered = try await producer.send((0..<10).map { ProducerRecord(topic: "out", key: bytes("k\($0)"), value: bytes("committed-\($0)")) })
+        let delivered = try await producer.send(
+            (0..<10).map { ProducerRecord(topic: "out", key: bytes("k\($0)"), value: bytes("committed-\($0)")) })
         #expect(delivered.count == 10)
         try await producer.sendOffsetsToTransaction(
-            [TopicPartitionOffset(topic: "in", partition: 0, offset: 5)], groupMetadata: ConsumerGroupMetadata(groupId: "g"),
+            [TopicPartitionOffset(topic: "in", partition: 0, offset: 5)],
+            groupMetadata: ConsumerGroupMetadata(groupId: "g"),
             timeout: .seconds(10))
         try await producer.commitTransaction(timeout: .seconds(10))
 

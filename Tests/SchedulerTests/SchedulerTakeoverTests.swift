@@ -87,7 +87,9 @@ struct SchedulerTakeoverTests {
         #expect(await second.stop() == 0, "graceful shutdown exits 0")
 
         let reader = TopicReader(bootstrapServers: bootstrap, isolationLevel: .readUncommitted)
-        func readAll(_ topic: String) async throws -> [ConsumerMessage] { try await reader.readAll(topic, partitions: 4) }
+        func readAll(_ topic: String) async throws -> [ConsumerMessage] {
+            try await reader.readAll(topic, partitions: 4)
+        }
         let raw = try await readAll(topics.jobs)
         let jobs = try raw.map { try WireFormat.decode(SyncJob.self, from: $0.value ?? []) }
         // Every duplicate fire is the same job: same id, same bytes.

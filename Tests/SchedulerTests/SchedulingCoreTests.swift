@@ -197,7 +197,8 @@ struct SchedulingCoreTests {
             accountId: "42", integration: "github", settings: AccountSettings(frequency: "*/5 * * * *"),
             sealedConfig: SealedConfig(keyId: "k", ciphertext: "AAAA"), updatedAt: Date())
         func enabled(_ record: AccountRecord) throws -> Bool? {
-            guard case .upsert(let schedule) = validator.validate(key: Array("42".utf8), value: try record.messageBytes())
+            guard
+                case .upsert(let schedule) = validator.validate(key: Array("42".utf8), value: try record.messageBytes())
             else { return nil }
             return schedule.enabled
         }

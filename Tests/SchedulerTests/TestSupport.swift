@@ -21,7 +21,6 @@ func waitUntil(
     throw CancellationError()
 }
 
-
 /// An embedded cluster with the accounts and jobs topics.
 struct TestCluster {
     let embedded: EmbeddedTopics

@@ -26,12 +26,14 @@ struct ChildProcessTests {
 
     @Test("a signalled child reports the signal; its descriptors above 2 are not inherited")
     func signalledAndNoInheritedDescriptors() async throws {
-        var configuration = ChildProcess.Configuration(executable: "sh", arguments: ["-c", "ls /proc/self/fd; kill -9 $$"])
+        var configuration = ChildProcess.Configuration(
+            executable: "sh", arguments: ["-c", "ls /proc/self/fd; kill -9 $$"])
         configuration.standardOutput = .pipe
         let child = try ChildProcess(configuration)
         let collected = Mutex<[UInt8]>([])
         let ended = Atomic<Bool>(false)
-        OutputPump.start([child.standardOutput!], name: "fd-list", onData: { _, bytes in collected.withLock { $0 += bytes } },
+        OutputPump.start(
+            [child.standardOutput!], name: "fd-list", onData: { _, bytes in collected.withLock { $0 += bytes } },
             onEnd: { ended.store(true, ordering: .relaxed) })
         #expect(await child.wait() == .signalled(SIGKILL))
         try await eventually("the pipe to end") { ended.load(ordering: .relaxed) }
@@ -47,7 +49,9 @@ struct ChildProcessTests {
         configuration.killsGroupOnExit = true
         let output = try await ChildProcess.run(configuration)
         let helper = try #require(Int32(output.text.trimmingCharacters(in: .whitespacesAndNewlines)))
-        try await eventually("the helper \(helper) to be killed", timeout: .seconds(10)) { !ProcessTable.isAlive(helper) }
+        try await eventually("the helper \(helper) to be killed", timeout: .seconds(10)) {
+            !ProcessTable.isAlive(helper)
+        }
     }
 
     @Test("wait(timeout:) returns nil for a child that still runs, and the exit once it ends")
@@ -109,7 +113,8 @@ struct ChildrenDieWithParentTests {
         var configuration = ChildProcess.Configuration(
             executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path,
             arguments: ["--testing-library", "swift-testing", "--filter", "probeStartsChildrenAndWaits"],
-            environment: ProcessInfo.processInfo.environment.merging([Self.probeVariable: pidFile.path]) { _, new in new })
+            environment: ProcessInfo.processInfo.environment.merging([Self.probeVariable: pidFile.path]) { _, new in new
+            })
         configuration.standardOutput = .null
         configuration.standardError = .null
         let probe = try ChildProcess(configuration)
@@ -117,7 +122,9 @@ struct ChildrenDieWithParentTests {
         var children: [Int32] = []
         try await eventually("the probe to start its children", timeout: .seconds(90)) {
             try #require(probe.isRunning, "the probe ended: \(String(describing: probe.termination))")
-            children = ((try? String(contentsOf: pidFile, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
+            children = ((try? String(contentsOf: pidFile, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+                Int32($0)
+            }
             return children.count == 2
         }
         #expect(children.allSatisfy(ProcessTable.isAlive))

@@ -8,7 +8,8 @@ import Testing
         let waits = (0...8).map { backoff.delay(afterFailures: $0) }
         #expect(
             waits == [
-                .milliseconds(500), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(10),
+                .milliseconds(500), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8),
+                .seconds(10),
                 .seconds(10), .seconds(10),
             ])
     }

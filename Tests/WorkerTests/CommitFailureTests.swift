@@ -94,7 +94,8 @@ import Testing
         let consumed = machine.consumed(partition: 0, offset: 0)
         #expect(consumed)
         let job = SyncJob(
-            accountId: "a", integration: "github", scheduledAt: Date(timeIntervalSince1970: 1_700_000_000), jobId: "a@1")
+            accountId: "a", integration: "github", scheduledAt: Date(timeIntervalSince1970: 1_700_000_000), jobId: "a@1"
+        )
         guard case .start(let started) = machine.accept(job, origin: origin), let queued = started.first else {
             Issue.record("the job should start")
             return

@@ -25,8 +25,9 @@ struct ExternalWorkerTests {
     static func job(_ account: String, integration: String, tick: Int) -> SyncJob {
         SyncJob(
             accountId: account, integration: integration,
-            scheduledAt: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.down) * 60 - 3600
-                + Double(tick) * 60))
+            scheduledAt: Date(
+                timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.down) * 60 - 3600
+                    + Double(tick) * 60))
     }
 
     static func publish(_ harness: WorkerHarness, _ jobs: [SyncJob]) async throws {
@@ -81,7 +82,8 @@ struct ExternalWorkerTests {
         // and GitHub's jobs ran after about 13 slow syncs (26 s).
         #expect(
             slowDoneWhenGitHubWas <= 1,
-            "GitHub's jobs committed after \(slowDoneWhenGitHubWas) slow syncs (\(githubTook)); at most one may finish first")
+            "GitHub's jobs committed after \(slowDoneWhenGitHubWas) slow syncs (\(githubTook)); at most one may finish first"
+        )
     }
 
     /// The limit fair slots leave (docs/integrations.md, "Fair slots"): output commits in offset order per jobs
@@ -158,13 +160,15 @@ struct ExternalWorkerTests {
         try await harness.register([try harness.account("box-1", integration: "mailbox")])
         try await Self.publish(harness, (1...4).map { Self.job("box-1", integration: "mailbox", tick: $0) })
         let worker = WorkerService(
-            configuration: harness.configuration(delivery: .exactlyOnce), integrations: IntegrationRegistry([integration]),
+            configuration: harness.configuration(delivery: .exactlyOnce),
+            integrations: IntegrationRegistry([integration]),
             sealer: harness.sealer, logger: harness.logs.logger)
         let run = Task { try await worker.run() }
         let expected = (1...3).flatMap { step in
             ["a", "b"].map {
                 ExternalIntegration.activityId(
-                    key: "mailbox", accountId: "box-1", sourceURL: "https://example.com/\(step)", text: "item \(step)-\($0)")
+                    key: "mailbox", accountId: "box-1", sourceURL: "https://example.com/\(step)",
+                    text: "item \(step)-\($0)")
             }
         }
         let done = try await eventuallyHolds(within: .seconds(60)) {
@@ -182,7 +186,8 @@ struct ExternalWorkerTests {
         #expect(states.count >= 3, "the first sync took several jobs (\(states.count) states written)")
     }
 
-    @Test("a refreshed config printed before a failure is committed once, and the next job runs with it",
+    @Test(
+        "a refreshed config printed before a failure is committed once, and the next job runs with it",
         .timeLimit(.minutes(2)))
     func aRefreshedConfigSurvivesAFailingRun() async throws {
         let harness = try WorkerHarness()
@@ -200,7 +205,8 @@ struct ExternalWorkerTests {
         ])
         try await Self.publish(harness, [Self.job("rot-1", integration: "rotating", tick: 1)])
         let worker = WorkerService(
-            configuration: harness.configuration(delivery: .exactlyOnce), integrations: IntegrationRegistry([integration]),
+            configuration: harness.configuration(delivery: .exactlyOnce),
+            integrations: IntegrationRegistry([integration]),
             sealer: harness.sealer, logger: harness.logs.logger)
         let run = Task { try await worker.run() }
         // Two state records: the refreshed config stored the moment it was printed, then the failing job's own.
@@ -221,8 +227,11 @@ struct ExternalWorkerTests {
             states.prefix(2).allSatisfy { $0.credentials?.refreshed != nil },
             "sealed when printed, and in the failing job's state record")
         #expect(
-            states.first?.lastJob == nil && states.dropFirst().first?.lastJob != nil, "the job's own record came second")
-        let statuses = try await harness.read(harness.topics.status).map { String(decoding: $0.value ?? [], as: UTF8.self) }
+            states.first?.lastJob == nil && states.dropFirst().first?.lastJob != nil, "the job's own record came second"
+        )
+        let statuses = try await harness.read(harness.topics.status).map {
+            String(decoding: $0.value ?? [], as: UTF8.self)
+        }
         #expect(statuses.first?.contains("failing") == true, "the failing run still shows as failing: \(statuses)")
     }
 

@@ -59,7 +59,8 @@ final class FakeIntegration: Integration, @unchecked Sendable {
             (0..<count).map {
                 Activity(
                     text: "t", sourceURL: "https://github.com/x", id: "fake:\(request.accountId):\(n):\($0)",
-                    occurredAt: Date(timeIntervalSince1970: 1_700_000_000), kind: "assign", accountId: request.accountId)
+                    occurredAt: Date(timeIntervalSince1970: 1_700_000_000), kind: "assign", accountId: request.accountId
+                )
             }
         }
         switch behaviour {

@@ -20,7 +20,9 @@ import Testing
     @Test func theIdHeldByThisProcessIsSelfFencing() {
         let members = [
             GroupMember(memberId: "activity-sync-worker-a-\(uuid)", clientId: ownership.clientId, host: "/10.0.0.1"),
-            GroupMember(memberId: "activity-sync-worker-b-\(uuid)", clientId: "activity-sync-worker-b/12345678", host: "/10.0.0.1"),
+            GroupMember(
+                memberId: "activity-sync-worker-b-\(uuid)", clientId: "activity-sync-worker-b/12345678",
+                host: "/10.0.0.1"),
         ]
         #expect(ownership.judge(.success(members)) == .thisProcess)
     }
@@ -37,14 +39,16 @@ import Testing
 
     /// A worker of a version without the token: its member id is the static member id of this instance id.
     @Test func aStaticMemberOfThisIdWithAForeignClientIdIsAnotherProcess() {
-        let other = GroupMember(memberId: "activity-sync-worker-a-\(uuid)", clientId: "activity-sync-worker-a", host: "/h")
+        let other = GroupMember(
+            memberId: "activity-sync-worker-a-\(uuid)", clientId: "activity-sync-worker-a", host: "/h")
         #expect(ownership.judge(.success([other])) == .anotherProcess(other))
     }
 
     /// Worker `a-2` is not worker `a`, though its ids start with `a`'s.
     @Test func aWorkerWhoseIdExtendsThisOneIsNotThisId() {
         let members = [
-            GroupMember(memberId: "activity-sync-worker-a-2-\(uuid)", clientId: "activity-sync-worker-a-2/11112222", host: "/h"),
+            GroupMember(
+                memberId: "activity-sync-worker-a-2-\(uuid)", clientId: "activity-sync-worker-a-2/11112222", host: "/h"),
             GroupMember(memberId: "activity-sync-worker-a-2-\(uuid)", clientId: "activity-sync-worker-a-2", host: "/h"),
         ]
         #expect(ownership.judge(.success(members)) == .thisProcess)

@@ -64,8 +64,14 @@ enum PoisonJobs {
         return [
             (.unknownAccount, nil, validJob(account: "acct-never-added")),
             (.integrationMismatch, try account("acct-other", integration: "gitlab"), validJob(account: "acct-other")),
-            (.unsupportedAlgorithm, try withSealed("acct-rot13") { $0.algorithm = "ROT13" }, validJob(account: "acct-rot13")),
-            (.unknownSealingKey, try withSealed("acct-retired") { $0.keyId = "retired-key" }, validJob(account: "acct-retired")),
+            (
+                .unsupportedAlgorithm, try withSealed("acct-rot13") { $0.algorithm = "ROT13" },
+                validJob(account: "acct-rot13")
+            ),
+            (
+                .unknownSealingKey, try withSealed("acct-retired") { $0.keyId = "retired-key" },
+                validJob(account: "acct-retired")
+            ),
             (
                 .unsealFailed, try withSealed("acct-tampered") { $0.ciphertext = "A" + $0.ciphertext.dropFirst() },
                 validJob(account: "acct-tampered")
@@ -156,7 +162,8 @@ extension JSONValue {
         let github = GitHubIntegration(logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let processor = JobProcessor(
             integrations: IntegrationRegistry([github]), sealer: PoisonJobs.sealer, topics: TopicNames(), workerId: "w")
-        let origin = JobOrigin(topic: "activity-sync.jobs", partition: 0, offset: 1, key: Array("acct-1".utf8), value: [1])
+        let origin = JobOrigin(
+            topic: "activity-sync.jobs", partition: 0, offset: 1, key: Array("acct-1".utf8), value: [1])
         let result = await processor.process(job, origin: origin, account: .found(account), state: nil)
         #expect(result.outcome == .deadLettered)
         #expect(result.poison?.kind == .invalidConfig)

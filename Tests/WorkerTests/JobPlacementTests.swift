@@ -32,12 +32,15 @@ import Testing
             topics[names.accounts] = accounts
             return topics
         }
-        #expect(try JobPlacement.check(topics: counts(jobs: 12, state: 12, accounts: 12), names: names).partitionCount == 12)
+        #expect(
+            try JobPlacement.check(topics: counts(jobs: 12, state: 12, accounts: 12), names: names).partitionCount == 12
+        )
         #expect { try JobPlacement.check(topics: counts(jobs: 12, state: 6, accounts: 12), names: names) } throws: {
             "\($0)".contains("t.jobs has 12 partitions and t.state has 6")
         }
         #expect { try JobPlacement.check(topics: counts(jobs: 12, state: 12, accounts: 4), names: names) } throws: {
-            "\($0)".contains("t.jobs has 12 partitions and t.accounts has 4") && "\($0)".contains("accounts partition p")
+            "\($0)".contains("t.jobs has 12 partitions and t.accounts has 4")
+                && "\($0)".contains("accounts partition p")
         }
         #expect { try JobPlacement.check(topics: counts(jobs: 12, state: 12, accounts: nil), names: names) } throws: {
             "\($0)".contains("the accounts topic t.accounts does not exist")

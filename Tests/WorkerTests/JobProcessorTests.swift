@@ -20,13 +20,15 @@ import Testing
     @Test func aSyncProducesActivitiesWithCloudEventsHeadersThenState() async throws {
         integration.set(.activities(2))
         let job = PoisonJobs.validJob()
-        let result = await processor.process(job, origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
+        let result = await processor.process(
+            job, origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(result.outcome == .synced)
         #expect(result.records.count == 2)
         let first = try #require(result.records.first)
         #expect(first.topic == "activity-sync.activities")
         #expect(first.key == Array("acct-1".utf8))
-        let headers = Dictionary(first.headers.map { ($0.key, String(decoding: $0.value, as: UTF8.self)) }) { a, _ in a }
+        let headers = Dictionary(first.headers.map { ($0.key, String(decoding: $0.value, as: UTF8.self)) }) { a, _ in a
+        }
         #expect(headers["ce_specversion"] == "1.0")
         #expect(headers["ce_id"]?.hasPrefix("fake:acct-1:") == true)
         #expect(headers["ce_type"] == CloudEvents.activityType)
@@ -42,7 +44,8 @@ import Testing
         let state = StateRecord(
             accountId: "acct-1", integration: "github",
             lastJob: JobMarker(jobId: job.jobId, scheduledAt: job.scheduledAt), updatedAt: Date(), data: [:])
-        let result = await processor.process(job, origin: origin(), account: .found(try PoisonJobs.account()), state: state)
+        let result = await processor.process(
+            job, origin: origin(), account: .found(try PoisonJobs.account()), state: state)
         #expect(result.outcome == .duplicate)
         #expect(result.records.isEmpty && result.stateRecords.isEmpty)
         #expect(integration.calls.isEmpty)
@@ -51,21 +54,24 @@ import Testing
     @Test func a401MarksTheStateAndTheNextTickDoesNotCallAgain() async throws {
         integration.set(.needsReauth)
         let job = PoisonJobs.validJob()
-        let first = await processor.process(job, origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
+        let first = await processor.process(
+            job, origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(first.outcome == .needsReauth)
         #expect(first.status?.status == .needsReauth)
         #expect(first.newState?.credentials?.rejected == true)
         var later = job
         later.scheduledAt += 300
         later.jobId = SyncJob.makeId(accountId: later.accountId, scheduledAt: later.scheduledAt)
-        let second = await processor.process(later, origin: origin(8), account: .found(try PoisonJobs.account()), state: first.newState)
+        let second = await processor.process(
+            later, origin: origin(8), account: .found(try PoisonJobs.account()), state: first.newState)
         #expect(second.outcome == .needsReauth)
         #expect(integration.calls.count == 1, "no retry loop against a rejected token")
         // Reconnecting the account (a new sealed config) runs again.
         integration.set(.activities(1))
         var reconnected = try PoisonJobs.account()
         reconnected.sealedConfig = try FakeSealer().seal(["access_token": "tok-new"])
-        let third = await processor.process(later, origin: origin(9), account: .found(reconnected), state: first.newState)
+        let third = await processor.process(
+            later, origin: origin(9), account: .found(reconnected), state: first.newState)
         #expect(third.outcome == .synced)
     }
 
@@ -94,7 +100,8 @@ import Testing
     @Test func aRefreshedTokenPairIsSealedIntoTheStateAndUsedNextTime() async throws {
         integration.set(.refresh)
         let job = PoisonJobs.validJob()
-        let first = await processor.process(job, origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
+        let first = await processor.process(
+            job, origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         let refreshed = try #require(first.newState?.credentials?.refreshed)
         #expect(!String(decoding: first.stateRecords[0].value!, as: UTF8.self).contains("new-token"))
         #expect(try FakeSealer().open(refreshed)["access_token"] == "new-token")
@@ -102,20 +109,23 @@ import Testing
         var later = job
         later.scheduledAt += 300
         later.jobId = SyncJob.makeId(accountId: later.accountId, scheduledAt: later.scheduledAt)
-        _ = await processor.process(later, origin: origin(8), account: .found(try PoisonJobs.account()), state: first.newState)
+        _ = await processor.process(
+            later, origin: origin(8), account: .found(try PoisonJobs.account()), state: first.newState)
         #expect(integration.calls.last?.config["access_token"] == "new-token")
     }
 
     @Test func transientErrorsAreRetriedThenReportedWithoutOutput() async throws {
         integration.set(.transientThenOK(2))
-        let ok = await processor.process(PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
+        let ok = await processor.process(
+            PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(ok.outcome == .synced)
         #expect(integration.calls.count == 3)
         let failing = FakeIntegration()
         failing.set(.transientThenOK(100))
         var processor = self.processor
         processor.integrations = IntegrationRegistry([failing])
-        let failed = await processor.process(PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
+        let failed = await processor.process(
+            PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(failed.outcome == .failed)
         #expect(failed.records.isEmpty, "no activity")
         // The state as it was (the next attempt re-reads), with the failure streak that backs the next ticks off.
@@ -129,7 +139,8 @@ import Testing
     @Test func aPausedAccountsJobIsSkipped() async throws {
         var account = try PoisonJobs.account()
         account.settings.paused = AccountSettings.Pause(reason: .manual, at: Date(), note: "migrating")
-        let result = await processor.process(PoisonJobs.validJob(), origin: origin(), account: .found(account), state: nil)
+        let result = await processor.process(
+            PoisonJobs.validJob(), origin: origin(), account: .found(account), state: nil)
         #expect(result.outcome == .paused)
         #expect(result.records.isEmpty && result.stateRecords.isEmpty && result.status == nil)
         #expect(result.reason?.hasPrefix("paused") == true && result.reason?.contains("migrating") == true)
@@ -184,7 +195,8 @@ import Testing
         #expect(ok.outcome == .synced && ok.newState?.failures == nil)
         // A week of failures: paused until the record changes.
         var week = second.newState
-        week?.failures = FailureStreak(count: 40, since: t0.addingTimeInterval(-8 * 86_400), last: t0.addingTimeInterval(-86_400))
+        week?.failures = FailureStreak(
+            count: 40, since: t0.addingTimeInterval(-8 * 86_400), last: t0.addingTimeInterval(-86_400))
         var connectedLongAgo = account
         connectedLongAgo.updatedAt = t0.addingTimeInterval(-30 * 86_400)
         let paused = await processor.process(
@@ -232,11 +244,13 @@ import Testing
 
     @Test func permanentFailuresGoToTheDeadLetterTopic() async throws {
         integration.set(.permanent)
-        let result = await processor.process(PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
+        let result = await processor.process(
+            PoisonJobs.validJob(), origin: origin(), account: .found(try PoisonJobs.account()), state: nil)
         #expect(result.outcome == .deadLettered)
         let letter = try #require(result.records.first)
         #expect(letter.topic == "activity-sync.jobs.dlq")
-        let headers = Dictionary(letter.headers.map { ($0.key, String(decoding: $0.value, as: UTF8.self)) }) { a, _ in a }
+        let headers = Dictionary(letter.headers.map { ($0.key, String(decoding: $0.value, as: UTF8.self)) }) { a, _ in a
+        }
         #expect(headers[DeadLetterHeader.code] == "permanent_failure")
         #expect(headers[DeadLetterHeader.originalOffset] == "7")
         #expect(headers[DeadLetterHeader.originalPartition] == "3")

@@ -57,7 +57,8 @@ import Testing
     func job(_ outcome: @escaping @Sendable (SyncRequest) throws -> SyncOutcome) async throws -> JobResult {
         let job = PoisonJobs.validJob()
         let value = try WireFormat.encode(job)
-        return await processor(ScriptedIntegration(outcome)).process(job, origin: origin(value: value), account: .found(try PoisonJobs.account()), state: nil)
+        return await processor(ScriptedIntegration(outcome)).process(
+            job, origin: origin(value: value), account: .found(try PoisonJobs.account()), state: nil)
     }
 
     // MARK: - Dead letters
@@ -267,7 +268,8 @@ import Testing
                     updatedConfig: ["access_token": "new-token", "refresh_token": "new-refresh"])
             })
         processor.sealer = SealerThatCannotSeal()
-        let result = await processor.process(job, origin: origin(value: [1]), account: .found(try PoisonJobs.account()), state: nil)
+        let result = await processor.process(
+            job, origin: origin(value: [1]), account: .found(try PoisonJobs.account()), state: nil)
 
         #expect(result.outcome == .failed)
         #expect(result.records.count == 0 && result.stateRecords.count == 0 && result.newState == nil)

@@ -73,7 +73,8 @@ enum BatchFixtures {
         var actions: [TransactionBatcher.Action] = []
         for offset in Int64(0)..<3 {
             _ = batcher.consumed(partition: offset == 1 ? 1 : 0, offset: offset)
-            actions.append(batcher.finished(partition: offset == 1 ? 1 : 0, offset: offset, result: result("\(offset)")))
+            actions.append(
+                batcher.finished(partition: offset == 1 ? 1 : 0, offset: offset, result: result("\(offset)")))
         }
         let committed = actions.compactMap(batch)
         #expect(committed.count == 1)

@@ -191,7 +191,8 @@ final class SlowCountingIntegration: Integration {
         try await harness.register(try accounts.map { try harness.account($0) })
         _ = try await producer.send(
             (try jobs(harness, accounts: accounts, tick: 1) + huge + (try jobs(harness, accounts: accounts, tick: 2)))
-                .map { ProducerRecord(topic: harness.topics.jobs, key: $0.key.map { Array($0.utf8) }, value: $0.value) })
+                .map { ProducerRecord(topic: harness.topics.jobs, key: $0.key.map { Array($0.utf8) }, value: $0.value) }
+        )
         await producer.close(timeout: .seconds(5))
         let worker = harness.worker(harness.configuration(delivery: delivery))
         let run = Task { try await worker.run() }
@@ -204,7 +205,8 @@ final class SlowCountingIntegration: Integration {
         worker.beginShutdown()
         try await run.value  // throws if the worker stopped itself
         let deadLetters = try await harness.read(harness.topics.deadLetters)
-        #expect(Set(deadLetters.compactMap { $0.key.map { String(decoding: $0, as: UTF8.self) } }) == ["acct-1", "acct-2"])
+        #expect(
+            Set(deadLetters.compactMap { $0.key.map { String(decoding: $0, as: UTF8.self) } }) == ["acct-1", "acct-2"])
         let sizes = ["acct-1": 900 * 1024, "acct-2": 2 * 1024 * 1024]
         for letter in deadLetters {
             func header(_ name: String) -> String? { letter.header(name).map { String(decoding: $0, as: UTF8.self) } }

@@ -18,7 +18,8 @@ struct CountingIntegration: Integration {
     func sync(_ request: SyncRequest) async throws -> SyncOutcome {
         let k = (request.state?["calls"]?.intValue ?? 0) + 1
         let activity = Activity(
-            text: "activity \(k)", sourceURL: "https://github.com/o/r/issues/\(k)", id: "fake:\(request.accountId):\(k)",
+            text: "activity \(k)", sourceURL: "https://github.com/o/r/issues/\(k)",
+            id: "fake:\(request.accountId):\(k)",
             occurredAt: Date(timeIntervalSince1970: 1_800_000_000 + Double(k)), kind: "assign",
             accountId: request.accountId)
         return SyncOutcome(activities: [activity], state: ["calls": .number(Double(k))])
@@ -122,8 +123,9 @@ struct WorkerHarness {
     func job(_ account: String, tick: Int) throws -> SyncJob {
         SyncJob(
             accountId: account, integration: "github",
-            scheduledAt: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.down) * 60 - 3600
-                + Double(tick) * 60))
+            scheduledAt: Date(
+                timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.down) * 60 - 3600
+                    + Double(tick) * 60))
     }
 
     /// The account record a worker reads for `account`'s jobs: its token sealed, as `accounts add` writes it.
@@ -200,7 +202,9 @@ struct WorkerHarness {
 
 @Suite(.serialized) struct WorkerServiceTests {
     /// Jobs for `accounts`, `ticks` each, each tick published twice (a duplicate fire).
-    func jobRecords(_ harness: WorkerHarness, accounts: [String], ticks: Int) throws -> [(key: String?, value: [UInt8]?)] {
+    func jobRecords(_ harness: WorkerHarness, accounts: [String], ticks: Int) throws -> [(
+        key: String?, value: [UInt8]?
+    )] {
         var records: [(key: String?, value: [UInt8]?)] = []
         for tick in 1...ticks {
             for account in accounts {
@@ -316,9 +320,10 @@ struct WorkerHarness {
         let harness = try WorkerHarness()
         let accounts = ["acct-1", "acct-2", "acct-3"]
         // Made once: a job's tick follows the clock's minute.
-        let jobs = try Dictionary(uniqueKeysWithValues: accounts.map { account in
-            (account, try (1...12).map { try harness.job(account, tick: $0) })
-        })
+        let jobs = try Dictionary(
+            uniqueKeysWithValues: accounts.map { account in
+                (account, try (1...12).map { try harness.job(account, tick: $0) })
+            })
         try await harness.publish(
             try (0..<12).flatMap { tick in
                 try accounts.map { ($0, try WireFormat.encode(jobs[$0]![tick])) as (String?, [UInt8]?) }
@@ -360,7 +365,8 @@ struct WorkerHarness {
         let harness = try WorkerHarness()
         let integration = FakeIntegration()
         let worker = WorkerService(
-            configuration: harness.configuration(delivery: .exactlyOnce), integrations: IntegrationRegistry([integration]),
+            configuration: harness.configuration(delivery: .exactlyOnce),
+            integrations: IntegrationRegistry([integration]),
             sealer: harness.sealer, logger: harness.logs.logger)
         try await harness.register([try harness.account("acct-1", config: ["access_token": "tok-old"])])
         try await harness.publish(
@@ -382,7 +388,8 @@ struct WorkerHarness {
     /// A sync refreshes the account's pair (invalidating the old one), then its worker stops before the job's output
     /// is committed. The pair was stored before the sync used it, so the job's re-run — by the next worker — starts
     /// with the new pair, not with the dead one from the account record.
-    @Test("a pair refreshed by a job that never commits is stored before use: the re-run has it", .timeLimit(.minutes(2)))
+    @Test(
+        "a pair refreshed by a job that never commits is stored before use: the re-run has it", .timeLimit(.minutes(2)))
     func aRefreshedPairSurvivesAJobThatNeverCommits() async throws {
         let harness = try WorkerHarness()
         let integration = RefreshThenHangIntegration()
@@ -443,7 +450,8 @@ struct WorkerHarness {
         #expect(harness.logs.contains("jobs still running at the revocation deadline were cancelled"))
     }
 
-    @Test("a valid job in a partition its account does not hash to is dead-lettered as wrong_partition, not run",
+    @Test(
+        "a valid job in a partition its account does not hash to is dead-lettered as wrong_partition, not run",
         .timeLimit(.minutes(2)))
     func aJobInTheWrongPartitionIsDeadLetteredNotRun() async throws {
         let harness = try WorkerHarness()
@@ -477,7 +485,8 @@ struct WorkerHarness {
         #expect(reason.contains("belongs in jobs partition \(home)"), "\(reason)")
     }
 
-    @Test("a slow job at a partition's head pauses that partition once it holds the limit, and nothing is lost",
+    @Test(
+        "a slow job at a partition's head pauses that partition once it holds the limit, and nothing is lost",
         .timeLimit(.minutes(2)))
     func aSlowHeadPausesItsPartitionAndEverythingArrives() async throws {
         let harness = try WorkerHarness()
@@ -504,7 +513,9 @@ struct WorkerHarness {
         let ids = try await harness.activityIds()
         #expect(ids.count == Set(ids).count, "none repeated")
         let lines = harness.logs.all
-        #expect(lines.contains { $0.contains("partitions paused") && $0.contains("[\(home)]") }, "the slow head paused its partition")
+        #expect(
+            lines.contains { $0.contains("partitions paused") && $0.contains("[\(home)]") },
+            "the slow head paused its partition")
         #expect(lines.contains { $0.contains("partitions resumed") })
     }
 
@@ -565,9 +576,10 @@ struct WorkerHarness {
         try await harness.publish(try accounts.map { ($0, try WireFormat.encode(try harness.job($0, tick: 1))) })
         let worker = harness.worker(harness.configuration(delivery: .exactlyOnce))
         let run = Task { try await worker.run() }
-        #expect(try await eventuallyHolds {
-            Set(try await harness.activityIds()).isSuperset(of: harness.expectedIds(accounts: accounts, ticks: 1))
-        })
+        #expect(
+            try await eventuallyHolds {
+                Set(try await harness.activityIds()).isSuperset(of: harness.expectedIds(accounts: accounts, ticks: 1))
+            })
         // Steady, nothing lost: the next Heartbeat (12) is answered FENCED_INSTANCE_ID (82), fatal for the consumer.
         try harness.cluster.pushRequestErrors(apiKey: 12, errors: [82])
         #expect(try await eventuallyHolds { harness.logs.contains("Static consumer fenced") })
@@ -595,7 +607,9 @@ struct WorkerHarness {
             extra: [("acct-tampered", try WireFormat.encode(try harness.job("acct-tampered", tick: 9)))])
         for topic in harness.topics.all.map(\.name) {
             for message in try await harness.read(topic) {
-                let raw = (message.key ?? []) + (message.value ?? []) + message.headers.flatMap { Array($0.key.utf8) + ($0.value ?? []) }
+                let raw =
+                    (message.key ?? []) + (message.value ?? [])
+                    + message.headers.flatMap { Array($0.key.utf8) + ($0.value ?? []) }
                 #expect(!String(decoding: raw, as: UTF8.self).contains("tok-secret"), "token in \(topic)")
             }
         }

@@ -133,7 +133,8 @@ import Testing
         let batch = try batchInFlight(&machine)
         _ = machine.beginRevocation([0], lost: false)
         #expect(machine.isWriting([0]))
-        guard case .stop(let error) = machine.commitFailed(batch, failure: .fatal(WorkerError.fenced("PRODUCER_FENCED")))
+        guard
+            case .stop(let error) = machine.commitFailed(batch, failure: .fatal(WorkerError.fenced("PRODUCER_FENCED")))
         else {
             Issue.record("a fenced producer stops the worker")
             return
@@ -346,7 +347,9 @@ import Testing
             Issue.record("expected a batch")
             return
         }
-        let runs = batch.records.filter { $0.topic == "runs" }.compactMap { $0.value.flatMap { try? RunRecord.decodeMessage($0) } }
+        let runs = batch.records.filter { $0.topic == "runs" }.compactMap {
+            $0.value.flatMap { try? RunRecord.decodeMessage($0) }
+        }
         #expect(runs.count == 5, "one run record per consumed job")
         #expect(runs.filter { $0.outcome == .coalesced }.compactMap(\.jobId).sorted() == ["a@2", "a@4"])
         #expect(runs.filter { $0.outcome == .succeeded }.count == 3)
