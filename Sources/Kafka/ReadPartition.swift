@@ -326,3 +326,28 @@ final class CancellationFlag: Sendable {
     func set() { flag.withLock { $0 = true } }
     var isSet: Bool { flag.withLock { $0 } }
 }
+
+/// Runs `read` for each of `partitions`, at most `concurrency` at a time, and returns each partition's result.
+///
+/// The one fan-out of partition reads: a worker's restore (state and accounts of its new partitions), a scheduler's
+/// load (accounts and statuses). Each read is its own client and mostly waits on the network, so a few at once fill
+/// the link without one client per partition. `read` does its own retrying (within its own deadline); the first
+/// error it throws cancels the others and is thrown here.
+public func readEachPartition<T: Sendable>(
+    _ partitions: [Int32], concurrency: Int, _ read: @escaping @Sendable (Int32) async throws -> T
+) async throws -> [(partition: Int32, result: T)] {
+    try await withThrowingTaskGroup(of: (Int32, T).self) { group in
+        var pending = partitions.sorted()[...]
+        var results: [(partition: Int32, result: T)] = []
+        func startNext(_ group: inout ThrowingTaskGroup<(Int32, T), any Error>) {
+            guard let partition = pending.popFirst() else { return }
+            group.addTask { (partition, try await read(partition)) }
+        }
+        for _ in 0..<max(1, concurrency) { startNext(&group) }
+        while let (partition, result) = try await group.next() {
+            results.append((partition, result))
+            startNext(&group)
+        }
+        return results
+    }
+}

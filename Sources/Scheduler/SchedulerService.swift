@@ -203,20 +203,9 @@ public final class SchedulerService: Service, Sendable {
     /// Reads newly assigned partitions from the beginning and schedules their accounts.
     private func load(_ partitions: [Int32]) async throws {
         let started = ContinuousClock.now
-        var loaded = 0
-        // A few partitions at a time: each read is its own client and mostly waits on the network.
-        try await withThrowingTaskGroup(of: Int.self) { group in
-            var pending = partitions.sorted()[...]
-            func startNext(_ group: inout ThrowingTaskGroup<Int, any Error>) {
-                guard let partition = pending.popFirst() else { return }
-                group.addTask { try await self.loadPartition(partition) }
-            }
-            for _ in 0..<max(1, configuration.loadConcurrency) { startNext(&group) }
-            while let count = try await group.next() {
-                loaded += count
-                startNext(&group)
-            }
-        }
+        let loaded = try await readEachPartition(partitions, concurrency: configuration.loadConcurrency) {
+            try await self.loadPartition($0)
+        }.reduce(0) { $0 + $1.result }
         state.withLock { $0.core.forgetParked() }
         updateOwnedGauge()
         #if canImport(Glibc)
@@ -280,30 +269,24 @@ public final class SchedulerService: Service, Sendable {
     private func loadStatuses(_ partitions: [Int32]) async throws {
         guard !partitions.isEmpty else { return }
         let started = ContinuousClock.now
-        await withTaskGroup(of: Void.self) { group in
-            var pending = partitions.sorted()[...]
-            func startNext(_ group: inout TaskGroup<Void>) {
-                guard let partition = pending.popFirst() else { return }
-                group.addTask {
-                    let owned = TopicPartition(topic: self.configuration.topics.status, partition: partition)
-                    self.state.withLock { $0.applied[owned] = 0 }
-                    switch await self.readPartition(
-                        partition, of: self.configuration.topics.status,
-                        onBatch: {
-                            self.applyStatuses($0, skippingLoaded: false)
-                        })
-                    {
-                    case .success(let end):
-                        self.state.withLock { $0.applied[owned] = end }
-                    case .failure(let error):
-                        self.logger.warning(
-                            "reading a status partition failed; its needs_reauth accounts keep getting jobs",
-                            metadata: ["partition": "\(partition)", "error": "\(error)"])
-                    }
-                }
+        // A failed read is not retried: the statuses still arrive through the group consumer, and meanwhile those
+        // accounts only keep getting jobs, as before statuses were read at all.
+        _ = try await readEachPartition(partitions, concurrency: configuration.loadConcurrency) { partition in
+            let owned = TopicPartition(topic: self.configuration.topics.status, partition: partition)
+            self.state.withLock { $0.applied[owned] = 0 }
+            switch await self.readPartition(
+                partition, of: self.configuration.topics.status,
+                onBatch: {
+                    self.applyStatuses($0, skippingLoaded: false)
+                })
+            {
+            case .success(let end):
+                self.state.withLock { $0.applied[owned] = end }
+            case .failure(let error):
+                self.logger.warning(
+                    "reading a status partition failed; its needs_reauth accounts keep getting jobs",
+                    metadata: ["partition": "\(partition)", "error": "\(error)"])
             }
-            for _ in 0..<max(1, configuration.loadConcurrency) { startNext(&group) }
-            while await group.next() != nil { startNext(&group) }
         }
         updateOwnedGauge()
         logger.info(

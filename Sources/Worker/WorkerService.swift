@@ -594,23 +594,9 @@ public final class WorkerService: Service, Sendable {
     /// out yet must not turn into a crash loop of every worker).
     private func restore(_ partitions: [Int32]) async throws -> [(Int32, [ConsumerMessage], AccountDirectory.Table)] {
         let limit = ContinuousClock.now + configuration.restoreRetryLimit
-        return try await withThrowingTaskGroup(of: (Int32, [ConsumerMessage], AccountDirectory.Table).self) { group in
-            var pending = partitions[...]
-            var result: [(Int32, [ConsumerMessage], AccountDirectory.Table)] = []
-            func addNext() {
-                guard let partition = pending.popFirst() else { return }
-                group.addTask {
-                    let (states, table) = try await self.restorePartition(partition, until: limit)
-                    return (partition, states, table)
-                }
-            }
-            for _ in 0..<max(1, configuration.restoreConcurrency) { addNext() }
-            while let entry = try await group.next() {
-                result.append(entry)
-                addNext()
-            }
-            return result
-        }
+        return try await readEachPartition(partitions, concurrency: configuration.restoreConcurrency) {
+            try await self.restorePartition($0, until: limit)
+        }.map { ($0.partition, $0.result.0, $0.result.1) }
     }
 
     private func restorePartition(_ partition: Int32, until limit: ContinuousClock.Instant) async throws
