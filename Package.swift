@@ -82,12 +82,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The integrations one deployment runs (built-ins the CLI hands it + the integrations file's entries), with
+        // their key rules: the worker's registry, the scheduler's known keys, `integrations list`.
+        .target(name: "IntegrationCatalog", dependencies: ["SyncModel"], swiftSettings: swiftSettings),
         // Integrations that are programs with the sync-integration SDK's CLI contract (spec/setup/sync), run as
         // bounded child processes; the registry file that names them.
         .target(
             name: "ExternalIntegrations",
             dependencies: [
-                "SyncModel", "Cron", "Subprocesses",
+                "SyncModel", "Cron", "Subprocesses", "IntegrationCatalog",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -155,7 +158,8 @@ let package = Package(
             name: "ActivitySyncCLI",
             dependencies: [
                 "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Telemetry",
-                "Scheduler", "Worker", "Accounts", "Benchmarks", "ExternalIntegrations", "Subprocesses",
+                "Scheduler", "Worker", "Accounts", "Benchmarks", "ExternalIntegrations", "IntegrationCatalog",
+                "Subprocesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -230,6 +234,14 @@ let package = Package(
         .testTarget(
             name: "ExternalIntegrationsTests",
             dependencies: ["ExternalIntegrations", "SyncModel", "ActivitySyncTesting"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "IntegrationCatalogTests",
+            dependencies: [
+                "IntegrationCatalog", "ExternalIntegrations", "SyncModel",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -3,6 +3,7 @@ import Cron
 import ExternalIntegrations
 import Foundation
 import GitHub
+import IntegrationCatalog
 import Kafka
 import Logging
 import Accounts
@@ -19,20 +20,25 @@ struct ExternalIntegrationOptions: ParsableArguments {
 
     var path: String? { IntegrationManifestFile.path(option: integrationsFile) }
 
-    /// The registry's manifests; empty without a file.
-    func manifests() throws -> [IntegrationManifest] {
-        guard let path else { return [] }
+    /// The built-ins and this file's integrations, loaded and checked (see ``IntegrationCatalog``).
+    /// - Parameter github: the built-in GitHub integration's configuration; the default where only keys and specs
+    ///   are read.
+    func catalog(github: GitHubConfiguration = GitHubConfiguration(), logger: Logger = quietLogger) throws
+        -> IntegrationCatalog
+    {
         do {
-            return try IntegrationManifestFile.load(path: path).integrations
+            return try IntegrationCatalog.load(
+                builtIns: BuiltInIntegrations.all(github: github, logger: logger), integrationsFile: path,
+                logger: logger)
         } catch let error as ExternalIntegrationError {
+            throw ValidationError(error.message)
+        } catch let error as IntegrationCatalogError {
             throw ValidationError(error.message)
         }
     }
 
-    /// The external integrations to add to a worker's `IntegrationRegistry`.
-    func integrations(logger: Logger) throws -> [any Integration] {
-        try manifests().map { ExternalIntegration(manifest: $0, logger: logger) }
-    }
+    /// For catalogs whose integrations are listed, never run.
+    static let quietLogger = Logger(label: "activity-sync.integrations", factory: { _ in SwiftLogNoOpLogHandler() })
 
     /// The path, or an error that says how to name one.
     func requiredPath() throws -> String {
@@ -76,7 +82,8 @@ struct AddIntegration: AsyncParsableCommand {
 
     func run() async throws {
         let path = try file.requiredPath()
-        guard !IntegrationManifestFile.builtInKeys.contains(key) else {
+        let builtInKeys = Set(BuiltInIntegrations.all(logger: ExternalIntegrationOptions.quietLogger).map(\.key))
+        guard !builtInKeys.contains(key) else {
             throw ValidationError("\(key) is built in; choose another key")
         }
         var extra: [String: String] = [:]
@@ -95,7 +102,8 @@ struct AddIntegration: AsyncParsableCommand {
                 key: key, command: words, spec: spec, timeoutSeconds: timeoutS, concurrency: concurrency,
                 maxOutputBytes: maxOutputBytes, environment: extra, workingDirectory: workingDirectory)
             try manifest.validate()
-            var registry = try IntegrationManifestFile.load(path: path, missingIsEmpty: true)
+            var registry = try IntegrationManifestFile.load(
+                path: path, missingIsEmpty: true, reservedKeys: builtInKeys)
             registry.upsert(manifest)
             try registry.save(path: path)
             print(
@@ -115,15 +123,17 @@ struct ListIntegrations: AsyncParsableCommand {
     @Flag(help: "One JSON object per line instead of a table.") var json = false
 
     func run() async throws {
-        let github = GitHubIntegration(
-            logger: Logger(label: "activity-sync.github", factory: { _ in SwiftLogNoOpLogHandler() }))
-        var rows: [[String: JSONValue]] = [
-            [
-                "key": "github", "name": github.spec()["name"] ?? "GitHub", "builtIn": true,
-                "schedule": github.spec()["schedule"]?["frequency"] ?? .null,
-            ]
-        ]
-        for manifest in try file.manifests() {
+        var rows: [[String: JSONValue]] = []
+        let catalog = try file.catalog()
+        for entry in catalog.entries {
+            guard let manifest = catalog.manifest(entry.key) else {
+                let spec = entry.integration.spec()
+                rows.append([
+                    "key": .string(entry.key), "name": spec["name"] ?? .string(entry.key), "builtIn": true,
+                    "schedule": spec["schedule"]?["frequency"] ?? .null,
+                ])
+                continue
+            }
             rows.append([
                 "key": .string(manifest.key), "name": manifest.spec["name"] ?? .null, "builtIn": false,
                 "schedule": manifest.defaultFrequency.map(JSONValue.string) ?? .null,
@@ -192,7 +202,7 @@ struct SetupAccount: AsyncParsableCommand {
     func run() async throws {
         let client = try common.accountsClient()
         let sealer = try sealing.sealer(required: true)!
-        guard let manifest = try file.manifests().first(where: { $0.key == key }) else {
+        guard let manifest = try file.catalog().manifest(key) else {
             throw ValidationError(
                 "\(key) is not in the integrations file\(file.path.map { " \($0)" } ?? "")"
                     + (key == "github" ? "; for github use `integration github setup` and `accounts import`" : ""))

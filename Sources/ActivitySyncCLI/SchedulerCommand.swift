@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import IntegrationCatalog
 import Logging
 import Scheduler
 import Telemetry
@@ -48,9 +49,10 @@ struct SchedulerCommand: AsyncParsableCommand {
         configuration.groupId = group
         configuration.sessionTimeout = .milliseconds(sessionTimeoutMs)
         configuration.clockOffset = .milliseconds(clockOffsetMs)
+        // `--integrations` names the built-ins accounts may use; the integrations file's keys are always known.
         configuration.validator = AccountValidator(
             knownIntegrations: Set(integrations.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-                .union(try external.manifests().map(\.key)))
+                .union(try external.catalog().externalKeys))
 
         let scheduler = SchedulerService(configuration: configuration, logger: logger) { component, ready in
             readiness.set(component, ready: ready)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GitHub
+import IntegrationCatalog
 import Kafka
 import Logging
 import Sealing
@@ -128,10 +129,9 @@ struct WorkerCommand: AsyncParsableCommand {
 
         var github = GitHubConfiguration()
         github.baseURL = githubURL
-        let integrations = IntegrationRegistry(
-            [GitHubIntegration(configuration: github, logger: logger)] + (try external.integrations(logger: logger)))
+        let catalog = try external.catalog(github: github, logger: logger)
         let worker = WorkerService(
-            configuration: configuration, integrations: integrations, sealer: sealer, logger: logger)
+            configuration: configuration, integrations: catalog.registry, sealer: sealer, logger: logger)
         print("worker \(workerId) starting: delivery=\(configuration.delivery.rawValue) bootstrap=\(bootstrap)")
         fflush(nil)
         do {

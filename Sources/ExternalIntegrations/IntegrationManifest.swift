@@ -1,5 +1,6 @@
 public import Foundation
 import Cron
+import IntegrationCatalog
 public import SyncModel
 
 /// One external integration as the registry records it: how to run it, its limits, and the spec it printed.
@@ -131,7 +132,9 @@ public struct IntegrationManifestFile: Codable, Sendable, Hashable {
 
     public init(integrations: [IntegrationManifest] = []) { self.integrations = integrations }
 
-    /// Keys of the integrations built into the binary: a file entry with one would silently replace it.
+    /// Keys of the integrations built into the binary: a file entry with one would silently replace it. The default
+    /// of ``load(path:missingIsEmpty:reservedKeys:)``; the CLI loads through ``IntegrationCatalog``, which reserves
+    /// the keys of the built-ins it is given.
     public static let builtInKeys: Set<String> = ["github"]
 
     /// The environment variable naming the file when no `--integrations-file` is given.
@@ -147,8 +150,12 @@ public struct IntegrationManifestFile: Codable, Sendable, Hashable {
     }
 
     /// Reads and validates the file. A missing file is an empty registry only when `missingIsEmpty`.
+    /// - Parameter reservedKeys: keys no entry may have, the built-in integrations' (``IntegrationCatalog`` passes
+    ///   its own).
     /// - Throws: ``ExternalIntegrationError`` saying which file and which entry is wrong.
-    public static func load(path: String, missingIsEmpty: Bool = false) throws -> IntegrationManifestFile {
+    public static func load(
+        path: String, missingIsEmpty: Bool = false, reservedKeys: Set<String> = builtInKeys
+    ) throws -> IntegrationManifestFile {
         guard FileManager.default.fileExists(atPath: path) else {
             if missingIsEmpty { return IntegrationManifestFile() }
             throw ExternalIntegrationError.invalidManifest("integrations file \(path) does not exist")
@@ -160,20 +167,17 @@ public struct IntegrationManifestFile: Codable, Sendable, Hashable {
         } catch {
             throw ExternalIntegrationError.invalidManifest("integrations file \(path) is not readable: \(error)")
         }
-        var seen = Set<String>()
+        do {
+            try IntegrationCatalog.checkKeys(
+                file.integrations.map(\.key), builtIns: reservedKeys, source: "integrations file \(path)")
+        } catch {
+            throw ExternalIntegrationError.invalidManifest(error.message)
+        }
         for manifest in file.integrations {
-            guard !builtInKeys.contains(manifest.key) else {
-                throw ExternalIntegrationError.invalidManifest(
-                    "integrations file \(path) names \(manifest.key), which is built in: remove that entry or give it "
-                        + "another key (activity-sync integrations add refuses it too)")
-            }
             do {
                 try manifest.validate()
             } catch let error as ExternalIntegrationError {
                 throw ExternalIntegrationError.invalidManifest("integrations file \(path): \(error.message)")
-            }
-            guard seen.insert(manifest.key).inserted else {
-                throw ExternalIntegrationError.invalidManifest("integrations file \(path) names \(manifest.key) twice")
             }
         }
         return file
