@@ -62,7 +62,7 @@ let package = Package(
         .target(
             name: "GitHub",
             dependencies: [
-                "SyncModel",
+                "SyncModel", "IntegrationCatalog",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -82,8 +82,9 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The integrations one deployment runs (built-ins the CLI hands it + the integrations file's entries), with
-        // their key rules: the worker's registry, the scheduler's known keys, `integrations list`.
+        // The `Integration` seam (protocol, request, outcome, error, registry) and the catalog of the integrations one
+        // deployment runs (built-ins the CLI hands it + the integrations file's entries) with their key rules: the
+        // worker's registry, the scheduler's known keys, `integrations list`.
         .target(name: "IntegrationCatalog", dependencies: ["SyncModel"], swiftSettings: swiftSettings),
         // Integrations that are programs with the sync-integration SDK's CLI contract (spec/setup/sync), run as
         // bounded child processes; the registry file that names them.
@@ -125,11 +126,11 @@ let package = Package(
             dependencies: ["Kafka", "SyncModel", "Cron", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
-        // Knows integrations only through SyncModel's `Integration`; the CLI hands it GitHub's.
+        // Knows integrations only through IntegrationCatalog's `Integration`; the CLI hands it GitHub's.
         .target(
             name: "Worker",
             dependencies: [
-                "Kafka", "SyncModel", "Sealing",
+                "Kafka", "SyncModel", "IntegrationCatalog", "Sealing",
                 // SHA-256 of dead-lettered values.
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -143,6 +144,7 @@ let package = Package(
             name: "Benchmarks",
             dependencies: [
                 "Kafka", "SyncModel", "Cron", "Sealing", "GitHub", "GitHubSimulator", "Scheduler", "Subprocesses",
+                "IntegrationCatalog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -190,7 +192,7 @@ let package = Package(
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "SyncModel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "GitHubTests",
-            dependencies: ["GitHub", "GitHubSimulator", "SyncModel", "ActivitySyncTesting"],
+            dependencies: ["GitHub", "GitHubSimulator", "SyncModel", "IntegrationCatalog", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -217,7 +219,7 @@ let package = Package(
             name: "WorkerTests",
             dependencies: [
                 "Worker", "GitHub", "GitHubSimulator", "Sealing", "SyncModel", "Kafka", "ActivitySyncTesting",
-                "ExternalIntegrations",
+                "ExternalIntegrations", "IntegrationCatalog",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ],
@@ -233,7 +235,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ExternalIntegrationsTests",
-            dependencies: ["ExternalIntegrations", "SyncModel", "ActivitySyncTesting"],
+            dependencies: ["ExternalIntegrations", "IntegrationCatalog", "SyncModel", "ActivitySyncTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import GitHub
+import IntegrationCatalog
 import Logging
 import SyncModel
 

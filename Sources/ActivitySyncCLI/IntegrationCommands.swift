@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GitHub
+import IntegrationCatalog
 import Logging
 import SyncModel
 

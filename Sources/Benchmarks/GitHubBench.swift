@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GitHub
 import GitHubSimulator
+import IntegrationCatalog
 import Logging
 import SyncModel
 

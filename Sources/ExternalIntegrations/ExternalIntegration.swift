@@ -1,4 +1,5 @@
 import Foundation
+public import IntegrationCatalog
 public import Logging
 import Metrics
 import Synchronization
@@ -14,7 +15,7 @@ public import SyncModel
 /// Each run is a child process in its own process group with the manifest's limits (timeout, stdout size,
 /// concurrency), a minimal environment, and stderr logged line by line with every string of the config
 /// redacted. A run that fails in any way — non-zero exit, a signal, a limit, a line that is not a message — is
-/// a failed sync: ``SyncModel/IntegrationError`` `.transient`, so the worker records the account as failing,
+/// a failed sync: ``IntegrationError`` `.transient`, so the worker records the account as failing,
 /// keeps its state, and the next tick tries again.
 public struct ExternalIntegration: Integration {
     public var key: String { manifest.key }
@@ -79,7 +80,7 @@ public struct ExternalIntegration: Integration {
     /// message is the new state (none: the old one is kept); the last `account` message's config is the
     /// refreshed config, saved in the same transaction as the rest — and, the moment it is printed, stored through
     /// ``SyncModel/SyncRequest/saveRefreshedConfig`` and redacted from everything logged after it.
-    /// - Throws: ``SyncModel/IntegrationError`` `.transient` for every failed run that printed nothing worth
+    /// - Throws: ``IntegrationError`` `.transient` for every failed run that printed nothing worth
     ///   keeping (see the type's summary).
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
         // The integration's own max runtime, counted from the moment its process starts: not the job's deadline

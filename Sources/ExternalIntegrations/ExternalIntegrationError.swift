@@ -1,6 +1,6 @@
 /// Why an external integration could not be registered, set up or run: what went wrong and what to do.
 ///
-/// Inside a worker's sync these become ``SyncModel/IntegrationError`` `.transient` (the job's sync failed, the
+/// Inside a worker's sync these become `IntegrationError` `.transient` (the job's sync failed, the
 /// next tick retries); in the CLI commands they are printed for the operator. Messages never contain a config
 /// value: output excerpts are redacted first.
 public struct ExternalIntegrationError: Error, CustomStringConvertible, Sendable, Hashable {

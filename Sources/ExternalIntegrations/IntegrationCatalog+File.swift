@@ -1,6 +1,5 @@
 public import IntegrationCatalog
 public import Logging
-public import SyncModel
 
 extension IntegrationCatalog {
     /// The built-ins and the integrations file's entries, each entry run as an ``ExternalIntegration``.

@@ -1,4 +1,5 @@
 import Foundation
+public import IntegrationCatalog
 public import Logging
 public import SyncModel
 
@@ -55,7 +56,7 @@ public struct GitHubIntegration: Integration {
     /// Reads the authenticated user (`GET /user`) and returns the account message.
     ///
     /// - Parameter oauthResponse: GitHub's token response, `{access_token, refresh_token?, …}`.
-    /// - Throws: ``SyncModel/IntegrationError`` `.invalidConfig` without an access token or when GitHub
+    /// - Throws: ``IntegrationError`` `.invalidConfig` without an access token or when GitHub
     ///   rejects it; `.transient` when GitHub cannot be reached.
     public func setup(oauthResponse: JSONValue) async throws -> AccountSetup {
         guard let accessToken = oauthResponse["access_token"]?.stringValue, !accessToken.isEmpty else {
@@ -92,7 +93,7 @@ public struct GitHubIntegration: Integration {
     /// validators and poll intervals are ignored, and activities are emitted again with the same ids, so
     /// consumers that dedupe by id see no change.
     ///
-    /// - Throws: ``SyncModel/IntegrationError`` `.invalidConfig` when the config has no `access_token`.
+    /// - Throws: ``IntegrationError`` `.invalidConfig` when the config has no `access_token`.
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
         guard let accessToken = request.config["access_token"]?.stringValue, !accessToken.isEmpty else {
             throw IntegrationError(.invalidConfig, "the GitHub account config has no access_token")

@@ -1,5 +1,3 @@
-public import SyncModel
-
 /// The integrations one deployment runs: those built into the binary, then those of its integrations file.
 ///
 /// Every role asks this one value: the worker for its ``registry``, the scheduler's account validation for the
@@ -7,7 +5,7 @@ public import SyncModel
 /// when it is made, so a file that names a built-in key or one key twice stops the process that loads it instead of
 /// silently replacing an integration.
 ///
-/// It knows integrations only as ``SyncModel/Integration``: the CLI hands it the built-ins (GitHub's) and
+/// It knows integrations only as ``Integration``: the CLI hands it the built-ins (GitHub's) and
 /// `ExternalIntegrations` adds the file's entries, so neither of those modules imports the other.
 public struct IntegrationCatalog: Sendable {
     /// One integration and where it came from.

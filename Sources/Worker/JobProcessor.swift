@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import IntegrationCatalog
 import Logging
 import Metrics
 import Sealing

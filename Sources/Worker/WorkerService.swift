@@ -1,10 +1,11 @@
 import Foundation
+public import IntegrationCatalog
 import Kafka
 public import Logging
 import Metrics
 public import ServiceLifecycle
 public import Sealing
-public import SyncModel
+import SyncModel
 import Synchronization
 
 /// A sync worker: consumes jobs, runs each account's syncs one after another and different accounts

@@ -1,5 +1,6 @@
 import ActivitySyncTesting
 import Foundation
+import IntegrationCatalog
 import Logging
 import Synchronization
 import SyncModel

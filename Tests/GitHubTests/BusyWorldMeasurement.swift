@@ -1,5 +1,6 @@
 import Foundation
 import GitHubSimulator
+import IntegrationCatalog
 import SyncModel
 import Testing
 

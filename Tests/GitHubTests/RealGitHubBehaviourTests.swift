@@ -1,6 +1,7 @@
 import ActivitySyncTesting
 import Foundation
 import GitHubSimulator
+import IntegrationCatalog
 import SyncModel
 import Testing
 

@@ -1,6 +1,7 @@
 import ActivitySyncTesting
 import ExternalIntegrations
 import Foundation
+import IntegrationCatalog
 import Kafka
 import Logging
 import SyncModel

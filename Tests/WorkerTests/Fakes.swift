@@ -1,4 +1,5 @@
 import Foundation
+import IntegrationCatalog
 import Sealing
 import SyncModel
 @testable import Worker

@@ -2,6 +2,7 @@ import ActivitySyncTesting
 import Foundation
 import GitHub
 import GitHubSimulator
+import IntegrationCatalog
 import Kafka
 import Logging
 import Sealing

@@ -1,5 +1,6 @@
 import Foundation
 import GitHub
+import IntegrationCatalog
 import Logging
 import Sealing
 import SyncModel

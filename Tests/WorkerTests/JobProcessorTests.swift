@@ -1,4 +1,5 @@
 import Foundation
+import IntegrationCatalog
 import SyncModel
 import Synchronization
 import Testing

@@ -1,5 +1,6 @@
 import ActivitySyncTesting
 import Foundation
+import IntegrationCatalog
 import Kafka
 import Logging
 import SyncModel

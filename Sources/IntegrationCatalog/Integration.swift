@@ -1,4 +1,5 @@
 public import Foundation
+public import SyncModel
 
 /// A source of activity, in the shape of the sync-integration SDK: `spec`, `setup`, `sync`.
 ///
