@@ -287,26 +287,13 @@ struct SyncRun {
             if let stop { halt = Stop(stop) }
         }
 
-        // Stuck subjects are counted per thread, across its versions: GitHub re-bumps a thread on new activity, and
-        // a subject that keeps failing must still be given up even when every sync lists a newer version.
-        var prior: [String: GitHubState.StuckItem] = [:]
-        for (key, record) in state.stuck {
-            // States written before hold `{thread}:{updated_at}` keys.
-            let thread = String(key.prefix { $0 != ":" })
-            if let existing = prior[thread] {
-                prior[thread] = .init(
-                    since: min(existing.since, record.since), failures: max(existing.failures, record.failures),
-                    superseded: existing.superseded + record.superseded)
-            } else {
-                prior[thread] = record
-            }
-        }
+        var ledger = StuckSubjectLedger(
+            stored: state.stuck, giveUpAfterSyncs: configuration.stuckSubjectSyncs,
+            giveUpAfterAge: seconds(configuration.stuckSubjectAge), now: now)
         var unavailable = 0
         var ssoRequirements = Set<String>()
         var byThread: [String: [PendingNotification]] = [:]
         for item in pending { byThread[item.thread.id, default: []].append(item) }
-        var failures = 0
-        var stuck: [String: GitHubState.StuckItem] = [:]
         for (threadId, items) in byThread.sorted(by: { $0.key < $1.key }) {
             let versions = items.sorted { $0.updatedAt < $1.updatedAt }
             let listedVerdicts = versions.map { item -> ItemResult in
@@ -329,19 +316,9 @@ struct SyncRun {
                 case .retry(let failed): verdicts = versions.map { _ in .retry(failed: failed) }
                 }
             }
-            let record = prior.removeValue(forKey: threadId)
             let failedNow = verdicts.contains { if case .retry(failed: true) = $0 { true } else { false } }
-            let count = (record?.failures ?? 0) + (failedNow ? 1 : 0)
-            // The age limit counts from the first failure, not from a sync that stopped before asking.
-            let since = record.flatMap { $0.failures > 0 ? $0.since : nil } ?? now
-            let givingUp =
-                failedNow
-                && (count >= configuration.stuckSubjectSyncs
-                    || now.timeIntervalSince(since) >= seconds(configuration.stuckSubjectAge))
-            // Versions that failed before and are not listed any more: GitHub moved the thread on.
-            let listed = Set(versions.map(\.thread.updated_at))
-            var kept = (record?.superseded ?? []).filter { !listed.contains($0.updatedAt) }
-            var waiting = false
+            var entry = ledger.open(
+                thread: threadId, listed: Set(versions.map(\.thread.updated_at)), failedNow: failedNow)
             for activity in recovered { emit(activity) }
             for (item, result) in zip(versions, verdicts) {
                 switch result {
@@ -356,33 +333,27 @@ struct SyncRun {
                 case .skip:
                     processedMax = later(processedMax, item.updatedAt)
                 case .retry(let failed):
-                    if failed, givingUp {
+                    switch ledger.retry(Self.version(of: item.thread), failed: failed, in: &entry) {
+                    case .giveUp:
                         if let fallback = activityFromNotificationAlone(item) {
                             logger.warning(
                                 "subject kept failing; emitted the notification with what it says itself",
                                 metadata: [
-                                    "thread": "\(threadId)", "failures": "\(count)",
+                                    "thread": "\(threadId)", "failures": "\(entry.failures)",
                                     "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
                                 ])
                             emitFallback(fallback, thread: threadId, at: item.updatedAt)
                         }
                         processedMax = later(processedMax, item.updatedAt)
-                    } else {
-                        // Kept with what it says, in case the thread moves on before its subject loads.
-                        kept.append(Self.version(of: item.thread))
+                    case .keep:
                         failedMin = earlier(failedMin, item.updatedAt)
-                        waiting = true
                     }
                 }
             }
-            if waiting {
-                stuck[threadId] = .init(since: since, failures: count, superseded: kept)
-                if failedNow { failures += 1 }
-            } else {
-                // The thread is settled: versions it left behind while failing are emitted from their notification.
-                for version in kept { emitSuperseded(version, thread: threadId) }
-            }
+            // A settled thread's versions left behind while failing are emitted from their notification.
+            for version in ledger.settle(entry) { emitSuperseded(version, thread: threadId) }
         }
+        let failures = ledger.failedThreads
         if failures > 0, halt == nil {
             problems.append("\(failures) notification subject(s) failed; retried next sync")
         }
@@ -393,21 +364,12 @@ struct SyncRun {
                     + ssoRequirements.sorted().joined(separator: ", ")
                     + "); their activities say only what the notification says")
         }
-        let listedThreads = Set(threads.map(\.id))
-        for (threadId, record) in prior {
-            if listingComplete, listedThreads.contains(threadId) {
-                // Listed again, but no longer as something to fetch (its new version is not kept, or was emitted):
-                // what it left behind is emitted now, as GitHub will not list it again.
-                for version in record.superseded
-                where !listedIds.contains("\(threadId):\(version.updatedAt)") {
-                    emitSuperseded(version, thread: threadId)
-                }
-            } else {
-                // Not reached by this sync (or not listed at all): the record waits.
-                stuck[threadId] = record
-            }
-        }
-        state.stuck = stuck
+        // A thread listed again, but no longer as something to fetch (its new version is not kept, or was emitted):
+        // what it left behind is emitted now, as GitHub will not list it again.
+        let settled = ledger.finish(
+            listingComplete: listingComplete, listedThreads: Set(threads.map(\.id)), listedIds: listedIds)
+        for (threadId, version) in settled { emitSuperseded(version, thread: threadId) }
+        state.stuck = ledger.records
 
         // The watermark: the newest item processed, but never past one that failed, nor past unread pages.
         var watermark = base
