@@ -104,96 +104,170 @@ struct SyncRun {
 
     // MARK: - Notifications
 
+    /// Where this sync's notification listing reads, fixed before its first request.
+    private struct NotificationWindow {
+        /// The watermark the last sync left.
+        var previous: Date?
+        /// Where the window starts, before the overlap.
+        var base: Date
+        /// The listing's `since`.
+        var since: Date
+        /// `If-Modified-Since` for the first page.
+        var conditional: [(String, String)]
+        /// `started` in whole seconds: the listing's exclusive `before`.
+        var beforeSecond: Date
+        /// The last complete listing's `before`.
+        var listedBefore: Date?
+    }
+
+    /// What the pager listed: each version of a thread once.
+    private struct NotificationListing {
+        var threads: [NotificationThread] = []
+        /// `{thread}:{updated_at}` of every listed version.
+        var listedIds = Set<String>()
+        /// Every page of the window was read (or the page limit recorded a gap).
+        var complete = false
+        var lastModified: String?
+
+        /// Adds a page's versions not listed yet; returns the oldest `updated_at` on the page.
+        mutating func add(_ page: [NotificationThread]) -> Date? {
+            var oldest: Date?
+            for thread in page {
+                if let updatedAt = WireFormat.parseDate(thread.updated_at) { oldest = earlier(oldest, updatedAt) }
+                if listedIds.insert("\(thread.id):\(thread.updated_at)").inserted { threads.append(thread) }
+            }
+            return oldest
+        }
+    }
+
+    /// What the phases after the listing carry to the watermark and the status.
+    private struct NotificationPass {
+        /// The newest version settled (emitted, skipped or given up).
+        var processedMax: Date?
+        /// The oldest version kept for the next sync.
+        var failedMin: Date?
+        var halt: Stop?
+        var unavailable = 0
+        var ssoRequirements = Set<String>()
+    }
+
+    /// The subjects, comment lists and discussions this sync loaded for the pending versions.
+    private struct SubjectLoad {
+        var results: [String: FetchResult]
+        var plans: [String: CommentListPlan]
+        var discussions: [String: DiscussionLookup]
+    }
+
     private mutating func syncNotifications() async throws(Stop) {
         let now = Date()
-        if !isResync, let refused = state.notificationsRefused,
+        guard notificationsDue(now: now) else { return }
+        let window = notificationWindow()
+        var pass = NotificationPass()
+        guard let listing = await listNotifications(window, now: now, halt: &pass.halt) else { return }
+        let pending = pendingNotifications(listing.threads, pass: &pass)
+        let subjects = await loadSubjects(pending, window: window, halt: &pass.halt)
+        var ledger = StuckSubjectLedger(
+            stored: state.stuck, giveUpAfterSyncs: configuration.stuckSubjectSyncs,
+            giveUpAfterAge: seconds(configuration.stuckSubjectAge), now: now)
+        settleThreads(pending, subjects: subjects, listedIds: listing.listedIds, ledger: &ledger, pass: &pass)
+        reportSubjectProblems(failedThreads: ledger.failedThreads, pass: pass)
+        // A thread listed again, but no longer as something to fetch (its new version is not kept, or was emitted):
+        // what it left behind is emitted now, as GitHub will not list it again.
+        let settled = ledger.finish(
+            listingComplete: listing.complete, listedThreads: Set(listing.threads.map(\.id)),
+            listedIds: listing.listedIds)
+        for (threadId, version) in settled { emitSuperseded(version, thread: threadId) }
+        state.stuck = ledger.records
+        advanceNotificationWatermark(window, listing: listing, pass: pass, failedThreads: ledger.failedThreads)
+        if let halt = pass.halt { throw halt }
+    }
+
+    /// Whether the listing is read in this sync: not while a token GitHub refused waits to be asked again, nor
+    /// before `X-Poll-Interval` passes. A resync always reads.
+    private mutating func notificationsDue(now: Date) -> Bool {
+        guard !isResync else { return true }
+        if let refused = state.notificationsRefused,
             now < refused.addingTimeInterval(seconds(configuration.notificationsRefusalRetry))
         {
             let retry = refused.addingTimeInterval(seconds(configuration.notificationsRefusalRetry))
             problems.append(
                 Self.unsupportedTokenReason(
                     "refused at \(WireFormat.formatDate(refused)); asked again after \(WireFormat.formatDate(retry))"))
-            return
+            return false
         }
-        if !isResync, let next = state.nextNotificationsPoll, next > now {
+        if let next = state.nextNotificationsPoll, next > now {
             logger.debug("notifications skipped until X-Poll-Interval passes", metadata: ["next": "\(next)"])
-            return
+            return false
         }
+        return true
+    }
+
+    private func notificationWindow() -> NotificationWindow {
         let previous = state.lastSyncTime
         let base = request.since ?? previous ?? started.addingTimeInterval(-seconds(configuration.firstSyncWindow))
-        let since = isResync ? base : base.addingTimeInterval(-seconds(configuration.overlap))
         var conditional: [(String, String)] = []
         if !isResync, let validator = state.notificationsLastModified {
             conditional = [("If-Modified-Since", validator)]
         }
+        return NotificationWindow(
+            previous: previous, base: base,
+            since: isResync ? base : base.addingTimeInterval(-seconds(configuration.overlap)),
+            conditional: conditional,
+            beforeSecond: Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down)),
+            listedBefore: state.lastListingBefore)
+    }
 
-        // Paged by time, not by page number: each request asks for threads updated before the oldest one listed so
-        // far. GitHub re-bumps a thread on new activity (same id, newer `updated_at`, so it leaves this `before`-
-        // pinned window); with page numbers every later thread would move up one place and the one at the page
-        // boundary would never be listed. Whole seconds and an exclusive `before` mean the next window ends one
-        // second after the oldest seen, so threads sharing that second are listed again and dropped as repeats.
+    /// Reads the window's pages. nil when GitHub answers 304: nothing changed since the last complete read.
+    ///
+    /// Paged by time, not by page number: each request asks for threads updated before the oldest one listed so
+    /// far. GitHub re-bumps a thread on new activity (same id, newer `updated_at`, so it leaves this `before`-pinned
+    /// window); with page numbers every later thread would move up one place and the one at the page boundary would
+    /// never be listed. Whole seconds and an exclusive `before` mean the next window ends one second after the
+    /// oldest seen, so threads sharing that second are listed again and dropped as repeats.
+    private mutating func listNotifications(
+        _ window: NotificationWindow, now: Date, halt: inout Stop?
+    ) async -> NotificationListing? {
+        var listing = NotificationListing()
         var before = started
-        let listedBefore = state.lastListingBefore
-        let beforeSecond = Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down))
         var fallbackURL: String?
-        var threads: [NotificationThread] = []
-        var listedIds = Set<String>()
-        var listingComplete = false
-        var lastModified: String?
         var pages = 0
-        var halt: Stop?
-        listing: while true {
+        while true {
             let url =
                 fallbackURL
                 ?? client.apiURL(
-                    "/notifications?all=true&since=\(QueryDate.format(since))&before=\(QueryDate.format(before))"
+                    "/notifications?all=true&since=\(QueryDate.format(window.since))&before=\(QueryDate.format(before))"
                         + "&per_page=\(configuration.notificationsPerPage)")
             let response: GitHubResponse
             let page: [NotificationThread]?
             do {
                 (page, response) = try await client.getJSON(
                     [NotificationThread].self, url, credentials: credentials,
-                    conditional: pages == 0 ? conditional : [],
+                    conditional: pages == 0 ? window.conditional : [],
                     deadline: deadline)
             } catch {
-                if error.stopsSync {
-                    halt = Stop(error)
-                } else if error.httpStatus == 403, pages == 0 {
-                    // GitHub App user and installation tokens and fine-grained PATs may not read notifications at
-                    // all; say that plainly (it will not pass by itself), go on with the events, and do not ask
-                    // again for a while.
-                    problems.append(Self.unsupportedTokenReason(error.serverMessage ?? "HTTP 403"))
-                    state.notificationsRefused = now
-                } else {
-                    problems.append("notifications: \(error.description)")
-                }
-                break listing
+                halt = notificationsFailed(error, firstPage: pages == 0, now: now)
+                return listing
             }
             if pages == 0 {
                 state.nextNotificationsPoll = Self.nextPoll(after: response)
-                lastModified = response.lastModified
+                listing.lastModified = response.lastModified
                 state.notificationsRefused = nil
             }
             pages += 1
             guard let page else {
                 // 304: nothing changed since the last complete read. Free.
-                state.lastListingBefore = beforeSecond
-                return
+                state.lastListingBefore = window.beforeSecond
+                return nil
             }
-            var oldest: Date?
-            for thread in page {
-                if let updatedAt = WireFormat.parseDate(thread.updated_at) { oldest = earlier(oldest, updatedAt) }
-                if listedIds.insert("\(thread.id):\(thread.updated_at)").inserted { threads.append(thread) }
-            }
-            guard let oldest, response.nextLink != nil else {
-                listingComplete = true
-                break listing
+            guard let oldest = listing.add(page), response.nextLink != nil else {
+                listing.complete = true
+                return listing
             }
             if pages >= configuration.maxPages {
                 // The window holds more than we read; record what was not covered instead of looping forever.
-                state.gaps.append(.init(from: since, to: oldest, source: "notifications"))
-                listingComplete = true
-                break listing
+                state.gaps.append(.init(from: window.since, to: oldest, source: "notifications"))
+                listing.complete = true
+                return listing
             }
             let nextBefore = Date(timeIntervalSince1970: oldest.timeIntervalSince1970.rounded(.down) + 1)
             if nextBefore.timeIntervalSince1970 < before.timeIntervalSince1970.rounded(.down) {
@@ -205,10 +279,28 @@ struct SyncRun {
                 fallbackURL = response.nextLink
             }
         }
+    }
 
-        // Items: kept reasons and subject types become activities; the rest only move the watermark.
-        var processedMax: Date?
-        var failedMin: Date?
+    /// A listing request that failed: the stop when it ends the sync; otherwise the problem is recorded and the
+    /// events are still read.
+    private mutating func notificationsFailed(_ error: GitHubError, firstPage: Bool, now: Date) -> Stop? {
+        if error.stopsSync { return Stop(error) }
+        if error.httpStatus == 403, firstPage {
+            // GitHub App user and installation tokens and fine-grained PATs may not read notifications at all; say
+            // that plainly (it will not pass by itself), go on with the events, and do not ask again for a while.
+            problems.append(Self.unsupportedTokenReason(error.serverMessage ?? "HTTP 403"))
+            state.notificationsRefused = now
+        } else {
+            problems.append("notifications: \(error.description)")
+        }
+        return nil
+    }
+
+    /// The listed versions that become activities: kept reasons and subject types, not emitted before. The rest
+    /// only move the watermark.
+    private func pendingNotifications(
+        _ threads: [NotificationThread], pass: inout NotificationPass
+    ) -> [PendingNotification] {
         var pending: [PendingNotification] = []
         for thread in threads {
             guard let updatedAt = WireFormat.parseDate(thread.updated_at) else {
@@ -223,13 +315,39 @@ struct SyncRun {
             guard ActivityText.keptReasons.contains(thread.reason), isConversation,
                 isResync || !recent.contains(listingKey(id))
             else {
-                processedMax = later(processedMax, updatedAt)
+                pass.processedMax = later(pass.processedMax, updatedAt)
                 continue
             }
             pending.append(PendingNotification(thread: thread, id: id, updatedAt: updatedAt))
         }
+        return pending
+    }
 
-        // One fetch per distinct subject (and comment) URL, in parallel within bounds.
+    /// Loads what the pending versions are told from: one fetch per distinct subject (and comment) URL, in parallel
+    /// within bounds, then the comment lists some threads need, then the discussions.
+    private mutating func loadSubjects(
+        _ pending: [PendingNotification], window: NotificationWindow, halt: inout Stop?
+    ) async -> SubjectLoad {
+        let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
+        let (fetchedNow, fetchStop) = await fetcher.fetch(
+            subjectJobs(pending), parallelism: configuration.subjectParallelism)
+        var results = fetchedNow
+        if let fetchStop, halt == nil { halt = Stop(fetchStop) }
+        var plans: [String: CommentListPlan] = [:]
+        var listJobs: [FetchJob] = []
+        if halt == nil { (plans, listJobs) = commentListPlans(pending, window: window, results: results) }
+        if !listJobs.isEmpty {
+            let (lists, listStop) = await fetcher.fetch(listJobs, parallelism: configuration.subjectParallelism)
+            if let listStop, halt == nil { halt = Stop(listStop) }
+            results.merge(lists) { _, new in new }
+        }
+        fetched.merge(results) { _, new in new }
+        let discussions = await discussionLookups(pending, halt: &halt)
+        return SubjectLoad(results: results, plans: plans, discussions: discussions)
+    }
+
+    /// The subject and newest-comment URLs of the pending issues and pull requests, each once.
+    private func subjectJobs(_ pending: [PendingNotification]) -> [FetchJob] {
         var jobs: [FetchJob] = []
         var seen = Set<String>()
         for item in pending where ActivityText.isPullRequest(subjectType: item.thread.subject.type) != nil {
@@ -240,40 +358,46 @@ struct SyncRun {
                 jobs.append(FetchJob(url: commentURL, isComment: true))
             }
         }
-        let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
-        let (fetchedNow, fetchStop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
-        var results = fetchedNow
-        if let fetchStop, halt == nil { halt = Stop(fetchStop) }
-        // `latest_comment_url` names the subject's newest comment when GitHub is polled, not the one that made the
-        // version: a reply the user wrote minutes later moves it. A version older than the comment it names reads
-        // the subject's comments around its `updated_at` to find its own. And GitHub lists only a thread's newest
-        // version: one that appeared after the last listing began and was superseded before this one (or that a
-        // sync whose output was rolled back was handed) is told apart by the subject's comments and `closed_at`
-        // (see `recoveredVersions`), from this listing's `since` but not before the last listing's `before`: what
-        // was made earlier was listable then, and a thread the user is notified about only now may have comments
-        // from before they were subscribed to it.
-        let querySince = WireFormat.parseDate(QueryDate.format(since)) ?? since
-        let recoverySince = max(querySince, listedBefore ?? querySince)
+        return jobs
+    }
+
+    /// The comment lists each thread needs, by thread, and the distinct list URLs to fetch.
+    ///
+    /// `latest_comment_url` names the subject's newest comment when GitHub is polled, not the one that made the
+    /// version: a reply the user wrote minutes later moves it. A version older than the comment it names reads the
+    /// subject's comments around its `updated_at` to find its own. And GitHub lists only a thread's newest version:
+    /// one that appeared after the last listing began and was superseded before this one (or that a sync whose
+    /// output was rolled back was handed) is told apart by the subject's comments and `closed_at` (see
+    /// `recoveredVersions`), from this listing's `since` but not before the last listing's `before`: what was made
+    /// earlier was listable then, and a thread the user is notified about only now may have comments from before
+    /// they were subscribed to it.
+    private func commentListPlans(
+        _ pending: [PendingNotification], window: NotificationWindow, results: [String: FetchResult]
+    ) -> ([String: CommentListPlan], [FetchJob]) {
+        let querySince = WireFormat.parseDate(QueryDate.format(window.since)) ?? window.since
+        let recoverySince = max(querySince, window.listedBefore ?? querySince)
         var plans: [String: CommentListPlan] = [:]
         var listJobs: [FetchJob] = []
         var listed = Set<String>()
-        for (threadId, items) in Dictionary(grouping: pending, by: { $0.thread.id }) where halt == nil {
+        for (threadId, items) in Dictionary(grouping: pending, by: { $0.thread.id }) {
             guard
                 let plan = commentListPlan(
-                    items, results: results, recoverySince: previous != nil || isResync ? recoverySince : nil)
+                    items, results: results,
+                    recoverySince: window.previous != nil || isResync ? recoverySince : nil)
             else { continue }
             plans[threadId] = plan
             for url in plan.urls where listed.insert(url).inserted {
                 listJobs.append(FetchJob(url: url, isComment: false, isList: true))
             }
         }
-        if !listJobs.isEmpty {
-            let (lists, listStop) = await fetcher.fetch(listJobs, parallelism: configuration.subjectParallelism)
-            if let listStop, halt == nil { halt = Stop(listStop) }
-            results.merge(lists) { _, new in new }
-        }
-        fetched.merge(results) { _, new in new }
-        // Discussions have no REST subject: one GraphQL query per repository resolves their pages.
+        return (plans, listJobs)
+    }
+
+    /// Discussions have no REST subject: one GraphQL query per repository resolves their pages. Once the sync is
+    /// halted, the rest are not attempted.
+    private func discussionLookups(
+        _ pending: [PendingNotification], halt: inout Stop?
+    ) async -> [String: DiscussionLookup] {
         var discussions: [String: DiscussionLookup] = [:]
         for item in pending where item.thread.subject.type == "Discussion" {
             let repo = item.thread.repository.full_name
@@ -286,114 +410,132 @@ struct SyncRun {
             discussions[repo] = lookup
             if let stop { halt = Stop(stop) }
         }
+        return discussions
+    }
 
-        var ledger = StuckSubjectLedger(
-            stored: state.stuck, giveUpAfterSyncs: configuration.stuckSubjectSyncs,
-            giveUpAfterAge: seconds(configuration.stuckSubjectAge), now: now)
-        var unavailable = 0
-        var ssoRequirements = Set<String>()
+    /// Each thread's versions, oldest first: emitted, kept for the next sync or given up, as their verdicts and the
+    /// ledger say.
+    private mutating func settleThreads(
+        _ pending: [PendingNotification], subjects: SubjectLoad, listedIds: Set<String>,
+        ledger: inout StuckSubjectLedger, pass: inout NotificationPass
+    ) {
         var byThread: [String: [PendingNotification]] = [:]
         for item in pending { byThread[item.thread.id, default: []].append(item) }
         for (threadId, items) in byThread.sorted(by: { $0.key < $1.key }) {
             let versions = items.sorted { $0.updatedAt < $1.updatedAt }
-            let listedVerdicts = versions.map { item -> ItemResult in
-                switch item.thread.subject.type {
-                case "Discussion":
-                    discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
-                case "Release", "Commit": .emit(releaseOrCommitActivity(item))
-                default:
-                    activity(
-                        for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results,
-                        lists: plans[threadId]?.urls ?? [])
-                }
-            }
-            // Versions between the last listing and this one, told by the subject's comments and state.
-            var recovered: [Activity] = []
-            var verdicts = listedVerdicts
-            if let plan = plans[threadId], let since = plan.recoverySince {
-                switch recoveredVersions(versions, plan: plan, since: since, results: results, listed: listedIds) {
-                case .found(let activities): recovered = activities
-                case .retry(let failed): verdicts = versions.map { _ in .retry(failed: failed) }
-                }
-            }
+            let (recovered, verdicts) = verdicts(
+                on: versions, thread: threadId, subjects: subjects, listedIds: listedIds)
             let failedNow = verdicts.contains { if case .retry(failed: true) = $0 { true } else { false } }
             var entry = ledger.open(
                 thread: threadId, listed: Set(versions.map(\.thread.updated_at)), failedNow: failedNow)
             for activity in recovered { emit(activity) }
-            for (item, result) in zip(versions, verdicts) {
-                switch result {
-                case .emit(let activity):
-                    emit(activity)
-                    processedMax = later(processedMax, item.updatedAt)
-                case .unavailable(let activity, let sso):
-                    emit(activity)
-                    processedMax = later(processedMax, item.updatedAt)
-                    unavailable += 1
-                    if let sso { ssoRequirements.insert(sso) }
-                case .skip:
-                    processedMax = later(processedMax, item.updatedAt)
-                case .retry(let failed):
-                    switch ledger.retry(Self.version(of: item.thread), failed: failed, in: &entry) {
-                    case .giveUp:
-                        if let fallback = activityFromNotificationAlone(item) {
-                            logger.warning(
-                                "subject kept failing; emitted the notification with what it says itself",
-                                metadata: [
-                                    "thread": "\(threadId)", "failures": "\(entry.failures)",
-                                    "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
-                                ])
-                            emitFallback(fallback, thread: threadId, at: item.updatedAt)
-                        }
-                        processedMax = later(processedMax, item.updatedAt)
-                    case .keep:
-                        failedMin = earlier(failedMin, item.updatedAt)
-                    }
-                }
+            for (item, verdict) in zip(versions, verdicts) {
+                apply(verdict, to: item, entry: &entry, ledger: ledger, pass: &pass)
             }
             // A settled thread's versions left behind while failing are emitted from their notification.
             for version in ledger.settle(entry) { emitSuperseded(version, thread: threadId) }
         }
-        let failures = ledger.failedThreads
-        if failures > 0, halt == nil {
-            problems.append("\(failures) notification subject(s) failed; retried next sync")
+    }
+
+    /// The verdicts on one thread's listed versions, and the versions between the last listing and this one, told
+    /// by the subject's comments and state. When those cannot be told yet, every listed version waits too.
+    private func verdicts(
+        on versions: [PendingNotification], thread threadId: String, subjects: SubjectLoad, listedIds: Set<String>
+    ) -> (recovered: [Activity], verdicts: [ItemResult]) {
+        let verdicts = versions.map { item -> ItemResult in
+            switch item.thread.subject.type {
+            case "Discussion":
+                discussionActivity(
+                    item, lookup: subjects.discussions[item.thread.repository.full_name] ?? .notAttempted)
+            case "Release", "Commit": .emit(releaseOrCommitActivity(item))
+            default:
+                activity(
+                    for: item.thread, id: item.id, updatedAt: item.updatedAt, results: subjects.results,
+                    lists: subjects.plans[threadId]?.urls ?? [])
+            }
         }
-        if !ssoRequirements.isEmpty {
+        guard let plan = subjects.plans[threadId], let since = plan.recoverySince else { return ([], verdicts) }
+        switch recoveredVersions(versions, plan: plan, since: since, results: subjects.results, listed: listedIds) {
+        case .found(let activities): return (activities, verdicts)
+        case .retry(let failed): return ([], versions.map { _ in .retry(failed: failed) })
+        }
+    }
+
+    /// One version's verdict: emitted (the watermark may pass it), or retried, and then kept or given up as the
+    /// ledger decides.
+    private mutating func apply(
+        _ verdict: ItemResult, to item: PendingNotification, entry: inout StuckSubjectLedger.Entry,
+        ledger: StuckSubjectLedger, pass: inout NotificationPass
+    ) {
+        switch verdict {
+        case .emit(let activity):
+            emit(activity)
+            pass.processedMax = later(pass.processedMax, item.updatedAt)
+        case .unavailable(let activity, let sso):
+            emit(activity)
+            pass.processedMax = later(pass.processedMax, item.updatedAt)
+            pass.unavailable += 1
+            if let sso { pass.ssoRequirements.insert(sso) }
+        case .skip:
+            pass.processedMax = later(pass.processedMax, item.updatedAt)
+        case .retry(let failed):
+            switch ledger.retry(Self.version(of: item.thread), failed: failed, in: &entry) {
+            case .giveUp:
+                if let fallback = activityFromNotificationAlone(item) {
+                    logger.warning(
+                        "subject kept failing; emitted the notification with what it says itself",
+                        metadata: [
+                            "thread": "\(entry.id)", "failures": "\(entry.failures)",
+                            "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
+                        ])
+                    emitFallback(fallback, thread: entry.id, at: item.updatedAt)
+                }
+                pass.processedMax = later(pass.processedMax, item.updatedAt)
+            case .keep:
+                pass.failedMin = earlier(pass.failedMin, item.updatedAt)
+            }
+        }
+    }
+
+    private mutating func reportSubjectProblems(failedThreads: Int, pass: NotificationPass) {
+        if failedThreads > 0, pass.halt == nil {
+            problems.append("\(failedThreads) notification subject(s) failed; retried next sync")
+        }
+        if !pass.ssoRequirements.isEmpty {
             problems.append(
-                "subject_unavailable: \(unavailable) notification subject(s) answered 403 because their organization "
-                    + "enforces SAML SSO and the token is not authorized for it (X-GitHub-SSO: "
-                    + ssoRequirements.sorted().joined(separator: ", ")
+                "subject_unavailable: \(pass.unavailable) notification subject(s) answered 403 because their "
+                    + "organization enforces SAML SSO and the token is not authorized for it (X-GitHub-SSO: "
+                    + pass.ssoRequirements.sorted().joined(separator: ", ")
                     + "); their activities say only what the notification says")
         }
-        // A thread listed again, but no longer as something to fetch (its new version is not kept, or was emitted):
-        // what it left behind is emitted now, as GitHub will not list it again.
-        let settled = ledger.finish(
-            listingComplete: listingComplete, listedThreads: Set(threads.map(\.id)), listedIds: listedIds)
-        for (threadId, version) in settled { emitSuperseded(version, thread: threadId) }
-        state.stuck = ledger.records
+    }
 
+    /// The watermark and the validator the next sync starts from.
+    private mutating func advanceNotificationWatermark(
+        _ window: NotificationWindow, listing: NotificationListing, pass: NotificationPass, failedThreads: Int
+    ) {
         // The watermark: the newest item processed, but never past one that failed, nor past unread pages.
-        var watermark = base
-        if listingComplete {
-            var candidate = processedMax ?? base
-            if let failedMin { candidate = min(candidate, failedMin) }
-            watermark = max(base, candidate)
+        var watermark = window.base
+        if listing.complete {
+            var candidate = pass.processedMax ?? window.base
+            if let failedMin = pass.failedMin { candidate = min(candidate, failedMin) }
+            watermark = max(window.base, candidate)
         }
-        if let previous { watermark = max(previous, watermark) }
+        if let previous = window.previous { watermark = max(previous, watermark) }
         state.lastSyncTime = watermark
 
         // The validator is kept only when everything up to `started` was read: otherwise a 304 next time would
         // hide what is still missing (a failed subject, or a thread touched during this sync).
         // HTTP dates have whole seconds and `before` excludes its own second, so a Last-Modified in that second
         // may stand for a thread this sync did not list: only an earlier one is safe to send back.
-        if listingComplete { state.lastListingBefore = beforeSecond }
-        if listingComplete, failures == 0, halt == nil, let lastModified,
-            let modified = HTTPDate.parse(lastModified), modified < beforeSecond
+        if listing.complete { state.lastListingBefore = window.beforeSecond }
+        if listing.complete, failedThreads == 0, pass.halt == nil, let lastModified = listing.lastModified,
+            let modified = HTTPDate.parse(lastModified), modified < window.beforeSecond
         {
             state.notificationsLastModified = lastModified
         } else {
             state.notificationsLastModified = nil
         }
-        if let halt { throw halt }
     }
 
     /// The status reason for a token `/notifications` refuses; `detail` says what GitHub said, or when it is asked again.
