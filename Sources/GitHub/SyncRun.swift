@@ -1108,6 +1108,56 @@ struct SyncRun {
 
     // MARK: - Events
 
+    /// Where this sync's event read goes, fixed before its first request.
+    private struct EventWindow {
+        /// The watermark the last sync left.
+        var previous: Date?
+        var base: Date
+        /// Event ids already emitted.
+        var known: Set<String>
+        /// How far down the read goes.
+        var horizon: Date
+        var conditional: [(String, String)]
+    }
+
+    /// What the event pager read.
+    private struct EventListing {
+        var pages = 0
+        var seenCount = 0
+        var oldestSeen: Date?
+        var reachedHorizon = false
+        var complete = false
+        var processedMax: Date?
+        /// Kept events above the horizon, new or not.
+        var listed: [(id: String, created: Date)] = []
+        var seenIds: Set<String>
+        var etag: String?
+        /// Kept events not emitted before.
+        var fresh: [(event: GitHubEvent, kind: String, created: Date)] = []
+        var undecodable = 0
+        var unknownTypes: [String: Int] = [:]
+
+        /// Takes a page's events down to `horizon`; true once an event below it is reached.
+        mutating func add(_ page: EventPage, horizon: Date, isResync: Bool) -> Bool {
+            undecodable += page.undecodable
+            seenCount += page.undecodable
+            for event in page.events {
+                seenCount += 1
+                if let type = event.type, !GitHubEvent.knownTypes.contains(type) { unknownTypes[type, default: 0] += 1 }
+                guard let created = event.created_at.flatMap(WireFormat.parseDate) else { continue }
+                oldestSeen = earlier(oldestSeen, created)
+                if created < horizon { return true }
+                processedMax = later(processedMax, created)
+                guard let kind = ActivityText.eventKind(event) else { continue }
+                listed.append((event.id, created))
+                guard isResync || !seenIds.contains(event.id) else { continue }
+                seenIds.insert(event.id)
+                fresh.append((event, kind, created))
+            }
+            return false
+        }
+    }
+
     private mutating func syncEvents() async throws(Stop) {
         guard let username = state.username else { return }
         let now = Date()
@@ -1115,12 +1165,27 @@ struct SyncRun {
             logger.debug("events skipped until X-Poll-Interval passes", metadata: ["next": "\(next)"])
             return
         }
+        let window = eventWindow()
+        var halt: Stop?
+        guard var listing = await listEvents(window, username: username, halt: &halt) else { return }
+        reportSkippedEvents(listing)
+        let waiting = await emitEvents(listing.fresh, username: username, halt: &halt)
+        if !waiting.isEmpty {
+            listing.seenIds.subtract(waiting)
+            listing.listed.removeAll { waiting.contains($0.id) }
+            problems.append("events: \(waiting.count) pull request(s) could not be read; retried next sync")
+        }
+        recordLostEvents(window, listing: listing)
+        advanceEventWatermark(window, listing: listing, settled: halt == nil && waiting.isEmpty)
+        if let halt { throw halt }
+    }
+
+    /// What is new is decided by event id, not by clock: GitHub shows an event 30 s to 6 h after it happened, so a
+    /// late one sits below newer events already processed. Each read goes down to the lag horizon under the
+    /// watermark and emits every kept event whose id it has not seen.
+    private func eventWindow() -> EventWindow {
         let previous = state.lastUserEventTime
         let base = request.since ?? previous ?? started.addingTimeInterval(-seconds(configuration.firstSyncWindow))
-        let lagHorizon = seconds(configuration.eventLagHorizon)
-        // What is new is decided by event id, not by clock: GitHub shows an event 30 s to 6 h after it happened, so
-        // a late one sits below newer events already processed. Each read goes down to the lag horizon under the
-        // watermark and emits every kept event whose id it has not seen.
         let known: Set<String>
         let horizon: Date
         if isResync || previous == nil {
@@ -1128,7 +1193,7 @@ struct SyncRun {
             horizon = base
         } else if let ids = state.eventIds {
             known = Set(ids)
-            horizon = base.addingTimeInterval(-lagHorizon)
+            horizon = base.addingTimeInterval(-seconds(configuration.eventLagHorizon))
         } else {
             // A state from before ids were compared: its recent ids and the overlap, one last time.
             known = Set(
@@ -1137,31 +1202,26 @@ struct SyncRun {
                 })
             horizon = base.addingTimeInterval(-seconds(configuration.overlap))
         }
-        let login = username.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? username
-        var url = client.apiURL("/users/\(login)/events?per_page=\(configuration.eventsPerPage)")
         var conditional: [(String, String)] = []
         if !isResync, let etag = state.eventsETag { conditional = [("If-None-Match", etag)] }
+        return EventWindow(previous: previous, base: base, known: known, horizon: horizon, conditional: conditional)
+    }
 
-        var pages = 0
-        var seenCount = 0
-        var oldestSeen: Date?
-        var reachedHorizon = false
-        var listingComplete = false
-        var processedMax: Date?
-        var listed: [(id: String, created: Date)] = []
-        var seenIds = known
-        var etag: String?
-        var halt: Stop?
-        var fresh: [(event: GitHubEvent, kind: String, created: Date)] = []
-        var undecodable = 0
-        var unknownTypes: [String: Int] = [:]
-        listing: while true {
+    /// Reads the user's events down to the horizon. nil when GitHub answers 304: the first page is unchanged, and it
+    /// covered the horizon. Free.
+    private mutating func listEvents(
+        _ window: EventWindow, username: String, halt: inout Stop?
+    ) async -> EventListing? {
+        let login = username.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? username
+        var url = client.apiURL("/users/\(login)/events?per_page=\(configuration.eventsPerPage)")
+        var listing = EventListing(seenIds: window.known)
+        while true {
             let response: GitHubResponse
             let decoded: EventPage?
             do {
                 (decoded, response) = try await client.getJSON(
-                    EventPage.self, url, credentials: credentials, conditional: pages == 0 ? conditional : [],
-                    deadline: deadline)
+                    EventPage.self, url, credentials: credentials,
+                    conditional: listing.pages == 0 ? window.conditional : [], deadline: deadline)
             } catch {
                 if error.httpStatus == 404 {
                     // The login was renamed (or the user deleted): learn it again from /user on the next sync
@@ -1170,59 +1230,47 @@ struct SyncRun {
                     state.eventsETag = nil
                 }
                 if error.stopsSync { halt = Stop(error) } else { problems.append("events: \(error.description)") }
-                break listing
+                return listing
             }
-            if pages == 0 {
+            if listing.pages == 0 {
                 state.nextEventsPoll = Self.nextPoll(after: response)
-                etag = response.etag
+                listing.etag = response.etag
             }
-            pages += 1
-            guard let decoded else { return }  // 304: the first page is unchanged, and it covered the horizon. Free.
-            undecodable += decoded.undecodable
-            seenCount += decoded.undecodable
-            for event in decoded.events {
-                seenCount += 1
-                if let type = event.type, !GitHubEvent.knownTypes.contains(type) { unknownTypes[type, default: 0] += 1 }
-                guard let created = event.created_at.flatMap(WireFormat.parseDate) else { continue }
-                oldestSeen = earlier(oldestSeen, created)
-                if created < horizon {
-                    reachedHorizon = true
-                    break
-                }
-                processedMax = later(processedMax, created)
-                guard let kind = ActivityText.eventKind(event) else { continue }
-                listed.append((event.id, created))
-                guard isResync || !seenIds.contains(event.id) else { continue }
-                seenIds.insert(event.id)
-                fresh.append((event, kind, created))
+            listing.pages += 1
+            guard let decoded else { return nil }
+            if listing.add(decoded, horizon: window.horizon, isResync: isResync) {
+                listing.reachedHorizon = true
+                listing.complete = true
+                return listing
             }
-            if reachedHorizon {
-                listingComplete = true
-                break listing
-            }
-            guard let next = response.nextLink else {
-                listingComplete = true
-                break listing
-            }
-            if pages >= configuration.maxPages {
-                listingComplete = true
-                break listing
+            guard let next = response.nextLink, listing.pages < configuration.maxPages else {
+                listing.complete = true
+                return listing
             }
             url = next
         }
+    }
 
-        if undecodable > 0 || !unknownTypes.isEmpty {
-            undecodableEvents.increment(by: undecodable)
-            unknownEvents.increment(by: unknownTypes.values.reduce(0, +))
-            logger.info(
-                "events skipped: not decodable, or of a type this version does not know",
-                metadata: [
-                    "undecodable": "\(undecodable)", "unknownTypes": "\(unknownTypes.sorted { $0.key < $1.key })",
-                ])
-        }
+    private func reportSkippedEvents(_ listing: EventListing) {
+        guard listing.undecodable > 0 || !listing.unknownTypes.isEmpty else { return }
+        undecodableEvents.increment(by: listing.undecodable)
+        unknownEvents.increment(by: listing.unknownTypes.values.reduce(0, +))
+        logger.info(
+            "events skipped: not decodable, or of a type this version does not know",
+            metadata: [
+                "undecodable": "\(listing.undecodable)",
+                "unknownTypes": "\(listing.unknownTypes.sorted { $0.key < $1.key })",
+            ])
+    }
 
-        // The pull requests whose title or page the trimmed payloads leave out: one request per pull request, through
-        // the subject cache (an unchanged one answers 304, free), none for one this sync already loaded.
+    /// Emits the new events. Returns the ids of those that wait for the next sync because the pull request they
+    /// need could not be read.
+    ///
+    /// The pull requests whose title or page the trimmed payloads leave out: one request per pull request, through
+    /// the subject cache (an unchanged one answers 304, free), none for one this sync already loaded.
+    private mutating func emitEvents(
+        _ fresh: [(event: GitHubEvent, kind: String, created: Date)], username: String, halt: inout Stop?
+    ) async -> Set<String> {
         let targets = fresh.map { target(of: $0.event, kind: $0.kind) }
         var jobs: [FetchJob] = []
         var queued = Set<String>()
@@ -1254,45 +1302,47 @@ struct SyncRun {
             activities.append(
                 activity(for: item.event, kind: item.kind, target: target, username: username, created: item.created))
         }
-        if !waiting.isEmpty {
-            seenIds.subtract(waiting)
-            listed.removeAll { waiting.contains($0.id) }
-            problems.append("events: \(waiting.count) pull request(s) could not be read; retried next sync")
-        }
+        return waiting
+    }
 
-        // GitHub keeps 300 events and 30 days of them: if we read all it has and never reached the watermark, the
-        // events between the watermark and what is still kept are gone. Say so instead of pretending coverage.
-        if listingComplete, !reachedHorizon {
-            let retained = started.addingTimeInterval(-seconds(configuration.eventHistoryAge))
-            var lostUntil: Date?
-            if let oldestSeen, oldestSeen > base,
-                seenCount >= configuration.eventHistoryLimit || pages >= configuration.maxPages
-            {
-                lostUntil = oldestSeen
-            }
-            if base < retained { lostUntil = max(lostUntil ?? retained, retained) }
-            if let lostUntil { state.gaps.append(.init(from: base, to: lostUntil, source: "events")) }
+    /// GitHub keeps 300 events and 30 days of them: if we read all it has and never reached the watermark, the
+    /// events between the watermark and what is still kept are gone. Say so instead of pretending coverage.
+    private mutating func recordLostEvents(_ window: EventWindow, listing: EventListing) {
+        guard listing.complete, !listing.reachedHorizon else { return }
+        let retained = started.addingTimeInterval(-seconds(configuration.eventHistoryAge))
+        var lostUntil: Date?
+        if let oldestSeen = listing.oldestSeen, oldestSeen > window.base,
+            listing.seenCount >= configuration.eventHistoryLimit || listing.pages >= configuration.maxPages
+        {
+            lostUntil = oldestSeen
         }
-        var watermark = previous ?? base
-        if listingComplete { watermark = max(watermark, processedMax ?? watermark) }
+        if window.base < retained { lostUntil = max(lostUntil ?? retained, retained) }
+        if let lostUntil { state.gaps.append(.init(from: window.base, to: lostUntil, source: "events")) }
+    }
+
+    /// The watermark, the ids and the ETag the next read starts from. `settled`: nothing halted the sync and no
+    /// event waits for its pull request.
+    private mutating func advanceEventWatermark(_ window: EventWindow, listing: EventListing, settled: Bool) {
+        var watermark = window.previous ?? window.base
+        if listing.complete { watermark = max(watermark, listing.processedMax ?? watermark) }
         state.lastUserEventTime = watermark
         // Remember the ids down to where the next read will look; a complete read saw every one of them.
-        let nextHorizon = watermark.addingTimeInterval(-lagHorizon)
-        if listingComplete, !isResync {
-            state.eventIds = listed.filter { $0.created >= nextHorizon }.map(\.id)
-        } else if listingComplete {
+        let nextHorizon = watermark.addingTimeInterval(-seconds(configuration.eventLagHorizon))
+        if listing.complete, !isResync {
+            state.eventIds = listing.listed.filter { $0.created >= nextHorizon }.map(\.id)
+        } else if listing.complete {
             // A resync read only down to its own `since`: the ids known below it still count, or the next normal
             // read (down to the lag horizon) would emit them again.
-            state.eventIds = boundedIds(known.union(listed.filter { $0.created >= nextHorizon }.map(\.id)))
+            state.eventIds = boundedIds(
+                window.known.union(listing.listed.filter { $0.created >= nextHorizon }.map(\.id)))
         } else {
-            state.eventIds = boundedIds(seenIds.union(listed.map(\.id)))
+            state.eventIds = boundedIds(listing.seenIds.union(listing.listed.map(\.id)))
         }
         // The first page's ETag is kept even when that page does not reach the horizon: an unchanged account must
         // cost no quota. A late event lower down then waits for the first page to change (any new event), and is
         // emitted by that read, which goes down to the horizon again; while nothing new happens the horizon stays
         // where it is, so it cannot slip below it.
-        state.eventsETag = listingComplete && halt == nil && waiting.isEmpty ? etag : nil
-        if let halt { throw halt }
+        state.eventsETag = listing.complete && settled ? listing.etag : nil
     }
 
     /// Event ids in a stable order (oldest first: GitHub's ids grow), at most as many as GitHub keeps, so the state
