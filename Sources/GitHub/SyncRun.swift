@@ -1035,15 +1035,34 @@ struct SyncRun {
         case .failed: return .retry(failed: true)
         case .notAttempted: return .retry(failed: false)
         }
+        let latestComment: GitHubComment?
+        switch ownComment(of: thread, updatedAt: updatedAt, results: results, lists: lists) {
+        case .found(let comment): latestComment = comment
+        case .verdict(let verdict): return verdict
+        }
+        return activity(for: thread, id: id, updatedAt: updatedAt, subject: subject, isPR: isPR, comment: latestComment)
+    }
+
+    /// The comment a version is told by, or the verdict when it cannot be told yet (or is skipped).
+    private enum CommentLookup {
+        case found(GitHubComment?)
+        case verdict(ItemResult)
+    }
+
+    /// The comment that made this version: the one the notification names, or, when that came after the version,
+    /// the newest in the subject's comment lists made no later than it.
+    private func ownComment(
+        of thread: NotificationThread, updatedAt: Date, results: [String: FetchResult], lists: [String]
+    ) -> CommentLookup {
         var latestComment: GitHubComment?
         if let commentURL = commentURL(for: thread) {
             switch results[commentURL] ?? .notAttempted {
             case .comment(let comment): latestComment = comment
             case .subject, .comments: break
-            case .gone: return .skip  // a comment URL outside the API origin: the item is skipped
+            case .gone: return .verdict(.skip)  // a comment URL outside the API origin: the item is skipped
             case .unavailable: break  // the comment was deleted (or hidden): the subject's author and body
-            case .failed: return .retry(failed: true)
-            case .notAttempted: return .retry(failed: false)
+            case .failed: return .verdict(.retry(failed: true))
+            case .notAttempted: return .verdict(.retry(failed: false))
             }
         }
         if drifted(thread, updatedAt: updatedAt, results: results), !lists.isEmpty {
@@ -1052,8 +1071,8 @@ struct SyncRun {
             for url in lists {
                 switch results[url] ?? .notAttempted {
                 case .comments(let comments): found += comments
-                case .failed: return .retry(failed: true)
-                case .notAttempted: return .retry(failed: false)
+                case .failed: return .verdict(.retry(failed: true))
+                case .notAttempted: return .verdict(.retry(failed: false))
                 case .subject, .comment, .gone, .unavailable: break
                 }
             }
@@ -1066,6 +1085,14 @@ struct SyncRun {
                     return (created, comment)
                 }.max { $0.0 < $1.0 }?.1
         }
+        return .found(latestComment)
+    }
+
+    /// A notification version told from its loaded subject and the comment that made it.
+    private func activity(
+        for thread: NotificationThread, id: String, updatedAt: Date, subject: IssueOrPull, isPR: Bool,
+        comment latestComment: GitHubComment?
+    ) -> ItemResult {
         let made = cause(
             of: thread, updatedAt: updatedAt, comment: latestComment,
             closedAt: subject.closed_at.flatMap(WireFormat.parseDate))
