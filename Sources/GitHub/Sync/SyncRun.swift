@@ -105,96 +105,170 @@ struct SyncRun {
 
     // MARK: - Notifications
 
+    /// Where this sync's notification listing reads, fixed before its first request.
+    private struct NotificationWindow {
+        /// The watermark the last sync left.
+        var previous: Date?
+        /// Where the window starts, before the overlap.
+        var base: Date
+        /// The listing's `since`.
+        var since: Date
+        /// `If-Modified-Since` for the first page.
+        var conditional: [(String, String)]
+        /// `started` in whole seconds: the listing's exclusive `before`.
+        var beforeSecond: Date
+        /// The last complete listing's `before`.
+        var listedBefore: Date?
+    }
+
+    /// What the pager listed: each version of a thread once.
+    private struct NotificationListing {
+        var threads: [NotificationThread] = []
+        /// `{thread}:{updated_at}` of every listed version.
+        var listedIds = Set<String>()
+        /// Every page of the window was read (or the page limit recorded a gap).
+        var complete = false
+        var lastModified: String?
+
+        /// Adds a page's versions not listed yet; returns the oldest `updated_at` on the page.
+        mutating func add(_ page: [NotificationThread]) -> Date? {
+            var oldest: Date?
+            for thread in page {
+                if let updatedAt = WireFormat.parseDate(thread.updated_at) { oldest = earlier(oldest, updatedAt) }
+                if listedIds.insert("\(thread.id):\(thread.updated_at)").inserted { threads.append(thread) }
+            }
+            return oldest
+        }
+    }
+
+    /// What the phases after the listing carry to the watermark and the status.
+    private struct NotificationPass {
+        /// The newest version settled (emitted, skipped or given up).
+        var processedMax: Date?
+        /// The oldest version kept for the next sync.
+        var failedMin: Date?
+        var halt: Stop?
+        var unavailable = 0
+        var ssoRequirements = Set<String>()
+    }
+
+    /// The subjects, comment lists and discussions this sync loaded for the pending versions.
+    private struct SubjectLoad {
+        var results: [String: FetchResult]
+        var plans: [String: CommentListPlan]
+        var discussions: [String: DiscussionLookup]
+    }
+
     private mutating func syncNotifications() async throws(Stop) {
         let now = Date()
-        if !isResync, let refused = state.notificationsRefused,
+        guard notificationsDue(now: now) else { return }
+        let window = notificationWindow()
+        var pass = NotificationPass()
+        guard let listing = await listNotifications(window, now: now, halt: &pass.halt) else { return }
+        let pending = pendingNotifications(listing.threads, pass: &pass)
+        let subjects = await loadSubjects(pending, window: window, halt: &pass.halt)
+        var ledger = StuckSubjectLedger(
+            stored: state.stuck, giveUpAfterSyncs: configuration.stuckSubjectSyncs,
+            giveUpAfterAge: seconds(configuration.stuckSubjectAge), now: now)
+        settleThreads(pending, subjects: subjects, listedIds: listing.listedIds, ledger: &ledger, pass: &pass)
+        reportSubjectProblems(failedThreads: ledger.failedThreads, pass: pass)
+        // A thread listed again, but no longer as something to fetch (its new version is not kept, or was emitted):
+        // what it left behind is emitted now, as GitHub will not list it again.
+        let settled = ledger.finish(
+            listingComplete: listing.complete, listedThreads: Set(listing.threads.map(\.id)),
+            listedIds: listing.listedIds)
+        for (threadId, version) in settled { emitSuperseded(version, thread: threadId) }
+        state.stuck = ledger.records
+        advanceNotificationWatermark(window, listing: listing, pass: pass, failedThreads: ledger.failedThreads)
+        if let halt = pass.halt { throw halt }
+    }
+
+    /// Whether the listing is read in this sync: not while a token GitHub refused waits to be asked again, nor
+    /// before `X-Poll-Interval` passes. A resync always reads.
+    private mutating func notificationsDue(now: Date) -> Bool {
+        guard !isResync else { return true }
+        if let refused = state.notificationsRefused,
             now < refused.addingTimeInterval(seconds(configuration.notificationsRefusalRetry))
         {
             let retry = refused.addingTimeInterval(seconds(configuration.notificationsRefusalRetry))
             problems.append(
                 Self.unsupportedTokenReason(
                     "refused at \(WireFormat.formatDate(refused)); asked again after \(WireFormat.formatDate(retry))"))
-            return
+            return false
         }
-        if !isResync, let next = state.nextNotificationsPoll, next > now {
+        if let next = state.nextNotificationsPoll, next > now {
             logger.debug("notifications skipped until X-Poll-Interval passes", metadata: ["next": "\(next)"])
-            return
+            return false
         }
+        return true
+    }
+
+    private func notificationWindow() -> NotificationWindow {
         let previous = state.lastSyncTime
         let base = request.since ?? previous ?? started.addingTimeInterval(-seconds(configuration.firstSyncWindow))
-        let since = isResync ? base : base.addingTimeInterval(-seconds(configuration.overlap))
         var conditional: [(String, String)] = []
         if !isResync, let validator = state.notificationsLastModified {
             conditional = [("If-Modified-Since", validator)]
         }
+        return NotificationWindow(
+            previous: previous, base: base,
+            since: isResync ? base : base.addingTimeInterval(-seconds(configuration.overlap)),
+            conditional: conditional,
+            beforeSecond: Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down)),
+            listedBefore: state.lastListingBefore)
+    }
 
-        // Paged by time, not by page number: each request asks for threads updated before the oldest one listed so
-        // far. GitHub re-bumps a thread on new activity (same id, newer `updated_at`, so it leaves this `before`-
-        // pinned window); with page numbers every later thread would move up one place and the one at the page
-        // boundary would never be listed. Whole seconds and an exclusive `before` mean the next window ends one
-        // second after the oldest seen, so threads sharing that second are listed again and dropped as repeats.
+    /// Reads the window's pages. nil when GitHub answers 304: nothing changed since the last complete read.
+    ///
+    /// Paged by time, not by page number: each request asks for threads updated before the oldest one listed so
+    /// far. GitHub re-bumps a thread on new activity (same id, newer `updated_at`, so it leaves this `before`-pinned
+    /// window); with page numbers every later thread would move up one place and the one at the page boundary would
+    /// never be listed. Whole seconds and an exclusive `before` mean the next window ends one second after the
+    /// oldest seen, so threads sharing that second are listed again and dropped as repeats.
+    private mutating func listNotifications(
+        _ window: NotificationWindow, now: Date, halt: inout Stop?
+    ) async -> NotificationListing? {
+        var listing = NotificationListing()
         var before = started
-        let listedBefore = state.lastListingBefore
-        let beforeSecond = Date(timeIntervalSince1970: started.timeIntervalSince1970.rounded(.down))
         var fallbackURL: String?
-        var threads: [NotificationThread] = []
-        var listedIds = Set<String>()
-        var listingComplete = false
-        var lastModified: String?
         var pages = 0
-        var halt: Stop?
-        listing: while true {
+        while true {
             let url =
                 fallbackURL
                 ?? client.apiURL(
-                    "/notifications?all=true&since=\(QueryDate.format(since))&before=\(QueryDate.format(before))"
+                    "/notifications?all=true&since=\(QueryDate.format(window.since))&before=\(QueryDate.format(before))"
                         + "&per_page=\(configuration.notificationsPerPage)")
             let response: GitHubResponse
             let page: [NotificationThread]?
             do {
                 (page, response) = try await client.getJSON(
                     [NotificationThread].self, url, credentials: credentials,
-                    conditional: pages == 0 ? conditional : [],
+                    conditional: pages == 0 ? window.conditional : [],
                     deadline: deadline)
             } catch {
-                if error.stopsSync {
-                    halt = Stop(error)
-                } else if error.httpStatus == 403, pages == 0 {
-                    // GitHub App user and installation tokens and fine-grained PATs may not read notifications at
-                    // all; say that plainly (it will not pass by itself), go on with the events, and do not ask
-                    // again for a while.
-                    problems.append(Self.unsupportedTokenReason(error.serverMessage ?? "HTTP 403"))
-                    state.notificationsRefused = now
-                } else {
-                    problems.append("notifications: \(error.description)")
-                }
-                break listing
+                halt = notificationsFailed(error, firstPage: pages == 0, now: now)
+                return listing
             }
             if pages == 0 {
                 state.nextNotificationsPoll = Self.nextPoll(after: response)
-                lastModified = response.lastModified
+                listing.lastModified = response.lastModified
                 state.notificationsRefused = nil
             }
             pages += 1
             guard let page else {
                 // 304: nothing changed since the last complete read. Free.
-                state.lastListingBefore = beforeSecond
-                return
+                state.lastListingBefore = window.beforeSecond
+                return nil
             }
-            var oldest: Date?
-            for thread in page {
-                if let updatedAt = WireFormat.parseDate(thread.updated_at) { oldest = earlier(oldest, updatedAt) }
-                if listedIds.insert("\(thread.id):\(thread.updated_at)").inserted { threads.append(thread) }
-            }
-            guard let oldest, response.nextLink != nil else {
-                listingComplete = true
-                break listing
+            guard let oldest = listing.add(page), response.nextLink != nil else {
+                listing.complete = true
+                return listing
             }
             if pages >= configuration.maxPages {
                 // The window holds more than we read; record what was not covered instead of looping forever.
-                state.gaps.append(.init(from: since, to: oldest, source: "notifications"))
-                listingComplete = true
-                break listing
+                state.gaps.append(.init(from: window.since, to: oldest, source: "notifications"))
+                listing.complete = true
+                return listing
             }
             let nextBefore = Date(timeIntervalSince1970: oldest.timeIntervalSince1970.rounded(.down) + 1)
             if nextBefore.timeIntervalSince1970 < before.timeIntervalSince1970.rounded(.down) {
@@ -206,10 +280,28 @@ struct SyncRun {
                 fallbackURL = response.nextLink
             }
         }
+    }
 
-        // Items: kept reasons and subject types become activities; the rest only move the watermark.
-        var processedMax: Date?
-        var failedMin: Date?
+    /// A listing request that failed: the stop when it ends the sync; otherwise the problem is recorded and the
+    /// events are still read.
+    private mutating func notificationsFailed(_ error: GitHubError, firstPage: Bool, now: Date) -> Stop? {
+        if error.stopsSync { return Stop(error) }
+        if error.httpStatus == 403, firstPage {
+            // GitHub App user and installation tokens and fine-grained PATs may not read notifications at all; say
+            // that plainly (it will not pass by itself), go on with the events, and do not ask again for a while.
+            problems.append(Self.unsupportedTokenReason(error.serverMessage ?? "HTTP 403"))
+            state.notificationsRefused = now
+        } else {
+            problems.append("notifications: \(error.description)")
+        }
+        return nil
+    }
+
+    /// The listed versions that become activities: kept reasons and subject types, not emitted before. The rest
+    /// only move the watermark.
+    private func pendingNotifications(
+        _ threads: [NotificationThread], pass: inout NotificationPass
+    ) -> [PendingNotification] {
         var pending: [PendingNotification] = []
         for thread in threads {
             guard let updatedAt = WireFormat.parseDate(thread.updated_at) else {
@@ -224,13 +316,39 @@ struct SyncRun {
             guard ActivityText.keptReasons.contains(thread.reason), isConversation,
                 isResync || !recent.contains(listingKey(id))
             else {
-                processedMax = later(processedMax, updatedAt)
+                pass.processedMax = later(pass.processedMax, updatedAt)
                 continue
             }
             pending.append(PendingNotification(thread: thread, id: id, updatedAt: updatedAt))
         }
+        return pending
+    }
 
-        // One fetch per distinct subject (and comment) URL, in parallel within bounds.
+    /// Loads what the pending versions are told from: one fetch per distinct subject (and comment) URL, in parallel
+    /// within bounds, then the comment lists some threads need, then the discussions.
+    private mutating func loadSubjects(
+        _ pending: [PendingNotification], window: NotificationWindow, halt: inout Stop?
+    ) async -> SubjectLoad {
+        let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
+        let (fetchedNow, fetchStop) = await fetcher.fetch(
+            subjectJobs(pending), parallelism: configuration.subjectParallelism)
+        var results = fetchedNow
+        if let fetchStop, halt == nil { halt = Stop(fetchStop) }
+        var plans: [String: CommentListPlan] = [:]
+        var listJobs: [FetchJob] = []
+        if halt == nil { (plans, listJobs) = commentListPlans(pending, window: window, results: results) }
+        if !listJobs.isEmpty {
+            let (lists, listStop) = await fetcher.fetch(listJobs, parallelism: configuration.subjectParallelism)
+            if let listStop, halt == nil { halt = Stop(listStop) }
+            results.merge(lists) { _, new in new }
+        }
+        fetched.merge(results) { _, new in new }
+        let discussions = await discussionLookups(pending, halt: &halt)
+        return SubjectLoad(results: results, plans: plans, discussions: discussions)
+    }
+
+    /// The subject and newest-comment URLs of the pending issues and pull requests, each once.
+    private func subjectJobs(_ pending: [PendingNotification]) -> [FetchJob] {
         var jobs: [FetchJob] = []
         var seen = Set<String>()
         for item in pending where ActivityText.isPullRequest(subjectType: item.thread.subject.type) != nil {
@@ -241,40 +359,46 @@ struct SyncRun {
                 jobs.append(FetchJob(url: commentURL, isComment: true))
             }
         }
-        let fetcher = SubjectFetcher(client: client, credentials: credentials, deadline: deadline, logger: logger)
-        let (fetchedNow, fetchStop) = await fetcher.fetch(jobs, parallelism: configuration.subjectParallelism)
-        var results = fetchedNow
-        if let fetchStop, halt == nil { halt = Stop(fetchStop) }
-        // `latest_comment_url` names the subject's newest comment when GitHub is polled, not the one that made the
-        // version: a reply the user wrote minutes later moves it. A version older than the comment it names reads
-        // the subject's comments around its `updated_at` to find its own. And GitHub lists only a thread's newest
-        // version: one that appeared after the last listing began and was superseded before this one (or that a
-        // sync whose output was rolled back was handed) is told apart by the subject's comments and `closed_at`
-        // (see `recoveredVersions`), from this listing's `since` but not before the last listing's `before`: what
-        // was made earlier was listable then, and a thread the user is notified about only now may have comments
-        // from before they were subscribed to it.
-        let querySince = WireFormat.parseDate(QueryDate.format(since)) ?? since
-        let recoverySince = max(querySince, listedBefore ?? querySince)
+        return jobs
+    }
+
+    /// The comment lists each thread needs, by thread, and the distinct list URLs to fetch.
+    ///
+    /// `latest_comment_url` names the subject's newest comment when GitHub is polled, not the one that made the
+    /// version: a reply the user wrote minutes later moves it. A version older than the comment it names reads the
+    /// subject's comments around its `updated_at` to find its own. And GitHub lists only a thread's newest version:
+    /// one that appeared after the last listing began and was superseded before this one (or that a sync whose
+    /// output was rolled back was handed) is told apart by the subject's comments and `closed_at` (see
+    /// `recoveredVersions`), from this listing's `since` but not before the last listing's `before`: what was made
+    /// earlier was listable then, and a thread the user is notified about only now may have comments from before
+    /// they were subscribed to it.
+    private func commentListPlans(
+        _ pending: [PendingNotification], window: NotificationWindow, results: [String: FetchResult]
+    ) -> ([String: CommentListPlan], [FetchJob]) {
+        let querySince = WireFormat.parseDate(QueryDate.format(window.since)) ?? window.since
+        let recoverySince = max(querySince, window.listedBefore ?? querySince)
         var plans: [String: CommentListPlan] = [:]
         var listJobs: [FetchJob] = []
         var listed = Set<String>()
-        for (threadId, items) in Dictionary(grouping: pending, by: { $0.thread.id }) where halt == nil {
+        for (threadId, items) in Dictionary(grouping: pending, by: { $0.thread.id }) {
             guard
                 let plan = commentListPlan(
-                    items, results: results, recoverySince: previous != nil || isResync ? recoverySince : nil)
+                    items, results: results,
+                    recoverySince: window.previous != nil || isResync ? recoverySince : nil)
             else { continue }
             plans[threadId] = plan
             for url in plan.urls where listed.insert(url).inserted {
                 listJobs.append(FetchJob(url: url, isComment: false, isList: true))
             }
         }
-        if !listJobs.isEmpty {
-            let (lists, listStop) = await fetcher.fetch(listJobs, parallelism: configuration.subjectParallelism)
-            if let listStop, halt == nil { halt = Stop(listStop) }
-            results.merge(lists) { _, new in new }
-        }
-        fetched.merge(results) { _, new in new }
-        // Discussions have no REST subject: one GraphQL query per repository resolves their pages.
+        return (plans, listJobs)
+    }
+
+    /// Discussions have no REST subject: one GraphQL query per repository resolves their pages. Once the sync is
+    /// halted, the rest are not attempted.
+    private func discussionLookups(
+        _ pending: [PendingNotification], halt: inout Stop?
+    ) async -> [String: DiscussionLookup] {
         var discussions: [String: DiscussionLookup] = [:]
         for item in pending where item.thread.subject.type == "Discussion" {
             let repo = item.thread.repository.full_name
@@ -287,152 +411,132 @@ struct SyncRun {
             discussions[repo] = lookup
             if let stop { halt = Stop(stop) }
         }
+        return discussions
+    }
 
-        // Stuck subjects are counted per thread, across its versions: GitHub re-bumps a thread on new activity, and
-        // a subject that keeps failing must still be given up even when every sync lists a newer version.
-        var prior: [String: GitHubState.StuckItem] = [:]
-        for (key, record) in state.stuck {
-            // States written before hold `{thread}:{updated_at}` keys.
-            let thread = String(key.prefix { $0 != ":" })
-            if let existing = prior[thread] {
-                prior[thread] = .init(
-                    since: min(existing.since, record.since), failures: max(existing.failures, record.failures),
-                    superseded: existing.superseded + record.superseded)
-            } else {
-                prior[thread] = record
-            }
-        }
-        var unavailable = 0
-        var ssoRequirements = Set<String>()
+    /// Each thread's versions, oldest first: emitted, kept for the next sync or given up, as their verdicts and the
+    /// ledger say.
+    private mutating func settleThreads(
+        _ pending: [PendingNotification], subjects: SubjectLoad, listedIds: Set<String>,
+        ledger: inout StuckSubjectLedger, pass: inout NotificationPass
+    ) {
         var byThread: [String: [PendingNotification]] = [:]
         for item in pending { byThread[item.thread.id, default: []].append(item) }
-        var failures = 0
-        var stuck: [String: GitHubState.StuckItem] = [:]
         for (threadId, items) in byThread.sorted(by: { $0.key < $1.key }) {
             let versions = items.sorted { $0.updatedAt < $1.updatedAt }
-            let listedVerdicts = versions.map { item -> ItemResult in
-                switch item.thread.subject.type {
-                case "Discussion":
-                    discussionActivity(item, lookup: discussions[item.thread.repository.full_name] ?? .notAttempted)
-                case "Release", "Commit": .emit(releaseOrCommitActivity(item))
-                default:
-                    activity(
-                        for: item.thread, id: item.id, updatedAt: item.updatedAt, results: results,
-                        lists: plans[threadId]?.urls ?? [])
-                }
-            }
-            // Versions between the last listing and this one, told by the subject's comments and state.
-            var recovered: [Activity] = []
-            var verdicts = listedVerdicts
-            if let plan = plans[threadId], let since = plan.recoverySince {
-                switch recoveredVersions(versions, plan: plan, since: since, results: results, listed: listedIds) {
-                case .found(let activities): recovered = activities
-                case .retry(let failed): verdicts = versions.map { _ in .retry(failed: failed) }
-                }
-            }
-            let record = prior.removeValue(forKey: threadId)
+            let (recovered, verdicts) = verdicts(
+                on: versions, thread: threadId, subjects: subjects, listedIds: listedIds)
             let failedNow = verdicts.contains { if case .retry(failed: true) = $0 { true } else { false } }
-            let count = (record?.failures ?? 0) + (failedNow ? 1 : 0)
-            // The age limit counts from the first failure, not from a sync that stopped before asking.
-            let since = record.flatMap { $0.failures > 0 ? $0.since : nil } ?? now
-            let givingUp =
-                failedNow
-                && (count >= configuration.stuckSubjectSyncs
-                    || now.timeIntervalSince(since) >= seconds(configuration.stuckSubjectAge))
-            // Versions that failed before and are not listed any more: GitHub moved the thread on.
-            let listed = Set(versions.map(\.thread.updated_at))
-            var kept = (record?.superseded ?? []).filter { !listed.contains($0.updatedAt) }
-            var waiting = false
+            var entry = ledger.open(
+                thread: threadId, listed: Set(versions.map(\.thread.updated_at)), failedNow: failedNow)
             for activity in recovered { emit(activity) }
-            for (item, result) in zip(versions, verdicts) {
-                switch result {
-                case .emit(let activity):
-                    emit(activity)
-                    processedMax = later(processedMax, item.updatedAt)
-                case .unavailable(let activity, let sso):
-                    emit(activity)
-                    processedMax = later(processedMax, item.updatedAt)
-                    unavailable += 1
-                    if let sso { ssoRequirements.insert(sso) }
-                case .skip:
-                    processedMax = later(processedMax, item.updatedAt)
-                case .retry(let failed):
-                    if failed, givingUp {
-                        if let fallback = activityFromNotificationAlone(item) {
-                            logger.warning(
-                                "subject kept failing; emitted the notification with what it says itself",
-                                metadata: [
-                                    "thread": "\(threadId)", "failures": "\(count)",
-                                    "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
-                                ])
-                            emitFallback(fallback, thread: threadId, at: item.updatedAt)
-                        }
-                        processedMax = later(processedMax, item.updatedAt)
-                    } else {
-                        // Kept with what it says, in case the thread moves on before its subject loads.
-                        kept.append(Self.version(of: item.thread))
-                        failedMin = earlier(failedMin, item.updatedAt)
-                        waiting = true
-                    }
+            for (item, verdict) in zip(versions, verdicts) {
+                apply(verdict, to: item, entry: &entry, ledger: ledger, pass: &pass)
+            }
+            // A settled thread's versions left behind while failing are emitted from their notification.
+            for version in ledger.settle(entry) { emitSuperseded(version, thread: threadId) }
+        }
+    }
+
+    /// The verdicts on one thread's listed versions, and the versions between the last listing and this one, told
+    /// by the subject's comments and state. When those cannot be told yet, every listed version waits too.
+    private func verdicts(
+        on versions: [PendingNotification], thread threadId: String, subjects: SubjectLoad, listedIds: Set<String>
+    ) -> (recovered: [Activity], verdicts: [ItemResult]) {
+        let verdicts = versions.map { item -> ItemResult in
+            switch item.thread.subject.type {
+            case "Discussion":
+                discussionActivity(
+                    item, lookup: subjects.discussions[item.thread.repository.full_name] ?? .notAttempted)
+            case "Release", "Commit": .emit(releaseOrCommitActivity(item))
+            default:
+                activity(
+                    for: item.thread, id: item.id, updatedAt: item.updatedAt, results: subjects.results,
+                    lists: subjects.plans[threadId]?.urls ?? [])
+            }
+        }
+        guard let plan = subjects.plans[threadId], let since = plan.recoverySince else { return ([], verdicts) }
+        switch recoveredVersions(versions, plan: plan, since: since, results: subjects.results, listed: listedIds) {
+        case .found(let activities): return (activities, verdicts)
+        case .retry(let failed): return ([], versions.map { _ in .retry(failed: failed) })
+        }
+    }
+
+    /// One version's verdict: emitted (the watermark may pass it), or retried, and then kept or given up as the
+    /// ledger decides.
+    private mutating func apply(
+        _ verdict: ItemResult, to item: PendingNotification, entry: inout StuckSubjectLedger.Entry,
+        ledger: StuckSubjectLedger, pass: inout NotificationPass
+    ) {
+        switch verdict {
+        case .emit(let activity):
+            emit(activity)
+            pass.processedMax = later(pass.processedMax, item.updatedAt)
+        case .unavailable(let activity, let sso):
+            emit(activity)
+            pass.processedMax = later(pass.processedMax, item.updatedAt)
+            pass.unavailable += 1
+            if let sso { pass.ssoRequirements.insert(sso) }
+        case .skip:
+            pass.processedMax = later(pass.processedMax, item.updatedAt)
+        case .retry(let failed):
+            switch ledger.retry(Self.version(of: item.thread), failed: failed, in: &entry) {
+            case .giveUp:
+                if let fallback = activityFromNotificationAlone(item) {
+                    logger.warning(
+                        "subject kept failing; emitted the notification with what it says itself",
+                        metadata: [
+                            "thread": "\(entry.id)", "failures": "\(entry.failures)",
+                            "subject": "\(item.thread.subject.url ?? item.thread.subject.type)",
+                        ])
+                    emitFallback(fallback, thread: entry.id, at: item.updatedAt)
                 }
-            }
-            if waiting {
-                stuck[threadId] = .init(since: since, failures: count, superseded: kept)
-                if failedNow { failures += 1 }
-            } else {
-                // The thread is settled: versions it left behind while failing are emitted from their notification.
-                for version in kept { emitSuperseded(version, thread: threadId) }
+                pass.processedMax = later(pass.processedMax, item.updatedAt)
+            case .keep:
+                pass.failedMin = earlier(pass.failedMin, item.updatedAt)
             }
         }
-        if failures > 0, halt == nil {
-            problems.append("\(failures) notification subject(s) failed; retried next sync")
+    }
+
+    private mutating func reportSubjectProblems(failedThreads: Int, pass: NotificationPass) {
+        if failedThreads > 0, pass.halt == nil {
+            problems.append("\(failedThreads) notification subject(s) failed; retried next sync")
         }
-        if !ssoRequirements.isEmpty {
+        if !pass.ssoRequirements.isEmpty {
             problems.append(
-                "subject_unavailable: \(unavailable) notification subject(s) answered 403 because their organization "
-                    + "enforces SAML SSO and the token is not authorized for it (X-GitHub-SSO: "
-                    + ssoRequirements.sorted().joined(separator: ", ")
+                "subject_unavailable: \(pass.unavailable) notification subject(s) answered 403 because their "
+                    + "organization enforces SAML SSO and the token is not authorized for it (X-GitHub-SSO: "
+                    + pass.ssoRequirements.sorted().joined(separator: ", ")
                     + "); their activities say only what the notification says")
         }
-        let listedThreads = Set(threads.map(\.id))
-        for (threadId, record) in prior {
-            if listingComplete, listedThreads.contains(threadId) {
-                // Listed again, but no longer as something to fetch (its new version is not kept, or was emitted):
-                // what it left behind is emitted now, as GitHub will not list it again.
-                for version in record.superseded
-                where !listedIds.contains("\(threadId):\(version.updatedAt)") {
-                    emitSuperseded(version, thread: threadId)
-                }
-            } else {
-                // Not reached by this sync (or not listed at all): the record waits.
-                stuck[threadId] = record
-            }
-        }
-        state.stuck = stuck
+    }
 
+    /// The watermark and the validator the next sync starts from.
+    private mutating func advanceNotificationWatermark(
+        _ window: NotificationWindow, listing: NotificationListing, pass: NotificationPass, failedThreads: Int
+    ) {
         // The watermark: the newest item processed, but never past one that failed, nor past unread pages.
-        var watermark = base
-        if listingComplete {
-            var candidate = processedMax ?? base
-            if let failedMin { candidate = min(candidate, failedMin) }
-            watermark = max(base, candidate)
+        var watermark = window.base
+        if listing.complete {
+            var candidate = pass.processedMax ?? window.base
+            if let failedMin = pass.failedMin { candidate = min(candidate, failedMin) }
+            watermark = max(window.base, candidate)
         }
-        if let previous { watermark = max(previous, watermark) }
+        if let previous = window.previous { watermark = max(previous, watermark) }
         state.lastSyncTime = watermark
 
         // The validator is kept only when everything up to `started` was read: otherwise a 304 next time would
         // hide what is still missing (a failed subject, or a thread touched during this sync).
         // HTTP dates have whole seconds and `before` excludes its own second, so a Last-Modified in that second
         // may stand for a thread this sync did not list: only an earlier one is safe to send back.
-        if listingComplete { state.lastListingBefore = beforeSecond }
-        if listingComplete, failures == 0, halt == nil, let lastModified,
-            let modified = HTTPDate.parse(lastModified), modified < beforeSecond
+        if listing.complete { state.lastListingBefore = window.beforeSecond }
+        if listing.complete, failedThreads == 0, pass.halt == nil, let lastModified = listing.lastModified,
+            let modified = HTTPDate.parse(lastModified), modified < window.beforeSecond
         {
             state.notificationsLastModified = lastModified
         } else {
             state.notificationsLastModified = nil
         }
-        if let halt { throw halt }
     }
 
     /// The status reason for a token `/notifications` refuses; `detail` says what GitHub said, or when it is asked again.
@@ -932,15 +1036,34 @@ struct SyncRun {
         case .failed: return .retry(failed: true)
         case .notAttempted: return .retry(failed: false)
         }
+        let latestComment: GitHubComment?
+        switch ownComment(of: thread, updatedAt: updatedAt, results: results, lists: lists) {
+        case .found(let comment): latestComment = comment
+        case .verdict(let verdict): return verdict
+        }
+        return activity(for: thread, id: id, updatedAt: updatedAt, subject: subject, isPR: isPR, comment: latestComment)
+    }
+
+    /// The comment a version is told by, or the verdict when it cannot be told yet (or is skipped).
+    private enum CommentLookup {
+        case found(GitHubComment?)
+        case verdict(ItemResult)
+    }
+
+    /// The comment that made this version: the one the notification names, or, when that came after the version,
+    /// the newest in the subject's comment lists made no later than it.
+    private func ownComment(
+        of thread: NotificationThread, updatedAt: Date, results: [String: FetchResult], lists: [String]
+    ) -> CommentLookup {
         var latestComment: GitHubComment?
         if let commentURL = commentURL(for: thread) {
             switch results[commentURL] ?? .notAttempted {
             case .comment(let comment): latestComment = comment
             case .subject, .comments: break
-            case .gone: return .skip  // a comment URL outside the API origin: the item is skipped
+            case .gone: return .verdict(.skip)  // a comment URL outside the API origin: the item is skipped
             case .unavailable: break  // the comment was deleted (or hidden): the subject's author and body
-            case .failed: return .retry(failed: true)
-            case .notAttempted: return .retry(failed: false)
+            case .failed: return .verdict(.retry(failed: true))
+            case .notAttempted: return .verdict(.retry(failed: false))
             }
         }
         if drifted(thread, updatedAt: updatedAt, results: results), !lists.isEmpty {
@@ -949,8 +1072,8 @@ struct SyncRun {
             for url in lists {
                 switch results[url] ?? .notAttempted {
                 case .comments(let comments): found += comments
-                case .failed: return .retry(failed: true)
-                case .notAttempted: return .retry(failed: false)
+                case .failed: return .verdict(.retry(failed: true))
+                case .notAttempted: return .verdict(.retry(failed: false))
                 case .subject, .comment, .gone, .unavailable: break
                 }
             }
@@ -963,6 +1086,14 @@ struct SyncRun {
                     return (created, comment)
                 }.max { $0.0 < $1.0 }?.1
         }
+        return .found(latestComment)
+    }
+
+    /// A notification version told from its loaded subject and the comment that made it.
+    private func activity(
+        for thread: NotificationThread, id: String, updatedAt: Date, subject: IssueOrPull, isPR: Bool,
+        comment latestComment: GitHubComment?
+    ) -> ItemResult {
         let made = cause(
             of: thread, updatedAt: updatedAt, comment: latestComment,
             closedAt: subject.closed_at.flatMap(WireFormat.parseDate))
@@ -1005,6 +1136,56 @@ struct SyncRun {
 
     // MARK: - Events
 
+    /// Where this sync's event read goes, fixed before its first request.
+    private struct EventWindow {
+        /// The watermark the last sync left.
+        var previous: Date?
+        var base: Date
+        /// Event ids already emitted.
+        var known: Set<String>
+        /// How far down the read goes.
+        var horizon: Date
+        var conditional: [(String, String)]
+    }
+
+    /// What the event pager read.
+    private struct EventListing {
+        var pages = 0
+        var seenCount = 0
+        var oldestSeen: Date?
+        var reachedHorizon = false
+        var complete = false
+        var processedMax: Date?
+        /// Kept events above the horizon, new or not.
+        var listed: [(id: String, created: Date)] = []
+        var seenIds: Set<String>
+        var etag: String?
+        /// Kept events not emitted before.
+        var fresh: [(event: GitHubEvent, kind: String, created: Date)] = []
+        var undecodable = 0
+        var unknownTypes: [String: Int] = [:]
+
+        /// Takes a page's events down to `horizon`; true once an event below it is reached.
+        mutating func add(_ page: EventPage, horizon: Date, isResync: Bool) -> Bool {
+            undecodable += page.undecodable
+            seenCount += page.undecodable
+            for event in page.events {
+                seenCount += 1
+                if let type = event.type, !GitHubEvent.knownTypes.contains(type) { unknownTypes[type, default: 0] += 1 }
+                guard let created = event.created_at.flatMap(WireFormat.parseDate) else { continue }
+                oldestSeen = earlier(oldestSeen, created)
+                if created < horizon { return true }
+                processedMax = later(processedMax, created)
+                guard let kind = ActivityText.eventKind(event) else { continue }
+                listed.append((event.id, created))
+                guard isResync || !seenIds.contains(event.id) else { continue }
+                seenIds.insert(event.id)
+                fresh.append((event, kind, created))
+            }
+            return false
+        }
+    }
+
     private mutating func syncEvents() async throws(Stop) {
         guard let username = state.username else { return }
         let now = Date()
@@ -1012,12 +1193,27 @@ struct SyncRun {
             logger.debug("events skipped until X-Poll-Interval passes", metadata: ["next": "\(next)"])
             return
         }
+        let window = eventWindow()
+        var halt: Stop?
+        guard var listing = await listEvents(window, username: username, halt: &halt) else { return }
+        reportSkippedEvents(listing)
+        let waiting = await emitEvents(listing.fresh, username: username, halt: &halt)
+        if !waiting.isEmpty {
+            listing.seenIds.subtract(waiting)
+            listing.listed.removeAll { waiting.contains($0.id) }
+            problems.append("events: \(waiting.count) pull request(s) could not be read; retried next sync")
+        }
+        recordLostEvents(window, listing: listing)
+        advanceEventWatermark(window, listing: listing, settled: halt == nil && waiting.isEmpty)
+        if let halt { throw halt }
+    }
+
+    /// What is new is decided by event id, not by clock: GitHub shows an event 30 s to 6 h after it happened, so a
+    /// late one sits below newer events already processed. Each read goes down to the lag horizon under the
+    /// watermark and emits every kept event whose id it has not seen.
+    private func eventWindow() -> EventWindow {
         let previous = state.lastUserEventTime
         let base = request.since ?? previous ?? started.addingTimeInterval(-seconds(configuration.firstSyncWindow))
-        let lagHorizon = seconds(configuration.eventLagHorizon)
-        // What is new is decided by event id, not by clock: GitHub shows an event 30 s to 6 h after it happened, so
-        // a late one sits below newer events already processed. Each read goes down to the lag horizon under the
-        // watermark and emits every kept event whose id it has not seen.
         let known: Set<String>
         let horizon: Date
         if isResync || previous == nil {
@@ -1025,7 +1221,7 @@ struct SyncRun {
             horizon = base
         } else if let ids = state.eventIds {
             known = Set(ids)
-            horizon = base.addingTimeInterval(-lagHorizon)
+            horizon = base.addingTimeInterval(-seconds(configuration.eventLagHorizon))
         } else {
             // A state from before ids were compared: its recent ids and the overlap, one last time.
             known = Set(
@@ -1034,31 +1230,26 @@ struct SyncRun {
                 })
             horizon = base.addingTimeInterval(-seconds(configuration.overlap))
         }
-        let login = username.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? username
-        var url = client.apiURL("/users/\(login)/events?per_page=\(configuration.eventsPerPage)")
         var conditional: [(String, String)] = []
         if !isResync, let etag = state.eventsETag { conditional = [("If-None-Match", etag)] }
+        return EventWindow(previous: previous, base: base, known: known, horizon: horizon, conditional: conditional)
+    }
 
-        var pages = 0
-        var seenCount = 0
-        var oldestSeen: Date?
-        var reachedHorizon = false
-        var listingComplete = false
-        var processedMax: Date?
-        var listed: [(id: String, created: Date)] = []
-        var seenIds = known
-        var etag: String?
-        var halt: Stop?
-        var fresh: [(event: GitHubEvent, kind: String, created: Date)] = []
-        var undecodable = 0
-        var unknownTypes: [String: Int] = [:]
-        listing: while true {
+    /// Reads the user's events down to the horizon. nil when GitHub answers 304: the first page is unchanged, and it
+    /// covered the horizon. Free.
+    private mutating func listEvents(
+        _ window: EventWindow, username: String, halt: inout Stop?
+    ) async -> EventListing? {
+        let login = username.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? username
+        var url = client.apiURL("/users/\(login)/events?per_page=\(configuration.eventsPerPage)")
+        var listing = EventListing(seenIds: window.known)
+        while true {
             let response: GitHubResponse
             let decoded: EventPage?
             do {
                 (decoded, response) = try await client.getJSON(
-                    EventPage.self, url, credentials: credentials, conditional: pages == 0 ? conditional : [],
-                    deadline: deadline)
+                    EventPage.self, url, credentials: credentials,
+                    conditional: listing.pages == 0 ? window.conditional : [], deadline: deadline)
             } catch {
                 if error.httpStatus == 404 {
                     // The login was renamed (or the user deleted): learn it again from /user on the next sync
@@ -1067,59 +1258,47 @@ struct SyncRun {
                     state.eventsETag = nil
                 }
                 if error.stopsSync { halt = Stop(error) } else { problems.append("events: \(error.description)") }
-                break listing
+                return listing
             }
-            if pages == 0 {
+            if listing.pages == 0 {
                 state.nextEventsPoll = Self.nextPoll(after: response)
-                etag = response.etag
+                listing.etag = response.etag
             }
-            pages += 1
-            guard let decoded else { return }  // 304: the first page is unchanged, and it covered the horizon. Free.
-            undecodable += decoded.undecodable
-            seenCount += decoded.undecodable
-            for event in decoded.events {
-                seenCount += 1
-                if let type = event.type, !GitHubEvent.knownTypes.contains(type) { unknownTypes[type, default: 0] += 1 }
-                guard let created = event.created_at.flatMap(WireFormat.parseDate) else { continue }
-                oldestSeen = earlier(oldestSeen, created)
-                if created < horizon {
-                    reachedHorizon = true
-                    break
-                }
-                processedMax = later(processedMax, created)
-                guard let kind = ActivityText.eventKind(event) else { continue }
-                listed.append((event.id, created))
-                guard isResync || !seenIds.contains(event.id) else { continue }
-                seenIds.insert(event.id)
-                fresh.append((event, kind, created))
+            listing.pages += 1
+            guard let decoded else { return nil }
+            if listing.add(decoded, horizon: window.horizon, isResync: isResync) {
+                listing.reachedHorizon = true
+                listing.complete = true
+                return listing
             }
-            if reachedHorizon {
-                listingComplete = true
-                break listing
-            }
-            guard let next = response.nextLink else {
-                listingComplete = true
-                break listing
-            }
-            if pages >= configuration.maxPages {
-                listingComplete = true
-                break listing
+            guard let next = response.nextLink, listing.pages < configuration.maxPages else {
+                listing.complete = true
+                return listing
             }
             url = next
         }
+    }
 
-        if undecodable > 0 || !unknownTypes.isEmpty {
-            undecodableEvents.increment(by: undecodable)
-            unknownEvents.increment(by: unknownTypes.values.reduce(0, +))
-            logger.info(
-                "events skipped: not decodable, or of a type this version does not know",
-                metadata: [
-                    "undecodable": "\(undecodable)", "unknownTypes": "\(unknownTypes.sorted { $0.key < $1.key })",
-                ])
-        }
+    private func reportSkippedEvents(_ listing: EventListing) {
+        guard listing.undecodable > 0 || !listing.unknownTypes.isEmpty else { return }
+        undecodableEvents.increment(by: listing.undecodable)
+        unknownEvents.increment(by: listing.unknownTypes.values.reduce(0, +))
+        logger.info(
+            "events skipped: not decodable, or of a type this version does not know",
+            metadata: [
+                "undecodable": "\(listing.undecodable)",
+                "unknownTypes": "\(listing.unknownTypes.sorted { $0.key < $1.key })",
+            ])
+    }
 
-        // The pull requests whose title or page the trimmed payloads leave out: one request per pull request, through
-        // the subject cache (an unchanged one answers 304, free), none for one this sync already loaded.
+    /// Emits the new events. Returns the ids of those that wait for the next sync because the pull request they
+    /// need could not be read.
+    ///
+    /// The pull requests whose title or page the trimmed payloads leave out: one request per pull request, through
+    /// the subject cache (an unchanged one answers 304, free), none for one this sync already loaded.
+    private mutating func emitEvents(
+        _ fresh: [(event: GitHubEvent, kind: String, created: Date)], username: String, halt: inout Stop?
+    ) async -> Set<String> {
         let targets = fresh.map { target(of: $0.event, kind: $0.kind) }
         var jobs: [FetchJob] = []
         var queued = Set<String>()
@@ -1151,45 +1330,47 @@ struct SyncRun {
             activities.append(
                 activity(for: item.event, kind: item.kind, target: target, username: username, created: item.created))
         }
-        if !waiting.isEmpty {
-            seenIds.subtract(waiting)
-            listed.removeAll { waiting.contains($0.id) }
-            problems.append("events: \(waiting.count) pull request(s) could not be read; retried next sync")
-        }
+        return waiting
+    }
 
-        // GitHub keeps 300 events and 30 days of them: if we read all it has and never reached the watermark, the
-        // events between the watermark and what is still kept are gone. Say so instead of pretending coverage.
-        if listingComplete, !reachedHorizon {
-            let retained = started.addingTimeInterval(-seconds(configuration.eventHistoryAge))
-            var lostUntil: Date?
-            if let oldestSeen, oldestSeen > base,
-                seenCount >= configuration.eventHistoryLimit || pages >= configuration.maxPages
-            {
-                lostUntil = oldestSeen
-            }
-            if base < retained { lostUntil = max(lostUntil ?? retained, retained) }
-            if let lostUntil { state.gaps.append(.init(from: base, to: lostUntil, source: "events")) }
+    /// GitHub keeps 300 events and 30 days of them: if we read all it has and never reached the watermark, the
+    /// events between the watermark and what is still kept are gone. Say so instead of pretending coverage.
+    private mutating func recordLostEvents(_ window: EventWindow, listing: EventListing) {
+        guard listing.complete, !listing.reachedHorizon else { return }
+        let retained = started.addingTimeInterval(-seconds(configuration.eventHistoryAge))
+        var lostUntil: Date?
+        if let oldestSeen = listing.oldestSeen, oldestSeen > window.base,
+            listing.seenCount >= configuration.eventHistoryLimit || listing.pages >= configuration.maxPages
+        {
+            lostUntil = oldestSeen
         }
-        var watermark = previous ?? base
-        if listingComplete { watermark = max(watermark, processedMax ?? watermark) }
+        if window.base < retained { lostUntil = max(lostUntil ?? retained, retained) }
+        if let lostUntil { state.gaps.append(.init(from: window.base, to: lostUntil, source: "events")) }
+    }
+
+    /// The watermark, the ids and the ETag the next read starts from. `settled`: nothing halted the sync and no
+    /// event waits for its pull request.
+    private mutating func advanceEventWatermark(_ window: EventWindow, listing: EventListing, settled: Bool) {
+        var watermark = window.previous ?? window.base
+        if listing.complete { watermark = max(watermark, listing.processedMax ?? watermark) }
         state.lastUserEventTime = watermark
         // Remember the ids down to where the next read will look; a complete read saw every one of them.
-        let nextHorizon = watermark.addingTimeInterval(-lagHorizon)
-        if listingComplete, !isResync {
-            state.eventIds = listed.filter { $0.created >= nextHorizon }.map(\.id)
-        } else if listingComplete {
+        let nextHorizon = watermark.addingTimeInterval(-seconds(configuration.eventLagHorizon))
+        if listing.complete, !isResync {
+            state.eventIds = listing.listed.filter { $0.created >= nextHorizon }.map(\.id)
+        } else if listing.complete {
             // A resync read only down to its own `since`: the ids known below it still count, or the next normal
             // read (down to the lag horizon) would emit them again.
-            state.eventIds = boundedIds(known.union(listed.filter { $0.created >= nextHorizon }.map(\.id)))
+            state.eventIds = boundedIds(
+                window.known.union(listing.listed.filter { $0.created >= nextHorizon }.map(\.id)))
         } else {
-            state.eventIds = boundedIds(seenIds.union(listed.map(\.id)))
+            state.eventIds = boundedIds(listing.seenIds.union(listing.listed.map(\.id)))
         }
         // The first page's ETag is kept even when that page does not reach the horizon: an unchanged account must
         // cost no quota. A late event lower down then waits for the first page to change (any new event), and is
         // emitted by that read, which goes down to the horizon again; while nothing new happens the horizon stays
         // where it is, so it cannot slip below it.
-        state.eventsETag = listingComplete && halt == nil && waiting.isEmpty ? etag : nil
-        if let halt { throw halt }
+        state.eventsETag = listing.complete && settled ? listing.etag : nil
     }
 
     /// Event ids in a stable order (oldest first: GitHub's ids grow), at most as many as GitHub keeps, so the state

@@ -119,23 +119,10 @@ public final class GitHubClient: Sendable {
                 token = fresh
                 attempt -= 1
             case 403, 429:
-                guard let wait = rateLimitWait(response, secondaryWaits: secondaryWaits) else { return response }
-                if case .secondary = wait.kind { secondaryWaits += 1 }
-                rateLimitWaits += 1
-                let until = Date().addingTimeInterval(wait.seconds)
-                // A server that keeps limiting (e.g. `retry-after: 0` forever) must not be hammered: after a few
-                // waits, stop and come back a minute later.
-                guard rateLimitWaits <= Self.maxRateLimitWaits else {
-                    throw GitHubError(.rateLimited(until: max(until, Date().addingTimeInterval(60))))
-                }
-                guard until < deadline else {
-                    logger.info(
-                        "GitHub rate limit outlasts the sync deadline; stopping early",
-                        metadata: ["retryAt": "\(until)", "status": "\(response.status)"])
-                    throw GitHubError(.rateLimited(until: until))
-                }
-                logger.debug("rate limited; waiting", metadata: ["seconds": "\(wait.seconds)"])
-                try await sleep(seconds: wait.seconds)
+                guard
+                    try await waitOutRateLimit(
+                        response, secondaryWaits: &secondaryWaits, rateLimitWaits: &rateLimitWaits, deadline: deadline)
+                else { return response }
                 attempt -= 1
             case 500...599:
                 try await backoff(attempt: attempt, reason: "HTTP \(response.status)", deadline: deadline, url: url)
@@ -150,6 +137,31 @@ public final class GitHubClient: Sendable {
                 return response
             }
         }
+    }
+
+    /// Waits out a 403 or 429 that is a rate limit. False when it is not one (the response is the answer).
+    /// - Throws: ``GitHubError`` `rateLimited` when the wait outlasts the deadline or the server keeps limiting.
+    private func waitOutRateLimit(
+        _ response: GitHubResponse, secondaryWaits: inout Int, rateLimitWaits: inout Int, deadline: Date
+    ) async throws(GitHubError) -> Bool {
+        guard let wait = rateLimitWait(response, secondaryWaits: secondaryWaits) else { return false }
+        if case .secondary = wait.kind { secondaryWaits += 1 }
+        rateLimitWaits += 1
+        let until = Date().addingTimeInterval(wait.seconds)
+        // A server that keeps limiting (e.g. `retry-after: 0` forever) must not be hammered: after a few waits, stop
+        // and come back a minute later.
+        guard rateLimitWaits <= Self.maxRateLimitWaits else {
+            throw GitHubError(.rateLimited(until: max(until, Date().addingTimeInterval(60))))
+        }
+        guard until < deadline else {
+            logger.info(
+                "GitHub rate limit outlasts the sync deadline; stopping early",
+                metadata: ["retryAt": "\(until)", "status": "\(response.status)"])
+            throw GitHubError(.rateLimited(until: until))
+        }
+        logger.debug("rate limited; waiting", metadata: ["seconds": "\(wait.seconds)"])
+        try await sleep(seconds: wait.seconds)
+        return true
     }
 
     /// GETs and decodes JSON, retrying an undecodable body like a 5xx (simulated and real proxies do send
