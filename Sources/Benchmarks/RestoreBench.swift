@@ -38,22 +38,10 @@ struct RestoreBench: AsyncParsableCommand {
             + (workerBinary.map { " --worker-binary \($0)" } ?? "")
         print("command: \(command)")
         let logger = BenchLogging.bootstrap()
-        var cluster: EmbeddedKafkaCluster?
-        let servers: String
         let topics = TopicNames(prefix: topicPrefix)
-        if let bootstrap {
-            servers = bootstrap
-            let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: servers), logger: logger)
-            try await admin.createTopics(
-                topics.all.map { NewTopic(name: $0.name, partitions: 1, configs: $0.configs) }, timeout: .seconds(30))
-            await admin.close()
-        } else {
-            let embedded = try EmbeddedKafkaCluster(brokers: 1, logger: logger)
-            try embedded.createTopics(topics.all.map(\.name), partitions: 1)
-            cluster = embedded
-            servers = embedded.bootstrapServers
-            print("note: the embedded cluster keeps ~5 MB of the partition; pass --bootstrap for real sizes")
-        }
+        let cluster = try await BenchCluster.make(
+            bootstrap: bootstrap, topics: topics, tooSmallFor: "real sizes", logger: logger)
+        let servers = cluster.bootstrapServers
         let kafka = KafkaConfiguration(bootstrapServers: servers)
         let (records, bytes) = try await fill(kafka, topic: topics.state, logger: logger)
         print(
@@ -92,7 +80,7 @@ struct RestoreBench: AsyncParsableCommand {
         worker.send(SIGTERM)
         _ = await worker.wait(timeout: .seconds(30))
         worker.send(SIGKILL)
-        await cluster?.close()
+        await cluster.close()
         guard let line = restoredLine.withLock({ $0 }) else {
             throw ValidationError("the worker did not report a restore (\(String(describing: worker.termination)))")
         }

@@ -65,21 +65,9 @@ struct StuckHeadBench: AsyncParsableCommand {
         let logger = BenchLogging.bootstrap()
         let prefix = "bench-stuck-\(getpid())-\(Int(Date().timeIntervalSince1970))"
         let topics = TopicNames(prefix: prefix)
-        var cluster: EmbeddedKafkaCluster?
-        let servers: String
-        if let bootstrap {
-            servers = bootstrap
-            let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: servers), logger: logger)
-            _ = try await admin.createTopics(
-                topics.all.map { NewTopic(name: $0.name, partitions: 1, configs: $0.configs) }, timeout: .seconds(30))
-            await admin.close()
-        } else {
-            let embedded = try EmbeddedKafkaCluster(brokers: 1, logger: logger)
-            try embedded.createTopics(topics.all.map(\.name), partitions: 1)
-            cluster = embedded
-            servers = embedded.bootstrapServers
-            print("note: the embedded cluster keeps ~5 MB of a partition; pass --bootstrap for 100k jobs")
-        }
+        let cluster = try await BenchCluster.make(
+            bootstrap: bootstrap, topics: topics, tooSmallFor: "100k jobs", logger: logger)
+        let servers = cluster.bootstrapServers
 
         var simulatorConfiguration = SimulatorConfiguration()
         simulatorConfiguration.users = accounts + 1
@@ -123,7 +111,9 @@ struct StuckHeadBench: AsyncParsableCommand {
                     value: try account.messageBytes())
             })
 
-        // Counts state records as a read_committed reader sees them: none can appear before the head's job ends.
+        // Counts run records as a read_committed reader sees them: one per committed job, coalesced ones too (a
+        // worker commits an account's older waiting ticks as coalesced, with no state record of their own), and none
+        // can appear before the head's job ends.
         typealias Progress = (seen: Int, first: ContinuousClock.Instant?, last: ContinuousClock.Instant?)
         let progress = Mutex<Progress>((0, nil, nil))
         let reader = try KafkaConsumer(
@@ -132,15 +122,14 @@ struct StuckHeadBench: AsyncParsableCommand {
                 groupId: "\(prefix)-reader", isolationLevel: .readCommitted, autoOffsetReset: .earliest,
                 sessionTimeout: .seconds(6)),
             logger: logger)
-        try reader.subscribe(topics: [topics.state])
+        try reader.subscribe(topics: [topics.runs])
         let readerTask = Task {
             for await event in reader.events {
                 guard case .messages(let messages) = event else { continue }
                 let now = ContinuousClock.now
                 let count = messages.count { message in
-                    guard let value = message.value, let state = try? WireFormat.decode(StateRecord.self, from: value)
-                    else { return false }
-                    return state.lastJob?.jobId.hasPrefix("bench-") == true
+                    guard let value = message.value, let run = try? RunRecord.decodeMessage(value) else { return false }
+                    return run.jobId?.hasPrefix("bench-") == true
                 }
                 guard count > 0 else { continue }
                 progress.withLock {
@@ -249,7 +238,7 @@ struct StuckHeadBench: AsyncParsableCommand {
         await reader.close(timeout: .seconds(5))
         await producer.close(timeout: .seconds(5))
         await simulator.stop()
-        await cluster?.close()
+        await cluster.close()
         guard seen >= jobs, let first, let last else {
             throw ValidationError(
                 "only \(seen) of \(jobs) jobs were committed (\(String(describing: worker.termination)))")

@@ -525,11 +525,7 @@ public struct SchedulingCore: Sendable {
     /// FNV-1a over the id, finished with a splitmix64 round so `mod gap` is uniform. Stable across processes and
     /// versions (unlike `Hasher`), which keeps every scheduler's offsets — and so its fire times — identical.
     public static func spreadHash(_ accountId: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in accountId.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
+        var hash = StableHash.fnv1a(accountId.utf8)
         hash = (hash ^ (hash >> 30)) &* 0xbf58_476d_1ce4_e5b9
         hash = (hash ^ (hash >> 27)) &* 0x94d0_49bb_1331_11eb
         return hash ^ (hash >> 31)

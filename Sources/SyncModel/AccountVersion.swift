@@ -15,12 +15,7 @@ public struct AccountVersion: Sendable, Hashable, CustomStringConvertible {
 
     /// The version of the record whose value on the accounts topic is `bytes`.
     public init(recordBytes bytes: some Sequence<UInt8>) {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        rawValue = hash
+        rawValue = StableHash.fnv1a(bytes)
     }
 
     /// Parses the 16 lowercase hex digits ``description`` writes; nil for anything else.

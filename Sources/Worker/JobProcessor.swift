@@ -503,8 +503,7 @@ struct JobProcessor: Sendable {
     /// How long after its latest failure an account that failed `count` times in a row waits: ``failureBackoff``
     /// doubled per failure, capped, with a jitter of ±20 % fixed per account.
     func backoff(_ count: Int, accountId: String) -> Duration {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in accountId.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let hash = StableHash.fnv1a(accountId.utf8)
         let jitter = 0.8 + 0.4 * Double(hash % 1_000) / 1_000
         return Backoff(initial: failureBackoff, maximum: maxFailureBackoff).delay(
             afterFailures: count, scaledBy: jitter)

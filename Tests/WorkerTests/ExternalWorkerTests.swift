@@ -48,11 +48,8 @@ struct ExternalWorkerTests {
             ), logger: harness.logs.logger)
         // Jobs commit in offset order within a partition, so GitHub's jobs get partitions of their own here: what is
         // measured is the worker's slots, not a partition's head (see docs/integrations.md, "Fair slots").
-        func partition(_ account: String) -> Int32 {
-            KeyPartitioner.murmur2(Array(account.utf8), partitionCount: harness.partitions)
-        }
-        let slowAccounts = (1...200).map { "slow-\($0)" }.filter { partition($0) < 2 }.prefix(20).map { $0 }
-        let githubAccounts = (1...200).map { "gh-\($0)" }.filter { partition($0) >= 2 }.prefix(8).map { $0 }
+        let slowAccounts = (1...200).map { "slow-\($0)" }.filter { harness.partition(of: $0) < 2 }.prefix(20).map { $0 }
+        let githubAccounts = (1...200).map { "gh-\($0)" }.filter { harness.partition(of: $0) >= 2 }.prefix(8).map { $0 }
         #expect(slowAccounts.count == 20 && githubAccounts.count == 8)
         try await harness.register(try slowAccounts.map { try harness.account($0, integration: "slow") })
         try await harness.register(try githubAccounts.map { try harness.account($0) })
@@ -101,11 +98,8 @@ struct ExternalWorkerTests {
                 key: "slow",
                 #"echo 'slow sync started' >&2; sleep 2; echo '{"type":"activity","data":{"text":"slow sync","sourceURL":"https://example.com/s"}}'"#
             ), logger: harness.logs.logger)
-        func partition(_ account: String) -> Int32 {
-            KeyPartitioner.murmur2(Array(account.utf8), partitionCount: harness.partitions)
-        }
-        let slowAccounts = (1...200).map { "slow-\($0)" }.filter { partition($0) == 0 }.prefix(6).map { $0 }
-        let githubAccount = try #require((1...200).map { "gh-\($0)" }.first { partition($0) == 0 })
+        let slowAccounts = (1...200).map { "slow-\($0)" }.filter { harness.partition(of: $0) == 0 }.prefix(6).map { $0 }
+        let githubAccount = try #require((1...200).map { "gh-\($0)" }.first { harness.partition(of: $0) == 0 })
         try await harness.register(try slowAccounts.map { try harness.account($0, integration: "slow") })
         try await harness.register([try harness.account(githubAccount)])
         try await Self.publish(harness, slowAccounts.map { Self.job($0, integration: "slow", tick: 1) })

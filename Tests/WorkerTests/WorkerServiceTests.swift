@@ -119,6 +119,11 @@ struct WorkerHarness {
     var topics: TopicNames { kafkaTopics.topics }
     var partitions: Int32 { kafkaTopics.partitions }
 
+    /// The jobs (and state, accounts) partition of `account`: where its records go by key.
+    func partition(of account: String) -> Int32 {
+        KeyPartitioner.murmur2(Array(account.utf8), partitionCount: partitions)
+    }
+
     func token(_ account: String) -> String { "tok-secret-\(account)" }
 
     func job(_ account: String, tick: Int) throws -> SyncJob {
@@ -456,7 +461,7 @@ struct WorkerHarness {
         .timeLimit(.minutes(2)))
     func aJobInTheWrongPartitionIsDeadLetteredNotRun() async throws {
         let harness = try WorkerHarness()
-        let home = KeyPartitioner.murmur2(Array("acct-9".utf8), partitionCount: harness.partitions)
+        let home = harness.partition(of: "acct-9")
         let elsewhere = (home + 1) % harness.partitions
         // What an external producer with its own partitioner does: the right key, another partition.
         try await harness.kafkaTopics.produce([
@@ -491,10 +496,10 @@ struct WorkerHarness {
         .timeLimit(.minutes(2)))
     func aSlowHeadPausesItsPartitionAndEverythingArrives() async throws {
         let harness = try WorkerHarness()
-        let home = KeyPartitioner.murmur2(Array("slow".utf8), partitionCount: harness.partitions)
+        let home = harness.partition(of: "slow")
         // Accounts in the slow one's partition, so their jobs sit behind it.
         let behind = (1...200).map { "acct-\($0)" }
-            .filter { KeyPartitioner.murmur2(Array($0.utf8), partitionCount: harness.partitions) == home }.prefix(12)
+            .filter { harness.partition(of: $0) == home }.prefix(12)
         try await harness.publish(try jobRecords(harness, accounts: ["slow"] + behind, ticks: 1))
         var configuration = harness.configuration(delivery: .atLeastOnce)
         configuration.maxUncommittedJobsPerPartition = 4
