@@ -37,6 +37,9 @@ struct ExternalIntegrationOptions: ParsableArguments {
         }
     }
 
+    /// The keys of the integrations compiled into the binary, which no file entry may take.
+    static var builtInKeys: Set<String> { Set(BuiltInIntegrations.all(logger: quietLogger).map(\.key)) }
+
     /// For catalogs whose integrations are listed, never run.
     static let quietLogger = Logger(label: "activity-sync.integrations", factory: { _ in SwiftLogNoOpLogHandler() })
 
@@ -82,7 +85,7 @@ struct AddIntegration: AsyncParsableCommand {
 
     func run() async throws {
         let path = try file.requiredPath()
-        let builtInKeys = Set(BuiltInIntegrations.all(logger: ExternalIntegrationOptions.quietLogger).map(\.key))
+        let builtInKeys = ExternalIntegrationOptions.builtInKeys
         guard !builtInKeys.contains(key) else {
             throw ValidationError("\(key) is built in; choose another key")
         }
@@ -172,7 +175,8 @@ struct RemoveIntegration: AsyncParsableCommand {
     func run() async throws {
         let path = try file.requiredPath()
         do {
-            var registry = try IntegrationManifestFile.load(path: path)
+            var registry = try IntegrationManifestFile.load(
+                path: path, reservedKeys: ExternalIntegrationOptions.builtInKeys)
             guard registry[key] != nil else { throw ValidationError("\(key) is not in \(path)") }
             registry.integrations.removeAll { $0.key == key }
             try registry.save(path: path)

@@ -29,8 +29,8 @@ struct SchedulerCommand: AsyncParsableCommand {
     @Option(help: "Consumer group shared by the schedulers of one deployment.")
     var group = "activity-sync-scheduler"
 
-    @Option(help: "Integrations accounts may use (comma-separated).")
-    var integrations = "github"
+    @Option(help: "Built-in integrations accounts may use (comma-separated; default: every built-in).")
+    var integrations: String?
 
     @OptionGroup var external: ExternalIntegrationOptions
 
@@ -44,19 +44,33 @@ struct SchedulerCommand: AsyncParsableCommand {
         _ = MetricsBootstrap.prometheus()  // before any service creates a metric
         let readiness = Readiness(components: SchedulerService.readinessComponents)
 
-        var configuration = SchedulerConfiguration(kafka: try options.kafka(clientId: "activity-sync-\(name)"))
+        var configuration = SchedulerConfiguration(
+            kafka: try options.kafka(clientId: "activity-sync-\(name)"),
+            validator: AccountValidator(knownIntegrations: try knownIntegrations()))
         configuration.topics = options.topics
         configuration.groupId = group
         configuration.sessionTimeout = .milliseconds(sessionTimeoutMs)
         configuration.clockOffset = .milliseconds(clockOffsetMs)
-        // `--integrations` names the built-ins accounts may use; the integrations file's keys are always known.
-        configuration.validator = AccountValidator(
-            knownIntegrations: Set(integrations.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-                .union(try external.catalog().externalKeys))
 
         let scheduler = SchedulerService(configuration: configuration, logger: logger) { component, ready in
             readiness.set(component, ready: ready)
         }
         try await ServiceRunner.run(scheduler, metricsPort: metricsPort, readiness: readiness, logger: logger)
+    }
+
+    /// The integration keys accounts may name: the built-ins `--integrations` names (all of them by default) and
+    /// every key of the integrations file.
+    private func knownIntegrations() throws -> Set<String> {
+        let catalog = try external.catalog()
+        guard let integrations else { return catalog.keys }
+        let named = Set(integrations.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let unknown = named.subtracting(catalog.builtInKeys)
+        guard unknown.isEmpty else {
+            throw ValidationError(
+                "--integrations: \(unknown.sorted().joined(separator: ", ")) is not built in (built in: "
+                    + "\(catalog.builtInKeys.sorted().joined(separator: ", "))); external integrations are known "
+                    + "from --integrations-file")
+        }
+        return named.union(catalog.externalKeys)
     }
 }

@@ -29,14 +29,17 @@ struct SchedulerBench: AsyncParsableCommand {
             "Kafka bootstrap servers of a broker with real retention (the accounts topic is filled once and reused); default: the embedded cluster in a child process."
     )
     var bootstrap: String?
+    /// The scheduler's own defaults, which the options start from.
+    private static let defaults = SchedulerConfiguration(
+        kafka: KafkaConfiguration(bootstrapServers: ""), validator: AccountValidator(knownIntegrations: []))
     @Option(
         name: .customLong("load-concurrency"),
         help: "Accounts partitions the scheduler reads at once (its loadConcurrency).")
-    var loadConcurrency = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "")).loadConcurrency
+    var loadConcurrency = Self.defaults.loadConcurrency
     @Option(
         name: .customLong("max-in-flight-batches"),
         help: "Job batches awaiting delivery reports at once (its maxInFlightBatches).")
-    var maxInFlightBatches = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: "")).maxInFlightBatches
+    var maxInFlightBatches = Self.defaults.maxInFlightBatches
     @Flag(
         help: """
             Also fill the status topic (embedded cluster only): one status per account, every 20th needs_reauth for \
@@ -225,7 +228,9 @@ struct SchedulerBench: AsyncParsableCommand {
         let firing = accounts - heldAccounts
         let stats = BenchStats(expectedCatchUps: firing)
         let clock = BenchClock()
-        var configuration = SchedulerConfiguration(kafka: KafkaConfiguration(bootstrapServers: bootstrap))
+        var configuration = SchedulerConfiguration(
+            kafka: KafkaConfiguration(bootstrapServers: bootstrap),
+            validator: AccountValidator(knownIntegrations: ["github"]))
         configuration.topics = TopicNames(prefix: topicPrefix)
         configuration.groupId = "bench-scheduler"
         configuration.sessionTimeout = .seconds(6)

@@ -132,11 +132,6 @@ public struct IntegrationManifestFile: Codable, Sendable, Hashable {
 
     public init(integrations: [IntegrationManifest] = []) { self.integrations = integrations }
 
-    /// Keys of the integrations built into the binary: a file entry with one would silently replace it. The default
-    /// of ``load(path:missingIsEmpty:reservedKeys:)``; the CLI loads through ``IntegrationCatalog``, which reserves
-    /// the keys of the built-ins it is given.
-    public static let builtInKeys: Set<String> = ["github"]
-
     /// The environment variable naming the file when no `--integrations-file` is given.
     public static let environmentVariable = "ACTIVITY_SYNC_INTEGRATIONS_FILE"
 
@@ -150,11 +145,11 @@ public struct IntegrationManifestFile: Codable, Sendable, Hashable {
     }
 
     /// Reads and validates the file. A missing file is an empty registry only when `missingIsEmpty`.
-    /// - Parameter reservedKeys: keys no entry may have, the built-in integrations' (``IntegrationCatalog`` passes
-    ///   its own).
+    /// - Parameter reservedKeys: keys no entry may have: the built-in integrations', which only the caller knows (a
+    ///   file entry with one would silently replace it; ``IntegrationCatalog`` passes its own).
     /// - Throws: ``ExternalIntegrationError`` saying which file and which entry is wrong.
     public static func load(
-        path: String, missingIsEmpty: Bool = false, reservedKeys: Set<String> = builtInKeys
+        path: String, missingIsEmpty: Bool = false, reservedKeys: Set<String>
     ) throws -> IntegrationManifestFile {
         guard FileManager.default.fileExists(atPath: path) else {
             if missingIsEmpty { return IntegrationManifestFile() }

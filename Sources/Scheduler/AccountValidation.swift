@@ -12,7 +12,7 @@ public struct AccountValidator: Sendable {
     /// Integration keys jobs may name (a worker has no use for a job for an unknown integration).
     public var knownIntegrations: Set<String>
 
-    public init(knownIntegrations: Set<String> = ["github"]) {
+    public init(knownIntegrations: Set<String>) {
         self.knownIntegrations = knownIntegrations
     }
 

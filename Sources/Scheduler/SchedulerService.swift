@@ -19,7 +19,7 @@ public struct SchedulerConfiguration: Sendable {
     public var sessionTimeout: Duration = .seconds(10)
     public var policy = SchedulingPolicy()
     /// Which records are schedulable (known integrations, a cron schedule that parses).
-    public var validator = AccountValidator()
+    public var validator: AccountValidator
     /// Added to the wall clock; a test hook to fire "tomorrow's" ticks now.
     public var clockOffset: Duration = .zero
     /// Replaces the wall clock entirely (benchmarks jump it to make every account due at once).
@@ -40,7 +40,12 @@ public struct SchedulerConfiguration: Sendable {
     /// Where the metrics go; nil is the bootstrapped `MetricsSystem.factory` (tests pass their own).
     public var metricsFactory: (any MetricsFactory)?
 
-    public init(kafka: KafkaConfiguration) { self.kafka = kafka }
+    /// - Parameter validator: says which records are schedulable; its integration keys come from the
+    ///   integration catalog, which this module does not know.
+    public init(kafka: KafkaConfiguration, validator: AccountValidator) {
+        self.kafka = kafka
+        self.validator = validator
+    }
 }
 
 /// A scheduler: owns the accounts of its accounts-topic partitions and fires each one's sync jobs on schedule.

@@ -180,15 +180,17 @@ struct ExternalIntegrationTests {
         var file = IntegrationManifestFile()
         file.upsert(try await Self.counter())
         try file.save(path: path)
-        #expect(try IntegrationManifestFile.load(path: path) == file)
+        #expect(try IntegrationManifestFile.load(path: path, reservedKeys: ["github"]) == file)
         try Data(#"{"integrations":[{"key":"Bad Key","command":["x"]}]}"#.utf8).write(to: URL(fileURLWithPath: path))
-        #expect(throws: ExternalIntegrationError.self) { try IntegrationManifestFile.load(path: path) }
+        #expect(throws: ExternalIntegrationError.self) {
+            try IntegrationManifestFile.load(path: path, reservedKeys: ["github"])
+        }
         // A hand-edited entry for a built-in key would silently replace GitHub's integration.
         var builtIn = try await Self.counter()
         builtIn.key = "github"
         try Data(WireFormat.encode(IntegrationManifestFile(integrations: [builtIn]))).write(
             to: URL(fileURLWithPath: path))
-        #expect { try IntegrationManifestFile.load(path: path) } throws: {
+        #expect { try IntegrationManifestFile.load(path: path, reservedKeys: ["github"]) } throws: {
             "\($0)".contains("github, which is built in")
         }
     }

@@ -15,12 +15,12 @@ func withScheduler<T: Sendable>(
     _ cluster: TestCluster, logs: CapturedLogs, name: String = "s1", metrics: (any MetricsFactory)? = nil,
     _ body: @Sendable (SchedulerService) async throws -> T
 ) async throws -> T {
-    var configuration = SchedulerConfiguration(kafka: cluster.kafka)
+    var configuration = SchedulerConfiguration(
+        kafka: cluster.kafka, validator: AccountValidator(knownIntegrations: ["github"]))
     configuration.metricsFactory = metrics
     configuration.topics = cluster.topics
     configuration.groupId = "scheduler-test"
     configuration.sessionTimeout = .seconds(6)
-    configuration.validator = AccountValidator(knownIntegrations: ["github"])
     let service = SchedulerService(configuration: configuration, logger: logs.logger("scheduler.\(name)"))
     let group = ServiceGroup(
         configuration: .init(services: [service], logger: logs.logger("group")))
