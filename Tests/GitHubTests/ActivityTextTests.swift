@@ -1,3 +1,4 @@
+import ActivitySyncTesting
 import Foundation
 import SyncModel
 import Synchronization
@@ -134,9 +135,10 @@ struct ClientInternalsTests {
         let limiter = RequestLimiter(perKeyLimit: 1, globalLimit: 1)
         try await limiter.acquire(key: "a")
         let waiter = Task { try await limiter.acquire(key: "a") }
-        try await Task.sleep(for: .milliseconds(20))
+        try await eventually("the second acquire queued") { limiter.waiting == 1 }
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
+        #expect(limiter.waiting == 0)
         limiter.release(key: "a")
         try await limiter.withSlot(key: "a") {}
         #expect(limiter.inFlight == 0)

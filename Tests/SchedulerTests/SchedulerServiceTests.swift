@@ -57,7 +57,7 @@ struct SchedulerServiceTests {
         }
         let logs = CapturedLogs()
         try await withScheduler(cluster, logs: logs) { service in
-            try await waitUntil(timeout: .seconds(60), "three ticks per account") {
+            try await eventually("three ticks per account", timeout: .seconds(60)) {
                 let jobs = try await cluster.jobs().filter { !$0.jobId.isEmpty }
                 return ["alice", "bob", "carol"].allSatisfy { id in jobs.filter { $0.accountId == id }.count >= 3 }
             }
@@ -142,12 +142,12 @@ struct SchedulerServiceTests {
         let logs = CapturedLogs()
         let leftToTheWorker: Set = ["no-token", "no-config", "wrong-key"]
         try await withScheduler(cluster, logs: logs) { service in
-            try await waitUntil(timeout: .seconds(60), "the good account and the ones with unusable configs firing") {
+            try await eventually("the good account and the ones with unusable configs firing", timeout: .seconds(60)) {
                 Set(try await cluster.jobs().map(\.accountId)).isSuperset(of: leftToTheWorker.union(["good-before"]))
             }
             // An account added after the bad records still gets scheduled: the scheduler kept running.
             try await cluster.putAccount(try account("good-after", sealer: sealer, token: token))
-            try await waitUntil(timeout: .seconds(30), "the account added later firing twice") {
+            try await eventually("the account added later firing twice", timeout: .seconds(30)) {
                 try await cluster.jobs().filter { $0.accountId == "good-after" }.count >= 2
             }
             #expect(service.accountsOwned == 5)
@@ -180,24 +180,24 @@ struct SchedulerServiceTests {
         try await cluster.putAccount(try account("slows", sealer: sealer, token: token))
         let logs = CapturedLogs()
         try await withScheduler(cluster, logs: logs) { service in
-            try await waitUntil(timeout: .seconds(60), "all three firing") {
+            try await eventually("all three firing", timeout: .seconds(60)) {
                 Set(try await cluster.jobs().map(\.accountId)) == ["stays", "leaves", "slows"]
             }
             try await cluster.produce([
                 ProducerRecord(topic: cluster.topics.accounts, key: Array("leaves".utf8), value: nil)
             ])
             try await cluster.putAccount(try account("slows", schedule: "*/10 * * * * *", sealer: sealer, token: token))
-            try await waitUntil(timeout: .seconds(10), "the removal applied") { service.accountsOwned == 2 }
+            try await eventually("the removal applied", timeout: .seconds(10)) { service.accountsOwned == 2 }
             let changedAt = Date()
             // The new */10 schedule fires within one period plus the account's spread offset (below 10 s).
-            try await waitUntil(timeout: .seconds(30), "the changed schedule firing") {
+            try await eventually("the changed schedule firing", timeout: .seconds(30)) {
                 try await cluster.jobs().contains {
                     $0.accountId == "slows" && $0.scheduledAt > changedAt.addingTimeInterval(2)
                 }
             }
             // The unchanged account keeps its */2 schedule (three ticks need up to 6 s more; the first */10 tick
             // of "slows" can come sooner than that).
-            try await waitUntil(timeout: .seconds(15), "the unchanged account still firing") {
+            try await eventually("the unchanged account still firing", timeout: .seconds(15)) {
                 try await cluster.jobs().filter {
                     $0.accountId == "stays" && $0.scheduledAt > changedAt.addingTimeInterval(2)
                 }.count >= 3

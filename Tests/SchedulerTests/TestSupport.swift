@@ -7,20 +7,6 @@ import Synchronization
 import SyncModel
 import Testing
 
-/// Polls `condition` until it holds or `timeout` passes.
-func waitUntil(
-    timeout: Duration, _ what: String, sourceLocation: SourceLocation = #_sourceLocation,
-    _ condition: () async throws -> Bool
-) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(200))
-    }
-    Issue.record("timed out after \(timeout) waiting for \(what)", sourceLocation: sourceLocation)
-    throw CancellationError()
-}
-
 /// An embedded cluster with the accounts and jobs topics.
 struct TestCluster {
     let embedded: EmbeddedTopics

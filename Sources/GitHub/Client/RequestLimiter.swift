@@ -93,6 +93,9 @@ final class RequestLimiter: Sendable {
     /// Requests currently holding a slot, for tests and metrics.
     var inFlight: Int { state.withLock { $0.inFlight } }
 
+    /// Requests queued for a slot, for tests.
+    var waiting: Int { state.withLock { $0.waiters.count } }
+
     private func canGrant(_ key: String, _ state: State) -> Bool {
         state.inFlight < globalLimit && (state.perKey[key] ?? 0) < perKeyLimit
     }
