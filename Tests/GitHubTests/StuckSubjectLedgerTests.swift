@@ -91,6 +91,16 @@ struct StuckSubjectLedgerTests {
         #expect(ledger.records == ["2": .init(since: now, failures: 1, superseded: [left])])
     }
 
+    @Test("what finish settles comes in thread order, so a retried sync emits it in the same order")
+    func finishSettlesInThreadOrder() {
+        let left = version("2026-12-01T09:00:00Z")
+        let threads = (10..<30).map(String.init)
+        var ledger = ledger(
+            Dictionary(uniqueKeysWithValues: threads.map { ($0, .init(since: now, failures: 1, superseded: [left])) }))
+        let settled = ledger.finish(listingComplete: true, listedThreads: Set(threads), listedIds: [])
+        #expect(settled.map(\.thread) == threads)
+    }
+
     @Test("an incomplete listing settles nothing: every record waits")
     func incompleteListingKeepsAll() {
         let left = version("2026-12-01T09:00:00Z")

@@ -105,7 +105,8 @@ struct StuckSubjectLedger {
         listingComplete: Bool, listedThreads: Set<String>, listedIds: Set<String>
     ) -> [(thread: String, version: Version)] {
         var settled: [(thread: String, version: Version)] = []
-        for (thread, record) in prior {
+        // In thread order: a retried sync emits what it settles in the same order (a dictionary's is per process).
+        for (thread, record) in prior.sorted(by: { $0.key < $1.key }) {
             if listingComplete, listedThreads.contains(thread) {
                 for version in record.superseded where !listedIds.contains("\(thread):\(version.updatedAt)") {
                     settled.append((thread, version))
