@@ -342,8 +342,8 @@ struct JobProcessor: Sendable {
     }
 
     /// The result of a job its account's history says not to run now, or nil when it may run: a failing account
-    /// backs off (unless the job asks for a period of its own, `since`), so a broken account does not burn requests on
-    /// every tick; a rejected token stays rejected until the account is reconnected.
+    /// backs off (an operator's one-off re-read, `accounts resync`, is not held back), so a broken account does not
+    /// burn requests on every tick; a rejected token stays rejected until the account is reconnected.
     private func withheld(
         _ job: SyncJob, streak: FailureStreak?, credentials: CredentialState?, now: Date
     ) -> JobResult? {
