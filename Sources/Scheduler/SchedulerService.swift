@@ -467,9 +467,11 @@ public final class SchedulerService: Service, Sendable {
 
     // MARK: - Firing
 
+    /// Publishes due jobs until cancelled, as steps: sleep until a tick is due, turn the due jobs into records,
+    /// publish them as one batch without waiting for its delivery (at most ``SchedulerConfiguration/maxInFlightBatches``
+    /// at once, so a slow broker slows firing down instead of piling batches up), and once cancelled wait for the
+    /// batches in flight.
     private func fire(_ producer: KafkaProducer) async throws {
-        let jobsTopic = configuration.topics.jobs
-        let maxSleep = configuration.maxTimerSleep
         var encoder = JobEncoder()
         try await withThrowingTaskGroup(of: Void.self) { publishes in
             var inFlight = 0
@@ -479,54 +481,72 @@ public final class SchedulerService: Service, Sendable {
                     (state.core.popDue(now: now, limit: configuration.maxJobsPerBatch), state.core.earliestDue())
                 }
                 guard !due.isEmpty else {
-                    var sleep = maxSleep
-                    if let earliest {
-                        let untilDue = Duration.milliseconds(Int64(earliest.timeIntervalSince(now) * 1000))
-                        sleep = max(.milliseconds(1), min(sleep, untilDue))
-                    }
-                    do { try await Task.sleep(for: sleep) } catch { break }
+                    do { try await sleepUntilDue(earliest, now: now) } catch { break }
                     continue
                 }
-                var records: [ProducerRecord] = []
-                records.reserveCapacity(due.count)
-                for job in due {
-                    metrics.scheduleLag.recordNanoseconds(
-                        max(0, Int64(now.timeIntervalSince(job.dueAt) * 1_000_000_000)))
-                    do {
-                        records.append(
-                            ProducerRecord(
-                                topic: jobsTopic, key: Array(job.accountId.utf8),
-                                value: try encoder.encodeTick(
-                                    accountId: job.accountId, integration: job.integration,
-                                    scheduledAt: job.scheduledAt)))
-                    } catch {
-                        logger.error("job could not be encoded", metadata: ["account": "\(job.accountId)"])
-                    }
-                }
-                let catchUps = due.count(where: \.isCatchUp)
-                if catchUps > 0 { metrics.catchUps.increment(by: catchUps) }
+                let records = jobRecords(due, now: now, encoder: &encoder)
                 if inFlight >= configuration.maxInFlightBatches {
                     try await publishes.next()
                     inFlight -= 1
                 }
                 inFlight += 1
-                publishes.addTask { [logger, metrics, onPublished = configuration.onPublished] in
-                    do {
-                        _ = try await producer.send(records)
-                        metrics.jobsPublished.increment(by: records.count)
-                        onPublished?(due, now, self.now())
-                    } catch {
-                        // librdkafka already retried (idempotently) until message.timeout.ms; the account's next
-                        // tick (or a catch-up after a restart) covers the interval, since workers read everything
-                        // since their watermark.
-                        metrics.publishErrors.increment(by: records.count)
-                        logger.error(
-                            "publishing jobs failed",
-                            metadata: ["jobs": "\(records.count)", "error": "\(error)"])
-                    }
-                }
+                publishes.addTask { await self.publish(records, of: due, firedAt: now, producer: producer) }
             }
             while !publishes.isEmpty { _ = try? await publishes.next() }
+        }
+    }
+
+    /// Sleeps until the earliest due tick, but at most ``SchedulerConfiguration/maxTimerSleep`` (and at least 1 ms),
+    /// so an account added meanwhile whose tick comes sooner is fired on time.
+    /// - Throws: `CancellationError` when the scheduler stops.
+    private func sleepUntilDue(_ earliest: Date?, now: Date) async throws {
+        var sleep = configuration.maxTimerSleep
+        if let earliest {
+            let untilDue = Duration.milliseconds(Int64(earliest.timeIntervalSince(now) * 1000))
+            sleep = max(.milliseconds(1), min(sleep, untilDue))
+        }
+        try await Task.sleep(for: sleep)
+    }
+
+    /// The due jobs as records of the jobs topic, keyed by account id, so each account's jobs land in the partition
+    /// the workers expect, in order. Records each job's schedule lag and the catch-up jobs among them; a job that
+    /// cannot be encoded is logged and left out rather than holding back the others.
+    private func jobRecords(_ due: [DueJob], now: Date, encoder: inout JobEncoder) -> [ProducerRecord] {
+        let jobsTopic = configuration.topics.jobs
+        var records: [ProducerRecord] = []
+        records.reserveCapacity(due.count)
+        for job in due {
+            metrics.scheduleLag.recordNanoseconds(max(0, Int64(now.timeIntervalSince(job.dueAt) * 1_000_000_000)))
+            do {
+                records.append(
+                    ProducerRecord(
+                        topic: jobsTopic, key: Array(job.accountId.utf8),
+                        value: try encoder.encodeTick(
+                            accountId: job.accountId, integration: job.integration, scheduledAt: job.scheduledAt)))
+            } catch {
+                logger.error("job could not be encoded", metadata: ["account": "\(job.accountId)"])
+            }
+        }
+        let catchUps = due.count(where: \.isCatchUp)
+        if catchUps > 0 { metrics.catchUps.increment(by: catchUps) }
+        return records
+    }
+
+    /// Hands one batch to the producer and counts how it went. A failed batch is counted and logged, not retried:
+    /// librdkafka already retried (idempotently) until message.timeout.ms, and the account's next tick (or a
+    /// catch-up after a restart) covers the interval, since workers read everything since their watermark.
+    private func publish(_ records: [ProducerRecord], of due: [DueJob], firedAt now: Date, producer: KafkaProducer)
+        async
+    {
+        do {
+            _ = try await producer.send(records)
+            metrics.jobsPublished.increment(by: records.count)
+            configuration.onPublished?(due, now, self.now())
+        } catch {
+            metrics.publishErrors.increment(by: records.count)
+            logger.error(
+                "publishing jobs failed",
+                metadata: ["jobs": "\(records.count)", "error": "\(error)"])
         }
     }
 }

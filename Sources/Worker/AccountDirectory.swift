@@ -212,56 +212,18 @@ final class AccountDirectory: Sendable {
         }
     }
 
-    /// One coalesced catch-up of every owned partition.
+    /// One coalesced catch-up of every owned partition, as steps: read each partition to its end, then end the round
+    /// (its waiters resumed) whether the read worked or not, so no lookup waits for a round that is over.
     private func catchUp(startedAt: Date) async {
-        let (from, epochs, follower) = state.withLock {
-            state -> ([Int32: Int64], [Int32: UInt64], PartitionFollower?) in
-            (state.tables.mapValues(\.next), state.tables.mapValues(\.epoch), state.follower)
-        }
         var error: String?
         do {
-            let reader: PartitionFollower
-            if let follower {
-                reader = follower
-            } else {
-                reader = try PartitionFollower(
-                    configuration: configuration, topic: topic, isolationLevel: .readCommitted, logger: logger)
-                state.withLock { $0.follower = reader }
-            }
-            let ends = try await reader.catchUp(from: from, timeout: timeout) { batch in
-                let byPartition = Dictionary(grouping: batch, by: \.partition)
-                self.state.withLock { state in
-                    for (partition, messages) in byPartition where state.tables[partition]?.epoch == epochs[partition] {
-                        state.tables[partition]?.apply(messages)
-                    }
-                }
-            }
-            state.withLock { state in
-                for (partition, end) in ends where state.tables[partition]?.epoch == epochs[partition] {
-                    state.tables[partition]?.next = end
-                    state.tables[partition]?.fresh = startedAt
-                }
-            }
+            try await readToEnd(startedAt: startedAt)
         } catch let failure {
             error = "\(failure)"
             // A client stuck on a partition leader a broker restart moved asks the old leader forever (librdkafka
             // 2.0.2 does not refresh it for a watermark query): the next catch-up starts a new client, at most every
             // few seconds.
-            if failure.isStaleLeader {
-                let now = ContinuousClock.now
-                let stale = state.withLock { state -> PartitionFollower? in
-                    guard let follower = state.follower,
-                        state.followerReplacedAt.map({ now - $0 >= Self.followerReplacementInterval }) ?? true
-                    else { return nil }
-                    state.follower = nil
-                    state.followerReplacedAt = now
-                    return follower
-                }
-                if let stale {
-                    logger.info("the accounts reader's partition leaders are stale; a new reader takes over")
-                    Task { await stale.close(timeout: .seconds(5)) }
-                }
-            }
+            if failure.isStaleLeader { replaceStaleReader() }
             logger.warning(
                 "reading the accounts topic failed; jobs waiting for it fail and run again with their next tick",
                 metadata: ["topic": "\(topic)", "error": "\(failure)"])
@@ -272,6 +234,56 @@ final class AccountDirectory: Sendable {
             return state.round?.waiters.values.map { $0 } ?? []
         }
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// Reads every owned partition from where its table stopped to its end, and marks the tables fresh as of
+    /// `startedAt`. A partition revoked and assigned again meanwhile has a new epoch: what this round read of it is
+    /// dropped, as its table was restored afresh.
+    private func readToEnd(startedAt: Date) async throws(KafkaError) {
+        let (from, epochs, follower) = state.withLock {
+            state -> ([Int32: Int64], [Int32: UInt64], PartitionFollower?) in
+            (state.tables.mapValues(\.next), state.tables.mapValues(\.epoch), state.follower)
+        }
+        let reader: PartitionFollower
+        if let follower {
+            reader = follower
+        } else {
+            reader = try PartitionFollower(
+                configuration: configuration, topic: topic, isolationLevel: .readCommitted, logger: logger)
+            state.withLock { $0.follower = reader }
+        }
+        let ends = try await reader.catchUp(from: from, timeout: timeout) { batch in
+            let byPartition = Dictionary(grouping: batch, by: \.partition)
+            self.state.withLock { state in
+                for (partition, messages) in byPartition where state.tables[partition]?.epoch == epochs[partition] {
+                    state.tables[partition]?.apply(messages)
+                }
+            }
+        }
+        state.withLock { state in
+            for (partition, end) in ends where state.tables[partition]?.epoch == epochs[partition] {
+                state.tables[partition]?.next = end
+                state.tables[partition]?.fresh = startedAt
+            }
+        }
+    }
+
+    /// Drops the reading client so the next catch-up starts a new one, at most once per
+    /// ``followerReplacementInterval``, so catch-ups failing in a row do not each open and close a client.
+    private func replaceStaleReader() {
+        let now = ContinuousClock.now
+        let stale = state.withLock { state -> PartitionFollower? in
+            guard let follower = state.follower,
+                state.followerReplacedAt.map({ now - $0 >= Self.followerReplacementInterval }) ?? true
+            else { return nil }
+            state.follower = nil
+            state.followerReplacedAt = now
+            return follower
+        }
+        if let stale {
+            logger.info("the accounts reader's partition leaders are stale; a new reader takes over")
+            Task { await stale.close(timeout: .seconds(5)) }
+        }
     }
 
     /// Stops a catch-up in flight and closes the reading client; later lookups of partitions not fresh enough

@@ -238,6 +238,13 @@ struct JobProcessor: Sendable {
         return result
     }
 
+    /// What a step of a job either hands to the next step, or the job's result when the job ends there.
+    enum Step<Value> {
+        case proceed(Value)
+        case finish(JobResult)
+    }
+
+    /// The job from its first check to its records, as a list of steps: a step that ends the job returns its result.
     private func run(
         _ job: SyncJob, origin: JobOrigin, account lookup: AccountLookup, state: StateRecord?,
         saveCredentials: SaveCredentials?, now: Date
@@ -246,62 +253,21 @@ struct JobProcessor: Sendable {
             return JobResult(outcome: .duplicate)
         }
         let account: AccountRecord
-        switch lookup {
-        case .found(let record, _): account = record
-        case .unknown(let reason): return deadLetter(Poison(.unknownAccount, reason), origin: origin, now: now)
-        case .unavailable(let reason):
-            // The accounts topic could not be read in time: not the job's fault. Nothing is written but the status;
-            // the account's next tick runs it again.
-            var result = JobResult(outcome: .failed)
-            result.status = AccountStatus(
-                accountId: job.accountId, integration: job.integration, status: .failing,
-                reason: "the account's record could not be read: \(reason.prefix(200))", at: now)
-            return result
-        }
-        if let pause = account.settings.paused {
-            var result = JobResult(outcome: .paused)
-            result.reason =
-                "paused: the account was paused (\(pause.reason.rawValue)) at \(WireFormat.formatDate(pause.at))"
-                + (pause.note.map { ": \($0)" } ?? "") + "; activity-sync accounts resume \(job.accountId) ends it"
-            return result
-        }
-        guard account.integration == job.integration else {
-            return deadLetter(
-                Poison(
-                    .integrationMismatch,
-                    "the job names integration \"\(job.integration.prefix(40))\" but account \(job.accountId.prefix(60)) "
-                        + "is a \"\(account.integration.prefix(40))\" account on the accounts topic"),
-                origin: origin, now: now)
-        }
-        guard let integration = integrations[job.integration] else {
-            return deadLetter(
-                Poison(.unknownIntegration, "integration \"\(job.integration)\" is not loaded"), origin: origin)
+        let integration: any Integration
+        switch admit(job, origin: origin, account: lookup, now: now) {
+        case .proceed(let admitted): (account, integration) = admitted
+        case .finish(let result): return result
         }
         // A streak counts only while the account's record is the one it failed with: reconnecting or resuming the
         // account starts afresh.
         let streak = state?.failures.flatMap { account.updatedAt > $0.last ? nil : $0 }
-        if job.since == nil, let streak, let reason = holdBack(streak, accountId: job.accountId, now: now) {
-            var result = JobResult(outcome: .backingOff)
-            result.reason = reason
-            return result
-        }
         let tag = Self.configTag(account.sealedConfig)
         let credentials = state?.credentials.flatMap { $0.accountConfigTag == tag ? $0 : nil }
-        if credentials?.rejected == true {
-            // The token was rejected and the account was not reconnected since: asking again only burns requests.
-            var result = JobResult(outcome: .needsReauth)
-            result.status = AccountStatus(
-                accountId: job.accountId, integration: job.integration, status: .needsReauth,
-                reason: "the token was rejected; reconnect the account", at: now)
-            return result
-        }
-        var config: JSONValue
-        switch sealer.openConfig(account.sealedConfig) {
+        if let withheld = withheld(job, streak: streak, credentials: credentials, now: now) { return withheld }
+        let config: JSONValue
+        switch openConfig(account.sealedConfig, refreshed: credentials?.refreshed) {
         case .failure(let poison): return deadLetter(poison, origin: origin, now: now)
         case .success(let opened): config = opened
-        }
-        if let refreshed = credentials?.refreshed, case .success(let opened) = sealer.openConfig(refreshed) {
-            config = opened
         }
         let deadline = now.addingTimeInterval(syncTimeout.timeInterval)
         var request = SyncRequest(
@@ -319,21 +285,121 @@ struct JobProcessor: Sendable {
                 stored.withLock { $0 = pair }
             }
         }
+        switch await sync(request, with: integration, deadline: deadline) {
+        case .synced(let outcome):
+            return records(
+                for: outcome, job: job, origin: origin, state: state, tag: tag, credentials: credentials, now: now)
+        case .rejected(let poison):
+            return deadLetter(poison, origin: origin, now: now)
+        case .gaveUp(let lastError):
+            return failedSync(
+                lastError: lastError, streak: streak, stored: stored, job: job, origin: origin, state: state, now: now)
+        }
+    }
 
-        var outcome: SyncOutcome?
+    /// Whether the job may run at all, and with which account record and integration. A job that names an account
+    /// or integration this worker does not have is the job's fault (a dead letter); an account record that cannot be
+    /// read in time is not (the job fails and its next tick runs it); a paused account's jobs are skipped.
+    private func admit(
+        _ job: SyncJob, origin: JobOrigin, account lookup: AccountLookup, now: Date
+    ) -> Step<(AccountRecord, any Integration)> {
+        let account: AccountRecord
+        switch lookup {
+        case .found(let record, _): account = record
+        case .unknown(let reason): return .finish(deadLetter(Poison(.unknownAccount, reason), origin: origin, now: now))
+        case .unavailable(let reason):
+            // The accounts topic could not be read in time: not the job's fault. Nothing is written but the status;
+            // the account's next tick runs it again.
+            var result = JobResult(outcome: .failed)
+            result.status = AccountStatus(
+                accountId: job.accountId, integration: job.integration, status: .failing,
+                reason: "the account's record could not be read: \(reason.prefix(200))", at: now)
+            return .finish(result)
+        }
+        if let pause = account.settings.paused {
+            var result = JobResult(outcome: .paused)
+            result.reason =
+                "paused: the account was paused (\(pause.reason.rawValue)) at \(WireFormat.formatDate(pause.at))"
+                + (pause.note.map { ": \($0)" } ?? "") + "; activity-sync accounts resume \(job.accountId) ends it"
+            return .finish(result)
+        }
+        guard account.integration == job.integration else {
+            return .finish(
+                deadLetter(
+                    Poison(
+                        .integrationMismatch,
+                        "the job names integration \"\(job.integration.prefix(40))\" but account "
+                            + "\(job.accountId.prefix(60)) is a \"\(account.integration.prefix(40))\" account on the "
+                            + "accounts topic"),
+                    origin: origin, now: now))
+        }
+        guard let integration = integrations[job.integration] else {
+            return .finish(
+                deadLetter(
+                    Poison(.unknownIntegration, "integration \"\(job.integration)\" is not loaded"), origin: origin))
+        }
+        return .proceed((account, integration))
+    }
+
+    /// The result of a job its account's history says not to run now, or nil when it may run: a failing account
+    /// backs off (an operator's one-off re-read, `accounts resync`, is not held back), so a broken account does not
+    /// burn requests on every tick; a rejected token stays rejected until the account is reconnected.
+    private func withheld(
+        _ job: SyncJob, streak: FailureStreak?, credentials: CredentialState?, now: Date
+    ) -> JobResult? {
+        if job.since == nil, let streak, let reason = holdBack(streak, accountId: job.accountId, now: now) {
+            var result = JobResult(outcome: .backingOff)
+            result.reason = reason
+            return result
+        }
+        if credentials?.rejected == true {
+            // The token was rejected and the account was not reconnected since: asking again only burns requests.
+            var result = JobResult(outcome: .needsReauth)
+            result.status = AccountStatus(
+                accountId: job.accountId, integration: job.integration, status: .needsReauth,
+                reason: "the token was rejected; reconnect the account", at: now)
+            return result
+        }
+        return nil
+    }
+
+    /// The account's config, opened: the token pair a sync refreshed replaces the one in the account record, which
+    /// no longer works. A record that cannot be opened is a poison (the pair stays what the record says when only
+    /// the refreshed one cannot be opened).
+    private func openConfig(_ sealed: SealedConfig, refreshed: SealedConfig?) -> Result<JSONValue, Poison> {
+        var config: JSONValue
+        switch sealer.openConfig(sealed) {
+        case .failure(let poison): return .failure(poison)
+        case .success(let opened): config = opened
+        }
+        if let refreshed, case .success(let opened) = sealer.openConfig(refreshed) {
+            config = opened
+        }
+        return .success(config)
+    }
+
+    /// What the integration's attempts at a sync came to.
+    private enum Attempts {
+        case synced(SyncOutcome)
+        /// The integration said the job can never succeed: a dead letter.
+        case rejected(Poison)
+        /// Every attempt failed transiently, or the job was cancelled.
+        case gaveUp(lastError: String)
+    }
+
+    /// Runs the sync, again after a transient error: up to ``maxAttempts`` times, waiting from ``retryDelay`` on
+    /// (doubling, at most 8×) but never past the sync's deadline, and not at all once the job is cancelled, so a
+    /// revocation or shutdown is not held up by retries.
+    private func sync(_ request: SyncRequest, with integration: any Integration, deadline: Date) async -> Attempts {
         var lastError = ""
         for attempt in 1...max(1, maxAttempts) {
             do {
-                outcome = try await integration.sync(request)
-                break
+                return .synced(try await integration.sync(request))
             } catch let error as IntegrationError {
                 switch error.kind {
-                case .permanent:
-                    return deadLetter(Poison(.permanentFailure, error.message), origin: origin, now: now)
-                case .invalidConfig:
-                    return deadLetter(Poison(.invalidConfig, error.message), origin: origin, now: now)
-                case .transient:
-                    lastError = error.message
+                case .permanent: return .rejected(Poison(.permanentFailure, error.message))
+                case .invalidConfig: return .rejected(Poison(.invalidConfig, error.message))
+                case .transient: lastError = error.message
                 }
             } catch is CancellationError {
                 lastError = "cancelled"
@@ -347,156 +413,33 @@ struct JobProcessor: Sendable {
                 if Task.isCancelled { break }
             }
         }
-        guard let outcome else {
-            // Cancelled (a revocation's deadline, a lost partition, shutdown): not the account's fault, so its status
-            // stays; the job runs again from the committed offset.
-            if Task.isCancelled { return JobResult(outcome: .failed) }
-            var result = JobResult(outcome: .failed)
-            // The streak goes into the state record (the account's state otherwise as it was): the next ticks back
-            // off, and a week of failures pauses the account.
-            let failures = FailureStreak(count: (streak?.count ?? 0) + 1, since: streak?.since ?? now, last: now)
-            let next = now.addingTimeInterval(backoff(failures.count, accountId: job.accountId).timeInterval)
-            result.status = AccountStatus(
-                accountId: job.accountId, integration: job.integration, status: .failing,
-                reason: "sync failed: \(lastError.prefix(200)) (\(failures.count) in a row since "
-                    + "\(WireFormat.formatDate(failures.since)); next attempt after \(WireFormat.formatDate(next)))",
-                at: now)
-            var kept = Self.kept(state, job: job, now: now)
-            kept.failures = failures
-            if let pair = stored.withLock({ $0 }) { kept.credentials = pair }
-            if let record = stateRecord(kept, partition: origin.partition) {
-                result.stateRecords = [record]
-                result.newState = kept
-            }
-            return result
-        }
-        return records(
-            for: outcome, job: job, origin: origin, state: state, tag: tag, credentials: credentials, now: now)
+        return .gaveUp(lastError: lastError)
     }
 
-    private func records(
-        for outcome: SyncOutcome, job: SyncJob, origin: JobOrigin, state: StateRecord?, tag: String,
-        credentials: CredentialState?, now: Date
+    /// A sync that did not succeed. Cancelled (a revocation's deadline, a lost partition, shutdown): not the
+    /// account's fault, so nothing is written and the job runs again from the committed offset. Failed: the account
+    /// is marked failing and its streak goes into the state record (the state otherwise as it was, with a pair the
+    /// sync stored), so the next ticks back off and a week of failures pauses the account.
+    private func failedSync(
+        lastError: String, streak: FailureStreak?, stored: borrowing Mutex<CredentialState?>, job: SyncJob,
+        origin: JobOrigin, state: StateRecord?, now: Date
     ) -> JobResult {
-        var result: JobResult
-        var newCredentials = credentials
-        let status: AccountStatus.Status
-        let reason: String?
-        switch outcome.status {
-        case .complete:
-            result = JobResult(outcome: .synced)
-            status = .ok
-            reason = nil
-        case .partial(let why, _):
-            result = JobResult(outcome: .partial)
-            status = .ok
-            reason = why
-        case .failed(let why):
-            // Failed, with something to keep (an SDK CLI's refreshed config): written with the unchanged state.
-            result = JobResult(outcome: .failed)
-            status = .failing
-            reason = "sync failed: \(why.prefix(200))"
-        case .needsReauth(let why):
-            result = JobResult(outcome: .needsReauth)
-            status = .needsReauth
-            reason = why
-            newCredentials = CredentialState(accountConfigTag: tag, refreshed: credentials?.refreshed, rejected: true)
-        }
-        var refreshedCredentials: CredentialState?
-        if let updated = outcome.updatedConfig {
-            do {
-                let sealed = try sealer.seal(updated)
-                newCredentials = CredentialState(
-                    accountConfigTag: tag, refreshed: sealed, rejected: newCredentials?.rejected ?? false)
-                refreshedCredentials = newCredentials
-            } catch {
-                // The integration already swapped the token pair: writing the output without it would leave the
-                // account on a pair that no longer works, and nobody would know why.
-                WorkerMetrics.dropped(.refreshedCredentials, factory: metricsFactory)
-                logger.error(
-                    "could not seal a refreshed token pair; the job fails and writes nothing",
-                    metadata: ["account": "\(job.accountId)", "error": "\(type(of: error))"])
-                var failed = JobResult(outcome: .failed)
-                failed.status = AccountStatus(
-                    accountId: job.accountId, integration: job.integration, status: .failing,
-                    reason: "the token pair was refreshed but could not be sealed (\(type(of: error))); "
-                        + "check the worker's sealing key; the account may need reconnecting",
-                    at: now)
-                return failed
-            }
-        }
-        for activity in outcome.activities {
-            guard let record = activityRecord(activity, integration: job.integration, key: job.accountId) else {
-                continue
-            }
-            result.records.append(record)
-        }
-        result.activityCount = result.records.count  // written ones: a dropped activity was logged and counted
-        let newState = StateRecord(
-            accountId: job.accountId, integration: job.integration,
-            lastJob: DuplicateFire.marker(after: job, previous: state?.lastJob), updatedAt: now, data: outcome.state,
-            credentials: newCredentials)
-        let stateRecord: OutgoingRecord
-        do {
-            stateRecord = OutgoingRecord(
-                topic: topics.state, partition: origin.partition, key: job.accountId,
-                value: try WireFormat.encode(newState), headers: CloudEvents.headers(for: newState))
-        } catch {
-            WorkerMetrics.dropped(.state, factory: metricsFactory)
-            logger.error(
-                "the integration's state cannot be encoded; the job goes to the dead-letter topic",
-                metadata: ["account": "\(job.accountId)", "error": "\(type(of: error))"])
-            return unwritableOutput(
-                Poison(.outputNotEncodable, "the state record cannot be encoded as JSON (\(type(of: error)))"),
-                job: job, origin: origin, state: state, refreshedCredentials: refreshedCredentials, now: now)
-        }
-        guard stateRecord.estimatedSize <= maxRecordBytes else {
-            // State cannot be shortened without losing the sync's position: nothing of this job is written, and
-            // as the state does not advance, its activities are read again once the integration is fixed.
-            WorkerMetrics.dropped(.state, factory: metricsFactory)
-            logger.error(
-                "the state record exceeds maxRecordBytes; the job goes to the dead-letter topic",
-                metadata: [
-                    "account": "\(job.accountId)", "size": "\(stateRecord.estimatedSize)",
-                    "maxRecordBytes": "\(maxRecordBytes)", "activities": "\(outcome.activities.count)",
-                ])
-            return unwritableOutput(
-                Poison(
-                    .outputTooLarge,
-                    "state record of \(stateRecord.estimatedSize) bytes exceeds maxRecordBytes \(maxRecordBytes)"),
-                job: job, origin: origin, state: state, refreshedCredentials: refreshedCredentials, now: now)
-        }
-        result.stateRecords.append(stateRecord)
-        result.newState = newState
-        result.status = AccountStatus(
-            accountId: job.accountId, integration: job.integration, status: status, reason: reason, at: now)
-        return result
-    }
-
-    /// A job whose output cannot be written: dead-lettered, the account marked failing, its state unchanged —
-    /// except for a token pair the sync refreshed, which is kept beside the previous state, because the old pair
-    /// no longer works.
-    private func unwritableOutput(
-        _ poison: Poison, job: SyncJob, origin: JobOrigin, state: StateRecord?, refreshedCredentials: CredentialState?,
-        now: Date
-    ) -> JobResult {
-        var result = deadLetter(poison, origin: origin, now: now)
+        if Task.isCancelled { return JobResult(outcome: .failed) }
+        var result = JobResult(outcome: .failed)
+        let failures = FailureStreak(count: (streak?.count ?? 0) + 1, since: streak?.since ?? now, last: now)
+        let next = now.addingTimeInterval(backoff(failures.count, accountId: job.accountId).timeInterval)
         result.status = AccountStatus(
             accountId: job.accountId, integration: job.integration, status: .failing,
-            reason: "the sync's output cannot be written: \(poison.reason); the job is on the dead-letter topic",
+            reason: "sync failed: \(lastError.prefix(200)) (\(failures.count) in a row since "
+                + "\(WireFormat.formatDate(failures.since)); next attempt after \(WireFormat.formatDate(next)))",
             at: now)
-        guard let refreshedCredentials else { return result }
-        if let (kept, record) = credentialsRecord(
-            refreshedCredentials, job: job, partition: origin.partition, state: state, now: now)
-        {
+        var kept = Self.kept(state, job: job, now: now)
+        kept.failures = failures
+        if let pair = stored.withLock({ $0 }) { kept.credentials = pair }
+        if let record = stateRecord(kept, partition: origin.partition) {
             result.stateRecords = [record]
             result.newState = kept
-            return result
         }
-        WorkerMetrics.dropped(.refreshedCredentials, factory: metricsFactory)
-        logger.error(
-            "the refreshed token pair cannot be saved beside the previous state; the account may need reconnecting",
-            metadata: ["account": "\(job.accountId)"])
         return result
     }
 
@@ -552,56 +495,6 @@ struct JobProcessor: Sendable {
             topic: topics.state, partition: partition, key: state.accountId, value: value,
             headers: CloudEvents.headers(for: state))
         return record.estimatedSize <= maxRecordBytes ? record : nil
-    }
-
-    /// An activity's record, its text shortened (and marked `truncated`) when the whole would exceed
-    /// ``maxRecordBytes``; nil, logged and counted when even that cannot make it fit or it cannot be encoded.
-    private func activityRecord(_ activity: Activity, integration: String, key: String) -> OutgoingRecord? {
-        let headers = CloudEvents.headers(for: activity, integration: integration)
-        func record(_ activity: Activity) throws -> OutgoingRecord {
-            OutgoingRecord(
-                topic: topics.activities, key: key, value: try activity.messageBytes(), headers: headers)
-        }
-        do {
-            var candidate = try record(activity)
-            var shortened = activity
-            shortened.truncated = true
-            var textBytes = activity.text.utf8.count
-            // Each byte cut from the text shrinks the JSON by at least a byte (escapes only make it longer), so
-            // cutting the excess plus room for the marker and the ellipsis fits in one step, or two at most.
-            while candidate.estimatedSize > maxRecordBytes {
-                guard textBytes > 0 else {
-                    WorkerMetrics.dropped(.activity, factory: metricsFactory)
-                    logger.error(
-                        "an activity exceeds maxRecordBytes even without its text; it is not written",
-                        metadata: [
-                            "account": "\(key)", "size": "\(candidate.estimatedSize)",
-                            "maxRecordBytes": "\(maxRecordBytes)",
-                        ])
-                    return nil
-                }
-                let excess = candidate.estimatedSize - maxRecordBytes
-                textBytes = max(0, min(textBytes, shortened.text.utf8.count) - excess - 32)
-                shortened.text = Self.bounded(activity.text, maxBytes: textBytes + 3)
-                candidate = try record(shortened)
-            }
-            if shortened.text != activity.text {
-                WorkerMetrics.truncated(.activity, factory: metricsFactory)
-                logger.warning(
-                    "an activity's text was cut to fit in maxRecordBytes",
-                    metadata: [
-                        "account": "\(key)", "textBytes": "\(activity.text.utf8.count)",
-                        "keptBytes": "\(shortened.text.utf8.count)",
-                    ])
-            }
-            return candidate
-        } catch {
-            WorkerMetrics.dropped(.activity, factory: metricsFactory)
-            logger.error(
-                "an activity cannot be encoded; it is not written",
-                metadata: ["account": "\(key)", "error": "\(type(of: error))"])
-            return nil
-        }
     }
 
     /// The status record to write for a changed status; its reason is cut to ``maxReasonBytes``.

@@ -74,6 +74,35 @@ public final class WorkerService: Service, Sendable {
     ) {
         self.configuration = configuration
         self.ownership = InstanceOwnership(instanceId: configuration.transactionalId)
+        let processor = Self.makeProcessor(
+            configuration: configuration, integrations: integrations, sealer: sealer, logger: logger)
+        self.processor = processor
+        self.decoder = JobDecoder(integrations: Set(integrations.keys))
+        let runs = RunRecorder(topic: configuration.topics.runs, workerId: configuration.workerId)
+        let batcher = Self.makeBatcher(
+            configuration: configuration, deadLetters: processor, runs: runs, decoder: self.decoder)
+        var logger = logger
+        logger[metadataKey: "worker"] = "\(configuration.workerId)"
+        self.logger = logger
+        self.shared = Mutex(
+            Shared(
+                machine: WorkerStateMachine(
+                    concurrency: configuration.concurrency, integrationLimits: Self.integrationLimits(integrations),
+                    batcher: batcher, runs: runs, coalesce: configuration.coalesceBacklog)))
+        self.metrics = WorkerMetrics()
+        // The accounts topic has no transactions to wait behind: a catch-up that takes longer than this is a broker
+        // problem, and the jobs waiting for it fail (to run with their next tick) rather than hang.
+        self.accounts = AccountDirectory(
+            configuration: configuration.kafka, topic: configuration.topics.accounts,
+            timeout: min(configuration.restoreTimeout, .seconds(30)), logger: logger)
+    }
+
+    /// The job processor with the configuration's limits (sync timeout, record size, failure backoff and auto-pause),
+    /// logging with the worker's id so a shortened or dropped record can be traced to the worker that wrote it.
+    private static func makeProcessor(
+        configuration: WorkerConfiguration, integrations: IntegrationRegistry, sealer: any ConfigSealer,
+        logger: Logger
+    ) -> JobProcessor {
         var processor = JobProcessor(
             integrations: integrations, sealer: sealer, topics: configuration.topics, workerId: configuration.workerId)
         processor.syncTimeout = configuration.syncTimeout
@@ -84,16 +113,19 @@ public final class WorkerService: Service, Sendable {
         var processorLogger = logger
         processorLogger[metadataKey: "worker"] = "\(configuration.workerId)"
         processor.logger = processorLogger
-        self.processor = processor
-        self.decoder = JobDecoder(integrations: Set(integrations.keys))
+        return processor
+    }
+
+    /// The transaction batcher, with what it does with output the broker refused: each refused job becomes a dead
+    /// letter, and the run record that went with the refused output goes with it, so no job vanishes unaccounted.
+    private static func makeBatcher(
+        configuration: WorkerConfiguration, deadLetters: JobProcessor, runs: RunRecorder, decoder: JobDecoder
+    ) -> TransactionBatcher {
         var batcherConfiguration = TransactionBatcher.Configuration()
         batcherConfiguration.commitInterval = configuration.commitInterval
         batcherConfiguration.maxJobs = configuration.maxJobsPerTransaction
         let jobsTopic = configuration.topics.jobs
-        let deadLetters = processor
-        let runs = RunRecorder(topic: configuration.topics.runs, workerId: configuration.workerId)
-        let decoder = self.decoder
-        let batcher = TransactionBatcher(configuration: batcherConfiguration) { origin, partition, offset, reason in
+        return TransactionBatcher(configuration: batcherConfiguration) { origin, partition, offset, reason in
             let origin =
                 origin ?? JobOrigin(topic: jobsTopic, partition: partition, offset: offset, key: nil, value: nil)
             var result = deadLetters.deadLetter(Poison(.outputRejected, reason), origin: origin)
@@ -108,26 +140,15 @@ public final class WorkerService: Service, Sendable {
             }
             return result
         }
-        var logger = logger
-        logger[metadataKey: "worker"] = "\(configuration.workerId)"
-        self.logger = logger
-        // An integration with a concurrency of its own (an SDK CLI's) gets at most that many of the worker's slots;
-        // its other jobs wait in the queue, so GitHub's jobs are never stuck behind them.
-        let limits = Dictionary(
+    }
+
+    /// An integration with a concurrency of its own (an SDK CLI's) gets at most that many of the worker's slots;
+    /// its other jobs wait in the queue, so GitHub's jobs are never stuck behind them.
+    private static func integrationLimits(_ integrations: IntegrationRegistry) -> [String: Int] {
+        Dictionary(
             uniqueKeysWithValues: integrations.keys.compactMap { key in
                 integrations[key]?.maxConcurrentSyncs.map { (key, $0) }
             })
-        self.shared = Mutex(
-            Shared(
-                machine: WorkerStateMachine(
-                    concurrency: configuration.concurrency, integrationLimits: limits, batcher: batcher, runs: runs,
-                    coalesce: configuration.coalesceBacklog)))
-        self.metrics = WorkerMetrics()
-        // The accounts topic has no transactions to wait behind: a catch-up that takes longer than this is a broker
-        // problem, and the jobs waiting for it fail (to run with their next tick) rather than hang.
-        self.accounts = AccountDirectory(
-            configuration: configuration.kafka, topic: configuration.topics.accounts,
-            timeout: min(configuration.restoreTimeout, .seconds(30)), logger: logger)
     }
 
     /// Commits and aborts so far.
@@ -135,31 +156,14 @@ public final class WorkerService: Service, Sendable {
 
     // MARK: - Run
 
+    /// Runs the worker until shutdown or a fatal error, as a list of steps: check the topics, open the output and
+    /// the consumer, serve jobs and commits until stopped, close every client.
     public func run() async throws {
         let placement = try await checkTopics()
         shared.withLock { $0.placement = placement }
-        let output: any OutputWriter
-        switch configuration.delivery {
-        case .exactlyOnce:
-            output = try await TransactionalWriter(configuration: configuration, logger: logger) { [self] in
-                self.shared.withLock { $0.machine.fatal != nil }
-            }
-        case .atLeastOnce:
-            output = try AtLeastOnceWriter(configuration: configuration, logger: logger)
-        }
+        let output = try await makeOutput()
         let consumerConfiguration = makeConsumerConfiguration()
-        let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
-        try consumer.subscribe(topics: [configuration.topics.jobs])
-        shared.withLock { $0.consumer = consumer }
-        configuration.onReadinessChange?(true)
-        logger.info(
-            "worker started",
-            metadata: [
-                "delivery": "\(configuration.delivery.rawValue)", "concurrency": "\(configuration.concurrency)",
-                "group": "\(configuration.groupId)",
-                "groupInstanceId": "\(consumerConfiguration.groupInstanceId ?? "(dynamic)")",
-            ])
-
+        let consumer = try startConsuming(consumerConfiguration)
         let (startStream, startContinuation) = AsyncStream.makeStream(of: QueuedJob.self)
         let (commitStream, commitContinuation) = AsyncStream.makeStream(of: TransactionBatcher.Batch.self)
         shared.withLock {
@@ -178,35 +182,9 @@ public final class WorkerService: Service, Sendable {
             }
         }
         try await withGracefulShutdownHandler {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                // The commit interval.
-                group.addTask {
-                    let period = max(self.configuration.commitInterval / 4, .milliseconds(5))
-                    while !Task.isCancelled, !self.shared.withLock({ $0.stopping }) {
-                        try? await Task.sleep(for: period)
-                        self.act { $0.tick() }
-                    }
-                }
-                // Jobs run as children of this task so shutdown can cancel them together.
-                group.addTask {
-                    await withDiscardingTaskGroup { jobs in
-                        for await queued in startStream {
-                            jobs.addTask { await self.runJob(queued) }
-                        }
-                    }
-                }
-                let consumeError = await self.consumeUntilStopped(consumer, configuration: consumerConfiguration)
-                await self.drain(reason: consumeError == nil ? "shutdown" : "error")
-                startContinuation.finish()
-                commitContinuation.finish()
-                self.decide { shared in
-                    shared.abandonCommits = true
-                    let error = consumeError.map { $0 as? WorkerError ?? WorkerError.kafka("\($0)") }
-                    shared.machine.stop(error)
-                }
-                group.cancelAll()
-                try await group.waitForAll()
-            }
+            try await self.serve(
+                consumer, configuration: consumerConfiguration, jobs: startStream,
+                closing: (startContinuation, commitContinuation))
         } onGracefulShutdown: {
             self.beginShutdown()
         }
@@ -218,6 +196,75 @@ public final class WorkerService: Service, Sendable {
             throw fatal
         }
         logger.info("worker stopped", metadata: ["commits": "\(counts.commits)", "aborts": "\(counts.aborts)"])
+    }
+
+    /// The writer of the jobs' output, for the configured delivery. The transactional one asks, before each
+    /// transaction, whether the worker already failed fatally, so nothing is written after the machine stopped it.
+    private func makeOutput() async throws -> any OutputWriter {
+        switch configuration.delivery {
+        case .exactlyOnce:
+            return try await TransactionalWriter(configuration: configuration, logger: logger) { [self] in
+                self.shared.withLock { $0.machine.fatal != nil }
+            }
+        case .atLeastOnce:
+            return try AtLeastOnceWriter(configuration: configuration, logger: logger)
+        }
+    }
+
+    /// The jobs consumer, subscribed; the worker reports itself ready only once it is, so a readiness probe does not
+    /// send traffic to a worker that cannot take jobs yet.
+    private func startConsuming(_ consumerConfiguration: ConsumerConfiguration) throws -> KafkaConsumer {
+        let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger)
+        try consumer.subscribe(topics: [configuration.topics.jobs])
+        shared.withLock { $0.consumer = consumer }
+        configuration.onReadinessChange?(true)
+        logger.info(
+            "worker started",
+            metadata: [
+                "delivery": "\(configuration.delivery.rawValue)", "concurrency": "\(configuration.concurrency)",
+                "group": "\(configuration.groupId)",
+                "groupInstanceId": "\(consumerConfiguration.groupInstanceId ?? "(dynamic)")",
+            ])
+        return consumer
+    }
+
+    /// Consumes and runs jobs until the consumer stops, then drains: the running jobs finish and their batch is
+    /// handed to the committer before the channels close and the machine stops, so shutdown commits what ran. The
+    /// commit-interval ticker and the jobs are children of this task, so stopping cancels them together.
+    private func serve(
+        _ consumer: KafkaConsumer, configuration consumerConfiguration: ConsumerConfiguration,
+        jobs startStream: AsyncStream<QueuedJob>,
+        closing channels: (AsyncStream<QueuedJob>.Continuation, AsyncStream<TransactionBatcher.Batch>.Continuation)
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // The commit interval.
+            group.addTask {
+                let period = max(self.configuration.commitInterval / 4, .milliseconds(5))
+                while !Task.isCancelled, !self.shared.withLock({ $0.stopping }) {
+                    try? await Task.sleep(for: period)
+                    self.act { $0.tick() }
+                }
+            }
+            // Jobs run as children of this task so shutdown can cancel them together.
+            group.addTask {
+                await withDiscardingTaskGroup { jobs in
+                    for await queued in startStream {
+                        jobs.addTask { await self.runJob(queued) }
+                    }
+                }
+            }
+            let consumeError = await self.consumeUntilStopped(consumer, configuration: consumerConfiguration)
+            await self.drain(reason: consumeError == nil ? "shutdown" : "error")
+            channels.0.finish()
+            channels.1.finish()
+            self.decide { shared in
+                shared.abandonCommits = true
+                let error = consumeError.map { $0 as? WorkerError ?? WorkerError.kafka("\($0)") }
+                shared.machine.stop(error)
+            }
+            group.cancelAll()
+            try await group.waitForAll()
+        }
     }
 
     /// The jobs consumer's configuration.
