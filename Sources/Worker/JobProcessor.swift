@@ -265,7 +265,7 @@ struct JobProcessor: Sendable {
         let credentials = state?.credentials.flatMap { $0.accountConfigTag == tag ? $0 : nil }
         if let withheld = withheld(job, streak: streak, credentials: credentials, now: now) { return withheld }
         let config: JSONValue
-        switch openConfig(account.sealedConfig, refreshed: credentials?.refreshed) {
+        switch openConfig(account.sealedConfig, refreshed: credentials?.refreshed, accountId: job.accountId) {
         case .failure(let poison): return deadLetter(poison, origin: origin, now: now)
         case .success(let opened): config = opened
         }
@@ -336,7 +336,8 @@ struct JobProcessor: Sendable {
         guard let integration = integrations[job.integration] else {
             return .finish(
                 deadLetter(
-                    Poison(.unknownIntegration, "integration \"\(job.integration)\" is not loaded"), origin: origin))
+                    Poison(.unknownIntegration, "integration \"\(job.integration)\" is not loaded"), origin: origin,
+                    now: now))
         }
         return .proceed((account, integration))
     }
@@ -366,16 +367,25 @@ struct JobProcessor: Sendable {
     /// The account's config, opened: the token pair a sync refreshed replaces the one in the account record, which
     /// no longer works. A record that cannot be opened is a poison (the pair stays what the record says when only
     /// the refreshed one cannot be opened).
-    private func openConfig(_ sealed: SealedConfig, refreshed: SealedConfig?) -> Result<JSONValue, Poison> {
-        var config: JSONValue
+    private func openConfig(_ sealed: SealedConfig, refreshed: SealedConfig?, accountId: String) -> Result<
+        JSONValue, Poison
+    > {
+        let config: JSONValue
         switch sealer.openConfig(sealed) {
         case .failure(let poison): return .failure(poison)
         case .success(let opened): config = opened
         }
-        if let refreshed, case .success(let opened) = sealer.openConfig(refreshed) {
-            config = opened
+        guard let refreshed else { return .success(config) }
+        switch sealer.openConfig(refreshed) {
+        case .success(let opened): return .success(opened)
+        case .failure(let poison):
+            // Its key was retired before the account was reconnected: the record's pair may still work, and if it
+            // does not, the sync says so (needs_reauth). Said here, since nothing else would show why.
+            logger.warning(
+                "the refreshed token pair stored for the account cannot be opened; the account record's is used",
+                metadata: ["accountId": "\(accountId)", "reason": "\(poison.description)"])
+            return .success(config)
         }
-        return .success(config)
     }
 
     /// What the integration's attempts at a sync came to.
