@@ -31,17 +31,22 @@ extension SyncRun {
             case .subject, .comment, .gone, .unavailable: break
             }
         }
+        return .found(
+            recoveredActivities(
+                of: versions, newest: newest, subject: subject, isPR: isPR, comments: comments, since: since,
+                results: results, listed: listed))
+    }
+
+    /// The activities of the versions the subject's comments and close tell (see `recoveredVersions`), oldest first.
+    /// A comment or close by the user made no notification for them, and one at a listed version's second is that
+    /// version: neither is recovered, nor is what the listing showed or this account was already handed.
+    private func recoveredActivities(
+        of versions: [PendingNotification], newest: PendingNotification, subject: IssueOrPull, isPR: Bool,
+        comments: [GitHubComment], since: Date, results: [String: FetchResult], listed: Set<String>
+    ) -> [Activity] {
         let login = (state.username ?? "").lowercased()
         let listedSeconds = Set(versions.map { $0.updatedAt.timeIntervalSince1970.rounded(.down) })
-        var named = Set<Int>()
-        for item in versions {
-            if let url = commentURL(for: item.thread), case .comment(let comment) = results[url],
-                let created = comment.created_at.flatMap(WireFormat.parseDate),
-                abs(created.timeIntervalSince(item.updatedAt)) <= Self.sameMoment
-            {
-                named.insert(comment.id)
-            }
-        }
+        let named = ownCommentIds(of: versions, results: results)
         var found: [String: Activity] = [:]
         func consider(_ stamp: String?, by actor: String?, make: (String, Date) -> Activity?) {
             guard let stamp, let date = WireFormat.parseDate(stamp), date >= since, date < newest.updatedAt,
@@ -73,7 +78,22 @@ extension SyncRun {
                     actor: closer ?? subject.user?.login, body: subject.body ?? "", commentPage: nil)
             }
         }
-        return .found(found.values.sorted { ($0.occurredAt, $0.id) < ($1.occurredAt, $1.id) })
+        return found.values.sorted { ($0.occurredAt, $0.id) < ($1.occurredAt, $1.id) }
+    }
+
+    /// The ids of the comments the listed versions name as their own (made at their `updated_at`): those versions
+    /// are listed, so their comments are not recovered again.
+    private func ownCommentIds(of versions: [PendingNotification], results: [String: FetchResult]) -> Set<Int> {
+        var named = Set<Int>()
+        for item in versions {
+            if let url = commentURL(for: item.thread), case .comment(let comment) = results[url],
+                let created = comment.created_at.flatMap(WireFormat.parseDate),
+                abs(created.timeIntervalSince(item.updatedAt)) <= Self.sameMoment
+            {
+                named.insert(comment.id)
+            }
+        }
+        return named
     }
 
     /// A recovered version of `thread` (see `recoveredVersions`), told as what made it.
