@@ -17,7 +17,7 @@ struct ProcessSupervision {
     private let onStdoutLine: (ArraySlice<UInt8>) -> Void
     private let onStderrLine: (String) -> Void
     private let clock = ContinuousClock()
-    private let deadline: ContinuousClock.Instant
+    private var schedule: SupervisionSchedule
     private var stdout: [UInt8] = []
     /// Where the stdout line not yet handed on starts.
     private var stdoutLineStart = 0
@@ -31,12 +31,9 @@ struct ProcessSupervision {
     private var fds: [pollfd]
     private var buffer = [UInt8](repeating: 0, count: 65_536)
     private var stderrBuffer = [UInt8](repeating: 0, count: 65_536)
-    /// When the child exited while something it started still holds a pipe open.
-    private var exitedAt: ContinuousClock.Instant?
     /// Everything the child started that was seen running, group or not, snapshotted every 100 ms: what
     /// escapes the group with `setsid` is killed at the end too.
     private var descendants = Set<ProcessIdentity>()
-    private var lastSnapshot: ContinuousClock.Instant
 
     init(
         _ child: ChildProcess, limits: ProcessLimits, cancelled: ProcessRunner.CancellationFlag,
@@ -47,19 +44,25 @@ struct ProcessSupervision {
         self.cancelled = cancelled
         self.onStdoutLine = onStdoutLine
         self.onStderrLine = onStderrLine
-        deadline = clock.now.advanced(by: limits.timeout)
+        schedule = SupervisionSchedule(start: clock.now, timeout: limits.timeout)
         fds = [
             pollfd(fd: child.standardOutput!, events: Int16(POLLIN), revents: 0),
             pollfd(fd: child.standardError!, events: Int16(POLLIN), revents: 0),
         ]
-        lastSnapshot = clock.now - .seconds(1)
     }
 
     /// Empties both pipes until both are closed or a limit is reached. The pipes are always emptied, so a program
     /// never blocks on a full one while it runs; one that prints too much or runs too long is stopped here.
     mutating func pump() {
+        let child = child  // asked by the schedule while it is being changed
         while fds.contains(where: { $0.fd >= 0 }) {
-            guard let waitMs = nextWait() else { return }
+            let next = schedule.next(
+                cancelled: cancelled.raised.load(ordering: .relaxed), now: clock.now, childExited: child.hasExited)
+            guard case .poll(let waitMs, let snapshot) = next else {
+                if case .stop(let verdict?) = next { self.verdict = verdict }
+                return
+            }
+            if snapshot { descendants.formUnion(ProcessTree.descendants(of: child.pid)) }
             let ready = poll(&fds, nfds_t(fds.count), waitMs)
             if ready < 0, errno != EINTR { return }
             guard ready > 0 else { continue }  // after EINTR the revents are stale: a read could block
@@ -72,30 +75,6 @@ struct ProcessSupervision {
                 if verdict != nil { return }
             }
         }
-    }
-
-    /// How long the next `poll` may wait, or nil when the pumping ends: cancelled or past the timeout (the verdict
-    /// says so), or a second after the child exited while something it started still holds a pipe open — its
-    /// helpers must not keep the run alive. Waits at most 100 ms, so that cancellation is seen that soon even
-    /// when the handler's kill did not close the pipes, and the descendants are snapshotted that often.
-    private mutating func nextWait() -> Int32? {
-        if cancelled.raised.load(ordering: .relaxed) {
-            verdict = .cancelled
-            return nil
-        }
-        let now = clock.now
-        if now >= deadline {
-            verdict = .timedOut(limits.timeout)
-            return nil
-        }
-        if let exitedAt, now - exitedAt > .seconds(1) { return nil }
-        if exitedAt == nil, child.hasExited { exitedAt = now }
-        if now - lastSnapshot >= .milliseconds(100) {
-            lastSnapshot = now
-            if exitedAt == nil { descendants.formUnion(ProcessTree.descendants(of: child.pid)) }
-        }
-        let wait = min(deadline - now, .milliseconds(100))
-        return Int32(max(1, wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
     }
 
     /// Reads what stdout holds (one read) and hands on the lines it completes; false when nothing was read
@@ -213,5 +192,49 @@ struct ProcessSupervision {
         var result = ProcessResult(termination: termination, stdout: stdout, droppedStderrLines: dropped)
         result.killedDescendants = killed
         return result
+    }
+}
+
+/// The reader thread's timing rules, apart from any clock or process so that they can be tested without one:
+/// when the pumping stops, how long the next `poll` may wait, and when the child's descendants are snapshotted.
+struct SupervisionSchedule {
+    /// What the reader thread does next.
+    enum Action: Equatable {
+        /// Stop pumping. The verdict when the runner stops the child (cancelled, timed out); nil when the child
+        /// exited a second ago and only something it started still holds a pipe open: its helpers must not keep
+        /// the run alive.
+        case stop(ProcessResult.Termination?)
+        /// Wait for the pipes at most `milliseconds`; snapshot the child's descendants first when `snapshot`.
+        case poll(milliseconds: Int32, snapshot: Bool)
+    }
+
+    let timeout: Duration
+    let deadline: ContinuousClock.Instant
+    /// When the child was first seen exited.
+    private(set) var exitedAt: ContinuousClock.Instant?
+    private var lastSnapshot: ContinuousClock.Instant
+
+    init(start: ContinuousClock.Instant, timeout: Duration) {
+        self.timeout = timeout
+        deadline = start.advanced(by: timeout)
+        lastSnapshot = start - .seconds(1)
+    }
+
+    /// The next step at `now`. A `poll` waits at most 100 ms, so that a cancellation is seen that soon even when the
+    /// handler's kill did not close the pipes, and the descendants are snapshotted that often while the child runs
+    /// (after it exited, what it started is no longer its descendant). `childExited` is asked only until it is true.
+    mutating func next(cancelled: Bool, now: ContinuousClock.Instant, childExited: @autoclosure () -> Bool) -> Action {
+        if cancelled { return .stop(.cancelled) }
+        if now >= deadline { return .stop(.timedOut(timeout)) }
+        if let exitedAt, now - exitedAt > .seconds(1) { return .stop(nil) }
+        if exitedAt == nil, childExited() { exitedAt = now }
+        var snapshot = false
+        if now - lastSnapshot >= .milliseconds(100) {
+            lastSnapshot = now
+            snapshot = exitedAt == nil
+        }
+        let wait = min(deadline - now, .milliseconds(100))
+        let milliseconds = wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000
+        return .poll(milliseconds: Int32(max(1, milliseconds)), snapshot: snapshot)
     }
 }
