@@ -107,54 +107,99 @@ public final class ChildProcess: Sendable {
     /// - Throws: ``SubprocessError`` when the program cannot be found or started.
     public init(_ configuration: Configuration) throws {
         let executable = try Self.resolve(configuration.executable, environment: configuration.environment)
-        var toClose: [Int32] = []
-        var ours: [Int32?] = [nil, nil, nil]
+        let descriptors = try StandardDescriptors(
+            [configuration.standardInput, configuration.standardOutput, configuration.standardError])
+        defer { descriptors.closeChildEnds() }
+        let spawned = Self.spawn(executable, configuration, descriptors: descriptors.theirs)
+        guard spawned.error == 0 else {
+            descriptors.closeOurs()
+            throw SubprocessError.system("starting \(executable)", spawned.error)
+        }
+        pid = spawned.pid
+        standardInput = descriptors.ours[0]
+        standardOutput = descriptors.ours[1]
+        standardError = descriptors.ours[2]
+        ownProcessGroup = configuration.ownProcessGroup
+        let killsGroup = configuration.ownProcessGroup && configuration.killsGroupOnExit
+        let thread = Thread { [self] in self.reap(killingGroup: killsGroup) }
+        thread.name = "child-\(pid)"
+        thread.start()
+    }
+
+    /// What the child's 0, 1 and 2 are, and this side's ends of its pipes.
+    ///
+    /// Everything here is opened close-on-exec: a descriptor meant for this child must not leak into another that
+    /// other code starts meanwhile (the spawn helper clears the flag on the child's own 0–2). A failure closes all
+    /// that was opened so far, so a start that fails leaks nothing.
+    private struct StandardDescriptors {
+        /// The child's 0, 1 and 2.
         var theirs: [Int32] = [-1, -1, -1]
-        defer { for fd in toClose { close(fd) } }
-        func cleanUpOurs() { for fd in ours.compactMap({ $0 }) { close(fd) } }
-        let streams = [configuration.standardInput, configuration.standardOutput, configuration.standardError]
-        for (index, stream) in streams.enumerated() {
+        /// Our ends of the pipes, handed to the caller.
+        var ours: [Int32?] = [nil, nil, nil]
+        /// Opened only for the child: closed here once it has them.
+        var childEnds: [Int32] = []
+
+        init(_ streams: [Stream]) throws {
+            do {
+                for (index, stream) in streams.enumerated() { try open(stream, at: index) }
+            } catch {
+                closeOurs()
+                closeChildEnds()
+                throw error
+            }
+        }
+
+        /// Opens what one stream needs; `index` is the child's descriptor number.
+        private mutating func open(_ stream: Stream, at index: Int) throws {
             switch stream {
             case .inherit:
                 theirs[index] = Int32(index)
             case .standardOutput:
                 theirs[index] = index == 2 ? theirs[1] : -1
             case .null:
-                let fd = open("/dev/null", (index == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC)
-                guard fd >= 0 else { cleanUpOurs(); throw SubprocessError.system("open /dev/null", errno) }
-                toClose.append(fd)
+                let fd = Glibc.open("/dev/null", (index == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC)
+                guard fd >= 0 else { throw SubprocessError.system("open /dev/null", errno) }
+                childEnds.append(fd)
                 theirs[index] = fd
             case .file(let path):
                 let flags = index == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_TRUNC
-                let fd = open(path, flags | O_CLOEXEC, 0o644)
-                guard fd >= 0 else { cleanUpOurs(); throw SubprocessError.system("open \(path)", errno) }
-                toClose.append(fd)
+                let fd = Glibc.open(path, flags | O_CLOEXEC, 0o644)
+                guard fd >= 0 else { throw SubprocessError.system("open \(path)", errno) }
+                childEnds.append(fd)
                 theirs[index] = fd
             case .pipe:
                 var ends: [Int32] = [-1, -1]
-                guard pipe(&ends) == 0 else { cleanUpOurs(); throw SubprocessError.system("pipe", errno) }
+                guard pipe(&ends) == 0 else { throw SubprocessError.system("pipe", errno) }
                 // Our end must not leak into children started meanwhile by other code; theirs closes above 2.
                 for fd in ends { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
                 let (child, parent) = index == 0 ? (ends[0], ends[1]) : (ends[1], ends[0])
-                toClose.append(child)
+                childEnds.append(child)
                 theirs[index] = child
                 ours[index] = parent
             }
             if theirs[index] < 0 {
-                cleanUpOurs()
                 throw SubprocessError.invalid("standard input and output cannot be `.standardOutput`")
             }
         }
+
+        func closeOurs() { for fd in ours.compactMap({ $0 }) { close(fd) } }
+        func closeChildEnds() { for fd in childEnds { close(fd) } }
+    }
+
+    /// Clones and execs on the spawner thread, the one whose death the child's `PR_SET_PDEATHSIG` follows; the pid
+    /// is registered before anyone can see it, since an orphan sweep holds the registry and must not reap our child.
+    /// `error` is 0 or the errno of the failed start.
+    private static func spawn(
+        _ executable: String, _ configuration: Configuration, descriptors: [Int32]
+    ) -> (error: Int32, pid: pid_t) {
         let argv = ([executable] + configuration.arguments).map { strdup($0) } + [nil]
         let envp = configuration.environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
             for pointer in argv { free(pointer) }
             for pointer in envp { free(pointer) }
         }
-        let descriptors = theirs
         let vectors = CStringVectors(argv: argv, envp: envp)
-        // Registered before anyone can see it: an orphan sweep holds the registry and must not reap our child.
-        let spawned: (Int32, pid_t) = Self.registry.withLock { registry in
+        return Self.registry.withLock { registry in
             let spawned: (Int32, pid_t) = SpawnerThread.shared.run {
                 let (argv, envp) = (vectors.argv, vectors.envp)
                 var pid: pid_t = 0
@@ -170,19 +215,6 @@ public final class ChildProcess: Sendable {
             if spawned.0 == 0 { registry.insert(spawned.1) }
             return spawned
         }
-        guard spawned.0 == 0 else {
-            cleanUpOurs()
-            throw SubprocessError.system("starting \(executable)", spawned.0)
-        }
-        pid = spawned.1
-        standardInput = ours[0]
-        standardOutput = ours[1]
-        standardError = ours[2]
-        ownProcessGroup = configuration.ownProcessGroup
-        let killsGroup = configuration.ownProcessGroup && configuration.killsGroupOnExit
-        let thread = Thread { [self] in self.reap(killingGroup: killsGroup) }
-        thread.name = "child-\(pid)"
-        thread.start()
     }
 
     /// nil while the child runs and until it is reaped.
