@@ -133,12 +133,7 @@ extension SyncRun {
         var recovering: Date?
         if let recoverySince {
             // Comments the listed versions name as their own are accounted for; any other may be a lost version.
-            let own = items.filter { item in
-                guard let url = commentURL(for: item.thread), case .comment(let comment) = results[url],
-                    let created = comment.created_at.flatMap(WireFormat.parseDate)
-                else { return false }
-                return abs(created.timeIntervalSince(item.updatedAt)) <= Self.sameMoment
-            }.count
+            let own = items.filter { ownComment(of: $0, results: results) != nil }.count
             let issueComments = subject.comments ?? 1
             let reviewComments = isPR ? (subject.review_comments ?? 1) : 0
             let closedBetween =

@@ -84,16 +84,17 @@ extension SyncRun {
     /// The ids of the comments the listed versions name as their own (made at their `updated_at`): those versions
     /// are listed, so their comments are not recovered again.
     private func ownCommentIds(of versions: [PendingNotification], results: [String: FetchResult]) -> Set<Int> {
-        var named = Set<Int>()
-        for item in versions {
-            if let url = commentURL(for: item.thread), case .comment(let comment) = results[url],
-                let created = comment.created_at.flatMap(WireFormat.parseDate),
-                abs(created.timeIntervalSince(item.updatedAt)) <= Self.sameMoment
-            {
-                named.insert(comment.id)
-            }
-        }
-        return named
+        Set(versions.compactMap { ownComment(of: $0, results: results)?.id })
+    }
+
+    /// The comment a listed version names as its own: its `latest_comment_url`'s comment, made at the moment the
+    /// version was (a version bumped by something else, or whose comment moved on, names none).
+    func ownComment(of version: PendingNotification, results: [String: FetchResult]) -> GitHubComment? {
+        guard let url = commentURL(for: version.thread), case .comment(let comment) = results[url],
+            let created = comment.created_at.flatMap(WireFormat.parseDate),
+            abs(created.timeIntervalSince(version.updatedAt)) <= Self.sameMoment
+        else { return nil }
+        return comment
     }
 
     /// A recovered version of `thread` (see `recoveredVersions`), told as what made it.
