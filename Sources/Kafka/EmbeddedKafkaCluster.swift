@@ -1,4 +1,3 @@
-import CRdKafka
 public import Logging
 
 /// librdkafka's in-process mock cluster: N brokers on loopback TCP ports, for tests, dev mode and benchmarks.
@@ -7,7 +6,7 @@ public import Logging
 /// (use `createTopic`), no compaction, and `read_committed` does not hide aborted records.
 public final class EmbeddedKafkaCluster: Sendable {
     private let client: RDKafkaClient
-    private let cluster: UnsafeHandle
+    private let cluster: RDKafkaMockCluster
     /// `host:port,…` of the mock brokers.
     public let bootstrapServers: String
     /// Broker ids are 1…brokers.
@@ -16,14 +15,14 @@ public final class EmbeddedKafkaCluster: Sendable {
     public init(brokers: Int = 1, logger: Logger) throws(KafkaError) {
         // A handle with test.mock.num.brokers owns a mock cluster; we never produce with it.
         let client = try RDKafkaClient(
-            type: RD_KAFKA_PRODUCER, properties: [("test.mock.num.brokers", String(brokers))],
+            kind: .producer, properties: [("test.mock.num.brokers", String(brokers))],
             context: ClientContext(logger: logger, statisticsHandler: nil), callbacks: [])
-        guard let cluster = rd_kafka_handle_mock_cluster(client.pointer) else {
+        guard let cluster = RDKafkaMockCluster(client.handle) else {
             throw KafkaError(code: .embeddedCluster, message: "librdkafka did not create a mock cluster")
         }
         self.client = client
-        self.cluster = UnsafeHandle(pointer: cluster)
-        self.bootstrapServers = String(cString: rd_kafka_mock_cluster_bootstraps(cluster))
+        self.cluster = cluster
+        self.bootstrapServers = cluster.bootstrapServers
         self.brokers = brokers
     }
 
@@ -34,8 +33,8 @@ public final class EmbeddedKafkaCluster: Sendable {
     /// Creates a topic (replication factor at most `brokers`).
     public func createTopic(_ name: String, partitions: Int32, replicationFactor: Int32 = 1) throws(KafkaError) {
         try client.withHandle("createTopic") { [cluster] (_) throws(KafkaError) in
-            let err = rd_kafka_mock_topic_create(cluster.pointer, name, partitions, replicationFactor)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let err = cluster.createTopic(name, partitions: partitions, replicationFactor: replicationFactor)
+            if err != .noError {
                 throw KafkaError.from(err, code: .embeddedCluster, context: "creating topic \(name)")
             }
         }
@@ -50,17 +49,17 @@ public final class EmbeddedKafkaCluster: Sendable {
 
     /// Makes a broker unreachable (connections closed, new ones refused) until `setBrokerUp`.
     public func setBrokerDown(_ id: Int32) throws(KafkaError) {
-        try mockCall("setting broker \(id) down") { rd_kafka_mock_broker_set_down($0, id) }
+        try mockCall("setting broker \(id) down") { $0.setBrokerDown(id) }
     }
 
     public func setBrokerUp(_ id: Int32) throws(KafkaError) {
-        try mockCall("setting broker \(id) up") { rd_kafka_mock_broker_set_up($0, id) }
+        try mockCall("setting broker \(id) up") { $0.setBrokerUp(id) }
     }
 
     /// Adds latency to every response of a broker.
     public func setRoundTripTime(broker: Int32, _ rtt: Duration) throws(KafkaError) {
         try mockCall("setting the RTT of broker \(broker)") {
-            rd_kafka_mock_broker_set_rtt($0, broker, Int32(rtt.timeoutMilliseconds))
+            $0.setRoundTripTime(broker: broker, milliseconds: Int32(rtt.timeoutMilliseconds))
         }
     }
 
@@ -69,10 +68,7 @@ public final class EmbeddedKafkaCluster: Sendable {
     /// 28 TxnOffsetCommit).
     public func pushRequestErrors(apiKey: Int16, errors: [Int32]) throws(KafkaError) {
         try client.withHandle("pushRequestErrors") { [cluster] (_) throws(KafkaError) in
-            let codes = errors.map { rd_kafka_resp_err_t($0) }
-            codes.withUnsafeBufferPointer { buffer in
-                rd_kafka_mock_push_request_errors_array(cluster.pointer, apiKey, buffer.count, buffer.baseAddress)
-            }
+            cluster.pushRequestErrors(apiKey: apiKey, codes: errors)
         }
     }
 
@@ -83,8 +79,8 @@ public final class EmbeddedKafkaCluster: Sendable {
     ) throws(KafkaError) {
         for _ in 0..<count {
             try mockCall("delaying requests \(apiKey) of broker \(broker)") {
-                activity_sync_mock_push_request_error_rtt(
-                    $0, broker, apiKey, rd_kafka_resp_err_t(error), Int32(delay.timeoutMilliseconds))
+                $0.pushRequestError(
+                    broker: broker, apiKey: apiKey, code: error, delayMilliseconds: Int32(delay.timeoutMilliseconds))
             }
         }
     }
@@ -92,14 +88,14 @@ public final class EmbeddedKafkaCluster: Sendable {
     /// Forgets errors pushed for this API key that were not consumed yet.
     public func clearRequestErrors(apiKey: Int16) throws(KafkaError) {
         try client.withHandle("clearRequestErrors") { [cluster] (_) throws(KafkaError) in
-            rd_kafka_mock_clear_request_errors(cluster.pointer, apiKey)
+            cluster.clearRequestErrors(apiKey: apiKey)
         }
     }
 
-    private func mockCall(_ what: String, _ body: (OpaquePointer) -> rd_kafka_resp_err_t) throws(KafkaError) {
+    private func mockCall(_ what: String, _ body: (RDKafkaMockCluster) -> RDKafkaCode) throws(KafkaError) {
         try client.withHandle(what) { [cluster] (_) throws(KafkaError) in
-            let err = body(cluster.pointer)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let err = body(cluster)
+            if err != .noError {
                 throw KafkaError.from(err, code: .embeddedCluster, context: what)
             }
         }

@@ -1,4 +1,3 @@
-import CRdKafka
 public import Logging
 
 /// Poll-thread state of a consumer: the batch being collected and the rebalance handling.
@@ -18,39 +17,33 @@ final class ConsumerPollState: @unchecked Sendable {
     }
 
     /// One poll-thread iteration: wait up to 100 ms for a message, then take whatever else is ready, as a batch.
-    func pollOnce(_ handle: UnsafeHandle) {
-        guard let first = rd_kafka_consumer_poll(handle.pointer, 100) else { return }
-        take(first, rk: handle.pointer)
-        while pending.count < maxBatchSize, let message = rd_kafka_consumer_poll(handle.pointer, 0) {
-            take(message, rk: handle.pointer)
+    func pollOnce(_ handle: RDKafkaHandle) {
+        guard let first = handle.consumerPoll(timeoutMilliseconds: 100) else { return }
+        take(first, handle)
+        while pending.count < maxBatchSize, let message = handle.consumerPoll(timeoutMilliseconds: 0) {
+            take(message, handle)
         }
         flushPending()
     }
 
-    private func take(_ message: UnsafeMutablePointer<rd_kafka_message_t>, rk: OpaquePointer) {
-        defer { rd_kafka_message_destroy(message) }
-        let err = message.pointee.err
-        if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+    private func take(_ message: RDKafkaMessage, _ handle: RDKafkaHandle) {
+        defer { message.destroy() }
+        let err = message.code
+        if err == .noError {
             pending.append(ConsumerMessage(message))
-        } else if err == RD_KAFKA_RESP_ERR__FATAL {
+        } else if err == .fatal {
             // A consumer learns of its fatal error (FENCED_INSTANCE_ID, say) here, not through the error callback:
             // it is the consumer's last event, with the underlying code.
-            var reason = [CChar](repeating: 0, count: 512)
-            let underlying = rd_kafka_fatal_error(rk, &reason, reason.count)
+            let (underlying, reason) = handle.fatalError()
             var error = KafkaError.from(
-                underlying == RD_KAFKA_RESP_ERR_NO_ERROR ? err : underlying,
-                context:
-                    "the consumer failed for good: \(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
-            )
+                underlying == .noError ? err : underlying, context: "the consumer failed for good: \(reason)")
             error.isFatal = true
             error.isRetriable = false
             logger.error("consumer fatal error", metadata: ["error": "\(error)"])
             flushPending()
             channel.push(.fatal(error))
-        } else if err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
-            let text = rd_kafka_message_errstr(message).map { String(cString: $0) } ?? ""
-            logger.warning(
-                "consumer error: \(text)", metadata: ["kafka.error": "\(String(cString: rd_kafka_err2name(err)))"])
+        } else if err != .partitionEOF {
+            logger.warning("consumer error: \(message.errorText)", metadata: ["kafka.error": "\(err.name)"])
         }
     }
 
@@ -62,30 +55,23 @@ final class ConsumerPollState: @unchecked Sendable {
     }
 
     /// librdkafka's rebalance callback (eager protocol), on the polling thread.
-    func rebalance(
-        _ handle: UnsafeHandle, err: rd_kafka_resp_err_t,
-        partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
-    ) {
+    func rebalance(_ rebalance: RDKafkaRebalance) {
         // Messages collected before the rebalance belong to the old assignment: hand them out first.
         flushPending()
-        let list = readPartitionList(partitions).map(\.topicPartition)
-        let rk = handle.pointer
-        switch err {
-        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-            let result = rd_kafka_assign(rk, partitions)
-            if result != RD_KAFKA_RESP_ERR_NO_ERROR {
-                logger.error("assigning \(list) failed: \(String(cString: rd_kafka_err2str(result)))")
+        let list = rebalance.partitions
+        let handle = rebalance.handle
+        switch rebalance.code {
+        case .assignPartitions:
+            let result = rebalance.assignOffered()
+            if result != .noError {
+                logger.error("assigning \(list) failed: \(result.text)")
             }
             logger.debug("partitions assigned", metadata: ["kafka.partitions": "\(list)"])
             // The generation this assignment belongs to, read here, before the application could see a later one.
-            var metadata: ConsumerGroupMetadata?
-            if let raw = rd_kafka_consumer_group_metadata(rk) {
-                metadata = ConsumerGroupMetadata(serialized: ConsumerGroupMetadata.write(raw))
-                rd_kafka_consumer_group_metadata_destroy(raw)
-            }
+            let metadata = handle.consumerGroupMetadata()
             channel.push(.assigned(list, groupMetadata: metadata))
-        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
-            let lost = rd_kafka_assignment_lost(rk) != 0
+        case .revokePartitions:
+            let lost = handle.isAssignmentLost
             logger.debug(
                 "partitions \(lost ? "lost" : "revoked")", metadata: ["kafka.partitions": "\(list)"])
             if !channel.pushAndAwaitAcknowledgement(lost ? .lost(list) : .revoked(list), timeout: revocationTimeout) {
@@ -93,10 +79,10 @@ final class ConsumerPollState: @unchecked Sendable {
                     "the application did not finish with revoked partitions within \(revocationTimeout); releasing them",
                     metadata: ["kafka.partitions": "\(list)"])
             }
-            rd_kafka_assign(rk, nil)
+            handle.unassign()
         default:
-            logger.error("rebalance error: \(String(cString: rd_kafka_err2str(err)))")
-            rd_kafka_assign(rk, nil)
+            logger.error("rebalance error: \(rebalance.code.text)")
+            handle.unassign()
         }
     }
 }
@@ -124,10 +110,10 @@ public final class KafkaConsumer: Sendable {
         let context = ClientContext(
             logger: logger, statisticsHandler: configuration.kafka.statisticsHandler, consumer: state)
         let client = try RDKafkaClient(
-            type: RD_KAFKA_CONSUMER, properties: configuration.librdkafkaProperties(), context: context,
+            kind: .consumer, properties: configuration.librdkafkaProperties(), context: context,
             callbacks: [.rebalance])
         // Serve errors, statistics and rebalances from the consumer queue: one poll call serves everything.
-        rd_kafka_poll_set_consumer(client.pointer)
+        client.handle.serveEventsFromConsumerQueue()
         self.client = client
         self.state = state
         let handle = client.handle
@@ -139,17 +125,15 @@ public final class KafkaConsumer: Sendable {
     deinit {
         if !client.isDestroyed {
             state.channel.finish()
-            client.destroyDetached(pollThread: pollThread) { rk in _ = rd_kafka_consumer_close(rk) }
+            client.destroyDetached(pollThread: pollThread) { rk in rk.closeConsumer() }
         }
     }
 
     /// Joins the group for these topics (replacing any earlier subscription).
     public func subscribe(topics: [String]) throws(KafkaError) {
         try client.withHandle("subscribe") { (rk) throws(KafkaError) in
-            let list = makePartitionList(topics.map { ($0, RD_KAFKA_PARTITION_UA, Int64(RD_KAFKA_OFFSET_INVALID)) })
-            defer { rd_kafka_topic_partition_list_destroy(list) }
-            let err = rd_kafka_subscribe(rk, list)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let err = rk.subscribe(topics: topics)
+            if err != .noError {
                 throw KafkaError.from(err, context: "subscribing to \(topics)")
             }
         }
@@ -162,16 +146,12 @@ public final class KafkaConsumer: Sendable {
     public func commit(_ offsets: [TopicPartitionOffset]) async throws(KafkaError) {
         if offsets.isEmpty { return }
         try await client.blocking("commit") { rk -> Result<Void, KafkaError> in
-            let list = makePartitionList(offsets)
-            defer { rd_kafka_topic_partition_list_destroy(list) }
-            let err = rd_kafka_commit(rk, list, 0)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let (err, refused) = rk.commit(offsets, async: false)
+            if err != .noError {
                 return .failure(.from(err, context: "committing offsets"))
             }
-            for index in 0..<Int(list.pointee.cnt) where list.pointee.elems[index].err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                let element = list.pointee.elems[index]
-                return .failure(
-                    .from(element.err, context: "committing \(String(cString: element.topic))[\(element.partition)]"))
+            if let refused {
+                return .failure(.from(refused.code, context: "committing \(refused.topic)[\(refused.partition)]"))
             }
             return .success(())
         }
@@ -181,10 +161,8 @@ public final class KafkaConsumer: Sendable {
     public func commitAsync(_ offsets: [TopicPartitionOffset]) throws(KafkaError) {
         if offsets.isEmpty { return }
         try client.withHandle("commitAsync") { (rk) throws(KafkaError) in
-            let list = makePartitionList(offsets)
-            defer { rd_kafka_topic_partition_list_destroy(list) }
-            let err = rd_kafka_commit(rk, list, 1)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let err = rk.commit(offsets, async: true).code
+            if err != .noError {
                 throw KafkaError.from(err, context: "committing offsets")
             }
         }
@@ -196,13 +174,11 @@ public final class KafkaConsumer: Sendable {
         -> [TopicPartitionOffset]
     {
         try await client.blocking("committed") { rk -> Result<[TopicPartitionOffset], KafkaError> in
-            let list = makePartitionList(partitions)
-            defer { rd_kafka_topic_partition_list_destroy(list) }
-            let err = rd_kafka_committed(rk, list, timeout.timeoutMilliseconds)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let (err, offsets) = rk.committed(partitions, timeout: timeout)
+            if err != .noError {
                 return .failure(.from(err, context: "reading committed offsets"))
             }
-            return .success(readPartitionList(list))
+            return .success(offsets)
         }
     }
 
@@ -217,10 +193,8 @@ public final class KafkaConsumer: Sendable {
 
     private func changePause(_ partitions: [TopicPartition], pause: Bool) throws(KafkaError) {
         try client.withHandle(pause ? "pause" : "resume") { (rk) throws(KafkaError) in
-            let list = makePartitionList(partitions)
-            defer { rd_kafka_topic_partition_list_destroy(list) }
-            let err = pause ? rd_kafka_pause_partitions(rk, list) : rd_kafka_resume_partitions(rk, list)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let err = pause ? rk.pause(partitions) : rk.resume(partitions)
+            if err != .noError {
                 throw KafkaError.from(err, context: pause ? "pausing \(partitions)" : "resuming \(partitions)")
             }
         }
@@ -229,14 +203,8 @@ public final class KafkaConsumer: Sendable {
     /// Moves the fetch position of an assigned partition.
     public func seek(_ offset: TopicPartitionOffset, timeout: Duration) async throws(KafkaError) {
         try await client.blocking("seek") { rk -> Result<Void, KafkaError> in
-            let list = makePartitionList([offset])
-            defer { rd_kafka_topic_partition_list_destroy(list) }
-            if let error = rd_kafka_seek_partitions(rk, list, timeout.timeoutMilliseconds) {
-                return .failure(.consuming(error, context: "seeking \(offset.topic)[\(offset.partition)]"))
-            }
-            let err = list.pointee.elems[0].err
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                return .failure(.from(err, context: "seeking \(offset.topic)[\(offset.partition)]"))
+            if let failure = rk.seek(offset, timeout: timeout) {
+                return .failure(.from(failure, context: "seeking \(offset.topic)[\(offset.partition)]"))
             }
             return .success(())
         }
@@ -247,7 +215,7 @@ public final class KafkaConsumer: Sendable {
         -> (low: Int64, high: Int64)
     {
         let result = try await client.blocking("watermarks") { rk -> Result<Watermarks, KafkaError> in
-            queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout)
+            rk.queryWatermarks(topic: topic, partition: partition, timeout: timeout)
         }
         return (result.low, result.high)
     }
@@ -255,22 +223,19 @@ public final class KafkaConsumer: Sendable {
     /// The partitions currently assigned to this member.
     public func assignment() throws(KafkaError) -> [TopicPartition] {
         try client.withHandle("assignment") { (rk) throws(KafkaError) -> [TopicPartition] in
-            var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
-            let err = rd_kafka_assignment(rk, &list)
-            defer { if let list { rd_kafka_topic_partition_list_destroy(list) } }
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError.from(err, context: "reading the assignment") }
-            return readPartitionList(list).map(\.topicPartition)
+            let (err, partitions) = rk.assignment()
+            if err != .noError { throw KafkaError.from(err, context: "reading the assignment") }
+            return partitions
         }
     }
 
     /// This member's group metadata, for `KafkaTransactionalProducer.sendOffsetsToTransaction`.
     public func groupMetadata() throws(KafkaError) -> ConsumerGroupMetadata {
         try client.withHandle("groupMetadata") { (rk) throws(KafkaError) -> ConsumerGroupMetadata in
-            guard let metadata = rd_kafka_consumer_group_metadata(rk) else {
+            guard let metadata = rk.consumerGroupMetadata() else {
                 throw KafkaError(code: .librdkafka, message: "no consumer group metadata (is group.id set?)")
             }
-            defer { rd_kafka_consumer_group_metadata_destroy(metadata) }
-            return ConsumerGroupMetadata(serialized: ConsumerGroupMetadata.write(metadata))
+            return metadata
         }
     }
 
@@ -284,7 +249,7 @@ public final class KafkaConsumer: Sendable {
     public func close(timeout: Duration = .seconds(10)) async {
         state.channel.finish()
         await client.destroy(timeout: timeout, pollThread: pollThread) { rk in
-            _ = rd_kafka_consumer_close(rk)
+            rk.closeConsumer()
         }
     }
 }
@@ -292,16 +257,4 @@ public final class KafkaConsumer: Sendable {
 struct Watermarks: Sendable {
     var low: Int64
     var high: Int64
-}
-
-func queryWatermarks(_ rk: OpaquePointer, topic: String, partition: Int32, timeout: Duration) -> Result<
-    Watermarks, KafkaError
-> {
-    var low: Int64 = 0
-    var high: Int64 = 0
-    let err = rd_kafka_query_watermark_offsets(rk, topic, partition, &low, &high, timeout.timeoutMilliseconds)
-    if err != RD_KAFKA_RESP_ERR_NO_ERROR {
-        return .failure(.from(err, context: "querying watermarks of \(topic)[\(partition)]"))
-    }
-    return .success(Watermarks(low: low, high: high))
 }

@@ -1,5 +1,3 @@
-import CRdKafka
-
 /// The one error type of the Kafka module.
 ///
 /// Callers decide what to do from the classification flags, which come straight from librdkafka where it gives
@@ -63,7 +61,7 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         self.message = message
         self.librdkafkaCode = librdkafkaCode
         self.librdkafkaName =
-            librdkafkaCode == 0 ? "" : String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(librdkafkaCode)))
+            librdkafkaCode == 0 ? "" : RDKafkaCode(rawValue: librdkafkaCode).name
         self.isRetriable = isRetriable
         self.isFatal = isFatal
         self.requiresAbort = requiresAbort
@@ -94,9 +92,8 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
     /// same `transactional.id` took over, or the broker aborted the transaction itself because it stayed open past
     /// `transaction.timeout.ms` and bumped the epoch; only how long the transaction was open tells the two apart.
     public var isProducerEpochRejected: Bool {
-        switch rd_kafka_resp_err_t(librdkafkaCode) {
-        case RD_KAFKA_RESP_ERR__FENCED, RD_KAFKA_RESP_ERR_PRODUCER_FENCED, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH,
-            RD_KAFKA_RESP_ERR_INVALID_TXN_STATE:
+        switch RDKafkaCode(rawValue: librdkafkaCode) {
+        case .fenced, .producerFenced, .invalidProducerEpoch, .invalidTransactionState:
             return true
         default:
             return false
@@ -108,10 +105,9 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
     /// watermark query after a broker restart moved it (seen on kfake: minutes of `NOT_LEADER_FOR_PARTITION`); a new
     /// client asks for fresh metadata.
     public var isStaleLeader: Bool {
-        switch rd_kafka_resp_err_t(librdkafkaCode) {
-        case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
-            RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH,
-            RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH:
+        switch RDKafkaCode(rawValue: librdkafkaCode) {
+        case .notLeaderForPartition, .leaderNotAvailable, .unknownTopicOrPartition, .fencedLeaderEpoch,
+            .unknownLeaderEpoch:
             return true
         default:
             return false
@@ -179,9 +175,8 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
     }
 
     private static func isFencingCode(_ code: Int32) -> Bool {
-        switch rd_kafka_resp_err_t(code) {
-        case RD_KAFKA_RESP_ERR__FENCED, RD_KAFKA_RESP_ERR_PRODUCER_FENCED, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH,
-            RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID:
+        switch RDKafkaCode(rawValue: code) {
+        case .fenced, .producerFenced, .invalidProducerEpoch, .fencedInstanceId:
             return true
         default:
             return false
@@ -189,10 +184,8 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
     }
 
     private static func isStaleMembershipCode(_ code: Int32) -> Bool {
-        switch rd_kafka_resp_err_t(code) {
-        case RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
-            RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
-            RD_KAFKA_RESP_ERR__ASSIGNMENT_LOST:
+        switch RDKafkaCode(rawValue: code) {
+        case .fencedInstanceId, .illegalGeneration, .unknownMemberId, .rebalanceInProgress, .assignmentLost:
             return true
         default:
             return false
@@ -200,9 +193,8 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
     }
 
     private static func isRecordRejectedCode(_ code: Int32) -> Bool {
-        switch rd_kafka_resp_err_t(code) {
-        case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
-            RD_KAFKA_RESP_ERR_INVALID_RECORD, RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE, RD_KAFKA_RESP_ERR_INVALID_MSG:
+        switch RDKafkaCode(rawValue: code) {
+        case .messageSizeTooLarge, .recordListTooLarge, .invalidRecord, .invalidMessageSize, .invalidMessage:
             return true
         default:
             return false
@@ -222,38 +214,39 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
     }
 
     /// Builds an error from a response code (delivery reports, mock cluster, metadata calls).
-    static func from(_ err: rd_kafka_resp_err_t, code: Code = .librdkafka, context: String) -> KafkaError {
-        let text = String(cString: rd_kafka_err2str(err))
+    static func from(_ err: RDKafkaCode, code: Code = .librdkafka, context: String) -> KafkaError {
         let retriable: Bool
         switch err {
-        case RD_KAFKA_RESP_ERR__TIMED_OUT, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR__TRANSPORT,
-            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
-            RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
-            RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE, RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
-            RD_KAFKA_RESP_ERR__QUEUE_FULL, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+        case .timedOut, .requestTimedOut, .transport, .notLeaderForPartition, .leaderNotAvailable, .messageTimedOut,
+            .coordinatorLoadInProgress, .coordinatorNotAvailable, .notCoordinator, .queueFull, .allBrokersDown:
             retriable = true
         default:
             retriable = false
         }
         return KafkaError(
-            code: code, message: "\(context): \(text)", librdkafkaCode: err.rawValue, isRetriable: retriable,
-            isFatal: err == RD_KAFKA_RESP_ERR__FATAL)
+            code: code, message: "\(context): \(err.text)", librdkafkaCode: err.rawValue, isRetriable: retriable,
+            isFatal: err == .fatal)
     }
 
-    /// Builds an error from an `rd_kafka_error_t` and destroys it; the flags are librdkafka's own.
-    static func consuming(_ error: OpaquePointer, code: Code = .librdkafka, context: String) -> KafkaError {
-        defer { rd_kafka_error_destroy(error) }
-        let text = String(cString: rd_kafka_error_string(error))
-        return KafkaError(
-            code: code, message: "\(context): \(text)", librdkafkaCode: rd_kafka_error_code(error).rawValue,
-            isRetriable: rd_kafka_error_is_retriable(error) != 0, isFatal: rd_kafka_error_is_fatal(error) != 0,
-            requiresAbort: rd_kafka_error_txn_requires_abort(error) != 0)
+    /// Builds an error from an `rd_kafka_error_t` librdkafka returned; the flags are librdkafka's own.
+    static func from(_ error: RDKafkaError, code: Code = .librdkafka, context: String) -> KafkaError {
+        KafkaError(
+            code: code, message: "\(context): \(error.text)", librdkafkaCode: error.code.rawValue,
+            isRetriable: error.isRetriable, isFatal: error.isFatal, requiresAbort: error.requiresAbort)
+    }
+
+    /// Builds an error from whichever way a librdkafka call failed.
+    static func from(_ failure: RDKafkaFailure, code: Code = .librdkafka, context: String) -> KafkaError {
+        switch failure {
+        case .code(let err): return .from(err, code: code, context: context)
+        case .error(let error): return .from(error, code: code, context: context)
+        }
     }
 
     static func timedOut(_ what: String, after timeout: Duration) -> KafkaError {
         KafkaError(
             code: .timedOut, message: "\(what) did not complete within \(timeout); the cluster may be unreachable",
-            librdkafkaCode: RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue, isRetriable: true)
+            librdkafkaCode: RDKafkaCode.timedOut.rawValue, isRetriable: true)
     }
 
     static func closed(_ what: String) -> KafkaError {

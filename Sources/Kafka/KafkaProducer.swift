@@ -1,4 +1,3 @@
-import CRdKafka
 public import Logging
 
 /// An idempotent producer: `send` completes when the broker acknowledged the records (delivery report).
@@ -16,7 +15,7 @@ public final class KafkaProducer: Sendable {
 
     deinit {
         if !core.client.isDestroyed {
-            core.client.destroyDetached(pollThread: core.pollThread) { rk in _ = rd_kafka_flush(rk, 10_000) }
+            core.client.destroyDetached(pollThread: core.pollThread) { rk in _ = rk.flush(timeoutMilliseconds: 10_000) }
         }
     }
 
@@ -73,14 +72,14 @@ public final class KafkaTransactionalProducer: Sendable {
     /// transaction. Call once before the first transaction.
     public func initTransactions(timeout: Duration) async throws(KafkaError) {
         try await transactionCall("initTransactions") { rk in
-            rd_kafka_init_transactions(rk, timeout.timeoutMilliseconds)
+            rk.initTransactions(timeout: timeout)
         }
     }
 
     public func beginTransaction() throws(KafkaError) {
         try core.client.withHandle("beginTransaction") { (rk) throws(KafkaError) in
-            if let error = rd_kafka_begin_transaction(rk) {
-                throw KafkaError.consuming(error, code: .transaction, context: "beginTransaction")
+            if let error = rk.beginTransaction() {
+                throw KafkaError.from(error, code: .transaction, context: "beginTransaction")
             }
         }
     }
@@ -95,25 +94,22 @@ public final class KafkaTransactionalProducer: Sendable {
     public func sendOffsetsToTransaction(
         _ offsets: [TopicPartitionOffset], groupMetadata: ConsumerGroupMetadata, timeout: Duration
     ) async throws(KafkaError) {
-        let metadata = try groupMetadata.read()
-        let handle = UnsafeHandle(pointer: metadata)
-        defer { rd_kafka_consumer_group_metadata_destroy(metadata) }
+        let metadata = try RDKafkaGroupMetadata(groupMetadata)
+        defer { metadata.destroy() }
         try await transactionCall("sendOffsetsToTransaction") { rk in
-            let list = makePartitionList(offsets)
-            defer { rd_kafka_topic_partition_list_destroy(list) }
-            return rd_kafka_send_offsets_to_transaction(rk, list, handle.pointer, timeout.timeoutMilliseconds)
+            rk.sendOffsetsToTransaction(offsets, groupMetadata: metadata, timeout: timeout)
         }
     }
 
     public func commitTransaction(timeout: Duration) async throws(KafkaError) {
         try await transactionCall("commitTransaction") { rk in
-            rd_kafka_commit_transaction(rk, timeout.timeoutMilliseconds)
+            rk.commitTransaction(timeout: timeout)
         }
     }
 
     public func abortTransaction(timeout: Duration) async throws(KafkaError) {
         try await transactionCall("abortTransaction") { rk in
-            rd_kafka_abort_transaction(rk, timeout.timeoutMilliseconds)
+            rk.abortTransaction(timeout: timeout)
         }
     }
 
@@ -126,11 +122,11 @@ public final class KafkaTransactionalProducer: Sendable {
     }
 
     private func transactionCall(
-        _ name: String, _ call: @escaping @Sendable (OpaquePointer) -> OpaquePointer?
+        _ name: String, _ call: @escaping @Sendable (RDKafkaHandle) -> RDKafkaError?
     ) async throws(KafkaError) {
         try await core.client.blocking(name) { rk -> Result<Void, KafkaError> in
             if let error = call(rk) {
-                return .failure(.consuming(error, code: .transaction, context: name))
+                return .failure(.from(error, code: .transaction, context: name))
             }
             return .success(())
         }

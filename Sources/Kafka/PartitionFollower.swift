@@ -1,4 +1,3 @@
-import CRdKafka
 public import Logging
 import Synchronization
 
@@ -80,7 +79,7 @@ public final class PartitionFollower: Sendable {
                 guard remaining > .zero else {
                     return .failure(.timedOut("asking \(topic)'s watermarks", after: timeout))
                 }
-                switch queryWatermarks(rk, topic: topic, partition: partition, timeout: remaining) {
+                switch rk.queryWatermarks(topic: topic, partition: partition, timeout: remaining) {
                 case .success(let watermarks):
                     let start = max(from, watermarks.low)
                     if watermarks.high > start {
@@ -96,7 +95,7 @@ public final class PartitionFollower: Sendable {
                 rk, topic: topic, extents: extents, deadline: deadline, timeout: timeout, cancelled: cancelled,
                 batchBytes: batchBytes, onBatch: onBatch)
             // Unassigned either way: the next call assigns the partitions it reads at the offsets it is given.
-            rd_kafka_assign(rk, nil)
+            rk.unassign()
             return read.map { ends }
         }
     }
@@ -108,7 +107,7 @@ public final class PartitionFollower: Sendable {
         return try await client.blocking("asking \(topic)'s watermarks") { rk in
             var ends: [Int32: Int64] = [:]
             for partition in partitions {
-                switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
+                switch rk.queryWatermarks(topic: topic, partition: partition, timeout: timeout) {
                 case .success(let watermarks): ends[partition] = watermarks.high
                 case .failure(let error): return .failure(error)
                 }

@@ -1,4 +1,3 @@
-import CRdKafka
 import Logging
 import Synchronization
 
@@ -96,34 +95,30 @@ final class DeliveryBatch: @unchecked Sendable {
         continuation.resume(returning: results)
     }
 
-    /// The delivery-report callback's work (poll thread).
-    static func complete(_ message: UnsafePointer<rd_kafka_message_t>, rk: OpaquePointer?) {
-        guard let opaque = message.pointee._private else { return }
+    /// The delivery-report callback's work (poll thread): `opaque` is the record's `Slot`.
+    static func complete(
+        opaque: UnsafeMutableRawPointer, partition: Int32, offset: Int64, code err: RDKafkaCode,
+        handle: RDKafkaHandle?
+    ) {
         let slot = opaque.assumingMemoryBound(to: Slot.self).pointee
         let batch = Unmanaged<DeliveryBatch>.fromOpaque(slot.batch).takeUnretainedValue()
-        let err = message.pointee.err
         var error: KafkaError?
-        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+        if err != .noError {
             error = KafkaError.from(err, code: .delivery, context: "delivery failed")
             // After a fatal error (e.g. fenced) every delivery fails, mostly as _PURGE_QUEUE. Report the fatal error
             // itself, with its code: callers decide from it (a fenced producer is not a broken one).
-            if let rk {
-                var reason = [CChar](repeating: 0, count: 512)
-                let fatal = rd_kafka_fatal_error(rk, &reason, reason.count)
-                if fatal != RD_KAFKA_RESP_ERR_NO_ERROR {
+            if let handle {
+                let (fatal, reason) = handle.fatalError()
+                if fatal != .noError {
                     error = KafkaError.from(
                         fatal, code: .delivery,
-                        context:
-                            "delivery failed (\(String(cString: rd_kafka_err2name(err)))): the producer failed for "
-                            + "good: \(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
-                    )
+                        context: "delivery failed (\(err.name)): the producer failed for good: \(reason)")
                     error?.isFatal = true
                     error?.isRetriable = false
                 }
             }
         }
-        batch.complete(
-            index: slot.index, partition: message.pointee.partition, offset: message.pointee.offset, error: error)
+        batch.complete(index: slot.index, partition: partition, offset: offset, error: error)
     }
 }
 
@@ -133,19 +128,19 @@ final class ProducerCore: Sendable {
     let pollThread: PollThread
     /// Topic handles by name: producing through a handle skips librdkafka's per-record topic lookup (a write
     /// lock and a list scan), which costs a lot at high rates. Destroyed before the client.
-    private let topics = Mutex<[String: UnsafeHandle]>([:])
+    private let topics = Mutex<[String: RDKafkaTopic]>([:])
 
     init(properties: [(String, String)], logger: Logger, statisticsHandler: (@Sendable (String) -> Void)?)
         throws(KafkaError)
     {
         let context = ClientContext(logger: logger, statisticsHandler: statisticsHandler)
         let client = try RDKafkaClient(
-            type: RD_KAFKA_PRODUCER, properties: properties, context: context, callbacks: [.deliveryReports])
+            kind: .producer, properties: properties, context: context, callbacks: [.deliveryReports])
         self.client = client
         let handle = client.handle
         // The only place this producer's events (delivery reports, errors, statistics) are served.
         self.pollThread = PollThread(name: "kafka-producer-poll") {
-            rd_kafka_poll(handle.pointer, 100)
+            handle.poll(timeoutMilliseconds: 100)
         }
     }
 
@@ -159,7 +154,7 @@ final class ProducerCore: Sendable {
             do {
                 outcome = try client.withHandle("send") { (rk) throws(KafkaError) -> EnqueueOutcome in
                     var cachedName = ""
-                    var cachedTopic: OpaquePointer?
+                    var cachedTopic: RDKafkaTopic?
                     while next < records.count {
                         let record = records[next]
                         if cachedTopic == nil || record.topic != cachedName {
@@ -169,7 +164,7 @@ final class ProducerCore: Sendable {
                         if let error = Self.enqueue(
                             record, rk: rk, topic: cachedTopic!, opaque: batch.opaque(for: next))
                         {
-                            if error.librdkafkaCode == RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue {
+                            if error.librdkafkaCode == RDKafkaCode.queueFull.rawValue {
                                 return .queueFull
                             }
                             return .failed(error)
@@ -197,14 +192,13 @@ final class ProducerCore: Sendable {
         return try await batch.wait()
     }
 
-    private func topicHandle(_ rk: OpaquePointer, _ name: String) -> OpaquePointer {
-        let rk = UnsafeHandle(pointer: rk)
-        return topics.withLock { topics -> UnsafeHandle in
-            if let handle = topics[name] { return handle }
-            let handle = UnsafeHandle(pointer: rd_kafka_topic_new(rk.pointer, name, nil)!)
-            topics[name] = handle
-            return handle
-        }.pointer
+    private func topicHandle(_ rk: RDKafkaHandle, _ name: String) -> RDKafkaTopic {
+        topics.withLock { topics -> RDKafkaTopic in
+            if let topic = topics[name] { return topic }
+            let topic = rk.newTopic(name)
+            topics[name] = topic
+            return topic
+        }
     }
 
     /// Releases the topic handles; only while closing, after the last `send` left the handle.
@@ -213,7 +207,7 @@ final class ProducerCore: Sendable {
             defer { topics = [:] }
             return Array(topics.values)
         }
-        for handle in handles { rd_kafka_topic_destroy(handle.pointer) }
+        for topic in handles { topic.destroy() }
     }
 
     private enum EnqueueOutcome {
@@ -222,92 +216,22 @@ final class ProducerCore: Sendable {
         case failed(KafkaError)
     }
 
-    /// An empty, non-nil payload: librdkafka treats a NULL pointer as "no value" (a tombstone).
-    // nonisolated(unsafe): allocated once, never written through or freed; librdkafka only reads 0 bytes of it.
-    nonisolated(unsafe) private static let emptyPayload: UnsafeMutableRawPointer = .allocate(byteCount: 1, alignment: 1)
-
-    /// `rd_kafka_produceva` (the variadic `producev` is not callable from Swift); copies key, value and headers.
+    /// Enqueues one record (librdkafka copies it); a refusal becomes a `.delivery` error naming the topic, whose
+    /// code tells `send` whether to wait for room in the queue.
     static func enqueue(
-        _ record: ProducerRecord, rk: OpaquePointer, topic: OpaquePointer, opaque: UnsafeMutableRawPointer
+        _ record: ProducerRecord, rk: RDKafkaHandle, topic: RDKafkaTopic, opaque: UnsafeMutableRawPointer
     ) -> KafkaError? {
-        var headers: OpaquePointer?
-        if !record.headers.isEmpty {
-            let list = rd_kafka_headers_new(record.headers.count)!
-            for header in record.headers {
-                if let value = header.value {
-                    value.withUnsafeBytes { bytes in
-                        _ = rd_kafka_header_add(
-                            list, header.key, -1, bytes.baseAddress ?? UnsafeRawPointer(emptyPayload), bytes.count)
-                    }
-                } else {
-                    _ = rd_kafka_header_add(list, header.key, -1, nil, 0)
-                }
-            }
-            headers = list
-        }
-        let error: OpaquePointer? = withBytes(record.key) { key, keyLength in
-            withBytes(record.value) { value, valueLength in
-                withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 7) { buffer in
-                    var count = 0
-                    func add(_ configure: (inout rd_kafka_vu_t) -> Void) {
-                        var vu = rd_kafka_vu_t()
-                        configure(&vu)
-                        buffer.initializeElement(at: count, to: vu)
-                        count += 1
-                    }
-                    add {
-                        $0.vtype = RD_KAFKA_VTYPE_RKT; $0.u.rkt = topic
-                    }
-                    add {
-                        $0.vtype = RD_KAFKA_VTYPE_PARTITION
-                        $0.u.i32 = record.partition ?? RD_KAFKA_PARTITION_UA
-                    }
-                    add {
-                        $0.vtype = RD_KAFKA_VTYPE_MSGFLAGS; $0.u.i = RD_KAFKA_MSG_F_COPY
-                    }
-                    add {
-                        $0.vtype = RD_KAFKA_VTYPE_OPAQUE; $0.u.ptr = opaque
-                    }
-                    if let value {
-                        add {
-                            $0.vtype = RD_KAFKA_VTYPE_VALUE; $0.u.mem.ptr = value; $0.u.mem.size = valueLength
-                        }
-                    }
-                    if let key {
-                        add {
-                            $0.vtype = RD_KAFKA_VTYPE_KEY; $0.u.mem.ptr = key; $0.u.mem.size = keyLength
-                        }
-                    }
-                    if let headers {
-                        add {
-                            $0.vtype = RD_KAFKA_VTYPE_HEADERS; $0.u.headers = headers
-                        }
-                    }
-                    defer { buffer.baseAddress!.deinitialize(count: count) }
-                    return rd_kafka_produceva(rk, buffer.baseAddress, count)
-                }
-            }
-        }
-        guard let error else { return nil }  // librdkafka owns the headers now
-        if let headers { rd_kafka_headers_destroy(headers) }
-        return KafkaError.consuming(error, code: .delivery, context: "could not enqueue a record for \(record.topic)")
-    }
-
-    private static func withBytes<R>(
-        _ bytes: [UInt8]?, _ body: (UnsafeMutableRawPointer?, Int) -> R
-    ) -> R {
-        guard let bytes else { return body(nil, 0) }
-        if bytes.isEmpty { return body(emptyPayload, 0) }
-        return bytes.withUnsafeBytes { body(UnsafeMutableRawPointer(mutating: $0.baseAddress!), $0.count) }
+        guard let error = rk.produce(record, topic: topic, opaque: opaque) else { return nil }
+        return KafkaError.from(error, code: .delivery, context: "could not enqueue a record for \(record.topic)")
     }
 
     func flush(timeout: Duration) async throws(KafkaError) {
         try await client.blocking("flush") { rk -> Result<Void, KafkaError> in
-            let err = rd_kafka_flush(rk, timeout.timeoutMilliseconds)
-            if err == RD_KAFKA_RESP_ERR__TIMED_OUT {
-                return .failure(.timedOut("flushing \(rd_kafka_outq_len(rk)) queued records", after: timeout))
+            let err = rk.flush(timeoutMilliseconds: timeout.timeoutMilliseconds)
+            if err == .timedOut {
+                return .failure(.timedOut("flushing \(rk.queuedCount) queued records", after: timeout))
             }
-            return err == RD_KAFKA_RESP_ERR_NO_ERROR ? .success(()) : .failure(.from(err, context: "flush"))
+            return err == .noError ? .success(()) : .failure(.from(err, context: "flush"))
         }
     }
 
@@ -317,14 +241,14 @@ final class ProducerCore: Sendable {
         let logger = client.logger
         await client.destroy(timeout: timeout, pollThread: pollThread) { [self] rk in
             defer { destroyTopicHandles() }
-            if rd_kafka_flush(rk, flushTimeout.timeoutMilliseconds) != RD_KAFKA_RESP_ERR_NO_ERROR {
+            if rk.flush(timeoutMilliseconds: flushTimeout.timeoutMilliseconds) != .noError {
                 logger.warning(
-                    "closing the producer with \(rd_kafka_outq_len(rk)) records undelivered; they fail with a purge error"
+                    "closing the producer with \(rk.queuedCount) records undelivered; they fail with a purge error"
                 )
-                rd_kafka_purge(rk, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
+                rk.purgeQueuedAndInflight()
                 // Serve the purge delivery reports so every waiting `send` gets its error.
-                _ = rd_kafka_flush(rk, 100)
-                rd_kafka_poll(rk, 0)
+                _ = rk.flush(timeoutMilliseconds: 100)
+                rk.poll(timeoutMilliseconds: 0)
             }
         }
     }

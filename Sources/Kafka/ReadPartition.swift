@@ -1,4 +1,3 @@
-import CRdKafka
 public import Logging
 import Synchronization
 
@@ -191,7 +190,7 @@ struct PartitionReader: Sendable {
 
     /// A consumer handle that never joins a group, for the blocking `body`; destroyed afterwards.
     private func withClient<T: Sendable>(
-        _ isolation: IsolationLevel, _ body: @escaping @Sendable (OpaquePointer) -> Result<T, KafkaError>
+        _ isolation: IsolationLevel, _ body: @escaping @Sendable (RDKafkaHandle) -> Result<T, KafkaError>
     ) async throws(KafkaError) -> T {
         let client = try makeClient(isolation)
         let result: Result<T, KafkaError>
@@ -220,16 +219,16 @@ struct PartitionReader: Sendable {
         ])
         properties.append(contentsOf: configuration.properties.sorted { $0.key < $1.key })
         let client = try RDKafkaClient(
-            type: RD_KAFKA_CONSUMER, properties: properties,
+            kind: .consumer, properties: properties,
             context: ClientContext(logger: logger, statisticsHandler: configuration.statisticsHandler), callbacks: [])
-        rd_kafka_poll_set_consumer(client.pointer)
+        client.handle.serveEventsFromConsumerQueue()
         return client
     }
 
     /// The topic's partition count (the named partition + 1 for `.one`, which asks for no metadata) and the extent
     /// of each wanted partition that has records.
     private static func extents(
-        _ rk: OpaquePointer, topic: String, partitions selection: Selection, timeout: Duration
+        _ rk: RDKafkaHandle, topic: String, partitions selection: Selection, timeout: Duration
     ) -> Result<(Int32, [Int32: Extent]), KafkaError> {
         let count: Int32
         let wanted: Set<Int32>
@@ -238,7 +237,7 @@ struct PartitionReader: Sendable {
             count = partition + 1
             wanted = [partition]
         case .fromCount(let choose):
-            switch listTopicMetadata(rk, timeout: timeout) {
+            switch rk.topicPartitionCounts(timeout: timeout) {
             case .success(let topics): count = Int32(topics[topic] ?? 0)
             case .failure(let error): return .failure(error)
             }
@@ -246,7 +245,7 @@ struct PartitionReader: Sendable {
         }
         var extents: [Int32: Extent] = [:]
         for partition in wanted {
-            switch queryWatermarks(rk, topic: topic, partition: partition, timeout: timeout) {
+            switch rk.queryWatermarks(topic: topic, partition: partition, timeout: timeout) {
             case .success(let watermarks):
                 if watermarks.high > watermarks.low {
                     extents[partition] = Extent(start: watermarks.low, end: watermarks.high)
@@ -264,13 +263,12 @@ struct PartitionReader: Sendable {
     /// before the first fetch, which took ~0.5 s per read on the embedded cluster. Should retention move the low
     /// watermark in between, the fetch is out of range and `auto.offset.reset=earliest` applies.
     static func readToEnd(
-        _ rk: OpaquePointer, topic: String, extents: [Int32: Extent], deadline: ContinuousClock.Instant,
+        _ rk: RDKafkaHandle, topic: String, extents: [Int32: Extent], deadline: ContinuousClock.Instant,
         timeout: Duration, cancelled: CancellationFlag?, batchBytes: Int, onBatch: ([ConsumerMessage]) -> Void
     ) -> Result<Void, KafkaError> {
-        let list = makePartitionList(extents.keys.sorted().map { (topic, $0, extents[$0]!.start) })
-        defer { rd_kafka_topic_partition_list_destroy(list) }
-        let err = rd_kafka_assign(rk, list)
-        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+        let err = rk.assign(
+            extents.keys.sorted().map { TopicPartitionOffset(topic: topic, partition: $0, offset: extents[$0]!.start) })
+        if err != .noError {
             return .failure(.from(err, context: "assigning \(topic)\(extents.keys.sorted())"))
         }
         var batch: [ConsumerMessage] = []
@@ -279,12 +277,12 @@ struct PartitionReader: Sendable {
         var unfinished = Set(extents.keys)
         while ContinuousClock.now < deadline {
             if cancelled?.isSet == true { return .failure(.closed("reading \(topic): cancelled")) }
-            guard let message = rd_kafka_consumer_poll(rk, 100) else { continue }
-            defer { rd_kafka_message_destroy(message) }
-            let partition = message.pointee.partition
-            switch message.pointee.err {
-            case RD_KAFKA_RESP_ERR_NO_ERROR:
-                if let end = extents[partition]?.end, message.pointee.offset < end {
+            guard let message = rk.consumerPoll(timeoutMilliseconds: 100) else { continue }
+            defer { message.destroy() }
+            let partition = message.partition
+            switch message.code {
+            case .noError:
+                if let end = extents[partition]?.end, message.offset < end {
                     let record = ConsumerMessage(message)
                     pendingBytes += (record.key?.count ?? 0) + (record.value?.count ?? 0) + 64
                     batch.append(record)
@@ -294,14 +292,13 @@ struct PartitionReader: Sendable {
                         pendingBytes = 0
                     }
                 }
-                positions[partition] = message.pointee.offset + 1
-            case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+                positions[partition] = message.offset + 1
+            case .partitionEOF:
                 // The offset of an EOF is the fetch position: past skipped aborted records and commit markers. With
                 // read_committed an EOF short of the high watermark is the last stable offset: keep waiting.
-                positions[partition] = max(positions[partition] ?? 0, message.pointee.offset)
+                positions[partition] = max(positions[partition] ?? 0, message.offset)
             case let err:
-                if err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
-                    || err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+                if err == .fatal || err == .topicAuthorizationFailed || err == .unknownPartition || err == .unknownTopic
                 {
                     return .failure(.from(err, context: "reading \(topic)[\(partition)]"))
                 }

@@ -139,4 +139,10 @@ public struct ConsumerGroupMetadata: Sendable, Hashable {
     init(serialized: [UInt8]) {
         self.serialized = serialized
     }
+
+    /// Metadata for a group id alone (no member id or generation), for tools and tests that commit offsets for
+    /// a group without being a member of it.
+    public init(groupId: String) {
+        self.init(serialized: RDKafkaGroupMetadata.serialized(groupId: groupId))
+    }
 }

@@ -2,12 +2,6 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// A librdkafka handle (`rd_kafka_t *` and friends) that may cross threads.
-// @unchecked Sendable: librdkafka documents its client handles as thread-safe; the pointer itself is immutable.
-struct UnsafeHandle: @unchecked Sendable {
-    let pointer: OpaquePointer
-}
-
 /// Where librdkafka's blocking calls (flush, commit, transactions, metadata, watermarks) run, so they never
 /// block Swift's cooperative pool.
 let kafkaBlockingQueue = DispatchQueue(label: "activity-sync.kafka.blocking", attributes: .concurrent)

@@ -20,6 +20,22 @@ final class ClientContext: Sendable {
         self.consumer = consumer
     }
 
+    /// The error callback's answer to a fatal error: logged with its underlying code and, for a consumer, handed to
+    /// the application as its last event. Fatal whatever the underlying code: that is what makes FENCED_INSTANCE_ID
+    /// here "another process has this group.instance.id", unlike the abortable one a transactional offset commit
+    /// can get.
+    static func reportFatalError(_ context: ClientContext, handle: RDKafkaHandle) {
+        let (underlying, reason) = handle.fatalError()
+        let metadata: Logger.Metadata = [
+            "kafka.error": "\(RDKafkaCode.fatal.name)", "kafka.fatal": "\(underlying.name)",
+        ]
+        context.logger.error("librdkafka fatal error: \(reason)", metadata: metadata)
+        var error = KafkaError.from(underlying, context: "the consumer failed for good: \(reason)")
+        error.isFatal = true
+        error.isRetriable = false
+        context.consumer?.channel.push(.fatal(error))
+    }
+
     static func from(_ opaque: UnsafeMutableRawPointer?) -> ClientContext? {
         guard let opaque else { return nil }
         return Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue()
@@ -33,23 +49,57 @@ struct ClientCallbacks: OptionSet {
     static let rebalance = ClientCallbacks(rawValue: 2)
 }
 
+/// A librdkafka client handle (`rd_kafka_t *`) as the rest of the module holds it: the typed operations are its
+/// methods (RDKafkaConsumer.swift, RDKafkaProducer.swift, RDKafkaAdmin.swift), so nothing outside this folder
+/// calls librdkafka.
+// @unchecked Sendable: librdkafka documents its client handles as thread-safe; the pointer itself is immutable.
+struct RDKafkaHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+
+    /// Serves this client's events (delivery reports, errors, statistics); waits at most `timeoutMilliseconds`.
+    func poll(timeoutMilliseconds: Int32) {
+        rd_kafka_poll(pointer, timeoutMilliseconds)
+    }
+}
+
 /// One librdkafka client handle: creation from validated properties, the C callbacks, bounded destruction.
 final class RDKafkaClient: Sendable {
-    let handle: UnsafeHandle
+    /// What librdkafka creates: an admin client or a mock cluster's owner is a producer handle.
+    enum Kind {
+        case producer
+        case consumer
+
+        var cValue: rd_kafka_type_t { self == .producer ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER }
+    }
+
+    let handle: RDKafkaHandle
     let context: ClientContext
     private let retainedContext: UnsafeHandleBox
     private let destroyed = Atomic<Bool>(false)
     private let gate = HandleGate()
 
-    var pointer: OpaquePointer { handle.pointer }
     var logger: Logger { context.logger }
 
     /// Creates the handle; every property goes through `rd_kafka_conf_set` so librdkafka's own message reports an
     /// unknown or invalid one.
     init(
-        type: rd_kafka_type_t, properties: [(String, String)], context: ClientContext, callbacks: ClientCallbacks
+        kind: Kind, properties: [(String, String)], context: ClientContext, callbacks: ClientCallbacks
     ) throws(KafkaError) {
         let conf = try Self.makeConf(properties)
+        Self.setDiagnosticCallbacks(conf)
+        if callbacks.contains(.deliveryReports) { Self.setDeliveryReportCallback(conf) }
+        if callbacks.contains(.rebalance) { Self.setRebalanceCallbacks(conf) }
+        let retained = Unmanaged.passRetained(context)
+        rd_kafka_conf_set_opaque(conf, retained.toOpaque())
+        self.handle = RDKafkaHandle(pointer: try Self.newHandle(kind, conf, retainedContext: retained))
+        self.context = context
+        self.retainedContext = UnsafeHandleBox(retained)
+    }
+
+    /// Logs, errors and statistics, which every client has: librdkafka's log lines go to the client's logger with
+    /// their facility; a fatal error is logged with its underlying code and, for a consumer, handed to the
+    /// application as its last event (this runs on its poll thread); statistics are kept for `latestStatistics`.
+    private static func setDiagnosticCallbacks(_ conf: OpaquePointer) {
         rd_kafka_conf_set_log_cb(conf) { rk, level, facility, message in
             guard let rk, let context = ClientContext.from(rd_kafka_opaque(rk)) else { return }
             let text = message.map { String(cString: $0) } ?? ""
@@ -63,24 +113,13 @@ final class RDKafkaClient: Sendable {
         }
         rd_kafka_conf_set_error_cb(conf) { rk, err, reason, opaque in
             guard let context = ClientContext.from(opaque) else { return }
-            let reasonText = reason.map { String(cString: $0) } ?? ""
-            var metadata: Logger.Metadata = [
-                "kafka.error": "\(String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(err))))"
-            ]
-            if err == RD_KAFKA_RESP_ERR__FATAL.rawValue, let rk {
-                var buffer = [CChar](repeating: 0, count: 512)
-                let underlying = rd_kafka_fatal_error(rk, &buffer, buffer.count)
-                metadata["kafka.fatal"] = "\(String(cString: rd_kafka_err2name(underlying)))"
-                context.logger.error("librdkafka fatal error: \(cString(buffer))", metadata: metadata)
-                // A consumer's application learns of it as its last event (this runs on its poll thread).
-                // Fatal whatever the underlying code: that is what makes FENCED_INSTANCE_ID here "another process has
-                // this group.instance.id", unlike the abortable one a transactional offset commit can get.
-                var error = KafkaError.from(underlying, context: "the consumer failed for good: \(cString(buffer))")
-                error.isFatal = true
-                error.isRetriable = false
-                context.consumer?.channel.push(.fatal(error))
+            let code = RDKafkaCode(rawValue: err)
+            if code == .fatal, let rk {
+                ClientContext.reportFatalError(context, handle: RDKafkaHandle(pointer: rk))
             } else {
-                context.logger.warning("librdkafka error: \(reasonText)", metadata: metadata)
+                let reasonText = reason.map { String(cString: $0) } ?? ""
+                context.logger.warning(
+                    "librdkafka error: \(reasonText)", metadata: ["kafka.error": "\(code.name)"])
             }
         }
         rd_kafka_conf_set_stats_cb(conf) { _, json, length, opaque in
@@ -91,40 +130,51 @@ final class RDKafkaClient: Sendable {
             context.statisticsHandler?(text)
             return 0  // librdkafka frees the JSON
         }
-        if callbacks.contains(.deliveryReports) {
-            rd_kafka_conf_set_dr_msg_cb(conf) { rk, message, _ in
-                guard let message else { return }
-                DeliveryBatch.complete(message, rk: rk)
-            }
-        }
-        if callbacks.contains(.rebalance) {
-            rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
-                guard let rk, let consumer = ClientContext.from(opaque)?.consumer else { return }
-                consumer.rebalance(UnsafeHandle(pointer: rk), err: err, partitions: partitions)
-            }
-            rd_kafka_conf_set_offset_commit_cb(conf) { _, err, offsets, opaque in
-                guard err != RD_KAFKA_RESP_ERR_NO_ERROR, err != RD_KAFKA_RESP_ERR__NO_OFFSET,
-                    let context = ClientContext.from(opaque)
-                else { return }
-                context.logger.warning(
-                    "offset commit failed: \(String(cString: rd_kafka_err2str(err)))",
-                    metadata: ["kafka.offsets": "\(readPartitionList(offsets))"])
-            }
-        }
-        let retained = Unmanaged.passRetained(context)
-        rd_kafka_conf_set_opaque(conf, retained.toOpaque())
+    }
 
+    /// A producer's delivery reports, served on its poll thread, complete the record's slot in its `DeliveryBatch`
+    /// (the record's opaque). Only scalars cross: this runs once per record at full produce rate.
+    private static func setDeliveryReportCallback(_ conf: OpaquePointer) {
+        rd_kafka_conf_set_dr_msg_cb(conf) { rk, message, _ in
+            guard let message, let opaque = message.pointee._private else { return }
+            DeliveryBatch.complete(
+                opaque: opaque, partition: message.pointee.partition, offset: message.pointee.offset,
+                code: RDKafkaCode(message.pointee.err), handle: rk.map { RDKafkaHandle(pointer: $0) })
+        }
+    }
+
+    /// A consumer's rebalances go to its `ConsumerPollState` (on the polling thread); failed background commits
+    /// are only logged, because a manual commit reports its own result.
+    private static func setRebalanceCallbacks(_ conf: OpaquePointer) {
+        rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
+            guard let rk, let consumer = ClientContext.from(opaque)?.consumer else { return }
+            consumer.rebalance(
+                RDKafkaRebalance(handle: RDKafkaHandle(pointer: rk), code: RDKafkaCode(err), list: partitions))
+        }
+        rd_kafka_conf_set_offset_commit_cb(conf) { _, err, offsets, opaque in
+            guard err != RD_KAFKA_RESP_ERR_NO_ERROR, err != RD_KAFKA_RESP_ERR__NO_OFFSET,
+                let context = ClientContext.from(opaque)
+            else { return }
+            context.logger.warning(
+                "offset commit failed: \(RDKafkaCode(err).text)",
+                metadata: ["kafka.offsets": "\(RDKafkaTopicPartitionList.read(offsets))"])
+        }
+    }
+
+    /// `rd_kafka_new` takes the configuration over on success; on failure the configuration and the context's +1
+    /// are released here, since no handle will ever release them.
+    private static func newHandle(
+        _ kind: Kind, _ conf: OpaquePointer, retainedContext: Unmanaged<ClientContext>
+    ) throws(KafkaError) -> OpaquePointer {
         var errstr = [CChar](repeating: 0, count: 512)
-        guard let rk = rd_kafka_new(type, conf, &errstr, errstr.count) else {
+        guard let rk = rd_kafka_new(kind.cValue, conf, &errstr, errstr.count) else {
             rd_kafka_conf_destroy(conf)
-            retained.release()
+            retainedContext.release()
             throw KafkaError(
                 code: .clientCreation,
                 message: "librdkafka refused the configuration: \(cString(errstr))")
         }
-        self.handle = UnsafeHandle(pointer: rk)
-        self.context = context
-        self.retainedContext = UnsafeHandleBox(retained)
+        return rk
     }
 
     static func makeConf(_ properties: [(String, String)]) throws(KafkaError) -> OpaquePointer {
@@ -155,7 +205,7 @@ final class RDKafkaClient: Sendable {
     @discardableResult
     func destroy(
         timeout: Duration, pollThread: PollThread?,
-        beforeDestroy: @escaping @Sendable (OpaquePointer) -> Void = { _ in }
+        beforeDestroy: @escaping @Sendable (RDKafkaHandle) -> Void = { _ in }
     ) async -> Bool {
         if destroyed.exchange(true, ordering: .acquiringAndReleasing) { return true }
         pollThread?.requestStop()
@@ -167,7 +217,7 @@ final class RDKafkaClient: Sendable {
             // Destroying while another thread still uses the handle would be a use-after-free: leak instead.
             guard pollThread?.waitUntilExited(timeout: .seconds(5)) ?? true else { return false }
             guard gate.closeAndWait(timeout: .seconds(5)) else { return false }
-            beforeDestroy(handle.pointer)
+            beforeDestroy(handle)
             rd_kafka_destroy(handle.pointer)
             retainedContext.release()
             return true
@@ -182,7 +232,7 @@ final class RDKafkaClient: Sendable {
     }
 
     /// Best-effort destruction when the owner was dropped without `close`.
-    func destroyDetached(pollThread: PollThread?, beforeDestroy: @escaping @Sendable (OpaquePointer) -> Void = { _ in })
+    func destroyDetached(pollThread: PollThread?, beforeDestroy: @escaping @Sendable (RDKafkaHandle) -> Void = { _ in })
     {
         Task.detached { [self] in
             await self.destroy(timeout: .seconds(30), pollThread: pollThread, beforeDestroy: beforeDestroy)
@@ -192,23 +242,23 @@ final class RDKafkaClient: Sendable {
     var isDestroyed: Bool { destroyed.load(ordering: .acquiring) }
 
     /// Runs a short, non-blocking librdkafka call, guaranteeing the handle is not destroyed meanwhile.
-    func withHandle<T>(_ what: String, _ body: (OpaquePointer) throws(KafkaError) -> T) throws(KafkaError) -> T {
+    func withHandle<T>(_ what: String, _ body: (RDKafkaHandle) throws(KafkaError) -> T) throws(KafkaError) -> T {
         guard gate.enter() else { throw KafkaError.closed(what) }
         defer { gate.leave() }
-        return try body(handle.pointer)
+        return try body(handle)
     }
 
     /// Runs a blocking librdkafka call off the cooperative pool, guaranteeing the handle is not destroyed
     /// meanwhile.
     func blocking<T: Sendable>(
-        _ what: String, _ body: @escaping @Sendable (OpaquePointer) -> Result<T, KafkaError>
+        _ what: String, _ body: @escaping @Sendable (RDKafkaHandle) -> Result<T, KafkaError>
     ) async throws(KafkaError) -> T {
         let handle = self.handle
         let gate = self.gate
         let result: Result<T, KafkaError> = await runBlocking {
             guard gate.enter() else { return .failure(KafkaError.closed(what)) }
             defer { gate.leave() }
-            return body(handle.pointer)
+            return body(handle)
         }
         return try result.get()
     }
@@ -272,109 +322,5 @@ extension Logger.Level {
         case 6: self = .info
         default: self = .debug
         }
-    }
-}
-
-// MARK: - Topic partition lists
-
-/// Builds an `rd_kafka_topic_partition_list_t`; the caller destroys it.
-func makePartitionList(_ entries: [(topic: String, partition: Int32, offset: Int64)]) -> UnsafeMutablePointer<
-    rd_kafka_topic_partition_list_t
-> {
-    let list = rd_kafka_topic_partition_list_new(Int32(entries.count))!
-    for entry in entries {
-        let element = rd_kafka_topic_partition_list_add(list, entry.topic, entry.partition)!
-        element.pointee.offset = entry.offset
-    }
-    return list
-}
-
-func makePartitionList(_ offsets: [TopicPartitionOffset]) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
-    makePartitionList(offsets.map { ($0.topic, $0.partition, $0.offset) })
-}
-
-func makePartitionList(_ partitions: [TopicPartition]) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
-    makePartitionList(partitions.map { ($0.topic, $0.partition, Int64(RD_KAFKA_OFFSET_INVALID)) })
-}
-
-func readPartitionList(_ list: UnsafePointer<rd_kafka_topic_partition_list_t>?) -> [TopicPartitionOffset] {
-    guard let list, let elements = list.pointee.elems else { return [] }
-    return (0..<Int(list.pointee.cnt)).map { index in
-        let element = elements[index]
-        return TopicPartitionOffset(
-            topic: String(cString: element.topic), partition: element.partition, offset: element.offset)
-    }
-}
-
-// MARK: - Consumed messages
-
-extension ConsumerMessage {
-    /// Copies a fetched message out of librdkafka's memory.
-    init(_ message: UnsafePointer<rd_kafka_message_t>) {
-        let raw = message.pointee
-        let topic = raw.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
-        let key: [UInt8]? =
-            raw.key.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: raw.key_len)) }
-        let value: [UInt8]? =
-            raw.payload.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: raw.len)) }
-        var headers: [KafkaHeader] = []
-        var headerList: OpaquePointer?
-        let mutableMessage = UnsafeMutablePointer(mutating: message)
-        if rd_kafka_message_headers(mutableMessage, &headerList) == RD_KAFKA_RESP_ERR_NO_ERROR, let headerList {
-            let count = rd_kafka_header_cnt(headerList)
-            headers.reserveCapacity(count)
-            for index in 0..<count {
-                var name: UnsafePointer<CChar>?
-                var valuePointer: UnsafeRawPointer?
-                var size = 0
-                if rd_kafka_header_get_all(headerList, index, &name, &valuePointer, &size)
-                    == RD_KAFKA_RESP_ERR_NO_ERROR, let name
-                {
-                    let headerValue = valuePointer.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: size)) }
-                    headers.append(KafkaHeader(key: String(cString: name), value: headerValue))
-                }
-            }
-        }
-        var timestampType = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
-        let milliseconds = rd_kafka_message_timestamp(message, &timestampType)
-        let timestamp =
-            milliseconds >= 0 ? Date(timeIntervalSince1970: Double(milliseconds) / 1000) : nil
-        self.init(
-            topic: topic, partition: raw.partition, offset: raw.offset, key: key, value: value, headers: headers,
-            timestamp: timestamp)
-    }
-}
-
-extension ConsumerGroupMetadata {
-    /// Metadata for a group id alone (no member id or generation), for tools and tests that commit offsets for
-    /// a group without being a member of it.
-    public init(groupId: String) {
-        let metadata = rd_kafka_consumer_group_metadata_new(groupId)!
-        defer { rd_kafka_consumer_group_metadata_destroy(metadata) }
-        self.init(serialized: Self.write(metadata))
-    }
-
-    static func write(_ metadata: OpaquePointer) -> [UInt8] {
-        var buffer: UnsafeMutableRawPointer?
-        var size = 0
-        guard let error = rd_kafka_consumer_group_metadata_write(metadata, &buffer, &size) as OpaquePointer?
-        else {
-            defer { rd_kafka_mem_free(nil, buffer) }
-            return buffer.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-        }
-        rd_kafka_error_destroy(error)
-        return []
-    }
-
-    /// Reconstructs librdkafka's object; the caller destroys it.
-    func read() throws(KafkaError) -> OpaquePointer {
-        var metadata: OpaquePointer?
-        let error = serialized.withUnsafeBytes { bytes in
-            rd_kafka_consumer_group_metadata_read(&metadata, bytes.baseAddress, bytes.count)
-        }
-        if let error {
-            throw KafkaError.consuming(error, context: "reading consumer group metadata")
-        }
-        return metadata!
     }
 }
