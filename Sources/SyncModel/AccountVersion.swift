@@ -13,7 +13,9 @@ public struct AccountVersion: Sendable, Hashable, CustomStringConvertible {
 
     public init(rawValue: UInt64) { self.rawValue = rawValue }
 
-    /// The version of the record whose value on the accounts topic is `bytes`.
+    /// The version of the record whose value on the accounts topic is `bytes`; `@inlinable` for the reason
+    /// ``StableHash/fnv1a(_:)`` is.
+    @inlinable
     public init(recordBytes bytes: some Sequence<UInt8>) {
         rawValue = StableHash.fnv1a(bytes)
     }
