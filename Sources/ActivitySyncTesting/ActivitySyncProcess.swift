@@ -22,6 +22,8 @@ public final class ActivitySyncProcess: Sendable {
     private struct Output {
         var stdoutLines: [String] = []
         var stderrLines: [String] = []
+        /// When each stderr line arrived (the process's own log timestamps are whole seconds).
+        var stderrTimes: [Date] = []
         var stdoutPartial = ""
         var stderrPartial = ""
         /// Both pipes reached EOF: every line the process wrote is in the lists above.
@@ -49,6 +51,8 @@ public final class ActivitySyncProcess: Sendable {
                     ActivitySyncProcess.append(bytes, to: &state.stdoutPartial, lines: &state.stdoutLines)
                 } else {
                     ActivitySyncProcess.append(bytes, to: &state.stderrPartial, lines: &state.stderrLines)
+                    let now = Date()
+                    while state.stderrTimes.count < state.stderrLines.count { state.stderrTimes.append(now) }
                 }
             }
         } onEnd: {
@@ -77,6 +81,23 @@ public final class ActivitySyncProcess: Sendable {
         output.state.withLock {
             ($0.stdoutLines + [$0.stdoutPartial] + $0.stderrLines + [$0.stderrPartial]).joined(separator: "\n")
         }
+    }
+
+    /// The stderr lines, each prefixed with the time it arrived (`HH:mm:ss.SSS`, UTC): for ordering one process's
+    /// log against another's, or against record timestamps, to the millisecond.
+    public var timestampedStderr: String {
+        output.state.withLock { state in
+            zip(state.stderrTimes, state.stderrLines).map { time, line in
+                "\(Self.clock(time)) \(line)"
+            }.joined(separator: "\n")
+        }
+    }
+
+    private static func clock(_ date: Date) -> String {
+        let seconds = date.timeIntervalSince1970
+        let day = Int(seconds) % 86_400
+        let millis = Int((seconds - seconds.rounded(.down)) * 1000)
+        return String(format: "%02d:%02d:%02d.%03d", day / 3600, day / 60 % 60, day % 60, millis)
     }
 
     /// Waits for a stdout line satisfying `predicate` and returns it.

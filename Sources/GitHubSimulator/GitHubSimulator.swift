@@ -470,3 +470,51 @@ struct FaultQueue {
         return ordinal
     }
 }
+
+extension GitHubSimulator {
+    /// Why a failing test's missing notification version was owed, in one line per version of its thread: when each
+    /// version was current, what made it (reason, cause, the comment's author), whether a client can recover it from
+    /// the subject (`Truth.swift`'s rules), when a page first delivered it; then the account's listings (time, since,
+    /// before). For failure messages only; nil when `activityId` is no thread version of `login`.
+    public func explainThreadVersion(login: String, activityId: String) throws -> String? {
+        let index = try accountIndex(login)
+        let parts = activityId.split(separator: ":")
+        guard parts.count >= 3, parts[1] == "notification", let threadId = Int64(parts[2]) else { return nil }
+        return world.withLock { world -> String? in
+            let account = world.account(index)
+            guard let thread = account.threads[threadId] else { return nil }
+            let recoverable = world.recoverableVersions(user: index)
+            let versions =
+                thread.previous + [
+                    ThreadVersion(
+                        updatedAt: thread.updatedAt, reason: thread.reason, latest: thread.latest,
+                        currentFrom: thread.currentFrom, supersededAt: .infinity, cause: thread.cause)
+                ]
+            func stamp(_ seconds: Double) -> String {
+                seconds.isFinite ? String(format: "%.3f", seconds.truncatingRemainder(dividingBy: 1000)) : "-"
+            }
+            var lines = ["thread \(threadId) of \(login) (times: epoch seconds mod 1000)"]
+            for version in versions {
+                let id = WorldState.notificationActivityId(thread: threadId, updatedAt: version.updatedAt)
+                var made = "reason=\(version.reason) cause=\(version.cause ?? "-")"
+                switch version.latest {
+                case .none: made += " latest=none"
+                case .subject: made += " latest=subject"
+                case .comment(let comment):
+                    let author = world.comments[comment]?.author.login ?? "?"
+                    made += " latest=comment \(comment) by \(author)"
+                }
+                lines.append(
+                    "\(id == activityId ? "*" : " ") \(id): current \(stamp(version.currentFrom))–"
+                        + "\(stamp(version.supersededAt)) \(made) recoverable=\(recoverable[id] != nil) "
+                        + "served=\(account.served[id].map(stamp) ?? "never")")
+            }
+            let listings = account.listings.map { listing in
+                "\(stamp(listing.time))[since \(listing.since.map { stamp(Double($0)) } ?? "-") before "
+                    + "\(listing.before.map { stamp(Double($0)) } ?? "-")]"
+            }
+            lines.append("listings: \(listings.joined(separator: " "))")
+            return lines.joined(separator: "\n")
+        }
+    }
+}

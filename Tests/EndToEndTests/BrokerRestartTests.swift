@@ -46,7 +46,9 @@ struct BrokerRestartTests {
         }
         func saveOutput() {
             for process in processes {
-                try? process.allOutput.write(to: logFile(process), atomically: true, encoding: .utf8)
+                // Timestamped to the millisecond on arrival, to order one process's log against another's and
+                // against the records' timestamps.
+                try? process.timestampedStderr.write(to: logFile(process), atomically: true, encoding: .utf8)
             }
         }
         func failWithOutput() {
@@ -107,6 +109,9 @@ struct BrokerRestartTests {
                     "\(missing.count) required ids missing, \(unwritten) of them not even written, \(superseded.count) "
                     + "of them thread versions with a later version committed: \(sample)"
                 Issue.record("\(message)")
+                for explanation in try pipeline.explain(missing: missing.sorted().prefix(5)) {
+                    print(explanation)
+                }
                 // Repeats are counted even so: an incomplete run may still show them.
                 let emitted = try await pipeline.activities()
                 var distinct = Set<String>()

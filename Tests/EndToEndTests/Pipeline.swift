@@ -155,6 +155,21 @@ final class Pipeline: Sendable {
         return (seen, required)
     }
 
+    /// The simulator's account of each missing notification version (see `explainThreadVersion`), for a failure
+    /// message: which kind of version was lost says whether the client could have recovered it.
+    func explain(missing ids: some Sequence<String>) throws -> [String] {
+        var lines: [String] = []
+        for id in ids {
+            for user in simulator.users {
+                if let text = try simulator.explainThreadVersion(login: user.login, activityId: id) {
+                    lines.append(text)
+                    break
+                }
+            }
+        }
+        return lines
+    }
+
     /// Waits until everything polls saw up to `until` (for each account, up to its first listing at or after
     /// `until`, so a checkpoint before the first poll still covers the history) is on the activities topic.
     func waitForCompleteness(until: Date, timeout: Duration = .seconds(120)) async throws {
