@@ -79,7 +79,8 @@ extension WorkerService {
             switch event {
             case .assigned(let partitions, let metadata):
                 try await assign(
-                    partitions.filter { $0.topic == configuration.topics.jobs }.map(\.partition), metadata: metadata)
+                    partitions.filter { $0.topic == configuration.topics.jobs }.map(\.partition), metadata: metadata,
+                    consumer: consumer)
             case .revoked(let partitions):
                 await revoke(partitions.map(\.partition), lost: false)
             case .lost(let partitions):
@@ -169,8 +170,9 @@ extension WorkerService {
 
     /// Restores the partitions' states before asking for the next event, so no job of them runs on a state older
     /// than the committed offsets: each state partition is read to its high watermark (see `readPartitionToEnd`),
-    /// which includes every transaction whose offsets the group has committed.
-    private func assign(_ partitions: [Int32], metadata: ConsumerGroupMetadata?) async throws {
+    /// which includes every transaction whose offsets the group had committed when the read began — and
+    /// ``restoreAtStableOffsets(_:consumer:)`` makes sure no later one moved them meanwhile.
+    private func assign(_ partitions: [Int32], metadata: ConsumerGroupMetadata?, consumer: KafkaConsumer) async throws {
         guard !partitions.isEmpty else { return }
         let started = ContinuousClock.now
         // The metadata of this generation, taken by the consumer when the assignment was made: batches of this
@@ -180,7 +182,7 @@ extension WorkerService {
         }
         let generation = decide { $0.machine.assigned(partitions, groupMetadata: metadata) }
         configuration.onReadinessChange?(false)
-        let restored = try await restore(partitions)
+        let restored = try await restoreAtStableOffsets(partitions, consumer: consumer)
         // Decoded outside the lock: jobs of owned partitions go on meanwhile.
         var records = 0
         var undecodable = 0
@@ -212,11 +214,81 @@ extension WorkerService {
             ])
     }
 
-    /// Reads the state and accounts partitions, `restoreConcurrency` at a time; a failed read is retried with
-    /// capped backoff for up to `restoreRetryLimit` (a slow state topic or an open transaction that has not timed
-    /// out yet must not turn into a crash loop of every worker).
-    private func restore(_ partitions: [Int32]) async throws -> [(Int32, [ConsumerMessage], AccountDirectory.Table)] {
+    /// Restores the partitions so that their states match the offsets the consumer starts from.
+    ///
+    /// The consumer fetches the group's committed offsets as the assignment arrives, and, reading `read_committed`,
+    /// asks for stable ones (KIP-447): offsets that a transaction still open sent are waited out, and the consumer
+    /// starts after them. If that transaction is the previous owner's last batch and its state records are appended
+    /// after the restore has taken the state partition's end, the jobs after those offsets run on the state from
+    /// before the batch and emit its output again. It happened on kfake after a broker restart (three repeats in one
+    /// of six runs): the new owner was handed the partitions while the previous owner's last batch was still being
+    /// committed. So the restore starts only once the same stable fetch answers (an open transaction holding these
+    /// offsets has ended by then, its records below the ends the restore takes), and a partition whose committed
+    /// offset moved by the time the restore ended is read again.
+    private func restoreAtStableOffsets(
+        _ partitions: [Int32], consumer: KafkaConsumer
+    ) async throws -> [(Int32, [ConsumerMessage], AccountDirectory.Table)] {
         let limit = ContinuousClock.now + configuration.restoreRetryLimit
+        var before = try await committedOffsets(partitions, consumer: consumer, until: limit)
+        var restored: [Int32: (Int32, [ConsumerMessage], AccountDirectory.Table)] = [:]
+        var reading = partitions
+        while !reading.isEmpty {
+            for entry in try await restore(reading, until: limit) { restored[entry.0] = entry }
+            let after = try await committedOffsets(partitions, consumer: consumer, until: limit)
+            reading = partitions.filter { after[$0] != before[$0] }
+            if !reading.isEmpty {
+                metrics.restoreRetries.increment()
+                logger.warning(
+                    "committed offsets moved while the state was read (the previous owner's last transaction); reading those partitions again",
+                    metadata: [
+                        "partitions": "\(reading.sorted())",
+                        "offsets": "\(reading.sorted().map { "\($0): \(before[$0] ?? -1) → \(after[$0] ?? -1)" })",
+                    ])
+            }
+            before = after
+        }
+        return partitions.compactMap { restored[$0] }
+    }
+
+    /// The group's committed offsets of these jobs partitions, stable ones (see `restoreAtStableOffsets`); retried
+    /// with the restore's backoff until `limit` (an open transaction of the previous owner holds the answer back
+    /// until it ends, at most its `transaction.timeout.ms`).
+    private func committedOffsets(
+        _ partitions: [Int32], consumer: KafkaConsumer, until limit: ContinuousClock.Instant
+    ) async throws -> [Int32: Int64] {
+        let list = partitions.map { TopicPartition(topic: configuration.topics.jobs, partition: $0) }
+        var attempt = 0
+        while true {
+            attempt += 1
+            let remaining = limit - ContinuousClock.now
+            guard remaining > .milliseconds(500) else {
+                throw WorkerError.restoreFailed(
+                    "reading the committed offsets: \(configuration.restoreRetryLimit) spent in \(attempt - 1) attempts"
+                )
+            }
+            do {
+                let offsets = try await consumer.committed(list, timeout: min(.seconds(10), remaining))
+                return Dictionary(offsets.map { ($0.partition, $0.offset) }) { first, _ in first }
+            } catch {
+                let backoff = Self.restoreBackoff.delay(afterFailures: attempt)
+                guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {
+                    throw WorkerError.restoreFailed("reading the committed offsets after \(attempt) attempts: \(error)")
+                }
+                metrics.restoreRetries.increment()
+                logger.warning(
+                    "reading the committed offsets failed; retrying",
+                    metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                try await Task.sleep(for: backoff)
+            }
+        }
+    }
+
+    /// Reads the state and accounts partitions, `restoreConcurrency` at a time; a failed read is retried with
+    /// capped backoff until `limit` (a slow state topic or an open transaction that has not timed out yet must not
+    /// turn into a crash loop of every worker).
+    private func restore(
+        _ partitions: [Int32], until limit: ContinuousClock.Instant
+    ) async throws -> [(Int32, [ConsumerMessage], AccountDirectory.Table)] {
         return try await readEachPartition(partitions, concurrency: configuration.restoreConcurrency) {
             try await self.restorePartition($0, until: limit)
         }.map { ($0.partition, $0.result.0, $0.result.1) }

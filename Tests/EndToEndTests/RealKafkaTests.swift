@@ -177,3 +177,89 @@ enum RealKafka {
         ProcessInfo.processInfo.environment["KAFKA_TOPIC_PARTITIONS"].flatMap { Int32($0) } ?? 12
     }
 }
+
+extension RealKafkaTests {
+    /// A previous owner's last transaction can still be open when the group hands its partition to a worker (the
+    /// coordinator finished the rebalance without it: its session ran out in a broker outage, say) and commit while
+    /// the worker restores. The worker's consumer, reading `read_committed`, waits for that transaction's offsets
+    /// (KIP-447) and starts after them; the state it restored must then include that transaction's state record, or
+    /// the next job runs on the state from before it and emits its output again (seen once in six broker-restart
+    /// runs: three repeats). Here the previous owner is this test: it sends the first job's offset in a transaction,
+    /// a worker is started, and the account's state record goes out in that transaction, which then commits, only
+    /// once the worker had time to restore. The second job must then list notifications from that state's
+    /// watermark, not as a first sync.
+    @Test(
+        "a previous owner's transaction that commits while a worker restores is in the state the worker's next job runs on"
+    )
+    func restoreIncludesThePreviousOwnersLastTransaction() async throws {
+        let bootstrap = try #require(RealKafka.bootstrap)
+        let pipeline = try await Pipeline(accounts: 1, partitions: RealKafka.partitions, realKafka: bootstrap)
+        try await pipeline.registerAccounts()
+        let user = try #require(pipeline.simulator.users.first)
+        let account = String(user.id)
+        let partition = KeyPartitioner.murmur2(Array(account.utf8), partitionCount: RealKafka.partitions)
+        let kafka = KafkaConfiguration(bootstrapServers: bootstrap)
+        let logger = Logger(label: "activity-sync.test.previous-owner")
+        func job(_ scheduledAt: Date) throws -> ProducerRecord {
+            ProducerRecord(
+                topic: pipeline.topics.jobs, partition: partition, key: Array(account.utf8),
+                value: try WireFormat.encode(
+                    SyncJob(accountId: account, integration: "github", scheduledAt: scheduledAt)))
+        }
+        // The first job, done by the previous owner.
+        let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+        let jobs = try KafkaProducer(configuration: ProducerConfiguration(kafka: kafka), logger: logger)
+        let done = try await jobs.send(try job(now.addingTimeInterval(-10)))
+        // Its state: notifications synced up to an hour ago, a watermark no first sync would start from.
+        let watermark = now.addingTimeInterval(-3600)
+        let state = StateRecord(
+            accountId: account, integration: "github", lastJob: nil, updatedAt: now,
+            data: [
+                "lastSyncTime": .string(ISO8601DateFormatter().string(from: watermark)),
+                "username": .string(user.login),
+            ])
+        let previousOwner = try KafkaTransactionalProducer(
+            configuration: TransactionalProducerConfiguration(
+                kafka: kafka, transactionalId: "previous-owner-\(UUID().uuidString.prefix(6))"),
+            logger: logger)
+        try await previousOwner.initTransactions(timeout: .seconds(30))
+        try previousOwner.beginTransaction()
+        try await previousOwner.sendOffsetsToTransaction(
+            [TopicPartitionOffset(topic: pipeline.topics.jobs, partition: partition, offset: done.offset + 1)],
+            groupMetadata: ConsumerGroupMetadata(groupId: "activity-sync-workers"), timeout: .seconds(30))
+        // The worker is assigned the partition while the transaction is open.
+        let worker = try pipeline.startWorker("real-restore-\(UUID().uuidString.prefix(6))")
+        // Up to 20 s for the assignment and its restore: a worker that waits for the transaction before it says
+        // "partitions assigned" is what this test wants, so timing out here is no failure.
+        do {
+            try await eventually("the worker owns partitions", timeout: .seconds(20)) {
+                worker.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
+            }
+        } catch {}
+        // Its state record goes out only now, after a restore that did not wait would have read the partition.
+        _ = try await previousOwner.send([
+            ProducerRecord(
+                topic: pipeline.topics.state, partition: partition, key: Array(account.utf8),
+                value: try WireFormat.encode(state))
+        ])
+        try await previousOwner.commitTransaction(timeout: .seconds(30))
+        // The next job runs on the state the worker restored.
+        _ = try await jobs.send(try job(now))
+        var listing: RecordedRequest?
+        try await eventually("the second job's notifications listing", timeout: .seconds(60)) {
+            listing = pipeline.simulator.requests().first { $0.path.hasSuffix("/notifications") }
+            return listing != nil
+        }
+        let since = try #require(
+            listing?.query.flatMap { URLComponents(string: "?\($0)")?.queryItems?.first { $0.name == "since" }?.value }
+                .flatMap(WireFormat.parseDate), "since in \(String(describing: listing?.query))")
+        // The listing starts at the watermark minus the overlap; a first sync would start days back.
+        #expect(
+            abs(since.timeIntervalSince(watermark.addingTimeInterval(-120))) < 2,
+            "listed since \(since), not from the previous owner's watermark \(watermark): the restored state missed its transaction"
+        )
+        await jobs.close(timeout: .seconds(5))
+        await previousOwner.close(timeout: .seconds(5))
+        await pipeline.shutdown([worker])
+    }
+}
