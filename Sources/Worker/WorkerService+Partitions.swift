@@ -257,29 +257,11 @@ extension WorkerService {
         _ partitions: [Int32], consumer: KafkaConsumer, until limit: ContinuousClock.Instant
     ) async throws -> [Int32: Int64] {
         let list = partitions.map { TopicPartition(topic: configuration.topics.jobs, partition: $0) }
-        var attempt = 0
-        while true {
-            attempt += 1
-            let remaining = limit - ContinuousClock.now
-            guard remaining > .milliseconds(500) else {
-                throw WorkerError.restoreFailed(
-                    "reading the committed offsets: \(configuration.restoreRetryLimit) spent in \(attempt - 1) attempts"
-                )
-            }
-            do {
-                let offsets = try await consumer.committed(list, timeout: min(.seconds(10), remaining))
-                return Dictionary(offsets.map { ($0.partition, $0.offset) }) { first, _ in first }
-            } catch {
-                let backoff = Self.restoreBackoff.delay(afterFailures: attempt)
-                guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {
-                    throw WorkerError.restoreFailed("reading the committed offsets after \(attempt) attempts: \(error)")
-                }
-                metrics.restoreRetries.increment()
-                logger.warning(
-                    "reading the committed offsets failed; retrying",
-                    metadata: ["attempt": "\(attempt)", "error": "\(error)"])
-                try await Task.sleep(for: backoff)
-            }
+        return try await retrying(
+            "reading the committed offsets", until: limit, warning: "reading the committed offsets failed; retrying"
+        ) { remaining in
+            let offsets = try await consumer.committed(list, timeout: min(.seconds(10), remaining))
+            return Dictionary(offsets.map { ($0.partition, $0.offset) }) { first, _ in first }
         }
     }
 
@@ -297,38 +279,51 @@ extension WorkerService {
     private func restorePartition(_ partition: Int32, until limit: ContinuousClock.Instant) async throws
         -> ([ConsumerMessage], AccountDirectory.Table)
     {
+        // Every attempt ends by `limit`: the whole restore stays within `restoreRetryLimit`, below the consumer's
+        // max.poll.interval.ms, whose expiry would cost this member its partitions.
+        try await retrying(
+            "state partition \(partition)", until: limit, warning: "restoring a state partition failed; retrying",
+            metadata: ["partition": "\(partition)"]
+        ) { remaining in
+            // The newest record per account only, as the reader goes: memory follows the number of accounts, not
+            // the length of a state log that compaction has not caught up with.
+            let states = try await readNewestPerKey(
+                configuration: configuration.kafka, topic: configuration.topics.state, partition: partition,
+                isolationLevel: .readCommitted, timeout: min(configuration.restoreTimeout, remaining),
+                maxBufferedBytes: configuration.restoreBufferBytes, logger: logger
+            ).messages
+            let accounts = try await self.accounts.load(
+                partition: partition, timeout: min(configuration.restoreTimeout, limit - ContinuousClock.now),
+                maxBufferedBytes: configuration.restoreBufferBytes)
+            return (states, accounts)
+        }
+    }
+
+    /// One step of a restore, tried again with `restoreBackoff` while `limit` allows (each attempt is given what
+    /// remains of it): a slow topic, or an open transaction that has not timed out yet, must not turn into a crash
+    /// loop of every worker.
+    private func retrying<T: Sendable>(
+        _ what: String, until limit: ContinuousClock.Instant, warning: Logger.Message,
+        metadata: Logger.Metadata = [:], _ step: (_ remaining: Duration) async throws -> T
+    ) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
-            // Every attempt ends by `limit`: the whole restore stays within `restoreRetryLimit`, below the
-            // consumer's max.poll.interval.ms, whose expiry would cost this member its partitions.
             let remaining = limit - ContinuousClock.now
-            let timeout = min(configuration.restoreTimeout, remaining)
             guard remaining > .milliseconds(500) else {
                 throw WorkerError.restoreFailed(
-                    "state partition \(partition): \(configuration.restoreRetryLimit) spent in \(attempt - 1) attempts")
+                    "\(what): \(configuration.restoreRetryLimit) spent in \(attempt - 1) attempts")
             }
             do {
-                // The newest record per account only, as the reader goes: memory follows the number of accounts,
-                // not the length of a state log that compaction has not caught up with.
-                let states = try await readNewestPerKey(
-                    configuration: configuration.kafka, topic: configuration.topics.state, partition: partition,
-                    isolationLevel: .readCommitted, timeout: timeout,
-                    maxBufferedBytes: configuration.restoreBufferBytes, logger: logger
-                ).messages
-                let accounts = try await self.accounts.load(
-                    partition: partition, timeout: min(configuration.restoreTimeout, limit - ContinuousClock.now),
-                    maxBufferedBytes: configuration.restoreBufferBytes)
-                return (states, accounts)
+                return try await step(remaining)
             } catch {
                 let backoff = Self.restoreBackoff.delay(afterFailures: attempt)
                 guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {
-                    throw WorkerError.restoreFailed("state partition \(partition) after \(attempt) attempts: \(error)")
+                    throw WorkerError.restoreFailed("\(what) after \(attempt) attempts: \(error)")
                 }
                 metrics.restoreRetries.increment()
                 logger.warning(
-                    "restoring a state partition failed; retrying",
-                    metadata: ["partition": "\(partition)", "attempt": "\(attempt)", "error": "\(error)"])
+                    warning, metadata: metadata.merging(["attempt": "\(attempt)", "error": "\(error)"]) { $1 })
                 try await Task.sleep(for: backoff)
             }
         }
