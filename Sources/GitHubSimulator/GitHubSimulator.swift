@@ -472,6 +472,14 @@ struct FaultQueue {
 }
 
 extension GitHubSimulator {
+    /// The ids of `login`'s superseded thread versions that a client can recover from the subject once a later
+    /// version is listed (a comment or a close by someone else; `Truth.swift`'s rules). Any other superseded version
+    /// handed to a sync whose output was rolled back is lost, as topics.md says.
+    public func recoverableVersionIds(login: String) throws -> Set<String> {
+        let index = try accountIndex(login)
+        return world.withLock { Set($0.recoverableVersions(user: index).keys) }
+    }
+
     /// Why a failing test's missing notification version was owed, in one line per version of its thread: when each
     /// version was current, what made it (reason, cause, the comment's author), whether a client can recover it from
     /// the subject (`Truth.swift`'s rules), when a page first delivered it; then the account's listings (time, since,

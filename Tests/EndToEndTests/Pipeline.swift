@@ -155,6 +155,14 @@ final class Pipeline: Sendable {
         return (seen, required)
     }
 
+    /// Every account's superseded thread versions that a client can recover from the subject (the simulator's
+    /// `recoverableVersionIds`).
+    func recoverableVersionIds() throws -> Set<String> {
+        var ids = Set<String>()
+        for user in simulator.users { ids.formUnion(try simulator.recoverableVersionIds(login: user.login)) }
+        return ids
+    }
+
     /// The simulator's account of each missing notification version (see `explainThreadVersion`), for a failure
     /// message: which kind of version was lost says whether the client could have recovered it.
     func explain(missing ids: some Sequence<String>) throws -> [String] {
