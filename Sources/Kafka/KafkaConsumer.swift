@@ -229,6 +229,12 @@ public final class KafkaConsumer: Sendable {
         }
     }
 
+    /// Whether the consumer failed for good (a fatal error such as FENCED_INSTANCE_ID) or was closed: its calls
+    /// to the group coordinator then only time out, and the failure reaches `events` as `.fatal`.
+    public var hasFailed: Bool {
+        (try? client.withHandle("fatalError") { $0.fatalError().code != .noError }) ?? true
+    }
+
     /// This member's group metadata, for `KafkaTransactionalProducer.sendOffsetsToTransaction`.
     public func groupMetadata() throws(KafkaError) -> ConsumerGroupMetadata {
         try client.withHandle("groupMetadata") { (rk) throws(KafkaError) -> ConsumerGroupMetadata in

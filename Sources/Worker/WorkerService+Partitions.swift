@@ -182,7 +182,16 @@ extension WorkerService {
         }
         let generation = decide { $0.machine.assigned(partitions, groupMetadata: metadata) }
         configuration.onReadinessChange?(false)
-        let restored = try await restoreAtStableOffsets(partitions, consumer: consumer)
+        let restored: [(Int32, [ConsumerMessage], AccountDirectory.Table)]
+        do {
+            restored = try await restoreAtStableOffsets(partitions, consumer: consumer)
+        } catch is ConsumerFailed {
+            // Its `.fatal` event is next: the partitions go as lost with the consumer, their jobs never started.
+            logger.warning(
+                "the consumer failed while the partitions were restored; its failure is handled next",
+                metadata: ["partitions": "\(partitions.sorted())"])
+            return
+        }
         // Decoded outside the lock: jobs of owned partitions go on meanwhile.
         var records = 0
         var undecodable = 0
@@ -260,6 +269,9 @@ extension WorkerService {
         return try await retrying(
             "reading the committed offsets", until: limit, warning: "reading the committed offsets failed; retrying"
         ) { remaining in
+            // A failed consumer's fetches only time out: give the partitions up rather than retry for minutes
+            // while its fatal event (a fenced static member, say) waits behind this restore.
+            guard !consumer.hasFailed else { throw ConsumerFailed() }
             let offsets = try await consumer.committed(list, timeout: min(.seconds(10), remaining))
             return Dictionary(offsets.map { ($0.partition, $0.offset) }) { first, _ in first }
         }
@@ -299,6 +311,9 @@ extension WorkerService {
         }
     }
 
+    /// The consumer failed for good while its partitions were restored (see ``KafkaConsumer/hasFailed``).
+    private struct ConsumerFailed: Error {}
+
     /// One step of a restore, tried again with `restoreBackoff` while `limit` allows (each attempt is given what
     /// remains of it): a slow topic, or an open transaction that has not timed out yet, must not turn into a crash
     /// loop of every worker.
@@ -316,6 +331,8 @@ extension WorkerService {
             }
             do {
                 return try await step(remaining)
+            } catch let failed as ConsumerFailed {
+                throw failed
             } catch {
                 let backoff = Self.restoreBackoff.delay(afterFailures: attempt)
                 guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {
