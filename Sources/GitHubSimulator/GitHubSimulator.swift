@@ -492,17 +492,11 @@ extension GitHubSimulator {
             let account = world.account(index)
             guard let thread = account.threads[threadId] else { return nil }
             let recoverable = world.recoverableVersions(user: index)
-            let versions =
-                thread.previous + [
-                    ThreadVersion(
-                        updatedAt: thread.updatedAt, reason: thread.reason, latest: thread.latest,
-                        currentFrom: thread.currentFrom, supersededAt: .infinity, cause: thread.cause)
-                ]
             func stamp(_ seconds: Double) -> String {
                 seconds.isFinite ? String(format: "%.3f", seconds.truncatingRemainder(dividingBy: 1000)) : "-"
             }
             var lines = ["thread \(threadId) of \(login) (times: epoch seconds mod 1000)"]
-            for version in versions {
+            for version in thread.versions {
                 let id = WorldState.notificationActivityId(thread: threadId, updatedAt: version.updatedAt)
                 var made = "reason=\(version.reason) cause=\(version.cause ?? "-")"
                 switch version.latest {

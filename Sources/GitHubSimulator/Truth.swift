@@ -64,12 +64,7 @@ extension WorldState {
         let username = account.person.login
         var result: [ExpectedActivity] = []
         for thread in account.threads.values {
-            var versions = thread.previous
-            versions.append(
-                ThreadVersion(
-                    updatedAt: thread.updatedAt, reason: thread.reason, latest: thread.latest,
-                    currentFrom: thread.currentFrom, supersededAt: .infinity, cause: thread.cause))
-            for version in versions where version.updatedAt >= from && version.updatedAt <= to {
+            for version in thread.versions where version.updatedAt >= from && version.updatedAt <= to {
                 if let activity = expected(thread, version: version, username: username) { result.append(activity) }
             }
         }
@@ -175,19 +170,16 @@ extension WorldState {
         var result: [String: [String]] = [:]
         for thread in account.threads.values where !thread.previous.isEmpty && thread.foreignHost == nil {
             guard let key = thread.subject, let subject = subjects[key] else { continue }
-            let versions =
-                thread.previous.map { ($0.updatedAt, $0.reason, $0.latest, $0.cause) } + [
-                    (thread.updatedAt, thread.reason, thread.latest, thread.cause)
-                ]
-            let ids = versions.map { Self.notificationActivityId(thread: thread.id, updatedAt: $0.0) }
-            for (index, version) in versions.enumerated().dropLast() where Self.keptReasons.contains(version.1) {
+            let versions = thread.versions
+            let ids = versions.map { Self.notificationActivityId(thread: thread.id, updatedAt: $0.updatedAt) }
+            for (index, version) in versions.enumerated().dropLast() where Self.keptReasons.contains(version.reason) {
                 var recoverable = false
-                if case .comment(let id) = version.2, let comment = comments[id], comment.createdAt == version.0,
-                    comment.author.login.lowercased() != login
+                if case .comment(let id) = version.latest, let comment = comments[id],
+                    comment.createdAt == version.updatedAt, comment.author.login.lowercased() != login
                 {
                     recoverable = true
-                } else if (version.3 ?? version.1) == "state_change", subject.state == "closed",
-                    subject.closedAt == version.0, subject.closedBy?.login.lowercased() != login
+                } else if (version.cause ?? version.reason) == "state_change", subject.state == "closed",
+                    subject.closedAt == version.updatedAt, subject.closedBy?.login.lowercased() != login
                 {
                     recoverable = true
                 }

@@ -120,6 +120,17 @@ struct ThreadVersion: Sendable {
     var cause: String? = nil
 }
 
+extension NotificationThread {
+    /// Every version of the thread, oldest first: the superseded ones, then the current one (never superseded).
+    var versions: [ThreadVersion] {
+        previous + [
+            ThreadVersion(
+                updatedAt: updatedAt, reason: reason, latest: latest, currentFrom: currentFrom,
+                supersededAt: .infinity, cause: cause)
+        ]
+    }
+}
+
 /// A GitHub Discussion: no REST subject, reachable through GraphQL `repository.discussions`.
 struct Discussion: Sendable {
     var key: SubjectKey

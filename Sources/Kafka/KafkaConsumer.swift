@@ -169,11 +169,20 @@ public final class KafkaConsumer: Sendable {
     }
 
     /// The group's committed offsets for these partitions (`TopicPartitionOffset.end`-like negative values mean
-    /// none committed).
+    /// none committed). A consumer that failed for good (FENCED_INSTANCE_ID, say) is answered at once with its fatal
+    /// error: librdkafka would only time out.
     public func committed(_ partitions: [TopicPartition], timeout: Duration) async throws(KafkaError)
         -> [TopicPartitionOffset]
     {
         try await client.blocking("committed") { rk -> Result<[TopicPartitionOffset], KafkaError> in
+            let (underlying, reason) = rk.fatalError()
+            if underlying != .noError {
+                var error = KafkaError.from(
+                    underlying, context: "reading committed offsets: the consumer failed for good: \(reason)")
+                error.isFatal = true
+                error.isRetriable = false
+                return .failure(error)
+            }
             let (err, offsets) = rk.committed(partitions, timeout: timeout)
             if err != .noError {
                 return .failure(.from(err, context: "reading committed offsets"))
@@ -227,12 +236,6 @@ public final class KafkaConsumer: Sendable {
             if err != .noError { throw KafkaError.from(err, context: "reading the assignment") }
             return partitions
         }
-    }
-
-    /// Whether the consumer failed for good (a fatal error such as FENCED_INSTANCE_ID) or was closed: its calls
-    /// to the group coordinator then only time out, and the failure reaches `events` as `.fatal`.
-    public var hasFailed: Bool {
-        (try? client.withHandle("fatalError") { $0.fatalError().code != .noError }) ?? true
     }
 
     /// This member's group metadata, for `KafkaTransactionalProducer.sendOffsetsToTransaction`.

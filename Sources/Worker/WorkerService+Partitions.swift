@@ -185,8 +185,9 @@ extension WorkerService {
         let restored: [(Int32, [ConsumerMessage], AccountDirectory.Table)]
         do {
             restored = try await restoreAtStableOffsets(partitions, consumer: consumer)
-        } catch is ConsumerFailed {
-            // Its `.fatal` event is next: the partitions go as lost with the consumer, their jobs never started.
+        } catch let error as KafkaError where error.isFatal {
+            // The consumer failed for good meanwhile (fenced): its `.fatal` event is next, and the partitions go as
+            // lost with it, their jobs never started.
             logger.warning(
                 "the consumer failed while the partitions were restored; its failure is handled next",
                 metadata: ["partitions": "\(partitions.sorted())"])
@@ -266,12 +267,12 @@ extension WorkerService {
         _ partitions: [Int32], consumer: KafkaConsumer, until limit: ContinuousClock.Instant
     ) async throws -> [Int32: Int64] {
         let list = partitions.map { TopicPartition(topic: configuration.topics.jobs, partition: $0) }
+        // A consumer that failed for good answers nothing more: retrying would hold up its fatal event (a fenced
+        // static member, say) for minutes behind this restore.
         return try await retrying(
-            "reading the committed offsets", until: limit, warning: "reading the committed offsets failed; retrying"
+            "reading the committed offsets", until: limit, warning: "reading the committed offsets failed; retrying",
+            isFinal: { ($0 as? KafkaError)?.isFatal == true }
         ) { remaining in
-            // A failed consumer's fetches only time out: give the partitions up rather than retry for minutes
-            // while its fatal event (a fenced static member, say) waits behind this restore.
-            guard !consumer.hasFailed else { throw ConsumerFailed() }
             let offsets = try await consumer.committed(list, timeout: min(.seconds(10), remaining))
             return Dictionary(offsets.map { ($0.partition, $0.offset) }) { first, _ in first }
         }
@@ -311,15 +312,13 @@ extension WorkerService {
         }
     }
 
-    /// The consumer failed for good while its partitions were restored (see ``KafkaConsumer/hasFailed``).
-    private struct ConsumerFailed: Error {}
-
     /// One step of a restore, tried again with `restoreBackoff` while `limit` allows (each attempt is given what
     /// remains of it): a slow topic, or an open transaction that has not timed out yet, must not turn into a crash
-    /// loop of every worker.
+    /// loop of every worker. An error `isFinal` calls final is thrown at once.
     private func retrying<T: Sendable>(
         _ what: String, until limit: ContinuousClock.Instant, warning: Logger.Message,
-        metadata: Logger.Metadata = [:], _ step: (_ remaining: Duration) async throws -> T
+        metadata: Logger.Metadata = [:], isFinal: (any Error) -> Bool = { _ in false },
+        _ step: (_ remaining: Duration) async throws -> T
     ) async throws -> T {
         var attempt = 0
         while true {
@@ -331,8 +330,8 @@ extension WorkerService {
             }
             do {
                 return try await step(remaining)
-            } catch let failed as ConsumerFailed {
-                throw failed
+            } catch  where isFinal(error) {
+                throw error
             } catch {
                 let backoff = Self.restoreBackoff.delay(afterFailures: attempt)
                 guard ContinuousClock.now + backoff < limit, !shared.withLock({ $0.stopping }) else {

@@ -48,16 +48,13 @@ struct RealKafkaTests {
         let scheduler = try pipeline.startScheduler("real-scheduler-\(run)")
         let first = try pipeline.startWorker("real-a-\(run)")
         var second = try pipeline.startWorker("real-b-\(run)")
-        func ownsPartitions(_ worker: ActivitySyncProcess) -> Bool {
-            worker.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
-        }
         try await eventually("the first activities", timeout: .seconds(90), interval: .seconds(1)) {
             try await !pipeline.activities().isEmpty
         }
         for _ in 0..<4 {
             let current = second
             try await eventually("worker b owns partitions", timeout: .seconds(120), interval: .milliseconds(200)) {
-                ownsPartitions(current)
+                RealKafka.ownsPartitions(current)
             }
             try await Task.sleep(for: .seconds(2))  // the scenario: killed with transactions in flight
             // Killed with transactions in flight, restarted under the same id (as a StatefulSet pod is).
@@ -107,7 +104,7 @@ struct RealKafkaTests {
         var worker = try pipeline.startWorker("real-y-\(run)", sessionTimeoutMs: session)
         try await eventually("both workers own partitions", timeout: .seconds(120), interval: .seconds(1)) {
             [other, worker].allSatisfy { process in
-                process.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
+                RealKafka.ownsPartitions(process)
             }
         }
         worker.send(SIGKILL)
@@ -118,7 +115,7 @@ struct RealKafkaTests {
         try await eventually(
             "the restarted worker owns partitions again", timeout: .seconds(90), interval: .milliseconds(200)
         ) {
-            comeback.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
+            RealKafka.ownsPartitions(comeback)
         }
         let waited = ContinuousClock.now - restarted
         #expect(waited < .seconds(20), "took \(waited) to get partitions back (session timeout 45 s)")
@@ -170,6 +167,11 @@ extension RealKafkaTests {
 }
 
 enum RealKafka {
+    /// Whether a worker process has said it owns partitions (an assignment that is not empty).
+    static func ownsPartitions(_ worker: ActivitySyncProcess) -> Bool {
+        worker.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
+    }
+
     static var bootstrap: String? {
         ProcessInfo.processInfo.environment["KAFKA_BOOTSTRAP_SERVERS"].flatMap { $0.isEmpty ? nil : $0 }
     }
@@ -233,7 +235,7 @@ extension RealKafkaTests {
         // "partitions assigned" is what this test wants, so timing out here is no failure.
         do {
             try await eventually("the worker owns partitions", timeout: .seconds(20)) {
-                worker.stderrLines.contains { $0.contains("partitions assigned") && !$0.contains("partitions=[]") }
+                RealKafka.ownsPartitions(worker)
             }
         } catch {}
         // Its state record goes out only now, after a restore that did not wait would have read the partition.
